@@ -1,0 +1,101 @@
+// The Hono application: mounts every route group, enforces body limits and renders every error as
+// problem+json. Importable from Node (no cloudflare:* imports) so scripts can generate the spec.
+
+import { bodyLimit } from 'hono/body-limit';
+import { HTTPException } from 'hono/http-exception';
+import { stringify } from 'yaml';
+import { readLimits } from './lib/config.ts';
+import { OPENAPI_CONFIG, SERVICE_DESCRIPTION } from './lib/openapi.ts';
+import { ProblemError, problemResponse, type ProblemType } from './lib/problem.ts';
+import { createRouter } from './lib/router.ts';
+import { healthRoute, indexRoute, openapiJsonRoute, openapiYamlRoute } from './routes/meta/meta.routes.ts';
+import { stepRouter } from './routes/step/step.index.ts';
+
+const HTTP_PROBLEMS: Record<number, ProblemType> = {
+  400: 'malformed-json',
+  413: 'payload-too-large',
+  415: 'unsupported-media-type',
+  404: 'not-found',
+  405: 'method-not-allowed',
+};
+
+/** Hono path pattern (`/v1/x/:id`) → anchored RegExp, for 405 detection. */
+function patternOf(path: string): RegExp {
+  const src = path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replace(/\/:[^/]+/g, '/[^/]+');
+  return new RegExp(`^${src}/?$`);
+}
+
+export function createApp() {
+  const app = createRouter();
+
+  app.use('*', async (c, next) => {
+    const limits = readLimits(c.env);
+    c.set('limits', limits);
+    return bodyLimit({
+      maxSize: limits.maxBodyBytes,
+      onError: () => {
+        throw new ProblemError(413, 'payload-too-large', `request body larger than ${limits.maxBodyBytes} bytes (MAX_BODY_BYTES)`, undefined, {
+          limit: limits.maxBodyBytes,
+        });
+      },
+    })(c, next);
+  });
+
+  app.openapi(indexRoute, (c) =>
+    c.json(
+      {
+        name: OPENAPI_CONFIG.info.title,
+        description: SERVICE_DESCRIPTION,
+        version: OPENAPI_CONFIG.info.version,
+        links: { step: '/v1/adam/step', health: '/healthz', openapi_json: '/openapi.json', openapi_yaml: '/openapi.yaml' },
+      },
+      200,
+    ),
+  );
+  app.openapi(healthRoute, (c) => c.json({ status: 'ok' as const }, 200));
+
+  app.route('/', stepRouter);
+
+  app.openapi(openapiJsonRoute, (c) => c.json(openApiDocument(app), 200));
+  app.openapi(openapiYamlRoute, (c) => c.body(openApiYaml(app), 200, { 'content-type': 'application/yaml; charset=utf-8' }));
+
+  app.notFound((c) => {
+    const path = new URL(c.req.url).pathname;
+    const allowed = [...new Set(app.routes.filter((r) => r.method !== 'ALL' && patternOf(r.path).test(path)).map((r) => r.method))];
+    if (allowed.length > 0) {
+      return problemResponse(
+        new ProblemError(405, 'method-not-allowed', `${c.req.method} is not allowed on ${path}; use ${allowed.join(', ')}`, undefined, undefined, {
+          allow: allowed.join(', '),
+        }),
+        path,
+      );
+    }
+    return problemResponse(new ProblemError(404, 'not-found', `no route ${c.req.method} ${path}`), path);
+  });
+
+  app.onError((err, c) => {
+    const path = new URL(c.req.url).pathname;
+    if (err instanceof ProblemError) return problemResponse(err, path);
+    if (err instanceof HTTPException) {
+      const type = HTTP_PROBLEMS[err.status] ?? 'internal-error';
+      const detail = err.status === 400 ? 'the request body is not valid JSON' : err.message || `HTTP ${err.status}`;
+      return problemResponse(new ProblemError(err.status, type, detail), path);
+    }
+    console.error('unhandled error', err);
+    return problemResponse(new ProblemError(500, 'internal-error', 'internal error'), path);
+  });
+
+  return app;
+}
+
+export type App = ReturnType<typeof createApp>;
+
+/** The OpenAPI 3.1 document of an app. */
+export function openApiDocument(app: App) {
+  return app.getOpenAPI31Document(OPENAPI_CONFIG);
+}
+
+/** The document as YAML, byte for byte what `npm run openapi` writes to openapi.yaml. */
+export function openApiYaml(app: App): string {
+  return stringify(openApiDocument(app), { lineWidth: 0 });
+}

@@ -1,0 +1,24 @@
+// The OpenAPI document's top-level fields, shared by the running app and scripts/gen-openapi.ts.
+
+import type { OpenAPIHono } from '@hono/zod-openapi';
+
+type DocumentConfig = Parameters<OpenAPIHono['getOpenAPI31Document']>[0];
+
+export const SERVICE_DESCRIPTION =
+  'Adam over HTTP, numerically faithful to PyTorch 1.13. Send parameters, gradients and optimizer state; ' +
+  'get back exactly what torch.optim.Adam / AdamW would compute. Errors are RFC 9457 `application/problem+json`.';
+
+export const OPENAPI_CONFIG: DocumentConfig = {
+  openapi: '3.1.0',
+  info: {
+    title: 'adam-api',
+    version: '0.1.0',
+    description: SERVICE_DESCRIPTION,
+    license: { name: 'MIT', url: 'https://opensource.org/license/mit' },
+  },
+  servers: [{ url: 'http://localhost:8787', description: 'Local `npm run dev`' }],
+  tags: [
+    { name: 'Service', description: 'Service description, health and this document.' },
+    { name: 'Stateless step', description: 'Adam steps where the client keeps the optimizer state.' },
+  ],
+};

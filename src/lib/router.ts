@@ -1,0 +1,29 @@
+// Router factory shared by every route group: one validation hook so every rejected request
+// gets the same problem+json body.
+
+import { OpenAPIHono } from '@hono/zod-openapi';
+import type { Hook } from '@hono/zod-openapi';
+import type { Limits } from './config.ts';
+import { problemResponse, validationProblem } from './problem.ts';
+import { zodFieldErrors } from './validation.ts';
+
+export interface AppEnv {
+  Bindings: Env;
+  Variables: { limits: Limits };
+}
+
+/** Validation failures of any request part (json, query, params, headers) → 422 problem+json. */
+export const validationHook: Hook<unknown, AppEnv, string, unknown> = async (result, c) => {
+  if (result.success) return;
+  let input: unknown;
+  if (result.target === 'json') input = await c.req.json().catch(() => undefined);
+  else if (result.target === 'query') input = c.req.query();
+  else if (result.target === 'param') input = c.req.param();
+  else if (result.target === 'header') input = c.req.header();
+  const prefix = result.target === 'json' ? [] : [result.target];
+  return problemResponse(validationProblem(zodFieldErrors(result.error, input, prefix)), new URL(c.req.url).pathname);
+};
+
+export function createRouter() {
+  return new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
+}

@@ -1,0 +1,31 @@
+// Handler of the stateless step: validated JSON → typed arrays → pure Adam step → JSON.
+
+import type { RouteHandler } from '@hono/zod-openapi';
+import type { AppEnv } from '../../lib/router.ts';
+import { ProblemError, fieldError } from '../../lib/problem.ts';
+import { parseLike, parseParams, parseState, stateJson } from '../../lib/tensor-input.ts';
+import { adamStep, firstNonFinite, toDtype } from '../../optim/adam.ts';
+import { pathOfIndex, unflatten } from '../../tensors/tree.ts';
+import type { adamStepRoute } from './step.routes.ts';
+
+export const adamStepHandler: RouteHandler<typeof adamStepRoute, AppEnv> = (c) => {
+  const body = c.req.valid('json');
+  const { dtype, hyperparams } = body;
+  const flatParams = parseParams(body.params, ['params'], c.get('limits').maxElements);
+  const { layout, size } = flatParams;
+  const params = dtype === 'float64' ? flatParams.values : toDtype(dtype, flatParams.values);
+  const grads = parseLike(body.grads, layout, ['grads'], dtype);
+  const state = parseState(body.state, layout, size, dtype, hyperparams, ['state']);
+
+  const result = adamStep({ dtype, hyperparams, params, grads, state });
+
+  const bad = firstNonFinite(result.params, result.state.m, result.state.v);
+  if (bad) {
+    const name = (['params', 'state.m', 'state.v'] as const)[bad.array];
+    const where = pathOfIndex(layout, bad.index);
+    throw new ProblemError(422, 'non-finite-result', `the step produced a non-finite ${name} value (overflow, or eps = 0 with v = 0) at ${name}${where.map((p) => `[${JSON.stringify(p)}]`).join('')}; JSON cannot carry it`, [
+      fieldError(['grads', ...where], `leads to a non-finite ${name} value`),
+    ]);
+  }
+  return c.json({ params: unflatten(layout, result.params), state: stateJson(layout, result.state), lr: hyperparams.lr }, 200);
+};

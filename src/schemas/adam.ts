@@ -1,0 +1,104 @@
+// zod schemas of Adam's hyperparameters, state and the stateless step request/response. They
+// validate requests, type the handlers and generate openapi.yaml.
+
+import { z } from '@hono/zod-openapi';
+import { ADAM_DEFAULTS, MAX_STEP } from '../optim/adam.ts';
+import { DtypeSchema, TensorTreeSchema, requiredTree } from './common.ts';
+
+export const AdamHyperparamsSchema = z
+  .object({
+    lr: z
+      .number()
+      .min(0)
+      .default(ADAM_DEFAULTS.lr)
+      .openapi({ description: 'Learning rate (torch `lr`). Finite and >= 0: a negative rate would ascend. Ignored when a `schedule` sets it.' }),
+    beta1: z
+      .number()
+      .min(0)
+      .lt(1)
+      .default(ADAM_DEFAULTS.beta1)
+      .openapi({ description: 'Exponential decay of the first moment (torch `betas[0]`), in [0, 1).' }),
+    beta2: z
+      .number()
+      .min(0)
+      .lt(1)
+      .default(ADAM_DEFAULTS.beta2)
+      .openapi({ description: 'Exponential decay of the second moment (torch `betas[1]`), in [0, 1).' }),
+    eps: z
+      .number()
+      .min(0)
+      .default(ADAM_DEFAULTS.eps)
+      .openapi({ description: 'Added to the bias-corrected sqrt(v) in the denominator (torch `eps`), >= 0.' }),
+    weight_decay: z
+      .number()
+      .min(0)
+      .default(ADAM_DEFAULTS.weight_decay)
+      .openapi({ description: 'Weight decay (torch `weight_decay`), >= 0: an L2 term added to the gradient, or decoupled decay with `decoupled_weight_decay`.' }),
+    decoupled_weight_decay: z
+      .boolean()
+      .default(ADAM_DEFAULTS.decoupled_weight_decay)
+      .openapi({ description: 'true: AdamW (torch.optim.AdamW), p *= 1 - lr*weight_decay before the update; false: Adam, grad += weight_decay*p.' }),
+    amsgrad: z
+      .boolean()
+      .default(ADAM_DEFAULTS.amsgrad)
+      .openapi({ description: 'AMSGrad (torch `amsgrad`): normalise by the running max of v, kept in `state.v_max`.' }),
+    maximize: z
+      .boolean()
+      .default(ADAM_DEFAULTS.maximize)
+      .openapi({ description: 'Maximise the objective instead of minimising it (torch `maximize`).' }),
+  })
+  .strict()
+  .openapi('AdamHyperparams', { description: 'Hyperparameters of torch.optim.Adam / AdamW. Every field is optional and defaults as shown.' });
+
+export type AdamHyperparamsInput = z.input<typeof AdamHyperparamsSchema>;
+
+export const StepCountSchema = z
+  .number()
+  .int()
+  .min(0)
+  .max(MAX_STEP)
+  .openapi({ description: `Completed optimizer steps (torch \`state["step"]\`). torch keeps it in a float32, so it saturates at 2^24 = ${MAX_STEP}.` });
+
+export const AdamStateSchema = z
+  .object({
+    step: StepCountSchema,
+    m: requiredTree('First moment (torch `exp_avg`), without bias correction; same structure as `params`.'),
+    v: requiredTree('Second moment (torch `exp_avg_sq`), without bias correction; same structure as `params`.'),
+    v_max: TensorTreeSchema.optional().openapi({
+      description: 'Running max of `v` (torch `max_exp_avg_sq`); required when `amsgrad` is true and `step` > 0, ignored otherwise.',
+    }),
+  })
+  .strict()
+  .openapi('AdamState', { description: 'Optimizer state exactly as returned by the previous step. Omit it for a fresh optimizer (step 0, zero moments).' });
+
+export const AdamStateOutSchema = z
+  .object({
+    step: StepCountSchema,
+    m: TensorTreeSchema.openapi({ description: 'First moment (torch `exp_avg`).' }),
+    v: TensorTreeSchema.openapi({ description: 'Second moment (torch `exp_avg_sq`).' }),
+    v_max: TensorTreeSchema.optional().openapi({ description: 'Running max of v (torch `max_exp_avg_sq`); present only with amsgrad.' }),
+  })
+  .openapi('AdamStateOut', { description: 'State to send back with the next step.' });
+
+export const StepRequestSchema = z
+  .object({
+    params: requiredTree('Parameters before the step.'),
+    grads: requiredTree('Gradients of the loss with respect to `params`; same structure as `params`.'),
+    state: AdamStateSchema.optional(),
+    hyperparams: AdamHyperparamsSchema.prefault({}),
+    dtype: DtypeSchema.default('float32'),
+  })
+  .strict()
+  .openapi('StepRequest', {
+    example: { params: [1.0, -2.0, 3.0], grads: [0.1, -0.2, 0.3], hyperparams: { lr: 0.01 }, dtype: 'float64' },
+  });
+
+export type StepRequest = z.infer<typeof StepRequestSchema>;
+
+export const StepResponseSchema = z
+  .object({
+    params: TensorTreeSchema.openapi({ description: 'Parameters after the step, in the structure of the request.' }),
+    state: AdamStateOutSchema,
+    lr: z.number().openapi({ description: 'The learning rate applied in this step.' }),
+  })
+  .openapi('StepResponse');

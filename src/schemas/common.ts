@@ -1,0 +1,72 @@
+// Shared zod schemas: tensor trees, dtypes and the problem+json error body. Each `.openapi(name)`
+// becomes a component of openapi.yaml.
+
+import { z } from '@hono/zod-openapi';
+
+const TENSOR_REF = '#/components/schemas/Tensor';
+const TREE_REF = '#/components/schemas/TensorTree';
+
+/**
+ * A tensor: a number (0-d) or a rectangular nested array of numbers. Documented here and checked by
+ * `src/tensors/tree.ts`, whose single pass over the elements is far cheaper than a zod array
+ * schema on millions of numbers.
+ */
+export const TensorSchema = z.unknown().openapi('Tensor', {
+  description:
+    'A tensor: a number (0-d), a flat array of numbers, or a rectangular nested array (as numpy\'s `tolist()` gives). ' +
+    'Every element must be a finite JSON number; nested arrays must not be ragged.',
+  oneOf: [{ type: 'number' }, { type: 'array', items: { $ref: TENSOR_REF } }],
+  example: [[0.5, -1.25], [2, 0]],
+} as never);
+
+/** A tensor, or an object of names to tensor trees (like a PyTorch `state_dict`). */
+export const TensorTreeSchema = z.unknown().openapi('TensorTree', {
+  description:
+    'Parameters (or gradients, moments) as one tensor, or as an object of names to tensors, e.g. ' +
+    '`{"layer1.weight": [[...], [...]], "layer1.bias": [...]}`. Objects may nest. Trees that must match ' +
+    '`params` need the same names (in any order) and the same shapes.',
+  oneOf: [{ $ref: TENSOR_REF }, { type: 'object', additionalProperties: { $ref: TREE_REF } }],
+  example: { 'layer1.weight': [[0.1, -0.2], [0.3, 0.4]], 'layer1.bias': [0, 0] },
+} as never);
+
+/** A required tensor-tree field (z.unknown alone would accept a missing key). */
+export const requiredTree = (description: string) =>
+  TensorTreeSchema.refine((v) => v !== undefined, { message: 'is required' }).openapi({ description });
+
+export const DtypeSchema = z
+  .enum(['float32', 'float64'])
+  .openapi('Dtype', {
+    description:
+      'Element type of the computation and of the returned values. `float32` reproduces torch float32 ' +
+      '(the torch default dtype) bit for bit: inputs are rounded to float32 and every result is a float32 ' +
+      'value, printed as its exact double. `float64` computes in doubles (torch float64).',
+  });
+
+export const FieldErrorSchema = z
+  .object({
+    field: z.string().openapi({ description: 'Path of the offending field, e.g. `hyperparams.lr` or `grads["fc.bias"][2]`.' }),
+    pointer: z.string().openapi({ description: 'RFC 6901 JSON Pointer to the offending field in the request body.' }),
+    message: z.string().openapi({ description: 'What is wrong with it.' }),
+    value: z
+      .unknown()
+      .optional()
+      .openapi({ description: 'The value received, when it is a scalar (non-finite numbers as strings).' }),
+  })
+  .openapi('FieldError');
+
+export const ProblemSchema = z
+  .object({
+    type: z.string().openapi({ description: 'Problem type URI (`urn:adam-api:problem:<slug>`).', example: 'urn:adam-api:problem:validation-error' }),
+    title: z.string().openapi({ description: 'Short summary of the problem type.', example: 'Invalid request' }),
+    status: z.number().int().openapi({ description: 'HTTP status code.', example: 422 }),
+    detail: z.string().openapi({ description: 'What went wrong in this request.', example: 'hyperparams.lr: must be >= 0, got -1' }),
+    instance: z.string().optional().openapi({ description: 'The request path.' }),
+    errors: z.array(FieldErrorSchema).optional().openapi({ description: 'One entry per invalid field.' }),
+  })
+  .catchall(z.unknown())
+  .openapi('Problem', { description: 'RFC 9457 problem details (`application/problem+json`).' });
+
+/** A problem+json response entry for route definitions. */
+export function problem(description: string) {
+  return { description, content: { 'application/problem+json': { schema: ProblemSchema } } };
+}

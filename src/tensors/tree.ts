@@ -1,0 +1,261 @@
+// Tensor trees as clients send them (a number, a rectangular nested array, or an object of names to
+// such trees) flattened into one contiguous Float64Array plus the layout needed to rebuild them.
+// Pure and allocation-light: this runs on every element of every request.
+
+/** Where a value sits in the request body, e.g. ["grads", "layer1.bias", 2]. */
+export type FieldPath = ReadonlyArray<string | number>;
+
+/** A tensor tree's structure without its numbers. */
+export type TensorLayout =
+  | { readonly kind: 'tensor'; readonly shape: readonly number[] }
+  | { readonly kind: 'named'; readonly entries: ReadonlyArray<{ readonly name: string; readonly layout: TensorLayout }> };
+
+/** A flattened tensor tree: `values` holds every element, leaves in layout order, row-major. */
+export interface FlatTensors {
+  readonly layout: TensorLayout;
+  readonly size: number;
+  readonly values: Float64Array;
+}
+
+/** A rejected tensor, with the path of the offending value and, where useful, the value itself. */
+export class TensorError extends Error {
+  constructor(
+    readonly path: FieldPath,
+    message: string,
+    readonly value?: unknown,
+  ) {
+    super(message);
+    this.name = 'TensorError';
+  }
+}
+
+const MAX_RANK = 32;
+
+/** Short, JSON-like description of a bad value for error messages. */
+export function describeValue(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return `an array of length ${value.length}`;
+  if (typeof value === 'object') return 'an object';
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+  if (typeof value === 'number' && !Number.isFinite(value)) return String(value);
+  return `${typeof value} ${String(value)}`;
+}
+
+/** Number of elements of a tensor of this shape. */
+export function shapeSize(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+/** Total number of elements in a layout. */
+export function layoutSize(layout: TensorLayout): number {
+  if (layout.kind === 'tensor') return shapeSize(layout.shape);
+  let n = 0;
+  for (const e of layout.entries) n += layoutSize(e.layout);
+  return n;
+}
+
+/** Shape of a number or nested array, read off its first elements (rectangularity is checked later). */
+function probeShape(value: unknown, path: FieldPath): number[] {
+  const shape: number[] = [];
+  let v = value;
+  while (Array.isArray(v)) {
+    if (shape.length === MAX_RANK) throw new TensorError(path, `nesting deeper than ${MAX_RANK} levels`);
+    shape.push(v.length);
+    if (v.length === 0) break;
+    v = v[0];
+  }
+  return shape;
+}
+
+/**
+ * Discovers the layout of a tensor tree. Throws TensorError for values that are not numbers,
+ * arrays or objects; element-level checks happen while flattening.
+ */
+export function inferLayout(value: unknown, path: FieldPath, elementLimit = Infinity): TensorLayout {
+  let total = 0;
+  const visit = (v: unknown, p: FieldPath): TensorLayout => {
+    if (typeof v === 'number' || Array.isArray(v)) {
+      const shape = probeShape(v, p);
+      total += shapeSize(shape);
+      if (total > elementLimit) throw new ElementLimitError(total, elementLimit, p);
+      return { kind: 'tensor', shape };
+    }
+    if (v !== null && typeof v === 'object') {
+      const entries = Object.entries(v as Record<string, unknown>).map(([name, child]) => ({
+        name,
+        layout: visit(child, [...p, name]),
+      }));
+      return { kind: 'named', entries };
+    }
+    throw new TensorError(p, `expected a number, an array of numbers or an object of named tensors, got ${describeValue(v)}`, v);
+  };
+  return visit(value, path);
+}
+
+/** Thrown when a tree holds more elements than allowed; carries the count seen so far. */
+export class ElementLimitError extends Error {
+  constructor(
+    readonly count: number,
+    readonly limit: number,
+    readonly path: FieldPath,
+  ) {
+    super(`more than ${limit} tensor elements`);
+    this.name = 'ElementLimitError';
+  }
+}
+
+function shapeText(shape: readonly number[]): string {
+  return `[${shape.join(', ')}]`;
+}
+
+/**
+ * Flattens `value` into `out` starting at `offset`, requiring it to have exactly `layout`.
+ * Returns the offset after the last element written.
+ */
+function flattenInto(value: unknown, layout: TensorLayout, path: FieldPath, out: Float64Array, offset: number): number {
+  if (layout.kind === 'named') {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+      throw new TensorError(path, `expected an object of named tensors, got ${describeValue(value)}`, value);
+    }
+    const obj = value as Record<string, unknown>;
+    for (const { name, layout: child } of layout.entries) {
+      if (!Object.hasOwn(obj, name)) throw new TensorError([...path, name], `missing tensor "${name}"`);
+      offset = flattenInto(obj[name], child, [...path, name], out, offset);
+    }
+    if (Object.keys(obj).length !== layout.entries.length) {
+      const known = new Set(layout.entries.map((e) => e.name));
+      const extra = Object.keys(obj).find((k) => !known.has(k))!;
+      throw new TensorError([...path, extra], `unexpected tensor "${extra}" (not in params)`);
+    }
+    return offset;
+  }
+  const shape = layout.shape;
+  if (shape.length === 0) {
+    if (typeof value !== 'number' || !Number.isFinite(value)) {
+      throw new TensorError(path, `expected a finite number, got ${describeValue(value)}`, value);
+    }
+    out[offset] = value;
+    return offset + 1;
+  }
+  return flattenArray(value, shape, 0, path, out, offset);
+}
+
+function flattenArray(
+  value: unknown,
+  shape: readonly number[],
+  depth: number,
+  path: FieldPath,
+  out: Float64Array,
+  offset: number,
+): number {
+  const len = shape[depth]!;
+  if (!Array.isArray(value) || value.length !== len) {
+    const got = Array.isArray(value) ? `length ${value.length}` : describeValue(value);
+    const want = depth === 0 ? `shape ${shapeText(shape)}` : `length ${len}`;
+    throw new TensorError(path, `expected an array of ${want}, got ${got}${depth > 0 ? ' (ragged nested array)' : ''}`, Array.isArray(value) ? undefined : value);
+  }
+  if (depth === shape.length - 1) {
+    // Innermost dimension: the hot loop.
+    for (let i = 0; i < len; i++) {
+      const x = value[i];
+      if (typeof x !== 'number' || !Number.isFinite(x)) {
+        const ragged = Array.isArray(x) ? ' (ragged nested array)' : '';
+        throw new TensorError([...path, i], `expected a finite number, got ${describeValue(x)}${ragged}`, x);
+      }
+      out[offset + i] = x;
+    }
+    return offset + len;
+  }
+  for (let i = 0; i < len; i++) {
+    const child = value[i];
+    if (!Array.isArray(child)) {
+      throw new TensorError([...path, i], `expected an array of length ${shape[depth + 1]}, got ${describeValue(child)} (ragged nested array)`, child);
+    }
+    offset = flattenArray(child, shape, depth + 1, [...path, i], out, offset);
+  }
+  return offset;
+}
+
+/** Flattens a tree whose layout is discovered from the value itself (the `params` of a request). */
+export function flattenTree(value: unknown, path: FieldPath, elementLimit = Infinity): FlatTensors {
+  const layout = inferLayout(value, path, elementLimit);
+  return flattenLike(value, layout, path);
+}
+
+/** Flattens a tree that must have exactly `layout` (grads and state, which mirror params). */
+export function flattenLike(value: unknown, layout: TensorLayout, path: FieldPath): FlatTensors {
+  const size = layoutSize(layout);
+  const values = new Float64Array(size);
+  const end = flattenInto(value, layout, path, values, 0);
+  if (end !== size) throw new Error(`internal: flattened ${end} of ${size} elements`);
+  return { layout, size, values };
+}
+
+/** Rebuilds the JSON form of a tree from its layout and flat values (any numeric array type). */
+export function unflatten(layout: TensorLayout, values: ArrayLike<number>, offset = 0): unknown {
+  let cursor = offset;
+  const build = (l: TensorLayout): unknown => {
+    if (l.kind === 'named') {
+      // Null prototype: a tensor named "__proto__" must stay a plain property.
+      const obj: Record<string, unknown> = Object.create(null);
+      for (const e of l.entries) obj[e.name] = build(e.layout);
+      return obj;
+    }
+    if (l.shape.length === 0) return values[cursor++];
+    const nest = (depth: number): unknown[] => {
+      const len = l.shape[depth]!;
+      const arr = new Array<unknown>(len);
+      if (depth === l.shape.length - 1) {
+        for (let i = 0; i < len; i++) arr[i] = values[cursor++];
+      } else {
+        for (let i = 0; i < len; i++) arr[i] = nest(depth + 1);
+      }
+      return arr;
+    };
+    return nest(0);
+  };
+  return build(layout);
+}
+
+/** The leaves of a layout with their shapes and offsets into the flat values, in order. */
+export function leaves(layout: TensorLayout): Array<{ path: string[]; shape: readonly number[]; offset: number; size: number }> {
+  const out: Array<{ path: string[]; shape: readonly number[]; offset: number; size: number }> = [];
+  let offset = 0;
+  const walk = (l: TensorLayout, path: string[]) => {
+    if (l.kind === 'tensor') {
+      const size = shapeSize(l.shape);
+      out.push({ path, shape: l.shape, offset, size });
+      offset += size;
+    } else {
+      for (const e of l.entries) walk(e.layout, [...path, e.name]);
+    }
+  };
+  walk(layout, []);
+  return out;
+}
+
+/** JSON description of a layout's shapes: a shape array, or an object of names to shapes. */
+export function layoutShapes(layout: TensorLayout): unknown {
+  if (layout.kind === 'tensor') return [...layout.shape];
+  const obj: Record<string, unknown> = Object.create(null);
+  for (const e of layout.entries) obj[e.name] = layoutShapes(e.layout);
+  return obj;
+}
+
+/** Field path of flat element `index`, e.g. ["layer1.weight", 1, 0]. */
+export function pathOfIndex(layout: TensorLayout, index: number): Array<string | number> {
+  for (const leaf of leaves(layout)) {
+    if (index < leaf.offset + leaf.size) {
+      let rest = index - leaf.offset;
+      const coords: number[] = new Array(leaf.shape.length);
+      for (let d = leaf.shape.length - 1; d >= 0; d--) {
+        coords[d] = rest % leaf.shape[d]!;
+        rest = Math.floor(rest / leaf.shape[d]!);
+      }
+      return [...leaf.path, ...coords];
+    }
+  }
+  throw new RangeError(`index ${index} outside the layout`);
+}

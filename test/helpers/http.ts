@@ -1,0 +1,27 @@
+// HTTP helpers for integration tests: every call goes through the Worker's fetch handler in workerd.
+
+import { exports } from 'cloudflare:workers';
+
+export const BASE = 'http://adam-api.test';
+
+export async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Response> {
+  const init: RequestInit = { method, headers: { ...headers } };
+  if (body !== undefined) {
+    init.body = typeof body === 'string' ? body : JSON.stringify(body);
+    (init.headers as Record<string, string>)['content-type'] ??= 'application/json';
+  }
+  return exports.default.fetch(new Request(BASE + path, init));
+}
+
+/** POSTs JSON and returns status, content type and parsed body. */
+export async function postJson(path: string, body: unknown, headers: Record<string, string> = {}) {
+  const res = await call('POST', path, body, headers);
+  const text = await res.text();
+  return { status: res.status, type: res.headers.get('content-type') ?? '', headers: res.headers, body: text ? JSON.parse(text) : undefined };
+}
+
+export async function getJson(path: string, headers: Record<string, string> = {}) {
+  const res = await call('GET', path, undefined, headers);
+  const text = await res.text();
+  return { status: res.status, type: res.headers.get('content-type') ?? '', headers: res.headers, body: text ? JSON.parse(text) : undefined };
+}
