@@ -9,6 +9,7 @@ import { OPENAPI_CONFIG, SERVICE_DESCRIPTION } from './lib/openapi.ts';
 import { ProblemError, problemResponse, type ProblemType } from './lib/problem.ts';
 import { createRouter } from './lib/router.ts';
 import { healthRoute, indexRoute, openapiJsonRoute, openapiYamlRoute } from './routes/meta/meta.routes.ts';
+import { schedulesRouter } from './routes/schedules/schedules.index.ts';
 import { stepRouter } from './routes/step/step.index.ts';
 
 const HTTP_PROBLEMS: Record<number, ProblemType> = {
@@ -55,6 +56,7 @@ export function createApp() {
   app.openapi(healthRoute, (c) => c.json({ status: 'ok' as const }, 200));
 
   app.route('/', stepRouter);
+  app.route('/', schedulesRouter);
 
   app.openapi(openapiJsonRoute, (c) => c.json(openApiDocument(app), 200));
   app.openapi(openapiYamlRoute, (c) => c.body(openApiYaml(app), 200, { 'content-type': 'application/yaml; charset=utf-8' }));
