@@ -43,16 +43,28 @@ export type ProblemType = keyof typeof PROBLEM_TITLES;
 export const PROBLEM_TYPE_BASE = 'urn:adam-api:problem:';
 
 export class ProblemError extends Error {
+  readonly status: number;
+  readonly problemType: ProblemType;
+  readonly detail: string;
+  readonly errors: FieldError[] | undefined;
+  readonly extensions: Record<string, unknown> | undefined;
+  readonly headers: Record<string, string> | undefined;
   constructor(
-    readonly status: number,
-    readonly problemType: ProblemType,
-    readonly detail: string,
-    readonly errors?: FieldError[],
-    readonly extensions?: Record<string, unknown>,
-    readonly headers?: Record<string, string>,
+    status: number,
+    problemType: ProblemType,
+    detail: string,
+    errors?: FieldError[],
+    extensions?: Record<string, unknown>,
+    headers?: Record<string, string>,
   ) {
     super(detail);
     this.name = 'ProblemError';
+    this.status = status;
+    this.problemType = problemType;
+    this.detail = detail;
+    this.errors = errors;
+    this.extensions = extensions;
+    this.headers = headers;
   }
 
   toBody(instance?: string): ProblemBody {

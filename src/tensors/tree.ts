@@ -19,13 +19,13 @@ export interface FlatTensors {
 
 /** A rejected tensor, with the path of the offending value and, where useful, the value itself. */
 export class TensorError extends Error {
-  constructor(
-    readonly path: FieldPath,
-    message: string,
-    readonly value?: unknown,
-  ) {
+  readonly path: FieldPath;
+  readonly value: unknown;
+  constructor(path: FieldPath, message: string, value?: unknown) {
     super(message);
     this.name = 'TensorError';
+    this.path = path;
+    this.value = value;
   }
 }
 
@@ -37,8 +37,7 @@ export function describeValue(value: unknown): string {
   if (Array.isArray(value)) return `an array of length ${value.length}`;
   if (typeof value === 'object') return 'an object';
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
-  if (typeof value === 'number' && !Number.isFinite(value)) return String(value);
-  return `${typeof value} ${String(value)}`;
+  return String(value); // numbers (incl. Infinity) and booleans
 }
 
 /** Number of elements of a tensor of this shape. */
@@ -96,13 +95,15 @@ export function inferLayout(value: unknown, path: FieldPath, elementLimit = Infi
 
 /** Thrown when a tree holds more elements than allowed; carries the count seen so far. */
 export class ElementLimitError extends Error {
-  constructor(
-    readonly count: number,
-    readonly limit: number,
-    readonly path: FieldPath,
-  ) {
+  readonly count: number;
+  readonly limit: number;
+  readonly path: FieldPath;
+  constructor(count: number, limit: number, path: FieldPath) {
     super(`more than ${limit} tensor elements`);
     this.name = 'ElementLimitError';
+    this.count = count;
+    this.limit = limit;
+    this.path = path;
   }
 }
 
