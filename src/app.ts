@@ -9,6 +9,7 @@ import { OPENAPI_CONFIG, SERVICE_DESCRIPTION } from './lib/openapi.ts';
 import { ProblemError, problemResponse, type ProblemType } from './lib/problem.ts';
 import { createRouter } from './lib/router.ts';
 import { healthRoute, indexRoute, openapiJsonRoute, openapiYamlRoute } from './routes/meta/meta.routes.ts';
+import { optimizersRouter } from './routes/optimizers/optimizers.index.ts';
 import { schedulesRouter } from './routes/schedules/schedules.index.ts';
 import { stepRouter } from './routes/step/step.index.ts';
 
@@ -48,7 +49,13 @@ export function createApp() {
         name: OPENAPI_CONFIG.info.title,
         description: SERVICE_DESCRIPTION,
         version: OPENAPI_CONFIG.info.version,
-        links: { step: '/v1/adam/step', health: '/healthz', openapi_json: '/openapi.json', openapi_yaml: '/openapi.yaml' },
+        links: {
+          step: '/v1/adam/step',
+          optimizers: '/v1/optimizers',
+          health: '/healthz',
+          openapi_json: '/openapi.json',
+          openapi_yaml: '/openapi.yaml',
+        },
       },
       200,
     ),
@@ -57,6 +64,13 @@ export function createApp() {
 
   app.route('/', stepRouter);
   app.route('/', schedulesRouter);
+  app.route('/', optimizersRouter);
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'The token returned when the optimizer was created.',
+  });
 
   app.openapi(openapiJsonRoute, (c) => c.json(openApiDocument(app), 200));
   app.openapi(openapiYamlRoute, (c) => c.body(openApiYaml(app), 200, { 'content-type': 'application/yaml; charset=utf-8' }));
@@ -99,5 +113,5 @@ export function openApiDocument(app: App) {
 
 /** The document as YAML, byte for byte what `npm run openapi` writes to openapi.yaml. */
 export function openApiYaml(app: App): string {
-  return stringify(openApiDocument(app), { lineWidth: 0 });
+  return stringify(openApiDocument(app), { lineWidth: 0, aliasDuplicateObjects: false });
 }

@@ -5,3 +5,4 @@ import { createApp } from './app.ts';
 const app = createApp();
 
 export default app;
+export { HostedOptimizer } from './durable-objects/hosted-optimizer.ts';

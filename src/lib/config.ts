@@ -5,17 +5,21 @@ export interface Limits {
   maxBodyBytes: number;
   /** Most elements in one tensor tree of a stateless step (413 above it). */
   maxElements: number;
+  /** Most parameter elements of one hosted optimizer (413 above it). */
+  maxHostedElements: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxBodyBytes: 32 * 1024 * 1024,
   maxElements: 250_000,
+  maxHostedElements: 1_000_000,
 });
 
 /** The subset of bindings this module reads; values come from wrangler vars as strings. */
 export interface LimitVars {
   MAX_BODY_BYTES?: string | number;
   MAX_ELEMENTS?: string | number;
+  MAX_HOSTED_ELEMENTS?: string | number;
 }
 
 function positiveInt(raw: string | number | undefined, fallback: number, name: string): number {
@@ -30,5 +34,6 @@ export function readLimits(env: LimitVars | undefined): Limits {
   return {
     maxBodyBytes: positiveInt(env?.MAX_BODY_BYTES, DEFAULT_LIMITS.maxBodyBytes, 'MAX_BODY_BYTES'),
     maxElements: positiveInt(env?.MAX_ELEMENTS, DEFAULT_LIMITS.maxElements, 'MAX_ELEMENTS'),
+    maxHostedElements: positiveInt(env?.MAX_HOSTED_ELEMENTS, DEFAULT_LIMITS.maxHostedElements, 'MAX_HOSTED_ELEMENTS'),
   };
 }

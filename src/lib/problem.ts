@@ -7,8 +7,8 @@ import type { FieldPath } from '../tensors/tree.ts';
 export interface FieldError {
   /** Dotted path, e.g. `hyperparams.lr` or `grads["layer1.bias"][2]`. */
   field: string;
-  /** JSON Pointer (RFC 6901) to the same place in the request body. */
-  pointer: string;
+  /** JSON Pointer (RFC 6901) to the same place in the request body (absent for headers). */
+  pointer?: string;
   message: string;
   value?: unknown;
 }
@@ -109,6 +109,13 @@ function echoable(value: unknown): boolean {
 export function fieldError(path: FieldPath, message: string, value?: unknown): FieldError {
   const e: FieldError = { field: formatPath(path), pointer: jsonPointer(path), message };
   if (echoable(value)) e.value = typeof value === 'number' && !Number.isFinite(value) ? String(value) : value;
+  return e;
+}
+
+/** An error about a request header, named as sent (e.g. `Idempotency-Key`). */
+export function headerError(name: string, message: string, value?: unknown): FieldError {
+  const e: FieldError = { field: name, message };
+  if (echoable(value)) e.value = value;
   return e;
 }
 

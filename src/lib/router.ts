@@ -20,8 +20,10 @@ export const validationHook: Hook<unknown, AppEnv, string, unknown> = async (res
   else if (result.target === 'query') input = c.req.query();
   else if (result.target === 'param') input = c.req.param();
   else if (result.target === 'header') input = c.req.header();
-  const prefix = result.target === 'json' ? [] : [result.target];
-  return problemResponse(validationProblem(zodFieldErrors(result.error, input, prefix)), new URL(c.req.url).pathname);
+  let errors = zodFieldErrors(result.error, input);
+  // Query, path and header fields are named as sent; a JSON Pointer only addresses the body.
+  if (result.target !== 'json') errors = errors.map(({ pointer: _pointer, ...rest }) => rest);
+  return problemResponse(validationProblem(errors), new URL(c.req.url).pathname);
 };
 
 export function createRouter() {

@@ -23,7 +23,7 @@ export function withTensorProblems<T>(fn: () => T): T {
       throw new ProblemError(
         413,
         'payload-too-large',
-        `${formatPath(e.path.slice(0, 1))} has more than ${e.limit} elements (limit MAX_ELEMENTS = ${e.limit})`,
+        `${formatPath(e.path.slice(0, 1))} has more than ${e.limit} elements (the configured limit)`,
         [fieldError(e.path.slice(0, 1), `more than ${e.limit} elements`)],
         { limit: e.limit },
       );

@@ -4,6 +4,7 @@
 import { z } from '@hono/zod-openapi';
 import { ADAM_DEFAULTS, MAX_STEP } from '../optim/adam.ts';
 import { DtypeSchema, TensorTreeSchema, requiredTree } from './common.ts';
+import { MAX_METRICS, ScheduleSpecSchema } from './schedule.ts';
 
 export const AdamHyperparamsSchema = z
   .object({
@@ -87,9 +88,31 @@ export const StepRequestSchema = z
     state: AdamStateSchema.optional(),
     hyperparams: AdamHyperparamsSchema.prefault({}),
     dtype: DtypeSchema.default('float32'),
+    // Described on StepRequest: metadata here would overwrite the shared ScheduleSpec component.
+    schedule: ScheduleSpecSchema.optional(),
+    metrics: z
+      .array(z.number())
+      .max(MAX_METRICS)
+      .optional()
+      .openapi({
+        description: `Metric reports so far (e.g. validation losses), oldest first, for a \`reduce_on_plateau\` schedule (required with it, and only with it; at most ${MAX_METRICS}).`,
+        example: [0.9, 0.7, 0.71],
+      }),
   })
   .strict()
+  .superRefine((body, ctx) => {
+    const plateau = body.schedule?.type === 'reduce_on_plateau';
+    if (plateau && body.metrics === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['metrics'], message: 'is required with a reduce_on_plateau schedule (use [] before the first report)' });
+    }
+    if (!plateau && body.metrics !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['metrics'], message: 'is only used with a reduce_on_plateau schedule' });
+    }
+  })
   .openapi('StepRequest', {
+    description:
+      'One step\'s input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after ' +
+      'replaying `metrics`); the schedule sets the rate, so `hyperparams.lr` must then be omitted.',
     example: { params: [1.0, -2.0, 3.0], grads: [0.1, -0.2, 0.3], hyperparams: { lr: 0.01 }, dtype: 'float64' },
   });
 

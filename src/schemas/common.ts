@@ -45,7 +45,7 @@ export const DtypeSchema = z
 export const FieldErrorSchema = z
   .object({
     field: z.string().openapi({ description: 'Path of the offending field, e.g. `hyperparams.lr` or `grads["fc.bias"][2]`.' }),
-    pointer: z.string().openapi({ description: 'RFC 6901 JSON Pointer to the offending field in the request body.' }),
+    pointer: z.string().optional().openapi({ description: 'RFC 6901 JSON Pointer to the offending field in the request body (absent for headers and query parameters).' }),
     message: z.string().openapi({ description: 'What is wrong with it.' }),
     value: z
       .unknown()

@@ -2,15 +2,25 @@
 
 import type { RouteHandler } from '@hono/zod-openapi';
 import type { AppEnv } from '../../lib/router.ts';
-import { ProblemError, fieldError } from '../../lib/problem.ts';
+import { statelessLearningRate } from '../../lib/learning-rate.ts';
+import { ProblemError, fieldError, validationProblem } from '../../lib/problem.ts';
 import { parseLike, parseParams, parseState, stateJson } from '../../lib/tensor-input.ts';
 import { adamStep, firstNonFinite, toDtype } from '../../optim/adam.ts';
 import { pathOfIndex, unflatten } from '../../tensors/tree.ts';
 import type { adamStepRoute } from './step.routes.ts';
 
-export const adamStepHandler: RouteHandler<typeof adamStepRoute, AppEnv> = (c) => {
+export const adamStepHandler: RouteHandler<typeof adamStepRoute, AppEnv> = async (c) => {
   const body = c.req.valid('json');
-  const { dtype, hyperparams } = body;
+  const { dtype } = body;
+  if (body.schedule !== undefined) {
+    // Defaults are already filled in, so look at what the client sent.
+    const raw = (await c.req.json()) as { hyperparams?: { lr?: unknown } };
+    if (raw.hyperparams?.lr !== undefined) {
+      throw validationProblem([fieldError(['hyperparams', 'lr'], 'must be omitted when a schedule sets the learning rate', raw.hyperparams.lr)]);
+    }
+  }
+  const lr = statelessLearningRate(body.hyperparams.lr, body.schedule, body.state?.step ?? 0, body.metrics);
+  const hyperparams = { ...body.hyperparams, lr };
   const flatParams = parseParams(body.params, ['params'], c.get('limits').maxElements);
   const { layout, size } = flatParams;
   const params = dtype === 'float64' ? flatParams.values : toDtype(dtype, flatParams.values);
@@ -27,5 +37,5 @@ export const adamStepHandler: RouteHandler<typeof adamStepRoute, AppEnv> = (c) =
       fieldError(['grads', ...where], `leads to a non-finite ${name} value`),
     ]);
   }
-  return c.json({ params: unflatten(layout, result.params), state: stateJson(layout, result.state), lr: hyperparams.lr }, 200);
+  return c.json({ params: unflatten(layout, result.params), state: stateJson(layout, result.state), lr }, 200);
 };

@@ -1,0 +1,31 @@
+// The learning rate a step applies: the schedule's value at the completed-step count, the
+// reduce-on-plateau state's current rate, or the fixed `hyperparams.lr`.
+
+import { compileSchedule, plateauInit, plateauTrajectory, plateauUpdate, type PlateauState } from '../schedules/index.ts';
+import type { ScheduleSpec } from '../schedules/types.ts';
+
+export type { PlateauState, ScheduleSpec };
+
+/** Learning rate for the step taken after `step` completed steps. */
+export function learningRate(fixedLr: number, schedule: ScheduleSpec | null | undefined, step: number, plateau: PlateauState | null): number {
+  if (!schedule) return fixedLr;
+  if (schedule.type === 'reduce_on_plateau') return (plateau ?? plateauInit(schedule)).lr;
+  return compileSchedule(schedule)(step);
+}
+
+/** Initial scheduler state: only reduce_on_plateau has one. */
+export function initialSchedulerState(schedule: ScheduleSpec | null | undefined): PlateauState | null {
+  return schedule?.type === 'reduce_on_plateau' ? plateauInit(schedule) : null;
+}
+
+/** Scheduler state after one metric report (a no-op for step-only schedules). */
+export function reportMetric(schedule: ScheduleSpec | null | undefined, plateau: PlateauState | null, metric: number): PlateauState | null {
+  if (schedule?.type !== 'reduce_on_plateau') return plateau;
+  return plateauUpdate(schedule, plateau ?? plateauInit(schedule), metric);
+}
+
+/** Learning rate of a stateless step: the schedule at `step`, or plateau's rate after `metrics`. */
+export function statelessLearningRate(fixedLr: number, schedule: ScheduleSpec | undefined, step: number, metrics: readonly number[] | undefined): number {
+  if (schedule?.type === 'reduce_on_plateau') return plateauTrajectory(schedule, metrics ?? []).at(-1)!;
+  return learningRate(fixedLr, schedule, step, null);
+}

@@ -1,0 +1,17 @@
+// Wires the hosted-optimizer routes to their handlers.
+
+import { createRouter } from '../../lib/router.ts';
+import * as h from './optimizers.handlers.ts';
+import * as r from './optimizers.routes.ts';
+
+export const optimizersRouter = createRouter()
+  .openapi(r.createOptimizerRoute, h.createOptimizer)
+  .openapi(r.getOptimizerRoute, h.getOptimizer)
+  .openapi(r.patchOptimizerRoute, h.patchOptimizer)
+  .openapi(r.deleteOptimizerRoute, h.deleteOptimizer)
+  .openapi(r.stepOptimizerRoute, h.stepOptimizer)
+  .openapi(r.getParamsRoute, h.getParams)
+  .openapi(r.getStateRoute, h.getState)
+  .openapi(r.putStateRoute, h.putState)
+  .openapi(r.historyRoute, h.getHistory)
+  .openapi(r.historyPlotRoute, h.plotHistory);

@@ -1,0 +1,69 @@
+// Handlers of the schedule routes: validated request → pure schedule evaluation → JSON or SVG.
+
+import type { RouteHandler } from '@hono/zod-openapi';
+import { fieldError, ProblemError, validationProblem } from '../../lib/problem.ts';
+import type { AppEnv } from '../../lib/router.ts';
+import { ChartError, renderLineChart } from '../../plot/line-chart.ts';
+import type { EvaluateRequest, PlotRequest } from '../../schemas/schedule.ts';
+import { evaluateSchedule } from '../../schedules/index.ts';
+import { defaultStepCount, describeSpec, expandSteps, parseScheduleQuery } from './schedules.input.ts';
+import type { evaluateQueryRoute, evaluateRoute, plotQueryRoute, plotRoute } from './schedules.routes.ts';
+
+const SVG_TYPE = 'image/svg+xml; charset=utf-8';
+
+/** Steps and rates of a validated request; a non-finite rate (exponential overflow) is a 422. */
+function evaluate(request: EvaluateRequest): { steps: number[]; lr: number[] } {
+  const { schedule, metrics } = request;
+  const steps = expandSteps(request.steps, defaultStepCount(schedule, metrics));
+  const lr = evaluateSchedule(schedule, steps, metrics);
+  const bad = lr.findIndex((v) => !Number.isFinite(v));
+  if (bad >= 0) {
+    throw new ProblemError(422, 'non-finite-result', `the schedule's rate at step ${steps[bad]} is not finite (it overflows); JSON cannot carry it`, [
+      fieldError(Array.isArray(request.steps) ? ['steps', bad] : ['steps'], `lr(${steps[bad]}) overflows to ${lr[bad]}`),
+    ]);
+  }
+  return { steps, lr };
+}
+
+/** The SVG chart of a validated plot request. */
+function plot(request: PlotRequest): string {
+  const { steps, lr } = evaluate(request);
+  if (request.log_scale) {
+    const i = lr.findIndex((v) => v <= 0);
+    if (i >= 0) {
+      throw validationProblem([
+        fieldError(['log_scale'], `a log scale needs every lr > 0, but lr(${steps[i]}) = ${lr[i]}; start the steps after it or use a linear scale`, true),
+      ]);
+    }
+  }
+  const plateau = request.schedule.type === 'reduce_on_plateau';
+  try {
+    return renderLineChart([{ label: 'learning rate', x: steps, y: lr }], {
+      width: request.width,
+      height: request.height,
+      title: request.title ?? describeSpec(request.schedule),
+      xLabel: plateau ? 'step (metric reports)' : 'step',
+      yLabel: 'learning rate',
+      logY: request.log_scale,
+      includeZero: !request.log_scale,
+    });
+  } catch (err) {
+    // Rates too large or too small to scale (e.g. lr = 1e308): evaluate works, the chart cannot.
+    if (err instanceof ChartError) throw validationProblem([fieldError(['schedule'], `cannot be plotted: ${err.message}`)]);
+    throw err;
+  }
+}
+
+export const evaluateHandler: RouteHandler<typeof evaluateRoute, AppEnv> = (c) => c.json(evaluate(c.req.valid('json')), 200);
+
+export const plotHandler: RouteHandler<typeof plotRoute, AppEnv> = (c) => c.body(plot(c.req.valid('json')), 200, { 'content-type': SVG_TYPE });
+
+export const evaluateQueryHandler: RouteHandler<typeof evaluateQueryRoute, AppEnv> = (c) => {
+  const request = parseScheduleQuery(c.req.valid('param').type, c.req.queries(), false);
+  return c.json(evaluate(request), 200);
+};
+
+export const plotQueryHandler: RouteHandler<typeof plotQueryRoute, AppEnv> = (c) => {
+  const request = parseScheduleQuery(c.req.valid('param').type, c.req.queries(), true);
+  return c.body(plot(request), 200, { 'content-type': SVG_TYPE });
+};

@@ -1,0 +1,171 @@
+// Route definitions of the learning-rate schedule endpoints (schemas only; handlers live beside them).
+
+import { createRoute, z } from '@hono/zod-openapi';
+import { problem } from '../../schemas/common.ts';
+import {
+  ConstantScheduleSchema,
+  CosineRestartsScheduleSchema,
+  CosineScheduleSchema,
+  CyclicScheduleSchema,
+  EvaluateRequestSchema,
+  EvaluateResponseSchema,
+  ExponentialScheduleSchema,
+  InverseSqrtScheduleSchema,
+  LinearScheduleSchema,
+  MAX_EVALUATION_POINTS,
+  MultistepScheduleSchema,
+  OneCycleScheduleSchema,
+  ReduceOnPlateauScheduleSchema,
+  PlotRequestSchema,
+  PolynomialScheduleSchema,
+  StepDecayScheduleSchema,
+  WarmupCosineScheduleSchema,
+  WarmupLinearScheduleSchema,
+} from '../../schemas/schedule.ts';
+import { SCHEDULE_TYPES } from '../../schedules/index.ts';
+
+/** A fresh array per route: a shared one would become a YAML anchor/alias in openapi.yaml. */
+const tags = () => ['Schedules'];
+
+/** The flat (non-recursive) variants, whose fields can be query parameters. */
+const FLAT_VARIANTS = [
+  ConstantScheduleSchema,
+  StepDecayScheduleSchema,
+  MultistepScheduleSchema,
+  ExponentialScheduleSchema,
+  LinearScheduleSchema,
+  PolynomialScheduleSchema,
+  CosineScheduleSchema,
+  CosineRestartsScheduleSchema,
+  CyclicScheduleSchema,
+  OneCycleScheduleSchema,
+  WarmupCosineScheduleSchema,
+  WarmupLinearScheduleSchema,
+  InverseSqrtScheduleSchema,
+  ReduceOnPlateauScheduleSchema,
+];
+
+/** A query parameter: one value, or several when the key repeats (lists may repeat; others are rejected). */
+const queryValue = () => z.union([z.string(), z.array(z.string())]).optional();
+
+/** Every schedule parameter name → the types that take it, for the GET routes' documentation. */
+const PARAM_TYPES = new Map<string, string[]>();
+for (const variant of FLAT_VARIANTS) {
+  const type = (variant.shape.type as z.ZodLiteral<string>).value;
+  for (const key of Object.keys(variant.shape)) {
+    if (key !== 'type') PARAM_TYPES.set(key, [...(PARAM_TYPES.get(key) ?? []), type]);
+  }
+}
+
+const scheduleParams = Object.fromEntries(
+  [...PARAM_TYPES].map(([name, types]) => [
+    name,
+    queryValue().openapi({
+        description:
+          `Schedule parameter \`${name}\` of ${types.join(', ')} (see the schedule schemas for meaning, bounds and defaults). ` +
+          (name === 'milestones' ? 'Comma-separated, e.g. `30,80`.' : 'As in JSON: a number, `true`/`false`, or a name.'),
+      }),
+  ]),
+);
+
+const baseQuery = {
+  steps: queryValue().openapi({
+      description:
+        '`start:stop[:every]` (stop exclusive, like Python\'s range; start defaults to 0, every to 1) or a comma-separated list of steps. ' +
+        `Default 0..99 (0..len(metrics) for reduce_on_plateau); at most ${MAX_EVALUATION_POINTS} points.`,
+      example: '0:1000:10',
+    }),
+  metrics: queryValue().openapi({ description: 'reduce_on_plateau only (required there): comma-separated metric reports, e.g. `0.9,0.8,0.8`.' }),
+  schedule: queryValue().openapi({
+      description:
+        'The whole schedule spec as URL-encoded JSON, instead of separate parameters (its `type` may be omitted; it must match the path). ' +
+        'Required for `sequential`, whose nested schedules cannot be flat parameters.',
+    }),
+  ...scheduleParams,
+};
+
+export const ScheduleTypeParam = z.object({
+  type: z
+    .enum(SCHEDULE_TYPES)
+    .openapi({ param: { name: 'type', in: 'path' }, description: 'The schedule type.', example: 'cosine' }),
+});
+
+const plotQuery = {
+  log_scale: queryValue().openapi({ description: 'Logarithmic y axis: `true`/`1` or `false`/`0` (default false).' }),
+  width: queryValue().openapi({ description: 'Image width in pixels, 200 to 4000 (default 800).' }),
+  height: queryValue().openapi({ description: 'Image height in pixels, 150 to 3000 (default 450).' }),
+  title: queryValue().openapi({ description: 'Chart title (default: the schedule and its parameters).' }),
+};
+
+const svg = {
+  description: `An SVG line chart of lr over the steps: one \`<polyline class="series" data-points="n">\` with one point per evaluated step, axes with ticks, axis labels and a title. No external resources.`,
+  content: { 'image/svg+xml': { schema: z.string().openapi({ description: 'SVG document.' }) } },
+};
+
+const json = (description: string) => ({ description, content: { 'application/json': { schema: EvaluateResponseSchema } } });
+
+export const evaluateRoute = createRoute({
+  method: 'post',
+  path: '/v1/schedules/evaluate',
+  operationId: 'evaluateSchedule',
+  tags: tags(),
+  summary: 'Evaluate a learning-rate schedule at many steps',
+  description:
+    'Returns `lr(k)` for each requested step k: the rate torch would use for the optimizer step taken after k completed steps. ' +
+    'For reduce_on_plateau, send `metrics`: lr[k] is the rate after the first k reports.',
+  request: { body: { content: { 'application/json': { schema: EvaluateRequestSchema } }, required: true } },
+  responses: {
+    200: json('The steps and the rate at each.'),
+    400: problem('Malformed JSON.'),
+    413: problem('Body larger than MAX_BODY_BYTES.'),
+    415: problem('Content-Type is not application/json.'),
+    422: problem('Invalid schedule or steps (named in `errors`), or a rate that overflows.'),
+  },
+});
+
+export const plotRoute = createRoute({
+  method: 'post',
+  path: '/v1/schedules/plot',
+  operationId: 'plotSchedule',
+  tags: tags(),
+  summary: 'Plot a learning-rate schedule as SVG',
+  description: 'Evaluates the schedule as `POST /v1/schedules/evaluate` does and draws lr over the steps.',
+  request: { body: { content: { 'application/json': { schema: PlotRequestSchema } }, required: true } },
+  responses: {
+    200: svg,
+    400: problem('Malformed JSON.'),
+    413: problem('Body larger than MAX_BODY_BYTES.'),
+    415: problem('Content-Type is not application/json.'),
+    422: problem('Invalid schedule, steps or plot option (named in `errors`), e.g. log_scale with a rate <= 0.'),
+  },
+});
+
+export const evaluateQueryRoute = createRoute({
+  method: 'get',
+  path: '/v1/schedules/{type}',
+  operationId: 'evaluateScheduleQuery',
+  tags: tags(),
+  summary: 'Evaluate a learning-rate schedule given as query parameters (for curl)',
+  description:
+    'The same as `POST /v1/schedules/evaluate`, with the schedule parameters in the query string, e.g. ' +
+    '`/v1/schedules/cosine?lr=0.1&total_steps=100&steps=0:200:10` or `/v1/schedules/multistep?lr=0.1&milestones=30,80`.',
+  request: { params: ScheduleTypeParam, query: z.object(baseQuery) },
+  responses: {
+    200: json('The steps and the rate at each.'),
+    422: problem('Unknown `type`, or an invalid parameter (each named as sent in `errors`, e.g. `total_steps` or `milestones[1]`).'),
+  },
+});
+
+export const plotQueryRoute = createRoute({
+  method: 'get',
+  path: '/v1/schedules/{type}/plot',
+  operationId: 'plotScheduleQuery',
+  tags: tags(),
+  summary: 'Plot a learning-rate schedule given as query parameters, as SVG',
+  description: 'The same as `POST /v1/schedules/plot`, with parameters as in `GET /v1/schedules/{type}`, e.g. `/v1/schedules/one_cycle/plot?max_lr=0.1&total_steps=1000&steps=0:1000&log_scale=true`.',
+  request: { params: ScheduleTypeParam, query: z.object({ ...baseQuery, ...plotQuery }) },
+  responses: {
+    200: svg,
+    422: problem('Unknown `type`, or an invalid parameter (each named as sent in `errors`, e.g. `total_steps` or `milestones[1]`).'),
+  },
+});

@@ -1,0 +1,209 @@
+// zod schemas of the hosted-optimizer resources: creation, steps, metadata, snapshots, history.
+
+import { z } from '@hono/zod-openapi';
+import { AdamHyperparamsSchema, StepCountSchema } from './adam.ts';
+import { DtypeSchema, TensorTreeSchema, requiredTree } from './common.ts';
+import { ScheduleSpecSchema } from './schedule.ts';
+
+export const OptimizerIdParam = z.object({
+  id: z
+    .string()
+    .min(1)
+    .max(128)
+    .openapi({ param: { name: 'id', in: 'path' }, description: 'Optimizer id returned at creation (64 hex digits).', example: 'a3f1…' }),
+});
+
+export const AuthHeaderSchema = z.object({
+  authorization: z
+    .string()
+    .optional()
+    .openapi({ param: { name: 'authorization', in: 'header' }, description: '`Bearer <token>`, the token returned at creation.' }),
+});
+
+export const ShapesSchema = z.unknown().openapi('Shapes', {
+  description: 'Shape of each tensor: a shape array (`[]` for a scalar) for a single tensor, or an object of names to shapes.',
+  example: { 'fc.weight': [2, 3], 'fc.bias': [2] },
+} as never);
+
+// No .openapi() metadata here: it would overwrite the shared ScheduleSpec component's description.
+const NullableSchedule = z.union([ScheduleSpecSchema, z.null()]);
+
+export const CreateOptimizerSchema = z
+  .object({
+    params: requiredTree('Initial parameters; they fix the structure every gradient must have.'),
+    hyperparams: AdamHyperparamsSchema.prefault({}),
+    schedule: NullableSchedule.optional(),
+    dtype: DtypeSchema.default('float32'),
+  })
+  .strict()
+  .openapi('CreateOptimizer', {
+    description: 'A new hosted optimizer. `schedule` (optional, null for none) sets the learning rate of each step instead of `hyperparams.lr`.',
+    example: { params: { w: [0, 0], b: 0 }, hyperparams: { lr: 0.1 }, dtype: 'float32' },
+  });
+
+const Timestamp = z.string().openapi({ description: 'ISO 8601 time (UTC).', example: '2026-11-26T00:00:00.000Z' });
+
+export const OptimizerInfoSchema = z
+  .object({
+    id: z.string().openapi({ description: 'Optimizer id (the Durable Object id).' }),
+    step: StepCountSchema,
+    hyperparams: AdamHyperparamsSchema,
+    schedule: NullableSchedule,
+    next_lr: z.number().openapi({ description: 'Learning rate the next step will apply.' }),
+    dtype: DtypeSchema,
+    shapes: ShapesSchema,
+    size: z.number().int().openapi({ description: 'Total number of parameter elements.' }),
+    created_at: Timestamp,
+    updated_at: Timestamp,
+  })
+  .openapi('OptimizerInfo');
+
+export const CreatedOptimizerSchema = OptimizerInfoSchema.extend({
+  token: z.string().openapi({
+    description: 'Bearer token for every later call. Shown only here; the service stores only its SHA-256 hash.',
+  }),
+}).openapi('CreatedOptimizer');
+
+export const HostedStepRequestSchema = z
+  .object({
+    grads: requiredTree('Gradients with exactly the structure of the optimizer\'s params.'),
+    loss: z.number().optional().openapi({
+      description: 'Loss at the params before this step: recorded in the history and, with a `reduce_on_plateau` schedule, reported as its metric after the step.',
+    }),
+    expected_step: StepCountSchema.optional().openapi({
+      description: 'Apply only if the optimizer has completed exactly this many steps (409 otherwise): guards against stale or duplicated updates.',
+    }),
+  })
+  .strict()
+  .openapi('HostedStepRequest', { example: { grads: { w: [0.5, -0.25], b: 0.1 }, loss: 0.75 } });
+
+export const ReturnQuerySchema = z.object({
+  return: z
+    .enum(['params', 'none'])
+    .default('params')
+    .openapi({ param: { name: 'return', in: 'query' }, description: '`none` omits the params from the response.' }),
+});
+
+export const StepHeadersSchema = AuthHeaderSchema.extend({
+  'idempotency-key': z
+    .string()
+    .min(1)
+    .max(255)
+    .optional()
+    .openapi({
+      param: { name: 'idempotency-key', in: 'header' },
+      description:
+        'Any unique string per logical step (e.g. a UUID). A retry with the same key returns the original step and lr without applying the gradient again; the last 256 keys are kept. Reusing a key with different gradients is a 422.',
+    }),
+  'if-match': z
+    .string()
+    .optional()
+    .openapi({
+      param: { name: 'if-match', in: 'header' },
+      description: 'The ETag of the state the gradient was computed against (`"step-<n>"`, from GET params or a previous step); 412 if the optimizer has moved on.',
+    }),
+});
+
+export const HostedStepResponseSchema = z
+  .object({
+    step: StepCountSchema,
+    lr: z.number().openapi({ description: 'Learning rate applied by this step.' }),
+    params: TensorTreeSchema.optional().openapi({
+      description: 'Parameters after the step (omitted with `?return=none`, and on a replay once later steps have been applied).',
+    }),
+    replayed: z.boolean().optional().openapi({ description: 'true when this answers a retried Idempotency-Key: nothing was applied again.' }),
+  })
+  .openapi('HostedStepResponse');
+
+export const ParamsResponseSchema = z
+  .object({ step: StepCountSchema, params: TensorTreeSchema })
+  .openapi('OptimizerParams');
+
+export const PlateauStateSchema = z
+  .object({
+    lr: z.number().min(0).openapi({ description: 'Current learning rate (torch `param_groups[0]["lr"]`).' }),
+    best: z.number().nullable().openapi({ description: 'Best metric so far (torch `best`); null before the first report.' }),
+    num_bad_epochs: z.number().int().min(0).openapi({ description: 'Reports without improvement (torch `num_bad_epochs`).' }),
+    cooldown_counter: z.number().int().min(0).openapi({ description: 'Reports left in the cooldown (torch `cooldown_counter`).' }),
+    num_reports: z.number().int().min(0).openapi({ description: 'Metric reports so far.' }),
+  })
+  .strict()
+  .nullable()
+  .openapi('PlateauState', { description: 'State of a `reduce_on_plateau` schedule; null for every other schedule.' });
+
+export const SnapshotSchema = z
+  .object({
+    id: z.string().optional().openapi({ description: 'Read-only; ignored by PUT.' }),
+    step: StepCountSchema,
+    dtype: DtypeSchema,
+    hyperparams: AdamHyperparamsSchema,
+    schedule: NullableSchedule,
+    scheduler_state: PlateauStateSchema.optional(),
+    params: TensorTreeSchema,
+    m: TensorTreeSchema,
+    v: TensorTreeSchema,
+    v_max: TensorTreeSchema.optional().openapi({ description: 'Present with amsgrad.' }),
+    created_at: Timestamp.optional().openapi({ description: 'Read-only; ignored by PUT.' }),
+    updated_at: Timestamp.optional().openapi({ description: 'Read-only; ignored by PUT.' }),
+  })
+  .openapi('OptimizerSnapshot', { description: 'Everything the optimizer holds. GET it to back up; PUT it (or an edited copy) to restore.' });
+
+export const SnapshotInputSchema = z
+  .object({
+    id: z.string().optional().openapi({ description: 'Ignored.' }),
+    step: StepCountSchema,
+    dtype: DtypeSchema.default('float32'),
+    hyperparams: AdamHyperparamsSchema.prefault({}),
+    schedule: NullableSchedule.optional(),
+    scheduler_state: PlateauStateSchema.optional(),
+    params: requiredTree('Parameters; may change shapes, within the element limit.'),
+    m: requiredTree('First moment, structure of `params`.'),
+    v: requiredTree('Second moment, structure of `params`, non-negative.'),
+    v_max: TensorTreeSchema.optional().openapi({ description: 'Running max of v; required with amsgrad when step > 0.' }),
+    created_at: z.string().optional().openapi({ description: 'Ignored.' }),
+    updated_at: z.string().optional().openapi({ description: 'Ignored.' }),
+  })
+  .strict()
+  .openapi('OptimizerSnapshotInput', { description: 'A snapshot to restore atomically (as returned by GET .../state).' });
+
+export const PatchOptimizerSchema = z
+  .object({
+    hyperparams: AdamHyperparamsSchema.partial()
+      .strict()
+      .optional()
+      .openapi({ description: 'Hyperparameters to change; unspecified ones keep their values.' }),
+    schedule: NullableSchedule.optional(),
+  })
+  .strict()
+  .openapi('PatchOptimizer', { example: { hyperparams: { lr: 0.0005 } } });
+
+export const HistoryQuerySchema = z.object({
+  limit: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(10_000)
+    .default(1000)
+    .openapi({ param: { name: 'limit', in: 'query' }, description: 'Most recent entries to return (1..10000).' }),
+});
+
+export const HistoryPlotQuerySchema = HistoryQuerySchema.extend({
+  log_scale: z
+    .enum(['true', 'false', '1', '0'])
+    .default('false')
+    .transform((v) => v === 'true' || v === '1')
+    .openapi({ param: { name: 'log_scale', in: 'query' }, description: 'Logarithmic loss axis (every plotted loss must then be > 0).' }),
+});
+
+export const HistoryEntrySchema = z
+  .object({
+    step: z.number().int().openapi({ description: 'Step number after the update (1 for the first step).' }),
+    lr: z.number().openapi({ description: 'Learning rate applied.' }),
+    loss: z.number().nullable().openapi({ description: 'Loss reported with the step, or null.' }),
+    at: Timestamp,
+  })
+  .openapi('HistoryEntry');
+
+export const HistoryResponseSchema = z
+  .object({ entries: z.array(HistoryEntrySchema), kept: z.number().int().openapi({ description: 'How many entries the optimizer keeps (older ones are dropped).' }) })
+  .openapi('OptimizerHistory');

@@ -1,0 +1,198 @@
+// Hosted optimizers through HTTP: lifecycle, access control, preconditions and bad input.
+
+import { describe, expect, it } from 'vitest';
+import { call, postJson } from './helpers/http.ts';
+import { createOptimizer, expectProblem, opCall, parse } from './helpers/optimizers.ts';
+
+const PARAMS = { 'fc.weight': [[0.5, -0.5], [1, 2]], 'fc.bias': [0.1, -0.1] };
+const GRADS = { 'fc.weight': [[0.1, 0.2], [-0.3, 0.4]], 'fc.bias': [0.05, -0.05] };
+
+describe('hosted optimizer lifecycle', () => {
+  it('creates, steps, reads, snapshots, restores, patches and deletes', async () => {
+    const opt = await createOptimizer({ params: PARAMS, hyperparams: { lr: 0.01 }, dtype: 'float64' });
+    expect(opt.id).toMatch(/^[0-9a-f]{64}$/);
+    expect(opt.token.length).toBeGreaterThanOrEqual(40);
+    expect(opt.location).toBe(`/v1/optimizers/${opt.id}`);
+    expect(opt.body.step).toBe(0);
+    expect(opt.body.shapes).toEqual({ 'fc.weight': [2, 2], 'fc.bias': [2] });
+    expect(opt.body.hyperparams.lr).toBe(0.01);
+    expect(opt.body.dtype).toBe('float64');
+    expect(opt.body.schedule).toBeNull();
+
+    const step = await opCall('POST', opt, '/step', { grads: GRADS, loss: 1.5 });
+    expect(step.status, JSON.stringify(step.body)).toBe(200);
+    expect(step.body.step).toBe(1);
+    expect(step.body.lr).toBe(0.01);
+    expect(step.headers.get('etag')).toBe('"step-1"');
+
+    // The hosted step equals the stateless step on the same inputs, bit for bit.
+    const stateless = await postJson('/v1/adam/step', { params: PARAMS, grads: GRADS, hyperparams: { lr: 0.01 }, dtype: 'float64' });
+    expect(step.body.params).toEqual(stateless.body.params);
+
+    const none = await parse(await call('POST', `/v1/optimizers/${opt.id}/step?return=none`, { grads: GRADS }, { authorization: `Bearer ${opt.token}` }));
+    expect(none.status).toBe(200);
+    expect(none.body).toEqual({ step: 2, lr: 0.01 });
+
+    const info = await opCall('GET', opt, '');
+    expect(info.status).toBe(200);
+    expect(info.body).toMatchObject({ id: opt.id, step: 2, next_lr: 0.01, dtype: 'float64', size: 6 });
+    expect(Date.parse(info.body.updated_at)).toBeGreaterThanOrEqual(Date.parse(info.body.created_at));
+
+    const params = await opCall('GET', opt, '/params');
+    expect(params.body.step).toBe(2);
+    expect(Object.keys(params.body.params)).toEqual(['fc.weight', 'fc.bias']);
+
+    const snap = await opCall('GET', opt, '/state');
+    expect(snap.status).toBe(200);
+    expect(snap.body).toMatchObject({ step: 2, dtype: 'float64', hyperparams: { lr: 0.01 } });
+    expect(snap.body.m['fc.bias']).toHaveLength(2);
+
+    // Two more steps, then restore the snapshot: the next step must repeat what followed it.
+    const after3 = await opCall('POST', opt, '/step', { grads: GRADS });
+    await opCall('POST', opt, '/step', { grads: GRADS });
+    const restored = await opCall('PUT', opt, '/state', snap.body);
+    expect(restored.status, JSON.stringify(restored.body)).toBe(200);
+    expect(restored.body.step).toBe(2);
+    const again3 = await opCall('POST', opt, '/step', { grads: GRADS });
+    expect(again3.body).toEqual(after3.body);
+
+    const patched = await opCall('PATCH', opt, '', { hyperparams: { lr: 0.001 } });
+    expect(patched.status).toBe(200);
+    expect(patched.body.hyperparams).toMatchObject({ lr: 0.001, beta1: 0.9 });
+    expect(patched.body.next_lr).toBe(0.001);
+    const slower = await opCall('POST', opt, '/step', { grads: GRADS, loss: 0.5 });
+    expect(slower.body.lr).toBe(0.001);
+
+    const history = await opCall('GET', opt, '/history');
+    expect(history.status).toBe(200);
+    expect(history.body.entries.map((e: { step: number }) => e.step)).toEqual([1, 2, 3, 4, 3, 4]);
+    expect(history.body.entries[0]).toMatchObject({ step: 1, lr: 0.01, loss: 1.5 });
+    expect(history.body.entries.at(-1)).toMatchObject({ step: 4, lr: 0.001, loss: 0.5 });
+
+    const del = await call('DELETE', `/v1/optimizers/${opt.id}`, undefined, { authorization: `Bearer ${opt.token}` });
+    expect(del.status).toBe(204);
+    expect(await del.text()).toBe('');
+    expectProblem(await opCall('GET', opt, ''), 404);
+    expectProblem(await opCall('POST', opt, '/step', { grads: GRADS }), 404);
+  });
+
+  it('float32 optimizers round to float32 like torch', async () => {
+    const opt = await createOptimizer({ params: [0.1, 0.2, 0.3] });
+    expect(opt.body.dtype).toBe('float32');
+    const step = await opCall('POST', opt, '/step', { grads: [1, -1, 0.5] });
+    for (const p of step.body.params) expect(Math.fround(p)).toBe(p);
+    const stateless = await postJson('/v1/adam/step', { params: [0.1, 0.2, 0.3], grads: [1, -1, 0.5] });
+    expect(step.body.params).toEqual(stateless.body.params);
+  });
+
+  it('amsgrad snapshots carry v_max; patching amsgrad on and off keeps working', async () => {
+    const opt = await createOptimizer({ params: [1, 2], hyperparams: { amsgrad: true } });
+    await opCall('POST', opt, '/step', { grads: [1, 1] });
+    const snap = await opCall('GET', opt, '/state');
+    expect(snap.body.v_max).toHaveLength(2);
+    const off = await opCall('PATCH', opt, '', { hyperparams: { amsgrad: false } });
+    expect(off.body.hyperparams.amsgrad).toBe(false);
+    expect((await opCall('GET', opt, '/state')).body.v_max).toBeUndefined();
+    await opCall('PATCH', opt, '', { hyperparams: { amsgrad: true } });
+    const step = await opCall('POST', opt, '/step', { grads: [0.5, 0.5] });
+    expect(step.status).toBe(200);
+    expect((await opCall('GET', opt, '/state')).body.v_max).toHaveLength(2);
+  });
+});
+
+describe('access control', () => {
+  it('needs the right bearer token: 401 otherwise, 404 for unknown ids', async () => {
+    const a = await createOptimizer({ params: [1, 2] });
+    const b = await createOptimizer({ params: [1, 2] });
+    const missing = await parse(await call('GET', `/v1/optimizers/${a.id}`));
+    expectProblem(missing, 401);
+    expect(missing.headers.get('www-authenticate')).toMatch(/^Bearer/);
+    expectProblem(await opCall('GET', { id: a.id, token: 'nope' }, ''), 401);
+    expectProblem(await opCall('GET', { id: a.id, token: b.token }, ''), 401);
+    expectProblem(await parse(await call('GET', `/v1/optimizers/${a.id}`, undefined, { authorization: a.token })), 401);
+    expectProblem(await opCall('POST', { id: a.id, token: b.token }, '/step', { grads: [1, 1] }), 401);
+    expectProblem(await opCall('DELETE', { id: a.id, token: b.token }, ''), 401);
+    expect((await opCall('GET', a, '')).status).toBe(200);
+    expect((await parse(await call('GET', `/v1/optimizers/${a.id}`, undefined, { authorization: `bearer   ${a.token}` }))).status).toBe(200);
+
+    expectProblem(await opCall('GET', { id: 'not-an-id', token: a.token }, ''), 404);
+    expectProblem(await opCall('GET', { id: 'f'.repeat(64), token: a.token }, ''), 404);
+    // A well-formed id of this namespace that was never created.
+    const { env } = await import('cloudflare:workers');
+    const fresh = env.HOSTED_OPTIMIZER.newUniqueId().toString();
+    expectProblem(await opCall('GET', { id: fresh, token: a.token }, ''), 404);
+  });
+});
+
+describe('preconditions', () => {
+  it('If-Match and expected_step refuse stale gradients', async () => {
+    const opt = await createOptimizer({ params: [1, 2] });
+    const first = await opCall('POST', opt, '/step', { grads: [1, 1] }, { 'if-match': '"step-0"' });
+    expect(first.status).toBe(200);
+    const stale = await opCall('POST', opt, '/step', { grads: [1, 1] }, { 'if-match': '"step-0"' });
+    expectProblem(stale, 412);
+    expect(stale.headers.get('etag')).toBe('"step-1"');
+    expect((await opCall('POST', opt, '/step', { grads: [1, 1] }, { 'if-match': '*' })).status).toBe(200);
+    expectProblem(await opCall('POST', opt, '/step', { grads: [1, 1], expected_step: 0 }), 409, 'expected_step');
+    expect((await opCall('POST', opt, '/step', { grads: [1, 1], expected_step: 2 })).body.step).toBe(3);
+    expect((await opCall('GET', opt, '')).body.step).toBe(3);
+  });
+});
+
+describe('bad input', () => {
+  it('rejects bad creation bodies', async () => {
+    expectProblem(await parse(await call('POST', '/v1/optimizers', { params: [[1, 2], [3]] })), 422, 'params[1]');
+    expectProblem(await parse(await call('POST', '/v1/optimizers', { params: [1], hyperparams: { lr: -1 } })), 422, 'hyperparams.lr');
+    expectProblem(await parse(await call('POST', '/v1/optimizers', { params: [1], extra: 1 })), 422, 'extra');
+    expectProblem(await parse(await call('POST', '/v1/optimizers', {})), 422, 'params');
+    expectProblem(await parse(await call('POST', '/v1/optimizers', '{"params": [1,')), 400);
+  });
+
+  it('rejects params over MAX_HOSTED_ELEMENTS with 413', async () => {
+    const res = await parse(await call('POST', '/v1/optimizers', { params: new Array(1_000_001).fill(0) }));
+    expectProblem(res, 413, 'params');
+  });
+
+  it('rejects bad steps and leaves the state unchanged', async () => {
+    const opt = await createOptimizer({ params: { w: [1, 2], b: 3 }, dtype: 'float32' });
+    await opCall('POST', opt, '/step', { grads: { w: [1, 1], b: 1 } });
+    const before = await opCall('GET', opt, '/state');
+    expectProblem(await opCall('POST', opt, '/step', { grads: { w: [1, 1, 1], b: 1 } }), 422, 'grads.w');
+    expectProblem(await opCall('POST', opt, '/step', { grads: { w: [1, 1] } }), 422, 'grads.b');
+    expectProblem(await opCall('POST', opt, '/step', { grads: { w: [1, 1], b: 1, c: 2 } }), 422, 'grads.c');
+    expectProblem(await parse(await call('POST', `/v1/optimizers/${opt.id}/step`, '{"grads":{"w":[1,1e999],"b":1}}', { authorization: `Bearer ${opt.token}`, 'content-type': 'application/json' })), 422, 'grads.w[1]');
+    expectProblem(await opCall('POST', opt, '/step', { grads: { w: [1, 1], b: 1 }, loss: 'high' }), 422, 'loss');
+    expectProblem(await opCall('POST', opt, '/step', { grads: { w: [1, 1], b: 1e25 } }), 422); // overflows float32
+    expectProblem(await opCall('POST', { id: opt.id, token: 'wrong' }, '/step', { grads: { w: [1, 1], b: 1 } }), 401);
+    expectProblem(await opCall('POST', opt, '/step', { grads: { w: [1, 1], b: 1 }, lr: 0.1 }), 422, 'lr');
+    const after = await opCall('GET', opt, '/state');
+    expect(after.body).toEqual(before.body);
+    const history = await opCall('GET', opt, '/history');
+    expect(history.body.entries).toHaveLength(1);
+  });
+
+  it('rejects invalid snapshots and PATCH bodies without changing anything', async () => {
+    const opt = await createOptimizer({ params: [1, 2], hyperparams: { lr: 0.1 } });
+    await opCall('POST', opt, '/step', { grads: [1, 1] });
+    const before = await opCall('GET', opt, '/state');
+    const snap = before.body;
+    expectProblem(await opCall('PUT', opt, '/state', { ...snap, m: [0] }), 422, 'm');
+    expectProblem(await opCall('PUT', opt, '/state', { ...snap, v: [-1, 0] }), 422, 'v');
+    expectProblem(await opCall('PUT', opt, '/state', { ...snap, step: -1 }), 422, 'step');
+    expectProblem(await opCall('PUT', opt, '/state', { ...snap, hyperparams: { ...snap.hyperparams, beta1: 1 } }), 422, 'hyperparams.beta1');
+    expectProblem(await opCall('PUT', opt, '/state', { ...snap, surprise: true }), 422, 'surprise');
+    const { params: _p, ...withoutParams } = snap;
+    expectProblem(await opCall('PUT', opt, '/state', withoutParams), 422, 'params');
+    expectProblem(await opCall('PATCH', opt, '', { hyperparams: { learning_rate: 1 } }), 422, 'hyperparams.learning_rate');
+    expectProblem(await opCall('PATCH', opt, '', { dtype: 'float64' }), 422, 'dtype');
+    expectProblem(await opCall('PATCH', opt, '', { hyperparams: { lr: -1 } }), 422, 'hyperparams.lr');
+    expect((await opCall('GET', opt, '/state')).body).toEqual(snap);
+  });
+
+  it('rejects bodies over MAX_BODY_BYTES with 413', async () => {
+    const opt = await createOptimizer({ params: [1] });
+    const big = '{"grads":[' + '0,'.repeat(17_000_000) + '0]}';
+    const res = await parse(await call('POST', `/v1/optimizers/${opt.id}/step`, big, { authorization: `Bearer ${opt.token}`, 'content-type': 'application/json' }));
+    expectProblem(res, 413);
+  });
+});

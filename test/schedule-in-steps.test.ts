@@ -1,0 +1,106 @@
+// Schedules applied inside steps: the stateless step's `schedule`/`metrics`, and hosted optimizers
+// with schedules, PATCHed schedules, reduce-on-plateau fed by step losses, and the history plot.
+
+import { describe, expect, it } from 'vitest';
+import { call, postJson } from './helpers/http.ts';
+import { createOptimizer, expectProblem, opCall } from './helpers/optimizers.ts';
+
+const COSINE = { type: 'cosine', lr: 0.1, total_steps: 10 };
+
+async function evaluate(schedule: unknown, steps: number[], metrics?: number[]) {
+  const r = await postJson('/v1/schedules/evaluate', { schedule, steps, ...(metrics ? { metrics } : {}) });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body.lr as number[];
+}
+
+describe('stateless step with a schedule', () => {
+  it('applies schedule(state.step) and reports it', async () => {
+    const expected = await evaluate(COSINE, [0, 1, 2, 3, 4, 5]);
+    let params: unknown = [1, -1];
+    let state: unknown;
+    for (let k = 0; k < 6; k++) {
+      const r = await postJson('/v1/adam/step', { params, grads: [0.5, 0.25], state, schedule: COSINE, dtype: 'float64' });
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      expect(r.body.lr).toBe(expected[k]);
+      // Same as a plain step with that lr.
+      const plain = await postJson('/v1/adam/step', { params, grads: [0.5, 0.25], state, hyperparams: { lr: expected[k] }, dtype: 'float64' });
+      expect(r.body.params).toEqual(plain.body.params);
+      params = r.body.params;
+      state = r.body.state;
+    }
+  });
+
+  it('reduce_on_plateau uses the rate after the metrics replayed so far', async () => {
+    const schedule = { type: 'reduce_on_plateau', lr: 0.1, patience: 1, factor: 0.5 };
+    const metrics = [1, 1, 1, 1];
+    const lrs = await evaluate(schedule, [0, 4], metrics);
+    const r = await postJson('/v1/adam/step', { params: [1], grads: [1], schedule, metrics });
+    expect(r.body.lr).toBe(lrs[1]);
+    expect(r.body.lr).toBeLessThan(0.1);
+    const none = await postJson('/v1/adam/step', { params: [1], grads: [1], schedule, metrics: [] });
+    expect(none.body.lr).toBe(0.1);
+  });
+
+  it('rejects contradictory or incomplete schedule input', async () => {
+    expectProblem(await postJson('/v1/adam/step', { params: [1], grads: [1], schedule: COSINE, hyperparams: { lr: 0.5 } }), 422, 'hyperparams.lr');
+    expectProblem(await postJson('/v1/adam/step', { params: [1], grads: [1], schedule: { type: 'reduce_on_plateau', lr: 0.1 } }), 422, 'metrics');
+    expectProblem(await postJson('/v1/adam/step', { params: [1], grads: [1], schedule: COSINE, metrics: [1] }), 422, 'metrics');
+    expectProblem(await postJson('/v1/adam/step', { params: [1], grads: [1], schedule: { type: 'nope' } }), 422, 'schedule.type');
+    expectProblem(await postJson('/v1/adam/step', { params: [1], grads: [1], schedule: { type: 'cosine', lr: 0.1, total_steps: 0 } }), 422, 'schedule.total_steps');
+  });
+});
+
+describe('hosted optimizer with a schedule', () => {
+  it('applies the schedule at each step, reports next_lr, and follows a PATCHed schedule', async () => {
+    const expected = await evaluate(COSINE, [0, 1, 2, 3, 4]);
+    const opt = await createOptimizer({ params: [1, 2], schedule: COSINE });
+    expect(opt.body.schedule).toMatchObject(COSINE);
+    expect(opt.body.next_lr).toBe(expected[0]);
+    for (let k = 0; k < 3; k++) {
+      const r = await opCall('POST', opt, '/step', { grads: [1, 1] });
+      expect(r.body.lr).toBe(expected[k]);
+    }
+    expect((await opCall('GET', opt, '')).body.next_lr).toBe(expected[3]);
+    const step = { type: 'step', lr: 0.5, step_size: 2, gamma: 0.5 };
+    const patched = await opCall('PATCH', opt, '', { schedule: step });
+    expect(patched.body.next_lr).toBe((await evaluate(step, [3]))[0]);
+    expect((await opCall('POST', opt, '/step', { grads: [1, 1] })).body.lr).toBe(0.25);
+    const cleared = await opCall('PATCH', opt, '', { schedule: null });
+    expect(cleared.body.schedule).toBeNull();
+    expect(cleared.body.next_lr).toBe(0.001);
+  });
+
+  it('feeds step losses to reduce_on_plateau, and the snapshot carries its state', async () => {
+    const schedule = { type: 'reduce_on_plateau', lr: 0.1, patience: 1, factor: 0.5, cooldown: 1 };
+    const losses = [1, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99];
+    const expected = await evaluate(schedule, losses.map((_, k) => k), losses);
+    const opt = await createOptimizer({ params: [1], schedule });
+    for (let k = 0; k < losses.length; k++) {
+      const r = await opCall('POST', opt, '/step', { grads: [1], loss: losses[k] });
+      expect(r.body.lr, `step ${k}`).toBe(expected[k]);
+    }
+    const snap = await opCall('GET', opt, '/state');
+    expect(snap.body.scheduler_state).toMatchObject({ num_reports: losses.length });
+    const restored = await opCall('PUT', opt, '/state', snap.body);
+    expect(restored.status).toBe(200);
+    expectProblem(await opCall('PUT', opt, '/state', { ...snap.body, schedule: COSINE }), 422, 'scheduler_state');
+    expectProblem(await opCall('PUT', opt, '/state', { ...snap.body, scheduler_state: { lr: -1 } }), 422);
+  });
+
+  it('plots the history as SVG', async () => {
+    const opt = await createOptimizer({ params: [1], schedule: COSINE });
+    expectProblem(await opCall('GET', opt, '/history/plot'), 409);
+    for (let k = 0; k < 7; k++) await opCall('POST', opt, '/step', { grads: [1], ...(k % 2 ? { loss: 1 / (k + 1) } : {}) });
+    const res = await call('GET', `/v1/optimizers/${opt.id}/history/plot?log_scale=true`, undefined, { authorization: `Bearer ${opt.token}` });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^image\/svg\+xml/);
+    const svg = await res.text();
+    expect(svg).toMatch(/^(<\?xml[^>]*\?>\s*)?<svg[\s>]/);
+    expect(svg).toContain('data-series="loss" data-points="3"');
+    expect(svg).toContain('data-series="learning rate" data-points="7"');
+    const bad = await call('GET', `/v1/optimizers/${opt.id}/history/plot?log_scale=maybe`, undefined, { authorization: `Bearer ${opt.token}` });
+    expect(bad.status).toBe(422);
+    const unauth = await call('GET', `/v1/optimizers/${opt.id}/history/plot`);
+    expect(unauth.status).toBe(401);
+  });
+});
