@@ -8,7 +8,9 @@ import { readLimits } from './lib/config.ts';
 import { OPENAPI_CONFIG, SERVICE_DESCRIPTION } from './lib/openapi.ts';
 import { ProblemError, problemResponse, type ProblemType } from './lib/problem.ts';
 import { createRouter } from './lib/router.ts';
+import { TensorSchema } from './schemas/common.ts';
 import { healthRoute, indexRoute, openapiJsonRoute, openapiYamlRoute } from './routes/meta/meta.routes.ts';
+import { docsRouter } from './routes/docs/docs.index.ts';
 import { optimizersRouter } from './routes/optimizers/optimizers.index.ts';
 import { schedulesRouter } from './routes/schedules/schedules.index.ts';
 import { stepRouter } from './routes/step/step.index.ts';
@@ -52,6 +54,7 @@ export function createApp() {
         links: {
           step: '/v1/adam/step',
           optimizers: '/v1/optimizers',
+          docs: '/docs',
           health: '/healthz',
           openapi_json: '/openapi.json',
           openapi_yaml: '/openapi.yaml',
@@ -65,7 +68,10 @@ export function createApp() {
   app.route('/', stepRouter);
   app.route('/', schedulesRouter);
   app.route('/', optimizersRouter);
+  app.route('/', docsRouter);
 
+  // Referenced from TensorTree's hand-written oneOf, so no route pulls it in on its own.
+  app.openAPIRegistry.register('Tensor', TensorSchema);
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
     type: 'http',
     scheme: 'bearer',

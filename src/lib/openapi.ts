@@ -17,6 +17,8 @@ export const OPENAPI_CONFIG: DocumentConfig = {
     license: { name: 'MIT', url: 'https://opensource.org/license/mit' },
   },
   servers: [{ url: 'http://localhost:8787', description: 'Local `npm run dev`' }],
+  // Public by default; hosted-optimizer operations require their bearer token (bearerAuth).
+  security: [],
   tags: [
     { name: 'Service', description: 'Service description, health and this document.' },
     { name: 'Stateless step', description: 'Adam steps where the client keeps the optimizer state.' },

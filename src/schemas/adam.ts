@@ -79,6 +79,7 @@ export const AdamStateOutSchema = z
     v: TensorTreeSchema.openapi({ description: 'Second moment (torch `exp_avg_sq`).' }),
     v_max: TensorTreeSchema.optional().openapi({ description: 'Running max of v (torch `max_exp_avg_sq`); present only with amsgrad.' }),
   })
+  .strict()
   .openapi('AdamStateOut', { description: 'State to send back with the next step.' });
 
 export const StepRequestSchema = z
@@ -124,4 +125,5 @@ export const StepResponseSchema = z
     state: AdamStateOutSchema,
     lr: z.number().openapi({ description: 'The learning rate applied in this step.' }),
   })
-  .openapi('StepResponse');
+  .strict()
+  .openapi('StepResponse', { description: 'Parameters and state after one step, in the structure of the request.' });

@@ -52,7 +52,8 @@ export const FieldErrorSchema = z
       .optional()
       .openapi({ description: 'The value received, when it is a scalar (non-finite numbers as strings).' }),
   })
-  .openapi('FieldError');
+  .strict()
+  .openapi('FieldError', { description: 'One invalid field of a request.' });
 
 export const ProblemSchema = z
   .object({
@@ -62,8 +63,10 @@ export const ProblemSchema = z
     detail: z.string().openapi({ description: 'What went wrong in this request.', example: 'hyperparams.lr: must be >= 0, got -1' }),
     instance: z.string().optional().openapi({ description: 'The request path.' }),
     errors: z.array(FieldErrorSchema).optional().openapi({ description: 'One entry per invalid field.' }),
+    limit: z.number().int().optional().openapi({ description: 'Extension on 413: the limit that was exceeded (bytes or elements).' }),
+    step: z.number().int().optional().openapi({ description: 'Extension on 409/412: the optimizer\'s current step.' }),
   })
-  .catchall(z.unknown())
+  .strict()
   .openapi('Problem', { description: 'RFC 9457 problem details (`application/problem+json`).' });
 
 /** A problem+json response entry for route definitions. */

@@ -25,14 +25,15 @@ export const ShapesSchema = z.unknown().openapi('Shapes', {
   example: { 'fc.weight': [2, 3], 'fc.bias': [2] },
 } as never);
 
-// No .openapi() metadata here: it would overwrite the shared ScheduleSpec component's description.
-const NullableSchedule = z.union([ScheduleSpecSchema, z.null()]);
+/** A schedule or null. The union wraps the shared component, so its description stays its own. */
+const nullableSchedule = (description: string) => z.union([ScheduleSpecSchema, z.null()]).openapi({ description });
+const SCHEDULE_FIELD = 'Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none.'
 
 export const CreateOptimizerSchema = z
   .object({
     params: requiredTree('Initial parameters; they fix the structure every gradient must have.'),
     hyperparams: AdamHyperparamsSchema.prefault({}),
-    schedule: NullableSchedule.optional(),
+    schedule: nullableSchedule(SCHEDULE_FIELD).optional(),
     dtype: DtypeSchema.default('float32'),
   })
   .strict()
@@ -48,7 +49,7 @@ export const OptimizerInfoSchema = z
     id: z.string().openapi({ description: 'Optimizer id (the Durable Object id).' }),
     step: StepCountSchema,
     hyperparams: AdamHyperparamsSchema,
-    schedule: NullableSchedule,
+    schedule: nullableSchedule(SCHEDULE_FIELD),
     next_lr: z.number().openapi({ description: 'Learning rate the next step will apply.' }),
     dtype: DtypeSchema,
     shapes: ShapesSchema,
@@ -56,13 +57,16 @@ export const OptimizerInfoSchema = z
     created_at: Timestamp,
     updated_at: Timestamp,
   })
-  .openapi('OptimizerInfo');
+  .strict()
+  .openapi('OptimizerInfo', { description: 'Metadata of a hosted optimizer.' });
 
 export const CreatedOptimizerSchema = OptimizerInfoSchema.extend({
   token: z.string().openapi({
     description: 'Bearer token for every later call. Shown only here; the service stores only its SHA-256 hash.',
   }),
-}).openapi('CreatedOptimizer');
+})
+  .strict()
+  .openapi('CreatedOptimizer', { description: 'A new hosted optimizer: its metadata and its bearer token.' });
 
 export const HostedStepRequestSchema = z
   .object({
@@ -75,7 +79,9 @@ export const HostedStepRequestSchema = z
     }),
   })
   .strict()
-  .openapi('HostedStepRequest', { example: { grads: { w: [0.5, -0.25], b: 0.1 }, loss: 0.75 } });
+  .openapi('HostedStepRequest', {
+    description: 'One gradient for a hosted optimizer.',
+    example: { grads: { w: [0.5, -0.25], b: 0.1 }, loss: 0.75 } });
 
 export const ReturnQuerySchema = z.object({
   return: z
@@ -113,11 +119,13 @@ export const HostedStepResponseSchema = z
     }),
     replayed: z.boolean().optional().openapi({ description: 'true when this answers a retried Idempotency-Key: nothing was applied again.' }),
   })
-  .openapi('HostedStepResponse');
+  .strict()
+  .openapi('HostedStepResponse', { description: 'The result of one hosted step.' });
 
 export const ParamsResponseSchema = z
   .object({ step: StepCountSchema, params: TensorTreeSchema })
-  .openapi('OptimizerParams');
+  .strict()
+  .openapi('OptimizerParams', { description: 'The current parameters and the step count they belong to.' });
 
 export const PlateauStateSchema = z
   .object({
@@ -137,7 +145,7 @@ export const SnapshotSchema = z
     step: StepCountSchema,
     dtype: DtypeSchema,
     hyperparams: AdamHyperparamsSchema,
-    schedule: NullableSchedule,
+    schedule: nullableSchedule(SCHEDULE_FIELD),
     scheduler_state: PlateauStateSchema.optional(),
     params: TensorTreeSchema,
     m: TensorTreeSchema,
@@ -146,6 +154,7 @@ export const SnapshotSchema = z
     created_at: Timestamp.optional().openapi({ description: 'Read-only; ignored by PUT.' }),
     updated_at: Timestamp.optional().openapi({ description: 'Read-only; ignored by PUT.' }),
   })
+  .strict()
   .openapi('OptimizerSnapshot', { description: 'Everything the optimizer holds. GET it to back up; PUT it (or an edited copy) to restore.' });
 
 export const SnapshotInputSchema = z
@@ -154,7 +163,7 @@ export const SnapshotInputSchema = z
     step: StepCountSchema,
     dtype: DtypeSchema.default('float32'),
     hyperparams: AdamHyperparamsSchema.prefault({}),
-    schedule: NullableSchedule.optional(),
+    schedule: nullableSchedule('Schedule to restore (omitted: keep the current one; null: none).').optional(),
     scheduler_state: PlateauStateSchema.optional(),
     params: requiredTree('Parameters; may change shapes, within the element limit.'),
     m: requiredTree('First moment, structure of `params`.'),
@@ -172,10 +181,12 @@ export const PatchOptimizerSchema = z
       .strict()
       .optional()
       .openapi({ description: 'Hyperparameters to change; unspecified ones keep their values.' }),
-    schedule: NullableSchedule.optional(),
+    schedule: nullableSchedule('New schedule (null removes it; omitted: unchanged). A new schedule restarts reduce_on_plateau\'s state.').optional(),
   })
   .strict()
-  .openapi('PatchOptimizer', { example: { hyperparams: { lr: 0.0005 } } });
+  .openapi('PatchOptimizer', {
+    description: 'Changes to a hosted optimizer; unknown fields are rejected.',
+    example: { hyperparams: { lr: 0.0005 } } });
 
 export const HistoryQuerySchema = z.object({
   limit: z.coerce
@@ -202,8 +213,13 @@ export const HistoryEntrySchema = z
     loss: z.number().nullable().openapi({ description: 'Loss reported with the step, or null.' }),
     at: Timestamp,
   })
-  .openapi('HistoryEntry');
+  .strict()
+  .openapi('HistoryEntry', { description: 'One applied step.' });
 
 export const HistoryResponseSchema = z
-  .object({ entries: z.array(HistoryEntrySchema), kept: z.number().int().openapi({ description: 'How many entries the optimizer keeps (older ones are dropped).' }) })
-  .openapi('OptimizerHistory');
+  .object({
+    entries: z.array(HistoryEntrySchema).openapi({ description: 'Recorded steps, oldest first.' }),
+    kept: z.number().int().openapi({ description: 'How many entries the optimizer keeps (older ones are dropped).' }),
+  })
+  .strict()
+  .openapi('OptimizerHistory', { description: 'Learning rate and loss per step.' });

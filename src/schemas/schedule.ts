@@ -13,6 +13,9 @@ import {
 } from '../schedules/index.ts';
 
 /** Most points one evaluation or plot request may ask for (422 above it). */
+/** The `type` discriminator of a schedule variant, described for the spec. */
+const scheduleType = <T extends string>(name: T) => z.literal(name).openapi({ description: `Schedule type: \`${name}\`.` });
+
 export const MAX_EVALUATION_POINTS = 100_000;
 /** Most metric reports one reduce_on_plateau evaluation may replay. */
 export const MAX_METRICS = MAX_EVALUATION_POINTS;
@@ -44,13 +47,13 @@ function crossFieldRules(spec: ScheduleSpec, ctx: z.RefinementCtx) {
 // ---------------------------------------------------------------------------------------------
 
 export const ConstantScheduleSchema = z
-  .object({ type: z.literal('constant'), lr: rate('The rate at every step, >= 0.') })
+  .object({ type: scheduleType('constant'), lr: rate('The rate at every step, >= 0.') })
   .strict()
   .openapi('ConstantSchedule', { description: '`lr(k) = lr`: a fixed rate (an optimizer with no torch scheduler).' });
 
 export const StepDecayScheduleSchema = z
   .object({
-    type: z.literal('step'),
+    type: scheduleType('step'),
     lr: rate(BASE_LR),
     step_size: positiveInt('Decay period in steps (torch `step_size`), an integer >= 1.'),
     gamma: z.number().gt(0).default(D.step.gamma).openapi({ description: 'Factor applied every `step_size` steps (torch `gamma`), > 0.' }),
@@ -60,7 +63,7 @@ export const StepDecayScheduleSchema = z
 
 export const MultistepScheduleSchema = z
   .object({
-    type: z.literal('multistep'),
+    type: scheduleType('multistep'),
     lr: rate(BASE_LR),
     milestones: z
       .array(z.number().int().min(0))
@@ -81,7 +84,7 @@ export const MultistepScheduleSchema = z
 
 export const ExponentialScheduleSchema = z
   .object({
-    type: z.literal('exponential'),
+    type: scheduleType('exponential'),
     lr: rate(BASE_LR),
     gamma: z.number().gt(0).openapi({ description: 'Factor per step (torch `gamma`), > 0. Above 1 the rate grows (an LR range test) and may overflow: a 422.' }),
   })
@@ -90,7 +93,7 @@ export const ExponentialScheduleSchema = z
 
 export const LinearScheduleSchema = z
   .object({
-    type: z.literal('linear'),
+    type: scheduleType('linear'),
     lr: rate(BASE_LR),
     start_factor: z
       .number()
@@ -109,7 +112,7 @@ export const LinearScheduleSchema = z
 
 export const PolynomialScheduleSchema = z
   .object({
-    type: z.literal('polynomial'),
+    type: scheduleType('polynomial'),
     lr: rate(BASE_LR),
     total_steps: positiveInt('Steps to reach 0 (torch `total_iters`), an integer >= 1.').default(D.polynomial.total_steps),
     power: z.number().min(0).default(D.polynomial.power).openapi({ description: 'Exponent (torch `power`), >= 0; 1 is a linear decay.' }),
@@ -121,7 +124,7 @@ export const PolynomialScheduleSchema = z
 
 export const CosineScheduleSchema = z
   .object({
-    type: z.literal('cosine'),
+    type: scheduleType('cosine'),
     lr: rate('Initial and maximum rate (torch: the optimizer\'s `lr`), >= 0.'),
     total_steps: positiveInt('Steps from lr down to min_lr, half the period (torch `T_max`), an integer >= 1.'),
     min_lr: z.number().min(0).default(D.cosine.min_lr).openapi({ description: 'Minimum rate (torch `eta_min`), >= 0 and <= lr.' }),
@@ -137,7 +140,7 @@ export const CosineScheduleSchema = z
 
 export const CosineRestartsScheduleSchema = z
   .object({
-    type: z.literal('cosine_restarts'),
+    type: scheduleType('cosine_restarts'),
     lr: rate('Maximum rate, used at every restart (torch: the optimizer\'s `lr`), >= 0.'),
     period: positiveInt('Length of the first period in steps (torch `T_0`), an integer >= 1.'),
     period_mult: positiveInt('Factor by which each period is longer than the previous one (torch `T_mult`), an integer >= 1.').default(D.cosine_restarts.period_mult),
@@ -153,7 +156,7 @@ export const CosineRestartsScheduleSchema = z
 
 export const CyclicScheduleSchema = z
   .object({
-    type: z.literal('cyclic'),
+    type: scheduleType('cyclic'),
     base_lr: rate('Lower bound and the rate at step 0 (torch `base_lr`), >= 0.'),
     max_lr: rate('Upper bound (torch `max_lr`), >= base_lr.'),
     step_size_up: positiveInt('Steps in the rising half of a cycle (torch `step_size_up`), an integer >= 1.').default(D.cyclic.step_size_up),
@@ -174,7 +177,7 @@ export const CyclicScheduleSchema = z
 
 export const OneCycleScheduleSchema = z
   .object({
-    type: z.literal('one_cycle'),
+    type: scheduleType('one_cycle'),
     max_lr: rate('Peak rate (torch `max_lr`), >= 0. The optimizer\'s lr is ignored, as in torch.'),
     total_steps: positiveInt('Length of the cycle in steps (torch `total_steps`, or epochs × steps_per_epoch), an integer >= 1. From total_steps on the final rate is held.'),
     pct_start: z
@@ -206,7 +209,7 @@ export const OneCycleScheduleSchema = z
 
 export const WarmupCosineScheduleSchema = z
   .object({
-    type: z.literal('warmup_cosine'),
+    type: scheduleType('warmup_cosine'),
     lr: rate('Peak rate, reached at the end of the warm-up (the optimizer\'s lr in Hugging Face), >= 0.'),
     warmup_steps: nonNegativeInt('Warm-up steps (`num_warmup_steps`), an integer >= 0 and <= total_steps.'),
     total_steps: positiveInt('Total training steps, warm-up included (`num_training_steps`), an integer >= 1.'),
@@ -223,7 +226,7 @@ export const WarmupCosineScheduleSchema = z
 
 export const WarmupLinearScheduleSchema = z
   .object({
-    type: z.literal('warmup_linear'),
+    type: scheduleType('warmup_linear'),
     lr: rate('Peak rate, reached at the end of the warm-up, >= 0.'),
     warmup_steps: nonNegativeInt('Warm-up steps (`num_warmup_steps`), an integer >= 0 and <= total_steps.'),
     total_steps: positiveInt('Total training steps, warm-up included (`num_training_steps`), an integer >= 1.'),
@@ -238,7 +241,7 @@ export const WarmupLinearScheduleSchema = z
 
 export const InverseSqrtScheduleSchema = z
   .object({
-    type: z.literal('inverse_sqrt'),
+    type: scheduleType('inverse_sqrt'),
     lr: rate('Peak rate, used by the warmup_steps-th step (k = warmup_steps − 1), >= 0. Noam: scale · (d_model · warmup_steps)^−0.5.'),
     warmup_steps: positiveInt('Warm-up length W, an integer >= 1.'),
   })
@@ -279,7 +282,7 @@ export const StepScheduleSpecSchema: z.ZodType<StepScheduleSpec> = z.lazy(() =>
 
 export const SequentialScheduleSchema = z
   .object({
-    type: z.literal('sequential'),
+    type: scheduleType('sequential'),
     schedules: z
       .array(StepScheduleSpecSchema)
       .min(1)
@@ -317,7 +320,7 @@ export const SequentialScheduleSchema = z
 
 export const ReduceOnPlateauScheduleSchema = z
   .object({
-    type: z.literal('reduce_on_plateau'),
+    type: scheduleType('reduce_on_plateau'),
     lr: rate('Initial rate (torch: the optimizer\'s `lr`), >= 0.'),
     mode: z.enum(['min', 'max']).default(D.reduce_on_plateau.mode).openapi({ description: '`min`: the metric should decrease (a loss); `max`: increase (an accuracy) (torch `mode`).' }),
     factor: z.number().min(0).lt(1).default(D.reduce_on_plateau.factor).openapi({ description: 'new lr = lr · factor (torch `factor`), in [0, 1).' }),
@@ -520,6 +523,7 @@ export const EvaluateRequestSchema = z
   .strict()
   .superRefine(requestRules)
   .openapi('EvaluateScheduleRequest', {
+    description: 'A schedule and the steps at which to evaluate it (plus the metric reports for reduce_on_plateau).',
     example: { schedule: { type: 'cosine', lr: 0.1, total_steps: 100 }, steps: { start: 0, stop: 200, every: 10 } },
   });
 
@@ -530,7 +534,8 @@ export const EvaluateResponseSchema = z
     steps: z.array(z.number().int()).openapi({ description: 'The evaluated steps, in request order.' }),
     lr: z.array(z.number()).openapi({ description: 'The learning rate at each step (same length as steps).' }),
   })
-  .openapi('EvaluateScheduleResponse', { example: { steps: [0, 50, 100], lr: [0.1, 0.05, 0] } });
+  .strict()
+  .openapi('EvaluateScheduleResponse', { description: 'The learning rate at each requested step.', example: { steps: [0, 50, 100], lr: [0.1, 0.05, 0] } });
 
 export const PLOT_DEFAULTS = { width: 800, height: 450 } as const;
 
@@ -546,6 +551,7 @@ export const PlotRequestSchema = z
   .strict()
   .superRefine(requestRules)
   .openapi('PlotScheduleRequest', {
+    description: 'An evaluate request plus chart options.',
     example: { schedule: { type: 'one_cycle', max_lr: 0.1, total_steps: 1000 }, steps: { start: 0, stop: 1000 }, log_scale: true },
   });
 

@@ -1,6 +1,7 @@
 // HTTP helpers for integration tests: every call goes through the Worker's fetch handler in workerd.
 
 import { exports } from 'cloudflare:workers';
+import { checkContract } from './contract.ts';
 
 export const BASE = 'http://adam-api.test';
 
@@ -10,7 +11,12 @@ export async function call(method: string, path: string, body?: unknown, headers
     init.body = typeof body === 'string' ? body : JSON.stringify(body);
     (init.headers as Record<string, string>)['content-type'] ??= 'application/json';
   }
-  return exports.default.fetch(new Request(BASE + path, init));
+  const request = new Request(BASE + path, init);
+  const res = await exports.default.fetch(request);
+  // Every response is checked against openapi.yaml, then handed to the test unchanged.
+  const text = await res.text();
+  checkContract(request.method, request.url, res.status, res.headers, text);
+  return new Response(res.status === 204 ? null : text, { status: res.status, statusText: res.statusText, headers: res.headers });
 }
 
 /** POSTs JSON and returns status, content type and parsed body. */

@@ -4,12 +4,13 @@ import { createRoute, z } from '@hono/zod-openapi';
 
 export const ServiceInfoSchema = z
   .object({
-    name: z.string().openapi({ example: 'adam-api' }),
-    description: z.string(),
-    version: z.string(),
+    name: z.string().openapi({ description: 'Service name.', example: 'adam-api' }),
+    description: z.string().openapi({ description: 'What the service does.' }),
+    version: z.string().openapi({ description: 'API version (that of openapi.yaml).' }),
     links: z.record(z.string(), z.string()).openapi({ description: 'Relative links to the main resources.' }),
   })
-  .openapi('ServiceInfo');
+  .strict()
+  .openapi('ServiceInfo', { description: 'Service description with links.' });
 
 export const indexRoute = createRoute({
   method: 'get',
@@ -29,7 +30,10 @@ export const healthRoute = createRoute({
   responses: {
     200: {
       description: 'The Worker is up.',
-      content: { 'application/json': { schema: z.object({ status: z.literal('ok') }).openapi('Health') } },
+      content: { 'application/json': { schema: z
+            .object({ status: z.literal('ok').openapi({ description: 'Always `ok` when the Worker answers.' }) })
+            .strict()
+            .openapi('Health', { description: 'Liveness.' }) } },
     },
   },
 });
