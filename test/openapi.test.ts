@@ -17,7 +17,7 @@ describe('openapi.yaml', () => {
     const yaml = await call('GET', '/openapi.yaml');
     expect(yaml.status).toBe(200);
     expect(yaml.headers.get('content-type')).toMatch(/^application\/yaml/);
-    expect(await yaml.text()).toBe(committed);
+    expect(new TextDecoder().decode(await yaml.arrayBuffer())).toBe(committed);
     const json = await getJson('/openapi.json');
     expect(json.status).toBe(200);
     expect(json.body).toEqual(JSON.parse(JSON.stringify(openApiDocument(createApp()))));

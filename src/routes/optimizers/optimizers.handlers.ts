@@ -9,9 +9,16 @@ import { renderLineChart, type Series } from '../../plot/line-chart.ts';
 import type { AppEnv } from '../../lib/router.ts';
 import type * as routes from './optimizers.routes.ts';
 
-/** Relays a Durable Object reply. Typed `never` so it satisfies every route's typed responses. */
-function relay(reply: Reply): never {
-  return new Response(reply.body, { status: reply.status, headers: reply.headers }) as never;
+/**
+ * Relays a Durable Object reply, adding the request path as a problem's `instance`. Typed `never`
+ * so it satisfies every route's typed responses.
+ */
+function relay(reply: Reply, path?: string): never {
+  let body = reply.body;
+  if (path !== undefined && body !== null && reply.headers['content-type'] === 'application/problem+json') {
+    body = JSON.stringify({ ...(JSON.parse(body) as object), instance: path });
+  }
+  return new Response(body, { status: reply.status, headers: reply.headers }) as never;
 }
 
 function stubFor(c: Context<AppEnv>, id: string): DurableObjectStub<HostedOptimizer> {
@@ -58,7 +65,7 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
     dtype: body.dtype,
     maxElements: c.get('limits').maxHostedElements,
   });
-  if (reply.status !== 201) return relay(reply);
+  if (reply.status !== 201) return relay(reply, c.req.path);
   const info = JSON.parse(reply.body!) as Record<string, unknown>;
   const location = `/v1/optimizers/${id.toString()}`;
   return relay({ ...reply, body: JSON.stringify({ ...info, token }), headers: { ...reply.headers, location } });
@@ -78,17 +85,18 @@ export const stepOptimizer: RouteHandler<typeof routes.stepOptimizerRoute, AppEn
       idempotencyKey: headers['idempotency-key'],
       returnParams: c.req.valid('query').return === 'params',
     }),
+    c.req.path,
   );
 };
 
 export const getOptimizer: RouteHandler<typeof routes.getOptimizerRoute, AppEnv> = async (c) =>
-  relay(await stubFor(c, c.req.valid('param').id).describe(await tokenHash(c)));
+  relay(await stubFor(c, c.req.valid('param').id).describe(await tokenHash(c)), c.req.path);
 
 export const getParams: RouteHandler<typeof routes.getParamsRoute, AppEnv> = async (c) =>
-  relay(await stubFor(c, c.req.valid('param').id).params(await tokenHash(c)));
+  relay(await stubFor(c, c.req.valid('param').id).params(await tokenHash(c)), c.req.path);
 
 export const getState: RouteHandler<typeof routes.getStateRoute, AppEnv> = async (c) =>
-  relay(await stubFor(c, c.req.valid('param').id).snapshot(await tokenHash(c)));
+  relay(await stubFor(c, c.req.valid('param').id).snapshot(await tokenHash(c)), c.req.path);
 
 export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async (c) => {
   const body = c.req.valid('json');
@@ -106,24 +114,25 @@ export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async
       v_max: body.v_max,
       maxElements: c.get('limits').maxHostedElements,
     }),
+    c.req.path,
   );
 };
 
 export const patchOptimizer: RouteHandler<typeof routes.patchOptimizerRoute, AppEnv> = async (c) => {
   const body = c.req.valid('json');
-  return relay(await stubFor(c, c.req.valid('param').id).update(await tokenHash(c), { hyperparams: body.hyperparams, schedule: body.schedule }));
+  return relay(await stubFor(c, c.req.valid('param').id).update(await tokenHash(c), { hyperparams: body.hyperparams, schedule: body.schedule }), c.req.path);
 };
 
 export const deleteOptimizer: RouteHandler<typeof routes.deleteOptimizerRoute, AppEnv> = async (c) =>
-  relay(await stubFor(c, c.req.valid('param').id).remove(await tokenHash(c)));
+  relay(await stubFor(c, c.req.valid('param').id).remove(await tokenHash(c)), c.req.path);
 
 export const getHistory: RouteHandler<typeof routes.historyRoute, AppEnv> = async (c) =>
-  relay(await stubFor(c, c.req.valid('param').id).history(await tokenHash(c), c.req.valid('query').limit));
+  relay(await stubFor(c, c.req.valid('param').id).history(await tokenHash(c), c.req.valid('query').limit), c.req.path);
 
 export const plotHistory: RouteHandler<typeof routes.historyPlotRoute, AppEnv> = async (c) => {
   const { limit, log_scale: logScale } = c.req.valid('query');
   const reply = await stubFor(c, c.req.valid('param').id).history(await tokenHash(c), limit);
-  if (reply.status !== 200) return relay(reply);
+  if (reply.status !== 200) return relay(reply, c.req.path);
   const { entries } = JSON.parse(reply.body!) as { entries: Array<{ step: number; lr: number; loss: number | null }> };
   if (entries.length === 0) throw new ProblemError(409, 'conflict', 'no step has been recorded yet: plot after the first step');
   const withLoss = entries.filter((e) => e.loss !== null);
