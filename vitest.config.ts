@@ -1,12 +1,36 @@
-// Vitest runs every test inside workerd (the Workers runtime) through the Cloudflare plugin.
+// Two Vitest projects, both run by `npm test`:
+// - workerd: every unit and HTTP integration test, inside workerd (the Workers runtime) through the
+//   Cloudflare plugin;
+// - e2e: tests in Node against a real `wrangler dev` that test/e2e/global-setup.ts starts: the curl
+//   and Python examples, the generated TypeScript client and the docs page in headless Chromium.
 
 import { cloudflareTest } from '@cloudflare/vitest-plugin';
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 export default defineConfig({
-  plugins: [cloudflareTest({ wrangler: { configPath: './wrangler.toml' }, remoteBindings: false })],
   test: {
-    include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
-    testTimeout: 60_000,
+    projects: [
+      {
+        extends: false,
+        plugins: [cloudflareTest({ wrangler: { configPath: './wrangler.toml' }, remoteBindings: false })],
+        test: {
+          name: 'workerd',
+          include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
+          exclude: [...configDefaults.exclude, 'test/e2e/**'],
+          testTimeout: 60_000,
+        },
+      },
+      {
+        extends: false,
+        test: {
+          name: 'e2e',
+          environment: 'node',
+          include: ['test/e2e/**/*.test.ts'],
+          globalSetup: ['test/e2e/global-setup.ts'],
+          testTimeout: 180_000,
+          hookTimeout: 120_000,
+        },
+      },
+    ],
   },
 });

@@ -1,0 +1,100 @@
+// Runs the dependency-free Python client (examples/python) against wrangler dev: the tour of every
+// operation, the linear-regression fit (with numpy when importable, and in plain Python), and the
+// client's error for a problem+json answer.
+
+import { join } from 'node:path';
+import { describe, expect, test, type TestContext } from 'vitest';
+import { baseUrl, describeRun, findExecutable, requireTool, ROOT, run } from './helpers.ts';
+
+const EXAMPLES = join(ROOT, 'examples', 'python');
+const THRESHOLD = 0.02;
+
+const python = (ctx: TestContext) =>
+  requireTool(ctx, 'python3', findExecutable('python3', '/usr/bin/python3'), 'install Python 3 (apt-get install python3); the examples need only its standard library');
+
+/** Runs a Python snippet or script isolated (-I: no user site, no PYTHON* variables) and writing no bytecode (-B). */
+const py = (exe: string, args: string[]) => run(exe, ['-I', '-B', ...args], { timeoutMs: 120_000 });
+
+function finalLoss(stdout: string): number {
+  const match = /^final loss: ([0-9.eE+-]+)/m.exec(stdout);
+  expect(match, `no "final loss" line in:\n${stdout}`).not.toBeNull();
+  return Number(match![1]);
+}
+
+describe('examples/python', () => {
+  test('quickstart.py: every client method, checked', async (ctx) => {
+    const exe = python(ctx);
+    const result = await py(exe, [join(EXAMPLES, 'quickstart.py'), '--base-url', baseUrl()]);
+    expect(result.code, describeRun(result)).toBe(0);
+    expect(result.stdout).toContain('quickstart: all checks passed');
+    expect(result.stdout).not.toContain('FAILED');
+  });
+
+  test('linear_regression.py fits y = 3x - 2: the final loss is below the threshold', async (ctx) => {
+    const exe = python(ctx);
+    const result = await py(exe, [join(EXAMPLES, 'linear_regression.py'), '--base-url', baseUrl(), '--threshold', String(THRESHOLD)]);
+    expect(result.code, describeRun(result)).toBe(0);
+    const loss = finalLoss(result.stdout);
+    expect(loss).toBeLessThan(THRESHOLD);
+    // It printed the loss along the way, and the loss fell.
+    const losses = [...result.stdout.matchAll(/^step +(\d+) +loss ([0-9.]+)/gm)].map((m) => Number(m[2]));
+    expect(losses.length).toBeGreaterThanOrEqual(5);
+    expect(losses[0]!).toBeGreaterThan(1);
+    expect(losses.at(-1)!).toBeCloseTo(loss, 6);
+    const fitted = /^fitted: w = ([0-9.+-]+), b = ([0-9.+-]+)/m.exec(result.stdout);
+    expect(Number(fitted?.[1])).toBeCloseTo(3, 1);
+    expect(Number(fitted?.[2])).toBeCloseTo(-2, 1);
+  });
+
+  test('linear_regression.py without numpy (plain-Python gradients) reaches the same loss', async (ctx) => {
+    const exe = python(ctx);
+    const result = await py(exe, [join(EXAMPLES, 'linear_regression.py'), '--base-url', baseUrl(), '--no-numpy', '--every', '50']);
+    expect(result.code, describeRun(result)).toBe(0);
+    expect(result.stdout).toContain('gradients with plain Python');
+    expect(finalLoss(result.stdout)).toBeLessThan(THRESHOLD);
+  });
+
+  test('linear_regression.py exits non-zero when the loss is not below the threshold', async (ctx) => {
+    const exe = python(ctx);
+    const result = await py(exe, [join(EXAMPLES, 'linear_regression.py'), '--base-url', baseUrl(), '--steps', '3', '--threshold', '0.001']);
+    expect(result.code, describeRun(result)).toBe(1);
+    expect(result.stderr).toContain('FAILED: final loss');
+  });
+
+  test('the client raises AdamApiError carrying the problem+json', async (ctx) => {
+    const exe = python(ctx);
+    const snippet = [
+      'import json, sys',
+      `sys.path.insert(0, ${JSON.stringify(EXAMPLES)})`,
+      'from adam_api import AdamApi, AdamApiError',
+      'api = AdamApi(sys.argv[1])',
+      'out = {}',
+      'for name, call in [',
+      '    ("invalid", lambda: api.step([1.0], [0.1], hyperparams={"lr": -1})),',
+      '    ("unknown", lambda: api.optimizer("0" * 64, "token").info()),',
+      ']:',
+      '    try:',
+      '        call()',
+      '        out[name] = None',
+      '    except AdamApiError as err:',
+      '        out[name] = {"status": err.status, "type": err.type, "problem": err.problem, "message": str(err)}',
+      'try:',
+      '    api.step([float("nan")], [0.1])',
+      '    out["nan"] = "sent"',
+      'except ValueError:',
+      '    out["nan"] = "refused locally"',
+      'print(json.dumps(out))',
+    ].join('\n');
+    const result = await py(exe, ['-c', snippet, baseUrl()]);
+    expect(result.code, describeRun(result)).toBe(0);
+    const out = JSON.parse(result.stdout);
+    expect(out.invalid).toMatchObject({ status: 422, type: 'urn:adam-api:problem:validation-error' });
+    expect(out.invalid.problem.errors[0].field).toBe('hyperparams.lr');
+    expect(out.invalid.message).toContain('422');
+    expect(out.invalid.message).toContain('hyperparams.lr');
+    expect(out.unknown.status).toBeGreaterThanOrEqual(400);
+    expect(out.unknown.status).toBeLessThan(500);
+    expect(out.unknown.problem.status).toBe(out.unknown.status);
+    expect(out.nan).toBe('refused locally');
+  });
+});
