@@ -115,6 +115,12 @@ describe('access control', () => {
     expect((await opCall('GET', a, '')).status).toBe(200);
     expect((await parse(await call('GET', `/v1/optimizers/${a.id}`, undefined, { authorization: `bearer   ${a.token}` }))).status).toBe(200);
 
+    // A missing token is reported before the body is validated.
+    const anonymous = await parse(await call('PUT', `/v1/optimizers/${a.id}/state`, {}));
+    expectProblem(anonymous, 401);
+    expect(anonymous.headers.get('www-authenticate')).toMatch(/^Bearer/);
+    expectProblem(await parse(await call('PATCH', `/v1/optimizers/${a.id}`, { bogus: 1 })), 401);
+    expectProblem(await parse(await call('GET', `/v1/optimizers/${a.id}/history?limit=0`)), 401);
     expectProblem(await opCall('GET', { id: 'not-an-id', token: a.token }, ''), 404);
     expectProblem(await opCall('GET', { id: 'f'.repeat(64), token: a.token }, ''), 404);
     // A well-formed id of this namespace that was never created.

@@ -226,7 +226,10 @@ export interface paths {
         };
         /** Full snapshot (params, moments, hyperparameters, schedule) */
         get: operations["getOptimizerState"];
-        /** Restore a snapshot (validated, atomic) */
+        /**
+         * Restore a snapshot (validated, atomic)
+         * @description Replaces params, moments, step, dtype, hyperparameters and schedule with the snapshot's, in one transaction (shapes may change within MAX_HOSTED_ELEMENTS). Read-only fields of a GET snapshot (`id`, times) are ignored, so GET → PUT round-trips. The history is a log of applied steps and keeps its entries.
+         */
         put: operations["restoreOptimizerState"];
         post?: never;
         delete?: never;
@@ -384,7 +387,7 @@ export interface components {
         };
         /** @description Parameters and state after one step, in the structure of the request. */
         StepResponse: {
-            params?: components["schemas"]["TensorTree"];
+            params: components["schemas"]["TensorTree"];
             state: components["schemas"]["AdamStateOut"];
             /** @description The learning rate applied in this step. */
             lr: number;
@@ -415,8 +418,8 @@ export interface components {
         AdamStateOut: {
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
-            m?: components["schemas"]["TensorTree"] & unknown;
-            v?: components["schemas"]["TensorTree"] & unknown;
+            m: components["schemas"]["TensorTree"] & unknown;
+            v: components["schemas"]["TensorTree"] & unknown;
             v_max?: components["schemas"]["TensorTree"] & unknown;
         };
         /** @description RFC 9457 problem details (`application/problem+json`). */
@@ -1042,7 +1045,7 @@ export interface components {
             /** @description Learning rate the next step will apply. */
             next_lr: number;
             dtype: components["schemas"]["Dtype"];
-            shapes?: components["schemas"]["Shapes"];
+            shapes: components["schemas"]["Shapes"];
             /** @description Total number of parameter elements. */
             size: number;
             /**
@@ -1106,7 +1109,7 @@ export interface components {
             /** @description Learning rate the next step will apply. */
             next_lr: number;
             dtype: components["schemas"]["Dtype"];
-            shapes?: components["schemas"]["Shapes"];
+            shapes: components["schemas"]["Shapes"];
             /** @description Total number of parameter elements. */
             size: number;
             /**
@@ -1209,7 +1212,7 @@ export interface components {
         OptimizerParams: {
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
-            params?: components["schemas"]["TensorTree"] & unknown;
+            params: components["schemas"]["TensorTree"] & unknown;
         };
         /** @description Everything the optimizer holds. GET it to back up; PUT it (or an edited copy) to restore. */
         OptimizerSnapshot: {
@@ -1222,9 +1225,9 @@ export interface components {
             /** @description Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none. */
             schedule: components["schemas"]["ScheduleSpec"] | null;
             scheduler_state?: components["schemas"]["PlateauState"];
-            params?: components["schemas"]["TensorTree"] & unknown;
-            m?: components["schemas"]["TensorTree"] & unknown;
-            v?: components["schemas"]["TensorTree"] & unknown;
+            params: components["schemas"]["TensorTree"] & unknown;
+            m: components["schemas"]["TensorTree"] & unknown;
+            v: components["schemas"]["TensorTree"] & unknown;
             v_max?: components["schemas"]["TensorTree"] & unknown;
             /**
              * @description Read-only; ignored by PUT.
@@ -1808,9 +1811,11 @@ export interface operations {
                     "application/json": components["schemas"]["OptimizerInfo"];
                 };
             };
-            /** @description Missing or wrong bearer token (`WWW-Authenticate: Bearer`). */
+            /** @description Missing or wrong bearer token. A missing one is reported before any validation of the request. */
             401: {
                 headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1850,9 +1855,11 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Missing or wrong bearer token (`WWW-Authenticate: Bearer`). */
+            /** @description Missing or wrong bearer token. A missing one is reported before any validation of the request. */
             401: {
                 headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1909,9 +1916,11 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or wrong bearer token (`WWW-Authenticate: Bearer`). */
+            /** @description Missing or wrong bearer token. A missing one is reported before any validation of the request. */
             401: {
                 headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1995,9 +2004,11 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or wrong bearer token (`WWW-Authenticate: Bearer`). */
+            /** @description Missing or wrong bearer token. A missing one is reported before any validation of the request. */
             401: {
                 headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2086,9 +2097,11 @@ export interface operations {
                     "application/json": components["schemas"]["OptimizerParams"];
                 };
             };
-            /** @description Missing or wrong bearer token (`WWW-Authenticate: Bearer`). */
+            /** @description Missing or wrong bearer token. A missing one is reported before any validation of the request. */
             401: {
                 headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2132,9 +2145,11 @@ export interface operations {
                     "application/json": components["schemas"]["OptimizerSnapshot"];
                 };
             };
-            /** @description Missing or wrong bearer token (`WWW-Authenticate: Bearer`). */
+            /** @description Missing or wrong bearer token. A missing one is reported before any validation of the request. */
             401: {
                 headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2191,9 +2206,11 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or wrong bearer token (`WWW-Authenticate: Bearer`). */
+            /** @description Missing or wrong bearer token. A missing one is reported before any validation of the request. */
             401: {
                 headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2265,9 +2282,11 @@ export interface operations {
                     "application/json": components["schemas"]["OptimizerHistory"];
                 };
             };
-            /** @description Missing or wrong bearer token (`WWW-Authenticate: Bearer`). */
+            /** @description Missing or wrong bearer token. A missing one is reported before any validation of the request. */
             401: {
                 headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2323,9 +2342,11 @@ export interface operations {
                     "image/svg+xml": string;
                 };
             };
-            /** @description Missing or wrong bearer token (`WWW-Authenticate: Bearer`). */
+            /** @description Missing or wrong bearer token. A missing one is reported before any validation of the request. */
             401: {
                 headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {

@@ -4,6 +4,7 @@
 // Each RPC method is synchronous after its arguments arrive, so steps on one object never interleave.
 
 import { DurableObject } from 'cloudflare:workers';
+import { BEARER_CHALLENGE } from '../lib/auth.ts';
 import { ProblemError, fieldError, headerError, validationProblem, type ProblemBody } from '../lib/problem.ts';
 import { initialSchedulerState, learningRate, reportMetric, type PlateauState, type ScheduleSpec } from '../lib/learning-rate.ts';
 import { parseLike, parseParams, parseState, stateJson } from '../lib/tensor-input.ts';
@@ -185,7 +186,7 @@ export class HostedOptimizer extends DurableObject<Env> {
   #authorized(tokenHash: string | null): { meta: Meta; layout: TensorLayout; tensors: Tensors } {
     const meta = this.#meta;
     if (!meta || !this.#layout || !this.#tensors) throw new ProblemError(404, 'not-found', 'no optimizer with this id (never created, or deleted)');
-    const challenge = { 'www-authenticate': 'Bearer realm="adam-api"' };
+    const challenge = BEARER_CHALLENGE;
     if (tokenHash === null) throw new ProblemError(401, 'unauthorized', 'missing `Authorization: Bearer <token>` header', undefined, undefined, challenge);
     if (!sameString(tokenHash, meta.tokenHash)) throw new ProblemError(401, 'unauthorized', 'the bearer token does not open this optimizer', undefined, undefined, challenge);
     return { meta, layout: this.#layout, tensors: this.#tensors };

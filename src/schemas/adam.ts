@@ -75,8 +75,8 @@ export const AdamStateSchema = z
 export const AdamStateOutSchema = z
   .object({
     step: StepCountSchema,
-    m: TensorTreeSchema.openapi({ description: 'First moment (torch `exp_avg`).' }),
-    v: TensorTreeSchema.openapi({ description: 'Second moment (torch `exp_avg_sq`).' }),
+    m: requiredTree('First moment (torch `exp_avg`).'),
+    v: requiredTree('Second moment (torch `exp_avg_sq`).'),
     v_max: TensorTreeSchema.optional().openapi({ description: 'Running max of v (torch `max_exp_avg_sq`); present only with amsgrad.' }),
   })
   .strict()
@@ -121,7 +121,7 @@ export type StepRequest = z.infer<typeof StepRequestSchema>;
 
 export const StepResponseSchema = z
   .object({
-    params: TensorTreeSchema.openapi({ description: 'Parameters after the step, in the structure of the request.' }),
+    params: requiredTree('Parameters after the step, in the structure of the request.'),
     state: AdamStateOutSchema,
     lr: z.number().openapi({ description: 'The learning rate applied in this step.' }),
   })

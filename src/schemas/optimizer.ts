@@ -20,7 +20,7 @@ export const AuthHeaderSchema = z.object({
     .openapi({ param: { name: 'authorization', in: 'header' }, description: '`Bearer <token>`, the token returned at creation.' }),
 });
 
-export const ShapesSchema = z.unknown().openapi('Shapes', {
+export const ShapesSchema = z.unknown().refine((v) => v !== undefined).openapi('Shapes', {
   description: 'Shape of each tensor: a shape array (`[]` for a scalar) for a single tensor, or an object of names to shapes.',
   example: { 'fc.weight': [2, 3], 'fc.bias': [2] },
 } as never);
@@ -123,7 +123,7 @@ export const HostedStepResponseSchema = z
   .openapi('HostedStepResponse', { description: 'The result of one hosted step.' });
 
 export const ParamsResponseSchema = z
-  .object({ step: StepCountSchema, params: TensorTreeSchema })
+  .object({ step: StepCountSchema, params: requiredTree('Parameters in the structure given at creation.') })
   .strict()
   .openapi('OptimizerParams', { description: 'The current parameters and the step count they belong to.' });
 
@@ -147,10 +147,10 @@ export const SnapshotSchema = z
     hyperparams: AdamHyperparamsSchema,
     schedule: nullableSchedule(SCHEDULE_FIELD),
     scheduler_state: PlateauStateSchema.optional(),
-    params: TensorTreeSchema,
-    m: TensorTreeSchema,
-    v: TensorTreeSchema,
-    v_max: TensorTreeSchema.optional().openapi({ description: 'Present with amsgrad.' }),
+    params: requiredTree('Current parameters.'),
+    m: requiredTree('First moment (torch `exp_avg`).'),
+    v: requiredTree('Second moment (torch `exp_avg_sq`).'),
+    v_max: TensorTreeSchema.optional().openapi({ description: 'Running max of v (torch `max_exp_avg_sq`); present with amsgrad.' }),
     created_at: Timestamp.optional().openapi({ description: 'Read-only; ignored by PUT.' }),
     updated_at: Timestamp.optional().openapi({ description: 'Read-only; ignored by PUT.' }),
   })

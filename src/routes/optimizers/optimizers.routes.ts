@@ -1,6 +1,7 @@
 // Route definitions of hosted optimizers: create, step, read, snapshot/restore, patch, history, delete.
 
 import { createRoute, z } from '@hono/zod-openapi';
+import { requireBearer } from '../../lib/auth.ts';
 import { problem } from '../../schemas/common.ts';
 import {
   AuthHeaderSchema,
@@ -28,7 +29,10 @@ const ETAG = { etag: { description: 'The state version, `"step-<n>"`; send it as
 
 /** Errors every authenticated call can return. */
 const authErrors = {
-  401: problem('Missing or wrong bearer token (`WWW-Authenticate: Bearer`).'),
+  401: {
+    ...problem('Missing or wrong bearer token. A missing one is reported before any validation of the request.'),
+    headers: { 'www-authenticate': { description: '`Bearer realm="adam-api"`', schema: { type: 'string' as const } } },
+  },
   404: problem('No optimizer with this id (never created, deleted, or not a valid id).'),
 };
 
@@ -63,6 +67,7 @@ export const stepOptimizerRoute = createRoute({
   operationId: 'stepOptimizer',
   tags: TAGS,
   security: SECURITY,
+  middleware: [requireBearer] as const,
   summary: 'Apply one gradient',
   description:
     'Applies one Adam step with the stored hyperparameters and schedule, exactly as POST /v1/adam/step would with the stored state. ' +
@@ -91,6 +96,7 @@ export const getOptimizerRoute = createRoute({
   operationId: 'getOptimizer',
   tags: TAGS,
   security: SECURITY,
+  middleware: [requireBearer] as const,
   summary: 'Metadata: step, hyperparameters, schedule, next lr, shapes',
   request: { params: OptimizerIdParam, headers: AuthHeaderSchema },
   responses: {
@@ -105,6 +111,7 @@ export const getParamsRoute = createRoute({
   operationId: 'getOptimizerParams',
   tags: TAGS,
   security: SECURITY,
+  middleware: [requireBearer] as const,
   summary: 'Current parameters',
   request: { params: OptimizerIdParam, headers: AuthHeaderSchema },
   responses: {
@@ -119,6 +126,7 @@ export const getStateRoute = createRoute({
   operationId: 'getOptimizerState',
   tags: TAGS,
   security: SECURITY,
+  middleware: [requireBearer] as const,
   summary: 'Full snapshot (params, moments, hyperparameters, schedule)',
   request: { params: OptimizerIdParam, headers: AuthHeaderSchema },
   responses: {
@@ -133,7 +141,12 @@ export const putStateRoute = createRoute({
   operationId: 'restoreOptimizerState',
   tags: TAGS,
   security: SECURITY,
+  middleware: [requireBearer] as const,
   summary: 'Restore a snapshot (validated, atomic)',
+  description:
+    'Replaces params, moments, step, dtype, hyperparameters and schedule with the snapshot\'s, in one transaction (shapes may change within ' +
+    'MAX_HOSTED_ELEMENTS). Read-only fields of a GET snapshot (`id`, times) are ignored, so GET → PUT round-trips. The history is a log of applied ' +
+    'steps and keeps its entries.',
   request: { params: OptimizerIdParam, headers: AuthHeaderSchema, body: jsonBody(SnapshotInputSchema) },
   responses: {
     200: { description: 'Restored; the new metadata.', headers: ETAG, content: { 'application/json': { schema: OptimizerInfoSchema } } },
@@ -151,6 +164,7 @@ export const patchOptimizerRoute = createRoute({
   operationId: 'updateOptimizer',
   tags: TAGS,
   security: SECURITY,
+  middleware: [requireBearer] as const,
   summary: 'Change hyperparameters or the schedule',
   description: 'Merges the given hyperparameters into the stored ones and/or replaces the schedule (null removes it). Unknown fields are rejected.',
   request: { params: OptimizerIdParam, headers: AuthHeaderSchema, body: jsonBody(PatchOptimizerSchema) },
@@ -169,6 +183,7 @@ export const deleteOptimizerRoute = createRoute({
   operationId: 'deleteOptimizer',
   tags: TAGS,
   security: SECURITY,
+  middleware: [requireBearer] as const,
   summary: 'Delete the optimizer and everything stored for it',
   request: { params: OptimizerIdParam, headers: AuthHeaderSchema },
   responses: { 204: { description: 'Deleted; later calls get 404.' }, ...authErrors },
@@ -180,6 +195,7 @@ export const historyRoute = createRoute({
   operationId: 'getOptimizerHistory',
   tags: TAGS,
   security: SECURITY,
+  middleware: [requireBearer] as const,
   summary: 'Loss and learning rate per step',
   request: { params: OptimizerIdParam, query: HistoryQuerySchema, headers: AuthHeaderSchema },
   responses: {
@@ -195,6 +211,7 @@ export const historyPlotRoute = createRoute({
   operationId: 'plotOptimizerHistory',
   tags: TAGS,
   security: SECURITY,
+  middleware: [requireBearer] as const,
   summary: 'Loss and learning rate per step as an SVG chart',
   description: 'Loss (left axis, when losses were reported) and learning rate (right axis) over the most recent `limit` steps.',
   request: { params: OptimizerIdParam, query: HistoryPlotQuerySchema, headers: AuthHeaderSchema },

@@ -37,5 +37,7 @@ export const adamStepHandler: RouteHandler<typeof adamStepRoute, AppEnv> = async
       fieldError(['grads', ...where], `leads to a non-finite ${name} value`),
     ]);
   }
-  return c.json({ params: unflatten(layout, result.params), state: stateJson(layout, result.state), lr }, 200);
+  // Tensor trees are typed `unknown` (checked by src/tensors, not zod), which Hono's typed JSON cannot express.
+  const response = { params: unflatten(layout, result.params), state: stateJson(layout, result.state), lr };
+  return c.json(response as never, 200);
 };
