@@ -26,7 +26,7 @@ const HTTP_PROBLEMS: Record<number, ProblemType> = {
 /** Hono path pattern (`/v1/x/:id`) → anchored RegExp, for 405 detection. */
 function patternOf(path: string): RegExp {
   const src = path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replace(/\/:[^/]+/g, '/[^/]+');
-  return new RegExp(`^${src}/?$`);
+  return new RegExp(`^${src}$`);
 }
 
 export function createApp() {
@@ -100,7 +100,12 @@ export function createApp() {
     if (err instanceof ProblemError) return problemResponse(err, path);
     if (err instanceof HTTPException) {
       const type = HTTP_PROBLEMS[err.status] ?? 'internal-error';
-      const detail = err.status === 400 ? 'the request body is not valid JSON' : err.message || `HTTP ${err.status}`;
+      const detail =
+        err.status === 400
+          ? 'the request body is not valid JSON'
+          : err.status === 415
+            ? `Content-Type must be application/json, got ${c.req.header('content-type') ?? 'none'}`
+            : err.message || `HTTP ${err.status}`;
       return problemResponse(new ProblemError(err.status, type, detail), path);
     }
     console.error('unhandled error', err);

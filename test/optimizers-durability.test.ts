@@ -89,7 +89,7 @@ describe('durability', () => {
     const step = await opCall('POST', opt, '/step', { grads });
     expect(step.status).toBe(200);
     const sizes = await runInDurableObject(stubOf(opt.id), (_instance, state) =>
-      state.storage.sql.exec<{ tensor: string; n: number; biggest: number }>('SELECT tensor, count(*) AS n, max(length(bytes)) AS biggest FROM tensor_chunks GROUP BY tensor ORDER BY tensor').toArray(),
+      state.storage.sql.exec<{ tensor: string; n: number; biggest: number }>("SELECT tensor, count(*) AS n, max(length(bytes)) AS biggest FROM tensor_chunks WHERE tensor IN ('params', 'm', 'v') GROUP BY tensor ORDER BY tensor").toArray(),
     );
     expect(sizes).toEqual([
       { tensor: 'm', n: 3, biggest: 1 << 20 },
@@ -99,6 +99,20 @@ describe('durability', () => {
     await evictDurableObject(stubOf(opt.id));
     const reloaded = await opCall('GET', opt, '/params');
     expect(reloaded.body.params).toEqual(step.body.params);
+  });
+
+  it('streams snapshots beyond the 32 MiB RPC limit', async () => {
+    const n = 700_000; // float64 + amsgrad: four tensors, ~60 MB of JSON
+    const params = Array.from({ length: n }, (_, i) => Math.sin(i) * 1e-3);
+    const opt = await createOptimizer({ params, dtype: 'float64', hyperparams: { amsgrad: true } });
+    expect((await opCall('POST', opt, '/step?return=none', { grads: params })).status).toBe(200);
+    const snap = await opCall('GET', opt, '/state');
+    expect(snap.status).toBe(200);
+    expect(snap.body.step).toBe(1);
+    expect(snap.body.params).toHaveLength(n);
+    expect(snap.body.v_max).toHaveLength(n);
+    const params1 = await opCall('GET', opt, '/params');
+    expect(snap.body.params).toEqual(params1.body.params);
   });
 
   it('DELETE removes every stored byte', async () => {

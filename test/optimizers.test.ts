@@ -29,6 +29,10 @@ describe('hosted optimizer lifecycle', () => {
     const stateless = await postJson('/v1/adam/step', { params: PARAMS, grads: GRADS, hyperparams: { lr: 0.01 }, dtype: 'float64' });
     expect(step.body.params).toEqual(stateless.body.params);
 
+    // Gradients may list their tensors in any key order.
+    const reordered = await opCall('POST', opt, '/step?return=none', { grads: { 'fc.bias': GRADS['fc.bias'], 'fc.weight': GRADS['fc.weight'] }, expected_step: 99 });
+    expectProblem(reordered, 409, 'expected_step'); // rejected before applying, so the step count is unchanged below
+
     const none = await parse(await call('POST', `/v1/optimizers/${opt.id}/step?return=none`, { grads: GRADS }, { authorization: `Bearer ${opt.token}` }));
     expect(none.status).toBe(200);
     expect(none.body).toEqual({ step: 2, lr: 0.01 });
@@ -74,6 +78,16 @@ describe('hosted optimizer lifecycle', () => {
     expect(await del.text()).toBe('');
     expectProblem(await opCall('GET', opt, ''), 404);
     expectProblem(await opCall('POST', opt, '/step', { grads: GRADS }), 404);
+  });
+
+  it('accepts gradients whose named tensors come in another key order', async () => {
+    const a = await createOptimizer({ params: PARAMS });
+    const b = await createOptimizer({ params: PARAMS });
+    const inOrder = await opCall('POST', a, '/step', { grads: GRADS });
+    const reordered = await opCall('POST', b, '/step', { grads: { 'fc.bias': GRADS['fc.bias'], 'fc.weight': GRADS['fc.weight'] } });
+    expect(reordered.status).toBe(200);
+    expect(reordered.body.params).toEqual(inOrder.body.params);
+    expect(Object.keys(reordered.body.params)).toEqual(['fc.weight', 'fc.bias']);
   });
 
   it('float32 optimizers round to float32 like torch', async () => {
@@ -183,7 +197,7 @@ describe('bad input', () => {
     const before = await opCall('GET', opt, '/state');
     const snap = before.body;
     expectProblem(await opCall('PUT', opt, '/state', { ...snap, m: [0] }), 422, 'm');
-    expectProblem(await opCall('PUT', opt, '/state', { ...snap, v: [-1, 0] }), 422, 'v');
+    expectProblem(await opCall('PUT', opt, '/state', { ...snap, v: [-1, 0] }), 422, 'v[0]');
     expectProblem(await opCall('PUT', opt, '/state', { ...snap, step: -1 }), 422, 'step');
     expectProblem(await opCall('PUT', opt, '/state', { ...snap, hyperparams: { ...snap.hyperparams, beta1: 1 } }), 422, 'hyperparams.beta1');
     expectProblem(await opCall('PUT', opt, '/state', { ...snap, surprise: true }), 422, 'surprise');

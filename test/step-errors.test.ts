@@ -139,7 +139,7 @@ describe('POST /v1/adam/step rejects bad input', () => {
       422,
       'state.v_max',
     );
-    await expectProblem(await postJson('/v1/adam/step', { ...OK, state: { step: 3, m: [0, 0, 0], v: [0, -1, 0] } }), 422, 'state.v');
+    await expectProblem(await postJson('/v1/adam/step', { ...OK, state: { step: 3, m: [0, 0, 0], v: [0, -1, 0] } }), 422, 'state.v[1]');
   });
 
   it('a result that overflows float32 → 422, not a 500 or a NaN', async () => {

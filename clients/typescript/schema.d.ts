@@ -1042,8 +1042,8 @@ export interface components {
             hyperparams: components["schemas"]["AdamHyperparams"];
             /** @description Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none. */
             schedule: components["schemas"]["ScheduleSpec"] | null;
-            /** @description Learning rate the next step will apply. */
-            next_lr: number;
+            /** @description Learning rate the next step will apply; null when the schedule overflows there (that step would be rejected). */
+            next_lr: number | null;
             dtype: components["schemas"]["Dtype"];
             shapes: components["schemas"]["Shapes"];
             /** @description Total number of parameter elements. */
@@ -1106,8 +1106,8 @@ export interface components {
             hyperparams: components["schemas"]["AdamHyperparams"];
             /** @description Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none. */
             schedule: components["schemas"]["ScheduleSpec"] | null;
-            /** @description Learning rate the next step will apply. */
-            next_lr: number;
+            /** @description Learning rate the next step will apply; null when the schedule overflows there (that step would be rejected). */
+            next_lr: number | null;
             dtype: components["schemas"]["Dtype"];
             shapes: components["schemas"]["Shapes"];
             /** @description Total number of parameter elements. */
@@ -1132,51 +1132,28 @@ export interface components {
          *     }
          */
         PatchOptimizer: {
-            /** @description Hyperparameters to change; unspecified ones keep their values. */
-            hyperparams?: {
-                /**
-                 * @description Learning rate (torch `lr`). Finite and >= 0: a negative rate would ascend. Ignored when a `schedule` sets it.
-                 * @default 0.001
-                 */
-                lr?: number;
-                /**
-                 * @description Exponential decay of the first moment (torch `betas[0]`), in [0, 1).
-                 * @default 0.9
-                 */
-                beta1?: number;
-                /**
-                 * @description Exponential decay of the second moment (torch `betas[1]`), in [0, 1).
-                 * @default 0.999
-                 */
-                beta2?: number;
-                /**
-                 * @description Added to the bias-corrected sqrt(v) in the denominator (torch `eps`), >= 0.
-                 * @default 1e-8
-                 */
-                eps?: number;
-                /**
-                 * @description Weight decay (torch `weight_decay`), >= 0: an L2 term added to the gradient, or decoupled decay with `decoupled_weight_decay`.
-                 * @default 0
-                 */
-                weight_decay?: number;
-                /**
-                 * @description true: AdamW (torch.optim.AdamW), p *= 1 - lr*weight_decay before the update; false: Adam, grad += weight_decay*p.
-                 * @default false
-                 */
-                decoupled_weight_decay?: boolean;
-                /**
-                 * @description AMSGrad (torch `amsgrad`): normalise by the running max of v, kept in `state.v_max`.
-                 * @default false
-                 */
-                amsgrad?: boolean;
-                /**
-                 * @description Maximise the objective instead of minimising it (torch `maximize`).
-                 * @default false
-                 */
-                maximize?: boolean;
-            };
+            hyperparams?: components["schemas"]["AdamHyperparamsPatch"];
             /** @description New schedule (null removes it; omitted: unchanged). A new schedule restarts reduce_on_plateau's state. */
             schedule?: components["schemas"]["ScheduleSpec"] | null;
+        };
+        /** @description Hyperparameters to change; the ones not named keep their current values. */
+        AdamHyperparamsPatch: {
+            /** @description Learning rate (torch `lr`). Finite and >= 0: a negative rate would ascend. Ignored when a `schedule` sets it. */
+            lr?: number;
+            /** @description Exponential decay of the first moment (torch `betas[0]`), in [0, 1). */
+            beta1?: number;
+            /** @description Exponential decay of the second moment (torch `betas[1]`), in [0, 1). */
+            beta2?: number;
+            /** @description Added to the bias-corrected sqrt(v) in the denominator (torch `eps`), >= 0. */
+            eps?: number;
+            /** @description Weight decay (torch `weight_decay`), >= 0: an L2 term added to the gradient, or decoupled decay with `decoupled_weight_decay`. */
+            weight_decay?: number;
+            /** @description true: AdamW (torch.optim.AdamW), p *= 1 - lr*weight_decay before the update; false: Adam, grad += weight_decay*p. */
+            decoupled_weight_decay?: boolean;
+            /** @description AMSGrad (torch `amsgrad`): normalise by the running max of v, kept in `state.v_max`. */
+            amsgrad?: boolean;
+            /** @description Maximise the objective instead of minimising it (torch `maximize`). */
+            maximize?: boolean;
         };
         /** @description The result of one hosted step. */
         HostedStepResponse: {

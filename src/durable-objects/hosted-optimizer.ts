@@ -6,11 +6,12 @@
 import { DurableObject } from 'cloudflare:workers';
 import { BEARER_CHALLENGE } from '../lib/auth.ts';
 import { ProblemError, fieldError, headerError, validationProblem, type ProblemBody } from '../lib/problem.ts';
-import { initialSchedulerState, learningRate, reportMetric, type PlateauState, type ScheduleSpec } from '../lib/learning-rate.ts';
-import { parseLike, parseParams, parseState, stateJson } from '../lib/tensor-input.ts';
-import { adamStepInPlace, firstNonFinite, toDtype, type AdamHyperparams, type Dtype, type FloatArray } from '../optim/adam.ts';
-import { layoutShapes, pathOfIndex, unflatten, type TensorLayout } from '../tensors/tree.ts';
-import { TENSOR_SCHEMA, readTensor, writeTensor } from './tensor-store.ts';
+import { initialSchedulerState, learningRate, reportMetric, scheduleOverflow, type PlateauState, type ScheduleSpec } from '../lib/learning-rate.ts';
+import { alignTo } from '../lib/tensor-input.ts';
+import { adamStepInPlace, firstNonFinite, zeros, type AdamHyperparams, type Dtype, type FloatArray } from '../optim/adam.ts';
+import { textStream, treeJsonPieces } from '../tensors/json-stream.ts';
+import { layoutShapes, pathOfIndex, unflatten, type FlatTensors, type TensorLayout } from '../tensors/tree.ts';
+import { TENSOR_SCHEMA, deleteBlob, readBlob, readTensor, writeBlob, writeTensor } from './tensor-store.ts';
 
 /** Idempotency keys remembered per optimizer. */
 export const IDEMPOTENCY_KEYS_KEPT = 256;
@@ -20,7 +21,8 @@ export const HISTORY_KEPT = 10_000;
 /** What every RPC method returns: a ready HTTP answer (JSON text built here, next to the data). */
 export interface Reply {
   status: number;
-  body: string | null;
+  /** JSON text, or a stream of it for answers that may exceed the 32 MiB RPC limit. */
+  body: string | ReadableStream<Uint8Array> | null;
   headers: Record<string, string>;
 }
 
@@ -47,17 +49,19 @@ interface Tensors {
   vMax: FloatArray | null;
 }
 
+/** A new optimizer, already validated and flattened by the Worker. */
 export interface CreateArgs {
   tokenHash: string;
-  params: unknown;
+  layout: TensorLayout;
+  params: FloatArray;
   hyperparams: AdamHyperparams;
   schedule: ScheduleSpec | null;
   dtype: Dtype;
-  maxElements: number;
 }
 
 export interface StepArgs {
-  grads: unknown;
+  /** Gradients flattened in the Worker in their own key order; aligned to the stored layout here. */
+  grads: FlatTensors;
   loss?: number | undefined;
   expectedStep?: number | undefined;
   ifMatch?: string | undefined;
@@ -65,17 +69,18 @@ export interface StepArgs {
   returnParams: boolean;
 }
 
+/** A snapshot to restore, already validated and flattened by the Worker. */
 export interface SnapshotArgs {
   step: number;
   dtype: Dtype;
   hyperparams: AdamHyperparams;
   schedule?: ScheduleSpec | null | undefined;
   scheduler_state?: PlateauState | null | undefined;
-  params: unknown;
-  m: unknown;
-  v: unknown;
-  v_max?: unknown;
-  maxElements: number;
+  layout: TensorLayout;
+  params: FloatArray;
+  m: FloatArray;
+  v: FloatArray;
+  vMax: FloatArray | null;
 }
 
 export interface PatchArgs {
@@ -110,6 +115,8 @@ function guarded(fn: () => Reply): Reply {
     throw e;
   }
 }
+
+const finiteOrNull = (x: number) => (Number.isFinite(x) ? x : null);
 
 /** Constant-time string comparison (token hashes). */
 function sameString(a: string, b: string): boolean {
@@ -153,10 +160,8 @@ export class HostedOptimizer extends DurableObject<Env> {
     this.#tensors = null;
     const hasMeta = this.#sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").toArray().length > 0;
     if (!hasMeta) return;
-    const rows = new Map(this.#sql.exec<{ k: string; v: string }>('SELECT k, v FROM meta').toArray().map((r) => [r.k, r.v]));
-    const metaText = rows.get('meta');
-    const layoutText = rows.get('layout');
-    if (!metaText || !layoutText) return;
+    const metaText = this.#sql.exec<{ v: string }>("SELECT v FROM meta WHERE k = 'meta'").toArray()[0]?.v;
+    if (!metaText) return;
     const meta = JSON.parse(metaText) as Meta;
     const n = meta.size;
     this.#tensors = {
@@ -165,20 +170,21 @@ export class HostedOptimizer extends DurableObject<Env> {
       v: readTensor(this.#sql, 'v', meta.dtype, n),
       vMax: meta.hyperparams.amsgrad ? readTensor(this.#sql, 'v_max', meta.dtype, n) : null,
     };
-    this.#layout = JSON.parse(layoutText) as TensorLayout;
+    // The layout can outgrow one row (up to 10,000 tensor names), so it is chunked like a tensor.
+    this.#layout = JSON.parse(new TextDecoder().decode(readBlob(this.#sql, 'layout'))) as TensorLayout;
     this.#meta = meta;
   }
 
   /** Writes meta and (optionally) the layout and tensors; callers wrap it in transactionSync. */
   #persist(meta: Meta, tensors: Tensors | null, layout: TensorLayout | null): void {
     this.#sql.exec('INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)', 'meta', JSON.stringify(meta));
-    if (layout) this.#sql.exec('INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)', 'layout', JSON.stringify(layout));
+    if (layout) writeBlob(this.#sql, 'layout', new TextEncoder().encode(JSON.stringify(layout)));
     if (tensors) {
       writeTensor(this.#sql, 'params', tensors.params);
       writeTensor(this.#sql, 'm', tensors.m);
       writeTensor(this.#sql, 'v', tensors.v);
       if (tensors.vMax) writeTensor(this.#sql, 'v_max', tensors.vMax);
-      else this.#sql.exec("DELETE FROM tensor_chunks WHERE tensor = 'v_max'");
+      else deleteBlob(this.#sql, 'v_max');
     }
   }
 
@@ -198,7 +204,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       step: meta.step,
       hyperparams: meta.hyperparams,
       schedule: meta.schedule,
-      next_lr: learningRate(meta.hyperparams.lr, meta.schedule, meta.step, meta.plateau),
+      next_lr: finiteOrNull(learningRate(meta.hyperparams.lr, meta.schedule, meta.step, meta.plateau)),
       dtype: meta.dtype,
       shapes: layoutShapes(layout),
       size: meta.size,
@@ -210,11 +216,9 @@ export class HostedOptimizer extends DurableObject<Env> {
   create(args: CreateArgs): Reply {
     return guarded(() => {
       if (this.#meta) throw new ProblemError(409, 'conflict', 'this optimizer already exists');
-      const flat = parseParams(args.params, ['params'], args.maxElements);
-      const { dtype, hyperparams } = args;
-      const n = flat.size;
-      const zeros = () => toDtype(dtype, new Float64Array(n));
-      const tensors: Tensors = { params: toDtype(dtype, flat.values), m: zeros(), v: zeros(), vMax: hyperparams.amsgrad ? zeros() : null };
+      const { dtype, hyperparams, layout } = args;
+      const n = args.params.length;
+      const tensors: Tensors = { params: args.params, m: zeros(dtype, n), v: zeros(dtype, n), vMax: hyperparams.amsgrad ? zeros(dtype, n) : null };
       const now = new Date().toISOString();
       const meta: Meta = {
         version: 1,
@@ -232,12 +236,12 @@ export class HostedOptimizer extends DurableObject<Env> {
       };
       this.ctx.storage.transactionSync(() => {
         for (const statement of SCHEMA) this.#sql.exec(statement);
-        this.#persist(meta, tensors, flat.layout);
+        this.#persist(meta, tensors, layout);
       });
       this.#meta = meta;
-      this.#layout = flat.layout;
+      this.#layout = layout;
       this.#tensors = tensors;
-      return json(201, this.#info(meta, flat.layout), { etag: etagOf(0) });
+      return json(201, this.#info(meta, layout), { etag: etagOf(0) });
     });
   }
 
@@ -258,7 +262,7 @@ export class HostedOptimizer extends DurableObject<Env> {
   step(tokenHash: string | null, args: StepArgs): Reply {
     return guarded(() => {
       const { meta, layout, tensors } = this.#authorized(tokenHash);
-      const grads = parseLike(args.grads, layout, ['grads'], meta.dtype);
+      const grads = alignTo(args.grads, layout, ['grads'], meta.dtype);
       const print = fingerprint(grads, args.loss);
 
       if (args.idempotencyKey !== undefined) {
@@ -289,6 +293,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       }
 
       const lr = learningRate(meta.hyperparams.lr, meta.schedule, meta.step, meta.plateau);
+      if (!Number.isFinite(lr)) throw scheduleOverflow(meta.step, lr);
       const state = { step: meta.step, m: tensors.m, v: tensors.v, vMax: tensors.vMax };
       // In place: the stored copy is the undo log. A non-finite result reloads it.
       adamStepInPlace({ dtype: meta.dtype, hyperparams: { ...meta.hyperparams, lr }, params: tensors.params, grads, state });
@@ -333,54 +338,56 @@ export class HostedOptimizer extends DurableObject<Env> {
   snapshot(tokenHash: string | null): Reply {
     return guarded(() => {
       const { meta, layout, tensors } = this.#authorized(tokenHash);
-      const state = stateJson(layout, { step: meta.step, m: tensors.m, v: tensors.v, vMax: tensors.vMax });
-      return json(
-        200,
-        {
-          id: meta.id,
-          step: meta.step,
-          dtype: meta.dtype,
-          hyperparams: meta.hyperparams,
-          schedule: meta.schedule,
-          scheduler_state: meta.plateau,
-          params: unflatten(layout, tensors.params),
-          m: state.m,
-          v: state.v,
-          ...(state.v_max === undefined ? {} : { v_max: state.v_max }),
-          created_at: meta.createdAt,
-          updated_at: meta.updatedAt,
-        },
-        { etag: etagOf(meta.step) },
-      );
+      // Streamed (a float64 amsgrad snapshot of 1M elements is ~90 MB of JSON, beyond the RPC
+      // limit) from copies, since later steps update the live arrays in place.
+      const copies = { params: tensors.params.slice(), m: tensors.m.slice(), v: tensors.v.slice(), vMax: tensors.vMax?.slice() ?? null };
+      const field = (name: string, value: unknown) => `,${JSON.stringify(name)}:${JSON.stringify(value)}`;
+      function* pieces(): Generator<string> {
+        yield `{"id":${JSON.stringify(meta.id)}` + field('step', meta.step) + field('dtype', meta.dtype) + field('hyperparams', meta.hyperparams);
+        yield field('schedule', meta.schedule) + field('scheduler_state', meta.plateau) + ',"params":';
+        yield* treeJsonPieces(layout, copies.params);
+        yield ',"m":';
+        yield* treeJsonPieces(layout, copies.m);
+        yield ',"v":';
+        yield* treeJsonPieces(layout, copies.v);
+        if (copies.vMax) {
+          yield ',"v_max":';
+          yield* treeJsonPieces(layout, copies.vMax);
+        }
+        yield field('created_at', meta.createdAt) + field('updated_at', meta.updatedAt) + '}';
+      }
+      return { status: 200, body: textStream(pieces()), headers: { 'content-type': 'application/json', etag: etagOf(meta.step) } };
     });
   }
 
   restore(tokenHash: string | null, args: SnapshotArgs): Reply {
     return guarded(() => {
       const { meta } = this.#authorized(tokenHash);
-      const flat = parseParams(args.params, ['params'], args.maxElements);
-      const { dtype, hyperparams } = args;
-      const state = parseState({ step: args.step, m: args.m, v: args.v, v_max: args.v_max }, flat.layout, flat.size, dtype, hyperparams, []);
+      const { dtype, hyperparams, layout } = args;
       const schedule = args.schedule === undefined ? meta.schedule : args.schedule;
       if (args.scheduler_state && schedule?.type !== 'reduce_on_plateau') {
         throw validationProblem([fieldError(['scheduler_state'], 'must be null or omitted unless the schedule is reduce_on_plateau')]);
       }
-      const tensors: Tensors = { params: toDtype(dtype, flat.values), m: state.m, v: state.v, vMax: state.vMax };
+      const tensors: Tensors = { params: args.params, m: args.m, v: args.v, vMax: args.vMax };
       const next: Meta = {
         ...meta,
         step: args.step,
         dtype,
-        size: flat.size,
+        size: args.params.length,
         hyperparams,
         schedule,
         plateau: args.scheduler_state ?? initialSchedulerState(schedule),
         updatedAt: new Date().toISOString(),
       };
-      this.ctx.storage.transactionSync(() => this.#persist(next, tensors, flat.layout));
+      this.ctx.storage.transactionSync(() => {
+        this.#persist(next, tensors, layout);
+        // Remembered keys answer for steps of the replaced state: forget them.
+        this.#sql.exec('DELETE FROM idempotency');
+      });
       this.#meta = next;
-      this.#layout = flat.layout;
+      this.#layout = layout;
       this.#tensors = tensors;
-      return json(200, this.#info(next, flat.layout), { etag: etagOf(next.step) });
+      return json(200, this.#info(next, layout), { etag: etagOf(next.step) });
     });
   }
 
@@ -392,7 +399,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       const scheduleChanged = JSON.stringify(schedule) !== JSON.stringify(meta.schedule);
       let vMax = tensors.vMax;
       // Switching amsgrad on starts the running max from zero (max(0, v) = v at the next step).
-      if (hyperparams.amsgrad && !vMax) vMax = toDtype(meta.dtype, new Float64Array(meta.size));
+      if (hyperparams.amsgrad && !vMax) vMax = zeros(meta.dtype, meta.size);
       if (!hyperparams.amsgrad) vMax = null;
       const next: Meta = {
         ...meta,

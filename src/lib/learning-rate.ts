@@ -3,6 +3,7 @@
 
 import { compileSchedule, plateauInit, plateauTrajectory, plateauUpdate, type PlateauState } from '../schedules/index.ts';
 import type { ScheduleSpec } from '../schedules/types.ts';
+import { ProblemError, fieldError } from './problem.ts';
 
 export type { PlateauState, ScheduleSpec };
 
@@ -28,4 +29,11 @@ export function reportMetric(schedule: ScheduleSpec | null | undefined, plateau:
 export function statelessLearningRate(fixedLr: number, schedule: ScheduleSpec | undefined, step: number, metrics: readonly number[] | undefined): number {
   if (schedule?.type === 'reduce_on_plateau') return plateauTrajectory(schedule, metrics ?? []).at(-1)!;
   return learningRate(fixedLr, schedule, step, null);
+}
+
+/** 422 for a schedule whose value at `step` overflowed (e.g. exponential with gamma > 1). */
+export function scheduleOverflow(step: number, lr: number): ProblemError {
+  return new ProblemError(422, 'non-finite-result', `the schedule's learning rate at step ${step} is ${lr}, not a finite number`, [
+    fieldError(['schedule'], `gives lr = ${lr} at step ${step}`),
+  ]);
 }

@@ -9,7 +9,9 @@ import {
   type FlatTensors,
   type TensorLayout,
   flattenLike,
+  alignToLayout,
   flattenTree,
+  pathOfIndex,
   unflatten,
 } from '../tensors/tree.ts';
 import { ProblemError, fieldError, formatPath, validationProblem } from './problem.ts';
@@ -33,15 +35,46 @@ export function withTensorProblems<T>(fn: () => T): T {
   }
 }
 
-/** Parses `params` (which defines the layout) with the element limit. */
-export function parseParams(value: unknown, path: FieldPath, maxElements: number): FlatTensors {
+/** Parsed `params`: the layout every other tree must follow, and the values in the dtype's type. */
+export interface ParsedParams {
+  layout: TensorLayout;
+  size: number;
+  values: FloatArray;
+}
+
+/** Converts to the dtype; a float32 value beyond ±3.4028235e38 would become ±Infinity: 422 on its field. */
+export function inDtype(flat: FlatTensors, path: FieldPath, dtype: Dtype): FloatArray {
+  if (dtype === 'float64') return flat.values;
+  const out = toDtype(dtype, flat.values);
+  for (let i = 0; i < out.length; i++) {
+    if (!Number.isFinite(out[i]!)) {
+      const where = [...path, ...pathOfIndex(flat.layout, i)];
+      throw validationProblem([fieldError(where, 'is beyond the float32 range (±3.4028235e38)', flat.values[i])]);
+    }
+  }
+  return out;
+}
+
+/** Parses `params` (which defines the layout) with the element limit, in the dtype's type. */
+export function parseParams(value: unknown, path: FieldPath, maxElements: number, dtype: Dtype): ParsedParams {
+  const flat = withTensorProblems(() => flattenTree(value, path, maxElements));
+  return { layout: flat.layout, size: flat.size, values: inDtype(flat, path, dtype) };
+}
+
+/** Flattens a tree on its own (its layout is checked against a stored one later), as doubles. */
+export function flattenAlone(value: unknown, path: FieldPath, maxElements = Infinity): FlatTensors {
   return withTensorProblems(() => flattenTree(value, path, maxElements));
+}
+
+/** Values flattened as `source`, reordered to a stored `layout` and converted to its dtype (or a 422). */
+export function alignTo(source: FlatTensors, layout: TensorLayout, path: FieldPath, dtype: Dtype): FloatArray {
+  const values = withTensorProblems(() => alignToLayout(source.layout, source.values, layout, path));
+  return inDtype({ layout, size: values.length, values }, path, dtype);
 }
 
 /** Parses a tree that must mirror `layout` into the dtype's array type. */
 export function parseLike(value: unknown, layout: TensorLayout, path: FieldPath, dtype: Dtype): FloatArray {
-  const flat = withTensorProblems(() => flattenLike(value, layout, path));
-  return dtype === 'float64' ? flat.values : toDtype(dtype, flat.values);
+  return inDtype(withTensorProblems(() => flattenLike(value, layout, path)), path, dtype);
 }
 
 /** Tensor state as sent by a client (the JSON shape of AdamStateSchema). */
@@ -65,15 +98,18 @@ export function parseState(
   const m = parseLike(state.m, layout, [...path, 'm'], dtype);
   const v = parseLike(state.v, layout, [...path, 'v'], dtype);
   let vMax: FloatArray | null = null;
+  // torch ignores max_exp_avg_sq without amsgrad; it is still checked, to catch a mismatched tree.
+  if (!hp.amsgrad && state.v_max !== undefined) parseLike(state.v_max, layout, [...path, 'v_max'], dtype);
   if (hp.amsgrad) {
     if (state.v_max !== undefined) vMax = parseLike(state.v_max, layout, [...path, 'v_max'], dtype);
     else if (state.step === 0) vMax = toDtype(dtype, new Float64Array(size));
     else throw validationProblem([fieldError([...path, 'v_max'], 'is required when amsgrad is true and step > 0')]);
   }
-  const negative = firstNegative(v) ?? (vMax ? firstNegative(vMax) : null);
-  if (negative !== null) {
-    const which = firstNegative(v) !== null ? 'v' : 'v_max';
-    throw validationProblem([fieldError([...path, which], `second moments are never negative; element ${negative} is`)]);
+  for (const [which, a] of [['v', v], ['v_max', vMax]] as const) {
+    const i = a ? firstNegative(a) : null;
+    if (i !== null) {
+      throw validationProblem([fieldError([...path, which, ...pathOfIndex(layout, i)], 'must be >= 0 (a second moment is never negative)', a![i])]);
+    }
   }
   return { step: state.step, m, v, vMax };
 }

@@ -36,12 +36,14 @@ function issueMessage(issue: z.core.$ZodIssue, value: unknown): string {
     }
     case 'too_small': {
       const op = issue.inclusive ? '>=' : '>';
-      if (issue.origin === 'array' || issue.origin === 'string') return `must have at least ${issue.minimum} items, got ${got(value)}`;
+      if (issue.origin === 'array') return `must have at least ${issue.minimum} items, got ${got(value)}`;
+      if (issue.origin === 'string') return `must have at least ${issue.minimum} characters, got ${got(value)}`;
       return `must be ${op} ${issue.minimum}, got ${got(value)}`;
     }
     case 'too_big': {
       const op = issue.inclusive ? '<=' : '<';
-      if (issue.origin === 'array' || issue.origin === 'string') return `must have at most ${issue.maximum} items, got ${got(value)}`;
+      if (issue.origin === 'array') return `must have at most ${issue.maximum} items, got ${got(value)}`;
+      if (issue.origin === 'string') return `must have at most ${issue.maximum} characters`;
       return `must be ${op} ${issue.maximum}, got ${got(value)}`;
     }
     case 'invalid_value':

@@ -6,50 +6,50 @@ import { ADAM_DEFAULTS, MAX_STEP } from '../optim/adam.ts';
 import { DtypeSchema, TensorTreeSchema, requiredTree } from './common.ts';
 import { MAX_METRICS, ScheduleSpecSchema } from './schedule.ts';
 
+/** Each hyperparameter's rule and description, without a default (shared by create and PATCH). */
+const HYPERPARAM_FIELDS = {
+  lr: z.number().min(0).openapi({ description: 'Learning rate (torch `lr`). Finite and >= 0: a negative rate would ascend. Ignored when a `schedule` sets it.' }),
+  beta1: z.number().min(0).lt(1).openapi({ description: 'Exponential decay of the first moment (torch `betas[0]`), in [0, 1).' }),
+  beta2: z.number().min(0).lt(1).openapi({ description: 'Exponential decay of the second moment (torch `betas[1]`), in [0, 1).' }),
+  eps: z.number().min(0).openapi({ description: 'Added to the bias-corrected sqrt(v) in the denominator (torch `eps`), >= 0.' }),
+  weight_decay: z.number().min(0).openapi({
+    description: 'Weight decay (torch `weight_decay`), >= 0: an L2 term added to the gradient, or decoupled decay with `decoupled_weight_decay`.',
+  }),
+  decoupled_weight_decay: z.boolean().openapi({
+    description: 'true: AdamW (torch.optim.AdamW), p *= 1 - lr*weight_decay before the update; false: Adam, grad += weight_decay*p.',
+  }),
+  amsgrad: z.boolean().openapi({ description: 'AMSGrad (torch `amsgrad`): normalise by the running max of v, kept in `state.v_max`.' }),
+  maximize: z.boolean().openapi({ description: 'Maximise the objective instead of minimising it (torch `maximize`).' }),
+};
+
 export const AdamHyperparamsSchema = z
   .object({
-    lr: z
-      .number()
-      .min(0)
-      .default(ADAM_DEFAULTS.lr)
-      .openapi({ description: 'Learning rate (torch `lr`). Finite and >= 0: a negative rate would ascend. Ignored when a `schedule` sets it.' }),
-    beta1: z
-      .number()
-      .min(0)
-      .lt(1)
-      .default(ADAM_DEFAULTS.beta1)
-      .openapi({ description: 'Exponential decay of the first moment (torch `betas[0]`), in [0, 1).' }),
-    beta2: z
-      .number()
-      .min(0)
-      .lt(1)
-      .default(ADAM_DEFAULTS.beta2)
-      .openapi({ description: 'Exponential decay of the second moment (torch `betas[1]`), in [0, 1).' }),
-    eps: z
-      .number()
-      .min(0)
-      .default(ADAM_DEFAULTS.eps)
-      .openapi({ description: 'Added to the bias-corrected sqrt(v) in the denominator (torch `eps`), >= 0.' }),
-    weight_decay: z
-      .number()
-      .min(0)
-      .default(ADAM_DEFAULTS.weight_decay)
-      .openapi({ description: 'Weight decay (torch `weight_decay`), >= 0: an L2 term added to the gradient, or decoupled decay with `decoupled_weight_decay`.' }),
-    decoupled_weight_decay: z
-      .boolean()
-      .default(ADAM_DEFAULTS.decoupled_weight_decay)
-      .openapi({ description: 'true: AdamW (torch.optim.AdamW), p *= 1 - lr*weight_decay before the update; false: Adam, grad += weight_decay*p.' }),
-    amsgrad: z
-      .boolean()
-      .default(ADAM_DEFAULTS.amsgrad)
-      .openapi({ description: 'AMSGrad (torch `amsgrad`): normalise by the running max of v, kept in `state.v_max`.' }),
-    maximize: z
-      .boolean()
-      .default(ADAM_DEFAULTS.maximize)
-      .openapi({ description: 'Maximise the objective instead of minimising it (torch `maximize`).' }),
+    lr: HYPERPARAM_FIELDS.lr.default(ADAM_DEFAULTS.lr),
+    beta1: HYPERPARAM_FIELDS.beta1.default(ADAM_DEFAULTS.beta1),
+    beta2: HYPERPARAM_FIELDS.beta2.default(ADAM_DEFAULTS.beta2),
+    eps: HYPERPARAM_FIELDS.eps.default(ADAM_DEFAULTS.eps),
+    weight_decay: HYPERPARAM_FIELDS.weight_decay.default(ADAM_DEFAULTS.weight_decay),
+    decoupled_weight_decay: HYPERPARAM_FIELDS.decoupled_weight_decay.default(ADAM_DEFAULTS.decoupled_weight_decay),
+    amsgrad: HYPERPARAM_FIELDS.amsgrad.default(ADAM_DEFAULTS.amsgrad),
+    maximize: HYPERPARAM_FIELDS.maximize.default(ADAM_DEFAULTS.maximize),
   })
   .strict()
   .openapi('AdamHyperparams', { description: 'Hyperparameters of torch.optim.Adam / AdamW. Every field is optional and defaults as shown.' });
+
+/** The same fields with no defaults: a PATCH changes only what it names. */
+export const AdamHyperparamsPatchSchema = z
+  .object({
+    lr: HYPERPARAM_FIELDS.lr.optional(),
+    beta1: HYPERPARAM_FIELDS.beta1.optional(),
+    beta2: HYPERPARAM_FIELDS.beta2.optional(),
+    eps: HYPERPARAM_FIELDS.eps.optional(),
+    weight_decay: HYPERPARAM_FIELDS.weight_decay.optional(),
+    decoupled_weight_decay: HYPERPARAM_FIELDS.decoupled_weight_decay.optional(),
+    amsgrad: HYPERPARAM_FIELDS.amsgrad.optional(),
+    maximize: HYPERPARAM_FIELDS.maximize.optional(),
+  })
+  .strict()
+  .openapi('AdamHyperparamsPatch', { description: 'Hyperparameters to change; the ones not named keep their current values.' });
 
 export type AdamHyperparamsInput = z.input<typeof AdamHyperparamsSchema>;
 

@@ -1,7 +1,7 @@
 // zod schemas of the hosted-optimizer resources: creation, steps, metadata, snapshots, history.
 
 import { z } from '@hono/zod-openapi';
-import { AdamHyperparamsSchema, StepCountSchema } from './adam.ts';
+import { AdamHyperparamsPatchSchema, AdamHyperparamsSchema, StepCountSchema } from './adam.ts';
 import { DtypeSchema, TensorTreeSchema, requiredTree } from './common.ts';
 import { ScheduleSpecSchema } from './schedule.ts';
 
@@ -9,7 +9,6 @@ export const OptimizerIdParam = z.object({
   id: z
     .string()
     .min(1)
-    .max(128)
     .openapi({ param: { name: 'id', in: 'path' }, description: 'Optimizer id returned at creation (64 hex digits).', example: 'a3f1…' }),
 });
 
@@ -50,7 +49,7 @@ export const OptimizerInfoSchema = z
     step: StepCountSchema,
     hyperparams: AdamHyperparamsSchema,
     schedule: nullableSchedule(SCHEDULE_FIELD),
-    next_lr: z.number().openapi({ description: 'Learning rate the next step will apply.' }),
+    next_lr: z.number().nullable().openapi({ description: 'Learning rate the next step will apply; null when the schedule overflows there (that step would be rejected).' }),
     dtype: DtypeSchema,
     shapes: ShapesSchema,
     size: z.number().int().openapi({ description: 'Total number of parameter elements.' }),
@@ -177,10 +176,7 @@ export const SnapshotInputSchema = z
 
 export const PatchOptimizerSchema = z
   .object({
-    hyperparams: AdamHyperparamsSchema.partial()
-      .strict()
-      .optional()
-      .openapi({ description: 'Hyperparameters to change; unspecified ones keep their values.' }),
+    hyperparams: AdamHyperparamsPatchSchema.optional(),
     schedule: nullableSchedule('New schedule (null removes it; omitted: unchanged). A new schedule restarts reduce_on_plateau\'s state.').optional(),
   })
   .strict()

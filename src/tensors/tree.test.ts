@@ -1,7 +1,7 @@
 // Unit tests of tensor-tree flattening and rebuilding.
 
 import { describe, expect, it } from 'vitest';
-import { ElementLimitError, flattenLike, flattenTree, layoutShapes, pathOfIndex, TensorError, unflatten } from './tree.ts';
+import { alignToLayout, ElementLimitError, flattenLike, flattenTree, layoutShapes, pathOfIndex, TensorError, unflatten } from './tree.ts';
 
 describe('flattenTree', () => {
   it('flattens flat, nested and named trees in row-major, key order', () => {
@@ -68,5 +68,32 @@ describe('unflatten', () => {
     const flat = flattenTree({ w: [[1, 2, 3], [4, 5, 6]], b: [7] }, []);
     expect(pathOfIndex(flat.layout, 4)).toEqual(['w', 1, 1]);
     expect(pathOfIndex(flat.layout, 6)).toEqual(['b', 0]);
+  });
+});
+
+describe('alignToLayout', () => {
+  const target = flattenTree({ w: [[1, 2]], b: [3], s: 4 }, []).layout;
+
+  it('reorders values flattened in another key order', () => {
+    const src = flattenTree({ s: 40, b: [30], w: [[10, 20]] }, []);
+    expect([...alignToLayout(src.layout, src.values, target, [])]).toEqual([10, 20, 30, 40]);
+    const same = flattenTree({ w: [[1, 2]], b: [3], s: 4 }, []);
+    expect(alignToLayout(same.layout, same.values, target, [])).toBe(same.values);
+  });
+
+  it('names missing, extra and reshaped tensors', () => {
+    const err = (tree: unknown) => {
+      const src = flattenTree(tree, []);
+      try {
+        alignToLayout(src.layout, src.values, target, ['grads']);
+      } catch (e) {
+        return [(e as TensorError).path, (e as TensorError).message];
+      }
+      throw new Error('no error');
+    };
+    expect(err({ w: [[1, 2]], b: [3] })).toEqual([['grads', 's'], 'missing tensor "s"']);
+    expect(err({ w: [[1, 2]], b: [3], s: 4, x: 1 })).toEqual([['grads', 'x'], 'unexpected tensor "x" (not in params)']);
+    expect(err({ w: [1, 2], b: [3], s: 4 })).toEqual([['grads', 'w'], 'expected shape [1, 2], got [2]']);
+    expect(err([1, 2, 3, 4])[0]).toEqual(['grads']);
   });
 });

@@ -29,7 +29,13 @@ export class TensorError extends Error {
   }
 }
 
-const MAX_RANK = 32;
+/** Most dimensions of one tensor. */
+export const MAX_RANK = 32;
+/** Most levels of named objects (a state_dict is one level; deeper trees are rare). */
+export const MAX_NAME_DEPTH = 32;
+/** Most tensors in one tree, and longest tensor name: they bound the stored layout's size. */
+export const MAX_TENSORS = 10_000;
+export const MAX_NAME_LENGTH = 1_000;
 
 /** Short, JSON-like description of a bad value for error messages. */
 export function describeValue(value: unknown): string {
@@ -74,23 +80,26 @@ function probeShape(value: unknown, path: FieldPath): number[] {
  */
 export function inferLayout(value: unknown, path: FieldPath, elementLimit = Infinity): TensorLayout {
   let total = 0;
-  const visit = (v: unknown, p: FieldPath): TensorLayout => {
+  let tensors = 0;
+  const visit = (v: unknown, p: FieldPath, depth: number): TensorLayout => {
     if (typeof v === 'number' || Array.isArray(v)) {
+      if (++tensors > MAX_TENSORS) throw new TensorError(path, `more than ${MAX_TENSORS} tensors`);
       const shape = probeShape(v, p);
       total += shapeSize(shape);
       if (total > elementLimit) throw new ElementLimitError(total, elementLimit, p);
       return { kind: 'tensor', shape };
     }
     if (v !== null && typeof v === 'object') {
-      const entries = Object.entries(v as Record<string, unknown>).map(([name, child]) => ({
-        name,
-        layout: visit(child, [...p, name]),
-      }));
+      if (depth === MAX_NAME_DEPTH) throw new TensorError(p, `named tensors nested deeper than ${MAX_NAME_DEPTH} levels`);
+      const entries = Object.entries(v as Record<string, unknown>).map(([name, child]) => {
+        if (name.length > MAX_NAME_LENGTH) throw new TensorError(p, `a tensor name is ${name.length} characters long; at most ${MAX_NAME_LENGTH} are allowed`);
+        return { name, layout: visit(child, [...p, name], depth + 1) };
+      });
       return { kind: 'named', entries };
     }
     throw new TensorError(p, `expected a number, an array of numbers or an object of named tensors, got ${describeValue(v)}`, v);
   };
-  return visit(value, path);
+  return visit(value, path, 0);
 }
 
 /** Thrown when a tree holds more elements than allowed; carries the count seen so far. */
@@ -259,4 +268,46 @@ export function pathOfIndex(layout: TensorLayout, index: number): Array<string |
     }
   }
   throw new RangeError(`index ${index} outside the layout`);
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/**
+ * Reorders flat `values` laid out as `source` into the order of `target` (same names in any key
+ * order, same shapes), or throws a TensorError naming the first difference. Used where a tree was
+ * flattened on its own (in the Worker) and must match a stored layout (in the Durable Object).
+ */
+export function alignToLayout(source: TensorLayout, values: Float64Array, target: TensorLayout, path: FieldPath): Float64Array {
+  if (JSON.stringify(source) === JSON.stringify(target)) return values;
+  const out = new Float64Array(layoutSize(target));
+  let written = 0;
+  const walk = (src: TensorLayout, srcOffset: number, tgt: TensorLayout, p: FieldPath): void => {
+    if (tgt.kind === 'tensor') {
+      if (src.kind !== 'tensor') throw new TensorError(p, `expected a tensor of shape ${shapeText(tgt.shape)}, got an object of named tensors`);
+      if (!sameShape(src.shape, tgt.shape)) throw new TensorError(p, `expected shape ${shapeText(tgt.shape)}, got ${shapeText(src.shape)}`);
+      const n = shapeSize(tgt.shape);
+      out.set(values.subarray(srcOffset, srcOffset + n), written);
+      written += n;
+      return;
+    }
+    if (src.kind !== 'named') throw new TensorError(p, `expected an object of named tensors, got a tensor of shape ${shapeText(src.shape)}`);
+    const offsets = new Map<string, { layout: TensorLayout; offset: number }>();
+    let offset = srcOffset;
+    for (const e of src.entries) {
+      offsets.set(e.name, { layout: e.layout, offset });
+      offset += layoutSize(e.layout);
+    }
+    for (const e of tgt.entries) {
+      const found = offsets.get(e.name);
+      if (!found) throw new TensorError([...p, e.name], `missing tensor "${e.name}"`);
+      walk(found.layout, found.offset, e.layout, [...p, e.name]);
+      offsets.delete(e.name);
+    }
+    const extra = offsets.keys().next();
+    if (!extra.done) throw new TensorError([...p, extra.value], `unexpected tensor "${extra.value}" (not in params)`);
+  };
+  walk(source, 0, target, path);
+  return out;
 }

@@ -5,6 +5,7 @@ import type { Context } from 'hono';
 import type { RouteHandler } from '@hono/zod-openapi';
 import type { HostedOptimizer, Reply } from '../../durable-objects/hosted-optimizer.ts';
 import { ProblemError, fieldError, validationProblem } from '../../lib/problem.ts';
+import { flattenAlone, parseParams, parseState } from '../../lib/tensor-input.ts';
 import { renderLineChart, type Series } from '../../plot/line-chart.ts';
 import type { AppEnv } from '../../lib/router.ts';
 import type * as routes from './optimizers.routes.ts';
@@ -15,7 +16,7 @@ import type * as routes from './optimizers.routes.ts';
  */
 function relay(reply: Reply, path?: string): never {
   let body = reply.body;
-  if (path !== undefined && body !== null && reply.headers['content-type'] === 'application/problem+json') {
+  if (path !== undefined && typeof body === 'string' && reply.headers['content-type'] === 'application/problem+json') {
     body = JSON.stringify({ ...(JSON.parse(body) as object), instance: path });
   }
   return new Response(body, { status: reply.status, headers: reply.headers }) as never;
@@ -57,16 +58,18 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
   const ns = c.env.HOSTED_OPTIMIZER;
   const id = ns.newUniqueId();
   const token = newToken();
+  // JSON is turned into typed arrays here, in the Worker; the object receives compact binary data.
+  const params = parseParams(body.params, ['params'], c.get('limits').maxHostedElements, body.dtype);
   const reply = await ns.get(id).create({
     tokenHash: await sha256Hex(token),
-    params: body.params,
+    layout: params.layout,
+    params: params.values,
     hyperparams: body.hyperparams,
     schedule: body.schedule ?? null,
     dtype: body.dtype,
-    maxElements: c.get('limits').maxHostedElements,
   });
   if (reply.status !== 201) return relay(reply, c.req.path);
-  const info = JSON.parse(reply.body!) as Record<string, unknown>;
+  const info = JSON.parse(reply.body as string) as Record<string, unknown>;
   const location = `/v1/optimizers/${id.toString()}`;
   return relay({ ...reply, body: JSON.stringify({ ...info, token }), headers: { ...reply.headers, location } });
 };
@@ -78,7 +81,7 @@ export const stepOptimizer: RouteHandler<typeof routes.stepOptimizerRoute, AppEn
   const stub = stubFor(c, id);
   return relay(
     await stub.step(await tokenHash(c), {
-      grads: body.grads,
+      grads: flattenAlone(body.grads, ['grads']),
       loss: body.loss,
       expectedStep: body.expected_step,
       ifMatch: headers['if-match'],
@@ -101,18 +104,21 @@ export const getState: RouteHandler<typeof routes.getStateRoute, AppEnv> = async
 export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async (c) => {
   const body = c.req.valid('json');
   const stub = stubFor(c, c.req.valid('param').id);
+  const { dtype, hyperparams } = body;
+  const params = parseParams(body.params, ['params'], c.get('limits').maxHostedElements, dtype);
+  const state = parseState({ step: body.step, m: body.m, v: body.v, v_max: body.v_max }, params.layout, params.size, dtype, hyperparams, []);
   return relay(
     await stub.restore(await tokenHash(c), {
       step: body.step,
-      dtype: body.dtype,
-      hyperparams: body.hyperparams,
+      dtype,
+      hyperparams,
       schedule: body.schedule,
       scheduler_state: body.scheduler_state,
-      params: body.params,
-      m: body.m,
-      v: body.v,
-      v_max: body.v_max,
-      maxElements: c.get('limits').maxHostedElements,
+      layout: params.layout,
+      params: params.values,
+      m: state.m,
+      v: state.v,
+      vMax: state.vMax,
     }),
     c.req.path,
   );
@@ -133,7 +139,7 @@ export const plotHistory: RouteHandler<typeof routes.historyPlotRoute, AppEnv> =
   const { limit, log_scale: logScale } = c.req.valid('query');
   const reply = await stubFor(c, c.req.valid('param').id).history(await tokenHash(c), limit);
   if (reply.status !== 200) return relay(reply, c.req.path);
-  const { entries } = JSON.parse(reply.body!) as { entries: Array<{ step: number; lr: number; loss: number | null }> };
+  const { entries } = JSON.parse(reply.body as string) as { entries: Array<{ step: number; lr: number; loss: number | null }> };
   if (entries.length === 0) throw new ProblemError(409, 'conflict', 'no step has been recorded yet: plot after the first step');
   const withLoss = entries.filter((e) => e.loss !== null);
   if (logScale) {

@@ -2,10 +2,10 @@
 
 import type { RouteHandler } from '@hono/zod-openapi';
 import type { AppEnv } from '../../lib/router.ts';
-import { statelessLearningRate } from '../../lib/learning-rate.ts';
+import { scheduleOverflow, statelessLearningRate } from '../../lib/learning-rate.ts';
 import { ProblemError, fieldError, validationProblem } from '../../lib/problem.ts';
 import { parseLike, parseParams, parseState, stateJson } from '../../lib/tensor-input.ts';
-import { adamStep, firstNonFinite, toDtype } from '../../optim/adam.ts';
+import { adamStep, firstNonFinite } from '../../optim/adam.ts';
 import { pathOfIndex, unflatten } from '../../tensors/tree.ts';
 import type { adamStepRoute } from './step.routes.ts';
 
@@ -20,10 +20,9 @@ export const adamStepHandler: RouteHandler<typeof adamStepRoute, AppEnv> = async
     }
   }
   const lr = statelessLearningRate(body.hyperparams.lr, body.schedule, body.state?.step ?? 0, body.metrics);
+  if (!Number.isFinite(lr)) throw scheduleOverflow(body.state?.step ?? 0, lr);
   const hyperparams = { ...body.hyperparams, lr };
-  const flatParams = parseParams(body.params, ['params'], c.get('limits').maxElements);
-  const { layout, size } = flatParams;
-  const params = dtype === 'float64' ? flatParams.values : toDtype(dtype, flatParams.values);
+  const { layout, size, values: params } = parseParams(body.params, ['params'], c.get('limits').maxElements, dtype);
   const grads = parseLike(body.grads, layout, ['grads'], dtype);
   const state = parseState(body.state, layout, size, dtype, hyperparams, ['state']);
 

@@ -1,0 +1,123 @@
+// Edge cases found by an independent review, each with the behaviour the issues ask for.
+
+import { describe, expect, it } from 'vitest';
+import { parseXml } from './fixtures/schedules/xml.ts';
+import { call, postJson } from './helpers/http.ts';
+import { createOptimizer, expectProblem, opCall, parse } from './helpers/optimizers.ts';
+
+const XML_FORBIDDEN = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+describe('PATCH merges hyperparameters', () => {
+  it('changes only the named fields and keeps v_max', async () => {
+    const hyperparams = { lr: 0.01, beta1: 0.8, beta2: 0.99, eps: 1e-6, weight_decay: 0.1, decoupled_weight_decay: true, amsgrad: true, maximize: true };
+    const opt = await createOptimizer({ params: [1, 2], hyperparams });
+    await opCall('POST', opt, '/step', { grads: [0.1, 0.2] });
+    const before = await opCall('GET', opt, '/state');
+    const patched = await opCall('PATCH', opt, '', { hyperparams: { lr: 0.005 } });
+    expect(patched.status).toBe(200);
+    expect(patched.body.hyperparams).toEqual({ ...hyperparams, lr: 0.005 });
+    const after = await opCall('GET', opt, '/state');
+    expect(after.body.v_max).toEqual(before.body.v_max);
+    expect(after.body.m).toEqual(before.body.m);
+  });
+});
+
+describe('tensor trees', () => {
+  it('rejects named trees nested too deeply with a 422, not a stack overflow', async () => {
+    let tree: unknown = 1;
+    for (let i = 0; i < 5000; i++) tree = { a: tree };
+    const res = await postJson('/v1/adam/step', { params: tree, grads: tree });
+    expectProblem(res, 422);
+    expect(res.body.detail).toMatch(/nested deeper than 32/);
+    expectProblem(await parse(await call('POST', '/v1/optimizers', { params: tree })), 422);
+  });
+
+  it('caps the number of tensors and the length of their names', async () => {
+    const many = Object.fromEntries(Array.from({ length: 10_001 }, (_, i) => [`t${i}`, 0]));
+    expectProblem(await postJson('/v1/adam/step', { params: many, grads: many }), 422, 'params');
+    const longName = { ['x'.repeat(1001)]: [1] };
+    expectProblem(await postJson('/v1/adam/step', { params: longName, grads: longName }), 422, 'params');
+  });
+
+  it('stores a layout of 10,000 long-named tensors across chunks and reloads it', async () => {
+    const params = Object.fromEntries(Array.from({ length: 10_000 }, (_, i) => [`layer.${i}.${'w'.repeat(190)}`, [i, -i]]));
+    const opt = await createOptimizer({ params });
+    expect(opt.body.size).toBe(20_000);
+    const grads = Object.fromEntries(Object.keys(params).map((k) => [k, [1, 1]]));
+    const step = await opCall('POST', opt, '/step?return=none', { grads });
+    expect(step.status).toBe(200);
+    const got = await opCall('GET', opt, '/params');
+    expect(Object.keys(got.body.params)).toEqual(Object.keys(params));
+  });
+
+  it('rejects float32 values beyond the float32 range on the field that holds them', async () => {
+    expectProblem(await postJson('/v1/adam/step', { params: [1, 1e39], grads: [1, 1], dtype: 'float32' }), 422, 'params[1]');
+    expectProblem(await postJson('/v1/adam/step', { params: [1, 1], grads: [1, -1e39], dtype: 'float32' }), 422, 'grads[1]');
+    expect((await postJson('/v1/adam/step', { params: [1e39], grads: [1], dtype: 'float64' })).status).toBe(200);
+    expectProblem(await parse(await call('POST', '/v1/optimizers', { params: { w: [1e39] } })), 422, 'params.w[0]');
+    const opt = await createOptimizer({ params: [1] });
+    const snap = (await opCall('GET', opt, '/state')).body;
+    expectProblem(await opCall('PUT', opt, '/state', { ...snap, v: [1e39] }), 422, 'v[0]');
+  });
+
+  it('checks state.v_max against params even without amsgrad', async () => {
+    expectProblem(await postJson('/v1/adam/step', { params: [1], grads: [1], state: { step: 1, m: [0], v: [0], v_max: [1, 2, 3] } }), 422, 'state.v_max');
+  });
+});
+
+describe('schedules that overflow', () => {
+  it('report next_lr null and reject the step naming the schedule', async () => {
+    const opt = await createOptimizer({ params: [1], schedule: { type: 'exponential', lr: 1, gamma: 10 } });
+    const snap = (await opCall('GET', opt, '/state')).body;
+    const restored = await opCall('PUT', opt, '/state', { ...snap, step: 400 });
+    expect(restored.status).toBe(200);
+    expect(restored.body.next_lr).toBeNull();
+    expectProblem(await opCall('POST', opt, '/step', { grads: [1] }), 422, 'schedule');
+    expectProblem(
+      await postJson('/v1/adam/step', { params: [1], grads: [1], state: { step: 400, m: [0], v: [0] }, schedule: { type: 'exponential', lr: 1, gamma: 10 } }),
+      422,
+      'schedule',
+    );
+  });
+});
+
+describe('idempotency keys and restores', () => {
+  it('forgets remembered keys when a snapshot is restored', async () => {
+    const opt = await createOptimizer({ params: [1] });
+    const snap = (await opCall('GET', opt, '/state')).body;
+    await opCall('POST', opt, '/step', { grads: [1] }, { 'idempotency-key': 'k' });
+    await opCall('PUT', opt, '/state', snap);
+    const again = await opCall('POST', opt, '/step', { grads: [1] }, { 'idempotency-key': 'k' });
+    expect(again.body.replayed).toBeUndefined();
+    expect(again.body.step).toBe(1);
+  });
+});
+
+describe('SVG text', () => {
+  it('stays well-formed XML whatever characters the title holds', async () => {
+    const res = await call('POST', '/v1/schedules/plot', { schedule: { type: 'constant', lr: 1 }, steps: [0, 1], title: 'a\u0001b\ud800c\uffffd<&>' });
+    expect(res.status).toBe(200);
+    const svg = await res.text();
+    expect(svg).not.toMatch(XML_FORBIDDEN);
+    expect(() => parseXml(svg)).not.toThrow();
+    expect(svg).toContain('a\uFFFDb\uFFFDc\uFFFDd&lt;&amp;&gt;');
+  });
+});
+
+describe('routing and media types', () => {
+  it('a trailing slash is an unknown path (404), not a contradictory 405', async () => {
+    const res = await call('POST', '/v1/adam/step/', { params: [1], grads: [1] });
+    expect(res.status).toBe(404);
+  });
+
+  it('415 names the content type received', async () => {
+    const res = await call('POST', '/v1/adam/step', 'x', { 'content-type': 'text/plain' });
+    expect(res.status).toBe(415);
+    expect((await res.json<{ detail: string }>()).detail).toContain('text/plain');
+  });
+
+  it('an over-long optimizer id is a 404', async () => {
+    const opt = await createOptimizer({ params: [1] });
+    expectProblem(await opCall('GET', { id: 'a'.repeat(500), token: opt.token }, ''), 404);
+  });
+});
