@@ -121,3 +121,18 @@ describe('routing and media types', () => {
     expectProblem(await opCall('GET', { id: 'a'.repeat(500), token: opt.token }, ''), 404);
   });
 });
+
+describe('negative zero', () => {
+  it('keeps the sign of zero, as torch does', async () => {
+    // Raw text: JSON.stringify would drop the sign before it reached the server.
+    const res = await call('POST', '/v1/adam/step', '{"params": [-0.0, 1], "grads": [0, 0], "dtype": "float32"}', { 'content-type': 'application/json' });
+    const text = await res.text();
+    expect(text).toContain('"params":[-0.0,1]');
+    expect(Object.is(JSON.parse(text).params[0], -0)).toBe(true);
+    const created = await parse(await call('POST', '/v1/optimizers', '{"params": [-0.0, 2]}', { 'content-type': 'application/json' }));
+    const opt = { id: created.body.id as string, token: created.body.token as string };
+    expect(Object.is((await opCall('POST', opt, '/step', { grads: [0, 0] })).body.params[0], -0)).toBe(true);
+    expect(Object.is((await opCall('GET', opt, '/params')).body.params[0], -0)).toBe(true);
+    expect(Object.is((await opCall('GET', opt, '/state')).body.params[0], -0)).toBe(true);
+  });
+});

@@ -7,6 +7,7 @@ import { DurableObject } from 'cloudflare:workers';
 import { BEARER_CHALLENGE } from '../lib/auth.ts';
 import { ProblemError, fieldError, headerError, validationProblem, type ProblemBody } from '../lib/problem.ts';
 import { initialSchedulerState, learningRate, reportMetric, scheduleOverflow, type PlateauState, type ScheduleSpec } from '../lib/learning-rate.ts';
+import { hasNegativeZero, jsonText } from '../lib/json-text.ts';
 import { alignTo } from '../lib/tensor-input.ts';
 import { adamStepInPlace, firstNonFinite, zeros, type AdamHyperparams, type Dtype, type FloatArray } from '../optim/adam.ts';
 import { textStream, treeJsonPieces } from '../tensors/json-stream.ts';
@@ -97,8 +98,8 @@ const SCHEMA = [
 
 export const etagOf = (step: number) => `"step-${step}"`;
 
-function json(status: number, body: unknown, headers: Record<string, string> = {}): Reply {
-  return { status, body: JSON.stringify(body), headers: { 'content-type': 'application/json', ...headers } };
+function json(status: number, body: unknown, headers: Record<string, string> = {}, negativeZero = false): Reply {
+  return { status, body: jsonText(body, negativeZero), headers: { 'content-type': 'application/json', ...headers } };
 }
 
 function problemReply(p: ProblemError): Reply {
@@ -255,7 +256,7 @@ export class HostedOptimizer extends DurableObject<Env> {
   params(tokenHash: string | null): Reply {
     return guarded(() => {
       const { meta, layout, tensors } = this.#authorized(tokenHash);
-      return json(200, { step: meta.step, params: unflatten(layout, tensors.params) }, { etag: etagOf(meta.step) });
+      return json(200, { step: meta.step, params: unflatten(layout, tensors.params) }, { etag: etagOf(meta.step) }, hasNegativeZero(tensors.params));
     });
   }
 
@@ -275,7 +276,7 @@ export class HostedOptimizer extends DurableObject<Env> {
           }
           const body: Record<string, unknown> = { step: seen.step, lr: seen.lr, replayed: true };
           if (args.returnParams && seen.step === meta.step) body.params = unflatten(layout, tensors.params);
-          return json(200, body, { etag: etagOf(meta.step), 'idempotent-replayed': 'true' });
+          return json(200, body, { etag: etagOf(meta.step), 'idempotent-replayed': 'true' }, body.params !== undefined && hasNegativeZero(tensors.params));
         }
       }
       if (args.ifMatch !== undefined && args.ifMatch.trim() !== '*') {
@@ -331,7 +332,7 @@ export class HostedOptimizer extends DurableObject<Env> {
 
       const body: Record<string, unknown> = { step: next.step, lr };
       if (args.returnParams) body.params = unflatten(layout, tensors.params);
-      return json(200, body, { etag: etagOf(next.step) });
+      return json(200, body, { etag: etagOf(next.step) }, args.returnParams && hasNegativeZero(tensors.params));
     });
   }
 

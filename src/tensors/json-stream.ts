@@ -1,6 +1,7 @@
 // JSON text of tensor trees produced in pieces, so a large snapshot can be streamed without ever
 // holding its whole text (tens of MB) in memory at once.
 
+import { numberText } from '../lib/json-text.ts';
 import type { TensorLayout } from './tree.ts';
 
 /** Elements written per yielded piece (about 20 bytes each). */
@@ -27,7 +28,7 @@ export function* treeJsonPieces(layout: TensorLayout, values: ArrayLike<number>)
       return;
     }
     if (l.shape.length === 0) {
-      buffer += JSON.stringify(values[cursor++]);
+      buffer += numberText(values[cursor++]!);
       return;
     }
     yield* dims(l.shape, 0);
@@ -38,7 +39,7 @@ export function* treeJsonPieces(layout: TensorLayout, values: ArrayLike<number>)
     for (let i = 0; i < len; i++) {
       if (i) buffer += ',';
       if (depth === shape.length - 1) {
-        buffer += JSON.stringify(values[cursor++]);
+        buffer += numberText(values[cursor++]!);
         if (++pending >= ELEMENTS_PER_PIECE) yield* flush();
       } else {
         yield* dims(shape, depth + 1);

@@ -2,6 +2,7 @@
 
 import type { RouteHandler } from '@hono/zod-openapi';
 import type { AppEnv } from '../../lib/router.ts';
+import { hasNegativeZero, jsonText } from '../../lib/json-text.ts';
 import { scheduleOverflow, statelessLearningRate } from '../../lib/learning-rate.ts';
 import { ProblemError, fieldError, validationProblem } from '../../lib/problem.ts';
 import { parseLike, parseParams, parseState, stateJson } from '../../lib/tensor-input.ts';
@@ -38,5 +39,6 @@ export const adamStepHandler: RouteHandler<typeof adamStepRoute, AppEnv> = async
   }
   // Tensor trees are typed `unknown` (checked by src/tensors, not zod), which Hono's typed JSON cannot express.
   const response = { params: unflatten(layout, result.params), state: stateJson(layout, result.state), lr };
-  return c.json(response as never, 200);
+  const negativeZero = hasNegativeZero(result.params, result.state.m, result.state.v, result.state.vMax);
+  return c.body(jsonText(response, negativeZero), 200, { 'content-type': 'application/json' }) as never;
 };
