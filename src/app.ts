@@ -8,6 +8,7 @@ import { readLimits } from './lib/config.ts';
 import { OPENAPI_CONFIG, SERVICE_DESCRIPTION } from './lib/openapi.ts';
 import { ProblemError, problemResponse, type ProblemType } from './lib/problem.ts';
 import { createRouter } from './lib/router.ts';
+import { activeKernel } from './optim/adam.ts';
 import { TensorSchema } from './schemas/common.ts';
 import { healthRoute, indexRoute, openapiJsonRoute, openapiYamlRoute } from './routes/meta/meta.routes.ts';
 import { docsRouter } from './routes/docs/docs.index.ts';
@@ -51,6 +52,7 @@ export function createApp() {
         name: OPENAPI_CONFIG.info.title,
         description: SERVICE_DESCRIPTION,
         version: OPENAPI_CONFIG.info.version,
+        kernel: activeKernel(),
         links: {
           step: '/v1/adam/step',
           optimizers: '/v1/optimizers',

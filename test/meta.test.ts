@@ -8,6 +8,8 @@ describe('service routes', () => {
     const r = await getJson('/');
     expect(r.status).toBe(200);
     expect(r.body.name).toBe('adam-api');
+    // The Worker entry registers the WebAssembly kernel, so every HTTP test runs on it.
+    expect(r.body.kernel).toBe('wasm-simd128');
     expect(r.body.links.step).toBe('/v1/adam/step');
     expect(r.body.links.openapi_yaml).toBe('/openapi.yaml');
     // Every GET link resolves (the step link is POST-only and answers GET with 405).

@@ -372,6 +372,8 @@ export interface components {
             description: string;
             /** @description API version (that of openapi.yaml). */
             version: string;
+            /** @description The Adam kernel steps run on: `wasm-simd128` (WebAssembly SIMD) or `js`; both are bit-identical. */
+            kernel: string;
             /** @description Relative links to the main resources. */
             links: {
                 [key: string]: string;

@@ -78,7 +78,7 @@ export function initAdamState(dtype: Dtype, n: number, amsgrad: boolean): AdamSt
 }
 
 /** Scalars of one step, computed in double exactly as torch's Python code does. */
-interface StepScalars {
+export interface StepScalars {
   t: number;
   stepSize: number;
   bc2Sqrt: number;
@@ -92,7 +92,7 @@ function stepScalars(hp: AdamHyperparams, t: number): StepScalars {
 }
 
 /** The arrays a kernel reads and writes; `out` may alias the inputs for an in-place step. */
-interface KernelArgs<A extends FloatArray> {
+export interface KernelArgs<A extends FloatArray> {
   params: A;
   grads: A;
   m: A;
@@ -173,6 +173,41 @@ function kernel64(a: KernelArgs<Float64Array>, hp: AdamHyperparams, s: StepScala
   }
 }
 
+/**
+ * A replacement for the JS kernels (the WebAssembly SIMD one, src/optim/wasm/kernel.ts). It must
+ * be bit-identical to kernel32/kernel64 and may decline a call (return false), which then runs on
+ * the JS kernel.
+ */
+export interface AdamKernel {
+  /** Reported by GET / (e.g. `wasm-simd128`). */
+  readonly name: string;
+  run(dtype: Dtype, args: KernelArgs<FloatArray>, hp: AdamHyperparams, s: StepScalars): boolean;
+}
+
+let registeredKernel: AdamKernel | null = null;
+
+/** Name of the kernel steps run on: the registered one, or `js`. */
+export function activeKernel(): string {
+  return registeredKernel?.name ?? 'js';
+}
+
+/**
+ * Makes adamStep/adamStepInPlace run on `kernel` (null: back to the JS kernels) and returns the
+ * kernel registered before. The Worker entry registers the WebAssembly kernel once at startup;
+ * this is the module's only mutable state.
+ */
+export function useWasmKernel(kernel: AdamKernel | null): AdamKernel | null {
+  const previous = registeredKernel;
+  registeredKernel = kernel;
+  return previous;
+}
+
+function runKernel(dtype: Dtype, args: KernelArgs<FloatArray>, hp: AdamHyperparams, s: StepScalars): void {
+  if (registeredKernel !== null && registeredKernel.run(dtype, args, hp, s)) return;
+  if (dtype === 'float32') kernel32(args as KernelArgs<Float32Array>, hp, s);
+  else kernel64(args as KernelArgs<Float64Array>, hp, s);
+}
+
 /** Inputs of one Adam step. All arrays have the same length and the dtype's element type. */
 export interface AdamStepInput<A extends FloatArray = FloatArray> {
   dtype: Dtype;
@@ -210,8 +245,7 @@ export function adamStep<A extends FloatArray>(input: AdamStepInput<A>): AdamSte
   const make = () => zeros(dtype, n) as A;
   const out = { outParams: make(), outM: make(), outV: make(), outVMax: hp.amsgrad ? make() : null };
   const args = { params, grads, m: state.m, v: state.v, vMax: hp.amsgrad ? state.vMax : null, ...out };
-  if (dtype === 'float32') kernel32(args as KernelArgs<Float32Array>, hp, scalars);
-  else kernel64(args as KernelArgs<Float64Array>, hp, scalars);
+  runKernel(dtype, args, hp, scalars);
   return { params: out.outParams, state: { step: t, m: out.outM, v: out.outV, vMax: out.outVMax } };
 }
 
@@ -225,8 +259,7 @@ export function adamStepInPlace<A extends FloatArray>(input: AdamStepInput<A>): 
   const scalars = stepScalars(hp, t);
   const vMax = hp.amsgrad ? state.vMax : null;
   const args = { params, grads, m: state.m, v: state.v, vMax, outParams: params, outM: state.m, outV: state.v, outVMax: vMax };
-  if (dtype === 'float32') kernel32(args as KernelArgs<Float32Array>, hp, scalars);
-  else kernel64(args as KernelArgs<Float64Array>, hp, scalars);
+  runKernel(dtype, args, hp, scalars);
   state.step = t;
 }
 

@@ -7,6 +7,7 @@ export const ServiceInfoSchema = z
     name: z.string().openapi({ description: 'Service name.', example: 'adam-api' }),
     description: z.string().openapi({ description: 'What the service does.' }),
     version: z.string().openapi({ description: 'API version (that of openapi.yaml).' }),
+    kernel: z.string().openapi({ description: 'The Adam kernel steps run on: `wasm-simd128` (WebAssembly SIMD) or `js`; both are bit-identical.' }),
     links: z.record(z.string(), z.string()).openapi({ description: 'Relative links to the main resources.' }),
   })
   .strict()
