@@ -4,7 +4,9 @@
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { stringify } from 'yaml';
-import { readLimits } from './lib/config.ts';
+import { readLimits, type Limits } from './lib/config.ts';
+import { bodyGuard } from './lib/body-guard.ts';
+import { MAX_EVALUATION_POINTS } from './schemas/schedule.ts';
 import { OPENAPI_CONFIG, SERVICE_DESCRIPTION } from './lib/openapi.ts';
 import { ProblemError, problemResponse, type ProblemType } from './lib/problem.ts';
 import { createRouter } from './lib/router.ts';
@@ -30,12 +32,26 @@ function patternOf(path: string): RegExp {
   return new RegExp(`^${src}$`);
 }
 
+/**
+ * Most JSON values a route's body may hold (checked before parsing): the trees it takes, each at
+ * its element limit, plus room for schedules, metrics and small fields.
+ */
+function jsonValueLimit(limits: Limits, path: string, method: string): number {
+  const slack = 2 * MAX_EVALUATION_POINTS + 10_000; // steps and metrics lists, milestones, fields
+  if (path === '/v1/adam/step') return 5 * limits.maxElements + slack; // params, grads, m, v, v_max
+  if (path.endsWith('/state') && method === 'PUT') return 4 * limits.maxHostedElements + slack;
+  if (path.startsWith('/v1/optimizers')) return limits.maxHostedElements + slack;
+  return slack;
+}
+
 export function createApp() {
   const app = createRouter();
 
   app.use('*', async (c, next) => {
     const limits = readLimits(c.env);
     c.set('limits', limits);
+    // GET, HEAD and DELETE bodies are never read, so they are not limited either.
+    if (c.req.method === 'GET' || c.req.method === 'HEAD' || c.req.method === 'DELETE') return next();
     return bodyLimit({
       maxSize: limits.maxBodyBytes,
       onError: () => {
@@ -45,6 +61,8 @@ export function createApp() {
       },
     })(c, next);
   });
+
+  app.use('*', (c, next) => bodyGuard((path, method) => jsonValueLimit(c.get('limits'), path, method))(c, next));
 
   app.openapi(indexRoute, (c) =>
     c.json(

@@ -136,3 +136,97 @@ describe('negative zero', () => {
     expect(Object.is((await opCall('GET', opt, '/state')).body.params[0], -0)).toBe(true);
   });
 });
+
+describe('negative zero in float64 (torch 1.13 reference values)', () => {
+  it('matches torch sign for sign', async () => {
+    // torch: params [-0., -0., 1.] grads [-0., 0., -0.] from step 3 with m [-0., -0., 0.], v 0 →
+    // params [0.0, -0.0, 1.0], m [-0.0, 0.0, 0.0], v [0.0, 0.0, 0.0] (float32 and float64 alike).
+    for (const dtype of ['float64', 'float32']) {
+      const body = `{"params":[-0.0,-0.0,1.0],"grads":[-0.0,0.0,-0.0],"dtype":"${dtype}","state":{"step":3,"m":[-0.0,-0.0,0.0],"v":[0.0,0.0,0.0]}}`;
+      const res = await (await call('POST', '/v1/adam/step', body, { 'content-type': 'application/json' })).json<any>();
+      const signs = (xs: number[]) => xs.map((x) => (Object.is(x, -0) ? '-0' : String(x)));
+      expect(signs(res.params), dtype).toEqual(['0', '-0', '1']);
+      expect(signs(res.state.m), dtype).toEqual(['-0', '0', '0']);
+      expect(signs(res.state.v), dtype).toEqual(['0', '0', '0']);
+    }
+  });
+});
+
+describe('second review', () => {
+  it('a history that cannot be charted is a 422, not a 500', async () => {
+    const opt = await createOptimizer({ params: [1], hyperparams: { lr: 0.1 } });
+    await opCall('POST', opt, '/step', { grads: [0], loss: 1e-301 });
+    const res = await parse(await call('GET', `/v1/optimizers/${opt.id}/history/plot`, undefined, { authorization: `Bearer ${opt.token}` }));
+    expectProblem(res, 422);
+    expect(res.body.detail).toMatch(/cannot be plotted/);
+  });
+
+  it('PUT /state needs a complete snapshot: nothing falls back to defaults', async () => {
+    const opt = await createOptimizer({ params: [1], hyperparams: { lr: 0.1 }, dtype: 'float64' });
+    const snap = (await opCall('GET', opt, '/state')).body;
+    for (const field of ['hyperparams', 'dtype', 'schedule']) {
+      const { [field]: _omitted, ...partial } = snap;
+      expectProblem(await opCall('PUT', opt, '/state', partial), 422, field);
+    }
+    expect((await opCall('GET', opt, '')).body).toMatchObject({ dtype: 'float64', hyperparams: { lr: 0.1 } });
+  });
+
+  it('refuses compressed and non-UTF-8 bodies with 415', async () => {
+    const gz = await call('POST', '/v1/adam/step', '{"params":[1],"grads":[1]}', { 'content-type': 'application/json', 'content-encoding': 'gzip' });
+    expect(gz.status).toBe(415);
+    expect((await gz.json<{ detail: string }>()).detail).toMatch(/Content-Encoding gzip/);
+    const utf16 = await call('POST', '/v1/adam/step', '{"params":[1],"grads":[1]}', { 'content-type': 'application/json; charset=utf-16' });
+    expect(utf16.status).toBe(415);
+    const utf8 = await call('POST', '/v1/adam/step', '{"params":[1],"grads":[1]}', { 'content-type': 'application/json; charset=UTF-8' });
+    expect(utf8.status).toBe(200);
+  });
+
+  it('counts JSON values before parsing: a small body of many zeros is a 413', async () => {
+    const zeros = '[' + '0,'.repeat(2_000_000) + '0]'; // 4 MB, far below MAX_BODY_BYTES
+    const res = await parse(await call('POST', '/v1/adam/step', `{"params":${zeros},"grads":[0]}`, { 'content-type': 'application/json' }));
+    expectProblem(res, 413);
+    expect(res.body.detail).toMatch(/JSON values/);
+    const opt = await createOptimizer({ params: [1] });
+    const grads = await parse(await call('POST', `/v1/optimizers/${opt.id}/step`, `{"grads":${'[' + '0,'.repeat(1_300_000) + '0]'}}`, { authorization: `Bearer ${opt.token}`, 'content-type': 'application/json' }));
+    expectProblem(grads, 413);
+  });
+
+  it('If-Match uses strong comparison: a weak tag never matches', async () => {
+    const opt = await createOptimizer({ params: [1] });
+    expectProblem(await opCall('POST', opt, '/step', { grads: [1] }, { 'if-match': 'W/"step-0"' }), 412);
+    expect((await opCall('POST', opt, '/step', { grads: [1] }, { 'if-match': '"step-0"' })).status).toBe(200);
+  });
+
+  it('names header fields as they are written', async () => {
+    const opt = await createOptimizer({ params: [1] });
+    expectProblem(await opCall('POST', opt, '/step', { grads: [1] }, { 'idempotency-key': '' }), 422, 'Idempotency-Key');
+    const res = await call('GET', '/v1/schedules/step/plot?lr=0.1&step_size=3&steps=0:10&width=1');
+    expect(res.status).toBe(422);
+    expect((await res.json<{ detail: string }>()).detail).toMatch(/width: must be >= \d+, got 1/);
+  });
+
+  it('tells states apart once the float32 step counter saturates at 2^24', async () => {
+    const opt = await createOptimizer({ params: [1] });
+    const snap = (await opCall('GET', opt, '/state')).body;
+    await opCall('PUT', opt, '/state', { ...snap, step: 2 ** 24 - 1 });
+    const a = await opCall('POST', opt, '/step', { grads: [1] }, { 'idempotency-key': 'A' });
+    const b = await opCall('POST', opt, '/step', { grads: [2] }, { 'idempotency-key': 'B' });
+    expect(a.body.step).toBe(2 ** 24);
+    expect(b.body.step).toBe(2 ** 24);
+    expect(a.headers.get('etag')).not.toBe(b.headers.get('etag'));
+    const retryA = await opCall('POST', opt, '/step', { grads: [1] }, { 'idempotency-key': 'A' });
+    expect(retryA.body).toEqual({ step: 2 ** 24, lr: 0.001, replayed: true }); // B's params are not A's answer
+    expectProblem(await opCall('POST', opt, '/step', { grads: [1] }, { 'if-match': a.headers.get('etag')! }), 412);
+  });
+
+  it('streams large params responses past the RPC limit', async () => {
+    const n = 400_000; // float64 params: ~10 MB of JSON, above the streaming threshold
+    const params = Array.from({ length: n }, (_, i) => Math.cos(i) / 3);
+    const opt = await createOptimizer({ params, dtype: 'float64' });
+    const step = await opCall('POST', opt, '/step', { grads: params });
+    expect(step.status).toBe(200);
+    expect(step.body.params).toHaveLength(n);
+    const got = await opCall('GET', opt, '/params');
+    expect(got.body).toEqual({ step: 1, params: step.body.params });
+  });
+});

@@ -1232,16 +1232,16 @@ export interface components {
             /** @description Metric reports so far. */
             num_reports: number;
         } | null;
-        /** @description A snapshot to restore atomically (as returned by GET .../state). */
+        /** @description A complete snapshot to restore atomically, as returned by GET .../state: step, dtype, hyperparams, schedule, params, m and v are required (fields inside hyperparams default as usual); read-only fields are ignored. */
         OptimizerSnapshotInput: {
             /** @description Ignored. */
             id?: string;
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
-            dtype?: components["schemas"]["Dtype"];
-            hyperparams?: components["schemas"]["AdamHyperparams"];
-            /** @description Schedule to restore (omitted: keep the current one; null: none). */
-            schedule?: components["schemas"]["ScheduleSpec"] | null;
+            dtype: components["schemas"]["Dtype"];
+            hyperparams: components["schemas"]["AdamHyperparams"];
+            /** @description Schedule to restore (null: none). */
+            schedule: components["schemas"]["ScheduleSpec"] | null;
             scheduler_state?: components["schemas"]["PlateauState"];
             params: components["schemas"]["TensorTree"] & unknown;
             m: components["schemas"]["TensorTree"] & unknown;
@@ -1362,7 +1362,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Content-Type is not application/json. */
+            /** @description Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -1413,7 +1413,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Body larger than MAX_BODY_BYTES. */
+            /** @description Body larger than MAX_BODY_BYTES, or holding more JSON values than the route can use. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -1422,7 +1422,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Content-Type is not application/json. */
+            /** @description Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -1473,7 +1473,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Body larger than MAX_BODY_BYTES. */
+            /** @description Body larger than MAX_BODY_BYTES, or holding more JSON values than the route can use. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -1482,7 +1482,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Content-Type is not application/json. */
+            /** @description Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -1744,7 +1744,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Content-Type is not application/json. */
+            /** @description Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -1915,7 +1915,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Content-Type is not application/json. */
+            /** @description Body larger than MAX_BODY_BYTES, or holding more JSON values than the route can use. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2012,16 +2021,18 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `If-Match` does not match the current state. */
+            /** @description `If-Match` does not match the current state (weak tags never match). */
             412: {
                 headers: {
+                    /** @description The state version, `"step-<n>"`; send it as If-Match with a step. */
+                    etag?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Body larger than MAX_BODY_BYTES. */
+            /** @description Body larger than MAX_BODY_BYTES, or holding more JSON values than the route can use. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -2030,7 +2041,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Content-Type is not application/json. */
+            /** @description Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2214,7 +2225,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Content-Type is not application/json. */
+            /** @description Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8. */
             415: {
                 headers: {
                     [name: string]: unknown;

@@ -9,8 +9,8 @@ import { ProblemError, fieldError, headerError, validationProblem, type ProblemB
 import { initialSchedulerState, learningRate, reportMetric, scheduleOverflow, type PlateauState, type ScheduleSpec } from '../lib/learning-rate.ts';
 import { hasNegativeZero, jsonText } from '../lib/json-text.ts';
 import { alignTo } from '../lib/tensor-input.ts';
-import { adamStepInPlace, firstNonFinite, zeros, type AdamHyperparams, type Dtype, type FloatArray } from '../optim/adam.ts';
-import { textStream, treeJsonPieces } from '../tensors/json-stream.ts';
+import { MAX_STEP, adamStepInPlace, firstNonFinite, zeros, type AdamHyperparams, type Dtype, type FloatArray } from '../optim/adam.ts';
+import { approxTreeJsonLength, textStream, treeJsonPieces } from '../tensors/json-stream.ts';
 import { layoutShapes, pathOfIndex, unflatten, type FlatTensors, type TensorLayout } from '../tensors/tree.ts';
 import { TENSOR_SCHEMA, deleteBlob, readBlob, readTensor, writeBlob, writeTensor } from './tensor-store.ts';
 
@@ -75,7 +75,7 @@ export interface SnapshotArgs {
   step: number;
   dtype: Dtype;
   hyperparams: AdamHyperparams;
-  schedule?: ScheduleSpec | null | undefined;
+  schedule: ScheduleSpec | null;
   scheduler_state?: PlateauState | null | undefined;
   layout: TensorLayout;
   params: FloatArray;
@@ -96,10 +96,35 @@ const SCHEMA = [
   'CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, fingerprint TEXT NOT NULL, step INTEGER NOT NULL, lr REAL NOT NULL)',
 ];
 
-export const etagOf = (step: number) => `"step-${step}"`;
+/**
+ * The state version sent as ETag and compared with If-Match. Once torch's float32 step counter
+ * saturates at 2^24 the step no longer changes, so the applied-step count tells states apart.
+ */
+export const etagOf = (meta: { step: number; seq: number }) => (meta.step < MAX_STEP ? `"step-${meta.step}"` : `"step-${meta.step}-${meta.seq}"`);
 
 function json(status: number, body: unknown, headers: Record<string, string> = {}, negativeZero = false): Reply {
   return { status, body: jsonText(body, negativeZero), headers: { 'content-type': 'application/json', ...headers } };
+}
+
+/** Replies above this many characters are streamed: an RPC value may not exceed 32 MiB. */
+const STREAM_ABOVE = 8 * 1024 * 1024;
+
+/**
+ * `head` plus a last field holding a tensor tree: one string when small, a stream of pieces when
+ * large (from a copy, since later steps update the live arrays in place).
+ */
+function treeReply(head: Record<string, unknown>, key: string, layout: TensorLayout, values: FloatArray, headers: Record<string, string>): Reply {
+  if (approxTreeJsonLength(layout, values.length) <= STREAM_ABOVE) {
+    return json(200, { ...head, [key]: unflatten(layout, values) }, headers, hasNegativeZero(values));
+  }
+  const copy = values.slice();
+  const prefix = JSON.stringify(head).slice(0, -1);
+  function* pieces(): Generator<string> {
+    yield `${prefix}${prefix.length > 1 ? ',' : ''}${JSON.stringify(key)}:`;
+    yield* treeJsonPieces(layout, copy);
+    yield '}';
+  }
+  return { status: 200, body: textStream(pieces()), headers: { 'content-type': 'application/json', ...headers } };
 }
 
 function problemReply(p: ProblemError): Reply {
@@ -242,21 +267,21 @@ export class HostedOptimizer extends DurableObject<Env> {
       this.#meta = meta;
       this.#layout = layout;
       this.#tensors = tensors;
-      return json(201, this.#info(meta, layout), { etag: etagOf(0) });
+      return json(201, this.#info(meta, layout), { etag: etagOf(meta) });
     });
   }
 
   describe(tokenHash: string | null): Reply {
     return guarded(() => {
       const { meta, layout } = this.#authorized(tokenHash);
-      return json(200, this.#info(meta, layout), { etag: etagOf(meta.step) });
+      return json(200, this.#info(meta, layout), { etag: etagOf(meta) });
     });
   }
 
   params(tokenHash: string | null): Reply {
     return guarded(() => {
       const { meta, layout, tensors } = this.#authorized(tokenHash);
-      return json(200, { step: meta.step, params: unflatten(layout, tensors.params) }, { etag: etagOf(meta.step) }, hasNegativeZero(tensors.params));
+      return treeReply({ step: meta.step }, 'params', layout, tensors.params, { etag: etagOf(meta) });
     });
   }
 
@@ -268,23 +293,25 @@ export class HostedOptimizer extends DurableObject<Env> {
 
       if (args.idempotencyKey !== undefined) {
         const seen = this.#sql
-          .exec<{ fingerprint: string; step: number; lr: number }>('SELECT fingerprint, step, lr FROM idempotency WHERE key = ?', args.idempotencyKey)
+          .exec<{ fingerprint: string; seq: number; step: number; lr: number }>('SELECT fingerprint, seq, step, lr FROM idempotency WHERE key = ?', args.idempotencyKey)
           .toArray()[0];
         if (seen) {
           if (seen.fingerprint !== print) {
             throw validationProblem([headerError('Idempotency-Key', 'was already used for a step with different gradients or loss', args.idempotencyKey)]);
           }
-          const body: Record<string, unknown> = { step: seen.step, lr: seen.lr, replayed: true };
-          if (args.returnParams && seen.step === meta.step) body.params = unflatten(layout, tensors.params);
-          return json(200, body, { etag: etagOf(meta.step), 'idempotent-replayed': 'true' }, body.params !== undefined && hasNegativeZero(tensors.params));
+          const head = { step: seen.step, lr: seen.lr, replayed: true };
+          const headers = { etag: etagOf(meta), 'idempotent-replayed': 'true' };
+          if (args.returnParams && seen.seq === meta.seq) return treeReply(head, 'params', layout, tensors.params, headers);
+          return json(200, head, headers);
         }
       }
       if (args.ifMatch !== undefined && args.ifMatch.trim() !== '*') {
-        const tags = args.ifMatch.split(',').map((t) => t.trim().replace(/^W\//, ''));
-        if (!tags.includes(etagOf(meta.step))) {
-          throw new ProblemError(412, 'precondition-failed', `If-Match ${args.ifMatch} does not match the current state ${etagOf(meta.step)}`, undefined, {
+        // Strong comparison (RFC 9110 §13.1.1): a weak tag (W/"…") never matches.
+        const tags = args.ifMatch.split(',').map((t) => t.trim());
+        if (!tags.includes(etagOf(meta))) {
+          throw new ProblemError(412, 'precondition-failed', `If-Match ${args.ifMatch} does not match the current state ${etagOf(meta)}`, undefined, {
             step: meta.step,
-          }, { etag: etagOf(meta.step) });
+          }, { etag: etagOf(meta) });
         }
       }
       if (args.expectedStep !== undefined && args.expectedStep !== meta.step) {
@@ -330,9 +357,9 @@ export class HostedOptimizer extends DurableObject<Env> {
       }
       this.#meta = next;
 
-      const body: Record<string, unknown> = { step: next.step, lr };
-      if (args.returnParams) body.params = unflatten(layout, tensors.params);
-      return json(200, body, { etag: etagOf(next.step) }, args.returnParams && hasNegativeZero(tensors.params));
+      const head = { step: next.step, lr };
+      if (args.returnParams) return treeReply(head, 'params', layout, tensors.params, { etag: etagOf(next) });
+      return json(200, head, { etag: etagOf(next) });
     });
   }
 
@@ -357,7 +384,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         }
         yield field('created_at', meta.createdAt) + field('updated_at', meta.updatedAt) + '}';
       }
-      return { status: 200, body: textStream(pieces()), headers: { 'content-type': 'application/json', etag: etagOf(meta.step) } };
+      return { status: 200, body: textStream(pieces()), headers: { 'content-type': 'application/json', etag: etagOf(meta) } };
     });
   }
 
@@ -365,7 +392,7 @@ export class HostedOptimizer extends DurableObject<Env> {
     return guarded(() => {
       const { meta } = this.#authorized(tokenHash);
       const { dtype, hyperparams, layout } = args;
-      const schedule = args.schedule === undefined ? meta.schedule : args.schedule;
+      const { schedule } = args;
       if (args.scheduler_state && schedule?.type !== 'reduce_on_plateau') {
         throw validationProblem([fieldError(['scheduler_state'], 'must be null or omitted unless the schedule is reduce_on_plateau')]);
       }
@@ -388,7 +415,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       this.#meta = next;
       this.#layout = layout;
       this.#tensors = tensors;
-      return json(200, this.#info(next, layout), { etag: etagOf(next.step) });
+      return json(200, this.#info(next, layout), { etag: etagOf(next) });
     });
   }
 
@@ -413,7 +440,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       this.ctx.storage.transactionSync(() => this.#persist(next, vMax !== tensors.vMax ? nextTensors : null, null));
       this.#meta = next;
       this.#tensors = nextTensors;
-      return json(200, this.#info(next, layout), { etag: etagOf(next.step) });
+      return json(200, this.#info(next, layout), { etag: etagOf(next) });
     });
   }
 

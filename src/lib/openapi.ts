@@ -6,7 +6,9 @@ type DocumentConfig = Parameters<OpenAPIHono['getOpenAPI31Document']>[0];
 
 export const SERVICE_DESCRIPTION =
   'Adam over HTTP, numerically faithful to PyTorch 1.13. Send parameters, gradients and optimizer state; ' +
-  'get back exactly what torch.optim.Adam / AdamW would compute. Errors are RFC 9457 `application/problem+json`.';
+  'get back exactly what torch.optim.Adam / AdamW would compute. Errors are RFC 9457 `application/problem+json`; ' +
+  'besides the statuses listed per operation, an unknown path answers 404 and another method on a known path 405 (with `Allow`). ' +
+  'Bodies must be uncompressed UTF-8 JSON (415 otherwise).';
 
 export const OPENAPI_CONFIG: DocumentConfig = {
   openapi: '3.1.0',

@@ -21,8 +21,14 @@ export const validationHook: Hook<unknown, AppEnv, string, unknown> = async (res
   else if (result.target === 'param') input = c.req.param();
   else if (result.target === 'header') input = c.req.header();
   let errors = zodFieldErrors(result.error, input);
-  // Query, path and header fields are named as sent; a JSON Pointer only addresses the body.
-  if (result.target !== 'json') errors = errors.map(({ pointer: _pointer, ...rest }) => rest);
+  // Query, path and header fields are named as sent (headers in their usual capitalisation, e.g.
+  // Idempotency-Key); a JSON Pointer only addresses the body.
+  if (result.target !== 'json') {
+    errors = errors.map(({ pointer, ...rest }) => {
+      const name = (pointer ?? '').slice(1).replaceAll('~1', '/').replaceAll('~0', '~');
+      return { ...rest, field: result.target === 'header' ? name.replace(/(^|-)([a-z])/g, (_, d: string, ch: string) => d + ch.toUpperCase()) : name };
+    });
+  }
   return problemResponse(validationProblem(errors), new URL(c.req.url).pathname);
 };
 

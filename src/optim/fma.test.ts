@@ -48,3 +48,11 @@ describe('fma64', () => {
     expect(Math.abs(fma64(1e300, 10, -1e300) / 9e300 - 1)).toBeLessThan(1e-15);
   });
 });
+
+describe('fma64 and the sign of zero', () => {
+  it('keeps -0 where the exact result is -0 (torch: m = -0.0 for g = -0 and m = -0)', () => {
+    expect(Object.is(fma64(-0, 0.1, -0), -0)).toBe(true);
+    expect(Object.is(fma64(-0, 0.1, 0), 0)).toBe(true);
+    expect(Object.is(fma64(0, 0.1, -0), 0)).toBe(true);
+  });
+});

@@ -48,5 +48,7 @@ export function fma64(a: number, b: number, c: number): number {
   const bb = s - p;
   const sumErr = p - (s - bb) + (c - bb);
   const r = s + (productErr + sumErr);
+  // A zero correction leaves s exact, sign of zero included (-0 + +0 would give +0).
+  if (r - s === 0) return s;
   return Number.isFinite(r) ? r : s;
 }

@@ -160,9 +160,10 @@ export const SnapshotInputSchema = z
   .object({
     id: z.string().optional().openapi({ description: 'Ignored.' }),
     step: StepCountSchema,
-    dtype: DtypeSchema.default('float32'),
-    hyperparams: AdamHyperparamsSchema.prefault({}),
-    schedule: nullableSchedule('Schedule to restore (omitted: keep the current one; null: none).').optional(),
+    // A snapshot is complete: nothing silently falls back to a default or to the current value.
+    dtype: DtypeSchema,
+    hyperparams: AdamHyperparamsSchema,
+    schedule: nullableSchedule('Schedule to restore (null: none).'),
     scheduler_state: PlateauStateSchema.optional(),
     params: requiredTree('Parameters; may change shapes, within the element limit.'),
     m: requiredTree('First moment, structure of `params`.'),
@@ -172,7 +173,11 @@ export const SnapshotInputSchema = z
     updated_at: z.string().optional().openapi({ description: 'Ignored.' }),
   })
   .strict()
-  .openapi('OptimizerSnapshotInput', { description: 'A snapshot to restore atomically (as returned by GET .../state).' });
+  .openapi('OptimizerSnapshotInput', {
+    description:
+      'A complete snapshot to restore atomically, as returned by GET .../state: step, dtype, hyperparams, schedule, params, m and v are required ' +
+      '(fields inside hyperparams default as usual); read-only fields are ignored.',
+  });
 
 export const PatchOptimizerSchema = z
   .object({

@@ -63,3 +63,20 @@ export function textStream(pieces: Iterable<string>): ReadableStream<Uint8Array>
     },
   });
 }
+
+/** A generous estimate of the JSON length of a tree of `size` elements (25 characters per number). */
+export function approxTreeJsonLength(layout: TensorLayout, size: number): number {
+  let names = 0;
+  const walk = (l: TensorLayout): void => {
+    if (l.kind === 'tensor') {
+      names += 2 * l.shape.length + 2;
+      return;
+    }
+    for (const e of l.entries) {
+      names += e.name.length * 6 + 8; // \uXXXX escapes at worst
+      walk(e.layout);
+    }
+  };
+  walk(layout);
+  return size * 25 + names;
+}

@@ -366,6 +366,8 @@
         (f64.sub (local.get $p) (f64.sub (local.get $s) (local.get $bb)))
         (f64.sub (local.get $c) (local.get $bb))))
     (local.set $r (f64.add (local.get $s) (f64.add (local.get $pe) (local.get $se))))
+    ;; a zero correction leaves s exact, sign of zero included (-0 + +0 would give +0)
+    (local.set $r (select (local.get $s) (local.get $r) (f64.eq (f64.sub (local.get $r) (local.get $s)) (f64.const 0))))
     (select (local.get $r) (local.get $s)
       (f64.eq (f64.sub (local.get $r) (local.get $r)) (f64.const 0))))
 
@@ -487,6 +489,7 @@
                   (f64x2.add
                     (f64x2.sub (local.get $p) (f64x2.sub (local.get $s) (local.get $bb)))
                     (f64x2.sub (local.get $G) (local.get $bb))))))
+            (local.set $r (v128.bitselect (local.get $s) (local.get $r) (f64x2.eq (f64x2.sub (local.get $r) (local.get $s)) (v128.const f64x2 0 0))))
             ;; r - r is +0 (all bits clear) for a finite r, NaN otherwise
             (local.set $bad (f64x2.sub (local.get $r) (local.get $r)))
             (local.set $G (local.get $r))))
@@ -517,6 +520,7 @@
               (f64x2.add
                 (f64x2.sub (local.get $p) (f64x2.sub (local.get $s) (local.get $bb)))
                 (f64x2.sub (local.get $c) (local.get $bb))))))
+        (local.set $r (v128.bitselect (local.get $s) (local.get $r) (f64x2.eq (f64x2.sub (local.get $r) (local.get $s)) (v128.const f64x2 0 0))))
         (local.set $M (local.get $r))
         (local.set $bad (v128.or (local.get $bad) (f64x2.sub (local.get $r) (local.get $r))))
 
@@ -543,6 +547,7 @@
               (f64x2.add
                 (f64x2.sub (local.get $p) (f64x2.sub (local.get $s) (local.get $bb)))
                 (f64x2.sub (local.get $c) (local.get $bb))))))
+        (local.set $r (v128.bitselect (local.get $s) (local.get $r) (f64x2.eq (f64x2.sub (local.get $r) (local.get $s)) (v128.const f64x2 0 0))))
         (local.set $V (local.get $r))
         (local.set $bad (v128.or (local.get $bad) (f64x2.sub (local.get $r) (local.get $r))))
 

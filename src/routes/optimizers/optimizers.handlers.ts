@@ -6,7 +6,7 @@ import type { RouteHandler } from '@hono/zod-openapi';
 import type { HostedOptimizer, Reply } from '../../durable-objects/hosted-optimizer.ts';
 import { ProblemError, fieldError, validationProblem } from '../../lib/problem.ts';
 import { flattenAlone, parseParams, parseState } from '../../lib/tensor-input.ts';
-import { renderLineChart, type Series } from '../../plot/line-chart.ts';
+import { ChartError, renderLineChart, type Series } from '../../plot/line-chart.ts';
 import type { AppEnv } from '../../lib/router.ts';
 import type * as routes from './optimizers.routes.ts';
 
@@ -81,7 +81,7 @@ export const stepOptimizer: RouteHandler<typeof routes.stepOptimizerRoute, AppEn
   const stub = stubFor(c, id);
   return relay(
     await stub.step(await tokenHash(c), {
-      grads: flattenAlone(body.grads, ['grads']),
+      grads: flattenAlone(body.grads, ['grads'], c.get('limits').maxHostedElements),
       loss: body.loss,
       expectedStep: body.expected_step,
       ifMatch: headers['if-match'],
@@ -150,12 +150,19 @@ export const plotHistory: RouteHandler<typeof routes.historyPlotRoute, AppEnv> =
   const series: Series[] = withLoss.length
     ? [{ label: 'loss', x: withLoss.map((e) => e.step), y: withLoss.map((e) => e.loss!) }, { ...lrSeries, axis: 'right' }]
     : [lrSeries];
-  const svg = renderLineChart(series, {
-    title: `Optimizer ${c.req.valid('param').id.slice(0, 12)}…: ${withLoss.length ? 'loss and learning rate' : 'learning rate'}`,
-    xLabel: 'step',
-    yLabel: withLoss.length ? 'loss' : 'learning rate',
-    y2Label: 'learning rate',
-    logY: withLoss.length > 0 && logScale,
-  });
+  let svg: string;
+  try {
+    svg = renderLineChart(series, {
+      title: `Optimizer ${c.req.valid('param').id.slice(0, 12)}…: ${withLoss.length ? 'loss and learning rate' : 'learning rate'}`,
+      xLabel: 'step',
+      yLabel: withLoss.length ? 'loss' : 'learning rate',
+      y2Label: 'learning rate',
+      logY: withLoss.length > 0 && logScale,
+    });
+  } catch (err) {
+    // Values a chart cannot scale (beyond 1e±300): the history is fine, only the picture is not.
+    if (err instanceof ChartError) throw new ProblemError(422, 'validation-error', `the history cannot be plotted: ${err.message}`);
+    throw err;
+  }
   return c.body(svg, 200, { 'content-type': 'image/svg+xml; charset=utf-8' });
 };

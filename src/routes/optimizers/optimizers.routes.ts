@@ -56,7 +56,7 @@ export const createOptimizerRoute = createRoute({
     },
     400: problem('Malformed JSON.'),
     413: problem('Body larger than MAX_BODY_BYTES or params larger than MAX_HOSTED_ELEMENTS.'),
-    415: problem('Content-Type is not application/json.'),
+    415: problem('Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
     422: problem('Invalid params, hyperparams, schedule or dtype.'),
   },
 });
@@ -83,9 +83,9 @@ export const stepOptimizerRoute = createRoute({
     400: problem('Malformed JSON.'),
     ...authErrors,
     409: problem('`expected_step` differs from the optimizer\'s step.'),
-    412: problem('`If-Match` does not match the current state.'),
-    413: problem('Body larger than MAX_BODY_BYTES.'),
-    415: problem('Content-Type is not application/json.'),
+    412: { ...problem('`If-Match` does not match the current state (weak tags never match).'), headers: ETAG },
+    413: problem('Body larger than MAX_BODY_BYTES, or holding more JSON values than the route can use.'),
+    415: problem('Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
     422: problem('Gradients whose structure or shapes differ, non-finite numbers, an Idempotency-Key reused with other gradients, or a step that would overflow. Nothing is changed.'),
   },
 });
@@ -153,7 +153,7 @@ export const putStateRoute = createRoute({
     400: problem('Malformed JSON.'),
     ...authErrors,
     413: problem('Body larger than MAX_BODY_BYTES or params larger than MAX_HOSTED_ELEMENTS.'),
-    415: problem('Content-Type is not application/json.'),
+    415: problem('Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
     422: problem('The snapshot does not validate; nothing was changed.'),
   },
 });
@@ -172,7 +172,8 @@ export const patchOptimizerRoute = createRoute({
     200: { description: 'Updated metadata.', headers: ETAG, content: { 'application/json': { schema: OptimizerInfoSchema } } },
     400: problem('Malformed JSON.'),
     ...authErrors,
-    415: problem('Content-Type is not application/json.'),
+    413: problem('Body larger than MAX_BODY_BYTES, or holding more JSON values than the route can use.'),
+    415: problem('Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
     422: problem('Unknown or invalid fields; nothing was changed.'),
   },
 });

@@ -29,6 +29,15 @@ function coerce(text: string): unknown {
   return text;
 }
 
+/** Query booleans: true/false, or 1/0 as curl users write them. */
+function flag(text: string): unknown {
+  const t = text.trim();
+  return t === '1' ? true : t === '0' ? false : coerce(text);
+}
+
+/** Boolean schedule parameters (the only ones where 1/0 mean true/false). */
+const BOOLEAN_PARAMS = new Set(['three_phase']);
+
 function list(text: string): unknown[] {
   return text.trim() === '' ? [] : text.split(',').map(coerce);
 }
@@ -89,7 +98,8 @@ export function parseScheduleQuery(type: ScheduleType, queries: Record<string, s
       errors.push(queryError(['type'], 'is given by the path (/v1/schedules/{type}), not the query', text));
       continue;
     }
-    if (PLOT_PARAMS.has(key) && plot) body[key] = key === 'title' ? text : text === '1' ? true : text === '0' ? false : coerce(text);
+    if (PLOT_PARAMS.has(key) && plot) body[key] = key === 'title' ? text : key === 'log_scale' ? flag(text) : coerce(text);
+    else if (BOOLEAN_PARAMS.has(key)) params[key] = flag(text);
     else params[key] = LIST_PARAMS.has(key) ? list(text) : coerce(text);
   }
 

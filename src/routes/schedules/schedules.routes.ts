@@ -117,8 +117,8 @@ export const evaluateRoute = createRoute({
   responses: {
     200: json('The steps and the rate at each.'),
     400: problem('Malformed JSON.'),
-    413: problem('Body larger than MAX_BODY_BYTES.'),
-    415: problem('Content-Type is not application/json.'),
+    413: problem('Body larger than MAX_BODY_BYTES, or holding more JSON values than the route can use.'),
+    415: problem('Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
     422: problem('Invalid schedule or steps (named in `errors`), or a rate that overflows.'),
   },
 });
@@ -134,8 +134,8 @@ export const plotRoute = createRoute({
   responses: {
     200: svg,
     400: problem('Malformed JSON.'),
-    413: problem('Body larger than MAX_BODY_BYTES.'),
-    415: problem('Content-Type is not application/json.'),
+    413: problem('Body larger than MAX_BODY_BYTES, or holding more JSON values than the route can use.'),
+    415: problem('Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
     422: problem('Invalid schedule, steps or plot option (named in `errors`), e.g. log_scale with a rate <= 0.'),
   },
 });

@@ -22,7 +22,7 @@ export const adamStepRoute = createRoute({
     200: { description: 'The parameters and state after the step.', content: { 'application/json': { schema: StepResponseSchema } } },
     400: problem('Malformed JSON.'),
     413: problem('Body larger than MAX_BODY_BYTES, or more tensor elements than MAX_ELEMENTS.'),
-    415: problem('Content-Type is not application/json.'),
+    415: problem('Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
     422: problem('Invalid field (named in `errors`), mismatched structures, or a result that is not finite.'),
   },
 });
