@@ -164,7 +164,7 @@ lines.push(
   'Compare ratios within one run. On this 2-vCPU machine torch\'s float32 throughput at 1e5–1e6 elements varied between runs ' +
     'from about 200 to 890 M/s (a shared VM: we did not pin down the cause), while the wasm kernel stayed at 290–430 M/s ' +
     '(copy) and 530–590 M/s (in place). So the target "at least as fast as torch float32 per element" holds at 1e3, 1e4 and 1e7 ' +
-    'in every run seen, and at 1e5–1e6 it depends on the run: where torch reaches its fast level there (700–890 M/s), torch is faster, by up to 2.7× against the copy path the Worker uses.',
+    'in every run seen, and at 1e5–1e6 it depends on the run: where torch reaches its fast level there (700–890 M/s), torch is faster, by up to about 2.8× against the copy path the Worker uses.',
 );
 lines.push('');
 
