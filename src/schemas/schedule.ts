@@ -252,27 +252,29 @@ export const InverseSqrtScheduleSchema = z
       '`lr(k) = lr · min(s / W, sqrt(W / s))`. The first step uses lr/W, the W-th step (k = W − 1) uses lr.',
   });
 
+/** Every schedule type that is a plain function of the step and does not nest (the GET routes' types). */
+export const FLAT_STEP_SCHEDULE_SCHEMAS = [
+  ConstantScheduleSchema,
+  StepDecayScheduleSchema,
+  MultistepScheduleSchema,
+  ExponentialScheduleSchema,
+  LinearScheduleSchema,
+  PolynomialScheduleSchema,
+  CosineScheduleSchema,
+  CosineRestartsScheduleSchema,
+  CyclicScheduleSchema,
+  OneCycleScheduleSchema,
+  WarmupCosineScheduleSchema,
+  WarmupLinearScheduleSchema,
+  InverseSqrtScheduleSchema,
+] as const;
+
 /** The child schedules a `sequential` spec may contain: every type but reduce_on_plateau. */
 export const StepScheduleSpecSchema: z.ZodType<StepScheduleSpec> = z.lazy(() =>
   z
     .discriminatedUnion(
       'type',
-      [
-        ConstantScheduleSchema,
-        StepDecayScheduleSchema,
-        MultistepScheduleSchema,
-        ExponentialScheduleSchema,
-        LinearScheduleSchema,
-        PolynomialScheduleSchema,
-        CosineScheduleSchema,
-        CosineRestartsScheduleSchema,
-        CyclicScheduleSchema,
-        OneCycleScheduleSchema,
-        WarmupCosineScheduleSchema,
-        WarmupLinearScheduleSchema,
-        InverseSqrtScheduleSchema,
-        SequentialScheduleSchema,
-      ],
+      [...FLAT_STEP_SCHEDULE_SCHEMAS, SequentialScheduleSchema],
       { error: (issue) => unknownTypeMessage(issue, STEP_SCHEDULE_TYPES, true) },
     )
     .openapi('StepScheduleSpec', {
@@ -379,23 +381,7 @@ function scheduleDepth(value: unknown): number {
 
 const AnyScheduleSpecSchema = z.discriminatedUnion(
   'type',
-  [
-    ConstantScheduleSchema,
-    StepDecayScheduleSchema,
-    MultistepScheduleSchema,
-    ExponentialScheduleSchema,
-    LinearScheduleSchema,
-    PolynomialScheduleSchema,
-    CosineScheduleSchema,
-    CosineRestartsScheduleSchema,
-    CyclicScheduleSchema,
-    OneCycleScheduleSchema,
-    WarmupCosineScheduleSchema,
-    WarmupLinearScheduleSchema,
-    InverseSqrtScheduleSchema,
-    SequentialScheduleSchema,
-    ReduceOnPlateauScheduleSchema,
-  ],
+  [...FLAT_STEP_SCHEDULE_SCHEMAS, SequentialScheduleSchema, ReduceOnPlateauScheduleSchema],
   { error: (issue) => unknownTypeMessage(issue, SCHEDULE_TYPES, false) },
 );
 

@@ -3,24 +3,12 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { problem } from '../../schemas/common.ts';
 import {
-  ConstantScheduleSchema,
-  CosineRestartsScheduleSchema,
-  CosineScheduleSchema,
-  CyclicScheduleSchema,
   EvaluateRequestSchema,
   EvaluateResponseSchema,
-  ExponentialScheduleSchema,
-  InverseSqrtScheduleSchema,
-  LinearScheduleSchema,
+  FLAT_STEP_SCHEDULE_SCHEMAS,
   MAX_EVALUATION_POINTS,
-  MultistepScheduleSchema,
-  OneCycleScheduleSchema,
-  ReduceOnPlateauScheduleSchema,
   PlotRequestSchema,
-  PolynomialScheduleSchema,
-  StepDecayScheduleSchema,
-  WarmupCosineScheduleSchema,
-  WarmupLinearScheduleSchema,
+  ReduceOnPlateauScheduleSchema,
 } from '../../schemas/schedule.ts';
 import { SCHEDULE_TYPES } from '../../schedules/index.ts';
 
@@ -28,22 +16,7 @@ import { SCHEDULE_TYPES } from '../../schedules/index.ts';
 const tags = () => ['Schedules'];
 
 /** The flat (non-recursive) variants, whose fields can be query parameters. */
-const FLAT_VARIANTS = [
-  ConstantScheduleSchema,
-  StepDecayScheduleSchema,
-  MultistepScheduleSchema,
-  ExponentialScheduleSchema,
-  LinearScheduleSchema,
-  PolynomialScheduleSchema,
-  CosineScheduleSchema,
-  CosineRestartsScheduleSchema,
-  CyclicScheduleSchema,
-  OneCycleScheduleSchema,
-  WarmupCosineScheduleSchema,
-  WarmupLinearScheduleSchema,
-  InverseSqrtScheduleSchema,
-  ReduceOnPlateauScheduleSchema,
-];
+const FLAT_VARIANTS = [...FLAT_STEP_SCHEDULE_SCHEMAS, ReduceOnPlateauScheduleSchema];
 
 /** A query parameter: one value, or several when the key repeats (lists may repeat; others are rejected). */
 const queryValue = () => z.union([z.string(), z.array(z.string())]).optional();
