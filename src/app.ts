@@ -62,7 +62,7 @@ export function createApp() {
     })(c, next);
   });
 
-  app.use('*', (c, next) => bodyGuard((path, method) => jsonValueLimit(c.get('limits'), path, method))(c, next));
+  app.use('*', bodyGuard((c) => jsonValueLimit(c.get('limits'), c.req.path, c.req.method)));
 
   app.openapi(indexRoute, (c) =>
     c.json(

@@ -2,7 +2,7 @@
 // more JSON values than the route can use (413). JSON.parse turns a 32 MiB body of "0," into 16
 // million array slots (~130 MB), past a Worker's 128 MB, so the count is taken on the raw bytes.
 
-import type { MiddlewareHandler } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import { ProblemError } from './problem.ts';
 import type { AppEnv } from './router.ts';
 
@@ -23,7 +23,7 @@ export function countJsonValues(bytes: Uint8Array): number {
  * Rejects compressed or non-UTF-8 bodies, and bodies with more values than `maxValues(c)` allows.
  * Runs after the size limit, so reading the bytes here is bounded.
  */
-export function bodyGuard(maxValues: (path: string, method: string) => number): MiddlewareHandler<AppEnv> {
+export function bodyGuard(maxValues: (c: Context<AppEnv>) => number): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     if (c.req.method === 'GET' || c.req.method === 'HEAD' || c.req.method === 'DELETE' || !c.req.raw.body) return next();
     const encoding = c.req.header('content-encoding');
@@ -34,7 +34,7 @@ export function bodyGuard(maxValues: (path: string, method: string) => number): 
     if (charset !== undefined && !/^utf-?8$/i.test(charset)) {
       throw new ProblemError(415, 'unsupported-media-type', `charset ${charset} is not supported: JSON bodies are UTF-8`);
     }
-    const limit = maxValues(c.req.path, c.req.method);
+    const limit = maxValues(c);
     // Hono caches the bytes; the JSON validator then parses them without reading the stream again.
     const count = countJsonValues(new Uint8Array(await c.req.arrayBuffer()));
     if (count > limit) {

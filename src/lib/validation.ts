@@ -58,10 +58,10 @@ function issueMessage(issue: z.core.$ZodIssue, value: unknown): string {
 }
 
 /** Field errors for every zod issue; unknown keys become one error per key. */
-export function zodFieldErrors(error: z.ZodError, input: unknown, prefix: FieldPath = []): FieldError[] {
+export function zodFieldErrors(error: z.ZodError, input: unknown): FieldError[] {
   const out: FieldError[] = [];
   for (const issue of error.issues) {
-    const path = [...prefix, ...(issue.path as Array<string | number>)];
+    const path = issue.path as Array<string | number>;
     if (issue.code === 'unrecognized_keys') {
       for (const key of issue.keys) {
         out.push(fieldError([...path, key], 'unknown field', valueAt(input, [...(issue.path as Array<string | number>), key])));
@@ -74,7 +74,7 @@ export function zodFieldErrors(error: z.ZodError, input: unknown, prefix: FieldP
       if (depth(deepest) > 0) {
         for (const sub of deepest) {
           const subPath = [...(issue.path as Array<string | number>), ...(sub.path as Array<string | number>)];
-          out.push(fieldError([...prefix, ...subPath], issueMessage(sub, valueAt(input, subPath)), valueAt(input, subPath)));
+          out.push(fieldError(subPath, issueMessage(sub, valueAt(input, subPath)), valueAt(input, subPath)));
         }
         continue;
       }

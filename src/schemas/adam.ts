@@ -51,8 +51,6 @@ export const AdamHyperparamsPatchSchema = z
   .strict()
   .openapi('AdamHyperparamsPatch', { description: 'Hyperparameters to change; the ones not named keep their current values.' });
 
-export type AdamHyperparamsInput = z.input<typeof AdamHyperparamsSchema>;
-
 export const StepCountSchema = z
   .number()
   .int()
