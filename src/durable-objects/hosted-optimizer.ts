@@ -7,11 +7,10 @@ import { DurableObject } from 'cloudflare:workers';
 import { BEARER_CHALLENGE } from '../lib/auth.ts';
 import { ProblemError, fieldError, headerError, validationProblem, type ProblemBody } from '../lib/problem.ts';
 import { initialSchedulerState, learningRate, reportMetric, scheduleOverflow, type PlateauState, type ScheduleSpec } from '../lib/learning-rate.ts';
-import { hasNegativeZero, jsonText } from '../lib/json-text.ts';
 import { alignTo } from '../lib/tensor-input.ts';
 import { MAX_STEP, adamStepInPlace, firstNonFinite, zeros, type AdamHyperparams, type Dtype, type FloatArray } from '../optim/adam.ts';
-import { approxTreeJsonLength, textStream, treeJsonPieces } from '../tensors/json-stream.ts';
-import { layoutShapes, pathOfIndex, unflatten, type FlatTensors, type TensorLayout } from '../tensors/tree.ts';
+import { approxTreeJsonLength, objectJson, textStream, treeJson, treeJsonPieces } from '../wire/json.ts';
+import { layoutShapes, pathOfIndex, type FlatTensors, type TensorLayout } from '../tensors/tree.ts';
 import { TENSOR_SCHEMA, deleteBlob, readBlob, readTensor, writeBlob, writeTensor } from './tensor-store.ts';
 
 /** Idempotency keys remembered per optimizer. */
@@ -102,8 +101,8 @@ const SCHEMA = [
  */
 export const etagOf = (meta: { step: number; seq: number }) => (meta.step < MAX_STEP ? `"step-${meta.step}"` : `"step-${meta.step}-${meta.seq}"`);
 
-function json(status: number, body: unknown, headers: Record<string, string> = {}, negativeZero = false): Reply {
-  return { status, body: jsonText(body, negativeZero), headers: { 'content-type': 'application/json', ...headers } };
+function json(status: number, body: unknown, headers: Record<string, string> = {}): Reply {
+  return { status, body: JSON.stringify(body), headers: { 'content-type': 'application/json', ...headers } };
 }
 
 /** Replies above this many characters are streamed: an RPC value may not exceed 32 MiB. */
@@ -115,7 +114,9 @@ const STREAM_ABOVE = 8 * 1024 * 1024;
  */
 function treeReply(head: Record<string, unknown>, key: string, layout: TensorLayout, values: FloatArray, headers: Record<string, string>): Reply {
   if (approxTreeJsonLength(layout, values.length) <= STREAM_ABOVE) {
-    return json(200, { ...head, [key]: unflatten(layout, values) }, headers, hasNegativeZero(values));
+    const fields = Object.entries(head).map(([k, value]) => [k, { value }] as const);
+    const body = objectJson([...fields, [key, { json: treeJson(layout, values) }]]);
+    return { status: 200, body, headers: { 'content-type': 'application/json', ...headers } };
   }
   const copy = values.slice();
   const prefix = JSON.stringify(head).slice(0, -1);

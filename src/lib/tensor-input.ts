@@ -12,7 +12,6 @@ import {
   alignToLayout,
   flattenTree,
   pathOfIndex,
-  unflatten,
 } from '../tensors/tree.ts';
 import { ProblemError, fieldError, formatPath, validationProblem } from './problem.ts';
 
@@ -117,14 +116,4 @@ export function parseState(
 function firstNegative(a: FloatArray): number | null {
   for (let i = 0; i < a.length; i++) if (a[i]! < 0) return i;
   return null;
-}
-
-/** JSON form of state for a response: v_max only with amsgrad. */
-export function stateJson(layout: TensorLayout, state: AdamState) {
-  return {
-    step: state.step,
-    m: unflatten(layout, state.m),
-    v: unflatten(layout, state.v),
-    ...(state.vMax ? { v_max: unflatten(layout, state.vMax) } : {}),
-  };
 }

@@ -2,12 +2,12 @@
 
 import type { RouteHandler } from '@hono/zod-openapi';
 import type { AppEnv } from '../../lib/router.ts';
-import { hasNegativeZero, jsonText } from '../../lib/json-text.ts';
 import { scheduleOverflow, statelessLearningRate } from '../../lib/learning-rate.ts';
 import { ProblemError, fieldError, validationProblem } from '../../lib/problem.ts';
-import { parseLike, parseParams, parseState, stateJson } from '../../lib/tensor-input.ts';
+import { parseLike, parseParams, parseState } from '../../lib/tensor-input.ts';
 import { adamStep, firstNonFinite } from '../../optim/adam.ts';
-import { pathOfIndex, unflatten } from '../../tensors/tree.ts';
+import { pathOfIndex } from '../../tensors/tree.ts';
+import { objectJson, treeJson } from '../../wire/json.ts';
 import type { adamStepRoute } from './step.routes.ts';
 
 export const adamStepHandler: RouteHandler<typeof adamStepRoute, AppEnv> = async (c) => {
@@ -38,7 +38,13 @@ export const adamStepHandler: RouteHandler<typeof adamStepRoute, AppEnv> = async
     ]);
   }
   // Tensor trees are typed `unknown` (checked by src/tensors, not zod), which Hono's typed JSON cannot express.
-  const response = { params: unflatten(layout, result.params), state: stateJson(layout, result.state), lr };
-  const negativeZero = hasNegativeZero(result.params, result.state.m, result.state.v, result.state.vMax);
-  return c.body(jsonText(response, negativeZero), 200, { 'content-type': 'application/json' }) as never;
+  const { state: out } = result;
+  const stateText = objectJson([
+    ['step', { value: out.step }],
+    ['m', { json: treeJson(layout, out.m) }],
+    ['v', { json: treeJson(layout, out.v) }],
+    ...(out.vMax ? ([['v_max', { json: treeJson(layout, out.vMax) }]] as const) : []),
+  ]);
+  const text = objectJson([['params', { json: treeJson(layout, result.params) }], ['state', { json: stateText }], ['lr', { value: lr }]]);
+  return c.body(text, 200, { 'content-type': 'application/json' }) as never;
 };

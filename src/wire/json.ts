@@ -1,0 +1,118 @@
+// The JSON wire format of tensor trees: numbers that keep the sign of zero (torch can return -0.0,
+// and JSON.stringify would print 0, flipping a float32 bit), response objects whose tensor fields
+// are written from flat typed arrays, and pieces for streaming answers too large to hold as text.
+
+import { type TensorLayout, unflatten } from '../tensors/tree.ts';
+
+/** One number as JSON, keeping -0 (written `-0.0`, which JSON allows). */
+export function numberText(x: number): string {
+  return x === 0 && 1 / x < 0 ? '-0.0' : JSON.stringify(x);
+}
+
+/** True when any element is -0. */
+export function hasNegativeZero(values: ArrayLike<number>): boolean {
+  for (let i = 0; i < values.length; i++) if (values[i] === 0 && 1 / values[i]! < 0) return true;
+  return false;
+}
+
+/** Elements written per yielded piece (about 20 bytes each). */
+const ELEMENTS_PER_PIECE = 16_384;
+
+/** JSON text of the tree `layout` over `values`, in pieces; joined, it is the tree's JSON. */
+export function* treeJsonPieces(layout: TensorLayout, values: ArrayLike<number>): Generator<string> {
+  let cursor = 0;
+  let buffer = '';
+  let pending = 0;
+  function* flush(): Generator<string> {
+    if (buffer) yield buffer;
+    buffer = '';
+    pending = 0;
+  }
+  function* tree(l: TensorLayout): Generator<string> {
+    if (l.kind === 'named') {
+      buffer += '{';
+      for (let i = 0; i < l.entries.length; i++) {
+        buffer += (i ? ',' : '') + JSON.stringify(l.entries[i]!.name) + ':';
+        yield* tree(l.entries[i]!.layout);
+      }
+      buffer += '}';
+      return;
+    }
+    if (l.shape.length === 0) {
+      buffer += numberText(values[cursor++]!);
+      return;
+    }
+    yield* dims(l.shape, 0);
+  }
+  function* dims(shape: readonly number[], depth: number): Generator<string> {
+    const len = shape[depth]!;
+    buffer += '[';
+    for (let i = 0; i < len; i++) {
+      if (i) buffer += ',';
+      if (depth === shape.length - 1) {
+        buffer += numberText(values[cursor++]!);
+        if (++pending >= ELEMENTS_PER_PIECE) yield* flush();
+      } else {
+        yield* dims(shape, depth + 1);
+      }
+    }
+    buffer += ']';
+  }
+  yield* tree(layout);
+  yield* flush();
+}
+
+/**
+ * JSON text of one tree. JSON.stringify (native, fast) when no element is -0; otherwise the
+ * piecewise writer, which prints -0 as `-0.0`. Names are only ever written by JSON.stringify.
+ */
+export function treeJson(layout: TensorLayout, values: ArrayLike<number>): string {
+  if (!hasNegativeZero(values)) return JSON.stringify(unflatten(layout, values));
+  return [...treeJsonPieces(layout, values)].join('');
+}
+
+/** A field of a JSON object written by `objectJson`: a plain value, or JSON text already written. */
+export type JsonField = { json: string } | { value: unknown };
+
+/** `{"k":…,…}` from fields in order; undefined values are left out, as JSON.stringify does. */
+export function objectJson(fields: ReadonlyArray<readonly [string, JsonField]>): string {
+  const parts: string[] = [];
+  for (const [key, field] of fields) {
+    const text = 'json' in field ? field.json : JSON.stringify(field.value);
+    if (text !== undefined) parts.push(`${JSON.stringify(key)}:${text}`);
+  }
+  return `{${parts.join(',')}}`;
+}
+
+/** A byte stream of text assembled from string pieces, pulled lazily. */
+export function textStream(pieces: Iterable<string> | AsyncIterable<string>): ReadableStream<Uint8Array> {
+  const encoder = new TextEncoder();
+  const iterator = Symbol.asyncIterator in pieces ? pieces[Symbol.asyncIterator]() : (pieces as Iterable<string>)[Symbol.iterator]();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const next = await iterator.next();
+      if (next.done) controller.close();
+      else if (next.value) controller.enqueue(encoder.encode(next.value));
+    },
+    async cancel() {
+      await iterator.return?.();
+    },
+  });
+}
+
+/** A generous estimate of the JSON length of a tree of `size` elements (25 characters per number). */
+export function approxTreeJsonLength(layout: TensorLayout, size: number): number {
+  let names = 0;
+  const walk = (l: TensorLayout): void => {
+    if (l.kind === 'tensor') {
+      names += 2 * l.shape.length + 2;
+      return;
+    }
+    for (const e of l.entries) {
+      names += e.name.length * 6 + 8; // \uXXXX escapes at worst
+      walk(e.layout);
+    }
+  };
+  walk(layout);
+  return size * 25 + names;
+}
