@@ -65,6 +65,11 @@ json_string() {
   sed -n "/\"$1\":\"/{s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p;q;}" <<<"$BODY"
 }
 
+# header NAME: the value of response header NAME in $BODY (from a call made with -i).
+header() {
+  sed -n "s/^$1: *\\(.*[^[:space:]]\\)[[:space:]]*\$/\\1/Ip" <<<"$BODY" | head -n 1
+}
+
 echo "adam-api at $API (files in $OUT_DIR)"
 
 # --- Service -------------------------------------------------------------------------------------
@@ -122,9 +127,11 @@ OPT="$API/v1/optimizers/$ID"
 
 GRADS='{"grads": {"w": [0.5, -0.25], "b": 0.1}, "loss": 0.75}'
 call 200 "step with an Idempotency-Key" -i "$OPT/step" -H "$AUTH" -H "$JSON" -H 'idempotency-key: step-0001' -d "$GRADS"
+ETAG=$(header etag)   # the state version after this step
+echo "   ETag=$ETAG"
 call 200 "retry with the same key: replayed, not applied twice" -i "$OPT/step" -H "$AUTH" -H "$JSON" -H 'idempotency-key: step-0001' -d "$GRADS"
 call 200 "a second step, only if the optimizer is still at step 1 (If-Match)" "$OPT/step" -H "$AUTH" -H "$JSON" \
-  -H 'if-match: "step-1"' -d '{"grads": {"w": [0.25, -0.125], "b": 0.05}, "loss": 0.5}'
+  -H "if-match: $ETAG" -d '{"grads": {"w": [0.25, -0.125], "b": 0.05}, "loss": 0.5}'
 call 200 "current params" "$OPT/params" -H "$AUTH"
 call 200 "metadata: step, hyperparameters, next lr, shapes" "$OPT" -H "$AUTH"
 call 200 "full snapshot: params, moments, hyperparameters" -o "$OUT_DIR/state.json" "$OPT/state" -H "$AUTH"

@@ -81,24 +81,34 @@ describe('durability', () => {
     expect((await opCall('GET', opt, '/history')).body.entries).toHaveLength(6);
   });
 
-  it('stores tensors in BLOB chunks of at most 1 MiB and reloads them exactly', async () => {
-    const n = 600_000; // 2.4 MB per float32 tensor: three chunks each
+  it('journals steps, rewrites chunks in turn, keeps every row within 1 MiB, and replays exactly', async () => {
+    const n = 600_000; // 2.4 MB per float32 tensor: three checkpoint chunks per slot
     const params = Array.from({ length: n }, (_, i) => Math.sin(i));
     const opt = await createOptimizer({ params, dtype: 'float32', hyperparams: { lr: 0.01 } });
     const grads = Array.from({ length: n }, (_, i) => Math.cos(i));
-    const step = await opCall('POST', opt, '/step', { grads });
-    expect(step.status).toBe(200);
-    const sizes = await runInDurableObject(stubOf(opt.id), (_instance, state) =>
-      state.storage.sql.exec<{ tensor: string; n: number; biggest: number }>("SELECT tensor, count(*) AS n, max(length(bytes)) AS biggest FROM tensor_chunks WHERE tensor IN ('params', 'm', 'v') GROUP BY tensor ORDER BY tensor").toArray(),
-    );
-    expect(sizes).toEqual([
-      { tensor: 'm', n: 3, biggest: 1 << 20 },
-      { tensor: 'params', n: 3, biggest: 1 << 20 },
-      { tensor: 'v', n: 3, biggest: 1 << 20 },
-    ]);
+    let last: any;
+    for (let k = 0; k < 3; k++) {
+      last = await opCall('POST', opt, k < 2 ? '/step?return=none' : '/step', { grads });
+      expect(last.status).toBe(200);
+    }
+    const stored = await runInDurableObject(stubOf(opt.id), (_instance, state) => {
+      const sql = state.storage.sql;
+      return {
+        biggest: sql.exec<{ b: number }>('SELECT max(b) AS b FROM (SELECT max(length(bytes)) AS b FROM slot_chunks UNION ALL SELECT max(length(bytes)) FROM journal_parts UNION ALL SELECT max(length(bytes)) FROM tensor_chunks)').one().b,
+        chunks: sql.exec<{ slot: string; idx: number; seq: number }>('SELECT slot, idx, seq FROM slot_chunks ORDER BY slot, idx').toArray(),
+        journal: sql.exec<{ seq: number }>('SELECT seq FROM journal ORDER BY seq').toArray().map((r) => r.seq),
+      };
+    });
+    expect(stored.biggest).toBe(1 << 20);
+    // One chunk index per step is rewritten (all slots together): chunk 0 at step 1, 1 at 2, 2 at 3.
+    for (const slot of ['params', 'exp_avg', 'exp_avg_sq']) {
+      expect(stored.chunks.filter((c) => c.slot === slot).map((c) => [c.idx, c.seq])).toEqual([[0, 1], [1, 2], [2, 3]]);
+    }
+    // Chunk 0 missed steps 2 and 3, so their gradients stay journalled.
+    expect(stored.journal).toEqual([2, 3]);
     await evictDurableObject(stubOf(opt.id));
     const reloaded = await opCall('GET', opt, '/params');
-    expect(reloaded.body.params).toEqual(step.body.params);
+    expect(reloaded.body).toEqual({ step: 3, params: last.body.params });
   });
 
   it('streams snapshots beyond the 32 MiB RPC limit', async () => {
@@ -130,6 +140,50 @@ describe('durability', () => {
     await evictDurableObject(stubOf(opt.id));
     expectProblem(await opCall('GET', opt, ''), 404);
     expectProblem(await opCall('DELETE', opt, ''), 404);
+  });
+});
+
+describe('stored format', () => {
+  it('reads an optimizer stored before the journal (version 1), migrates it, and steps on exactly', async () => {
+    // Written here as the version 1 code wrote it: whole tensors in 1 MiB tensor_chunks rows.
+    const ns = env.HOSTED_OPTIMIZER;
+    const id = ns.newUniqueId();
+    const token = 'legacy-token';
+    const tokenHash = [...new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(token)))].map((b) => b.toString(16).padStart(2, '0')).join('');
+    const params = Float32Array.from([0.5, -1.25, 2, 3]);
+    const m = Float32Array.from([0.01, -0.02, 0.03, 0]);
+    const v = Float32Array.from([1e-4, 4e-4, 9e-4, 0]);
+    const hyperparams = { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0, decoupled_weight_decay: false, amsgrad: false, maximize: false };
+    const layout = { kind: 'named', entries: [{ name: 'w', layout: { kind: 'tensor', shape: [3] } }, { name: 'b', layout: { kind: 'tensor', shape: [] } }] };
+    await runInDurableObject(ns.get(id), (_instance, state) => {
+      const sql = state.storage.sql;
+      sql.exec('CREATE TABLE tensor_chunks (tensor TEXT NOT NULL, idx INTEGER NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (tensor, idx))');
+      sql.exec('CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)');
+      sql.exec('CREATE TABLE history (seq INTEGER PRIMARY KEY, step INTEGER NOT NULL, lr REAL NOT NULL, loss REAL, at TEXT NOT NULL)');
+      sql.exec('CREATE TABLE idempotency (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, fingerprint TEXT NOT NULL, step INTEGER NOT NULL, lr REAL NOT NULL)');
+      const meta = { version: 1, id: id.toString(), tokenHash, createdAt: '2026-11-26T00:00:00.000Z', updatedAt: '2026-11-26T00:00:00.000Z', step: 7, dtype: 'float32', size: 4, hyperparams, schedule: null, plateau: null, seq: 7 };
+      sql.exec('INSERT INTO meta (k, v) VALUES (?, ?)', 'meta', JSON.stringify(meta));
+      sql.exec('INSERT INTO tensor_chunks VALUES (?, 0, ?)', 'layout', new TextEncoder().encode(JSON.stringify(layout)));
+      for (const [name, a] of [['params', params], ['m', m], ['v', v]] as const) sql.exec('INSERT INTO tensor_chunks VALUES (?, 0, ?)', name, new Uint8Array(a.buffer));
+      sql.exec('INSERT INTO history VALUES (7, 7, 0.01, NULL, ?)', '2026-11-26T00:00:00.000Z');
+    });
+    await evictDurableObject(ns.get(id));
+    const opt = { id: id.toString(), token };
+    const snap = await opCall('GET', opt, '/state');
+    expect(snap.status, JSON.stringify(snap.body)).toBe(200);
+    expect(snap.body).toMatchObject({ step: 7, dtype: 'float32', params: { w: [0.5, -1.25, 2], b: 3 }, hyperparams });
+    expect(snap.body.m).toEqual({ w: [...m.slice(0, 3)], b: m[3] });
+    expect(snap.headers.get('etag')).not.toBe('"step-7"'); // never an ETag the old version issued
+    // The next step equals the stateless step from the same state.
+    const grads = { w: [0.1, 0.2, -0.3], b: 1 };
+    const hosted = await opCall('POST', opt, '/step', { grads });
+    const stateless = await postJson('/v1/adam/step', { params: snap.body.params, grads, state: { step: 7, m: snap.body.m, v: snap.body.v }, hyperparams, dtype: 'float32' });
+    expect(hosted.body).toEqual({ step: 8, lr: 0.01, params: stateless.body.params });
+    expect((await opCall('GET', opt, '/history')).body.entries.map((e: { step: number }) => e.step)).toEqual([7, 8]);
+    const left = await runInDurableObject(ns.get(id), (_i, state) =>
+      state.storage.sql.exec<{ tensor: string }>('SELECT DISTINCT tensor FROM tensor_chunks ORDER BY tensor').toArray().map((r) => r.tensor),
+    );
+    expect(left).toEqual(['layout']);
   });
 });
 

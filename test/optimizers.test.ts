@@ -23,7 +23,8 @@ describe('hosted optimizer lifecycle', () => {
     expect(step.status, JSON.stringify(step.body)).toBe(200);
     expect(step.body.step).toBe(1);
     expect(step.body.lr).toBe(0.01);
-    expect(step.headers.get('etag')).toBe('"step-1"');
+    expect(step.headers.get('etag')).toMatch(/^"[^"]+"$/);
+    expect(step.headers.get('etag')).not.toBe(opt.etag);
 
     // The hosted step equals the stateless step on the same inputs, bit for bit.
     const stateless = await postJson('/v1/adam/step', { params: PARAMS, grads: GRADS, hyperparams: { lr: 0.01 }, dtype: 'float64' });
@@ -144,18 +145,63 @@ describe('access control', () => {
   });
 });
 
+describe('token before parsing', () => {
+  it('checks id and token before a large body is parsed or validated', async () => {
+    const opt = await createOptimizer({ params: [1, 2] });
+    const garbage = '{"grads": [' + '1,'.repeat(50_000) + 'oops';
+    const headers = { authorization: 'Bearer wrong', 'content-type': 'application/json' };
+    // Malformed (400) or ragged (422) with the right token; 401 first with a wrong one.
+    for (const [method, path] of [['POST', '/step'], ['PUT', '/state'], ['PATCH', '']] as const) {
+      expectProblem(await parse(await call(method, `/v1/optimizers/${opt.id}${path}`, garbage, headers)), 401);
+    }
+    expectProblem(await parse(await call('POST', `/v1/optimizers/${opt.id}/step`, garbage, { ...headers, authorization: `Bearer ${opt.token}` })), 400);
+    const unknown = '0'.repeat(64);
+    expectProblem(await parse(await call('POST', `/v1/optimizers/${unknown}/step`, garbage, headers)), 404);
+  });
+});
+
 describe('preconditions', () => {
   it('If-Match and expected_step refuse stale gradients', async () => {
     const opt = await createOptimizer({ params: [1, 2] });
-    const first = await opCall('POST', opt, '/step', { grads: [1, 1] }, { 'if-match': '"step-0"' });
+    const first = await opCall('POST', opt, '/step', { grads: [1, 1] }, { 'if-match': opt.etag! });
     expect(first.status).toBe(200);
-    const stale = await opCall('POST', opt, '/step', { grads: [1, 1] }, { 'if-match': '"step-0"' });
+    const stale = await opCall('POST', opt, '/step', { grads: [1, 1] }, { 'if-match': opt.etag! });
     expectProblem(stale, 412);
-    expect(stale.headers.get('etag')).toBe('"step-1"');
+    expect(stale.headers.get('etag')).toBe(first.headers.get('etag'));
     expect((await opCall('POST', opt, '/step', { grads: [1, 1] }, { 'if-match': '*' })).status).toBe(200);
     expectProblem(await opCall('POST', opt, '/step', { grads: [1, 1], expected_step: 0 }), 409, 'expected_step');
     expect((await opCall('POST', opt, '/step', { grads: [1, 1], expected_step: 2 })).body.step).toBe(3);
     expect((await opCall('GET', opt, '')).body.step).toBe(3);
+  });
+});
+
+describe('ETags', () => {
+  it('every mutation gets a new ETag, never one used before, even when the step goes back', async () => {
+    const opt = await createOptimizer({ params: [1, 2] });
+    const seen = new Set<string>([opt.etag!]);
+    const fresh = (res: { status: number; headers: Headers }) => {
+      expect(res.status).toBe(200);
+      const tag = res.headers.get('etag')!;
+      expect(seen.has(tag), `ETag ${tag} reused`).toBe(false);
+      seen.add(tag);
+      return tag;
+    };
+    fresh(await opCall('POST', opt, '/step', { grads: [1, 1] }));
+    const snap = await opCall('GET', opt, '/state');
+    const afterStep = snap.headers.get('etag')!;
+    fresh(await opCall('POST', opt, '/step', { grads: [1, 1] }));
+    // Restoring the step-1 snapshot, patching and restoring again: each a new version.
+    const restored = fresh(await opCall('PUT', opt, '/state', snap.body));
+    expect(restored).not.toBe(afterStep);
+    fresh(await opCall('PATCH', opt, '', { hyperparams: { lr: 0.01 } }));
+    fresh(await opCall('PATCH', opt, '', { hyperparams: { lr: 0.01 } }));
+    fresh(await opCall('PUT', opt, '/state', snap.body));
+    // A gradient computed against the first step-1 state is refused now.
+    expectProblem(await opCall('POST', opt, '/step', { grads: [1, 1] }, { 'if-match': afterStep }), 412);
+    // GET answers carry the current tag.
+    const current = (await opCall('GET', opt, '')).headers.get('etag')!;
+    expect((await opCall('GET', opt, '/params')).headers.get('etag')).toBe(current);
+    expect((await opCall('POST', opt, '/step', { grads: [1, 1] }, { 'if-match': current })).status).toBe(200);
   });
 });
 

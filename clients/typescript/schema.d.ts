@@ -1718,7 +1718,7 @@ export interface operations {
                 headers: {
                     /** @description URL of the new optimizer. */
                     location?: string;
-                    /** @description The state version, `"step-<n>"`; send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -1782,7 +1782,7 @@ export interface operations {
             /** @description Metadata. */
             200: {
                 headers: {
-                    /** @description The state version, `"step-<n>"`; send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -1878,7 +1878,7 @@ export interface operations {
             /** @description Updated metadata. */
             200: {
                 headers: {
-                    /** @description The state version, `"step-<n>"`; send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -1955,7 +1955,7 @@ export interface operations {
                 authorization?: string;
                 /** @description Any unique string per logical step (e.g. a UUID). A retry with the same key returns the original step and lr without applying the gradient again; the last 256 keys are kept. Reusing a key with different gradients is a 422. */
                 "idempotency-key"?: string;
-                /** @description The ETag of the state the gradient was computed against (`"step-<n>"`, from GET params or a previous step); 412 if the optimizer has moved on. */
+                /** @description The ETag of the state the gradient was computed against (from GET params or a previous step); 412 if the optimizer has changed since. */
                 "if-match"?: string;
             };
             path: {
@@ -1973,7 +1973,7 @@ export interface operations {
             /** @description The step was applied (or, with `replayed: true`, had already been applied for this Idempotency-Key). */
             200: {
                 headers: {
-                    /** @description The state version, `"step-<n>"`; send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH); send it as If-Match with a step. */
                     etag?: string;
                     /** @description `true` on a replay. */
                     "idempotent-replayed"?: string;
@@ -2024,7 +2024,7 @@ export interface operations {
             /** @description `If-Match` does not match the current state (weak tags never match). */
             412: {
                 headers: {
-                    /** @description The state version, `"step-<n>"`; send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -2079,7 +2079,7 @@ export interface operations {
             /** @description Parameters in the structure given at creation. */
             200: {
                 headers: {
-                    /** @description The state version, `"step-<n>"`; send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -2127,7 +2127,7 @@ export interface operations {
             /** @description Snapshot; PUT it back to restore. */
             200: {
                 headers: {
-                    /** @description The state version, `"step-<n>"`; send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -2179,7 +2179,7 @@ export interface operations {
             /** @description Restored; the new metadata. */
             200: {
                 headers: {
-                    /** @description The state version, `"step-<n>"`; send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };

@@ -205,7 +205,7 @@ class HostedOptimizer:
         self.id = optimizer_id
         self.token = token
         self.created = created
-        self.etag = etag  # the state version ("step-<n>") seen last
+        self.etag = etag  # the state version (ETag) seen last
 
     def __repr__(self) -> str:
         return f"HostedOptimizer(id={self.id[:12]}…)"
@@ -234,7 +234,7 @@ class HostedOptimizer:
 
         idempotency_key: any unique string per logical step; retrying with the same key returns the
         first answer (with "replayed": True) instead of applying the gradient twice.
-        expected_step / if_match ('"step-<n>"'): refuse (409 / 412) if the optimizer has moved on.
+        expected_step / if_match (an ETag): refuse (409 / 412) if the optimizer has moved on.
         """
         body: Dict[str, Any] = {"grads": grads}
         if loss is not None:

@@ -1,146 +1,67 @@
-// One hosted optimizer per SQLite-backed Durable Object: params and Adam state live in memory
-// (loaded once per object lifetime) and are written through, in one transaction, on every step.
-// The math is src/optim's; this class adds storage, access control, idempotency and preconditions.
-// Each RPC method is synchronous after its arguments arrive, so steps on one object never interleave.
+// One hosted optimizer per SQLite-backed Durable Object. Its params and Adam state live in the
+// memory of the object's own WebAssembly kernel instance (loaded once per object lifetime), so a
+// step copies the gradient in and steps in place; storage (./store.ts) journals each step.
+// Methods return data (./protocol.ts); the Worker speaks HTTP. The math is src/optim's; this class
+// adds access control, ordering, idempotency and preconditions.
 
 import { DurableObject } from 'cloudflare:workers';
 import { BEARER_CHALLENGE } from '../lib/auth.ts';
-import { ProblemError, fieldError, headerError, validationProblem, type ProblemBody } from '../lib/problem.ts';
-import { initialSchedulerState, learningRate, reportMetric, scheduleOverflow, type PlateauState, type ScheduleSpec } from '../lib/learning-rate.ts';
+import { initialSchedulerState, learningRate, reportMetric, scheduleOverflow } from '../lib/learning-rate.ts';
+import { ProblemError, fieldError, headerError, validationProblem } from '../lib/problem.ts';
 import { alignTo } from '../lib/tensor-input.ts';
-import { MAX_STEP, adamStepInPlace, firstNonFinite, zeros, type AdamHyperparams, type Dtype, type FloatArray } from '../optim/adam.ts';
-import { approxTreeJsonLength, objectJson, textStream, treeJson, treeJsonPieces } from '../wire/json.ts';
-import { layoutShapes, pathOfIndex, type FlatTensors, type TensorLayout } from '../tensors/tree.ts';
-import { TENSOR_SCHEMA, deleteBlob, readBlob, readTensor, writeBlob, writeTensor } from './tensor-store.ts';
+import { MAX_STEP, adamStepInPlace, firstNonFinite, type Dtype, type FloatArray } from '../optim/adam.ts';
+import adamWasm from '../optim/wasm/adam.wasm';
+import { createWasmAdam, type WasmAdam } from '../optim/wasm/kernel.ts';
+import { pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
+import { Mutex } from './mutex.ts';
+import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
+import type {
+  CreateArgs,
+  HistoryEntry,
+  OptimizerInfo,
+  Outcome,
+  PatchArgs,
+  RestoreArgs,
+  SnapshotOut,
+  SnapshotSlot,
+  StepArgs,
+  StepOut,
+  TensorsIn,
+  TensorsOut,
+  Versioned,
+} from './protocol.ts';
+import { OptimizerStore, chunkElements, slotKeys, type SlotArrays, type StoredMeta } from './store.ts';
 
 /** Idempotency keys remembered per optimizer. */
 export const IDEMPOTENCY_KEYS_KEPT = 256;
 /** History entries (step, lr, loss) kept per optimizer. */
 export const HISTORY_KEPT = 10_000;
-
-/** What every RPC method returns: a ready HTTP answer (JSON text built here, next to the data). */
-export interface Reply {
-  status: number;
-  /** JSON text, or a stream of it for answers that may exceed the 32 MiB RPC limit. */
-  body: string | ReadableStream<Uint8Array> | null;
-  headers: Record<string, string>;
-}
-
-interface Meta {
-  version: 1;
-  id: string;
-  tokenHash: string;
-  createdAt: string;
-  updatedAt: string;
-  step: number;
-  dtype: Dtype;
-  size: number;
-  hyperparams: AdamHyperparams;
-  schedule: ScheduleSpec | null;
-  plateau: PlateauState | null;
-  /** Count of applied steps, also when the float32 step counter has saturated (orders idempotency keys). */
-  seq: number;
-}
-
-interface Tensors {
-  params: FloatArray;
-  m: FloatArray;
-  v: FloatArray;
-  vMax: FloatArray | null;
-}
-
-/** A new optimizer, already validated and flattened by the Worker. */
-export interface CreateArgs {
-  tokenHash: string;
-  layout: TensorLayout;
-  params: FloatArray;
-  hyperparams: AdamHyperparams;
-  schedule: ScheduleSpec | null;
-  dtype: Dtype;
-}
-
-export interface StepArgs {
-  /** Gradients flattened in the Worker in their own key order; aligned to the stored layout here. */
-  grads: FlatTensors;
-  loss?: number | undefined;
-  expectedStep?: number | undefined;
-  ifMatch?: string | undefined;
-  idempotencyKey?: string | undefined;
-  returnParams: boolean;
-}
-
-/** A snapshot to restore, already validated and flattened by the Worker. */
-export interface SnapshotArgs {
-  step: number;
-  dtype: Dtype;
-  hyperparams: AdamHyperparams;
-  schedule: ScheduleSpec | null;
-  scheduler_state?: PlateauState | null | undefined;
-  layout: TensorLayout;
-  params: FloatArray;
-  m: FloatArray;
-  v: FloatArray;
-  vMax: FloatArray | null;
-}
-
-export interface PatchArgs {
-  hyperparams?: Partial<AdamHyperparams> | undefined;
-  schedule?: ScheduleSpec | null | undefined;
-}
-
-const SCHEMA = [
-  TENSOR_SCHEMA,
-  'CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)',
-  'CREATE TABLE IF NOT EXISTS history (seq INTEGER PRIMARY KEY, step INTEGER NOT NULL, lr REAL NOT NULL, loss REAL, at TEXT NOT NULL)',
-  'CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, fingerprint TEXT NOT NULL, step INTEGER NOT NULL, lr REAL NOT NULL)',
-];
+/** A snapshot stream not read to its end within this time is cut, so steps can go on. */
+export const SNAPSHOT_READ_TIMEOUT_MS = 120_000;
 
 /**
- * The state version sent as ETag and compared with If-Match. Once torch's float32 step counter
- * saturates at 2^24 the step no longer changes, so the applied-step count tells states apart.
+ * Bytes of kernel memory a hosted state of `size` elements takes: params, m, v, v_max and the
+ * gradient buffer, whatever the hyperparameters (so switching amsgrad on never needs more).
  */
-export const etagOf = (meta: { step: number; seq: number }) => (meta.step < MAX_STEP ? `"step-${meta.step}"` : `"step-${meta.step}-${meta.seq}"`);
+export const hostedMemoryBytes = (dtype: Dtype, size: number) => 5 * size * (dtype === 'float32' ? 4 : 8);
 
-function json(status: number, body: unknown, headers: Record<string, string> = {}): Reply {
-  return { status, body: JSON.stringify(body), headers: { 'content-type': 'application/json', ...headers } };
+/** The state version sent as ETag: changes with every mutation and is never reused. */
+export const etagOf = (meta: { step: number; revision: number }) => `"s${meta.step}-r${meta.revision}"`;
+
+/** Arrays of a state in the kernel's memory. */
+interface Memory {
+  /** The state; `arrays.vMax` is `vMaxSpace` with amsgrad, else null. */
+  arrays: SlotArrays;
+  /** Staging buffer for the incoming gradient (and uploads), `meta.size` elements. */
+  grads: FloatArray;
+  /** Room for v_max, allocated whether or not amsgrad is on, so switching it on never moves the state. */
+  vMaxSpace: FloatArray;
 }
 
-/** Replies above this many characters are streamed: an RPC value may not exceed 32 MiB. */
-const STREAM_ABOVE = 8 * 1024 * 1024;
-
-/**
- * `head` plus a last field holding a tensor tree: one string when small, a stream of pieces when
- * large (from a copy, since later steps update the live arrays in place).
- */
-function treeReply(head: Record<string, unknown>, key: string, layout: TensorLayout, values: FloatArray, headers: Record<string, string>): Reply {
-  if (approxTreeJsonLength(layout, values.length) <= STREAM_ABOVE) {
-    const fields = Object.entries(head).map(([k, value]) => [k, { value }] as const);
-    const body = objectJson([...fields, [key, { json: treeJson(layout, values) }]]);
-    return { status: 200, body, headers: { 'content-type': 'application/json', ...headers } };
-  }
-  const copy = values.slice();
-  const prefix = JSON.stringify(head).slice(0, -1);
-  function* pieces(): Generator<string> {
-    yield `${prefix}${prefix.length > 1 ? ',' : ''}${JSON.stringify(key)}:`;
-    yield* treeJsonPieces(layout, copy);
-    yield '}';
-  }
-  return { status: 200, body: textStream(pieces()), headers: { 'content-type': 'application/json', ...headers } };
-}
-
-function problemReply(p: ProblemError): Reply {
-  const body: ProblemBody = p.toBody();
-  return { status: p.status, body: JSON.stringify(body), headers: { 'content-type': 'application/problem+json', ...p.headers } };
-}
-
-/** Runs a handler body, turning thrown problems into replies (RPC would lose their class). */
-function guarded(fn: () => Reply): Reply {
-  try {
-    return fn();
-  } catch (e) {
-    if (e instanceof ProblemError) return problemReply(e);
-    throw e;
-  }
+/** The loaded optimizer: metadata, layout, and its state in wasm memory. */
+interface Loaded extends Memory {
+  meta: StoredMeta;
+  layout: TensorLayout;
 }
 
 const finiteOrNull = (x: number) => (Number.isFinite(x) ? x : null);
@@ -153,79 +74,127 @@ function sameString(a: string, b: string): boolean {
   return diff === 0;
 }
 
-/** 64-bit FNV-1a over the gradient's bytes and the loss: detects reuse of a key for another step. */
-function fingerprint(grads: FloatArray, loss: number | undefined): string {
-  const words = new Uint32Array(grads.buffer, grads.byteOffset, grads.byteLength >> 2);
-  let h1 = 0x811c9dc5;
-  let h2 = 0xcbf29ce4;
-  for (let i = 0; i < words.length; i++) {
-    const w = words[i]!;
-    h1 = Math.imul(h1 ^ w, 0x01000193);
-    h2 = Math.imul(h2 ^ (w >>> 16) ^ (i & 0xffff), 0x0100019d);
-  }
-  return `${grads.length}:${(h1 >>> 0).toString(16)}${(h2 >>> 0).toString(16)}:${loss ?? ''}`;
+const hex = (bytes: ArrayBuffer) => Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, '0')).join('');
+
+/** SHA-256 over the dtype, size, gradient bytes and loss: detects reuse of a key for another step. */
+async function fingerprint(dtype: Dtype, grads: FloatArray, loss: number | undefined): Promise<string> {
+  const head = new TextEncoder().encode(`${dtype}:${grads.length}:${loss ?? ''}:`);
+  const body = new Uint8Array(grads.buffer, grads.byteOffset, grads.byteLength);
+  const all = new Uint8Array(head.length + body.length);
+  all.set(head);
+  all.set(body, head.length);
+  return hex(await crypto.subtle.digest('SHA-256', all));
 }
 
+/** Turns a thrown problem into an outcome (RPC would lose the class); anything else is a bug. */
+async function outcome<T>(fn: () => Promise<T>): Promise<Outcome<T>> {
+  try {
+    return { ok: true, value: await fn() };
+  } catch (e) {
+    if (e instanceof ProblemError) return { ok: false, problem: e.toData() };
+    throw e;
+  }
+}
+
+const NOT_FOUND = () => new ProblemError(404, 'not-found', 'no optimizer with this id (never created, or deleted)');
+
 export class HostedOptimizer extends DurableObject<Env> {
-  #meta: Meta | null = null;
-  #layout: TensorLayout | null = null;
-  #tensors: Tensors | null = null;
+  readonly #store: OptimizerStore;
+  readonly #mutex = new Mutex();
+  #loaded: Loaded | null = null;
+  #kernel: WasmAdam | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
+    this.#store = new OptimizerStore(ctx.storage);
     ctx.blockConcurrencyWhile(async () => this.#load());
   }
 
-  get #sql() {
-    return this.ctx.storage.sql;
+  /**
+   * Zeroed arrays for a state of `size` elements in the kernel's memory: params, m, v, v_max and
+   * the gradient buffer (5 arrays whatever the hyperparameters: see hostedMemoryBytes). A fresh
+   * instance when the current memory is far larger than needed, so a smaller state frees it.
+   * Earlier arrays of this object are invalid afterwards.
+   */
+  #allocate(dtype: Dtype, size: number, amsgrad: boolean): Memory {
+    const needed = hostedMemoryBytes(dtype, size);
+    if (this.#kernel && this.#kernel.memory.buffer.byteLength > 2 * needed + (16 << 20)) this.#kernel = null;
+    this.#kernel ??= createWasmAdam(adamWasm);
+    const ws = this.#kernel.workspace(dtype, size, true);
+    const vMaxSpace = ws.vMax!;
+    return { arrays: { params: ws.params, m: ws.m, v: ws.v, vMax: amsgrad ? vMaxSpace : null }, grads: ws.grads, vMaxSpace };
   }
 
-  /** Loads everything from storage (used at start-up and to discard a failed in-place step). */
+  /** Loads the optimizer from storage: at start-up, and to discard an in-memory change that failed. */
   #load(): void {
-    this.#meta = null;
-    this.#layout = null;
-    this.#tensors = null;
-    const hasMeta = this.#sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").toArray().length > 0;
-    if (!hasMeta) return;
-    const metaText = this.#sql.exec<{ v: string }>("SELECT v FROM meta WHERE k = 'meta'").toArray()[0]?.v;
-    if (!metaText) return;
-    const meta = JSON.parse(metaText) as Meta;
-    const n = meta.size;
-    this.#tensors = {
-      params: readTensor(this.#sql, 'params', meta.dtype, n),
-      m: readTensor(this.#sql, 'm', meta.dtype, n),
-      v: readTensor(this.#sql, 'v', meta.dtype, n),
-      vMax: meta.hyperparams.amsgrad ? readTensor(this.#sql, 'v_max', meta.dtype, n) : null,
-    };
-    // The layout can outgrow one row (up to 10,000 tensor names), so it is chunked like a tensor.
-    this.#layout = JSON.parse(new TextDecoder().decode(readBlob(this.#sql, 'layout'))) as TensorLayout;
-    this.#meta = meta;
-  }
-
-  /** Writes meta and (optionally) the layout and tensors; callers wrap it in transactionSync. */
-  #persist(meta: Meta, tensors: Tensors | null, layout: TensorLayout | null): void {
-    this.#sql.exec('INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)', 'meta', JSON.stringify(meta));
-    if (layout) writeBlob(this.#sql, 'layout', new TextEncoder().encode(JSON.stringify(layout)));
-    if (tensors) {
-      writeTensor(this.#sql, 'params', tensors.params);
-      writeTensor(this.#sql, 'm', tensors.m);
-      writeTensor(this.#sql, 'v', tensors.v);
-      if (tensors.vMax) writeTensor(this.#sql, 'v_max', tensors.vMax);
-      else deleteBlob(this.#sql, 'v_max');
+    this.#loaded = null;
+    const stored = this.#store.readMeta();
+    if (!stored) return;
+    if (stored.version === 1) {
+      // Written before the journal: read it whole, write it back in today's layout.
+      const { meta, arrays } = this.#store.readVersion1(stored, (dtype, size, amsgrad) => this.#allocate(dtype, size, amsgrad).arrays);
+      this.#store.transaction(() => {
+        this.#store.createTables();
+        this.#store.writeCheckpoint(meta, arrays, null);
+        this.#store.dropVersion1();
+      });
+      return this.#load();
     }
+    const meta = stored;
+    const layout = this.#store.readLayout();
+    const memory = this.#allocate(meta.dtype, meta.size, meta.hyperparams.amsgrad);
+    const seqs = this.#store.readCheckpoint(meta, memory.arrays);
+    this.#replay(meta, memory.arrays, memory.grads, seqs);
+    this.#loaded = { meta, layout, ...memory };
   }
 
-  /** The loaded optimizer, or a 404/401 problem. */
-  #authorized(tokenHash: string | null): { meta: Meta; layout: TensorLayout; tensors: Tensors } {
-    const meta = this.#meta;
-    if (!meta || !this.#layout || !this.#tensors) throw new ProblemError(404, 'not-found', 'no optimizer with this id (never created, or deleted)');
-    const challenge = BEARER_CHALLENGE;
-    if (tokenHash === null) throw new ProblemError(401, 'unauthorized', 'missing `Authorization: Bearer <token>` header', undefined, undefined, challenge);
-    if (!sameString(tokenHash, meta.tokenHash)) throw new ProblemError(401, 'unauthorized', 'the bearer token does not open this optimizer', undefined, undefined, challenge);
-    return { meta, layout: this.#layout, tensors: this.#tensors };
+  /** Brings every checkpoint chunk to `meta.seq` by replaying the journalled steps it missed. */
+  #replay(meta: StoredMeta, arrays: SlotArrays, grads: FloatArray, seqs: number[]): void {
+    const oldest = Math.min(...seqs);
+    if (oldest === meta.seq) return;
+    const per = chunkElements(meta.dtype);
+    for (const entry of this.#store.journalAfter(oldest)) {
+      this.#store.readJournalGrads(entry.seq, grads);
+      for (let idx = 0; idx < seqs.length; idx++) {
+        if (seqs[idx]! >= entry.seq) continue;
+        if (seqs[idx]! !== entry.seq - 1) throw new Error(`journal: chunk ${idx} at ${seqs[idx]} cannot take step ${entry.seq}`);
+        const start = idx * per;
+        const end = Math.min(meta.size, start + per);
+        const view = (a: FloatArray) => a.subarray(start, end);
+        adamStepInPlace(
+          {
+            dtype: meta.dtype,
+            hyperparams: { ...entry.hyperparams, lr: entry.lr },
+            params: view(arrays.params),
+            grads: view(grads),
+            state: { step: entry.step, m: view(arrays.m), v: view(arrays.v), vMax: arrays.vMax && view(arrays.vMax) },
+          },
+          this.#kernel,
+        );
+        seqs[idx] = entry.seq;
+      }
+    }
+    if (seqs.some((s) => s !== meta.seq)) throw new Error(`journal: the stored chunks do not reach step ${meta.seq}`);
   }
 
-  #info(meta: Meta, layout: TensorLayout) {
+  /** The loaded optimizer, or a 404/401 problem. Cheap: runs before anything is read or allocated. */
+  #authorized(tokenHash: string | null): Loaded {
+    const loaded = this.#loaded;
+    if (!loaded) throw NOT_FOUND();
+    if (tokenHash === null) throw new ProblemError(401, 'unauthorized', 'missing `Authorization: Bearer <token>` header', undefined, undefined, BEARER_CHALLENGE);
+    if (!sameString(tokenHash, loaded.meta.tokenHash)) throw new ProblemError(401, 'unauthorized', 'the bearer token does not open this optimizer', undefined, undefined, BEARER_CHALLENGE);
+    return loaded;
+  }
+
+  /** Checks the token, then runs `fn` holding the lock (re-checking: the optimizer may be gone by then). */
+  #locked<T>(tokenHash: string | null, fn: (loaded: Loaded) => T | Promise<T>): Promise<Outcome<T>> {
+    return outcome(async () => {
+      this.#authorized(tokenHash);
+      return this.#mutex.run(() => fn(this.#authorized(tokenHash)));
+    });
+  }
+
+  #info(meta: StoredMeta, layout: TensorLayout): OptimizerInfo {
     return {
       id: meta.id,
       step: meta.step,
@@ -233,239 +202,289 @@ export class HostedOptimizer extends DurableObject<Env> {
       schedule: meta.schedule,
       next_lr: finiteOrNull(learningRate(meta.hyperparams.lr, meta.schedule, meta.step, meta.plateau)),
       dtype: meta.dtype,
-      shapes: layoutShapes(layout),
+      layout,
       size: meta.size,
       created_at: meta.createdAt,
       updated_at: meta.updatedAt,
     };
   }
 
-  create(args: CreateArgs): Reply {
-    return guarded(() => {
-      if (this.#meta) throw new ProblemError(409, 'conflict', 'this optimizer already exists');
-      const { dtype, hyperparams, layout } = args;
-      const n = args.params.length;
-      const tensors: Tensors = { params: args.params, m: zeros(dtype, n), v: zeros(dtype, n), vMax: hyperparams.amsgrad ? zeros(dtype, n) : null };
-      const now = new Date().toISOString();
-      const meta: Meta = {
-        version: 1,
-        id: this.ctx.id.toString(),
-        tokenHash: args.tokenHash,
-        createdAt: now,
-        updatedAt: now,
-        step: 0,
-        dtype,
-        size: n,
-        hyperparams,
-        schedule: args.schedule,
-        plateau: initialSchedulerState(args.schedule),
-        seq: 0,
-      };
-      this.ctx.storage.transactionSync(() => {
-        for (const statement of SCHEMA) this.#sql.exec(statement);
-        this.#persist(meta, tensors, layout);
-      });
-      this.#meta = meta;
-      this.#layout = layout;
-      this.#tensors = tensors;
-      return json(201, this.#info(meta, layout), { etag: etagOf(meta) });
+  #versionedInfo(loaded: Loaded): Versioned<OptimizerInfo> {
+    return { etag: etagOf(loaded.meta), value: this.#info(loaded.meta, loaded.layout) };
+  }
+
+  /** A copy of the params (RPC serializes a view's whole buffer, here the kernel's memory). */
+  #paramsOut(loaded: Loaded): TensorsOut {
+    return { dtype: loaded.meta.dtype, layout: loaded.layout, values: loaded.arrays.params.slice() };
+  }
+
+  /** Writes a tree sent by the Worker into `target` (the optimizer's dtype and layout), or a 422. */
+  #decodeInto(input: TensorsIn, loaded: Loaded, target: FloatArray, path: string): void {
+    target.set(alignTo(input.flat, loaded.layout, [path], loaded.meta.dtype));
+  }
+
+  /** Verifies the bearer token only (the Worker asks before it parses a large body). */
+  authorize(tokenHash: string | null): Promise<Outcome<null>> {
+    return outcome(async () => {
+      this.#authorized(tokenHash);
+      return null;
     });
   }
 
-  describe(tokenHash: string | null): Reply {
-    return guarded(() => {
-      const { meta, layout } = this.#authorized(tokenHash);
-      return json(200, this.#info(meta, layout), { etag: etagOf(meta) });
-    });
+  create(args: CreateArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
+    return outcome(() =>
+      this.#mutex.run(() => {
+        if (this.#loaded) throw new ProblemError(409, 'conflict', 'this optimizer already exists');
+        const { dtype, hyperparams, layout } = args;
+        const size = args.params.length;
+        const memory = this.#allocate(dtype, size, hyperparams.amsgrad);
+        memory.arrays.params.set(args.params);
+        const now = new Date().toISOString();
+        const meta: StoredMeta = {
+          version: 2,
+          id: this.ctx.id.toString(),
+          tokenHash: args.tokenHash,
+          createdAt: now,
+          updatedAt: now,
+          step: 0,
+          seq: 0,
+          revision: 0,
+          dtype,
+          size,
+          hyperparams,
+          schedule: args.schedule,
+          plateau: initialSchedulerState(args.schedule),
+          cursor: 0,
+          missing: [],
+        };
+        this.#store.transaction(() => {
+          this.#store.createTables();
+          this.#store.writeCheckpoint(meta, memory.arrays, layout);
+        });
+        this.#loaded = { meta, layout, ...memory };
+        return this.#versionedInfo(this.#loaded);
+      }),
+    );
   }
 
-  params(tokenHash: string | null): Reply {
-    return guarded(() => {
-      const { meta, layout, tensors } = this.#authorized(tokenHash);
-      return treeReply({ step: meta.step }, 'params', layout, tensors.params, { etag: etagOf(meta) });
-    });
+  describe(tokenHash: string | null): Promise<Outcome<Versioned<OptimizerInfo>>> {
+    return this.#locked(tokenHash, (loaded) => this.#versionedInfo(loaded));
   }
 
-  step(tokenHash: string | null, args: StepArgs): Reply {
-    return guarded(() => {
-      const { meta, layout, tensors } = this.#authorized(tokenHash);
-      const grads = alignTo(args.grads, layout, ['grads'], meta.dtype);
-      const print = fingerprint(grads, args.loss);
+  params(tokenHash: string | null): Promise<Outcome<Versioned<{ step: number; params: TensorsOut }>>> {
+    return this.#locked(tokenHash, (loaded) => ({ etag: etagOf(loaded.meta), value: { step: loaded.meta.step, params: this.#paramsOut(loaded) } }));
+  }
+
+  step(tokenHash: string | null, args: StepArgs): Promise<Outcome<Versioned<StepOut>>> {
+    return this.#locked(tokenHash, async (loaded) => {
+      const { meta, layout, arrays, grads } = loaded;
+      this.#decodeInto(args.grads, loaded, grads, 'grads');
+      const print = args.idempotencyKey === undefined ? '' : await fingerprint(meta.dtype, grads, args.loss);
 
       if (args.idempotencyKey !== undefined) {
-        const seen = this.#sql
-          .exec<{ fingerprint: string; seq: number; step: number; lr: number }>('SELECT fingerprint, seq, step, lr FROM idempotency WHERE key = ?', args.idempotencyKey)
-          .toArray()[0];
+        const seen = this.#store.idempotency(args.idempotencyKey);
         if (seen) {
           if (seen.fingerprint !== print) {
             throw validationProblem([headerError('Idempotency-Key', 'was already used for a step with different gradients or loss', args.idempotencyKey)]);
           }
-          const head = { step: seen.step, lr: seen.lr, replayed: true };
-          const headers = { etag: etagOf(meta), 'idempotent-replayed': 'true' };
-          if (args.returnParams && seen.seq === meta.seq) return treeReply(head, 'params', layout, tensors.params, headers);
-          return json(200, head, headers);
+          const params = args.returnParams && seen.seq === meta.seq ? this.#paramsOut(loaded) : null;
+          return { etag: etagOf(meta), value: { step: seen.step, lr: seen.lr, replayed: true, params } };
         }
       }
-      if (args.ifMatch !== undefined && args.ifMatch.trim() !== '*') {
-        // Strong comparison (RFC 9110 §13.1.1): a weak tag (W/"…") never matches.
-        const tags = args.ifMatch.split(',').map((t) => t.trim());
-        if (!tags.includes(etagOf(meta))) {
-          throw new ProblemError(412, 'precondition-failed', `If-Match ${args.ifMatch} does not match the current state ${etagOf(meta)}`, undefined, {
-            step: meta.step,
-          }, { etag: etagOf(meta) });
-        }
-      }
-      if (args.expectedStep !== undefined && args.expectedStep !== meta.step) {
-        throw new ProblemError(409, 'conflict', `expected_step is ${args.expectedStep} but the optimizer has completed ${meta.step} steps`, [
-          fieldError(['expected_step'], `the optimizer is at step ${meta.step}`, args.expectedStep),
-        ], { step: meta.step });
-      }
+      checkIfMatch(args.ifMatch, etagOf(meta), meta.step);
+      checkExpectedStep(args.expectedStep, meta.step);
 
       const lr = learningRate(meta.hyperparams.lr, meta.schedule, meta.step, meta.plateau);
       if (!Number.isFinite(lr)) throw scheduleOverflow(meta.step, lr);
-      const state = { step: meta.step, m: tensors.m, v: tensors.v, vMax: tensors.vMax };
-      // In place: the stored copy is the undo log. A non-finite result reloads it.
-      adamStepInPlace({ dtype: meta.dtype, hyperparams: { ...meta.hyperparams, lr }, params: tensors.params, grads, state });
-      const bad = firstNonFinite(tensors.params, tensors.m, tensors.v);
+      const state = { step: meta.step, m: arrays.m, v: arrays.v, vMax: arrays.vMax };
+      // In place: storage is the undo log. A non-finite result reloads the stored state.
+      adamStepInPlace({ dtype: meta.dtype, hyperparams: { ...meta.hyperparams, lr }, params: arrays.params, grads, state }, this.#kernel);
+      const bad = firstNonFinite(arrays.params, arrays.m, arrays.v);
       if (bad) {
         this.#load();
-        const where = pathOfIndex(layout, bad.index);
         throw new ProblemError(422, 'non-finite-result', 'the step would produce a non-finite value (overflow); nothing was changed', [
-          fieldError(['grads', ...where], 'leads to a non-finite parameter or moment'),
+          fieldError(['grads', ...pathOfIndex(layout, bad.index)], 'leads to a non-finite parameter or moment'),
         ]);
       }
 
-      const next: Meta = {
+      const at = new Date().toISOString();
+      const next: StoredMeta = {
         ...meta,
         step: state.step,
         seq: meta.seq + 1,
-        updatedAt: new Date().toISOString(),
+        revision: meta.revision + 1,
+        updatedAt: at,
         plateau: args.loss === undefined ? meta.plateau : reportMetric(meta.schedule, meta.plateau, args.loss),
       };
       try {
-        this.ctx.storage.transactionSync(() => {
-          this.#persist(next, tensors, null);
-          this.#sql.exec('INSERT INTO history (seq, step, lr, loss, at) VALUES (?, ?, ?, ?, ?)', next.seq, next.step, lr, args.loss ?? null, next.updatedAt);
-          this.#sql.exec('DELETE FROM history WHERE seq <= ?', next.seq - HISTORY_KEPT);
+        this.#store.transaction(() => {
+          next.cursor = this.#store.appendStep(next, arrays, grads, { seq: next.seq, step: meta.step, lr, hyperparams: meta.hyperparams });
+          this.#store.writeMeta(next);
+          this.#store.addHistory(next.seq, { step: next.step, lr, loss: args.loss ?? null, at }, HISTORY_KEPT);
           if (args.idempotencyKey !== undefined) {
-            this.#sql.exec('INSERT INTO idempotency (key, seq, fingerprint, step, lr) VALUES (?, ?, ?, ?, ?)', args.idempotencyKey, next.seq, print, next.step, lr);
-            this.#sql.exec('DELETE FROM idempotency WHERE seq <= ?', next.seq - IDEMPOTENCY_KEYS_KEPT);
+            this.#store.rememberKey(args.idempotencyKey, { seq: next.seq, fingerprint: print, step: next.step, lr }, IDEMPOTENCY_KEYS_KEPT);
           }
         });
       } catch (e) {
         this.#load(); // the write failed and rolled back: drop the in-memory update too
         throw e;
       }
-      this.#meta = next;
-
-      const head = { step: next.step, lr };
-      if (args.returnParams) return treeReply(head, 'params', layout, tensors.params, { etag: etagOf(next) });
-      return json(200, head, { etag: etagOf(next) });
+      loaded.meta = next;
+      return { etag: etagOf(next), value: { step: next.step, lr, replayed: false, params: args.returnParams ? this.#paramsOut(loaded) : null } };
     });
   }
 
-  snapshot(tokenHash: string | null): Reply {
-    return guarded(() => {
-      const { meta, layout, tensors } = this.#authorized(tokenHash);
-      // Streamed (a float64 amsgrad snapshot of 1M elements is ~90 MB of JSON, beyond the RPC
-      // limit) from copies, since later steps update the live arrays in place.
-      const copies = { params: tensors.params.slice(), m: tensors.m.slice(), v: tensors.v.slice(), vMax: tensors.vMax?.slice() ?? null };
-      const field = (name: string, value: unknown) => `,${JSON.stringify(name)}:${JSON.stringify(value)}`;
-      function* pieces(): Generator<string> {
-        yield `{"id":${JSON.stringify(meta.id)}` + field('step', meta.step) + field('dtype', meta.dtype) + field('hyperparams', meta.hyperparams);
-        yield field('schedule', meta.schedule) + field('scheduler_state', meta.plateau) + ',"params":';
-        yield* treeJsonPieces(layout, copies.params);
-        yield ',"m":';
-        yield* treeJsonPieces(layout, copies.m);
-        yield ',"v":';
-        yield* treeJsonPieces(layout, copies.v);
-        if (copies.vMax) {
-          yield ',"v_max":';
-          yield* treeJsonPieces(layout, copies.vMax);
-        }
-        yield field('created_at', meta.createdAt) + field('updated_at', meta.updatedAt) + '}';
+  /**
+   * Metadata and a stream of every state tensor. The lock is held until the stream is read to its
+   * end, cancelled, or SNAPSHOT_READ_TIMEOUT_MS pass, so the bytes are one state.
+   */
+  snapshot(tokenHash: string | null): Promise<Outcome<SnapshotOut>> {
+    return outcome(async () => {
+      this.#authorized(tokenHash);
+      const release = await this.#mutex.acquire();
+      try {
+        const loaded = this.#authorized(tokenHash);
+        const { meta, layout, arrays } = loaded;
+        const slots: SnapshotSlot[] = arrays.vMax ? ['params', 'm', 'v', 'v_max'] : ['params', 'm', 'v'];
+        return { etag: etagOf(meta), info: this.#info(meta, layout), schedulerState: meta.plateau, layout, slots, data: lockedByteStream(slotKeys(arrays).map((k) => arrays[k]!), release) };
+      } catch (e) {
+        release();
+        throw e;
       }
-      return { status: 200, body: textStream(pieces()), headers: { 'content-type': 'application/json', etag: etagOf(meta) } };
     });
   }
 
-  restore(tokenHash: string | null, args: SnapshotArgs): Reply {
-    return guarded(() => {
-      const { meta } = this.#authorized(tokenHash);
-      const { dtype, hyperparams, layout } = args;
-      const { schedule } = args;
-      if (args.scheduler_state && schedule?.type !== 'reduce_on_plateau') {
+  restore(tokenHash: string | null, args: RestoreArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
+    return this.#locked(tokenHash, (loaded) => {
+      const { dtype, hyperparams, layout, schedule } = args;
+      if (args.schedulerState && schedule?.type !== 'reduce_on_plateau') {
         throw validationProblem([fieldError(['scheduler_state'], 'must be null or omitted unless the schedule is reduce_on_plateau')]);
       }
-      const tensors: Tensors = { params: args.params, m: args.m, v: args.v, vMax: args.vMax };
-      const next: Meta = {
-        ...meta,
+      const size = args.params.length;
+      const next: StoredMeta = {
+        ...loaded.meta,
         step: args.step,
+        revision: loaded.meta.revision + 1,
         dtype,
-        size: args.params.length,
+        size,
         hyperparams,
         schedule,
-        plateau: args.scheduler_state ?? initialSchedulerState(schedule),
+        plateau: args.schedulerState ?? initialSchedulerState(schedule),
         updatedAt: new Date().toISOString(),
+        cursor: 0,
+        missing: [],
       };
-      this.ctx.storage.transactionSync(() => {
-        this.#persist(next, tensors, layout);
-        // Remembered keys answer for steps of the replaced state: forget them.
-        this.#sql.exec('DELETE FROM idempotency');
-      });
-      this.#meta = next;
-      this.#layout = layout;
-      this.#tensors = tensors;
-      return json(200, this.#info(next, layout), { etag: etagOf(next) });
+      const memory = this.#allocate(dtype, size, hyperparams.amsgrad);
+      const { arrays } = memory;
+      arrays.params.set(args.params);
+      arrays.m.set(args.m);
+      arrays.v.set(args.v);
+      if (arrays.vMax && args.vMax) arrays.vMax.set(args.vMax);
+      try {
+        this.#store.transaction(() => {
+          this.#store.writeCheckpoint(next, arrays, layout);
+          // Remembered keys answer for steps of the replaced state: forget them.
+          this.#store.forgetKeys();
+        });
+      } catch (e) {
+        this.#load();
+        throw e;
+      }
+      this.#loaded = { meta: next, layout, ...memory };
+      return this.#versionedInfo(this.#loaded);
     });
   }
 
-  update(tokenHash: string | null, args: PatchArgs): Reply {
-    return guarded(() => {
-      const { meta, layout, tensors } = this.#authorized(tokenHash);
+  update(tokenHash: string | null, args: PatchArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
+    return this.#locked(tokenHash, (loaded) => {
+      const { meta } = loaded;
       const hyperparams = { ...meta.hyperparams, ...args.hyperparams };
       const schedule = args.schedule === undefined ? meta.schedule : args.schedule;
       const scheduleChanged = JSON.stringify(schedule) !== JSON.stringify(meta.schedule);
-      let vMax = tensors.vMax;
-      // Switching amsgrad on starts the running max from zero (max(0, v) = v at the next step).
-      if (hyperparams.amsgrad && !vMax) vMax = zeros(meta.dtype, meta.size);
-      if (!hyperparams.amsgrad) vMax = null;
-      const next: Meta = {
+      const next: StoredMeta = {
         ...meta,
         hyperparams,
         schedule,
         plateau: scheduleChanged ? initialSchedulerState(schedule) : meta.plateau,
+        revision: meta.revision + 1,
         updatedAt: new Date().toISOString(),
       };
-      const nextTensors = { ...tensors, vMax };
-      this.ctx.storage.transactionSync(() => this.#persist(next, vMax !== tensors.vMax ? nextTensors : null, null));
-      this.#meta = next;
-      this.#tensors = nextTensors;
-      return json(200, this.#info(next, layout), { etag: etagOf(next) });
+      if (hyperparams.amsgrad === meta.hyperparams.amsgrad) {
+        // Journalled steps carry their own hyperparameters, so only the metadata changes.
+        this.#store.transaction(() => this.#store.writeMeta(next));
+        loaded.meta = next;
+        return this.#versionedInfo(loaded);
+      }
+      // amsgrad adds or drops the v_max slot: a full checkpoint. Switching it on starts the running
+      // max from zero (max(0, v) = v at the next step).
+      const arrays = { ...loaded.arrays, vMax: hyperparams.amsgrad ? loaded.vMaxSpace.fill(0) : null };
+      try {
+        this.#store.transaction(() => this.#store.writeCheckpoint(next, arrays, null));
+      } catch (e) {
+        this.#load();
+        throw e;
+      }
+      loaded.meta = next;
+      loaded.arrays = arrays;
+      return this.#versionedInfo(loaded);
     });
   }
 
-  history(tokenHash: string | null, limit: number): Reply {
-    return guarded(() => {
-      this.#authorized(tokenHash);
-      const rows = this.#sql
-        .exec<{ step: number; lr: number; loss: number | null; at: string }>('SELECT step, lr, loss, at FROM history ORDER BY seq DESC LIMIT ?', limit)
-        .toArray()
-        .reverse();
-      return json(200, { entries: rows, kept: HISTORY_KEPT });
-    });
+  history(tokenHash: string | null, limit: number): Promise<Outcome<{ entries: HistoryEntry[]; kept: number }>> {
+    return this.#locked(tokenHash, () => ({ entries: this.#store.history(limit), kept: HISTORY_KEPT }));
   }
 
-  async remove(tokenHash: string | null): Promise<Reply> {
-    const reply = guarded(() => {
-      this.#authorized(tokenHash);
-      return { status: 204, body: null, headers: {} };
+  remove(tokenHash: string | null): Promise<Outcome<null>> {
+    return this.#locked(tokenHash, async () => {
+      this.#loaded = null;
+      this.#kernel = null; // frees the kernel's memory
+      await this.#store.deleteAll(); // wipes every table (and any alarm) atomically
+      return null;
     });
-    if (reply.status !== 204) return reply;
-    this.#meta = null;
-    this.#layout = null;
-    this.#tensors = null;
-    await this.ctx.storage.deleteAll(); // wipes every table (and any alarm) atomically
-    return reply;
   }
+}
+
+/** Bytes per piece of a snapshot stream. */
+const PIECE_BYTES = 1 << 20;
+
+/**
+ * A stream of the bytes of `arrays`, one after another, copied piece by piece as it is read;
+ * `release` runs once when it ends, is cancelled or times out (the stream then errors).
+ */
+function lockedByteStream(arrays: FloatArray[], release: () => void): ReadableStream<Uint8Array> {
+  let k = 0;
+  let offset = 0;
+  let controllerRef: ReadableStreamDefaultController<Uint8Array> | null = null;
+  const timer = setTimeout(() => {
+    release();
+    controllerRef?.error(new Error('snapshot not read in time'));
+  }, SNAPSHOT_READ_TIMEOUT_MS);
+  const finish = () => {
+    clearTimeout(timer);
+    release();
+  };
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      controllerRef = controller;
+    },
+    pull(controller) {
+      while (k < arrays.length) {
+        const a = arrays[k]!;
+        const bytes = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+        if (offset < bytes.length) {
+          const end = Math.min(bytes.length, offset + PIECE_BYTES);
+          controller.enqueue(bytes.slice(offset, end));
+          offset = end;
+          return;
+        }
+        k++;
+        offset = 0;
+      }
+      finish();
+      controller.close();
+    },
+    cancel() {
+      finish();
+    },
+  });
 }

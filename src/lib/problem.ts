@@ -29,6 +29,7 @@ export const PROBLEM_TITLES = {
   'validation-error': 'Invalid request',
   'payload-too-large': 'Request too large',
   'unsupported-media-type': 'Unsupported media type',
+  'not-acceptable': 'Not acceptable',
   'not-found': 'Not found',
   'method-not-allowed': 'Method not allowed',
   'non-finite-result': 'Result is not finite',
@@ -41,6 +42,16 @@ export const PROBLEM_TITLES = {
 export type ProblemType = keyof typeof PROBLEM_TITLES;
 
 export const PROBLEM_TYPE_BASE = 'urn:adam-api:problem:';
+
+/** A problem as plain data, for crossing an RPC boundary (class instances do not survive it). */
+export interface ProblemData {
+  status: number;
+  type: ProblemType;
+  detail: string;
+  errors?: FieldError[] | undefined;
+  extensions?: Record<string, unknown> | undefined;
+  headers?: Record<string, string> | undefined;
+}
 
 export class ProblemError extends Error {
   readonly status: number;
@@ -65,6 +76,15 @@ export class ProblemError extends Error {
     this.errors = errors;
     this.extensions = extensions;
     this.headers = headers;
+  }
+
+  /** The problem as plain data (see ProblemData). */
+  toData(): ProblemData {
+    return { status: this.status, type: this.problemType, detail: this.detail, errors: this.errors, extensions: this.extensions, headers: this.headers };
+  }
+
+  static fromData(d: ProblemData): ProblemError {
+    return new ProblemError(d.status, d.type, d.detail, d.errors, d.extensions, d.headers);
   }
 
   toBody(instance?: string): ProblemBody {

@@ -202,8 +202,8 @@ export function useWasmKernel(kernel: AdamKernel | null): AdamKernel | null {
   return previous;
 }
 
-function runKernel(dtype: Dtype, args: KernelArgs<FloatArray>, hp: AdamHyperparams, s: StepScalars): void {
-  if (registeredKernel !== null && registeredKernel.run(dtype, args, hp, s)) return;
+function runKernel(dtype: Dtype, args: KernelArgs<FloatArray>, hp: AdamHyperparams, s: StepScalars, kernel = registeredKernel): void {
+  if (kernel !== null && kernel.run(dtype, args, hp, s)) return;
   if (dtype === 'float32') kernel32(args as KernelArgs<Float32Array>, hp, s);
   else kernel64(args as KernelArgs<Float64Array>, hp, s);
 }
@@ -251,15 +251,17 @@ export function adamStep<A extends FloatArray>(input: AdamStepInput<A>): AdamSte
 
 /**
  * The same step written into the input arrays (params and state mutate). For callers that own
- * their buffers and have already validated the gradient, e.g. benchmarks.
+ * their buffers and have already validated the gradient: hosted optimizers, benchmarks. `kernel`
+ * overrides the registered one (a hosted optimizer steps on its own wasm instance, whose memory
+ * holds its arrays).
  */
-export function adamStepInPlace<A extends FloatArray>(input: AdamStepInput<A>): void {
+export function adamStepInPlace<A extends FloatArray>(input: AdamStepInput<A>, kernel: AdamKernel | null = registeredKernel): void {
   const { dtype, hyperparams: hp, params, grads, state } = input;
   const t = nextStep(state.step);
   const scalars = stepScalars(hp, t);
   const vMax = hp.amsgrad ? state.vMax : null;
   const args = { params, grads, m: state.m, v: state.v, vMax, outParams: params, outM: state.m, outV: state.v, outVMax: vMax };
-  runKernel(dtype, args, hp, scalars);
+  runKernel(dtype, args, hp, scalars, kernel);
   state.step = t;
 }
 

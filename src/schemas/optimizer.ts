@@ -105,7 +105,7 @@ export const StepHeadersSchema = AuthHeaderSchema.extend({
     .optional()
     .openapi({
       param: { name: 'if-match', in: 'header' },
-      description: 'The ETag of the state the gradient was computed against (`"step-<n>"`, from GET params or a previous step); 412 if the optimizer has moved on.',
+      description: 'The ETag of the state the gradient was computed against (from GET params or a previous step); 412 if the optimizer has changed since.',
     }),
 });
 

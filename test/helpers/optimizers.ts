@@ -8,6 +8,7 @@ export interface Created {
   token: string;
   body: any;
   location: string | null;
+  etag: string | null;
 }
 
 export async function parse(res: Response) {
@@ -18,7 +19,7 @@ export async function parse(res: Response) {
 export async function createOptimizer(body: unknown): Promise<Created> {
   const res = await parse(await call('POST', '/v1/optimizers', body));
   expect(res.status, JSON.stringify(res.body)).toBe(201);
-  return { id: res.body.id, token: res.body.token, body: res.body, location: res.headers.get('location') };
+  return { id: res.body.id, token: res.body.token, body: res.body, location: res.headers.get('location'), etag: res.headers.get('etag') };
 }
 
 export function authed(token: string, extra: Record<string, string> = {}) {

@@ -2,6 +2,7 @@
 
 import { createRoute, z } from '@hono/zod-openapi';
 import { requireBearer } from '../../lib/auth.ts';
+import { authorizeBeforeParsing } from './optimizers.stub.ts';
 import { problem } from '../../schemas/common.ts';
 import {
   AuthHeaderSchema,
@@ -25,7 +26,12 @@ import {
 const TAGS = ['Hosted optimizers'];
 const SECURITY = [{ bearerAuth: [] }];
 
-const ETAG = { etag: { description: 'The state version, `"step-<n>"`; send it as If-Match with a step.', schema: { type: 'string' as const } } };
+const ETAG = {
+  etag: {
+    description: 'The state version: a new, never reused tag after every change (step, restore, PATCH); send it as If-Match with a step.',
+    schema: { type: 'string' as const },
+  },
+};
 
 /** Errors every authenticated call can return. */
 const authErrors = {
@@ -67,7 +73,7 @@ export const stepOptimizerRoute = createRoute({
   operationId: 'stepOptimizer',
   tags: TAGS,
   security: SECURITY,
-  middleware: [requireBearer] as const,
+  middleware: [requireBearer, authorizeBeforeParsing] as const,
   summary: 'Apply one gradient',
   description:
     'Applies one Adam step with the stored hyperparameters and schedule, exactly as POST /v1/adam/step would with the stored state. ' +
@@ -141,7 +147,7 @@ export const putStateRoute = createRoute({
   operationId: 'restoreOptimizerState',
   tags: TAGS,
   security: SECURITY,
-  middleware: [requireBearer] as const,
+  middleware: [requireBearer, authorizeBeforeParsing] as const,
   summary: 'Restore a snapshot (validated, atomic)',
   description:
     'Replaces params, moments, step, dtype, hyperparameters and schedule with the snapshot\'s, in one transaction (shapes may change within ' +
@@ -164,7 +170,7 @@ export const patchOptimizerRoute = createRoute({
   operationId: 'updateOptimizer',
   tags: TAGS,
   security: SECURITY,
-  middleware: [requireBearer] as const,
+  middleware: [requireBearer, authorizeBeforeParsing] as const,
   summary: 'Change hyperparameters or the schedule',
   description: 'Merges the given hyperparameters into the stored ones and/or replaces the schedule (null removes it). Unknown fields are rejected.',
   request: { params: OptimizerIdParam, headers: AuthHeaderSchema, body: jsonBody(PatchOptimizerSchema) },

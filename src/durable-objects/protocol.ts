@@ -1,0 +1,123 @@
+// What crosses the RPC boundary between the Worker and a hosted optimizer's Durable Object: plain
+// data only (typed arrays, streams, JSON-able objects). The object never writes HTTP; the Worker
+// encodes its answers once, in the format the client asked for. Types only: importable anywhere.
+
+import type { ProblemData } from '../lib/problem.ts';
+import type { AdamHyperparams, Dtype, FloatArray } from '../optim/adam.ts';
+import type { PlateauState } from '../schedules/plateau.ts';
+import type { ScheduleSpec } from '../schedules/types.ts';
+import type { FlatTensors, TensorLayout } from '../tensors/tree.ts';
+
+/** An RPC answer: a value, or a problem the Worker renders as problem+json. */
+export type Outcome<T> = { ok: true; value: T } | { ok: false; problem: ProblemData };
+
+/** One tensor of an optimizer's layout, in storage order. */
+export interface LayoutEntry {
+  /** Dotted path of the tensor (`""` for an unnamed single tensor); its name in safetensors files. */
+  name: string;
+  shape: number[];
+  /** Offset of the tensor's first element in the flat layout (raw bodies: times the item size in bytes). */
+  offset: number;
+  /** Number of elements. */
+  size: number;
+}
+
+/** Metadata of a hosted optimizer; the Worker answers GET /v1/optimizers/{id} with it. */
+export interface OptimizerInfo {
+  id: string;
+  step: number;
+  hyperparams: AdamHyperparams;
+  schedule: ScheduleSpec | null;
+  next_lr: number | null;
+  dtype: Dtype;
+  layout: TensorLayout;
+  size: number;
+  created_at: string;
+  updated_at: string;
+}
+
+/** A value and the state version (ETag) it belongs to. */
+export interface Versioned<T> {
+  etag: string;
+  value: T;
+}
+
+/** Tensor values leaving the object: one typed array in the optimizer's dtype. */
+export interface TensorsOut {
+  dtype: Dtype;
+  layout: TensorLayout;
+  values: FloatArray;
+}
+
+/** Gradients (or other trees) as the Worker hands them over. */
+export type TensorsIn = { format: 'json'; flat: FlatTensors };
+
+export interface StepArgs {
+  grads: TensorsIn;
+  loss?: number | undefined;
+  expectedStep?: number | undefined;
+  ifMatch?: string | undefined;
+  idempotencyKey?: string | undefined;
+  returnParams: boolean;
+}
+
+export interface StepOut {
+  step: number;
+  lr: number;
+  /** True when this answers a retried Idempotency-Key: nothing was applied again. */
+  replayed: boolean;
+  /** New params (when asked for, and not on a replay whose params have since changed). */
+  params: TensorsOut | null;
+}
+
+export interface CreateArgs {
+  tokenHash: string;
+  layout: TensorLayout;
+  params: FloatArray;
+  hyperparams: AdamHyperparams;
+  schedule: ScheduleSpec | null;
+  dtype: Dtype;
+}
+
+/** A snapshot to restore, already validated and flattened by the Worker. */
+export interface RestoreArgs {
+  step: number;
+  dtype: Dtype;
+  hyperparams: AdamHyperparams;
+  schedule: ScheduleSpec | null;
+  schedulerState?: PlateauState | null | undefined;
+  layout: TensorLayout;
+  params: FloatArray;
+  m: FloatArray;
+  v: FloatArray;
+  vMax: FloatArray | null;
+}
+
+export interface PatchArgs {
+  hyperparams?: Partial<AdamHyperparams> | undefined;
+  schedule?: ScheduleSpec | null | undefined;
+}
+
+/** The state tensors of a snapshot, in stream order; each is `size` elements in the layout. */
+export type SnapshotSlot = 'params' | 'm' | 'v' | 'v_max';
+
+/**
+ * A full snapshot: metadata, then the bytes of every state tensor (little-endian, the optimizer's
+ * dtype), slot after slot in `slots` order. Streamed: a snapshot can exceed the 32 MiB RPC limit.
+ * Steps wait until the stream is read (or cancelled), so it is one consistent state.
+ */
+export interface SnapshotOut {
+  etag: string;
+  info: OptimizerInfo;
+  schedulerState: PlateauState | null;
+  layout: TensorLayout;
+  slots: SnapshotSlot[];
+  data: ReadableStream<Uint8Array>;
+}
+
+export interface HistoryEntry {
+  step: number;
+  lr: number;
+  loss: number | null;
+  at: string;
+}

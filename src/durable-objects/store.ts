@@ -1,0 +1,310 @@
+// Durable storage of one hosted optimizer in its Durable Object's SQLite database.
+//
+// The state tensors (params and the optimizer's slots) are stored as checkpoint chunks: element
+// ranges of at most 1 MiB per slot and row (production rows are limited to 2 MB), each tagged
+// with the applied-step count `seq` it holds. A step does not rewrite every chunk: it appends its
+// gradient to a journal and rewrites the next few chunks in turn, so each chunk is at most
+// JOURNAL_DEPTH steps old and a step writes about its gradient's bytes plus 1/JOURNAL_DEPTH of
+// the state, instead of the whole state. Loading replays, on each chunk's element range, the
+// journalled steps it has not seen: Adam is elementwise and its kernel is deterministic, so the
+// replay reproduces the state bit for bit. Everything one operation writes commits in one
+// transaction, so a crash leaves the state before or after it, never between.
+//
+// Synchronous: callers wrap writes in `transaction`. Pure storage: no HTTP, no problems.
+
+import type { AdamHyperparams, Dtype, FloatArray } from '../optim/adam.ts';
+import type { PlateauState } from '../schedules/plateau.ts';
+import type { ScheduleSpec } from '../schedules/types.ts';
+import type { TensorLayout } from '../tensors/tree.ts';
+import { TENSOR_SCHEMA, deleteBlob, readBlob, readTensor, writeBlob } from './tensor-store.ts';
+
+/** Largest BLOB written; production SQLite-backed Durable Objects reject rows above 2 MB. */
+export const CHUNK_BYTES = 1 << 20;
+/** Most steps a checkpoint chunk may lag behind the state (and so most journal entries kept). */
+export const JOURNAL_DEPTH = 8;
+
+/** A state tensor: params, or one of Adam's slots. Stored under torch's state_dict names. */
+export type SlotKey = 'params' | 'm' | 'v' | 'vMax';
+export const STORED_SLOT_NAME: Readonly<Record<SlotKey, string>> = { params: 'params', m: 'exp_avg', v: 'exp_avg_sq', vMax: 'max_exp_avg_sq' };
+
+export interface SlotArrays {
+  params: FloatArray;
+  m: FloatArray;
+  v: FloatArray;
+  vMax: FloatArray | null;
+}
+
+/** The optimizer's metadata row. */
+export interface StoredMeta {
+  version: 2;
+  id: string;
+  tokenHash: string;
+  createdAt: string;
+  updatedAt: string;
+  /** Completed steps as torch counts them (a float32: saturates at 2^24). */
+  step: number;
+  /** Applied steps, never saturating: orders steps, idempotency keys and the journal. */
+  seq: number;
+  /** Mutations so far (steps, restores, patches, uploads): the ETag, never reused. */
+  revision: number;
+  dtype: Dtype;
+  size: number;
+  hyperparams: AdamHyperparams;
+  schedule: ScheduleSpec | null;
+  plateau: PlateauState | null;
+  /** Next checkpoint chunk a step rewrites. */
+  cursor: number;
+  /** Element ranges [start, end) of params not yet uploaded (optimizers created by shapes). */
+  missing: Array<[number, number]>;
+}
+
+/** Version 1 (before the journal): tensors params/m/v/v_max stored whole in tensor_chunks. */
+interface StoredMetaV1 extends Omit<StoredMeta, 'version' | 'revision' | 'cursor' | 'missing'> {
+  version: 1;
+}
+
+/** What replaying one journalled step needs besides its gradient. */
+export interface JournalEntry {
+  seq: number;
+  /** Completed steps before this step. */
+  step: number;
+  lr: number;
+  hyperparams: AdamHyperparams;
+}
+
+export type HistoryRow = {
+  step: number;
+  lr: number;
+  loss: number | null;
+  at: string;
+};
+
+export type IdempotencyRow = {
+  seq: number;
+  fingerprint: string;
+  step: number;
+  lr: number;
+};
+
+const SCHEMA = [
+  TENSOR_SCHEMA,
+  'CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)',
+  'CREATE TABLE IF NOT EXISTS slot_chunks (slot TEXT NOT NULL, idx INTEGER NOT NULL, seq INTEGER NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (slot, idx))',
+  'CREATE TABLE IF NOT EXISTS journal (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL)',
+  'CREATE TABLE IF NOT EXISTS journal_parts (seq INTEGER NOT NULL, part INTEGER NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (seq, part))',
+  'CREATE TABLE IF NOT EXISTS history (seq INTEGER PRIMARY KEY, step INTEGER NOT NULL, lr REAL NOT NULL, loss REAL, at TEXT NOT NULL)',
+  'CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, fingerprint TEXT NOT NULL, step INTEGER NOT NULL, lr REAL NOT NULL)',
+];
+
+export const itemSize = (dtype: Dtype) => (dtype === 'float32' ? 4 : 8);
+
+/** Elements per checkpoint chunk. */
+export const chunkElements = (dtype: Dtype) => CHUNK_BYTES / itemSize(dtype);
+
+/** Number of checkpoint chunks of a state of `size` elements (at least one, even when empty). */
+export const chunkCount = (dtype: Dtype, size: number) => Math.max(1, Math.ceil(size / chunkElements(dtype)));
+
+/** The slots a state holds, in storage and snapshot order. */
+export function slotKeys(arrays: { vMax: FloatArray | null }): SlotKey[] {
+  return arrays.vMax ? ['params', 'm', 'v', 'vMax'] : ['params', 'm', 'v'];
+}
+
+function bytesOf(a: FloatArray, start = 0, end = a.length): Uint8Array {
+  const size = a.BYTES_PER_ELEMENT;
+  return new Uint8Array(a.buffer, a.byteOffset + start * size, (end - start) * size);
+}
+
+export class OptimizerStore {
+  readonly #storage: DurableObjectStorage;
+
+  constructor(storage: DurableObjectStorage) {
+    this.#storage = storage;
+  }
+
+  get #sql(): SqlStorage {
+    return this.#storage.sql;
+  }
+
+  /** Runs `fn` in one SQLite transaction (rolled back if it throws). */
+  transaction<T>(fn: () => T): T {
+    return this.#storage.transactionSync(fn);
+  }
+
+  createTables(): void {
+    for (const statement of SCHEMA) this.#sql.exec(statement);
+  }
+
+  /** The metadata row, or null when no optimizer lives here. Version 1 rows are returned as they are. */
+  readMeta(): StoredMeta | StoredMetaV1 | null {
+    const hasMeta = this.#sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").toArray().length > 0;
+    if (!hasMeta) return null;
+    const text = this.#sql.exec<{ v: string }>("SELECT v FROM meta WHERE k = 'meta'").toArray()[0]?.v;
+    return text ? (JSON.parse(text) as StoredMeta | StoredMetaV1) : null;
+  }
+
+  writeMeta(meta: StoredMeta): void {
+    this.#sql.exec('INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)', 'meta', JSON.stringify(meta));
+  }
+
+  /** The layout can outgrow one row (10,000 tensor names), so it is chunked like a tensor. */
+  readLayout(): TensorLayout {
+    return JSON.parse(new TextDecoder().decode(readBlob(this.#sql, 'layout'))) as TensorLayout;
+  }
+
+  writeLayout(layout: TensorLayout): void {
+    writeBlob(this.#sql, 'layout', new TextEncoder().encode(JSON.stringify(layout)));
+  }
+
+  /**
+   * Reads every checkpoint chunk into `arrays` (sized for `meta`) and returns the seq of each chunk
+   * index; the caller replays the journal on chunks behind `meta.seq`.
+   */
+  readCheckpoint(meta: StoredMeta, arrays: SlotArrays): number[] {
+    const per = chunkElements(meta.dtype);
+    const count = chunkCount(meta.dtype, meta.size);
+    const seqs = new Array<number>(count).fill(-1);
+    for (const key of slotKeys(arrays)) {
+      const target = arrays[key]!;
+      const rows = this.#sql.exec<{ idx: number; seq: number; bytes: ArrayBuffer }>('SELECT idx, seq, bytes FROM slot_chunks WHERE slot = ?', STORED_SLOT_NAME[key]);
+      let seen = 0;
+      for (const row of rows) {
+        const start = row.idx * per;
+        const end = Math.min(meta.size, start + per);
+        if (row.idx >= count || row.bytes.byteLength !== (end - start) * target.BYTES_PER_ELEMENT) throw new Error(`stored chunk ${key}[${row.idx}] does not fit the layout`);
+        if (seqs[row.idx] !== -1 && seqs[row.idx] !== row.seq) throw new Error(`stored chunk ${row.idx} holds slots of different steps`);
+        seqs[row.idx] = row.seq;
+        bytesOf(target, start, end).set(new Uint8Array(row.bytes));
+        seen++;
+      }
+      if (seen !== count) throw new Error(`stored ${key} has ${seen} of ${count} chunks`);
+    }
+    return seqs;
+  }
+
+  /** Journalled steps after `seq`, oldest first. */
+  journalAfter(seq: number): JournalEntry[] {
+    return this.#sql
+      .exec<{ entry: string }>('SELECT entry FROM journal WHERE seq > ? ORDER BY seq', seq)
+      .toArray()
+      .map((r) => JSON.parse(r.entry) as JournalEntry);
+  }
+
+  /** Reads the gradient journalled with step `seq` into `grads`. */
+  readJournalGrads(seq: number, grads: FloatArray): void {
+    const out = bytesOf(grads);
+    let offset = 0;
+    for (const row of this.#sql.exec<{ bytes: ArrayBuffer }>('SELECT bytes FROM journal_parts WHERE seq = ? ORDER BY part', seq)) {
+      out.set(new Uint8Array(row.bytes), offset);
+      offset += row.bytes.byteLength;
+    }
+    if (offset !== out.length) throw new Error(`journalled gradient ${seq} has ${offset} of ${out.length} bytes`);
+  }
+
+  #writeChunk(meta: StoredMeta, arrays: SlotArrays, idx: number): void {
+    const per = chunkElements(meta.dtype);
+    const start = idx * per;
+    const end = Math.min(meta.size, start + per);
+    for (const key of slotKeys(arrays)) {
+      this.#sql.exec('INSERT OR REPLACE INTO slot_chunks (slot, idx, seq, bytes) VALUES (?, ?, ?, ?)', STORED_SLOT_NAME[key], idx, meta.seq, bytesOf(arrays[key]!, start, end));
+    }
+  }
+
+  /**
+   * Writes the whole state at `meta.seq` (and the layout when given), dropping the journal and any
+   * chunk or slot the state no longer has. For everything but steps: create, restore, patch.
+   */
+  writeCheckpoint(meta: StoredMeta, arrays: SlotArrays, layout: TensorLayout | null): void {
+    this.writeMeta(meta);
+    if (layout) this.writeLayout(layout);
+    const count = chunkCount(meta.dtype, meta.size);
+    for (let idx = 0; idx < count; idx++) this.#writeChunk(meta, arrays, idx);
+    this.#sql.exec('DELETE FROM slot_chunks WHERE idx >= ?', count);
+    if (!arrays.vMax) this.#sql.exec('DELETE FROM slot_chunks WHERE slot = ?', STORED_SLOT_NAME.vMax);
+    this.#sql.exec('DELETE FROM journal');
+    this.#sql.exec('DELETE FROM journal_parts');
+  }
+
+  /** Rewrites the chunks holding elements [start, end) at `meta.seq` (after an upload of params). */
+  writeRange(meta: StoredMeta, arrays: SlotArrays, start: number, end: number): void {
+    this.writeMeta(meta);
+    const per = chunkElements(meta.dtype);
+    for (let idx = Math.floor(start / per); idx * per < end; idx++) this.#writeChunk(meta, arrays, idx);
+  }
+
+  /**
+   * Records step `meta.seq` (already applied to `arrays`): its gradient and scalars in the journal,
+   * then the next chunks in turn, so no chunk lags more than JOURNAL_DEPTH steps; journal entries
+   * every chunk has passed are dropped. Returns the cursor for the next step. When a step
+   * rewrites every chunk anyway (small states), nothing is journalled.
+   */
+  appendStep(meta: StoredMeta, arrays: SlotArrays, grads: FloatArray, entry: JournalEntry): number {
+    const count = chunkCount(meta.dtype, meta.size);
+    const perStep = Math.ceil(count / JOURNAL_DEPTH);
+    if (perStep >= count) {
+      for (let idx = 0; idx < count; idx++) this.#writeChunk(meta, arrays, idx);
+      this.#sql.exec('DELETE FROM journal');
+      this.#sql.exec('DELETE FROM journal_parts');
+      return 0;
+    }
+    this.#sql.exec('INSERT INTO journal (seq, entry) VALUES (?, ?)', entry.seq, JSON.stringify(entry));
+    const bytes = bytesOf(grads);
+    for (let part = 0, off = 0; off < bytes.length || part === 0; part++, off += CHUNK_BYTES) {
+      this.#sql.exec('INSERT INTO journal_parts (seq, part, bytes) VALUES (?, ?, ?)', entry.seq, part, bytes.subarray(off, Math.min(bytes.length, off + CHUNK_BYTES)));
+    }
+    let cursor = meta.cursor % count;
+    for (let k = 0; k < perStep; k++) {
+      this.#writeChunk(meta, arrays, cursor);
+      cursor = (cursor + 1) % count;
+    }
+    const oldest = this.#sql.exec<{ s: number }>('SELECT min(seq) AS s FROM slot_chunks').one().s;
+    this.#sql.exec('DELETE FROM journal WHERE seq <= ?', oldest);
+    this.#sql.exec('DELETE FROM journal_parts WHERE seq <= ?', oldest);
+    return cursor;
+  }
+
+  /**
+   * Reads a version 1 optimizer (tensors stored whole) into arrays allocated by `allocate`, and
+   * returns it as version 2. The caller writes it back with writeCheckpoint and then calls
+   * dropVersion1.
+   */
+  readVersion1(meta: StoredMetaV1, allocate: (dtype: Dtype, size: number, amsgrad: boolean) => SlotArrays): { meta: StoredMeta; arrays: SlotArrays } {
+    const arrays = allocate(meta.dtype, meta.size, meta.hyperparams.amsgrad);
+    arrays.params.set(readTensor(this.#sql, 'params', meta.dtype, meta.size));
+    arrays.m.set(readTensor(this.#sql, 'm', meta.dtype, meta.size));
+    arrays.v.set(readTensor(this.#sql, 'v', meta.dtype, meta.size));
+    if (arrays.vMax) arrays.vMax.set(readTensor(this.#sql, 'v_max', meta.dtype, meta.size));
+    // Old ETags were "step-<n>"; new ones can never equal them.
+    return { meta: { ...meta, version: 2, revision: meta.seq, cursor: 0, missing: [] }, arrays };
+  }
+
+  dropVersion1(): void {
+    for (const name of ['params', 'm', 'v', 'v_max']) deleteBlob(this.#sql, name);
+  }
+
+  addHistory(seq: number, row: HistoryRow, kept: number): void {
+    this.#sql.exec('INSERT INTO history (seq, step, lr, loss, at) VALUES (?, ?, ?, ?, ?)', seq, row.step, row.lr, row.loss, row.at);
+    this.#sql.exec('DELETE FROM history WHERE seq <= ?', seq - kept);
+  }
+
+  history(limit: number): HistoryRow[] {
+    return this.#sql.exec<HistoryRow>('SELECT step, lr, loss, at FROM history ORDER BY seq DESC LIMIT ?', limit).toArray().reverse();
+  }
+
+  idempotency(key: string): IdempotencyRow | undefined {
+    return this.#sql.exec<IdempotencyRow>('SELECT seq, fingerprint, step, lr FROM idempotency WHERE key = ?', key).toArray()[0];
+  }
+
+  rememberKey(key: string, row: IdempotencyRow, kept: number): void {
+    this.#sql.exec('INSERT INTO idempotency (key, seq, fingerprint, step, lr) VALUES (?, ?, ?, ?, ?)', key, row.seq, row.fingerprint, row.step, row.lr);
+    this.#sql.exec('DELETE FROM idempotency WHERE seq <= ?', row.seq - kept);
+  }
+
+  forgetKeys(): void {
+    this.#sql.exec('DELETE FROM idempotency');
+  }
+
+  /** Wipes every table (and any alarm) atomically. */
+  deleteAll(): Promise<void> {
+    return this.#storage.deleteAll();
+  }
+}

@@ -1,0 +1,109 @@
+// Reading byte streams in exact amounts: request bodies decoded as they arrive (straight into the
+// memory that keeps them, with no copy of the whole body), and snapshots relayed slot by slot.
+
+/** Thrown when a stream ends early or holds more bytes than allowed. */
+export class StreamLengthError extends Error {
+  /** Bytes received when the error was noticed. */
+  readonly received: number;
+  readonly kind: 'short' | 'long';
+  constructor(kind: 'short' | 'long', received: number, message: string) {
+    super(message);
+    this.name = 'StreamLengthError';
+    this.kind = kind;
+    this.received = received;
+  }
+}
+
+/** A body as the Worker may hand it on: bytes already read, or a stream. */
+export type ByteSource = Uint8Array | ReadableStream<Uint8Array>;
+
+export class ByteReader {
+  readonly #reader: ReadableStreamDefaultReader<Uint8Array> | null;
+  #pending: Uint8Array;
+  #received = 0;
+  #done = false;
+
+  constructor(source: ByteSource) {
+    if (source instanceof Uint8Array) {
+      this.#reader = null;
+      this.#pending = source;
+      this.#done = true;
+      this.#received = source.length;
+    } else {
+      this.#reader = source.getReader();
+      this.#pending = new Uint8Array(0);
+    }
+  }
+
+  /** Bytes consumed so far. */
+  get position(): number {
+    return this.#received - this.#pending.length;
+  }
+
+  async #fill(): Promise<boolean> {
+    while (this.#pending.length === 0 && !this.#done) {
+      const { done, value } = await this.#reader!.read();
+      if (done) this.#done = true;
+      else if (value.length > 0) {
+        this.#pending = value;
+        this.#received += value.length;
+      }
+    }
+    return this.#pending.length > 0;
+  }
+
+  /**
+   * Passes the next `n` bytes to `sink` in pieces, each with its offset from the start of the n
+   * bytes; a StreamLengthError('short') if the stream ends first.
+   */
+  async read(n: number, sink: (piece: Uint8Array, offset: number) => void): Promise<void> {
+    let done = 0;
+    while (done < n) {
+      if (!(await this.#fill())) throw new StreamLengthError('short', this.position, `the body ended after ${this.position} bytes`);
+      const take = Math.min(n - done, this.#pending.length);
+      sink(this.#pending.subarray(0, take), done);
+      this.#pending = this.#pending.subarray(take);
+      done += take;
+    }
+  }
+
+  /** The next `n` bytes as one array (copied when they span pieces). */
+  async readExactly(n: number): Promise<Uint8Array> {
+    if (this.#pending.length >= n || (await this.#fill(), this.#pending.length >= n)) {
+      const out = this.#pending.subarray(0, n);
+      this.#pending = this.#pending.subarray(n);
+      return out;
+    }
+    const out = new Uint8Array(n);
+    await this.read(n, (piece, offset) => out.set(piece, offset));
+    return out;
+  }
+
+  /** Skips the next `n` bytes. */
+  skip(n: number): Promise<void> {
+    return this.read(n, () => {});
+  }
+
+  /** Resolves when the stream has ended with nothing left; a StreamLengthError('long') otherwise. */
+  async expectEnd(): Promise<void> {
+    if (await this.#fill()) {
+      const at = this.position;
+      await this.cancel();
+      throw new StreamLengthError('long', at, `the body holds more than the ${at} bytes expected`);
+    }
+  }
+
+  /** Stops reading (the sender sees the stream cancelled). */
+  async cancel(): Promise<void> {
+    this.#pending = new Uint8Array(0);
+    if (!this.#done) {
+      this.#done = true;
+      await this.#reader?.cancel().catch(() => {});
+    }
+  }
+}
+
+/** Copies `bytes` into a fresh array aligned for `bytesPerElement`-byte elements when it is not. */
+export function aligned(bytes: Uint8Array, bytesPerElement: number): Uint8Array {
+  return bytes.byteOffset % bytesPerElement === 0 ? bytes : bytes.slice();
+}
