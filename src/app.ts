@@ -124,7 +124,7 @@ export function createApp() {
         err.status === 400
           ? 'the request body is not valid JSON'
           : err.status === 415
-            ? `Content-Type must be application/json, got ${c.req.header('content-type') ?? 'none'}`
+            ? `Content-Type ${c.req.header('content-type') ?? '(none)'} is not accepted by ${c.req.method} ${path} (openapi.yaml lists the media types each operation takes)`
             : err.message || `HTTP ${err.status}`;
       return problemResponse(new ProblemError(err.status, type, detail), path);
     }
@@ -137,9 +137,18 @@ export function createApp() {
 
 export type App = ReturnType<typeof createApp>;
 
-/** The OpenAPI 3.1 document of an app. */
+/**
+ * The OpenAPI 3.1 document of an app. Every request body is required: routes that take binary
+ * bodies declare theirs optional only so that the JSON validator lets other media types through.
+ */
 export function openApiDocument(app: App) {
-  return app.getOpenAPI31Document(OPENAPI_CONFIG);
+  const doc = app.getOpenAPI31Document(OPENAPI_CONFIG);
+  for (const item of Object.values(doc.paths ?? {})) {
+    for (const op of Object.values(item as Record<string, { requestBody?: { required?: boolean } }>)) {
+      if (op && typeof op === 'object' && op.requestBody) op.requestBody.required = true;
+    }
+  }
+  return doc;
 }
 
 /** The document as YAML, byte for byte what `npm run openapi` writes to openapi.yaml. */

@@ -49,7 +49,7 @@ export interface paths {
         put?: never;
         /**
          * One Adam/AdamW step on parameters, gradients and state you send
-         * @description Applies one step of torch.optim.Adam (or AdamW with `decoupled_weight_decay`) with torch 1.13's single-tensor (`foreach=False`) semantics and returns the new parameters and state. Send the returned `state` with the next call to continue the same trajectory. float32 results are bit-identical to torch on AVX2 CPUs; float64 results agree to within 1e-12 of scale.
+         * @description Applies one step of torch.optim.Adam (or AdamW with `decoupled_weight_decay`) with torch 1.13's single-tensor (`foreach=False`) semantics and returns the new parameters and state. Send the returned `state` with the next call to continue the same trajectory. float32 results are bit-identical to torch on AVX2 CPUs; float64 results agree to within 1e-12 of scale. The body is JSON or safetensors; the answer comes in the format `Accept` asks for (default: the body's), with the same values either way.
          */
         post: operations["adamStep"];
         delete?: never;
@@ -1324,24 +1324,48 @@ export interface operations {
     };
     adamStep: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Safetensors bodies only: learning rate (torch `lr`), decimal. */
+                lr?: string;
+                /** @description Safetensors bodies only: torch `betas[0]`. */
+                beta1?: string;
+                /** @description Safetensors bodies only: torch `betas[1]`. */
+                beta2?: string;
+                /** @description Safetensors bodies only: torch `eps`. */
+                eps?: string;
+                /** @description Safetensors bodies only: torch `weight_decay`. */
+                weight_decay?: string;
+                /** @description Safetensors bodies only: `true` for AdamW. */
+                decoupled_weight_decay?: string;
+                /** @description Safetensors bodies only: `true` or `false`. */
+                amsgrad?: string;
+                /** @description Safetensors bodies only: `true` or `false`. */
+                maximize?: string;
+                /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
+                dtype?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
         };
+        /** @description JSON (StepRequest), or A safetensors file (Hugging Face format) whose tensors are named `<slot>/<name>`: `params/…` and `grads/…` (required), and the state as torch names it, `exp_avg/…`, `exp_avg_sq/…` and `max_exp_avg_sq/…` (all or none; with amsgrad and step > 0 also max_exp_avg_sq). A single unnamed tensor is just `params`, `grads`, …. `__metadata__` may hold `step` (completed steps, default 0), `hyperparams` (JSON text of AdamHyperparams), `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. Tensors are F32 or F64 (the step's dtype) or narrower (F16, BF16; F32 for a float64 step), widened exactly. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["StepRequest"];
+                "application/vnd.safetensors": string;
             };
         };
         responses: {
-            /** @description The parameters and state after the step. */
+            /** @description The parameters and state after the step. In safetensors: `params/…`, `exp_avg/…`, `exp_avg_sq/…` (and `max_exp_avg_sq/…` with amsgrad) in the step's dtype, and `__metadata__` `step`, `lr` and `dtype`. */
             200: {
                 headers: {
+                    /** @description `Accept`: the format depends on it. */
+                    vary?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["StepResponse"];
+                    "application/vnd.safetensors": string;
                 };
             };
             /** @description Malformed JSON. */
@@ -1353,7 +1377,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Body larger than MAX_BODY_BYTES, or more tensor elements than MAX_ELEMENTS. */
+            /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than MAX_BODY_BYTES, or more tensor elements than MAX_ELEMENTS (JSON) or the memory budget (safetensors). */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -1362,7 +1395,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8. */
+            /** @description Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed (Content-Encoding), or its charset is not UTF-8. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -1371,7 +1404,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Invalid field (named in `errors`), mismatched structures, or a result that is not finite. */
+            /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
             422: {
                 headers: {
                     [name: string]: unknown;

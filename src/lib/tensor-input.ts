@@ -13,24 +13,49 @@ import {
   flattenTree,
   pathOfIndex,
 } from '../tensors/tree.ts';
-import { ProblemError, fieldError, formatPath, validationProblem } from './problem.ts';
+import { WireError } from '../wire/safetensors.ts';
+import { StreamLengthError } from '../wire/stream.ts';
+import { ProblemError, fieldError, formatPath, headerError, validationProblem, type ProblemType } from './problem.ts';
 
-/** Runs a tensor operation, turning tensor errors into 413/422 problems. */
+const WIRE_PROBLEM: Record<WireError['status'], ProblemType> = {
+  406: 'not-acceptable',
+  413: 'payload-too-large',
+  415: 'unsupported-media-type',
+  422: 'validation-error',
+};
+
+/** The problem for an error of the wire layer or of a tensor operation; other errors pass through. */
+export function tensorProblem(e: unknown): unknown {
+  if (e instanceof WireError) {
+    const [first] = e.path;
+    const error = first === 'Content-Type' || first === 'Accept' ? headerError(first, e.message, e.value) : fieldError(e.path, e.message, e.value);
+    return new ProblemError(e.status, WIRE_PROBLEM[e.status], `${error.field}: ${e.message}`, [error]);
+  }
+  if (e instanceof StreamLengthError) return validationProblem([fieldError(['body'], e.message)]);
+  if (e instanceof ElementLimitError) {
+    return new ProblemError(413, 'payload-too-large', `${formatPath(e.path.slice(0, 1))} has more than ${e.limit} elements (the configured limit)`, [
+      fieldError(e.path.slice(0, 1), `more than ${e.limit} elements`),
+    ], { limit: e.limit });
+  }
+  if (e instanceof TensorError) return validationProblem([fieldError(e.path, e.message, e.value)]);
+  return e;
+}
+
+/** Runs a tensor operation, turning tensor and wire errors into 4xx problems. */
 export function withTensorProblems<T>(fn: () => T): T {
   try {
     return fn();
   } catch (e) {
-    if (e instanceof ElementLimitError) {
-      throw new ProblemError(
-        413,
-        'payload-too-large',
-        `${formatPath(e.path.slice(0, 1))} has more than ${e.limit} elements (the configured limit)`,
-        [fieldError(e.path.slice(0, 1), `more than ${e.limit} elements`)],
-        { limit: e.limit },
-      );
-    }
-    if (e instanceof TensorError) throw validationProblem([fieldError(e.path, e.message, e.value)]);
-    throw e;
+    throw tensorProblem(e);
+  }
+}
+
+/** The async form of withTensorProblems. */
+export async function withTensorProblemsAsync<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    throw tensorProblem(e);
   }
 }
 
@@ -96,21 +121,37 @@ export function parseState(
   if (state === undefined) return initAdamState(dtype, size, hp.amsgrad);
   const m = parseLike(state.m, layout, [...path, 'm'], dtype);
   const v = parseLike(state.v, layout, [...path, 'v'], dtype);
-  let vMax: FloatArray | null = null;
   // torch ignores max_exp_avg_sq without amsgrad; it is still checked, to catch a mismatched tree.
-  if (!hp.amsgrad && state.v_max !== undefined) parseLike(state.v_max, layout, [...path, 'v_max'], dtype);
+  const vMax = state.v_max === undefined ? null : parseLike(state.v_max, layout, [...path, 'v_max'], dtype);
+  return checkedState({ step: state.step, m, v, vMax }, layout, dtype, hp, path, { v: 'v', vMax: 'v_max' });
+}
+
+/**
+ * Completes and checks decoded Adam state: v_max is required with amsgrad once step > 0 (zeros
+ * before the first step), dropped without amsgrad; v and v_max must be >= 0. `names` are the
+ * fields' names in the request (`v` or torch's `exp_avg_sq`).
+ */
+export function checkedState(
+  state: AdamState,
+  layout: TensorLayout,
+  dtype: Dtype,
+  hp: AdamHyperparams,
+  path: FieldPath,
+  names: { v: string; vMax: string },
+): AdamState {
+  let vMax: FloatArray | null = null;
   if (hp.amsgrad) {
-    if (state.v_max !== undefined) vMax = parseLike(state.v_max, layout, [...path, 'v_max'], dtype);
-    else if (state.step === 0) vMax = toDtype(dtype, new Float64Array(size));
-    else throw validationProblem([fieldError([...path, 'v_max'], 'is required when amsgrad is true and step > 0')]);
+    if (state.vMax !== null) vMax = state.vMax;
+    else if (state.step === 0) vMax = toDtype(dtype, new Float64Array(state.m.length));
+    else throw validationProblem([fieldError([...path, names.vMax], 'is required when amsgrad is true and step > 0')]);
   }
-  for (const [which, a] of [['v', v], ['v_max', vMax]] as const) {
+  for (const [which, a] of [[names.v, state.v], [names.vMax, vMax]] as const) {
     const i = a ? firstNegative(a) : null;
     if (i !== null) {
       throw validationProblem([fieldError([...path, which, ...pathOfIndex(layout, i)], 'must be >= 0 (a second moment is never negative)', a![i])]);
     }
   }
-  return { step: state.step, m, v, vMax };
+  return { step: state.step, m: state.m, v: state.v, vMax };
 }
 
 function firstNegative(a: FloatArray): number | null {

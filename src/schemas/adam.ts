@@ -80,6 +80,26 @@ export const AdamStateOutSchema = z
   .strict()
   .openapi('AdamStateOut', { description: 'State to send back with the next step.' });
 
+/** `metrics` is required with a reduce_on_plateau schedule and only with it. */
+function metricsGoWithPlateau(body: { schedule?: { type: string } | undefined; metrics?: number[] | undefined }, ctx: z.RefinementCtx): void {
+  const plateau = body.schedule?.type === 'reduce_on_plateau';
+  if (plateau && body.metrics === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['metrics'], message: 'is required with a reduce_on_plateau schedule (use [] before the first report)' });
+  }
+  if (!plateau && body.metrics !== undefined) {
+    ctx.addIssue({ code: 'custom', path: ['metrics'], message: 'is only used with a reduce_on_plateau schedule' });
+  }
+}
+
+const MetricsSchema = z
+  .array(z.number())
+  .max(MAX_METRICS)
+  .optional()
+  .openapi({
+    description: `Metric reports so far (e.g. validation losses), oldest first, for a \`reduce_on_plateau\` schedule (required with it, and only with it; at most ${MAX_METRICS}).`,
+    example: [0.9, 0.7, 0.71],
+  });
+
 export const StepRequestSchema = z
   .object({
     params: requiredTree('Parameters before the step.'),
@@ -89,25 +109,10 @@ export const StepRequestSchema = z
     dtype: DtypeSchema.default('float32'),
     // Described on StepRequest: metadata here would overwrite the shared ScheduleSpec component.
     schedule: ScheduleSpecSchema.optional(),
-    metrics: z
-      .array(z.number())
-      .max(MAX_METRICS)
-      .optional()
-      .openapi({
-        description: `Metric reports so far (e.g. validation losses), oldest first, for a \`reduce_on_plateau\` schedule (required with it, and only with it; at most ${MAX_METRICS}).`,
-        example: [0.9, 0.7, 0.71],
-      }),
+    metrics: MetricsSchema,
   })
   .strict()
-  .superRefine((body, ctx) => {
-    const plateau = body.schedule?.type === 'reduce_on_plateau';
-    if (plateau && body.metrics === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['metrics'], message: 'is required with a reduce_on_plateau schedule (use [] before the first report)' });
-    }
-    if (!plateau && body.metrics !== undefined) {
-      ctx.addIssue({ code: 'custom', path: ['metrics'], message: 'is only used with a reduce_on_plateau schedule' });
-    }
-  })
+  .superRefine(metricsGoWithPlateau)
   .openapi('StepRequest', {
     description:
       'One step\'s input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after ' +
@@ -125,3 +130,18 @@ export const StepResponseSchema = z
   })
   .strict()
   .openapi('StepResponse', { description: 'Parameters and state after one step, in the structure of the request.' });
+
+/**
+ * The non-tensor part of a safetensors stateless step, gathered from the file's `__metadata__`
+ * (JSON text for objects) and the query string. Checked like the JSON body's fields.
+ */
+export const StepOptionsSchema = z
+  .object({
+    step: StepCountSchema.default(0),
+    hyperparams: AdamHyperparamsSchema.prefault({}),
+    dtype: DtypeSchema.optional(),
+    schedule: ScheduleSpecSchema.optional(),
+    metrics: MetricsSchema,
+  })
+  .strict()
+  .superRefine(metricsGoWithPlateau);

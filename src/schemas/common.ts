@@ -69,6 +69,11 @@ export const ProblemSchema = z
   .strict()
   .openapi('Problem', { description: 'RFC 9457 problem details (`application/problem+json`).' });
 
+/** A binary media type's schema (bodies in raw or safetensors form are not validated by zod). */
+export function binaryContent() {
+  return { schema: { type: 'string' as const, format: 'binary' } };
+}
+
 /** A problem+json response entry for route definitions. */
 export function problem(description: string) {
   return { description, content: { 'application/problem+json': { schema: ProblemSchema } } };

@@ -5,18 +5,30 @@ import { checkContract } from './contract.ts';
 
 export const BASE = 'http://adam-api.test';
 
+/** A request through the Worker; a Uint8Array body is sent as bytes (its Content-Type is the caller's to set). */
 export async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Response> {
   const init: RequestInit = { method, headers: { ...headers } };
-  if (body !== undefined) {
+  if (body instanceof Uint8Array) {
+    init.body = body;
+  } else if (body !== undefined) {
     init.body = typeof body === 'string' ? body : JSON.stringify(body);
     (init.headers as Record<string, string>)['content-type'] ??= 'application/json';
   }
   const request = new Request(BASE + path, init);
   const res = await exports.default.fetch(request);
   // Every response is checked against openapi.yaml, then handed to the test unchanged.
-  const text = new TextDecoder().decode(await res.arrayBuffer()); // .text() warns on non-text media types
-  checkContract(request.method, request.url, res.status, res.headers, text);
-  return new Response(res.status === 204 ? null : text, { status: res.status, statusText: res.statusText, headers: res.headers });
+  const bytes = new Uint8Array(await res.arrayBuffer()); // .text() warns on non-text media types
+  checkContract(request.method, request.url, res.status, res.headers, bytes.length === 0 ? '' : new TextDecoder().decode(bytes));
+  return new Response(res.status === 204 ? null : bytes, { status: res.status, statusText: res.statusText, headers: res.headers });
+}
+
+/** A call answered in bytes: status, headers, media type, the bytes, and the JSON body when it is JSON. */
+export async function callBytes(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+  const res = await call(method, path, body, headers);
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  const type = res.headers.get('content-type') ?? '';
+  const json = /json/.test(type) && bytes.length > 0 ? JSON.parse(new TextDecoder().decode(bytes)) : undefined;
+  return { status: res.status, headers: res.headers, type, bytes, body: json };
 }
 
 /** POSTs JSON and returns status, content type and parsed body. */

@@ -1,0 +1,145 @@
+// The stateless step in safetensors: tensors named `<slot>/<name>` (params, grads, and torch's
+// state names exp_avg, exp_avg_sq, max_exp_avg_sq), the step count and options in `__metadata__`
+// or the query string. Decoding checks everything the JSON path checks, naming the tensor.
+
+import type { AdamState, Dtype, FloatArray } from '../../optim/adam.ts';
+import { type NamedLeaf, layoutOfNamed, leafIndex } from '../../tensors/names.ts';
+import { MAX_TENSORS, type TensorLayout, layoutSize } from '../../tensors/tree.ts';
+import { WIRE_DTYPES, bytesOf, elementSink, firstNonFiniteIn, fitsInto, wireDtypeOf, type WireDtype } from '../../wire/dtypes.ts';
+import { WireError, encodeHeader, headerLength, parseHeader, type EntrySpec, type TensorEntry } from '../../wire/safetensors.ts';
+
+/** Tensor name prefixes of a stateless step file, and what each holds. */
+export const STEP_SLOTS = ['params', 'grads', 'exp_avg', 'exp_avg_sq', 'max_exp_avg_sq'] as const;
+type StepSlot = (typeof STEP_SLOTS)[number];
+
+/** `<slot>/<name>` (or just `<slot>` for a single unnamed tensor). */
+export const slotTensorName = (slot: string, name: string) => (name === '' ? slot : `${slot}/${name}`);
+
+function splitName(name: string): { slot: StepSlot; leaf: string } {
+  const cut = name.indexOf('/');
+  const slot = cut < 0 ? name : name.slice(0, cut);
+  if (!(STEP_SLOTS as readonly string[]).includes(slot)) {
+    throw new WireError(422, ['safetensors', name], `tensor "${name}" is not named <slot>/<name> with a slot among ${STEP_SLOTS.join(', ')}`, name);
+  }
+  return { slot: slot as StepSlot, leaf: cut < 0 ? '' : name.slice(cut + 1) };
+}
+
+/** A safetensors step request, decoded. */
+export interface StepFile {
+  layout: TensorLayout;
+  dtype: Dtype;
+  params: FloatArray;
+  grads: FloatArray;
+  /** m, v and (when sent) v_max; null when the file has no state tensors (a fresh optimizer). */
+  state: Omit<AdamState, 'step'> | null;
+  /** The `__metadata__` strings (options are read from them by the handler). */
+  metadata: Record<string, string>;
+}
+
+/** The header and where its data starts, for a whole body. */
+export function readHeader(body: Uint8Array) {
+  if (body.length < 8) throw new WireError(422, ['safetensors'], `a safetensors body has at least 8 bytes, got ${body.length}`);
+  const n = headerLength(body.subarray(0, 8), body.length);
+  const header = parseHeader(body.subarray(8, 8 + n), body.length - 8 - n);
+  return { ...header, dataStart: 8 + n };
+}
+
+/**
+ * Decodes a stateless step body. `dtype` (from the query or metadata) wins; otherwise float64 when
+ * any params tensor is F64, else float32. `maxBytes` bounds the decoded arrays.
+ */
+export function decodeStepFile(body: Uint8Array, requestedDtype: Dtype | undefined, maxBytes: number): StepFile {
+  const { entries, metadata, dataStart } = readHeader(body);
+  const bySlot = new Map<StepSlot, Map<string, TensorEntry>>(STEP_SLOTS.map((s) => [s, new Map()]));
+  for (const e of entries) {
+    const { slot, leaf } = splitName(e.name);
+    bySlot.get(slot)!.set(leaf, e);
+  }
+  const paramEntries = [...bySlot.get('params')!.entries()].map(([name, e]) => ({ name, shape: e.shape, entry: e }));
+  if (paramEntries.length === 0) throw new WireError(422, ['safetensors', 'params'], 'no params/<name> tensors: the file must hold the parameters');
+  if (paramEntries.length > MAX_TENSORS) throw new WireError(422, ['safetensors', 'params'], `more than ${MAX_TENSORS} parameter tensors`);
+  const dtype: Dtype = requestedDtype ?? (paramEntries.some((p) => p.entry.dtype === 'F64') ? 'float64' : 'float32');
+  const layout = layoutOfNamed(paramEntries);
+  const index = leafIndex(layout)!; // names of one file are distinct
+  const size = layoutSize(layout);
+  if (5 * size * (dtype === 'float32' ? 4 : 8) > maxBytes) {
+    throw new WireError(413, ['safetensors', 'params'], `${size} elements per tensor tree do not fit the stateless step's memory budget; use a hosted optimizer`);
+  }
+  const make = () => (dtype === 'float32' ? new Float32Array(size) : new Float64Array(size));
+
+  /** Decodes slot `slot` (every param tensor, same shapes) into a new array; null when absent and optional. */
+  const decodeSlot = (slot: StepSlot, required: boolean): FloatArray | null => {
+    const found = bySlot.get(slot)!;
+    if (found.size === 0 && !required) return null;
+    for (const name of found.keys()) {
+      if (!index.has(name)) throw new WireError(422, ['safetensors', slotTensorName(slot, name)], `"${slotTensorName(slot, name)}" has no params/${name} to match`);
+    }
+    const out = make();
+    for (const leaf of index.values()) {
+      const e = found.get(leaf.name);
+      const where = ['safetensors', slotTensorName(slot, leaf.name)];
+      if (!e) throw new WireError(422, where, `tensor "${slotTensorName(slot, leaf.name)}" is missing (every params tensor needs its ${slot} tensor)`);
+      checkEntry(e, leaf, dtype, where);
+      elementSink(e.dtype, out, leaf.offset, leaf.size).write(body.subarray(dataStart + e.start, dataStart + e.end));
+      const bad = firstNonFiniteIn(out, leaf.offset, leaf.offset + leaf.size);
+      if (bad >= 0) throw new WireError(422, [...where, bad - leaf.offset], `element ${bad - leaf.offset} is ${out[bad]}: every value must be finite`);
+    }
+    return out;
+  };
+
+  const params = decodeSlot('params', true)!;
+  const grads = decodeSlot('grads', true)!;
+  const m = decodeSlot('exp_avg', false);
+  const v = decodeSlot('exp_avg_sq', false);
+  const vMax = decodeSlot('max_exp_avg_sq', false);
+  if ((m === null) !== (v === null) || (vMax !== null && m === null)) {
+    throw new WireError(422, ['safetensors', m === null ? 'exp_avg' : 'exp_avg_sq'], 'state tensors come together: exp_avg and exp_avg_sq for every parameter (and max_exp_avg_sq with amsgrad), or none');
+  }
+  return { layout, dtype, params, grads, state: m && v ? { m, v, vMax } : null, metadata: metadata ?? {} };
+}
+
+/** A tensor of the file must have its parameter's shape and a dtype that widens into the optimizer's. */
+function checkEntry(e: TensorEntry, leaf: NamedLeaf, dtype: Dtype, where: Array<string | number>): void {
+  if (e.shape.length !== leaf.shape.length || e.shape.some((d, i) => d !== leaf.shape[i])) {
+    throw new WireError(422, [...where, 'shape'], `shape [${e.shape.join(', ')}] differs from the parameter's [${leaf.shape.join(', ')}]`);
+  }
+  if (!fitsInto(e.dtype, dtype)) {
+    throw new WireError(422, [...where, 'dtype'], `dtype ${e.dtype} does not fit a ${dtype} step (it would round); send ${wireDtypeOf(dtype)} or narrower`, e.dtype);
+  }
+}
+
+/** The tensors of a step's answer: params and state, slot after slot, each in layout order. */
+export function encodeStepFile(
+  layout: TensorLayout,
+  dtype: Dtype,
+  params: FloatArray,
+  state: AdamState,
+  metadata: Record<string, string>,
+): Uint8Array {
+  const leaves = [...(leafIndex(layout) ?? throwCollision()).values()];
+  const slots: Array<[string, FloatArray]> = [['params', params], ['exp_avg', state.m], ['exp_avg_sq', state.v]];
+  if (state.vMax) slots.push(['max_exp_avg_sq', state.vMax]);
+  return encodeSlots(slots, leaves, wireDtypeOf(dtype), metadata);
+}
+
+/** A safetensors file of `slots` (name prefix, values) over the layout's leaves, data slot after slot. */
+export function encodeSlots(slots: ReadonlyArray<readonly [string, FloatArray]>, leaves: readonly NamedLeaf[], dtype: WireDtype, metadata: Record<string, string>): Uint8Array {
+  const specs: EntrySpec[] = [];
+  for (const [slot] of slots) for (const leaf of leaves) specs.push({ name: slotTensorName(slot, leaf.name), dtype, shape: leaf.shape });
+  const { header, dataLength } = encodeHeader(specs, metadata);
+  const out = new Uint8Array(header.length + dataLength);
+  out.set(header);
+  let offset = header.length;
+  for (const [, values] of slots) {
+    out.set(bytesOf(values), offset);
+    offset += values.byteLength;
+  }
+  if (offset !== out.length || WIRE_DTYPES[dtype].bytes !== slots[0]![1].BYTES_PER_ELEMENT) throw new Error('internal: safetensors data does not match its header');
+  return out;
+}
+
+function throwCollision(): never {
+  throw new WireError(406, ['params'], 'two tensors have the same dotted name (e.g. "a.b" and {"a": {"b"}}): safetensors cannot name them apart; ask for JSON');
+}
+
+export { throwCollision };
