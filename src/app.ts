@@ -4,9 +4,10 @@
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { stringify } from 'yaml';
-import { readLimits, type Limits } from './lib/config.ts';
+import { MAX_JSON_HOSTED_ELEMENTS, readLimits, type Limits } from './lib/config.ts';
 import { bodyGuard } from './lib/body-guard.ts';
 import { MAX_EVALUATION_POINTS } from './schemas/schedule.ts';
+import { BINARY_FORMATS, MEDIA_TYPES } from './wire/media.ts';
 import { OPENAPI_CONFIG, SERVICE_DESCRIPTION } from './lib/openapi.ts';
 import { ProblemError, problemResponse, type ProblemType } from './lib/problem.ts';
 import { createRouter } from './lib/router.ts';
@@ -26,6 +27,17 @@ const HTTP_PROBLEMS: Record<number, ProblemType> = {
   405: 'method-not-allowed',
 };
 
+/** Whether a Content-Type names one of the binary wire formats. */
+function isBinary(contentType: string | undefined): boolean {
+  const type = (contentType ?? '').split(';')[0]!.trim().toLowerCase();
+  return BINARY_FORMATS.some((f) => MEDIA_TYPES[f] === type);
+}
+
+/** Requests whose binary body the Worker hands to a hosted optimizer unread. */
+function streamsToOptimizer(method: string, path: string, contentType: string | undefined): boolean {
+  return (method === 'POST' || method === 'PUT') && /^\/v1\/optimizers\/[^/]+\/(step|params|state)$/.test(path) && isBinary(contentType);
+}
+
 /** Hono path pattern (`/v1/x/:id`) → anchored RegExp, for 405 detection. */
 function patternOf(path: string): RegExp {
   const src = path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replace(/\/:[^/]+/g, '/[^/]+');
@@ -39,8 +51,8 @@ function patternOf(path: string): RegExp {
 function jsonValueLimit(limits: Limits, path: string, method: string): number {
   const slack = 2 * MAX_EVALUATION_POINTS + 10_000; // steps and metrics lists, milestones, fields
   if (path === '/v1/adam/step') return 5 * limits.maxElements + slack; // params, grads, m, v, v_max
-  if (path.endsWith('/state') && method === 'PUT') return 4 * limits.maxHostedElements + slack;
-  if (path.startsWith('/v1/optimizers')) return limits.maxHostedElements + slack;
+  if (path.endsWith('/state') && method === 'PUT') return 4 * MAX_JSON_HOSTED_ELEMENTS + slack;
+  if (path.startsWith('/v1/optimizers')) return MAX_JSON_HOSTED_ELEMENTS + slack;
   return slack;
 }
 
@@ -52,6 +64,9 @@ export function createApp() {
     c.set('limits', limits);
     // GET, HEAD and DELETE bodies are never read, so they are not limited either.
     if (c.req.method === 'GET' || c.req.method === 'HEAD' || c.req.method === 'DELETE') return next();
+    // Binary bodies of a hosted optimizer stream into its Durable Object, which reads no more than
+    // its layout (or, for a checkpoint, its memory budget) allows; the Worker never holds them.
+    if (streamsToOptimizer(c.req.method, c.req.path, c.req.header('content-type'))) return next();
     return bodyLimit({
       maxSize: limits.maxBodyBytes,
       onError: () => {
@@ -62,7 +77,16 @@ export function createApp() {
     })(c, next);
   });
 
-  app.use('*', bodyGuard((c) => jsonValueLimit(c.get('limits'), c.req.path, c.req.method)));
+  const guard = bodyGuard((c) => jsonValueLimit(c.get('limits'), c.req.path, c.req.method));
+  app.use('*', async (c, next) => {
+    // JSON values are counted in JSON bodies only; binary bodies are bounded by bytes and layouts.
+    if (!isBinary(c.req.header('content-type'))) return guard(c, next);
+    const encoding = c.req.header('content-encoding');
+    if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
+      throw new ProblemError(415, 'unsupported-media-type', `Content-Encoding ${encoding} is not supported: send uncompressed bytes`);
+    }
+    return next();
+  });
 
   app.openapi(indexRoute, (c) =>
     c.json(

@@ -187,7 +187,7 @@ describe('second review', () => {
     expectProblem(res, 413);
     expect(res.body.detail).toMatch(/JSON values/);
     const opt = await createOptimizer({ params: [1] });
-    const grads = await parse(await call('POST', `/v1/optimizers/${opt.id}/step`, `{"grads":${'[' + '0,'.repeat(1_300_000) + '0]'}}`, { authorization: `Bearer ${opt.token}`, 'content-type': 'application/json' }));
+    const grads = await parse(await call('POST', `/v1/optimizers/${opt.id}/step`, `{"grads":${'[' + '0,'.repeat(4_300_000) + '0]'}}`, { authorization: `Bearer ${opt.token}`, 'content-type': 'application/json' }));
     expectProblem(grads, 413);
   });
 

@@ -214,9 +214,15 @@ describe('bad input', () => {
     expectProblem(await parse(await call('POST', '/v1/optimizers', '{"params": [1,')), 400);
   });
 
-  it('rejects params over MAX_HOSTED_ELEMENTS with 413', async () => {
-    const res = await parse(await call('POST', '/v1/optimizers', { params: new Array(1_000_001).fill(0) }));
-    expectProblem(res, 413, 'params');
+  it('rejects more elements than one optimizer holds (MAX_HOSTED_BYTES) with 413, per dtype', async () => {
+    // 80 MiB of kernel memory, 5 arrays per element: 4,194,304 float32 or 2,097,152 float64 elements.
+    const f64 = await parse(await call('POST', '/v1/optimizers', `{"dtype":"float64","params":[${'0,'.repeat(2_097_152)}0]}`, { 'content-type': 'application/json' }));
+    expectProblem(f64, 413, 'params');
+    expectProblem(await parse(await call('POST', '/v1/optimizers', { shapes: { a: [2048, 1024], b: [1] }, dtype: 'float64' })), 413, 'shapes');
+    expectProblem(await parse(await call('POST', '/v1/optimizers', { shapes: [4_194_305] })), 413, 'shapes');
+    const fits = await parse(await call('POST', '/v1/optimizers', { shapes: [4_194_304] }));
+    expect(fits.status).toBe(201);
+    expect(fits.body.size).toBe(4_194_304);
   });
 
   it('rejects bad steps and leaves the state unchanged', async () => {

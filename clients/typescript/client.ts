@@ -20,11 +20,15 @@ export type { components, operations, paths };
 export type Schemas = components['schemas'];
 export type Problem = Schemas['Problem'];
 export type TensorTree = Schemas['TensorTree'];
-export type AdamApiClient = Client<paths>;
+/** JSON answers and problems: the client is typed for them (binary bodies are sent with fetch; see the README). */
+type JsonMedia = 'application/json' | 'application/problem+json';
+
+/** Typed for JSON answers (binary bodies are sent with fetch; see the README's binary section). */
+export type AdamApiClient = Client<paths, JsonMedia>;
 
 /** A client for the adam-api server at baseUrl (default: `npm run dev`'s address). */
 export function createAdamApiClient(baseUrl = 'http://localhost:8787', options: Omit<ClientOptions, 'baseUrl'> = {}): AdamApiClient {
-  return createClient<paths>({ ...options, baseUrl: baseUrl.replace(/\/+$/, '') });
+  return createClient<paths, JsonMedia>({ ...options, baseUrl: baseUrl.replace(/\/+$/, '') });
 }
 
 /** The Authorization header of a hosted optimizer's calls. */

@@ -149,7 +149,7 @@ export interface paths {
         put?: never;
         /**
          * Create a hosted optimizer
-         * @description Stores the params and a fresh Adam state in a new Durable Object. The response carries the id and a bearer token, shown only once: every later call needs `Authorization: Bearer <token>`.
+         * @description Stores the params (or, from `shapes`, zeros to be uploaded with PUT .../params) and a fresh Adam state in a new Durable Object. The response carries the id and a bearer token, shown only once: every later call needs `Authorization: Bearer <token>`. One optimizer holds at most MAX_HOSTED_BYTES / 20 float32 or / 40 float64 elements (params, m, v, v_max and a gradient buffer: 4,194,304 / 2,097,152 by default).
          */
         post: operations["createOptimizer"];
         delete?: never;
@@ -165,7 +165,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Metadata: step, hyperparameters, schedule, next lr, shapes */
+        /** Metadata: step, hyperparameters, schedule, next lr, layout, upload status */
         get: operations["getOptimizer"];
         put?: never;
         post?: never;
@@ -191,7 +191,7 @@ export interface paths {
         put?: never;
         /**
          * Apply one gradient
-         * @description Applies one Adam step with the stored hyperparameters and schedule, exactly as POST /v1/adam/step would with the stored state. Steps on one optimizer are applied one at a time, each exactly once. Use `Idempotency-Key` to make retries safe and `If-Match` or `expected_step` to refuse a gradient computed against stale params.
+         * @description Applies one Adam step with the stored hyperparameters and schedule, exactly as POST /v1/adam/step would with the stored state. Steps on one optimizer are applied one at a time, each exactly once. Use `Idempotency-Key` to make retries safe and `If-Match` or `expected_step` to refuse a gradient computed against stale params. The gradients come as JSON, raw bytes or safetensors; the new params go back in the format `Accept` asks for (default: the body's), with `step` and `lr` as headers too.
          */
         post: operations["stepOptimizer"];
         delete?: never;
@@ -207,9 +207,16 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Current parameters */
+        /**
+         * Current parameters
+         * @description The params as JSON (the default), raw bytes or safetensors (`Accept`), with the step count as a header too.
+         */
         get: operations["getOptimizerParams"];
-        put?: never;
+        /**
+         * Upload params, whole or in parts
+         * @description Writes new values into some or all params; the optimizer state (moments, step) is kept, as when torch copies into `p.data`. Whole tensors by name (JSON or safetensors, any subset), or a raw run of elements: into tensor `?tensor=<name>` from element `?offset=` (default 0), or into the flat params from `?offset=`. An optimizer created by `shapes` steps only once every element has been uploaded; `upload` in the answer tells what is missing.
+         */
+        put: operations["uploadOptimizerParams"];
         post?: never;
         delete?: never;
         options?: never;
@@ -224,11 +231,14 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Full snapshot (params, moments, hyperparameters, schedule) */
+        /**
+         * Full snapshot (params, moments, hyperparameters, schedule)
+         * @description JSON (the default) or a safetensors checkpoint (`Accept: application/vnd.safetensors`) that torch loads: `params/<name>`, `exp_avg/<name>`, `exp_avg_sq/<name>`, `max_exp_avg_sq/<name>` (amsgrad) and `step/<name>` (a float32 scalar, as torch stores it), with `__metadata__` `step`, `dtype`, `hyperparams`, `schedule` and `scheduler_state` (JSON text). Either form PUTs back.
+         */
         get: operations["getOptimizerState"];
         /**
          * Restore a snapshot (validated, atomic)
-         * @description Replaces params, moments, step, dtype, hyperparameters and schedule with the snapshot's, in one transaction (shapes may change within MAX_HOSTED_ELEMENTS). Read-only fields of a GET snapshot (`id`, times) are ignored, so GET → PUT round-trips. The history is a log of applied steps and keeps its entries.
+         * @description Replaces params, moments, step, dtype, hyperparameters and schedule with the snapshot's, in one transaction (shapes may change within the optimizer's size limit). Read-only fields of a GET snapshot (`id`, times) are ignored, so GET → PUT round-trips, in JSON and in safetensors. A safetensors checkpoint is streamed into the optimizer, so it may hold the largest state one optimizer keeps. The history is a log of applied steps and keeps its entries.
          */
         put: operations["restoreOptimizerState"];
         post?: never;
@@ -1050,6 +1060,9 @@ export interface components {
             shapes: components["schemas"]["Shapes"];
             /** @description Total number of parameter elements. */
             size: number;
+            /** @description Every tensor in storage order: the order of raw bodies (each tensor's elements row-major, at `offset` × the item size in bytes) and the names of safetensors files. */
+            layout: components["schemas"]["LayoutEntry"][];
+            upload: components["schemas"]["UploadStatus"];
             /**
              * @description ISO 8601 time (UTC).
              * @example 2026-11-26T00:00:00.000Z
@@ -1076,8 +1089,28 @@ export interface components {
          *     }
          */
         Shapes: unknown;
+        /** @description One tensor of a hosted optimizer. */
+        LayoutEntry: {
+            /** @description The tensor's name: its path joined with dots, as torch names parameters (`""` for a single unnamed tensor). */
+            name: string;
+            /** @description Its shape (`[]` for a scalar). */
+            shape: number[];
+            /** @description Index of its first element among all params (raw bodies: byte offset = offset × 4 for float32, × 8 for float64). */
+            offset: number;
+            /** @description Its number of elements. */
+            size: number;
+        };
+        /** @description Whether the params of an optimizer created by `shapes` have all been uploaded. */
+        UploadStatus: {
+            /** @description Every param has a value: steps are possible. */
+            complete: boolean;
+            /** @description Param elements not uploaded yet (optimizers created by `shapes`). */
+            missing_elements: number;
+            /** @description Names of the tensors still waiting for elements (the first 100). */
+            missing_tensors: string[];
+        };
         /**
-         * @description A new hosted optimizer. `schedule` (optional, null for none) sets the learning rate of each step instead of `hyperparams.lr`.
+         * @description A new hosted optimizer, from `params` or from `shapes` (then uploaded in parts). `schedule` (optional, null for none) sets the learning rate of each step instead of `hyperparams.lr`.
          * @example {
          *       "params": {
          *         "w": [
@@ -1093,7 +1126,13 @@ export interface components {
          *     }
          */
         CreateOptimizer: {
-            params: components["schemas"]["TensorTree"] & unknown;
+            params?: components["schemas"]["TensorTree"] & unknown;
+            shapes?: components["schemas"]["Shapes"] & unknown;
+            /**
+             * @description With `shapes`: what the params hold until uploaded (`zeros`, the default).
+             * @enum {string}
+             */
+            init?: "zeros";
             hyperparams?: components["schemas"]["AdamHyperparams"];
             /** @description Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none. */
             schedule?: components["schemas"]["ScheduleSpec"] | null;
@@ -1114,6 +1153,9 @@ export interface components {
             shapes: components["schemas"]["Shapes"];
             /** @description Total number of parameter elements. */
             size: number;
+            /** @description Every tensor in storage order: the order of raw bodies (each tensor's elements row-major, at `offset` × the item size in bytes) and the names of safetensors files. */
+            layout: components["schemas"]["LayoutEntry"][];
+            upload: components["schemas"]["UploadStatus"];
             /**
              * @description ISO 8601 time (UTC).
              * @example 2026-11-26T00:00:00.000Z
@@ -1191,6 +1233,20 @@ export interface components {
         OptimizerParams: {
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
+            params: components["schemas"]["TensorTree"] & unknown;
+        };
+        /**
+         * @description New values for some or all params; the optimizer state (moments, step) is kept.
+         * @example {
+         *       "params": {
+         *         "fc.bias": [
+         *           0.1,
+         *           -0.1
+         *         ]
+         *       }
+         *     }
+         */
+        UploadParams: {
             params: components["schemas"]["TensorTree"] & unknown;
         };
         /** @description Everything the optimizer holds. GET it to back up; PUT it (or an edited copy) to restore. */
@@ -1740,9 +1796,11 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
+        /** @description JSON (CreateOptimizer), or a safetensors file of the params, named as `model.state_dict()` names them; hyperparameters then go in `__metadata__` (`hyperparams`, `schedule`: JSON text; `dtype`) or the query (`lr`, `beta1`, …, `dtype`). */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["CreateOptimizer"];
+                "application/vnd.safetensors": string;
             };
         };
         responses: {
@@ -1751,7 +1809,7 @@ export interface operations {
                 headers: {
                     /** @description URL of the new optimizer. */
                     location?: string;
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -1768,7 +1826,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Body larger than MAX_BODY_BYTES or params larger than MAX_HOSTED_ELEMENTS. */
+            /** @description `Accept` does not allow application/json. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than MAX_BODY_BYTES, or more elements than one optimizer holds. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -1777,7 +1844,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8. */
+            /** @description Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed (Content-Encoding), or its charset is not UTF-8. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -1786,7 +1853,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Invalid params, hyperparams, schedule or dtype. */
+            /** @description Invalid params, shapes, hyperparams, schedule or dtype, or a malformed safetensors file. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1815,7 +1882,7 @@ export interface operations {
             /** @description Metadata. */
             200: {
                 headers: {
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -1823,7 +1890,7 @@ export interface operations {
                     "application/json": components["schemas"]["OptimizerInfo"];
                 };
             };
-            /** @description Missing or wrong bearer token. A missing one is reported before any validation of the request. */
+            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
@@ -1836,6 +1903,15 @@ export interface operations {
             };
             /** @description No optimizer with this id (never created, deleted, or not a valid id). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` does not allow application/json. */
+            406: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1867,7 +1943,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Missing or wrong bearer token. A missing one is reported before any validation of the request. */
+            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
@@ -1911,7 +1987,7 @@ export interface operations {
             /** @description Updated metadata. */
             200: {
                 headers: {
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -1928,7 +2004,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or wrong bearer token. A missing one is reported before any validation of the request. */
+            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
@@ -1982,6 +2058,10 @@ export interface operations {
             query?: {
                 /** @description `none` omits the params from the response. */
                 return?: "params" | "none";
+                /** @description Binary bodies only (JSON bodies carry `loss` themselves): the loss, as in the JSON body. */
+                loss?: string;
+                /** @description Binary bodies only: apply only at this step (409 otherwise), as in the JSON body. */
+                expected_step?: string;
             };
             header?: {
                 /** @description `Bearer <token>`, the token returned at creation. */
@@ -1997,23 +2077,34 @@ export interface operations {
             };
             cookie?: never;
         };
+        /** @description JSON (HostedStepRequest), or the gradients alone: `application/octet-stream`: every element of the optimizer's tensors in `layout` order (GET /v1/optimizers/{id}), each tensor row-major, little-endian, as numpy's `a.astype("<f4").tobytes()` concatenated. The element type is the optimizer's dtype unless the Content-Type says otherwise: `application/octet-stream; dtype=bfloat16` (or float16; float32 for a float64 optimizer), widened exactly. Or `application/vnd.safetensors`: a safetensors file (Hugging Face format) of tensors named as in `layout` (torch's parameter names, e.g. `fc.weight`), F32/F64 as the optimizer or narrower (F16, BF16), widened exactly. Every tensor is required. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["HostedStepRequest"];
+                "application/octet-stream": string;
+                "application/vnd.safetensors": string;
             };
         };
         responses: {
-            /** @description The step was applied (or, with `replayed: true`, had already been applied for this Idempotency-Key). */
+            /** @description The step was applied (or, with `replayed: true` / `Idempotent-Replayed: true`, had already been applied for this Idempotency-Key). The params after the step: JSON (HostedStepResponse), raw bytes (the optimizer's dtype, in `layout` order; empty with `?return=none`) or safetensors (`__metadata__` holds `step` and `lr`; no tensors with `?return=none`). */
             200: {
                 headers: {
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
                     etag?: string;
+                    /** @description Completed steps after this answer (also in JSON bodies and safetensors `__metadata__`). */
+                    step?: string;
+                    /** @description The learning rate the step applied (step answers only). */
+                    lr?: string;
+                    /** @description `Accept`: the format depends on it. */
+                    vary?: string;
                     /** @description `true` on a replay. */
                     "idempotent-replayed"?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["HostedStepResponse"];
+                    "application/octet-stream": string;
+                    "application/vnd.safetensors": string;
                 };
             };
             /** @description Malformed JSON. */
@@ -2025,7 +2116,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or wrong bearer token. A missing one is reported before any validation of the request. */
+            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
@@ -2045,7 +2136,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `expected_step` differs from the optimizer's step. */
+            /** @description `Accept` allows none of application/json, application/octet-stream, application/vnd.safetensors. Nothing was applied. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `expected_step` differs from the optimizer's step, or some params have not been uploaded yet (optimizers created by `shapes`). */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2057,7 +2157,7 @@ export interface operations {
             /** @description `If-Match` does not match the current state (weak tags never match). */
             412: {
                 headers: {
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -2065,7 +2165,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Body larger than MAX_BODY_BYTES, or holding more JSON values than the route can use. */
+            /** @description Body larger than MAX_BODY_BYTES (JSON), or holding more JSON values than the route can use. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -2074,7 +2174,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8. */
+            /** @description Content-Type is not one of the three formats (or names an unknown dtype), the body is compressed, or its charset is not UTF-8. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2083,7 +2183,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Gradients whose structure or shapes differ, non-finite numbers, an Idempotency-Key reused with other gradients, or a step that would overflow. Nothing is changed. */
+            /** @description Gradients whose structure, shapes, length or dtype differ from the optimizer's, non-finite numbers, a malformed safetensors file, an Idempotency-Key reused with other gradients, or a step that would overflow. Nothing is changed. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2109,18 +2209,24 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Parameters in the structure given at creation. */
+            /** @description Parameters: JSON (in the structure given at creation), raw bytes (the optimizer's dtype in `layout` order, e.g. `np.frombuffer(body, "<f4")`), or safetensors named as in `layout` (loadable with `safetensors.torch.load_file` into `model.load_state_dict`). */
             200: {
                 headers: {
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
                     etag?: string;
+                    /** @description Completed steps after this answer (also in JSON bodies and safetensors `__metadata__`). */
+                    step?: string;
+                    /** @description `Accept`: the format depends on it. */
+                    vary?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["OptimizerParams"];
+                    "application/octet-stream": string;
+                    "application/vnd.safetensors": string;
                 };
             };
-            /** @description Missing or wrong bearer token. A missing one is reported before any validation of the request. */
+            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
@@ -2133,6 +2239,120 @@ export interface operations {
             };
             /** @description No optimizer with this id (never created, deleted, or not a valid id). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` allows none of the three formats. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    uploadOptimizerParams: {
+        parameters: {
+            query?: {
+                /** @description Raw bodies: the tensor (name from `layout`) whose elements the body holds; absent: the flat params. */
+                tensor?: string;
+                /** @description Raw bodies: index of the first element written, within `tensor` (or the flat params). Default 0. */
+                offset?: string;
+            };
+            header?: {
+                /** @description `Bearer <token>`, the token returned at creation. */
+                authorization?: string;
+            };
+            path: {
+                /** @description Optimizer id returned at creation (64 hex digits). */
+                id: string;
+            };
+            cookie?: never;
+        };
+        /** @description JSON (UploadParams), `application/octet-stream`: every element of the optimizer's tensors in `layout` order (GET /v1/optimizers/{id}), each tensor row-major, little-endian, as numpy's `a.astype("<f4").tobytes()` concatenated. The element type is the optimizer's dtype unless the Content-Type says otherwise: `application/octet-stream; dtype=bfloat16` (or float16; float32 for a float64 optimizer), widened exactly. Or `application/vnd.safetensors`: a safetensors file (Hugging Face format) of tensors named as in `layout` (torch's parameter names, e.g. `fc.weight`), F32/F64 as the optimizer or narrower (F16, BF16), widened exactly. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UploadParams"];
+                "application/octet-stream": string;
+                "application/vnd.safetensors": string;
+            };
+        };
+        responses: {
+            /** @description Written; the new metadata (see `upload`). */
+            200: {
+                headers: {
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    etag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OptimizerInfo"];
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No optimizer with this id (never created, deleted, or not a valid id). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` does not allow application/json. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than MAX_BODY_BYTES (JSON), or holding more JSON values than the route can use. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content-Type is not one of the three formats, the body is compressed, or its charset is not UTF-8. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown tensor names, shapes or dtypes that do not fit, a run of elements beyond the tensor, non-finite values, or a malformed file. Nothing is changed. */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2160,15 +2380,18 @@ export interface operations {
             /** @description Snapshot; PUT it back to restore. */
             200: {
                 headers: {
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
                     etag?: string;
+                    /** @description `Accept`: the format depends on it. */
+                    vary?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["OptimizerSnapshot"];
+                    "application/vnd.safetensors": string;
                 };
             };
-            /** @description Missing or wrong bearer token. A missing one is reported before any validation of the request. */
+            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
@@ -2181,6 +2404,15 @@ export interface operations {
             };
             /** @description No optimizer with this id (never created, deleted, or not a valid id). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` allows neither application/json nor application/vnd.safetensors, or the tensor names cannot be told apart in safetensors. */
+            406: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2203,16 +2435,18 @@ export interface operations {
             };
             cookie?: never;
         };
+        /** @description JSON (OptimizerSnapshotInput), or a safetensors checkpoint as GET returns it (or as torch's state_dicts are saved by the README's snippet): `params/…`, `exp_avg/…`, `exp_avg_sq/…` for every parameter, `max_exp_avg_sq/…` (with amsgrad and step > 0), and the step count as `__metadata__.step` or `step/…` tensors; `__metadata__.hyperparams` and `.schedule` (JSON text, `null` for none) are required. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["OptimizerSnapshotInput"];
+                "application/vnd.safetensors": string;
             };
         };
         responses: {
             /** @description Restored; the new metadata. */
             200: {
                 headers: {
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -2229,7 +2463,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or wrong bearer token. A missing one is reported before any validation of the request. */
+            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
@@ -2249,7 +2483,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Body larger than MAX_BODY_BYTES or params larger than MAX_HOSTED_ELEMENTS. */
+            /** @description `Accept` does not allow application/json. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than MAX_BODY_BYTES (JSON), or a state larger than one optimizer holds. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -2258,7 +2501,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8. */
+            /** @description Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2305,7 +2548,7 @@ export interface operations {
                     "application/json": components["schemas"]["OptimizerHistory"];
                 };
             };
-            /** @description Missing or wrong bearer token. A missing one is reported before any validation of the request. */
+            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
@@ -2365,7 +2608,7 @@ export interface operations {
                     "image/svg+xml": string;
                 };
             };
-            /** @description Missing or wrong bearer token. A missing one is reported before any validation of the request. */
+            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */

@@ -7,12 +7,21 @@
 import { DurableObject } from 'cloudflare:workers';
 import { BEARER_CHALLENGE } from '../lib/auth.ts';
 import { initialSchedulerState, learningRate, reportMetric, scheduleOverflow } from '../lib/learning-rate.ts';
+import { maxHostedElements, readLimits } from '../lib/config.ts';
 import { ProblemError, fieldError, headerError, validationProblem } from '../lib/problem.ts';
-import { alignTo } from '../lib/tensor-input.ts';
-import { MAX_STEP, adamStepInPlace, firstNonFinite, type Dtype, type FloatArray } from '../optim/adam.ts';
+import { alignTo, tensorProblem } from '../lib/tensor-input.ts';
+import { zodFieldErrors } from '../lib/validation.ts';
+import { MAX_STEP, adamStepInPlace, firstNonFinite, type AdamHyperparams, type Dtype, type FloatArray } from '../optim/adam.ts';
+import type { PlateauState } from '../schedules/plateau.ts';
+import type { ScheduleSpec } from '../schedules/types.ts';
 import adamWasm from '../optim/wasm/adam.wasm';
 import { createWasmAdam, type WasmAdam } from '../optim/wasm/kernel.ts';
-import { pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
+import { CheckpointOptionsSchema } from '../schemas/optimizer.ts';
+import { layoutOfNamed, leafIndex, namedLeaves, type NamedLeaf } from '../tensors/names.ts';
+import { layoutSize, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
+import { wireDtypeOf } from '../wire/dtypes.ts';
+import { WireError, type TensorEntry } from '../wire/safetensors.ts';
+import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Placement } from './decode.ts';
 import { Mutex } from './mutex.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
 import type {
@@ -22,15 +31,21 @@ import type {
   Outcome,
   PatchArgs,
   RestoreArgs,
+  RestoreFileArgs,
   SnapshotOut,
   SnapshotSlot,
   StepArgs,
   StepOut,
   TensorsIn,
   TensorsOut,
+  UploadArgs,
   Versioned,
 } from './protocol.ts';
+import { overlaps, rangesLength, subtractRange, type Range } from './ranges.ts';
 import { OptimizerStore, chunkElements, slotKeys, type SlotArrays, type StoredMeta } from './store.ts';
+
+/** Most disjoint ranges of params still to upload (each partial upload may split one range). */
+export const MAX_MISSING_RANGES = 10_000;
 
 /** Idempotency keys remembered per optimizer. */
 export const IDEMPOTENCY_KEYS_KEPT = 256;
@@ -91,7 +106,8 @@ async function outcome<T>(fn: () => Promise<T>): Promise<Outcome<T>> {
   try {
     return { ok: true, value: await fn() };
   } catch (e) {
-    if (e instanceof ProblemError) return { ok: false, problem: e.toData() };
+    const p = tensorProblem(e);
+    if (p instanceof ProblemError) return { ok: false, problem: p.toData() };
     throw e;
   }
 }
@@ -204,6 +220,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       dtype: meta.dtype,
       layout,
       size: meta.size,
+      missing: meta.missing,
       created_at: meta.createdAt,
       updated_at: meta.updatedAt,
     };
@@ -218,9 +235,30 @@ export class HostedOptimizer extends DurableObject<Env> {
     return { dtype: loaded.meta.dtype, layout: loaded.layout, values: loaded.arrays.params.slice() };
   }
 
-  /** Writes a tree sent by the Worker into `target` (the optimizer's dtype and layout), or a 422. */
-  #decodeInto(input: TensorsIn, loaded: Loaded, target: FloatArray, path: string): void {
-    target.set(alignTo(input.flat, loaded.layout, [path], loaded.meta.dtype));
+  /**
+   * Decodes a complete tree (every tensor of the layout, as gradients are) into `target`, which
+   * holds `meta.size` elements of the optimizer's dtype; 4xx problems name what is wrong.
+   */
+  async #decodeAll(input: TensorsIn, loaded: Loaded, target: FloatArray, name: string): Promise<void> {
+    const { meta, layout } = loaded;
+    if (input.format === 'json') {
+      target.set(alignTo(input.flat, layout, [name], meta.dtype));
+      return;
+    }
+    if (input.format === 'raw') {
+      const src = input.dtype ?? wireDtypeOf(meta.dtype);
+      checkFits(src, meta.dtype, ['Content-Type']);
+      await readRaw(input.body, input.length, src, { out: target, offset: 0, count: meta.size, path: [name] });
+      return;
+    }
+    const index = namesOf(layout);
+    await readSafetensors(input.body, input.length, (header) => {
+      const places = header.entries.map((e) => placeByName(e, index, meta.dtype, target, name));
+      const sent = new Set(header.entries.map((e) => e.name));
+      const absent = [...index.keys()].find((n) => !sent.has(n));
+      if (absent !== undefined) throw new WireError(422, [name, absent], `tensor "${absent}" is missing: the ${name} need every tensor of the optimizer`);
+      return places;
+    });
   }
 
   /** Verifies the bearer token only (the Worker asks before it parses a large body). */
@@ -236,9 +274,9 @@ export class HostedOptimizer extends DurableObject<Env> {
       this.#mutex.run(() => {
         if (this.#loaded) throw new ProblemError(409, 'conflict', 'this optimizer already exists');
         const { dtype, hyperparams, layout } = args;
-        const size = args.params.length;
+        const size = layoutSize(layout);
         const memory = this.#allocate(dtype, size, hyperparams.amsgrad);
-        memory.arrays.params.set(args.params);
+        if (args.params) memory.arrays.params.set(args.params);
         const now = new Date().toISOString();
         const meta: StoredMeta = {
           version: 2,
@@ -255,7 +293,7 @@ export class HostedOptimizer extends DurableObject<Env> {
           schedule: args.schedule,
           plateau: initialSchedulerState(args.schedule),
           cursor: 0,
-          missing: [],
+          missing: args.params || size === 0 ? [] : [[0, size]],
         };
         this.#store.transaction(() => {
           this.#store.createTables();
@@ -278,7 +316,7 @@ export class HostedOptimizer extends DurableObject<Env> {
   step(tokenHash: string | null, args: StepArgs): Promise<Outcome<Versioned<StepOut>>> {
     return this.#locked(tokenHash, async (loaded) => {
       const { meta, layout, arrays, grads } = loaded;
-      this.#decodeInto(args.grads, loaded, grads, 'grads');
+      await this.#decodeAll(args.grads, loaded, grads, 'grads');
       const print = args.idempotencyKey === undefined ? '' : await fingerprint(meta.dtype, grads, args.loss);
 
       if (args.idempotencyKey !== undefined) {
@@ -293,6 +331,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       }
       checkIfMatch(args.ifMatch, etagOf(meta), meta.step);
       checkExpectedStep(args.expectedStep, meta.step);
+      if (meta.missing.length > 0) throw incompleteUpload(meta, layout);
 
       const lr = learningRate(meta.hyperparams.lr, meta.schedule, meta.step, meta.plateau);
       if (!Number.isFinite(lr)) throw scheduleOverflow(meta.step, lr);
@@ -354,35 +393,32 @@ export class HostedOptimizer extends DurableObject<Env> {
     });
   }
 
-  restore(tokenHash: string | null, args: RestoreArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
-    return this.#locked(tokenHash, (loaded) => {
-      const { dtype, hyperparams, layout, schedule } = args;
-      if (args.schedulerState && schedule?.type !== 'reduce_on_plateau') {
-        throw validationProblem([fieldError(['scheduler_state'], 'must be null or omitted unless the schedule is reduce_on_plateau')]);
+  restore(tokenHash: string | null, args: RestoreArgs | RestoreFileArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
+    return this.#locked(tokenHash, async (loaded) => {
+      let planned: Planned;
+      try {
+        planned = 'format' in args ? await this.#readCheckpoint(loaded, args) : this.#placeSnapshot(args);
+      } catch (e) {
+        this.#load(); // the new state was being written into the kernel's memory: take the stored one back
+        throw e;
       }
-      const size = args.params.length;
+      const { memory, layout } = planned;
       const next: StoredMeta = {
         ...loaded.meta,
-        step: args.step,
+        step: planned.step,
         revision: loaded.meta.revision + 1,
-        dtype,
-        size,
-        hyperparams,
-        schedule,
-        plateau: args.schedulerState ?? initialSchedulerState(schedule),
+        dtype: planned.dtype,
+        size: layoutSize(layout),
+        hyperparams: planned.hyperparams,
+        schedule: planned.schedule,
+        plateau: planned.schedulerState ?? initialSchedulerState(planned.schedule),
         updatedAt: new Date().toISOString(),
         cursor: 0,
         missing: [],
       };
-      const memory = this.#allocate(dtype, size, hyperparams.amsgrad);
-      const { arrays } = memory;
-      arrays.params.set(args.params);
-      arrays.m.set(args.m);
-      arrays.v.set(args.v);
-      if (arrays.vMax && args.vMax) arrays.vMax.set(args.vMax);
       try {
         this.#store.transaction(() => {
-          this.#store.writeCheckpoint(next, arrays, layout);
+          this.#store.writeCheckpoint(next, memory.arrays, layout);
           // Remembered keys answer for steps of the replaced state: forget them.
           this.#store.forgetKeys();
         });
@@ -392,6 +428,173 @@ export class HostedOptimizer extends DurableObject<Env> {
       }
       this.#loaded = { meta: next, layout, ...memory };
       return this.#versionedInfo(this.#loaded);
+    });
+  }
+
+  /** A JSON snapshot (validated and flattened by the Worker) copied into fresh memory. */
+  #placeSnapshot(args: RestoreArgs): Planned {
+    const { dtype, hyperparams, layout, schedule } = args;
+    checkSchedulerState(args.schedulerState, schedule);
+    const memory = this.#allocate(dtype, args.params.length, hyperparams.amsgrad);
+    const { arrays } = memory;
+    arrays.params.set(args.params);
+    arrays.m.set(args.m);
+    arrays.v.set(args.v);
+    if (arrays.vMax && args.vMax) arrays.vMax.set(args.vMax);
+    return { step: args.step, dtype, hyperparams, schedule, schedulerState: args.schedulerState ?? null, layout, memory };
+  }
+
+  /**
+   * A safetensors checkpoint streamed straight into fresh memory: `params/<name>`, torch's
+   * `exp_avg/…`, `exp_avg_sq/…`, `max_exp_avg_sq/…` and `step/…` tensors, options in `__metadata__`.
+   * The caller reloads the stored state if this throws.
+   */
+  async #readCheckpoint(loaded: Loaded, args: RestoreFileArgs): Promise<Planned> {
+    const limits = readLimits(this.env);
+    let plan: (Omit<Planned, 'step'> & { step: number | undefined; steps: Float64Array | null; leaves: NamedLeaf[]; sentVMax: boolean }) | null = null;
+    await readSafetensors(args.body, args.length, (header) => {
+      const options = checkpointOptions(header.metadata);
+      checkSchedulerState(options.scheduler_state, options.schedule);
+      const bySlot = new Map<string, Map<string, TensorEntry>>(CHECKPOINT_SLOTS.map((slot) => [slot, new Map()]));
+      const slotOf = header.entries.map((e) => {
+        const cut = e.name.indexOf('/');
+        const slot = cut < 0 ? e.name : e.name.slice(0, cut);
+        if (!bySlot.has(slot)) throw new WireError(422, ['safetensors', e.name], `tensor "${e.name}" is not named <slot>/<name> with a slot among ${CHECKPOINT_SLOTS.join(', ')}`, e.name);
+        bySlot.get(slot)!.set(cut < 0 ? '' : e.name.slice(cut + 1), e);
+        return { slot, leaf: cut < 0 ? '' : e.name.slice(cut + 1) };
+      });
+      const params = [...bySlot.get('params')!].map(([name, e]) => ({ name, shape: e.shape, dtype: e.dtype }));
+      if (params.length === 0) throw new WireError(422, ['safetensors', 'params'], 'no params/<name> tensors: a checkpoint holds the parameters');
+      const dtype = options.dtype ?? (params.some((t) => t.dtype === 'F64') ? 'float64' : 'float32');
+      // The same names and shapes keep the current layout (and its nesting); otherwise the file's.
+      const current = leafIndex(loaded.layout);
+      const same = current !== null && current.size === params.length && params.every((t) => sameShape(current.get(t.name)?.shape, t.shape));
+      const layout = same ? loaded.layout : layoutOfNamed(params);
+      const index = leafIndex(layout)!;
+      const size = layoutSize(layout);
+      const most = maxHostedElements(limits, dtype);
+      if (size > most) throw tooLarge(size, dtype, most);
+      const memory = this.#allocate(dtype, size, options.hyperparams.amsgrad);
+      const leaves = [...index.values()];
+      const ordinal = new Map(leaves.map((l, i) => [l.name, i]));
+      const stepsSent = bySlot.get('step')!.size > 0;
+      const steps = stepsSent ? new Float64Array(leaves.length) : null;
+      const targets: Record<string, FloatArray> = { params: memory.arrays.params, exp_avg: memory.arrays.m, exp_avg_sq: memory.arrays.v, max_exp_avg_sq: memory.vMaxSpace };
+      for (const slot of CHECKPOINT_SLOTS) {
+        const found = bySlot.get(slot)!;
+        const optional = slot === 'max_exp_avg_sq' || slot === 'step';
+        if (optional && found.size === 0) continue;
+        for (const leaf of leaves) {
+          if (!found.has(leaf.name)) throw new WireError(422, ['safetensors', slotName(slot, leaf.name)], `tensor "${slotName(slot, leaf.name)}" is missing (each parameter needs its ${slot})`);
+        }
+        for (const name of found.keys()) if (!index.has(name)) throw new WireError(422, ['safetensors', slotName(slot, name)], `"${slotName(slot, name)}" has no params/${name} to match`);
+      }
+      plan = { dtype, hyperparams: options.hyperparams, schedule: options.schedule, schedulerState: options.scheduler_state ?? null, layout, memory, step: options.step, steps, leaves, sentVMax: bySlot.get('max_exp_avg_sq')!.size > 0 };
+      return header.entries.map((e, i) => {
+        const { slot, leaf: name } = slotOf[i]!;
+        const leaf = index.get(name)!;
+        const path = ['safetensors', e.name];
+        if (slot === 'step') {
+          if (e.shape.length > 1 || (e.shape.length === 1 && e.shape[0] !== 1)) throw new WireError(422, [...path, 'shape'], `a step count is a scalar (shape [] as torch stores it), got [${e.shape.join(', ')}]`);
+          return { out: steps!, offset: ordinal.get(name)!, count: 1, path };
+        }
+        checkEntry(e, leaf, dtype, path);
+        return { out: targets[slot]!, offset: leaf.offset, count: leaf.size, path };
+      });
+    });
+    const p = plan!;
+    // One step count: the metadata's, the step tensors' (all equal, as adam-api keeps one), or both agreeing.
+    let step = p.step;
+    if (p.steps) {
+      const first = p.steps[0]!;
+      const odd = p.steps.findIndex((x) => x !== first);
+      if (odd >= 0) throw new WireError(422, ['safetensors', slotName('step', p.leaves[odd]!.name)], `step counts differ between tensors (${first} and ${p.steps[odd]}): adam-api keeps one step count per optimizer`);
+      if (!Number.isInteger(first) || first < 0 || first > MAX_STEP) throw new WireError(422, ['safetensors', slotName('step', p.leaves[0]!.name)], `a step count must be an integer in [0, 2^24], got ${first}`);
+      if (step !== undefined && step !== first) throw new WireError(422, ['__metadata__', 'step'], `the metadata says step ${step} but the step tensors say ${first}`);
+      step = first;
+    }
+    if (step === undefined) throw new WireError(422, ['__metadata__', 'step'], 'the step count is required: __metadata__.step, or step/<name> tensors as torch saves them');
+    const { arrays } = p.memory;
+    if (p.hyperparams.amsgrad && !p.sentVMax && step > 0) throw new WireError(422, ['safetensors', 'max_exp_avg_sq'], 'max_exp_avg_sq tensors are required when amsgrad is true and step > 0');
+    for (const [slot, a] of [['exp_avg_sq', arrays.v], ['max_exp_avg_sq', arrays.vMax]] as const) {
+      const i = a ? firstNegative(a) : -1;
+      if (i >= 0) {
+        const leaf = p.leaves.find((l) => i < l.offset + l.size)!;
+        throw new WireError(422, ['safetensors', slotName(slot, leaf.name), i - leaf.offset], `must be >= 0 (a second moment is never negative), got ${a![i]}`);
+      }
+    }
+    return { ...p, step };
+  }
+
+  /**
+   * New values for some params (the moments keep theirs, as when torch copies into `p.data`):
+   * whole tensors by name (JSON, safetensors), or a raw run of elements from an offset. Uploads
+   * complete an optimizer created by shapes.
+   */
+  upload(tokenHash: string | null, args: UploadArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
+    return this.#locked(tokenHash, async (loaded) => {
+      const { meta, layout, arrays, grads: staging } = loaded;
+      const ranges: Range[] = [];
+      const input = args.body;
+      if (input.format === 'raw') {
+        let start = 0;
+        let room = meta.size;
+        const path: Array<string | number> = ['params'];
+        if (args.tensor !== undefined) {
+          const leaf = namesOf(layout).get(args.tensor);
+          if (!leaf) throw validationProblem([fieldError(['tensor'], `no tensor named "${args.tensor}" in this optimizer`, args.tensor)]);
+          start = leaf.offset;
+          room = leaf.size;
+          path.push(args.tensor);
+        }
+        const offset = args.offset ?? 0;
+        if (offset > room) throw validationProblem([fieldError(['offset'], `is beyond the ${room} elements of ${args.tensor === undefined ? 'the params' : `"${args.tensor}"`}`, offset)]);
+        const src = input.dtype ?? wireDtypeOf(meta.dtype);
+        checkFits(src, meta.dtype, ['Content-Type']);
+        const count = await readRaw(input.body, input.length, src, { out: staging, offset: start + offset, count: room - offset, path }, true);
+        if (count === 0) throw validationProblem([fieldError(['body'], 'is empty: send the elements to write')]);
+        ranges.push([start + offset, start + offset + count]);
+      } else if (input.format === 'safetensors') {
+        const index = namesOf(layout);
+        await readSafetensors(input.body, input.length, (header) =>
+          header.entries.map((e) => {
+            const place = placeByName(e, index, meta.dtype, staging, 'params');
+            ranges.push([place.offset, place.offset + place.count]);
+            return place;
+          }),
+        );
+      } else {
+        const index = namesOf(layout);
+        const values = input.flat.values;
+        for (const sent of namedLeaves(input.flat.layout)) {
+          const leaf = index.get(sent.name);
+          const path = sent.name === '' ? ['params'] : ['params', ...sent.name.split('.')];
+          if (!leaf) throw validationProblem([fieldError(path, `no tensor named "${sent.name}" in this optimizer`)]);
+          if (!sameShape(leaf.shape, sent.shape)) throw validationProblem([fieldError(path, `expected shape [${leaf.shape.join(', ')}], got [${sent.shape.join(', ')}]`)]);
+          staging.set(values.subarray(sent.offset, sent.offset + sent.size), leaf.offset);
+          checkFinite({ out: staging, offset: leaf.offset, count: leaf.size, path });
+          ranges.push([leaf.offset, leaf.offset + leaf.size]);
+        }
+      }
+      if (ranges.length === 0) throw validationProblem([fieldError(['params'], 'names no tensor: send at least one')]);
+      let missing = meta.missing;
+      for (const [a, b] of ranges) {
+        arrays.params.set(staging.subarray(a, b), a);
+        missing = subtractRange(missing, a, b);
+      }
+      if (missing.length > MAX_MISSING_RANGES) {
+        this.#load();
+        throw validationProblem([fieldError(['offset'], `the params still to upload would fall into more than ${MAX_MISSING_RANGES} pieces: upload in larger, contiguous parts`)]);
+      }
+      const next: StoredMeta = { ...meta, missing, revision: meta.revision + 1, updatedAt: new Date().toISOString() };
+      try {
+        this.#store.transaction(() => this.#store.writeRanges(next, arrays, ranges));
+      } catch (e) {
+        this.#load();
+        throw e;
+      }
+      loaded.meta = next;
+      return this.#versionedInfo(loaded);
     });
   }
 
@@ -487,4 +690,91 @@ function lockedByteStream(arrays: FloatArray[], release: () => void): ReadableSt
       finish();
     },
   });
+}
+
+/** What a restore writes, decoded and checked, before it is stored. */
+interface Planned {
+  step: number;
+  dtype: Dtype;
+  hyperparams: AdamHyperparams;
+  schedule: ScheduleSpec | null;
+  schedulerState: PlateauState | null;
+  layout: TensorLayout;
+  memory: Memory;
+}
+
+/** Tensor name prefixes of a checkpoint: params and torch's Adam state names. */
+export const CHECKPOINT_SLOTS = ['params', 'exp_avg', 'exp_avg_sq', 'max_exp_avg_sq', 'step'] as const;
+
+/** `<slot>/<name>` (or just `<slot>` for a single unnamed tensor). */
+const slotName = (slot: string, name: string) => (name === '' ? slot : `${slot}/${name}`);
+
+const sameShape = (a: readonly number[] | undefined, b: readonly number[]) => a !== undefined && a.length === b.length && a.every((d, i) => d === b[i]);
+
+function firstNegative(a: FloatArray): number {
+  for (let i = 0; i < a.length; i++) if (a[i]! < 0) return i;
+  return -1;
+}
+
+/** The layout's tensors by flat name, or a 422 when two flatten to the same name. */
+function namesOf(layout: TensorLayout): Map<string, NamedLeaf> {
+  const index = leafIndex(layout);
+  if (!index) throw new WireError(422, ['params'], 'two tensors of this optimizer have the same dotted name (e.g. "a.b" and {"a": {"b"}}): address them with JSON');
+  return index;
+}
+
+/** Where a file's tensor goes in `target`, by its name among the layout's tensors. */
+function placeByName(e: TensorEntry, index: Map<string, NamedLeaf>, dtype: Dtype, target: FloatArray, root: string): Placement {
+  const leaf = index.get(e.name);
+  const path = [root, e.name];
+  if (!leaf) throw new WireError(422, path, `no tensor named "${e.name}" in this optimizer`, e.name);
+  checkEntry(e, leaf, dtype, path);
+  return { out: target, offset: leaf.offset, count: leaf.size, path };
+}
+
+function checkSchedulerState(state: PlateauState | null | undefined, schedule: ScheduleSpec | null): void {
+  if (state && schedule?.type !== 'reduce_on_plateau') {
+    throw validationProblem([fieldError(['scheduler_state'], 'must be null or omitted unless the schedule is reduce_on_plateau')]);
+  }
+}
+
+/** A checkpoint's `__metadata__` parsed (JSON values) and checked like a JSON snapshot's fields. */
+function checkpointOptions(metadata: Record<string, string> | null) {
+  const m = metadata ?? {};
+  const json = (key: string): unknown => {
+    if (!Object.hasOwn(m, key)) return undefined;
+    try {
+      return JSON.parse(m[key]!);
+    } catch {
+      throw validationProblem([fieldError(['__metadata__', key], 'must be JSON text', m[key]!.slice(0, 200))]);
+    }
+  };
+  if (m.step !== undefined && !/^\d+$/.test(m.step)) throw validationProblem([fieldError(['__metadata__', 'step'], 'must be a decimal integer', m.step)]);
+  const parsed = CheckpointOptionsSchema.safeParse({
+    step: m.step === undefined ? undefined : Number(m.step),
+    dtype: m.dtype,
+    hyperparams: json('hyperparams'),
+    schedule: json('schedule'),
+    scheduler_state: json('scheduler_state'),
+  });
+  if (!parsed.success) {
+    throw validationProblem(zodFieldErrors(parsed.error, undefined).map((e) => ({ ...e, field: `__metadata__.${e.field}`, pointer: undefined })));
+  }
+  return parsed.data;
+}
+
+/** 413 for a state larger than one optimizer holds. */
+export function tooLarge(size: number, dtype: Dtype, most: number): ProblemError {
+  return new ProblemError(413, 'payload-too-large', `${size} ${dtype} elements are more than one optimizer holds (${most}: params, m, v, v_max and the gradient buffer in MAX_HOSTED_BYTES)`, [
+    fieldError(['params'], `more than ${most} elements`),
+  ], { limit: most });
+}
+
+/** 409 for a step before every element of params has been uploaded. */
+function incompleteUpload(meta: StoredMeta, layout: TensorLayout): ProblemError {
+  const waiting = namedLeaves(layout).filter((l) => overlaps(meta.missing, l.offset, l.offset + l.size));
+  const names = waiting.slice(0, 5).map((l) => `"${l.name}"`).join(', ') + (waiting.length > 5 ? ` and ${waiting.length - 5} more` : '');
+  return new ProblemError(409, 'conflict', `${rangesLength(meta.missing)} of ${meta.size} params have not been uploaded yet (in ${names}): PUT /v1/optimizers/{id}/params first`, [
+    fieldError(['params'], `${rangesLength(meta.missing)} elements missing`),
+  ], { step: meta.step });
 }

@@ -7,6 +7,7 @@ import type { AdamHyperparams, Dtype, FloatArray } from '../optim/adam.ts';
 import type { PlateauState } from '../schedules/plateau.ts';
 import type { ScheduleSpec } from '../schedules/types.ts';
 import type { FlatTensors, TensorLayout } from '../tensors/tree.ts';
+import type { WireDtype } from '../wire/dtypes.ts';
 
 /** An RPC answer: a value, or a problem the Worker renders as problem+json. */
 export type Outcome<T> = { ok: true; value: T } | { ok: false; problem: ProblemData };
@@ -32,6 +33,8 @@ export interface OptimizerInfo {
   dtype: Dtype;
   layout: TensorLayout;
   size: number;
+  /** Element ranges [start, end) of params not uploaded yet (optimizers created by shapes). */
+  missing: number[][];
   created_at: string;
   updated_at: string;
 }
@@ -49,8 +52,15 @@ export interface TensorsOut {
   values: FloatArray;
 }
 
-/** Gradients (or other trees) as the Worker hands them over. */
-export type TensorsIn = { format: 'json'; flat: FlatTensors };
+/**
+ * Tensors as the Worker hands them over: JSON already flattened (as doubles, in the client's key
+ * order), or a binary body as it arrives (`length` from Content-Length when sent), decoded by the
+ * object straight into its memory once it has checked the token.
+ */
+export type TensorsIn =
+  | { format: 'json'; flat: FlatTensors }
+  | { format: 'raw'; dtype: WireDtype | null; body: ReadableStream<Uint8Array> | Uint8Array; length: number | null }
+  | { format: 'safetensors'; body: ReadableStream<Uint8Array> | Uint8Array; length: number | null };
 
 export interface StepArgs {
   grads: TensorsIn;
@@ -73,7 +83,8 @@ export interface StepOut {
 export interface CreateArgs {
   tokenHash: string;
   layout: TensorLayout;
-  params: FloatArray;
+  /** Initial params; null: zeros, and every element must be uploaded (PUT params) before a step. */
+  params: FloatArray | null;
   hyperparams: AdamHyperparams;
   schedule: ScheduleSpec | null;
   dtype: Dtype;
@@ -91,6 +102,24 @@ export interface RestoreArgs {
   m: FloatArray;
   v: FloatArray;
   vMax: FloatArray | null;
+}
+
+/** A restore from a safetensors checkpoint, decoded and checked by the object. */
+export interface RestoreFileArgs {
+  format: 'safetensors';
+  body: ReadableStream<Uint8Array> | Uint8Array;
+  length: number | null;
+}
+
+/**
+ * New values for some params (PUT params): a JSON tree or safetensors file of whole tensors by
+ * name, or a raw body of elements starting at element `offset` of tensor `tensor` (of the flat
+ * layout when `tensor` is absent).
+ */
+export interface UploadArgs {
+  body: TensorsIn;
+  tensor?: string | undefined;
+  offset?: number | undefined;
 }
 
 export interface PatchArgs {

@@ -224,11 +224,13 @@ export class OptimizerStore {
     this.#sql.exec('DELETE FROM journal_parts');
   }
 
-  /** Rewrites the chunks holding elements [start, end) at `meta.seq` (after an upload of params). */
-  writeRange(meta: StoredMeta, arrays: SlotArrays, start: number, end: number): void {
+  /** Writes the metadata and rewrites, at `meta.seq`, every chunk meeting one of the element ranges (an upload). */
+  writeRanges(meta: StoredMeta, arrays: SlotArrays, ranges: ReadonlyArray<readonly [number, number]>): void {
     this.writeMeta(meta);
     const per = chunkElements(meta.dtype);
-    for (let idx = Math.floor(start / per); idx * per < end; idx++) this.#writeChunk(meta, arrays, idx);
+    const chunks = new Set<number>();
+    for (const [start, end] of ranges) for (let idx = Math.floor(start / per); idx * per < Math.max(end, start + 1); idx++) chunks.add(idx);
+    for (const idx of chunks) this.#writeChunk(meta, arrays, idx);
   }
 
   /**

@@ -1,25 +1,44 @@
 // Limits read from the Worker's environment (wrangler.toml [vars]), with the documented defaults.
 
+import type { Dtype } from '../optim/adam.ts';
+
 export interface Limits {
-  /** Largest request body in bytes (413 above it). */
+  /** Largest request body in bytes that the Worker reads whole (413 above it). */
   maxBodyBytes: number;
-  /** Most elements in one tensor tree of a stateless step (413 above it). */
+  /** Most tensor elements in one tensor tree of a JSON stateless step (413 above it). */
   maxElements: number;
-  /** Most parameter elements of one hosted optimizer (413 above it). */
-  maxHostedElements: number;
+  /**
+   * Most bytes of kernel memory one hosted optimizer's tensors take: params, m, v, v_max and the
+   * gradient buffer, 5 × elements × 4 (float32) or 8 (float64) bytes (413 above it).
+   */
+  maxHostedBytes: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxBodyBytes: 32 * 1024 * 1024,
   maxElements: 250_000,
-  maxHostedElements: 1_000_000,
+  maxHostedBytes: 80 * 1024 * 1024,
 });
+
+/**
+ * Most elements of a JSON tree sent to a hosted optimizer: the Worker flattens it to float64 and
+ * hands it over RPC, whose values are limited to 32 MiB. Binary bodies are streamed instead.
+ */
+export const MAX_JSON_HOSTED_ELEMENTS = 4_000_000;
+
+/** Arrays a hosted optimizer keeps per element: params, m, v, v_max and the gradient buffer. */
+export const HOSTED_ARRAYS = 5;
+
+/** Most elements a hosted optimizer of `dtype` may have. */
+export function maxHostedElements(limits: Limits, dtype: Dtype): number {
+  return Math.floor(limits.maxHostedBytes / (HOSTED_ARRAYS * (dtype === 'float32' ? 4 : 8)));
+}
 
 /** The subset of bindings this module reads; values come from wrangler vars as strings. */
 export interface LimitVars {
   MAX_BODY_BYTES?: string | number;
   MAX_ELEMENTS?: string | number;
-  MAX_HOSTED_ELEMENTS?: string | number;
+  MAX_HOSTED_BYTES?: string | number;
 }
 
 function positiveInt(raw: string | number | undefined, fallback: number, name: string): number {
@@ -34,6 +53,6 @@ export function readLimits(env: LimitVars | undefined): Limits {
   return {
     maxBodyBytes: positiveInt(env?.MAX_BODY_BYTES, DEFAULT_LIMITS.maxBodyBytes, 'MAX_BODY_BYTES'),
     maxElements: positiveInt(env?.MAX_ELEMENTS, DEFAULT_LIMITS.maxElements, 'MAX_ELEMENTS'),
-    maxHostedElements: positiveInt(env?.MAX_HOSTED_ELEMENTS, DEFAULT_LIMITS.maxHostedElements, 'MAX_HOSTED_ELEMENTS'),
+    maxHostedBytes: positiveInt(env?.MAX_HOSTED_BYTES, DEFAULT_LIMITS.maxHostedBytes, 'MAX_HOSTED_BYTES'),
   };
 }

@@ -30,16 +30,50 @@ const SCHEDULE_FIELD = 'Learning-rate schedule applied at each step instead of `
 
 export const CreateOptimizerSchema = z
   .object({
-    params: requiredTree('Initial parameters; they fix the structure every gradient must have.'),
+    params: TensorTreeSchema.optional().openapi({
+      description: 'Initial parameters; they fix the structure every gradient must have. Send either `params` or `shapes`.',
+    }),
+    shapes: ShapesSchema.optional().openapi({
+      description:
+        'Instead of `params`, for models too large for one request: the shape of each tensor (`{"fc.weight": [2, 3], "fc.bias": [2]}`, ' +
+        'or one shape array for a single tensor). The params start as `init` and must all be uploaded with PUT .../params before the first step (409 until then).',
+    }),
+    init: z.enum(['zeros']).optional().openapi({ description: 'With `shapes`: what the params hold until uploaded (`zeros`, the default).' }),
     hyperparams: AdamHyperparamsSchema.prefault({}),
     schedule: nullableSchedule(SCHEDULE_FIELD).optional(),
     dtype: DtypeSchema.default('float32'),
   })
   .strict()
+  .superRefine((body, ctx) => {
+    if ((body.params === undefined) === (body.shapes === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [body.params === undefined ? 'params' : 'shapes'], message: body.params === undefined ? 'is required (or `shapes`)' : 'cannot be sent together with `params`' });
+    }
+    if (body.init !== undefined && body.shapes === undefined) ctx.addIssue({ code: 'custom', path: ['init'], message: 'applies to `shapes` only' });
+  })
   .openapi('CreateOptimizer', {
-    description: 'A new hosted optimizer. `schedule` (optional, null for none) sets the learning rate of each step instead of `hyperparams.lr`.',
+    description:
+      'A new hosted optimizer, from `params` or from `shapes` (then uploaded in parts). `schedule` (optional, null for none) sets the learning rate of each step instead of `hyperparams.lr`.',
     example: { params: { w: [0, 0], b: 0 }, hyperparams: { lr: 0.1 }, dtype: 'float32' },
   });
+
+export const LayoutEntrySchema = z
+  .object({
+    name: z.string().openapi({ description: 'The tensor\'s name: its path joined with dots, as torch names parameters (`""` for a single unnamed tensor).' }),
+    shape: z.array(z.number().int()).openapi({ description: 'Its shape (`[]` for a scalar).' }),
+    offset: z.number().int().openapi({ description: 'Index of its first element among all params (raw bodies: byte offset = offset × 4 for float32, × 8 for float64).' }),
+    size: z.number().int().openapi({ description: 'Its number of elements.' }),
+  })
+  .strict()
+  .openapi('LayoutEntry', { description: 'One tensor of a hosted optimizer.' });
+
+export const UploadStatusSchema = z
+  .object({
+    complete: z.boolean().openapi({ description: 'Every param has a value: steps are possible.' }),
+    missing_elements: z.number().int().openapi({ description: 'Param elements not uploaded yet (optimizers created by `shapes`).' }),
+    missing_tensors: z.array(z.string()).openapi({ description: 'Names of the tensors still waiting for elements (the first 100).' }),
+  })
+  .strict()
+  .openapi('UploadStatus', { description: 'Whether the params of an optimizer created by `shapes` have all been uploaded.' });
 
 const Timestamp = z.string().openapi({ description: 'ISO 8601 time (UTC).', example: '2026-11-26T00:00:00.000Z' });
 
@@ -53,6 +87,11 @@ export const OptimizerInfoSchema = z
     dtype: DtypeSchema,
     shapes: ShapesSchema,
     size: z.number().int().openapi({ description: 'Total number of parameter elements.' }),
+    layout: z.array(LayoutEntrySchema).openapi({
+      description:
+        'Every tensor in storage order: the order of raw bodies (each tensor\'s elements row-major, at `offset` × the item size in bytes) and the names of safetensors files.',
+    }),
+    upload: UploadStatusSchema,
     created_at: Timestamp,
     updated_at: Timestamp,
   })
@@ -87,6 +126,20 @@ export const ReturnQuerySchema = z.object({
     .enum(['params', 'none'])
     .default('params')
     .openapi({ param: { name: 'return', in: 'query' }, description: '`none` omits the params from the response.' }),
+});
+
+/** The step's query: `return`, and for binary bodies (which carry only the gradients) `loss` and `expected_step`. */
+export const HostedStepQuerySchema = ReturnQuerySchema.extend({
+  loss: z
+    .string()
+    .regex(/^-?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/, 'must be a decimal number')
+    .optional()
+    .openapi({ param: { name: 'loss', in: 'query' }, description: 'Binary bodies only (JSON bodies carry `loss` themselves): the loss, as in the JSON body.' }),
+  expected_step: z
+    .string()
+    .regex(/^\d+$/, 'must be a decimal integer >= 0')
+    .optional()
+    .openapi({ param: { name: 'expected_step', in: 'query' }, description: 'Binary bodies only: apply only at this step (409 otherwise), as in the JSON body.' }),
 });
 
 export const StepHeadersSchema = AuthHeaderSchema.extend({
@@ -224,3 +277,43 @@ export const HistoryResponseSchema = z
   })
   .strict()
   .openapi('OptimizerHistory', { description: 'Learning rate and loss per step.' });
+
+/**
+ * The options of a safetensors checkpoint (its `__metadata__`, JSON values parsed), checked like
+ * a JSON snapshot's fields: hyperparams and schedule are required (`"null"` for none).
+ */
+export const CheckpointOptionsSchema = z
+  .object({
+    step: StepCountSchema.optional(),
+    dtype: DtypeSchema.optional(),
+    hyperparams: AdamHyperparamsSchema,
+    schedule: z.union([ScheduleSpecSchema, z.null()]),
+    scheduler_state: PlateauStateSchema.optional(),
+  })
+  .strict();
+
+export const UploadParamsSchema = z
+  .object({
+    params: requiredTree('Whole tensors by name (any subset of the optimizer\'s), or the whole tree; shapes must match.'),
+  })
+  .strict()
+  .openapi('UploadParams', {
+    description: 'New values for some or all params; the optimizer state (moments, step) is kept.',
+    example: { params: { 'fc.bias': [0.1, -0.1] } },
+  });
+
+export const UploadQuerySchema = z.object({
+  tensor: z
+    .string()
+    .optional()
+    .openapi({ param: { name: 'tensor', in: 'query' }, description: 'Raw bodies: the tensor (name from `layout`) whose elements the body holds; absent: the flat params.' }),
+  offset: z
+    .string()
+    .regex(/^\d+$/, 'must be a decimal integer >= 0')
+    .optional()
+    .openapi({ param: { name: 'offset', in: 'query' }, description: 'Raw bodies: index of the first element written, within `tensor` (or the flat params). Default 0.' }),
+});
+
+export type CreateOptimizer = z.infer<typeof CreateOptimizerSchema>;
+export type HostedStepRequest = z.infer<typeof HostedStepRequestSchema>;
+export type SnapshotInput = z.infer<typeof SnapshotInputSchema>;

@@ -311,3 +311,35 @@ export function alignToLayout(source: TensorLayout, values: Float64Array, target
   walk(source, 0, target, path);
   return out;
 }
+
+/**
+ * The layout described by a shapes tree: a shape (an array of non-negative integers, `[]` for a
+ * scalar), or an object of names to shapes trees, e.g. `{"fc": {"weight": [2, 3], "bias": [2]}}`.
+ */
+export function layoutFromShapes(value: unknown, path: FieldPath, elementLimit = Infinity): TensorLayout {
+  let total = 0;
+  let tensors = 0;
+  const visit = (v: unknown, p: FieldPath, depth: number): TensorLayout => {
+    if (Array.isArray(v)) {
+      if (++tensors > MAX_TENSORS) throw new TensorError(path, `more than ${MAX_TENSORS} tensors`);
+      if (v.length > MAX_RANK) throw new TensorError(p, `more than ${MAX_RANK} dimensions`);
+      v.forEach((d, i) => {
+        if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) throw new TensorError([...p, i], `a dimension must be an integer >= 0, got ${describeValue(d)}`, d);
+      });
+      const shape = v as number[];
+      total += shapeSize(shape);
+      if (total > elementLimit) throw new ElementLimitError(total, elementLimit, p);
+      return { kind: 'tensor', shape: [...shape] };
+    }
+    if (v !== null && typeof v === 'object') {
+      if (depth === MAX_NAME_DEPTH) throw new TensorError(p, `named tensors nested deeper than ${MAX_NAME_DEPTH} levels`);
+      const entries = Object.entries(v as Record<string, unknown>).map(([name, child]) => {
+        if (name.length > MAX_NAME_LENGTH) throw new TensorError(p, `a tensor name is ${name.length} characters long; at most ${MAX_NAME_LENGTH} are allowed`);
+        return { name, layout: visit(child, [...p, name], depth + 1) };
+      });
+      return { kind: 'named', entries };
+    }
+    throw new TensorError(p, `expected a shape (an array of dimensions) or an object of names to shapes, got ${describeValue(v)}`, v);
+  };
+  return visit(value, path, 0);
+}

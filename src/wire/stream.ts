@@ -79,6 +79,25 @@ export class ByteReader {
     return out;
   }
 
+  /**
+   * Passes every remaining byte to `sink` (offsets from here), or a StreamLengthError('long') once
+   * more than `max` bytes arrive. Returns the count.
+   */
+  async readToEnd(max: number, sink: (piece: Uint8Array, offset: number) => void): Promise<number> {
+    let done = 0;
+    while (await this.#fill()) {
+      if (done + this.#pending.length > max) {
+        const at = this.position + (max - done);
+        await this.cancel();
+        throw new StreamLengthError('long', at, `the body holds more than the ${max} bytes that fit here`);
+      }
+      sink(this.#pending, done);
+      done += this.#pending.length;
+      this.#pending = new Uint8Array(0);
+    }
+    return done;
+  }
+
   /** Skips the next `n` bytes. */
   skip(n: number): Promise<void> {
     return this.read(n, () => {});

@@ -2,9 +2,13 @@
 // may be large are streamed from the typed arrays, never held whole as text.
 
 import type { OptimizerInfo, SnapshotOut, StepOut, TensorsOut } from '../../durable-objects/protocol.ts';
-import type { FloatArray } from '../../optim/adam.ts';
+import type { Dtype, FloatArray } from '../../optim/adam.ts';
+import { leafIndex, namedLeaves, type NamedLeaf } from '../../tensors/names.ts';
 import { layoutShapes, type TensorLayout } from '../../tensors/tree.ts';
+import { bytesOf, wireDtypeOf } from '../../wire/dtypes.ts';
 import { approxTreeJsonLength, objectJson, textStream, treeJson, treeJsonPieces, type JsonField } from '../../wire/json.ts';
+import { MEDIA_TYPES, type Format } from '../../wire/media.ts';
+import { WireError, encodeHeader, type EntrySpec } from '../../wire/safetensors.ts';
 import { ByteReader } from '../../wire/stream.ts';
 
 const JSON_TYPE = { 'content-type': 'application/json' };
@@ -17,21 +21,142 @@ export function jsonResponse(status: number, value: unknown, headers: Record<str
   return new Response(JSON.stringify(value), { status, headers: { ...JSON_TYPE, ...headers } }) as never;
 }
 
+/** Names of tensors still waiting for an upload listed in metadata. */
+const MISSING_LISTED = 100;
+
 /** The JSON body of an optimizer's metadata (OptimizerInfoSchema). */
 export function infoJson(info: OptimizerInfo) {
-  const { layout, ...rest } = info;
+  const leaves = namedLeaves(info.layout);
+  const missing = info.missing as Array<[number, number]>;
+  const waiting = missing.length ? leaves.filter((l) => missing.some(([a, b]) => a < l.offset + l.size && l.offset < b)) : [];
   return {
-    id: rest.id,
-    step: rest.step,
-    hyperparams: rest.hyperparams,
-    schedule: rest.schedule,
-    next_lr: rest.next_lr,
-    dtype: rest.dtype,
-    shapes: layoutShapes(layout),
-    size: rest.size,
-    created_at: rest.created_at,
-    updated_at: rest.updated_at,
+    id: info.id,
+    step: info.step,
+    hyperparams: info.hyperparams,
+    schedule: info.schedule,
+    next_lr: info.next_lr,
+    dtype: info.dtype,
+    shapes: layoutShapes(info.layout),
+    size: info.size,
+    layout: leaves.map((l) => ({ name: l.name, shape: [...l.shape], offset: l.offset, size: l.size })),
+    upload: {
+      complete: missing.length === 0,
+      missing_elements: missing.reduce((n, [a, b]) => n + (b - a), 0),
+      missing_tensors: waiting.slice(0, MISSING_LISTED).map((l) => l.name),
+    },
+    created_at: info.created_at,
+    updated_at: info.updated_at,
   };
+}
+
+/** The layout's tensors by flat name, or a 406 when two share one (safetensors could not tell them apart). */
+function namedOrRefuse(layout: TensorLayout): NamedLeaf[] {
+  const index = leafIndex(layout);
+  if (!index) throw new WireError(406, ['Accept'], 'two tensors of this optimizer have the same dotted name (e.g. "a.b" and {"a": {"b"}}): safetensors cannot name them apart; ask for JSON');
+  return [...index.values()];
+}
+
+/** `<slot>/<name>` (or `<slot>` for a single unnamed tensor). */
+const slotName = (slot: string, name: string) => (name === '' ? slot : `${slot}/${name}`);
+
+/** A safetensors file of named tensors (plain names) holding `values` in layout order. */
+function paramsFile(layout: TensorLayout, dtype: Dtype, values: FloatArray | null, metadata: Record<string, string>): Uint8Array {
+  const leaves = values ? namedOrRefuse(layout) : [];
+  const { header, dataLength } = encodeHeader(leaves.map((l) => ({ name: l.name, dtype: wireDtypeOf(dtype), shape: l.shape })), metadata);
+  const out = new Uint8Array(header.length + dataLength);
+  out.set(header);
+  if (values) out.set(bytesOf(values), header.length);
+  return out;
+}
+
+/** Answers carrying params in the negotiated format; `head` holds step and lr (JSON fields, headers otherwise). */
+function tensorsAnswer(format: Format, head: Record<string, number | boolean>, params: TensorsOut | null, headers: Record<string, string>): never {
+  const meta = Object.fromEntries(Object.entries(head).map(([k, v]) => [k, String(v)]));
+  const common = { ...headers, vary: 'Accept', ...(format === 'json' ? {} : meta) };
+  if (format === 'json') {
+    const fields = Object.entries(head).map(([k, value]) => [k, { value }] as const);
+    if (!params) return new Response(objectJson(fields), { status: 200, headers: { ...JSON_TYPE, ...common } }) as never;
+    return withTree(fields, 'params', params.layout, params.values, common);
+  }
+  if (format === 'raw') {
+    const body = params ? bytesOf(params.values) : new Uint8Array(0);
+    const type = params ? `${MEDIA_TYPES.raw}; dtype=${params.dtype}` : MEDIA_TYPES.raw;
+    return new Response(body, { status: 200, headers: { ...common, 'content-type': type } }) as never;
+  }
+  const file = params ? paramsFile(params.layout, params.dtype, params.values, meta) : paramsFile({ kind: 'named', entries: [] }, 'float32', null, meta);
+  return new Response(file, { status: 200, headers: { ...common, 'content-type': MEDIA_TYPES.safetensors } }) as never;
+}
+
+export function stepResponse(format: Format, out: StepOut, headers: Record<string, string>): never {
+  const head: Record<string, number | boolean> = { step: out.step, lr: out.lr };
+  if (out.replayed) head.replayed = true;
+  return tensorsAnswer(format, head, out.params, headers);
+}
+
+export function paramsResponse(format: Format, step: number, params: TensorsOut, headers: Record<string, string>): never {
+  return tensorsAnswer(format, { step }, params, headers);
+}
+
+/** Checkpoint tensor prefixes for snapshot slots (torch's state_dict names). */
+const CHECKPOINT_NAME = { params: 'params', m: 'exp_avg', v: 'exp_avg_sq', v_max: 'max_exp_avg_sq' } as const;
+
+/**
+ * The snapshot as a safetensors checkpoint: `params/<name>` and torch's `exp_avg/…`,
+ * `exp_avg_sq/…`, `max_exp_avg_sq/…` and `step/…` (float32 scalars, as torch keeps them), with
+ * hyperparams and schedule in `__metadata__`. Streamed: the object's bytes pass straight through.
+ */
+export function checkpointResponse(snapshot: SnapshotOut, headers: Record<string, string>): never {
+  const { info, layout } = snapshot;
+  const leaves = namedOrRefuse(layout);
+  const dtype = wireDtypeOf(info.dtype);
+  const specs: EntrySpec[] = [];
+  for (const slot of snapshot.slots) for (const l of leaves) specs.push({ name: slotName(CHECKPOINT_NAME[slot], l.name), dtype, shape: l.shape });
+  for (const l of leaves) specs.push({ name: slotName('step', l.name), dtype: 'F32', shape: [] });
+  const metadata = {
+    optimizer: 'adam',
+    step: String(info.step),
+    dtype: info.dtype,
+    hyperparams: JSON.stringify(info.hyperparams),
+    schedule: JSON.stringify(info.schedule),
+    scheduler_state: JSON.stringify(snapshot.schedulerState),
+    id: info.id,
+    created_at: info.created_at,
+    updated_at: info.updated_at,
+  };
+  let header: Uint8Array;
+  try {
+    header = encodeHeader(specs, metadata).header;
+  } catch (e) {
+    void snapshot.data.cancel();
+    throw e;
+  }
+  const steps = new Float32Array(leaves.length).fill(info.step);
+  const source = snapshot.data.getReader();
+  let stage = 0;
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (stage === 0) {
+        stage = 1;
+        controller.enqueue(header);
+        return;
+      }
+      if (stage === 1) {
+        const { done, value } = await source.read();
+        if (!done) {
+          controller.enqueue(value);
+          return;
+        }
+        stage = 2;
+        controller.enqueue(bytesOf(steps));
+        return;
+      }
+      controller.close();
+    },
+    async cancel(reason) {
+      await source.cancel(reason);
+    },
+  });
+  return new Response(body, { status: 200, headers: { ...headers, vary: 'Accept', 'content-type': MEDIA_TYPES.safetensors } }) as never;
 }
 
 /** `{…head, [key]: tree}`: one string when small, a stream of pieces when large. */
@@ -45,21 +170,7 @@ function withTree(head: ReadonlyArray<readonly [string, JsonField]>, key: string
     yield* treeJsonPieces(layout, values);
     yield '}';
   }
-  return new Response(textStream(pieces()), { status: 200, headers: { ...JSON_TYPE, ...headers } }) as never;
-}
-
-export function paramsJson(step: number, params: TensorsOut, headers: Record<string, string>): never {
-  return withTree([['step', { value: step }]], 'params', params.layout, params.values, headers);
-}
-
-export function stepJson(out: StepOut, headers: Record<string, string>): never {
-  const head = [
-    ['step', { value: out.step }],
-    ['lr', { value: out.lr }],
-    ...(out.replayed ? ([['replayed', { value: true }]] as const) : []),
-  ] as const;
-  if (!out.params) return new Response(objectJson(head), { status: 200, headers: { ...JSON_TYPE, ...headers } }) as never;
-  return withTree(head, 'params', out.params.layout, out.params.values, headers);
+  return new Response(textStream(pieces()), { status: 200, headers: { ...JSON_TYPE, vary: 'Accept', ...headers } }) as never;
 }
 
 /** JSON names of the snapshot slots. */
@@ -86,5 +197,5 @@ export function snapshotJsonStream(snapshot: SnapshotOut, headers: Record<string
       await reader.cancel();
     }
   }
-  return new Response(textStream(pieces()), { status: 200, headers: { ...JSON_TYPE, ...headers } }) as never;
+  return new Response(textStream(pieces()), { status: 200, headers: { ...JSON_TYPE, vary: 'Accept', ...headers } }) as never;
 }

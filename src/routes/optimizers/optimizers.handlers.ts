@@ -1,73 +1,240 @@
-// Handlers of the hosted-optimizer routes: authenticate, find the Durable Object, hand it the
-// validated request over RPC, and encode the data it returns. All state and math live in the object.
+// Handlers of the hosted-optimizer routes: negotiate formats, authenticate, find the Durable
+// Object, hand it the request (JSON flattened here, binary bodies as streams it decodes), and
+// encode the data it returns. All state and math live in the object.
 
 import type { RouteHandler } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import type { TensorsIn } from '../../durable-objects/protocol.ts';
+import { MAX_JSON_HOSTED_ELEMENTS, maxHostedElements } from '../../lib/config.ts';
 import { ProblemError, fieldError, validationProblem } from '../../lib/problem.ts';
-import { flattenAlone, parseParams, parseState } from '../../lib/tensor-input.ts';
-import { ChartError, renderLineChart, type Series } from '../../plot/line-chart.ts';
 import type { AppEnv } from '../../lib/router.ts';
-import { infoJson, jsonResponse, paramsJson, snapshotJsonStream, stepJson } from './optimizers.encode.ts';
+import { flattenAlone, parseParams, parseState, withTensorProblems } from '../../lib/tensor-input.ts';
+import { zodFieldErrors } from '../../lib/validation.ts';
+import type { AdamHyperparams, Dtype, FloatArray } from '../../optim/adam.ts';
+import type { ScheduleSpec } from '../../schedules/types.ts';
+import type { CreateOptimizer, HostedStepRequest, SnapshotInput } from '../../schemas/optimizer.ts';
+import { ChartError, renderLineChart, type Series } from '../../plot/line-chart.ts';
+import { AdamHyperparamsSchema } from '../../schemas/adam.ts';
+import { DtypeSchema } from '../../schemas/common.ts';
+import { ScheduleSpecSchema } from '../../schemas/schedule.ts';
+import { layoutOfNamed } from '../../tensors/names.ts';
+import { layoutFromShapes, layoutSize, type TensorLayout } from '../../tensors/tree.ts';
+import { WIRE_DTYPES, elementSink, firstNonFiniteIn, fitsInto, type WireDtype } from '../../wire/dtypes.ts';
+import { acceptFormat, bodyFormat, type Format } from '../../wire/media.ts';
+import { WireError } from '../../wire/safetensors.ts';
+import { readHeader } from '../step/step.safetensors.ts';
+import { checkpointResponse, infoJson, jsonResponse, paramsResponse, snapshotJsonStream, stepResponse } from './optimizers.encode.ts';
 import { newToken, sha256Hex, stubFor, tokenHash, unwrap } from './optimizers.stub.ts';
 import type * as routes from './optimizers.routes.ts';
 
+const ALL: readonly Format[] = ['json', 'raw', 'safetensors'];
+
+/** The validated JSON body of a route that also takes binary bodies (validated whenever the body is JSON). */
+function validJson<T>(c: Context<AppEnv>): T {
+  return (c.req.valid as (target: 'json') => T)('json');
+}
+
+/** A binary body as the object will read it: the stream (or the bytes, when already read) and its declared length. */
+function binaryBody(c: Context<AppEnv>, format: 'raw' | 'safetensors', dtype: WireDtype | null): TensorsIn {
+  const header = c.req.header('content-length');
+  const length = header !== undefined && /^\d+$/.test(header) ? Number(header) : null;
+  const body = c.req.raw.bodyUsed || c.req.raw.body === null ? new Uint8Array(0) : c.req.raw.body;
+  return format === 'raw' ? { format, dtype, body, length } : { format, body, length };
+}
+
+/** The body's bytes when a middleware already read them (Hono caches them), else the stream. */
+async function bodySource(c: Context<AppEnv>, format: 'raw' | 'safetensors', dtype: WireDtype | null): Promise<TensorsIn> {
+  const input = binaryBody(c, format, dtype);
+  if (c.req.raw.bodyUsed && input.format !== 'json') input.body = new Uint8Array(await c.req.arrayBuffer());
+  return input;
+}
+
+const DECIMAL = /^-?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+/** Options of a safetensors body for create: the query's hyperparameters, dtype, and `__metadata__`. */
+function createOptions(query: Record<string, string>, metadata: Record<string, string> | null) {
+  const m = metadata ?? {};
+  const json = (key: string): unknown => {
+    if (!Object.hasOwn(m, key)) return undefined;
+    try {
+      return JSON.parse(m[key]!);
+    } catch {
+      throw validationProblem([fieldError(['__metadata__', key], 'must be JSON text', m[key]!.slice(0, 200))]);
+    }
+  };
+  const fromQuery: Record<string, number | boolean> = {};
+  let dtype: string | undefined = m.dtype;
+  for (const [key, text] of Object.entries(query)) {
+    if (key === 'dtype') {
+      if (dtype !== undefined && dtype !== text) throw validationProblem([fieldError(['dtype'], `the query says ${text} but __metadata__.dtype says ${dtype}`, text)]);
+      dtype = text;
+    } else if (key === 'decoupled_weight_decay' || key === 'amsgrad' || key === 'maximize') {
+      if (text !== 'true' && text !== 'false') throw validationProblem([fieldError([key], 'must be true or false', text)]);
+      fromQuery[key] = text === 'true';
+    } else if (['lr', 'beta1', 'beta2', 'eps', 'weight_decay'].includes(key)) {
+      if (!DECIMAL.test(text)) throw validationProblem([fieldError([key], 'must be a decimal number', text)]);
+      fromQuery[key] = Number(text);
+    } else throw validationProblem([fieldError([key], 'unknown query parameter (hyperparameters and dtype only)', text)]);
+  }
+  const fromMeta = json('hyperparams') ?? {};
+  if (fromMeta === null || typeof fromMeta !== 'object' || Array.isArray(fromMeta)) throw validationProblem([fieldError(['__metadata__', 'hyperparams'], 'must be a JSON object')]);
+  for (const key of Object.keys(fromQuery)) {
+    if (Object.hasOwn(fromMeta, key)) throw validationProblem([fieldError([key], 'is given both in the query and in __metadata__.hyperparams: give it once', fromQuery[key])]);
+  }
+  const hyperparams = AdamHyperparamsSchema.safeParse({ ...fromMeta, ...fromQuery });
+  if (!hyperparams.success) throw validationProblem(zodFieldErrors(hyperparams.error, undefined).map((e) => ({ ...e, field: `hyperparams.${e.field}`, pointer: undefined })));
+  const schedule = scheduleFromMetadata(json('schedule'));
+  const parsedDtype = dtype === undefined ? undefined : DtypeSchema.safeParse(dtype);
+  if (parsedDtype && !parsedDtype.success) throw validationProblem([fieldError(['dtype'], 'must be "float32" or "float64"', dtype)]);
+  return { hyperparams: hyperparams.data, schedule, dtype: parsedDtype?.data };
+}
+
+function scheduleFromMetadata(value: unknown) {
+  if (value === undefined || value === null) return null;
+  const parsed = ScheduleSpecSchema.safeParse(value);
+  if (!parsed.success) throw validationProblem(zodFieldErrors(parsed.error, value).map((e) => ({ ...e, field: `__metadata__.schedule${e.field === '(body)' ? '' : `.${e.field}`}`, pointer: undefined })));
+  return parsed.data;
+}
+
 export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, AppEnv> = async (c) => {
-  const body = c.req.valid('json');
+  const { format } = withTensorProblems(() => bodyFormat(c.req.header('content-type'), ['json', 'safetensors']));
+  withTensorProblems(() => acceptFormat(c.req.header('accept'), ['json'], 'json'));
+  const limits = c.get('limits');
+  let args: { layout: TensorLayout; params: FloatArray | null; hyperparams: AdamHyperparams; schedule: ScheduleSpec | null; dtype: Dtype };
+  if (format === 'json') {
+    const body = validJson<CreateOptimizer>(c);
+    const most = Math.min(maxHostedElements(limits, body.dtype), MAX_JSON_HOSTED_ELEMENTS);
+    if (body.shapes !== undefined) {
+      const layout = withTensorProblems(() => layoutFromShapes(body.shapes, ['shapes'], maxHostedElements(limits, body.dtype)));
+      args = { layout, params: null, hyperparams: body.hyperparams, schedule: body.schedule ?? null, dtype: body.dtype };
+    } else {
+      // JSON is turned into typed arrays here, in the Worker; the object receives compact binary data.
+      const params = parseParams(body.params, ['params'], most, body.dtype);
+      args = { layout: params.layout, params: params.values, hyperparams: body.hyperparams, schedule: body.schedule ?? null, dtype: body.dtype };
+    }
+  } else {
+    // A safetensors file of the params (plain names, as model.state_dict() has them); options in the query or __metadata__.
+    const bytes = new Uint8Array(await c.req.arrayBuffer());
+    args = withTensorProblems(() => {
+      const { entries, metadata, dataStart } = readHeader(bytes);
+      const options = createOptions(c.req.query(), metadata);
+      const dtype: Dtype = options.dtype ?? (entries.some((e) => e.dtype === 'F64') ? 'float64' : 'float32');
+      const layout = layoutOfNamed(entries.map((e) => ({ name: e.name, shape: e.shape })));
+      const size = layoutSize(layout);
+      const most = maxHostedElements(limits, dtype);
+      if (size > most) throw new WireError(413, ['safetensors'], `${size} ${dtype} elements are more than one optimizer holds (${most})`);
+      const params = dtype === 'float32' ? new Float32Array(size) : new Float64Array(size);
+      let offset = 0;
+      for (const e of entries) {
+        const count = (e.end - e.start) / WIRE_DTYPES[e.dtype].bytes;
+        if (!fitsInto(e.dtype, dtype)) throw new WireError(422, ['safetensors', e.name, 'dtype'], `dtype ${e.dtype} does not fit a ${dtype} optimizer (it would round)`, e.dtype);
+        elementSink(e.dtype, params, offset, count).write(bytes.subarray(dataStart + e.start, dataStart + e.end));
+        const bad = firstNonFiniteIn(params, offset, offset + count);
+        if (bad >= 0) throw new WireError(422, ['safetensors', e.name, bad - offset], `element ${bad - offset} is ${params[bad]}: every value must be finite`);
+        offset += count;
+      }
+      if (entries.length === 0) throw new WireError(422, ['safetensors'], 'the file holds no tensors: send the params');
+      return { layout, params, hyperparams: options.hyperparams, schedule: options.schedule, dtype };
+    });
+  }
   const ns = c.env.HOSTED_OPTIMIZER;
   const id = ns.newUniqueId();
   const token = newToken();
-  // JSON is turned into typed arrays here, in the Worker; the object receives compact binary data.
-  const params = parseParams(body.params, ['params'], c.get('limits').maxHostedElements, body.dtype);
-  const { etag, value: info } = unwrap(
-    await ns.get(id).create({
-      tokenHash: await sha256Hex(token),
-      layout: params.layout,
-      params: params.values,
-      hyperparams: body.hyperparams,
-      schedule: body.schedule ?? null,
-      dtype: body.dtype,
-    }),
-  );
+  const { etag, value: info } = unwrap(await ns.get(id).create({ tokenHash: await sha256Hex(token), ...args }));
   return jsonResponse(201, { ...infoJson(info), token }, { etag, location: `/v1/optimizers/${id.toString()}` });
 };
 
 export const stepOptimizer: RouteHandler<typeof routes.stepOptimizerRoute, AppEnv> = async (c) => {
   const { id } = c.req.valid('param');
-  const body = c.req.valid('json');
+  const query = c.req.valid('query');
   const headers = c.req.valid('header');
-  const stub = stubFor(c, id);
-  const { etag, value } = unwrap(
-    await stub.step(await tokenHash(c), {
-      grads: { format: 'json', flat: flattenAlone(body.grads, ['grads'], c.get('limits').maxHostedElements) },
-      loss: body.loss,
-      expectedStep: body.expected_step,
+  const { format, dtype } = withTensorProblems(() => bodyFormat(c.req.header('content-type'), ALL));
+  // Negotiated before the step, so an unacceptable answer never applies a gradient.
+  const answer = withTensorProblems(() => acceptFormat(c.req.header('accept'), ALL, format));
+  let grads: TensorsIn;
+  let loss: number | undefined;
+  let expectedStep: number | undefined;
+  if (format === 'json') {
+    if (query.loss !== undefined || query.expected_step !== undefined) {
+      throw validationProblem([fieldError([query.loss !== undefined ? 'loss' : 'expected_step'], 'goes in the JSON body (query parameters are for binary bodies)')]);
+    }
+    const body = validJson<HostedStepRequest>(c);
+    grads = { format: 'json', flat: flattenAlone(body.grads, ['grads'], MAX_JSON_HOSTED_ELEMENTS) };
+    loss = body.loss;
+    expectedStep = body.expected_step;
+  } else {
+    grads = await bodySource(c, format, dtype);
+    loss = query.loss === undefined ? undefined : Number(query.loss);
+    expectedStep = query.expected_step === undefined ? undefined : Number(query.expected_step);
+    if (expectedStep !== undefined && expectedStep > 2 ** 24) throw validationProblem([fieldError(['expected_step'], 'must be <= 16777216', expectedStep)]);
+  }
+  const out = unwrap(
+    await stubFor(c, id).step(await tokenHash(c), {
+      grads,
+      loss,
+      expectedStep,
       ifMatch: headers['if-match'],
       idempotencyKey: headers['idempotency-key'],
-      returnParams: c.req.valid('query').return === 'params',
+      returnParams: query.return === 'params',
     }),
   );
-  return stepJson(value, { etag, ...(value.replayed ? { 'idempotent-replayed': 'true' } : {}) });
+  return stepResponse(answer, out.value, { etag: out.etag, ...(out.value.replayed ? { 'idempotent-replayed': 'true' } : {}) });
 };
 
 export const getOptimizer: RouteHandler<typeof routes.getOptimizerRoute, AppEnv> = async (c) => {
+  withTensorProblems(() => acceptFormat(c.req.header('accept'), ['json'], 'json'));
   const { etag, value } = unwrap(await stubFor(c, c.req.valid('param').id).describe(await tokenHash(c)));
   return jsonResponse(200, infoJson(value), { etag });
 };
 
 export const getParams: RouteHandler<typeof routes.getParamsRoute, AppEnv> = async (c) => {
+  const answer = withTensorProblems(() => acceptFormat(c.req.header('accept'), ALL, 'json'));
   const { etag, value } = unwrap(await stubFor(c, c.req.valid('param').id).params(await tokenHash(c)));
-  return paramsJson(value.step, value.params, { etag });
+  return paramsResponse(answer, value.step, value.params, { etag });
+};
+
+export const putParams: RouteHandler<typeof routes.putParamsRoute, AppEnv> = async (c) => {
+  const { format, dtype } = withTensorProblems(() => bodyFormat(c.req.header('content-type'), ALL));
+  withTensorProblems(() => acceptFormat(c.req.header('accept'), ['json'], 'json'));
+  const query = c.req.valid('query');
+  if (format !== 'raw' && (query.tensor !== undefined || query.offset !== undefined)) {
+    throw validationProblem([fieldError([query.tensor !== undefined ? 'tensor' : 'offset'], 'applies to raw bodies only (JSON and safetensors bodies name their tensors)')]);
+  }
+  const body: TensorsIn =
+    format === 'json'
+      ? { format: 'json', flat: flattenAlone(validJson<{ params: unknown }>(c).params, ['params'], MAX_JSON_HOSTED_ELEMENTS) }
+      : await bodySource(c, format, dtype);
+  const { etag, value } = unwrap(
+    await stubFor(c, c.req.valid('param').id).upload(await tokenHash(c), {
+      body,
+      tensor: query.tensor,
+      offset: query.offset === undefined ? undefined : Number(query.offset),
+    }),
+  );
+  return jsonResponse(200, infoJson(value), { etag });
 };
 
 export const getState: RouteHandler<typeof routes.getStateRoute, AppEnv> = async (c) => {
+  const answer = withTensorProblems(() => acceptFormat(c.req.header('accept'), ['json', 'safetensors'], 'json'));
   const snapshot = unwrap(await stubFor(c, c.req.valid('param').id).snapshot(await tokenHash(c)));
+  if (answer === 'safetensors') return withTensorProblems(() => checkpointResponse(snapshot, { etag: snapshot.etag }));
   return snapshotJsonStream(snapshot, { etag: snapshot.etag });
 };
 
 export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async (c) => {
-  const body = c.req.valid('json');
+  const { format } = withTensorProblems(() => bodyFormat(c.req.header('content-type'), ['json', 'safetensors']));
+  withTensorProblems(() => acceptFormat(c.req.header('accept'), ['json'], 'json'));
   const stub = stubFor(c, c.req.valid('param').id);
+  if (format === 'safetensors') {
+    const input = await bodySource(c, 'safetensors', null);
+    const length = input.format === 'json' ? null : input.length;
+    const { etag, value } = unwrap(await stub.restore(await tokenHash(c), { format: 'safetensors', body: input.format === 'json' ? new Uint8Array(0) : input.body, length }));
+    return jsonResponse(200, infoJson(value), { etag });
+  }
+  const body = validJson<SnapshotInput>(c);
   const { dtype, hyperparams } = body;
-  const params = parseParams(body.params, ['params'], c.get('limits').maxHostedElements, dtype);
+  const most = Math.min(maxHostedElements(c.get('limits'), dtype), MAX_JSON_HOSTED_ELEMENTS);
+  const params = parseParams(body.params, ['params'], most, dtype);
   const state = parseState({ step: body.step, m: body.m, v: body.v, v_max: body.v_max }, params.layout, params.size, dtype, hyperparams, []);
   const { etag, value } = unwrap(
     await stub.restore(await tokenHash(c), {
@@ -131,3 +298,4 @@ export const plotHistory: RouteHandler<typeof routes.historyPlotRoute, AppEnv> =
   }
   return c.body(svg, 200, { 'content-type': 'image/svg+xml; charset=utf-8' });
 };
+

@@ -1,9 +1,9 @@
-// Route definitions of hosted optimizers: create, step, read, snapshot/restore, patch, history, delete.
+// Route definitions of hosted optimizers: create, step, read, upload, snapshot/restore, patch,
+// history, delete. Tensors travel as JSON, raw little-endian bytes or safetensors files.
 
 import { createRoute, z } from '@hono/zod-openapi';
 import { requireBearer } from '../../lib/auth.ts';
-import { authorizeBeforeParsing } from './optimizers.stub.ts';
-import { problem } from '../../schemas/common.ts';
+import { binaryContent, problem } from '../../schemas/common.ts';
 import {
   AuthHeaderSchema,
   CreateOptimizerSchema,
@@ -11,38 +11,67 @@ import {
   HistoryPlotQuerySchema,
   HistoryQuerySchema,
   HistoryResponseSchema,
+  HostedStepQuerySchema,
   HostedStepRequestSchema,
   HostedStepResponseSchema,
   OptimizerIdParam,
   OptimizerInfoSchema,
   ParamsResponseSchema,
   PatchOptimizerSchema,
-  ReturnQuerySchema,
   SnapshotInputSchema,
   SnapshotSchema,
   StepHeadersSchema,
+  UploadParamsSchema,
+  UploadQuerySchema,
 } from '../../schemas/optimizer.ts';
+import { authorizeBeforeParsing } from './optimizers.stub.ts';
 
 const TAGS = ['Hosted optimizers'];
 const SECURITY = [{ bearerAuth: [] }];
 
 const ETAG = {
   etag: {
-    description: 'The state version: a new, never reused tag after every change (step, restore, PATCH); send it as If-Match with a step.',
+    description: 'The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step.',
     schema: { type: 'string' as const },
   },
+};
+const VARY = { vary: { description: '`Accept`: the format depends on it.', schema: { type: 'string' as const } } };
+const STEP_HEADERS = {
+  step: { description: 'Completed steps after this answer (also in JSON bodies and safetensors `__metadata__`).', schema: { type: 'string' as const } },
+  lr: { description: 'The learning rate the step applied (step answers only).', schema: { type: 'string' as const } },
 };
 
 /** Errors every authenticated call can return. */
 const authErrors = {
   401: {
-    ...problem('Missing or wrong bearer token. A missing one is reported before any validation of the request.'),
+    ...problem('Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation.'),
     headers: { 'www-authenticate': { description: '`Bearer realm="adam-api"`', schema: { type: 'string' as const } } },
   },
   404: problem('No optimizer with this id (never created, deleted, or not a valid id).'),
 };
 
 const jsonBody = <T extends z.ZodType>(schema: T) => ({ content: { 'application/json': { schema } }, required: true });
+
+const RAW =
+  '`application/octet-stream`: every element of the optimizer\'s tensors in `layout` order (GET /v1/optimizers/{id}), each tensor row-major, ' +
+  'little-endian, as numpy\'s `a.astype("<f4").tobytes()` concatenated. The element type is the optimizer\'s dtype unless the Content-Type says ' +
+  'otherwise: `application/octet-stream; dtype=bfloat16` (or float16; float32 for a float64 optimizer), widened exactly.';
+const SAFETENSORS_TREE =
+  '`application/vnd.safetensors`: a safetensors file (Hugging Face format) of tensors named as in `layout` (torch\'s parameter names, e.g. ' +
+  '`fc.weight`), F32/F64 as the optimizer or narrower (F16, BF16), widened exactly.';
+
+/** Body entries of a route taking a tensor tree as JSON, raw bytes or safetensors (each documented above). */
+function tensorBody<T extends z.ZodType>(schema: T, description: string, raw = true) {
+  return {
+    description,
+    content: {
+      'application/json': { schema },
+      ...(raw ? { 'application/octet-stream': binaryContent() } : {}),
+      'application/vnd.safetensors': binaryContent(),
+    },
+    required: false, // documented as required (see openApiDocument); false lets binary bodies reach the handler
+  };
+}
 
 export const createOptimizerRoute = createRoute({
   method: 'post',
@@ -51,9 +80,17 @@ export const createOptimizerRoute = createRoute({
   tags: TAGS,
   summary: 'Create a hosted optimizer',
   description:
-    'Stores the params and a fresh Adam state in a new Durable Object. The response carries the id and a bearer token, ' +
-    'shown only once: every later call needs `Authorization: Bearer <token>`.',
-  request: { body: jsonBody(CreateOptimizerSchema) },
+    'Stores the params (or, from `shapes`, zeros to be uploaded with PUT .../params) and a fresh Adam state in a new Durable Object. The response ' +
+    'carries the id and a bearer token, shown only once: every later call needs `Authorization: Bearer <token>`. One optimizer holds at most ' +
+    'MAX_HOSTED_BYTES / 20 float32 or / 40 float64 elements (params, m, v, v_max and a gradient buffer: 4,194,304 / 2,097,152 by default).',
+  request: {
+    body: tensorBody(
+      CreateOptimizerSchema,
+      'JSON (CreateOptimizer), or a safetensors file of the params, named as `model.state_dict()` names them; hyperparameters then go in `__metadata__` ' +
+        '(`hyperparams`, `schedule`: JSON text; `dtype`) or the query (`lr`, `beta1`, …, `dtype`).',
+      false,
+    ),
+  },
   responses: {
     201: {
       description: 'Created.',
@@ -61,9 +98,10 @@ export const createOptimizerRoute = createRoute({
       content: { 'application/json': { schema: CreatedOptimizerSchema } },
     },
     400: problem('Malformed JSON.'),
-    413: problem('Body larger than MAX_BODY_BYTES or params larger than MAX_HOSTED_ELEMENTS.'),
-    415: problem('Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
-    422: problem('Invalid params, hyperparams, schedule or dtype.'),
+    406: problem('`Accept` does not allow application/json.'),
+    413: problem('Body larger than MAX_BODY_BYTES, or more elements than one optimizer holds.'),
+    415: problem('Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
+    422: problem('Invalid params, shapes, hyperparams, schedule or dtype, or a malformed safetensors file.'),
   },
 });
 
@@ -78,21 +116,34 @@ export const stepOptimizerRoute = createRoute({
   description:
     'Applies one Adam step with the stored hyperparameters and schedule, exactly as POST /v1/adam/step would with the stored state. ' +
     'Steps on one optimizer are applied one at a time, each exactly once. Use `Idempotency-Key` to make retries safe and ' +
-    '`If-Match` or `expected_step` to refuse a gradient computed against stale params.',
-  request: { params: OptimizerIdParam, query: ReturnQuerySchema, headers: StepHeadersSchema, body: jsonBody(HostedStepRequestSchema) },
+    '`If-Match` or `expected_step` to refuse a gradient computed against stale params. The gradients come as JSON, raw bytes or safetensors; ' +
+    'the new params go back in the format `Accept` asks for (default: the body\'s), with `step` and `lr` as headers too.',
+  request: {
+    params: OptimizerIdParam,
+    query: HostedStepQuerySchema,
+    headers: StepHeadersSchema,
+    body: tensorBody(HostedStepRequestSchema, `JSON (HostedStepRequest), or the gradients alone: ${RAW} Or ${SAFETENSORS_TREE} Every tensor is required.`),
+  },
   responses: {
     200: {
-      description: 'The step was applied (or, with `replayed: true`, had already been applied for this Idempotency-Key).',
-      headers: { ...ETAG, 'idempotent-replayed': { description: '`true` on a replay.', schema: { type: 'string' } } },
-      content: { 'application/json': { schema: HostedStepResponseSchema } },
+      description:
+        'The step was applied (or, with `replayed: true` / `Idempotent-Replayed: true`, had already been applied for this Idempotency-Key). ' +
+        'The params after the step: JSON (HostedStepResponse), raw bytes (the optimizer\'s dtype, in `layout` order; empty with `?return=none`) ' +
+        'or safetensors (`__metadata__` holds `step` and `lr`; no tensors with `?return=none`).',
+      headers: { ...ETAG, ...STEP_HEADERS, ...VARY, 'idempotent-replayed': { description: '`true` on a replay.', schema: { type: 'string' } } },
+      content: { 'application/json': { schema: HostedStepResponseSchema }, 'application/octet-stream': binaryContent(), 'application/vnd.safetensors': binaryContent() },
     },
     400: problem('Malformed JSON.'),
     ...authErrors,
-    409: problem('`expected_step` differs from the optimizer\'s step.'),
+    406: problem('`Accept` allows none of application/json, application/octet-stream, application/vnd.safetensors. Nothing was applied.'),
+    409: problem('`expected_step` differs from the optimizer\'s step, or some params have not been uploaded yet (optimizers created by `shapes`).'),
     412: { ...problem('`If-Match` does not match the current state (weak tags never match).'), headers: ETAG },
-    413: problem('Body larger than MAX_BODY_BYTES, or holding more JSON values than the route can use.'),
-    415: problem('Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
-    422: problem('Gradients whose structure or shapes differ, non-finite numbers, an Idempotency-Key reused with other gradients, or a step that would overflow. Nothing is changed.'),
+    413: problem('Body larger than MAX_BODY_BYTES (JSON), or holding more JSON values than the route can use.'),
+    415: problem('Content-Type is not one of the three formats (or names an unknown dtype), the body is compressed, or its charset is not UTF-8.'),
+    422: problem(
+      'Gradients whose structure, shapes, length or dtype differ from the optimizer\'s, non-finite numbers, a malformed safetensors file, ' +
+        'an Idempotency-Key reused with other gradients, or a step that would overflow. Nothing is changed.',
+    ),
   },
 });
 
@@ -103,11 +154,12 @@ export const getOptimizerRoute = createRoute({
   tags: TAGS,
   security: SECURITY,
   middleware: [requireBearer] as const,
-  summary: 'Metadata: step, hyperparameters, schedule, next lr, shapes',
+  summary: 'Metadata: step, hyperparameters, schedule, next lr, layout, upload status',
   request: { params: OptimizerIdParam, headers: AuthHeaderSchema },
   responses: {
     200: { description: 'Metadata.', headers: ETAG, content: { 'application/json': { schema: OptimizerInfoSchema } } },
     ...authErrors,
+    406: problem('`Accept` does not allow application/json.'),
   },
 });
 
@@ -119,10 +171,47 @@ export const getParamsRoute = createRoute({
   security: SECURITY,
   middleware: [requireBearer] as const,
   summary: 'Current parameters',
+  description: 'The params as JSON (the default), raw bytes or safetensors (`Accept`), with the step count as a header too.',
   request: { params: OptimizerIdParam, headers: AuthHeaderSchema },
   responses: {
-    200: { description: 'Parameters in the structure given at creation.', headers: ETAG, content: { 'application/json': { schema: ParamsResponseSchema } } },
+    200: {
+      description:
+        'Parameters: JSON (in the structure given at creation), raw bytes (the optimizer\'s dtype in `layout` order, e.g. `np.frombuffer(body, "<f4")`), ' +
+        'or safetensors named as in `layout` (loadable with `safetensors.torch.load_file` into `model.load_state_dict`).',
+      headers: { ...ETAG, step: STEP_HEADERS.step, ...VARY },
+      content: { 'application/json': { schema: ParamsResponseSchema }, 'application/octet-stream': binaryContent(), 'application/vnd.safetensors': binaryContent() },
+    },
     ...authErrors,
+    406: problem('`Accept` allows none of the three formats.'),
+  },
+});
+
+export const putParamsRoute = createRoute({
+  method: 'put',
+  path: '/v1/optimizers/{id}/params',
+  operationId: 'uploadOptimizerParams',
+  tags: TAGS,
+  security: SECURITY,
+  middleware: [requireBearer, authorizeBeforeParsing] as const,
+  summary: 'Upload params, whole or in parts',
+  description:
+    'Writes new values into some or all params; the optimizer state (moments, step) is kept, as when torch copies into `p.data`. Whole tensors by name ' +
+    '(JSON or safetensors, any subset), or a raw run of elements: into tensor `?tensor=<name>` from element `?offset=` (default 0), or into the flat ' +
+    'params from `?offset=`. An optimizer created by `shapes` steps only once every element has been uploaded; `upload` in the answer tells what is missing.',
+  request: {
+    params: OptimizerIdParam,
+    query: UploadQuerySchema,
+    headers: AuthHeaderSchema,
+    body: tensorBody(UploadParamsSchema, `JSON (UploadParams), ${RAW} Or ${SAFETENSORS_TREE}`),
+  },
+  responses: {
+    200: { description: 'Written; the new metadata (see `upload`).', headers: ETAG, content: { 'application/json': { schema: OptimizerInfoSchema } } },
+    400: problem('Malformed JSON.'),
+    ...authErrors,
+    406: problem('`Accept` does not allow application/json.'),
+    413: problem('Body larger than MAX_BODY_BYTES (JSON), or holding more JSON values than the route can use.'),
+    415: problem('Content-Type is not one of the three formats, the body is compressed, or its charset is not UTF-8.'),
+    422: problem('Unknown tensor names, shapes or dtypes that do not fit, a run of elements beyond the tensor, non-finite values, or a malformed file. Nothing is changed.'),
   },
 });
 
@@ -134,10 +223,19 @@ export const getStateRoute = createRoute({
   security: SECURITY,
   middleware: [requireBearer] as const,
   summary: 'Full snapshot (params, moments, hyperparameters, schedule)',
+  description:
+    'JSON (the default) or a safetensors checkpoint (`Accept: application/vnd.safetensors`) that torch loads: `params/<name>`, `exp_avg/<name>`, ' +
+    '`exp_avg_sq/<name>`, `max_exp_avg_sq/<name>` (amsgrad) and `step/<name>` (a float32 scalar, as torch stores it), with `__metadata__` ' +
+    '`step`, `dtype`, `hyperparams`, `schedule` and `scheduler_state` (JSON text). Either form PUTs back.',
   request: { params: OptimizerIdParam, headers: AuthHeaderSchema },
   responses: {
-    200: { description: 'Snapshot; PUT it back to restore.', headers: ETAG, content: { 'application/json': { schema: SnapshotSchema } } },
+    200: {
+      description: 'Snapshot; PUT it back to restore.',
+      headers: { ...ETAG, ...VARY },
+      content: { 'application/json': { schema: SnapshotSchema }, 'application/vnd.safetensors': binaryContent() },
+    },
     ...authErrors,
+    406: problem('`Accept` allows neither application/json nor application/vnd.safetensors, or the tensor names cannot be told apart in safetensors.'),
   },
 });
 
@@ -151,15 +249,27 @@ export const putStateRoute = createRoute({
   summary: 'Restore a snapshot (validated, atomic)',
   description:
     'Replaces params, moments, step, dtype, hyperparameters and schedule with the snapshot\'s, in one transaction (shapes may change within ' +
-    'MAX_HOSTED_ELEMENTS). Read-only fields of a GET snapshot (`id`, times) are ignored, so GET → PUT round-trips. The history is a log of applied ' +
+    'the optimizer\'s size limit). Read-only fields of a GET snapshot (`id`, times) are ignored, so GET → PUT round-trips, in JSON and in safetensors. ' +
+    'A safetensors checkpoint is streamed into the optimizer, so it may hold the largest state one optimizer keeps. The history is a log of applied ' +
     'steps and keeps its entries.',
-  request: { params: OptimizerIdParam, headers: AuthHeaderSchema, body: jsonBody(SnapshotInputSchema) },
+  request: {
+    params: OptimizerIdParam,
+    headers: AuthHeaderSchema,
+    body: tensorBody(
+      SnapshotInputSchema,
+      'JSON (OptimizerSnapshotInput), or a safetensors checkpoint as GET returns it (or as torch\'s state_dicts are saved by the README\'s snippet): ' +
+        '`params/…`, `exp_avg/…`, `exp_avg_sq/…` for every parameter, `max_exp_avg_sq/…` (with amsgrad and step > 0), and the step count as ' +
+        '`__metadata__.step` or `step/…` tensors; `__metadata__.hyperparams` and `.schedule` (JSON text, `null` for none) are required.',
+      false,
+    ),
+  },
   responses: {
     200: { description: 'Restored; the new metadata.', headers: ETAG, content: { 'application/json': { schema: OptimizerInfoSchema } } },
     400: problem('Malformed JSON.'),
     ...authErrors,
-    413: problem('Body larger than MAX_BODY_BYTES or params larger than MAX_HOSTED_ELEMENTS.'),
-    415: problem('Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
+    406: problem('`Accept` does not allow application/json.'),
+    413: problem('Body larger than MAX_BODY_BYTES (JSON), or a state larger than one optimizer holds.'),
+    415: problem('Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8.'),
     422: problem('The snapshot does not validate; nothing was changed.'),
   },
 });

@@ -53,8 +53,10 @@ const PRE_AUTHORIZE_ABOVE = 64 * 1024;
  * parse and allocate for it.
  */
 export const authorizeBeforeParsing: MiddlewareHandler<AppEnv> = async (c, next) => {
+  // Binary bodies are not parsed here: the object checks the token before it reads them.
+  const json = /^application\/([a-z0-9.+-]*\+)?json/i.test(c.req.header('content-type') ?? '');
   const length = Number(c.req.header('content-length') ?? Infinity);
-  if (length > PRE_AUTHORIZE_ABOVE) unwrap(await stubFor(c, c.req.param('id')!).authorize(await tokenHash(c)));
+  if (json && length > PRE_AUTHORIZE_ABOVE) unwrap(await stubFor(c, c.req.param('id')!).authorize(await tokenHash(c)));
   await next();
 };
 

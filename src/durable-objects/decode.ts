@@ -1,0 +1,103 @@
+// Decoding binary request bodies inside a hosted optimizer, as they stream in, straight into the
+// arrays that keep them (the kernel's memory): raw bytes in layout order, or safetensors tensors
+// placed by name. The object has checked the token before any of this reads a byte.
+
+import type { Dtype, FloatArray } from '../optim/adam.ts';
+import type { NamedLeaf } from '../tensors/names.ts';
+import { WIRE_DTYPES, elementSink, firstNonFiniteIn, fitsInto, wireDtypeOf, type WireDtype } from '../wire/dtypes.ts';
+import { WireError, headerLength, parseHeader, type SafetensorsHeader, type TensorEntry } from '../wire/safetensors.ts';
+import { ByteReader, type ByteSource } from '../wire/stream.ts';
+
+/** Where one tensor of a body goes: `count` elements at out[offset…]. */
+export interface Placement {
+  out: FloatArray;
+  offset: number;
+  count: number;
+  /** The tensor's name in errors, e.g. ["grads", "fc.weight"]. */
+  path: Array<string | number>;
+}
+
+/** 422 unless every element of a placed range is finite. */
+export function checkFinite(p: Placement): void {
+  const bad = firstNonFiniteIn(p.out, p.offset, p.offset + p.count);
+  if (bad >= 0) throw new WireError(422, [...p.path, bad - p.offset], `element ${bad - p.offset} is ${p.out[bad]}: every value must be finite`);
+}
+
+/** 422 unless `src` widens exactly into `dtype`. */
+export function checkFits(src: WireDtype, dtype: Dtype, path: Array<string | number>): void {
+  if (!fitsInto(src, dtype)) {
+    throw new WireError(422, path, `dtype ${WIRE_DTYPES[src].name} does not fit a ${dtype} optimizer (it would round); send ${WIRE_DTYPES[wireDtypeOf(dtype)].name} or narrower`, src);
+  }
+}
+
+/**
+ * A raw body: `src` elements back to back, into `place` (exactly `place.count` elements, or, with
+ * `upTo`, any whole number of elements up to it). Returns the element count read.
+ */
+export async function readRaw(source: ByteSource, length: number | null, src: WireDtype, place: Placement, upTo = false): Promise<number> {
+  const size = WIRE_DTYPES[src].bytes;
+  const reader = new ByteReader(source);
+  try {
+    if (!upTo) {
+      const want = place.count * size;
+      if (length !== null && length !== want) {
+        throw new WireError(422, ['body'], `the body has ${length} bytes; ${place.count} ${WIRE_DTYPES[src].name} elements are ${want} bytes`, length);
+      }
+      const sink = elementSink(src, place.out, place.offset, place.count);
+      await reader.read(want, (piece) => sink.write(piece));
+      await reader.expectEnd();
+      checkFinite(place);
+      return place.count;
+    }
+    if (length !== null && (length % size !== 0 || length > place.count * size)) {
+      throw new WireError(422, ['body'], `the body has ${length} bytes: not a whole number of ${WIRE_DTYPES[src].name} elements within the ${place.count} that fit from here`, length);
+    }
+    // The count is known only at the end: write as the bytes come, within the room there is.
+    const sink = elementSink(src, place.out, place.offset, place.count);
+    const bytes = await reader.readToEnd(place.count * size, (piece) => sink.write(piece));
+    if (bytes % size !== 0) throw new WireError(422, ['body'], `the body has ${bytes} bytes: not a whole number of ${size}-byte elements`, bytes);
+    const count = bytes / size;
+    checkFinite({ ...place, count });
+    return count;
+  } finally {
+    await reader.cancel();
+  }
+}
+
+/**
+ * A safetensors body. After the header is read, `place` maps each tensor (in data order) to where
+ * its values go (it checks names, shapes and dtypes and may allocate); then the data streams into
+ * those places, each checked finite. Returns the header.
+ */
+export async function readSafetensors(
+  source: ByteSource,
+  length: number | null,
+  place: (header: SafetensorsHeader) => Placement[],
+): Promise<SafetensorsHeader> {
+  const reader = new ByteReader(source);
+  try {
+    if (length !== null && length < 8) throw new WireError(422, ['safetensors'], `a safetensors body has at least 8 bytes, got ${length}`);
+    const n = headerLength(await reader.readExactly(8), length);
+    const header = parseHeader(await reader.readExactly(n), length === null ? null : length - 8 - n);
+    const places = place(header);
+    for (let i = 0; i < header.entries.length; i++) {
+      const e = header.entries[i]!;
+      const p = places[i]!;
+      const sink = elementSink(e.dtype, p.out, p.offset, p.count);
+      await reader.read(e.end - e.start, (piece) => sink.write(piece));
+      checkFinite(p);
+    }
+    await reader.expectEnd();
+    return header;
+  } finally {
+    await reader.cancel();
+  }
+}
+
+/** 422 unless a file's tensor has its parameter's shape and a dtype that fits. */
+export function checkEntry(e: TensorEntry, leaf: NamedLeaf, dtype: Dtype, path: Array<string | number>): void {
+  if (e.shape.length !== leaf.shape.length || e.shape.some((d, i) => d !== leaf.shape[i])) {
+    throw new WireError(422, [...path, 'shape'], `shape [${e.shape.join(', ')}] differs from the parameter's [${leaf.shape.join(', ')}]`);
+  }
+  checkFits(e.dtype, dtype, [...path, 'dtype']);
+}
