@@ -613,7 +613,6 @@
 
   ;; adam_f32 with f32x4.relaxed_madd as every fused multiply-add. Returns 0 (no vector takes the
   ;; scalar path; the n mod 4 last elements do, as wasm has no scalar fused multiply-add).
-
   (func (export "adam_f32_fma")
     (param $pp i32) (param $pg i32) (param $pm i32) (param $pv i32) (param $pvm i32)
     (param $n i32) (param $flags i32)
