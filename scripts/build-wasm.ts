@@ -33,12 +33,15 @@ function customSection(name: string, payload: Uint8Array): Uint8Array {
   return Uint8Array.from([0, ...leb128(body.length), ...body]);
 }
 
-/** The module bytes for a .wat source: wabt's binary (SIMD on, nothing else) plus the hash section. */
+/**
+ * The module bytes for a .wat source: wabt's binary (SIMD and relaxed SIMD on, nothing else) plus
+ * the hash section. wabt 1.0.39 assembles relaxed SIMD behind its relaxed_simd feature flag.
+ */
 export async function assemble(watText: string): Promise<Uint8Array> {
   const wabt = await wabtInit();
   let mod: ReturnType<typeof wabt.parseWat>;
   try {
-    mod = wabt.parseWat('adam.wat', watText, { simd: true, relaxed_simd: false });
+    mod = wabt.parseWat('adam.wat', watText, { simd: true, relaxed_simd: true });
   } catch (e) {
     // Rethrown from here: Node would otherwise print wabt's one-line minified source.
     throw new Error((e as Error).message);

@@ -4,7 +4,12 @@
 // (a) every case of every torch fixture, replayed step by step; float32 must also equal torch.
 // (b) seeded random inputs over sizes, magnitudes, special values and every hyperparameter mode.
 // (c) crafted fused multiply-adds whose double rounding lands on a float32 midpoint.
-// Each path of the wrapper is used: adamStep (copy in/out, in chunks) and adamStepInPlace on
+// (d) the relaxed-SIMD probe, the divider-free sqrt(v)/bc2s of the relaxed float32 kernel (the
+//     claim checked in plain double arithmetic, then quotients crafted next to float32 midpoints
+//     through the kernel) and the range limits and double roundings of the relaxed float64 kernel.
+// Every check runs on two instances: `wasm` (the start-up probe decides; on a CPU with FMA it runs
+// the relaxed-SIMD kernels) and `exact` (relaxed SIMD turned off: the exact SIMD128 kernels), each
+// through both paths of the wrapper: adamStep (copy in/out, in chunks) and adamStepInPlace on
 // workspace views (no copy).
 
 import { afterEach, describe, expect, it } from 'vitest';
@@ -20,9 +25,9 @@ import {
   type Dtype,
   type FloatArray,
 } from '../src/optim/adam.ts';
-import { fma32 } from '../src/optim/fma.ts';
+import { fma32, fma64 } from '../src/optim/fma.ts';
 import adamWasm from '../src/optim/wasm/adam.wasm';
-import { CHUNK, createWasmAdam } from '../src/optim/wasm/kernel.ts';
+import { CHUNK, createWasmAdam, FMA_PROBE_F32, FMA_PROBE_F64, probeFusedMultiplyAdd, type WasmAdam } from '../src/optim/wasm/kernel.ts';
 import adam from './fixtures/adam/adam.json';
 import adamw from './fixtures/adam/adamw.json';
 import amsgrad from './fixtures/adam/amsgrad.json';
@@ -33,6 +38,11 @@ import trajectories from './fixtures/adam/trajectories.json';
 import { leavesOf } from './helpers/trees.ts';
 
 const wasm = createWasmAdam(adamWasm);
+const exact = createWasmAdam(adamWasm, { relaxed: false });
+const INSTANCES: Array<[string, WasmAdam]> = [
+  [`probed (fused: f32 ${wasm.fusedMultiplyAdd.float32}, f64 ${wasm.fusedMultiplyAdd.float64})`, wasm],
+  ['exact', exact],
+];
 
 afterEach(() => {
   useWasmKernel(null);
@@ -80,39 +90,41 @@ function stepJs(input: Input): AdamStepResult {
   return adamStep(input);
 }
 
-/** The same step on the wasm kernel through adamStep (copy path); checks that wasm really ran. */
-function stepWasmCopy(input: Input): AdamStepResult {
-  useWasmKernel(wasm);
-  const before = wasm.stats.steps;
+/** The same step on a wasm kernel through adamStep (copy path); checks that wasm really ran. */
+function stepWasmCopy(k: WasmAdam, input: Input): AdamStepResult {
+  useWasmKernel(k);
+  const before = k.stats.steps;
   const r = adamStep(input);
   useWasmKernel(null);
-  expect(wasm.stats.steps, 'the wasm kernel ran').toBe(before + 1);
+  expect(k.stats.steps, 'the wasm kernel ran').toBe(before + 1);
   return r;
 }
 
 /** The same step on workspace views with adamStepInPlace (no copy); returns copies of the results. */
-function stepWasmViews(input: Input): AdamStepResult {
+function stepWasmViews(k: WasmAdam, input: Input): AdamStepResult {
   const { dtype, hyperparams, params, grads, state } = input;
-  const ws = wasm.workspace(dtype, params.length, hyperparams.amsgrad);
+  const ws = k.workspace(dtype, params.length, hyperparams.amsgrad);
   ws.params.set(params);
   ws.grads.set(grads);
   ws.m.set(state.m);
   ws.v.set(state.v);
   if (ws.vMax) ws.vMax.set(state.vMax!);
   const st: AdamState = { step: state.step, m: ws.m, v: ws.v, vMax: ws.vMax };
-  useWasmKernel(wasm);
-  const before = wasm.stats.calls;
+  useWasmKernel(k);
+  const before = k.stats.calls;
   adamStepInPlace({ dtype, hyperparams, params: ws.params, grads: ws.grads, state: st });
   useWasmKernel(null);
-  expect(wasm.stats.calls, 'the wasm kernel ran once, in place').toBe(before + 1);
+  expect(k.stats.calls, 'the wasm kernel ran once, in place').toBe(before + 1);
   return { params: make(dtype, ws.params), state: copyState(dtype, st) };
 }
 
-/** Runs the step on all three and checks the wasm results against the JS ones; returns JS's. */
+/** Runs the step on JS and on both instances' two paths, checks wasm against JS; returns JS's. */
 function checkStep(input: Input, where: string): AdamStepResult {
   const want = stepJs(input);
-  expectSame(want, stepWasmCopy(input), `${where} (adamStep)`);
-  expectSame(want, stepWasmViews(input), `${where} (workspace views)`);
+  for (const [name, k] of INSTANCES) {
+    expectSame(want, stepWasmCopy(k, input), `${where} (${name}, adamStep)`);
+    expectSame(want, stepWasmViews(k, input), `${where} (${name}, workspace views)`);
+  }
   return want;
 }
 
@@ -344,10 +356,11 @@ describe('crafted float32 midpoint fused multiply-adds', () => {
           const fill = (x: number) => Float32Array.from({ length: n }, (_, i) => (i === pos ? x : 0.25 + i * 1e-3));
           const state: AdamState = { step: 3, m: fill(c.m), v: fill(c.v), vMax: null };
           const input: Input = { dtype: 'float32', hyperparams: hp, params: fill(c.p), grads: fill(c.g), state };
-          const slowBefore = wasm.stats.slowVectors;
+          const slowBefore = exact.stats.slowVectors;
           const want = checkStep(input, `${c.name} n=${n} at ${pos}`);
-          // The element's vector (not the scalar tail) took the scalar path, in both wasm runs.
-          if (pos < n - (n % 4)) expect(wasm.stats.slowVectors - slowBefore).toBeGreaterThanOrEqual(2);
+          // On the exact kernel, the element's vector (not the scalar tail) took the scalar path,
+          // in both wasm runs. (The relaxed kernel has no such path: its fma is fused.)
+          if (pos < n - (n % 4)) expect(exact.stats.slowVectors - slowBefore).toBeGreaterThanOrEqual(2);
           // And the JS kernel's (= wasm's) result is the one of the correct fma.
           const b1 = f(hp.beta1), omb1 = f(1 - hp.beta1), b2 = f(hp.beta2), omb2 = f(1 - hp.beta2);
           const l2 = hp.weight_decay !== 0;
@@ -364,14 +377,14 @@ describe('crafted float32 midpoint fused multiply-adds', () => {
   }
 });
 
-describe('scalar path', () => {
+describe('scalar path of the exact float32 kernel', () => {
   it('is not taken for zero gradients over subnormal moments (a parameter whose v decays)', () => {
     const n = 1024;
     const state: AdamState = { step: 70_000, m: new Float32Array(n).fill(-3e-39), v: new Float32Array(n).fill(1e-39), vMax: null };
     const input: Input = { dtype: 'float32', hyperparams: ADAM_DEFAULTS, params: new Float32Array(n).fill(0.5), grads: new Float32Array(n), state };
-    const before = wasm.stats.slowVectors;
+    const before = exact.stats.slowVectors;
     const want = checkStep(input, 'zero gradients, subnormal moments');
-    expect(wasm.stats.slowVectors).toBe(before);
+    expect(exact.stats.slowVectors).toBe(before);
     expect(want.state.v[0]).toBe(f(f(1e-39) * f(0.999)));
   });
 
@@ -380,9 +393,9 @@ describe('scalar path', () => {
     const r = rng(7);
     const grads = Float32Array.from({ length: n }, () => r.normal() * 1e-19);
     const state: AdamState = { step: 5, m: Float32Array.from(grads, (g) => g * 0.3), v: new Float32Array(n).fill(1e-40), vMax: null };
-    const before = wasm.stats.slowVectors;
+    const before = exact.stats.slowVectors;
     checkStep({ dtype: 'float32', hyperparams: ADAM_DEFAULTS, params: new Float32Array(n).fill(1), grads, state }, 'tiny gradients');
-    expect(wasm.stats.slowVectors - before).toBeGreaterThan(0);
+    expect(exact.stats.slowVectors - before).toBeGreaterThan(0);
   });
 });
 
@@ -425,6 +438,228 @@ describe('wrapper', () => {
       expect(state.step).toBe(1);
       expect(ws.params[n - 1]).toBeCloseTo(1 - 0.001, 9);
       expect(ws.m[0]).toBeCloseTo(0.05, 15);
+    }
+  });
+});
+
+// ------------------------------------------------------------------------------------------------
+// (d) relaxed SIMD: the probe, the divider-free division, the float64 range limits
+
+/** x = m * 2^e exactly, as BigInt m and integer e (finite x). */
+function dyadic(x: number): { m: bigint; e: number } {
+  const view = new DataView(new ArrayBuffer(8));
+  view.setFloat64(0, x);
+  const bits = view.getBigUint64(0);
+  const sign = bits >> 63n ? -1n : 1n;
+  const exp = Number((bits >> 52n) & 0x7ffn);
+  const frac = bits & ((1n << 52n) - 1n);
+  return exp === 0 ? { m: sign * frac, e: -1074 } : { m: sign * (frac | (1n << 52n)), e: exp - 1075 };
+}
+
+/** Sign of a*b + c - d, exactly. */
+function exactCompare(a: number, b: number, c: number, d: number): number {
+  const [A, B, C, D] = [a, b, c, d].map(dyadic) as [ReturnType<typeof dyadic>, ReturnType<typeof dyadic>, ReturnType<typeof dyadic>, ReturnType<typeof dyadic>];
+  const terms = [{ m: A.m * B.m, e: A.e + B.e }, C, { m: -D.m, e: D.e }];
+  const e0 = Math.min(...terms.map((t) => t.e));
+  const sum = terms.reduce((acc, t) => acc + (t.m << BigInt(t.e - e0)), 0n);
+  return sum > 0n ? 1 : sum < 0n ? -1 : 0;
+}
+
+describe('relaxed SIMD probe', () => {
+  it('float32 cases: fused = fma32 (correctly rounded), and a*b + c rounded twice differs', () => {
+    for (const [a, b, c, want] of FMA_PROBE_F32) {
+      for (const x of [a, b, c, want]) expect(f(x)).toBe(x);
+      expect(fma32(a, b, c)).toBe(want);
+      expect(f(f(a * b) + c)).not.toBe(want); // unfused
+    }
+    // one case also defeats an fma emulated as f64 product + sum rounded to f32
+    expect(FMA_PROBE_F32.some(([a, b, c, want]) => f(a * b + c) !== want)).toBe(true);
+    // and two give a subnormal (a flush to zero fails them)
+    expect(FMA_PROBE_F32.filter(([, , , want]) => want !== 0 && Math.abs(want) < 2 ** -126).length).toBe(2);
+  });
+
+  it('float64 cases: fused result exact (a*b + c = want), and a*b + c rounded twice differs', () => {
+    for (const [a, b, c, want] of FMA_PROBE_F64) {
+      expect(exactCompare(a, b, c, want)).toBe(0);
+      expect(a * b + c).not.toBe(want);
+    }
+    expect(FMA_PROBE_F64.filter(([, , , want]) => Math.abs(want) < 2 ** -1022).length).toBe(2);
+  });
+
+  /** A stand-in for the module's fma_probe computing `madd` on its memory layout. */
+  function fakeProbe(madd32: (a: number, b: number, c: number) => number, madd64: (a: number, b: number, c: number) => number) {
+    const memory = new WebAssembly.Memory({ initial: 1 });
+    const fma_probe = (ptr: number) => {
+      const f32 = new Float32Array(memory.buffer, ptr, 16);
+      for (let i = 0; i < 4; i++) f32[12 + i] = madd32(f32[i]!, f32[4 + i]!, f32[8 + i]!);
+      const f64 = new Float64Array(memory.buffer, ptr + 64, 16);
+      for (const base of [0, 8]) for (let i = 0; i < 2; i++) f64[base + 6 + i] = madd64(f64[base + i]!, f64[base + 2 + i]!, f64[base + 4 + i]!);
+    };
+    return probeFusedMultiplyAdd({ memory, fma_probe });
+  }
+
+  it('says fused only for a true fused multiply-add', () => {
+    const exactFma64 = (a: number, b: number, c: number) => {
+      const hit = FMA_PROBE_F64.find((x) => Object.is(x[0], a) && Object.is(x[1], b) && Object.is(x[2], c));
+      return hit ? hit[3] : NaN;
+    };
+    expect(fakeProbe(fma32, exactFma64)).toEqual({ float32: true, float64: true });
+    // unfused (multiply, round, add, round): a CPU without FMA
+    expect(fakeProbe((a, b, c) => f(f(a * b) + c), (a, b, c) => a * b + c)).toEqual({ float32: false, float64: false });
+    // float32 fma emulated in f64 (double rounding), float64 with Dekker/TwoSum (fma64)
+    expect(fakeProbe((a, b, c) => f(a * b + c), fma64).float32).toBe(false);
+    // flush to zero
+    const ftz = (x: number) => (Math.abs(x) < 2 ** -126 ? 0 : x);
+    expect(fakeProbe((a, b, c) => ftz(fma32(a, b, c)), exactFma64).float32).toBe(false);
+    // a module without the probe export
+    expect(probeFusedMultiplyAdd({ memory: new WebAssembly.Memory({ initial: 1 }) })).toEqual({ float32: false, float64: false });
+  });
+
+  it('the instances: relaxed turned off runs the exact kernels; the probe leaves the memory clean', () => {
+    expect(exact.fusedMultiplyAdd).toEqual({ float32: false, float64: false });
+    const fresh = createWasmAdam(adamWasm);
+    expect(fresh.fusedMultiplyAdd).toEqual(wasm.fusedMultiplyAdd);
+    expect(new Uint8Array(fresh.memory.buffer, 0, 256).every((b) => b === 0)).toBe(true);
+  });
+});
+
+/** A float32 quotient x/c within a few 2^-48 (relative) of a float32 midpoint: X/C's digits. */
+function nearMidpointNumerators(C: number, count: number, r: ReturnType<typeof rng>): number[] {
+  // x = X*2^-23 in [1, 2), c = C*2^-24 in [0.5, 1): x/c = 2X/C. In units of half a float32 ulp of
+  // the quotient (2^(k-24), k = 1 if X >= C else 0) it is N/C with N = X*2^(25-k); it is a
+  // midpoint when that is an odd integer, so rank X by how close N mod 2C is to C.
+  const found: Array<[number, number]> = [];
+  const start = 2 ** 23 + Math.floor(r.next() * (2 ** 23 - 2 ** 16));
+  for (let X = start; X < start + 2 ** 16; X++) {
+    const N = X * 2 ** (X >= C ? 24 : 25);
+    const d = Math.abs((N % (2 * C)) - C);
+    if (d < C * 2 ** -10) found.push([d, X]);
+  }
+  found.sort((a, b) => a[0] - b[0]);
+  return found.slice(0, count).map(([, X]) => X);
+}
+
+describe('relaxed float32 kernel: sqrt(s)/bc2s as f64 products with 1/bc2s', () => {
+  it('the claim in double arithmetic: fround(x * (1/c)) = fround(x / c) (random and near-midpoint x, c)', () => {
+    const r = rng(2024);
+    let naiveWrong = 0;
+    let checked = 0;
+    let wrong = 0;
+    for (let k = 0; k < 100; k++) {
+      const C = 2 ** 23 + Math.floor(r.next() * 2 ** 23);
+      const cExp = -Math.floor(r.next() * 30); // c in [2^-31, 1)
+      const c = C * 2 ** (-24 + cExp);
+      const rc = 1 / c;
+      const xs = nearMidpointNumerators(C, 20, r).map((X) => X * 2 ** -23);
+      for (let i = 0; i < 200; i++) xs.push(f(1 + r.next()));
+      for (const x0 of xs) {
+        const x = x0 * 2 ** (Math.floor(r.next() * 130) - 70); // x in [2^-70, 2^61)
+        if (f(x * rc) !== f(x / c)) wrong++;
+        if (f(x * f(1 / c)) !== f(x / c)) naiveWrong++;
+        checked++;
+      }
+    }
+    expect(wrong).toBe(0);
+    // the crafted quotients are hard: a float32 reciprocal gets many of them wrong
+    expect(naiveWrong).toBeGreaterThan(checked / 50);
+  });
+
+  it('bit-identical through the kernels for quotients crafted next to float32 midpoints', () => {
+    const r = rng(77);
+    for (let k = 0; k < 12; k++) {
+      // bc2s = c: beta2 = 1 - c^2 at step 1; c spans [2^-27, 1)
+      let c: number, beta2: number;
+      do {
+        c = f((2 ** 23 + Math.floor(r.next() * 2 ** 23)) * 2 ** (-24 - Math.floor(r.next() * 27)));
+        beta2 = 1 - c * c;
+      } while (f(Math.sqrt(1 - beta2 ** 1)) !== c || beta2 >= 1);
+      const C = c * 2 ** (24 - Math.floor(Math.log2(c)) - 1);
+      const xs = nearMidpointNumerators(C, 64, r)
+        .map((X) => f(X * 2 ** (-23 + Math.floor(r.next() * 120) - 60)))
+        .filter((x) => f(Math.sqrt(f(x * x))) === x);
+      const n = xs.length;
+      // amsgrad with v = 0, g = 0: s = max(v_max, 0) = v_max = x^2, so sqrt(s) = x; eps = 0 and
+      // p = 0 make the new p = (nss*m) / (x/c), which shows any error in x/c.
+      const hp: AdamHyperparams = { ...ADAM_DEFAULTS, beta2, eps: 0, amsgrad: true, lr: 0.5 };
+      const state: AdamState = {
+        step: 0,
+        m: Float32Array.from(xs, () => 1 + r.next()),
+        v: new Float32Array(n),
+        vMax: Float32Array.from(xs, (x) => f(x * x)),
+      };
+      const input: Input = { dtype: 'float32', hyperparams: hp, params: new Float32Array(n), grads: new Float32Array(n), state };
+      const want = checkStep(input, `near-midpoint quotients, bc2s=${c}`);
+      // the new p is num/q for the correctly rounded q = x/c, and mostly changes with q's last bit
+      const nss = f(-0.5 / (1 - 0.9));
+      let sensitive = 0;
+      xs.forEach((x, i) => {
+        const q = f(x / c);
+        const num = f(nss * f(state.m[i]! * f(0.9)));
+        expect(want.params[i]).toBe(f(num / q));
+        if (f(num / f(q * (1 + 2 ** -23))) !== want.params[i]) sensitive++;
+      });
+      expect(n).toBeGreaterThan(16);
+      expect(sensitive).toBeGreaterThan(n / 2);
+    }
+  });
+
+  it('bc2s outside [2^-60, 1] takes the exact kernel, still bit-identical', () => {
+    // only a direct run() call can pass such scalars; Adam's bc2s is always inside
+    const n = 9;
+    const r = rng(3);
+    for (const bc2Sqrt of [2 ** -70, 2, 1e30]) {
+      const args = {
+        params: Float32Array.from({ length: n }, () => r.normal()),
+        grads: Float32Array.from({ length: n }, () => r.normal()),
+        m: new Float32Array(n),
+        v: new Float32Array(n),
+        vMax: null,
+      };
+      const scalars = { t: 1, stepSize: 0.01, bc2Sqrt, decay: 1 };
+      const out = () => ({ outParams: new Float32Array(n), outM: new Float32Array(n), outV: new Float32Array(n), outVMax: null });
+      const a = { ...args, ...out() };
+      const b = { ...args, ...out() };
+      expect(wasm.run('float32', a, ADAM_DEFAULTS, scalars)).toBe(true);
+      expect(exact.run('float32', b, ADAM_DEFAULTS, scalars)).toBe(true);
+      expect(firstDiff(a.outParams, b.outParams)).toBe(-1);
+    }
+  });
+});
+
+describe('relaxed float64 kernel: range limits and fma64 double roundings', () => {
+  it('g, p and wd at and across the [2^-400, 2^400) limits', () => {
+    const edges = [2 ** -401, 2 ** -400, 2 ** -400 * (1 + 2 ** -52), 2 ** -399, 2 ** 399, 2 ** 400 * (1 - 2 ** -53), 2 ** 400, 2 ** 401, 1e-310, 5e-324, 1e300];
+    const values = [...edges, ...edges.map((x) => -x), 0, -0, 1, -1.5];
+    const r = rng(11);
+    for (const wd of [0, 0.01, 2 ** -400, 2 ** -401, 2 ** 399, 2 ** 400]) {
+      for (const decoupled of [false, true]) {
+        const n = 64;
+        const pick = () => values[Math.floor(r.next() * values.length)]!;
+        const hp: AdamHyperparams = { ...ADAM_DEFAULTS, weight_decay: wd, decoupled_weight_decay: decoupled, amsgrad: r.next() < 0.5 };
+        const state = initAdamState('float64', n, hp.amsgrad);
+        const input: Input = { dtype: 'float64', hyperparams: hp, params: Float64Array.from({ length: n }, pick), grads: Float64Array.from({ length: n }, pick), state };
+        checkStep(input, `float64 edges wd=${wd} decoupled=${decoupled}`);
+      }
+    }
+  });
+
+  it('follows fma64 where it is not the correctly rounded fma (double rounding)', () => {
+    // m = fma64(g, 1-b1, m*b1) with 1-b1 = 1/2 + 2^-31 and g = 2 + 2^-22: g*(1-b1) = 1 + 2^-23 +
+    // 2^-30 + 2^-53 is a double midpoint, rounded to the even p = 1 + 2^-23 + 2^-30 (error
+    // 2^-53); c = m*b1 is tiny and positive, so the exact sum is above p + 2^-53 and rounds up,
+    // while fma64 adds the error terms first: 2^-53 + c rounds to 2^-53, and p + 2^-53 to p.
+    const beta1 = 0.5 - 2 ** -31;
+    const g = 2 + 2 ** -22;
+    const mPrev = 2 ** -107;
+    const c = mPrev * beta1;
+    const p = 1 + 2 ** -23 + 2 ** -30;
+    expect(fma64(g, 1 - beta1, c)).toBe(p);
+    expect(exactCompare(g, 1 - beta1, c, p + 2 ** -53)).toBe(1); // the true fma is p + 2^-52
+    for (const n of [2, 4, 5]) {
+      const state: AdamState = { step: 0, m: new Float64Array(n).fill(mPrev), v: new Float64Array(n), vMax: null };
+      const input: Input = { dtype: 'float64', hyperparams: { ...ADAM_DEFAULTS, beta1 }, params: new Float64Array(n).fill(1), grads: new Float64Array(n).fill(g), state };
+      const want = checkStep(input, `fma64 double rounding n=${n}`);
+      expect(want.state.m[0]).toBe(p);
     }
   });
 });

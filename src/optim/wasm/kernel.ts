@@ -6,6 +6,12 @@
 //   useWasmKernel(createWasmAdam(adamWasm));
 // In Node: createWasmAdam(new WebAssembly.Module(readFileSync('src/optim/wasm/adam.wasm'))).
 //
+// Two kernel variants per dtype live in the one module: the exact one (standard SIMD128 only, fused
+// multiply-adds emulated) and one built on relaxed SIMD's f32x4/f64x2.relaxed_madd. The relaxed one
+// runs only where a probe at createWasmAdam showed relaxed_madd to be a true fused multiply-add
+// (one rounding, subnormals kept), which is what torch's AVX2 kernels compute; elsewhere (a CPU
+// without FMA, where the engine lowers it to a multiply and an add) the exact variant runs.
+//
 // Arrays outside the module's memory are processed in chunks: copied in, stepped, copied out, so
 // the memory stays small (CHUNK elements per array) and the chunk stays in cache. Arrays that are
 // views of a workspace() are stepped where they are, with no copy.
@@ -28,6 +34,62 @@ interface Exports {
   memory: WebAssembly.Memory;
   adam_f32: KernelFn;
   adam_f64: KernelFn;
+  adam_f32_fma: KernelFn;
+  adam_f64_fma: KernelFn;
+  fma_probe: (ptr: number) => void;
+}
+
+/**
+ * Probe cases (a, b, c, fused result) for relaxed_madd, 4 float32 lanes and 4 float64 lanes. In
+ * each, a*b + c rounded twice (multiply, then add) differs from the fused result; the second float32
+ * case is also one where an f64 product+sum demoted to f32 differs (its sum is a float32
+ * midpoint), and the subnormal cases catch a flush to zero. test/wasm-kernel.test.ts checks the
+ * fused results with exact arithmetic.
+ */
+export const FMA_PROBE_F32: ReadonlyArray<readonly [number, number, number, number]> = [
+  [1 + 2 ** -23, 1 - 2 ** -23, -1, -(2 ** -46)],
+  [1 + 2 ** -15, 2 ** -24 * (1 - 2 ** -15), 1 + 2 ** -23, 1 + 2 ** -23],
+  [1 + 2 ** -12, 2 ** -125 * (1 + 2 ** -12), -(2 ** -125) * (1 + 2 ** -11), 2 ** -149],
+  [-(1 + 2 ** -12), 2 ** -125 * (1 + 2 ** -12), 2 ** -125 * (1 + 2 ** -11), -(2 ** -149)],
+];
+export const FMA_PROBE_F64: ReadonlyArray<readonly [number, number, number, number]> = [
+  [1 + 2 ** -52, 1 - 2 ** -52, -1, -(2 ** -104)],
+  [-(1 + 2 ** -52), 1 - 2 ** -52, 1, 2 ** -104],
+  [1 + 2 ** -27, 2 ** -1021 * (1 + 2 ** -26), -(2 ** -1021) * (1 + 2 ** -26 + 2 ** -27), 2 ** -1074],
+  [-(1 + 2 ** -27), 2 ** -1021 * (1 + 2 ** -26), 2 ** -1021 * (1 + 2 ** -26 + 2 ** -27), -(2 ** -1074)],
+];
+
+/**
+ * Runs fma_probe of an instance's exports on the cases above (in its memory at bytes 0-191, before
+ * anything else uses them) and tells, per dtype, whether every lane came out fused. V8 lowers
+ * relaxed_madd the same way in every tier (one helper picks vfmadd when the CPU has FMA3, else a
+ * multiply and an add), so the probe speaks for the kernels; the tests also replay the kernels
+ * against the JS ones.
+ */
+export function probeFusedMultiplyAdd(exports: {
+  memory: WebAssembly.Memory;
+  fma_probe?: (ptr: number) => void;
+}): { float32: boolean; float64: boolean } {
+  if (typeof exports.fma_probe !== 'function') return { float32: false, float64: false };
+  const f32 = new Float32Array(exports.memory.buffer, 0, 16);
+  const f64 = new Float64Array(exports.memory.buffer, 64, 16);
+  FMA_PROBE_F32.forEach(([a, b, c], i) => {
+    f32[i] = a;
+    f32[4 + i] = b;
+    f32[8 + i] = c;
+  });
+  // f64 vectors: a, b, c, result at bytes 64, 80, 96, 112 (lanes 0-1) and 128, 144, 160, 176 (lanes 2-3)
+  FMA_PROBE_F64.forEach(([a, b, c], i) => {
+    const base = i < 2 ? i : 8 + (i - 2);
+    f64[base] = a;
+    f64[base + 2] = b;
+    f64[base + 4] = c;
+  });
+  exports.fma_probe(0);
+  const float32 = FMA_PROBE_F32.every(([, , , want], i) => Object.is(f32[12 + i], Math.fround(want)));
+  const float64 = FMA_PROBE_F64.every(([, , , want], i) => Object.is(f64[(i < 2 ? i : 8 + (i - 2)) + 6], want));
+  new Uint8Array(exports.memory.buffer, 0, 192).fill(0);
+  return { float32, float64 };
 }
 
 /** Arrays of one step that live in the kernel's memory (see WasmAdam.workspace). */
@@ -43,9 +105,16 @@ export interface WasmAdam extends AdamKernel {
   /** The module's linear memory (grows for workspaces; never shrinks). */
   readonly memory: WebAssembly.Memory;
   /**
+   * Per dtype, whether steps run on the relaxed-SIMD kernel (relaxed_madd proved fused by the
+   * start-up probe, and not turned off by the `relaxed` option) or on the exact SIMD128 one.
+   */
+  readonly fusedMultiplyAdd: { readonly float32: boolean; readonly float64: boolean };
+  /**
    * Counters since creation: steps run (run() calls accepted), kernel calls (one per chunk),
-   * elements stepped, and vectors redone on the scalar path (4-lane float32 vectors with a
-   * possible double rounding, 2-lane float64 vectors with a non-finite fused multiply-add).
+   * elements stepped, and vectors redone on the scalar path: on the exact kernels, 4-lane float32
+   * vectors with a possible double rounding and 2-lane float64 vectors with a non-finite fused
+   * multiply-add; on the relaxed ones, none in float32 and float64 vectors with a non-finite fused
+   * multiply-add or a factor outside [2^-400, 2^400).
    */
   readonly stats: { steps: number; calls: number; elements: number; slowVectors: number };
   /**
@@ -75,10 +144,26 @@ function anyShared(arrays: FloatArray[], buffers: ArrayBufferLike[]): boolean {
   return false;
 }
 
-/** Instantiates the kernel module synchronously (no imports) and wraps it. */
-export function createWasmAdam(module: WebAssembly.Module): WasmAdam {
+export interface WasmAdamOptions {
+  /** false: never use the relaxed-SIMD kernels (tests of the exact path). Default: the probe decides. */
+  relaxed?: boolean;
+}
+
+// The relaxed float32 kernel divides sqrt(s) by bc2s as a product with 1/bc2s (exact for bc2s in
+// [2^-60, 1], see adam.wat); the relaxed float64 kernel's proof needs 1-beta1 and 1-beta2 in
+// [2^-53, 1] and, for L2, wd in [2^-400, 2^400). Validated hyperparameters are always inside
+// (bc2s = sqrt(1 - beta2^t) >= 2^-27 for beta2 < 1); other direct run() calls take the exact kernel.
+const BC2S_MIN = 2 ** -60;
+const OMB64_MIN = 2 ** -53;
+const WD64_MIN = 2 ** -400;
+const WD64_MAX = 2 ** 400;
+
+/** Instantiates the kernel module synchronously (no imports), probes relaxed_madd and wraps it. */
+export function createWasmAdam(module: WebAssembly.Module, options: WasmAdamOptions = {}): WasmAdam {
   const exports = new WebAssembly.Instance(module, {}).exports as unknown as Exports;
   const { memory } = exports;
+  const probed = options.relaxed === false ? { float32: false, float64: false } : probeFusedMultiplyAdd(exports);
+  const fusedMultiplyAdd = Object.freeze(probed);
   const stats = { steps: 0, calls: 0, elements: 0, slowVectors: 0 };
 
   const ensureBytes = (bytes: number) => {
@@ -108,15 +193,22 @@ export function createWasmAdam(module: WebAssembly.Module): WasmAdam {
     let slow: number;
     if (dtype === 'float32') {
       const f = Math.fround;
-      slow = exports.adam_f32(
+      const bc2s = f(s.bc2Sqrt);
+      const kernel = fusedMultiplyAdd.float32 && bc2s >= BC2S_MIN && bc2s <= 1 ? exports.adam_f32_fma : exports.adam_f32;
+      slow = kernel(
         pp, pg, pm, pv, pvm, n, flags, sign,
         f(hp.beta1), f(1 - hp.beta1), f(hp.beta2), f(1 - hp.beta2),
-        f(hp.eps), f(hp.weight_decay), hp.decoupled_weight_decay ? f(s.decay) : 1, f(s.bc2Sqrt), f(-s.stepSize),
+        f(hp.eps), f(hp.weight_decay), hp.decoupled_weight_decay ? f(s.decay) : 1, bc2s, f(-s.stepSize),
       );
     } else {
-      slow = exports.adam_f64(
+      const omb1 = 1 - hp.beta1;
+      const omb2 = 1 - hp.beta2;
+      const inRange =
+        omb1 >= OMB64_MIN && omb1 <= 1 && omb2 >= OMB64_MIN && omb2 <= 1 && (!l2 || (hp.weight_decay >= WD64_MIN && hp.weight_decay < WD64_MAX));
+      const kernel = fusedMultiplyAdd.float64 && inRange ? exports.adam_f64_fma : exports.adam_f64;
+      slow = kernel(
         pp, pg, pm, pv, pvm, n, flags, sign,
-        hp.beta1, 1 - hp.beta1, hp.beta2, 1 - hp.beta2,
+        hp.beta1, omb1, hp.beta2, omb2,
         hp.eps, hp.weight_decay, hp.decoupled_weight_decay ? s.decay : 1, s.bc2Sqrt, -s.stepSize,
       );
     }
@@ -180,5 +272,5 @@ export function createWasmAdam(module: WebAssembly.Module): WasmAdam {
     return ws;
   };
 
-  return { name: 'wasm-simd128', memory, stats, run, workspace: workspace as WasmAdam['workspace'] };
+  return { name: 'wasm-simd128', memory, fusedMultiplyAdd, stats, run, workspace: workspace as WasmAdam['workspace'] };
 }
