@@ -82,7 +82,7 @@ describe('durability', () => {
   });
 
   it('journals steps, rewrites chunks in turn, keeps every row within 1 MiB, and replays exactly', async () => {
-    const n = 600_000; // 2.4 MB per float32 tensor: three checkpoint chunks per slot
+    const n = 600_000; // 2.4 MB per float32 tensor
     const params = Array.from({ length: n }, (_, i) => Math.sin(i));
     const opt = await createOptimizer({ params, dtype: 'float32', hyperparams: { lr: 0.01 } });
     const grads = Array.from({ length: n }, (_, i) => Math.cos(i));
@@ -99,13 +99,15 @@ describe('durability', () => {
         journal: sql.exec<{ seq: number }>('SELECT seq FROM journal ORDER BY seq').toArray().map((r) => r.seq),
       };
     });
-    expect(stored.biggest).toBe(1 << 20);
-    // One chunk index per step is rewritten (all slots together): chunk 0 at step 1, 1 at 2, 2 at 3.
+    expect(stored.biggest).toBe(1 << 20); // a journalled gradient's rows; checkpoint chunks are 256 KiB
+    // 600,000 float32 elements are ten 256 KiB chunks per slot; a step rewrites ceil(10 / 8) = 2 of
+    // them in turn (all slots together): chunks 0-1 at step 1, 2-3 at 2, 4-5 at 3, the rest still at 0.
+    const expected = [1, 1, 2, 2, 3, 3, 0, 0, 0, 0].map((seq, idx) => [idx, seq]);
     for (const slot of ['params', 'exp_avg', 'exp_avg_sq']) {
-      expect(stored.chunks.filter((c) => c.slot === slot).map((c) => [c.idx, c.seq])).toEqual([[0, 1], [1, 2], [2, 3]]);
+      expect(stored.chunks.filter((c) => c.slot === slot).map((c) => [c.idx, c.seq])).toEqual(expected);
     }
-    // Chunk 0 missed steps 2 and 3, so their gradients stay journalled.
-    expect(stored.journal).toEqual([2, 3]);
+    // Chunks 6-9 missed steps 1-3, so all three gradients stay journalled.
+    expect(stored.journal).toEqual([1, 2, 3]);
     await evictDurableObject(stubOf(opt.id));
     const reloaded = await opCall('GET', opt, '/params');
     expect(reloaded.body).toEqual({ step: 3, params: last.body.params });

@@ -1,8 +1,8 @@
 // Durable storage of one hosted optimizer in its Durable Object's SQLite database.
 //
 // The state tensors (params and the optimizer's slots) are stored as checkpoint chunks: element
-// ranges of at most 1 MiB per slot and row (production rows are limited to 2 MB), each tagged
-// with the applied-step count `seq` it holds. A step does not rewrite every chunk: it appends its
+// ranges of 256 KiB per slot and row (production rows are limited to 2 MB), each tagged with the
+// applied-step count `seq` it holds. A step does not rewrite every chunk: it appends its
 // gradient to a journal and rewrites the next few chunks in turn, so each chunk is at most
 // JOURNAL_DEPTH steps old and a step writes about its gradient's bytes plus 1/JOURNAL_DEPTH of
 // the state, instead of the whole state. Loading replays, on each chunk's element range, the
@@ -18,8 +18,13 @@ import type { ScheduleSpec } from '../schedules/types.ts';
 import type { TensorLayout } from '../tensors/tree.ts';
 import { TENSOR_SCHEMA, deleteBlob, readBlob, readTensor, writeBlob } from './tensor-store.ts';
 
-/** Largest BLOB written; production SQLite-backed Durable Objects reject rows above 2 MB. */
-export const CHUNK_BYTES = 1 << 20;
+/**
+ * Bytes of one checkpoint chunk per slot. Small enough that a step's share of the state (1/JOURNAL_DEPTH
+ * of it, in whole chunks) stays close to that fraction; production rows are limited to 2 MB.
+ */
+export const CHUNK_BYTES = 1 << 18;
+/** Bytes per row of a journalled gradient (and the largest BLOB written). */
+export const JOURNAL_PART_BYTES = 1 << 20;
 /** Most steps a checkpoint chunk may lag behind the state (and so most journal entries kept). */
 export const JOURNAL_DEPTH = 8;
 
@@ -250,8 +255,8 @@ export class OptimizerStore {
     }
     this.#sql.exec('INSERT INTO journal (seq, entry) VALUES (?, ?)', entry.seq, JSON.stringify(entry));
     const bytes = bytesOf(grads);
-    for (let part = 0, off = 0; off < bytes.length || part === 0; part++, off += CHUNK_BYTES) {
-      this.#sql.exec('INSERT INTO journal_parts (seq, part, bytes) VALUES (?, ?, ?)', entry.seq, part, bytes.subarray(off, Math.min(bytes.length, off + CHUNK_BYTES)));
+    for (let part = 0, off = 0; off < bytes.length || part === 0; part++, off += JOURNAL_PART_BYTES) {
+      this.#sql.exec('INSERT INTO journal_parts (seq, part, bytes) VALUES (?, ?, ?)', entry.seq, part, bytes.subarray(off, Math.min(bytes.length, off + JOURNAL_PART_BYTES)));
     }
     let cursor = meta.cursor % count;
     for (let k = 0; k < perStep; k++) {
