@@ -10,6 +10,7 @@ import type { Middleware } from 'openapi-fetch';
 import { parse } from 'yaml';
 import { describe, expect, test } from 'vitest';
 import { AdamApiError, bearer, createAdamApiClient, unwrap, type Schemas } from '../../clients/typescript/client.ts';
+import { ADAM_DEFAULTS, adamStep, type AdamState } from '../../src/optim/adam.ts';
 import { baseUrl, describeRun, ROOT, run } from './helpers.ts';
 
 interface SpecOperation {
@@ -168,6 +169,28 @@ describe('TypeScript client generated from openapi.yaml', () => {
     await expect(unwrap(client.GET('/v1/optimizers/{id}/params', { params: { path, header: auth } }))).rejects.toSatisfy(
       (err: unknown) => err instanceof AdamApiError && err.status === 404 && err.problem?.type === 'urn:adam-api:problem:not-found',
     );
+  });
+
+  test('examples/typescript/binary.ts: raw and bfloat16 steps equal the reference kernel; a checkpoint restores exactly', async () => {
+    const result = await run(process.execPath, [join(ROOT, 'examples', 'typescript', 'binary.ts')], { env: { ADAM_API: baseUrl() }, timeoutMs: 120_000 });
+    expect(result.code, describeRun(result)).toBe(0);
+    expect(result.stdout).toContain('layout: fc.weight@0+200704, fc.bias@200704+256');
+    expect(result.stdout).toMatch(/restored params identical: true/);
+    // The same three steps on the pure kernel (itself checked against torch fixtures), bfloat16 rounding included.
+    const size = 200_960;
+    let params: Float32Array = new Float32Array(size).map((_, i) => Math.sin(i) * 0.05);
+    let state: AdamState = { step: 0, m: new Float32Array(size), v: new Float32Array(size), vMax: null };
+    const toBf16 = (a: Float32Array) => {
+      const w = new Uint32Array(a.buffer);
+      return new Float32Array(new Uint32Array(a.length).map((_, i) => ((w[i]! + 0x7fff + ((w[i]! >>> 16) & 1)) >>> 16) << 16).buffer);
+    };
+    const lines = result.stdout.split('\n').filter((l) => l.startsWith('step '));
+    for (let k = 0; k < 3; k++) {
+      let grads: Float32Array = new Float32Array(size).map((_, i) => Math.cos(i * (k + 1)) * 0.01);
+      if (k === 2) grads = toBf16(grads);
+      ({ params, state } = adamStep({ dtype: 'float32', hyperparams: { ...ADAM_DEFAULTS, lr: 1e-3 }, params, grads, state }) as { params: Float32Array; state: AdamState });
+      expect(lines[k]).toBe(`step ${k + 1} lr 0.001: params[0] = ${params[0]}, params[${size - 1}] = ${params[size - 1]}`);
+    }
   });
 
   test('examples/typescript/quickstart.ts runs in plain Node (type stripping, no build step)', async () => {
