@@ -6,9 +6,11 @@ type DocumentConfig = Parameters<OpenAPIHono['getOpenAPI31Document']>[0];
 
 export const SERVICE_DESCRIPTION =
   'Adam over HTTP, numerically faithful to PyTorch 1.13. Send parameters, gradients and optimizer state; ' +
-  'get back exactly what torch.optim.Adam / AdamW would compute. Errors are RFC 9457 `application/problem+json`; ' +
-  'besides the statuses listed per operation, an unknown path answers 404 and another method on a known path 405 (with `Allow`). ' +
-  'Bodies must be uncompressed UTF-8 JSON (415 otherwise).';
+  'get back exactly what torch.optim.Adam / AdamW would compute. Tensors travel as JSON, as raw little-endian bytes ' +
+  '(`application/octet-stream`, in an optimizer\'s `layout` order) or as safetensors files (`application/vnd.safetensors`); ' +
+  'each operation lists the media types it takes and answers in, chosen by `Accept` (406 when none fits). ' +
+  'Errors are RFC 9457 `application/problem+json`; besides the statuses listed per operation, an unknown path answers 404 ' +
+  'and another method on a known path 405 (with `Allow`). Bodies must be uncompressed, JSON in UTF-8 (415 otherwise).';
 
 export const OPENAPI_CONFIG: DocumentConfig = {
   openapi: '3.1.0',
