@@ -42,7 +42,15 @@ export class ByteReader {
 
   async #fill(): Promise<boolean> {
     while (this.#pending.length === 0 && !this.#done) {
-      const { done, value } = await this.#reader!.read();
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await this.#reader!.read();
+      } catch {
+        // The sender went away (a client that disconnected mid-upload): not a server fault.
+        this.#done = true;
+        throw new StreamLengthError('short', this.position, `the body could not be read to its end (${this.position} bytes arrived)`);
+      }
+      const { done, value } = chunk;
       if (done) this.#done = true;
       else if (value.length > 0) {
         this.#pending = value;
