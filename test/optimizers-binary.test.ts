@@ -2,7 +2,7 @@
 // bit, lower-precision gradients, create by shapes with uploads in parts, safetensors checkpoints
 // that round-trip, and bad binary bodies refused with nothing changed.
 
-import { evictDurableObject } from 'cloudflare:test';
+import { evictDurableObject, runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { ADAM_DEFAULTS, adamStep, type AdamState } from '../src/optim/adam.ts';
@@ -286,12 +286,26 @@ describe('large optimizers over the binary wire', () => {
     const hp = { ...ADAM_DEFAULTS, lr: 1e-3, weight_decay: 0.01, decoupled_weight_decay: true };
     let ref: { params: Float32Array; state: AdamState<Float32Array> } = { params: params.slice(), state: { step: 0, m: new Float32Array(n), v: new Float32Array(n), vMax: null } };
     for (let k = 0; k < 11; k++) {
-      const grads = new Float32Array(n).map((_, i) => Math.cos(i * (k + 1)) * 0.01);
-      const res = await binary(opt, 'POST', '/step?return=none', new Uint8Array(grads.buffer), { 'content-type': RAW });
+      let grads = new Float32Array(n).map((_, i) => Math.cos(i * (k + 1)) * 0.01);
+      let body = new Uint8Array(grads.buffer);
+      let type = RAW;
+      if (k % 4 === 3) {
+        // bfloat16 gradients (the high halves of the float32 ones): journalled as they came, 2 bytes each.
+        const halves = new Uint16Array(new Uint32Array(grads.buffer).map((w) => w >>> 16));
+        grads = new Float32Array(new Uint32Array(halves).map((h) => h << 16).buffer);
+        body = new Uint8Array(halves.buffer);
+        type = `${RAW}; dtype=bfloat16`;
+      }
+      const res = await binary(opt, 'POST', '/step?return=none', body, { 'content-type': type });
       expect(res.status).toBe(200);
       ref = adamStep({ dtype: 'float32', hyperparams: hp, params: ref.params, grads, state: ref.state }) as typeof ref;
       if (k === 4 || k === 10) await evictDurableObject(stubOf(opt.id)); // reload: replay the journal onto lagging chunks
     }
+    const journal = await runInDurableObject(stubOf(opt.id), (_i, state) =>
+      state.storage.sql.exec<{ seq: number; bytes: number }>('SELECT seq, sum(length(bytes)) AS bytes FROM journal_parts GROUP BY seq ORDER BY seq').toArray(),
+    );
+    expect(journal.find((j) => j.seq === 8)?.bytes).toBe(2 * n); // step 8 came as bfloat16
+    expect(journal.find((j) => j.seq === 9)?.bytes).toBe(4 * n);
     const got = await binary(opt, 'GET', '/params', undefined, { accept: RAW });
     expect(Buffer.from(got.bytes).equals(Buffer.from(ref.params.buffer))).toBe(true);
 

@@ -15,6 +15,23 @@ export interface Placement {
   count: number;
   /** The tensor's name in errors, e.g. ["grads", "fc.weight"]. */
   path: Array<string | number>;
+  /**
+   * Also keep the body's bytes as they came (before widening), at `offset` × their item size:
+   * a journal of narrow gradients stores those, half the bytes of the widened ones.
+   */
+  keep?: Uint8Array | undefined;
+}
+
+/** A sink writing pieces widened into the placement and, when asked, as they came into `keep`. */
+function placementSink(src: WireDtype, p: Placement, count: number) {
+  const sink = elementSink(src, p.out, p.offset, count);
+  if (!p.keep) return (piece: Uint8Array) => sink.write(piece);
+  const keep = p.keep;
+  const base = p.offset * WIRE_DTYPES[src].bytes;
+  return (piece: Uint8Array, at: number) => {
+    keep.set(piece, base + at);
+    sink.write(piece);
+  };
 }
 
 /** 422 unless every element of a placed range is finite. */
@@ -43,8 +60,7 @@ export async function readRaw(source: ByteSource, length: number | null, src: Wi
       if (length !== null && length !== want) {
         throw new WireError(422, ['body'], `the body has ${length} bytes; ${place.count} ${WIRE_DTYPES[src].name} elements are ${want} bytes`, length);
       }
-      const sink = elementSink(src, place.out, place.offset, place.count);
-      await reader.read(want, (piece) => sink.write(piece));
+      await reader.read(want, placementSink(src, place, place.count));
       await reader.expectEnd();
       checkFinite(place);
       return place.count;
@@ -53,8 +69,7 @@ export async function readRaw(source: ByteSource, length: number | null, src: Wi
       throw new WireError(422, ['body'], `the body has ${length} bytes: not a whole number of ${WIRE_DTYPES[src].name} elements within the ${place.count} that fit from here`, length);
     }
     // The count is known only at the end: write as the bytes come, within the room there is.
-    const sink = elementSink(src, place.out, place.offset, place.count);
-    const bytes = await reader.readToEnd(place.count * size, (piece) => sink.write(piece));
+    const bytes = await reader.readToEnd(place.count * size, placementSink(src, place, place.count));
     if (bytes % size !== 0) throw new WireError(422, ['body'], `the body has ${bytes} bytes: not a whole number of ${size}-byte elements`, bytes);
     const count = bytes / size;
     checkFinite({ ...place, count });
@@ -83,8 +98,7 @@ export async function readSafetensors(
     for (let i = 0; i < header.entries.length; i++) {
       const e = header.entries[i]!;
       const p = places[i]!;
-      const sink = elementSink(e.dtype, p.out, p.offset, p.count);
-      await reader.read(e.end - e.start, (piece) => sink.write(piece));
+      await reader.read(e.end - e.start, placementSink(e.dtype, p, p.count));
       checkFinite(p);
     }
     await reader.expectEnd();

@@ -19,7 +19,7 @@ import { createWasmAdam, type WasmAdam } from '../optim/wasm/kernel.ts';
 import { CheckpointOptionsSchema } from '../schemas/optimizer.ts';
 import { layoutOfNamed, leafIndex, namedLeaves, type NamedLeaf } from '../tensors/names.ts';
 import { layoutSize, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
-import { wireDtypeOf } from '../wire/dtypes.ts';
+import { WIRE_DTYPES, wireDtypeOf, type WireDtype } from '../wire/dtypes.ts';
 import { WireError, type TensorEntry } from '../wire/safetensors.ts';
 import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Placement } from './decode.ts';
 import { Mutex } from './mutex.ts';
@@ -170,7 +170,7 @@ export class HostedOptimizer extends DurableObject<Env> {
     if (oldest === meta.seq) return;
     const per = chunkElements(meta.dtype);
     for (const entry of this.#store.journalAfter(oldest)) {
-      this.#store.readJournalGrads(entry.seq, grads);
+      this.#store.readJournalGrads(entry, grads);
       for (let idx = 0; idx < seqs.length; idx++) {
         if (seqs[idx]! >= entry.seq) continue;
         if (seqs[idx]! !== entry.seq - 1) throw new Error(`journal: chunk ${idx} at ${seqs[idx]} cannot take step ${entry.seq}`);
@@ -239,26 +239,36 @@ export class HostedOptimizer extends DurableObject<Env> {
    * Decodes a complete tree (every tensor of the layout, as gradients are) into `target`, which
    * holds `meta.size` elements of the optimizer's dtype; 4xx problems name what is wrong.
    */
-  async #decodeAll(input: TensorsIn, loaded: Loaded, target: FloatArray, name: string): Promise<void> {
+  async #decodeAll(input: TensorsIn, loaded: Loaded, target: FloatArray, name: string): Promise<Narrow | null> {
     const { meta, layout } = loaded;
+    const own = wireDtypeOf(meta.dtype);
+    const narrowBuffer = (dtype: WireDtype) => (dtype === own ? undefined : new Uint8Array(meta.size * WIRE_DTYPES[dtype].bytes));
     if (input.format === 'json') {
       target.set(alignTo(input.flat, layout, [name], meta.dtype));
-      return;
+      return null;
     }
     if (input.format === 'raw') {
-      const src = input.dtype ?? wireDtypeOf(meta.dtype);
+      const src = input.dtype ?? own;
       checkFits(src, meta.dtype, ['Content-Type']);
-      await readRaw(input.body, input.length, src, { out: target, offset: 0, count: meta.size, path: [name] });
-      return;
+      const keep = narrowBuffer(src);
+      await readRaw(input.body, input.length, src, { out: target, offset: 0, count: meta.size, path: [name], keep });
+      return keep ? { dtype: src, bytes: keep } : null;
     }
     const index = namesOf(layout);
+    let narrow: Narrow | null = null;
     await readSafetensors(input.body, input.length, (header) => {
-      const places = header.entries.map((e) => placeByName(e, index, meta.dtype, target, name));
+      // One narrower type for every tensor: keep those bytes for the journal.
+      const types = new Set(header.entries.map((e) => e.dtype));
+      const [only] = types;
+      const keep = types.size === 1 && only !== undefined ? narrowBuffer(only) : undefined;
+      if (keep) narrow = { dtype: only!, bytes: keep };
+      const places = header.entries.map((e) => ({ ...placeByName(e, index, meta.dtype, target, name), keep }));
       const sent = new Set(header.entries.map((e) => e.name));
       const absent = [...index.keys()].find((n) => !sent.has(n));
       if (absent !== undefined) throw new WireError(422, [name, absent], `tensor "${absent}" is missing: the ${name} need every tensor of the optimizer`);
       return places;
     });
+    return narrow;
   }
 
   /** Verifies the bearer token only (the Worker asks before it parses a large body). */
@@ -316,7 +326,7 @@ export class HostedOptimizer extends DurableObject<Env> {
   step(tokenHash: string | null, args: StepArgs): Promise<Outcome<Versioned<StepOut>>> {
     return this.#locked(tokenHash, async (loaded) => {
       const { meta, layout, arrays, grads } = loaded;
-      await this.#decodeAll(args.grads, loaded, grads, 'grads');
+      const narrow = await this.#decodeAll(args.grads, loaded, grads, 'grads');
       const print = args.idempotencyKey === undefined ? '' : await fingerprint(meta.dtype, grads, args.loss);
 
       if (args.idempotencyKey !== undefined) {
@@ -357,7 +367,8 @@ export class HostedOptimizer extends DurableObject<Env> {
       };
       try {
         this.#store.transaction(() => {
-          next.cursor = this.#store.appendStep(next, arrays, grads, { seq: next.seq, step: meta.step, lr, hyperparams: meta.hyperparams });
+          const journalled = narrow ?? { dtype: undefined, bytes: new Uint8Array(grads.buffer, grads.byteOffset, grads.byteLength) };
+          next.cursor = this.#store.appendStep(next, arrays, journalled.bytes, { seq: next.seq, dtype: journalled.dtype, step: meta.step, lr, hyperparams: meta.hyperparams });
           this.#store.writeMeta(next);
           this.#store.addHistory(next.seq, { step: next.step, lr, loss: args.loss ?? null, at }, HISTORY_KEPT);
           if (args.idempotencyKey !== undefined) {
@@ -690,6 +701,12 @@ function lockedByteStream(arrays: FloatArray[], release: () => void): ReadableSt
       finish();
     },
   });
+}
+
+/** A gradient as it arrived, narrower than the optimizer's dtype (journalled so: half the bytes). */
+interface Narrow {
+  dtype: WireDtype;
+  bytes: Uint8Array;
 }
 
 /** What a restore writes, decoded and checked, before it is stored. */

@@ -16,6 +16,7 @@ import type { AdamHyperparams, Dtype, FloatArray } from '../optim/adam.ts';
 import type { PlateauState } from '../schedules/plateau.ts';
 import type { ScheduleSpec } from '../schedules/types.ts';
 import type { TensorLayout } from '../tensors/tree.ts';
+import { WIRE_DTYPES, elementSink, type WireDtype } from '../wire/dtypes.ts';
 import { TENSOR_SCHEMA, deleteBlob, readBlob, readTensor, writeBlob } from './tensor-store.ts';
 
 /**
@@ -71,6 +72,11 @@ interface StoredMetaV1 extends Omit<StoredMeta, 'version' | 'revision' | 'cursor
 /** What replaying one journalled step needs besides its gradient. */
 export interface JournalEntry {
   seq: number;
+  /**
+   * The element type the gradient was journalled in, when narrower than the optimizer's (it came
+   * as bfloat16 or float16, and widening is exact, so the narrow bytes are the gradient).
+   */
+  dtype?: WireDtype | undefined;
   /** Completed steps before this step. */
   step: number;
   lr: number;
@@ -194,15 +200,17 @@ export class OptimizerStore {
       .map((r) => JSON.parse(r.entry) as JournalEntry);
   }
 
-  /** Reads the gradient journalled with step `seq` into `grads`. */
-  readJournalGrads(seq: number, grads: FloatArray): void {
-    const out = bytesOf(grads);
+  /** Reads the gradient journalled with `entry` into `grads` (widened when it was journalled narrow). */
+  readJournalGrads(entry: JournalEntry, grads: FloatArray): void {
+    const src = entry.dtype ?? (grads.BYTES_PER_ELEMENT === 4 ? 'F32' : 'F64');
+    const want = grads.length * WIRE_DTYPES[src].bytes;
+    const sink = elementSink(src, grads, 0, grads.length);
     let offset = 0;
-    for (const row of this.#sql.exec<{ bytes: ArrayBuffer }>('SELECT bytes FROM journal_parts WHERE seq = ? ORDER BY part', seq)) {
-      out.set(new Uint8Array(row.bytes), offset);
+    for (const row of this.#sql.exec<{ bytes: ArrayBuffer }>('SELECT bytes FROM journal_parts WHERE seq = ? ORDER BY part', entry.seq)) {
+      sink.write(new Uint8Array(row.bytes));
       offset += row.bytes.byteLength;
     }
-    if (offset !== out.length) throw new Error(`journalled gradient ${seq} has ${offset} of ${out.length} bytes`);
+    if (offset !== want) throw new Error(`journalled gradient ${entry.seq} has ${offset} of ${want} bytes`);
   }
 
   #writeChunk(meta: StoredMeta, arrays: SlotArrays, idx: number): void {
@@ -239,12 +247,13 @@ export class OptimizerStore {
   }
 
   /**
-   * Records step `meta.seq` (already applied to `arrays`): its gradient and scalars in the journal,
+   * Records step `meta.seq` (already applied to `arrays`): its gradient's bytes (in the optimizer's
+   * dtype, or `entry.dtype`) and scalars in the journal,
    * then the next chunks in turn, so no chunk lags more than JOURNAL_DEPTH steps; journal entries
    * every chunk has passed are dropped. Returns the cursor for the next step. When a step
    * rewrites every chunk anyway (small states), nothing is journalled.
    */
-  appendStep(meta: StoredMeta, arrays: SlotArrays, grads: FloatArray, entry: JournalEntry): number {
+  appendStep(meta: StoredMeta, arrays: SlotArrays, grads: Uint8Array, entry: JournalEntry): number {
     const count = chunkCount(meta.dtype, meta.size);
     const perStep = Math.ceil(count / JOURNAL_DEPTH);
     if (perStep >= count) {
@@ -254,7 +263,7 @@ export class OptimizerStore {
       return 0;
     }
     this.#sql.exec('INSERT INTO journal (seq, entry) VALUES (?, ?)', entry.seq, JSON.stringify(entry));
-    const bytes = bytesOf(grads);
+    const bytes = grads;
     for (let part = 0, off = 0; off < bytes.length || part === 0; part++, off += JOURNAL_PART_BYTES) {
       this.#sql.exec('INSERT INTO journal_parts (seq, part, bytes) VALUES (?, ?, ?)', entry.seq, part, bytes.subarray(off, Math.min(bytes.length, off + JOURNAL_PART_BYTES)));
     }
