@@ -24,13 +24,15 @@ describe('adam.wasm is built from adam.wat', () => {
     expect(recorded, 'adam.wat changed since adam.wasm was built: run npm run build:wasm').toBe(await sha256Hex(wat));
   });
 
-  it('exports the memory, the exact and relaxed kernels and the probe, and imports nothing', () => {
+  it('exports the memory, the exact and relaxed kernels, the probe and the finiteness scans, and imports nothing', () => {
     expect(WebAssembly.Module.imports(adamWasm)).toEqual([]);
     expect(WebAssembly.Module.exports(adamWasm).map((e) => `${e.kind} ${e.name}`).sort()).toEqual([
       'function adam_f32',
       'function adam_f32_fma',
       'function adam_f64',
       'function adam_f64_fma',
+      'function first_nonfinite_f32',
+      'function first_nonfinite_f64',
       'function fma_probe',
       'memory memory',
     ]);

@@ -663,3 +663,28 @@ describe('relaxed float64 kernel: range limits and fma64 double roundings', () =
     }
   });
 });
+
+describe('finiteness scan', () => {
+  it('finds the first NaN or infinity at every position, in memory and out of it, both dtypes', () => {
+    const k = createWasmAdam(adamWasm);
+    const special = [NaN, Infinity, -Infinity];
+    for (const dtype of ['float32', 'float64'] as const) {
+      const ws = k.workspace(dtype, 37, false);
+      const outside = dtype === 'float32' ? new Float32Array(37) : new Float64Array(37);
+      for (const a of [ws.params, outside]) {
+        // Finite extremes are not flagged.
+        a.set([dtype === 'float32' ? 3.4028234663852886e38 : Number.MAX_VALUE, -0, 1e-45, -1]);
+        expect(k.firstNonFinite(a)).toBe(-1);
+        for (let i = 0; i < a.length; i++) {
+          for (const x of special) {
+            a[i] = x;
+            if (i + 5 < a.length) a[i + 5] = NaN; // a later one does not matter
+            expect(k.firstNonFinite(a), `${dtype} ${x} at ${i}`).toBe(i);
+            expect(k.firstNonFinite(a.subarray(i + 1)), `${dtype} after ${i}`).toBe(i + 5 < a.length ? 4 : -1);
+            a.fill(0.5);
+          }
+        }
+      }
+    }
+  });
+});

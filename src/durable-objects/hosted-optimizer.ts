@@ -11,7 +11,7 @@ import { maxHostedElements, readLimits } from '../lib/config.ts';
 import { ProblemError, fieldError, headerError, validationProblem } from '../lib/problem.ts';
 import { alignTo, tensorProblem } from '../lib/tensor-input.ts';
 import { zodFieldErrors } from '../lib/validation.ts';
-import { MAX_STEP, adamStepInPlace, firstNonFinite, type AdamHyperparams, type Dtype, type FloatArray } from '../optim/adam.ts';
+import { MAX_STEP, adamStepInPlace, type AdamHyperparams, type Dtype, type FloatArray } from '../optim/adam.ts';
 import type { PlateauState } from '../schedules/plateau.ts';
 import type { ScheduleSpec } from '../schedules/types.ts';
 import adamWasm from '../optim/wasm/adam.wasm';
@@ -19,7 +19,7 @@ import { createWasmAdam, type WasmAdam } from '../optim/wasm/kernel.ts';
 import { CheckpointOptionsSchema } from '../schemas/optimizer.ts';
 import { layoutOfNamed, leafIndex, namedLeaves, type NamedLeaf } from '../tensors/names.ts';
 import { layoutSize, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
-import { WIRE_DTYPES, wireDtypeOf, type WireDtype } from '../wire/dtypes.ts';
+import { WIRE_DTYPES, firstNonFiniteIn, wireDtypeOf, type WireDtype } from '../wire/dtypes.ts';
 import { WireError, type TensorEntry } from '../wire/safetensors.ts';
 import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Placement } from './decode.ts';
 import { Mutex } from './mutex.ts';
@@ -141,6 +141,9 @@ export class HostedOptimizer extends DurableObject<Env> {
     return { arrays: { params: ws.params, m: ws.m, v: ws.v, vMax: amsgrad ? vMaxSpace : null }, grads: ws.grads, vMaxSpace };
   }
 
+  /** Index of the first NaN or ±Infinity (a SIMD scan for arrays in the kernel's memory), or -1. */
+  readonly #scan = (values: FloatArray): number => (this.#kernel ? this.#kernel.firstNonFinite(values) : firstNonFiniteIn(values));
+
   /** Loads the optimizer from storage: at start-up, and to discard an in-memory change that failed. */
   #load(): void {
     this.#loaded = null;
@@ -251,7 +254,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       const src = input.dtype ?? own;
       checkFits(src, meta.dtype, ['Content-Type']);
       const keep = narrowBuffer(src);
-      await readRaw(input.body, input.length, src, { out: target, offset: 0, count: meta.size, path: [name], keep });
+      await readRaw(input.body, input.length, src, { out: target, offset: 0, count: meta.size, path: [name], keep, scan: this.#scan });
       return keep ? { dtype: src, bytes: keep } : null;
     }
     const index = namesOf(layout);
@@ -262,7 +265,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       const [only] = types;
       const keep = types.size === 1 && only !== undefined ? narrowBuffer(only) : undefined;
       if (keep) narrow = { dtype: only!, bytes: keep };
-      const places = header.entries.map((e) => ({ ...placeByName(e, index, meta.dtype, target, name), keep }));
+      const places = header.entries.map((e) => ({ ...placeByName(e, index, meta.dtype, target, name), keep, scan: this.#scan }));
       const sent = new Set(header.entries.map((e) => e.name));
       const absent = [...index.keys()].find((n) => !sent.has(n));
       if (absent !== undefined) throw new WireError(422, [name, absent], `tensor "${absent}" is missing: the ${name} need every tensor of the optimizer`);
@@ -348,11 +351,11 @@ export class HostedOptimizer extends DurableObject<Env> {
       const state = { step: meta.step, m: arrays.m, v: arrays.v, vMax: arrays.vMax };
       // In place: storage is the undo log. A non-finite result reloads the stored state.
       adamStepInPlace({ dtype: meta.dtype, hyperparams: { ...meta.hyperparams, lr }, params: arrays.params, grads, state }, this.#kernel);
-      const bad = firstNonFinite(arrays.params, arrays.m, arrays.v);
-      if (bad) {
+      const bad = [arrays.params, arrays.m, arrays.v].map((a) => this.#scan(a)).find((i) => i >= 0);
+      if (bad !== undefined) {
         this.#load();
         throw new ProblemError(422, 'non-finite-result', 'the step would produce a non-finite value (overflow); nothing was changed', [
-          fieldError(['grads', ...pathOfIndex(layout, bad.index)], 'leads to a non-finite parameter or moment'),
+          fieldError(['grads', ...pathOfIndex(layout, bad)], 'leads to a non-finite parameter or moment'),
         ]);
       }
 
@@ -562,14 +565,14 @@ export class HostedOptimizer extends DurableObject<Env> {
         if (offset > room) throw validationProblem([fieldError(['offset'], `is beyond the ${room} elements of ${args.tensor === undefined ? 'the params' : `"${args.tensor}"`}`, offset)]);
         const src = input.dtype ?? wireDtypeOf(meta.dtype);
         checkFits(src, meta.dtype, ['Content-Type']);
-        const count = await readRaw(input.body, input.length, src, { out: staging, offset: start + offset, count: room - offset, path }, true);
+        const count = await readRaw(input.body, input.length, src, { out: staging, offset: start + offset, count: room - offset, path, scan: this.#scan }, true);
         if (count === 0) throw validationProblem([fieldError(['body'], 'is empty: send the elements to write')]);
         ranges.push([start + offset, start + offset + count]);
       } else if (input.format === 'safetensors') {
         const index = namesOf(layout);
         await readSafetensors(input.body, input.length, (header) =>
           header.entries.map((e) => {
-            const place = placeByName(e, index, meta.dtype, staging, 'params');
+            const place = { ...placeByName(e, index, meta.dtype, staging, 'params'), scan: this.#scan };
             ranges.push([place.offset, place.offset + place.count]);
             return place;
           }),
@@ -583,7 +586,7 @@ export class HostedOptimizer extends DurableObject<Env> {
           if (!leaf) throw validationProblem([fieldError(path, `no tensor named "${sent.name}" in this optimizer`)]);
           if (!sameShape(leaf.shape, sent.shape)) throw validationProblem([fieldError(path, `expected shape [${leaf.shape.join(', ')}], got [${sent.shape.join(', ')}]`)]);
           staging.set(values.subarray(sent.offset, sent.offset + sent.size), leaf.offset);
-          checkFinite({ out: staging, offset: leaf.offset, count: leaf.size, path });
+          checkFinite({ out: staging, offset: leaf.offset, count: leaf.size, path, scan: this.#scan });
           ranges.push([leaf.offset, leaf.offset + leaf.size]);
         }
       }

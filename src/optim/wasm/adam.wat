@@ -897,4 +897,61 @@
     (v128.store offset=176 (local.get $p)
       (f64x2.relaxed_madd (v128.load offset=128 (local.get $p)) (v128.load offset=144 (local.get $p))
         (v128.load offset=160 (local.get $p)))))
+
+  ;; ---------------------------------------------------------------------------------------------
+  ;; Finiteness scans: the index of the first element whose exponent bits are all ones (NaN or
+  ;; +-infinity) among $n elements at byte offset $p, or -1. Four vectors a round while they are
+  ;; all finite; the vector that holds one is searched lane by lane.
+
+  (func (export "first_nonfinite_f32") (param $p i32) (param $n i32) (result i32)
+    (local $i i32) (local $mask v128) (local $bad v128)
+    (local.set $mask (v128.const i32x4 0x7f800000 0x7f800000 0x7f800000 0x7f800000))
+    (block $tail
+      (loop $quad
+        (br_if $tail (i32.gt_u (i32.add (local.get $i) (i32.const 16)) (local.get $n)))
+        (local.set $bad
+          (v128.or
+            (v128.or
+              (i32x4.eq (v128.and (v128.load (i32.add (local.get $p) (i32.shl (local.get $i) (i32.const 2)))) (local.get $mask)) (local.get $mask))
+              (i32x4.eq (v128.and (v128.load offset=16 (i32.add (local.get $p) (i32.shl (local.get $i) (i32.const 2)))) (local.get $mask)) (local.get $mask)))
+            (v128.or
+              (i32x4.eq (v128.and (v128.load offset=32 (i32.add (local.get $p) (i32.shl (local.get $i) (i32.const 2)))) (local.get $mask)) (local.get $mask))
+              (i32x4.eq (v128.and (v128.load offset=48 (i32.add (local.get $p) (i32.shl (local.get $i) (i32.const 2)))) (local.get $mask)) (local.get $mask)))))
+        (br_if $tail (v128.any_true (local.get $bad)))
+        (local.set $i (i32.add (local.get $i) (i32.const 16)))
+        (br $quad)))
+    (block $none
+      (loop $scalar
+        (br_if $none (i32.ge_u (local.get $i) (local.get $n)))
+        (if (i32.eq (i32.and (i32.load (i32.add (local.get $p) (i32.shl (local.get $i) (i32.const 2)))) (i32.const 0x7f800000)) (i32.const 0x7f800000))
+          (then (return (local.get $i))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $scalar)))
+    (i32.const -1))
+
+  (func (export "first_nonfinite_f64") (param $p i32) (param $n i32) (result i32)
+    (local $i i32) (local $mask v128) (local $bad v128)
+    (local.set $mask (v128.const i64x2 0x7ff0000000000000 0x7ff0000000000000))
+    (block $tail
+      (loop $quad
+        (br_if $tail (i32.gt_u (i32.add (local.get $i) (i32.const 8)) (local.get $n)))
+        (local.set $bad
+          (v128.or
+            (v128.or
+              (i64x2.eq (v128.and (v128.load (i32.add (local.get $p) (i32.shl (local.get $i) (i32.const 3)))) (local.get $mask)) (local.get $mask))
+              (i64x2.eq (v128.and (v128.load offset=16 (i32.add (local.get $p) (i32.shl (local.get $i) (i32.const 3)))) (local.get $mask)) (local.get $mask)))
+            (v128.or
+              (i64x2.eq (v128.and (v128.load offset=32 (i32.add (local.get $p) (i32.shl (local.get $i) (i32.const 3)))) (local.get $mask)) (local.get $mask))
+              (i64x2.eq (v128.and (v128.load offset=48 (i32.add (local.get $p) (i32.shl (local.get $i) (i32.const 3)))) (local.get $mask)) (local.get $mask)))))
+        (br_if $tail (v128.any_true (local.get $bad)))
+        (local.set $i (i32.add (local.get $i) (i32.const 8)))
+        (br $quad)))
+    (block $none
+      (loop $scalar
+        (br_if $none (i32.ge_u (local.get $i) (local.get $n)))
+        (if (i64.eq (i64.and (i64.load (i32.add (local.get $p) (i32.shl (local.get $i) (i32.const 3)))) (i64.const 0x7ff0000000000000)) (i64.const 0x7ff0000000000000))
+          (then (return (local.get $i))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $scalar)))
+    (i32.const -1))
 )

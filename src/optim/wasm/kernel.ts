@@ -37,6 +37,8 @@ interface Exports {
   adam_f32_fma: KernelFn;
   adam_f64_fma: KernelFn;
   fma_probe: (ptr: number) => void;
+  first_nonfinite_f32: (ptr: number, n: number) => number;
+  first_nonfinite_f64: (ptr: number, n: number) => number;
 }
 
 /**
@@ -122,6 +124,11 @@ export interface WasmAdam extends AdamKernel {
    * runs with no copy. Valid until the next workspace() call, which reuses and may grow (and so
    * detach) the memory.
    */
+  /**
+   * Index of the first NaN or ±Infinity in `a`, or -1: a SIMD scan when `a` lives in this
+   * kernel's memory (workspace views), a plain loop otherwise.
+   */
+  firstNonFinite(a: FloatArray): number;
   workspace(dtype: 'float32', n: number, amsgrad: boolean): Workspace<Float32Array>;
   workspace(dtype: 'float64', n: number, amsgrad: boolean): Workspace<Float64Array>;
   workspace(dtype: Dtype, n: number, amsgrad: boolean): Workspace;
@@ -272,5 +279,16 @@ export function createWasmAdam(module: WebAssembly.Module, options: WasmAdamOpti
     return ws;
   };
 
-  return { name: 'wasm-simd128', memory, fusedMultiplyAdd, stats, run, workspace: workspace as WasmAdam['workspace'] };
+  const firstNonFinite = (a: FloatArray): number => {
+    if (a.buffer === memory.buffer) {
+      return a instanceof Float32Array ? exports.first_nonfinite_f32(a.byteOffset, a.length) : exports.first_nonfinite_f64(a.byteOffset, a.length);
+    }
+    for (let i = 0; i < a.length; i++) {
+      const x = a[i]!;
+      if (x - x !== 0) return i;
+    }
+    return -1;
+  };
+
+  return { name: 'wasm-simd128', memory, fusedMultiplyAdd, stats, run, firstNonFinite, workspace: workspace as WasmAdam['workspace'] };
 }
