@@ -51,7 +51,6 @@ function patternOf(path: string): RegExp {
 function jsonValueLimit(limits: Limits, path: string, method: string): number {
   const slack = 2 * MAX_EVALUATION_POINTS + 10_000; // steps and metrics lists, milestones, fields
   if (path === '/v1/adam/step') return 5 * limits.maxElements + slack; // params, grads, m, v, v_max
-  if (path.endsWith('/state') && method === 'PUT') return 4 * MAX_JSON_HOSTED_ELEMENTS + slack;
   if (path.startsWith('/v1/optimizers')) return MAX_JSON_HOSTED_ELEMENTS + slack;
   return slack;
 }

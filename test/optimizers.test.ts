@@ -2,7 +2,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { call, postJson } from './helpers/http.ts';
-import { createOptimizer, expectProblem, opCall, parse } from './helpers/optimizers.ts';
+import { authed, createOptimizer, expectProblem, opCall, parse } from './helpers/optimizers.ts';
 
 const PARAMS = { 'fc.weight': [[0.5, -0.5], [1, 2]], 'fc.bias': [0.1, -0.1] };
 const GRADS = { 'fc.weight': [[0.1, 0.2], [-0.3, 0.4]], 'fc.bias': [0.05, -0.05] };
@@ -223,6 +223,18 @@ describe('bad input', () => {
     const fits = await parse(await call('POST', '/v1/optimizers', { shapes: [4_194_304] }));
     expect(fits.status).toBe(201);
     expect(fits.body.size).toBe(4_194_304);
+  });
+
+  it('takes JSON snapshots up to 3,000,000 numbers (float64: 24 MB over RPC), and 413s beyond before parsing', async () => {
+    const opt = await createOptimizer({ params: [0] });
+    const zeros = (n: number) => `[${'0,'.repeat(n - 1)}0]`;
+    const snapshot = (n: number) => `{"step":1,"dtype":"float64","hyperparams":{},"schedule":null,"params":${zeros(n)},"m":${zeros(n)},"v":${zeros(n)}}`;
+    const ok = await parse(await call('PUT', `/v1/optimizers/${opt.id}/state`, snapshot(990_000), authed(opt.token, { 'content-type': 'application/json' })));
+    expect(ok.status, JSON.stringify(ok.body)).toBe(200);
+    expect(ok.body.size).toBe(990_000);
+    const big = await parse(await call('PUT', `/v1/optimizers/${opt.id}/state`, snapshot(1_100_000), authed(opt.token, { 'content-type': 'application/json' })));
+    expectProblem(big, 413);
+    expect((await opCall('GET', opt, '')).body.size).toBe(990_000);
   });
 
   it('rejects bad steps and leaves the state unchanged', async () => {

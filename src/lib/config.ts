@@ -21,10 +21,11 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
 });
 
 /**
- * Most elements of a JSON tree sent to a hosted optimizer: the Worker flattens it to float64 and
- * hands it over RPC, whose values are limited to 32 MiB. Binary bodies are streamed instead.
+ * Most numbers in one JSON request to a hosted optimizer, all its trees together (a snapshot's
+ * params, m, v and v_max): the Worker parses them and hands them over RPC as typed arrays, whose
+ * values are limited to 32 MiB (3,000,000 float64 are 24 MB). Binary bodies are streamed instead.
  */
-export const MAX_JSON_HOSTED_ELEMENTS = 4_000_000;
+export const MAX_JSON_HOSTED_ELEMENTS = 3_000_000;
 
 /** Arrays a hosted optimizer keeps per element: params, m, v, v_max and the gradient buffer. */
 export const HOSTED_ARRAYS = 5;
