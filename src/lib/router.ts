@@ -5,7 +5,7 @@ import { OpenAPIHono } from '@hono/zod-openapi';
 import type { Hook } from '@hono/zod-openapi';
 import type { Limits } from './config.ts';
 import { problemResponse, validationProblem } from './problem.ts';
-import { zodFieldErrors } from './validation.ts';
+import { collectFieldErrors } from './validation.ts';
 
 export interface AppEnv {
   Bindings: Env;
@@ -20,16 +20,17 @@ export const validationHook: Hook<unknown, AppEnv, string, unknown> = async (res
   else if (result.target === 'query') input = c.req.query();
   else if (result.target === 'param') input = c.req.param();
   else if (result.target === 'header') input = c.req.header();
-  let errors = zodFieldErrors(result.error, input);
   // Query, path and header fields are named as sent (headers in their usual capitalisation, e.g.
   // Idempotency-Key); a JSON Pointer only addresses the body.
-  if (result.target !== 'json') {
-    errors = errors.map(({ pointer, ...rest }) => {
-      const name = (pointer ?? '').slice(1).replaceAll('~1', '/').replaceAll('~0', '~');
-      return { ...rest, field: result.target === 'header' ? name.replace(/(^|-)([a-z])/g, (_, d: string, ch: string) => d + ch.toUpperCase()) : name };
-    });
+  const asSent = result.target !== 'json';
+  const { errors, total } = collectFieldErrors(result.error, input, {
+    asSent,
+    ...(result.target === 'query' ? { unknownKey: 'unknown query parameter' } : {}),
+  });
+  if (result.target === 'header') {
+    for (const e of errors) e.field = e.field.replace(/(^|-)([a-z])/g, (_, d: string, ch: string) => d + ch.toUpperCase());
   }
-  return problemResponse(validationProblem(errors), new URL(c.req.url).pathname);
+  return problemResponse(validationProblem(errors, total), new URL(c.req.url).pathname);
 };
 
 export function createRouter() {

@@ -4,7 +4,7 @@
 import { z } from '@hono/zod-openapi';
 import { fieldError, validationProblem, type FieldError } from '../../lib/problem.ts';
 import type { FieldPath } from '../../tensors/tree.ts';
-import { zodFieldErrors } from '../../lib/validation.ts';
+import { zodValidationProblem } from '../../lib/validation.ts';
 import { DEFAULT_STEP_COUNT, EvaluateRequestSchema, PlotRequestSchema, rangeLength, type EvaluateRequest, type PlotRequest } from '../../schemas/schedule.ts';
 import type { ScheduleSpec, ScheduleType } from '../../schedules/index.ts';
 
@@ -143,7 +143,7 @@ export function parseScheduleQuery(type: ScheduleType, queries: Record<string, s
   if (result.success) return result.data;
   const issues = result.error.issues.map((issue) => ({ ...issue, path: queryPath(issue.path, json) }));
   const echo = { ...params, ...body, steps };
-  throw validationProblem(zodFieldErrors(new z.ZodError(issues), echo).map(({ pointer: _pointer, ...rest }) => rest));
+  throw zodValidationProblem(new z.ZodError(issues), echo, { asSent: true });
 }
 
 /** The step indices of a request: the list itself, the range expanded, or 0..count−1. */
