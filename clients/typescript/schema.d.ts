@@ -448,8 +448,10 @@ export interface components {
             detail: string;
             /** @description The request path. */
             instance?: string;
-            /** @description One entry per invalid field. */
+            /** @description One entry per invalid field, at most 20 (the rest are counted in `errors_omitted`). */
             errors?: components["schemas"]["FieldError"][];
+            /** @description Extension: how many more invalid fields were found than `errors` lists (it lists the first 20). Absent when every one is listed. */
+            errors_omitted?: number;
             /** @description Extension on 413: the limit that was exceeded (bytes or elements). */
             limit?: number;
             /** @description Extension on 409/412: the optimizer's current step. */
@@ -562,7 +564,7 @@ export interface components {
          * @enum {string}
          */
         Dtype: "float32" | "float64";
-        /** @description A learning-rate schedule: `{"type": ..., parameters}` with PyTorch's parameter names (the field descriptions name the torch parameter where ours differs). `lr(k)` is the rate of the optimizer step taken after k completed steps (torch: param_groups[0]["lr"] after k scheduler.step() calls). Unknown fields are rejected; numbers must be finite. */
+        /** @description A learning-rate schedule: `{"type": ..., parameters}` with PyTorch's parameter names (the field descriptions name the torch parameter where ours differs). `lr(k)` is the rate of the optimizer step taken after k completed steps (torch: param_groups[0]["lr"] after k scheduler.step() calls). Unknown fields are rejected; numbers must be finite. Size: at most 32 schedules in all (nested sequential children included), 8 levels of sequential, 1000 milestones in all; any valid spec is then under 40 KB of JSON. */
         ScheduleSpec: components["schemas"]["ConstantSchedule"] | components["schemas"]["StepSchedule"] | components["schemas"]["MultistepSchedule"] | components["schemas"]["ExponentialSchedule"] | components["schemas"]["LinearSchedule"] | components["schemas"]["PolynomialSchedule"] | components["schemas"]["CosineSchedule"] | components["schemas"]["CosineRestartsSchedule"] | components["schemas"]["CyclicSchedule"] | components["schemas"]["OneCycleSchedule"] | components["schemas"]["WarmupCosineSchedule"] | components["schemas"]["WarmupLinearSchedule"] | components["schemas"]["InverseSqrtSchedule"] | components["schemas"]["SequentialSchedule"] | components["schemas"]["ReduceOnPlateauSchedule"];
         /** @description `lr(k) = lr`: a fixed rate (an optimizer with no torch scheduler). */
         ConstantSchedule: {
@@ -601,7 +603,7 @@ export interface components {
             /** @description Base learning rate (torch: the optimizer's `lr`), >= 0. */
             lr: number;
             /**
-             * @description Steps at which the rate is multiplied by gamma (torch `milestones`): non-negative integers, sorted (non-decreasing). A repeated milestone applies gamma once per occurrence, as in torch; a milestone 0 already applies at step 0.
+             * @description Steps at which the rate is multiplied by gamma (torch `milestones`): non-negative integers, sorted (non-decreasing). A repeated milestone applies gamma once per occurrence, as in torch; a milestone 0 already applies at step 0. At most 1000, counted over the whole spec (every multistep and sequential list).
              * @example [
              *       30,
              *       80
@@ -851,10 +853,10 @@ export interface components {
              * @enum {string}
              */
             type: "sequential";
-            /** @description Schedules run one after the other (torch `schedulers`), 1 to 100; each starts from its own step 0 at its milestone. Any type but reduce_on_plateau; sequential may nest (8 levels at most). */
+            /** @description Schedules run one after the other (torch `schedulers`), 1 to 31; each starts from its own step 0 at its milestone. Any type but reduce_on_plateau; sequential may nest (8 levels at most, 32 schedules in all). */
             schedules: components["schemas"]["StepScheduleSpec"][];
             /**
-             * @description Steps at which the next schedule takes over (torch `milestones`): integers >= 1, sorted, exactly one fewer than schedules.
+             * @description Steps at which the next schedule takes over (torch `milestones`): integers >= 1, sorted, exactly one fewer than schedules. They count towards the spec's 1000 milestones.
              * @example [
              *       10
              *     ]
