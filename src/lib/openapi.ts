@@ -8,7 +8,8 @@ export const SERVICE_DESCRIPTION =
   'Adam over HTTP, numerically faithful to PyTorch 1.13. Send parameters, gradients and optimizer state; ' +
   'get back exactly what torch.optim.Adam / AdamW would compute. Errors are RFC 9457 `application/problem+json`; ' +
   'besides the statuses listed per operation, an unknown path answers 404 and another method on a known path 405 (with `Allow`). ' +
-  'Bodies must be uncompressed UTF-8 JSON (415 otherwise).';
+  'Bodies must be uncompressed UTF-8 JSON (415 otherwise). Query strings follow one rule: each parameter at most once, ' +
+  'integers in decimal digits, other numbers as JSON writes them, and a parameter an operation does not list is a 422 naming it.';
 
 export const OPENAPI_CONFIG: DocumentConfig = {
   openapi: '3.1.0',

@@ -2,7 +2,9 @@
 // gets the same problem+json body.
 
 import { OpenAPIHono } from '@hono/zod-openapi';
-import type { Hook } from '@hono/zod-openapi';
+import type { Hook, RouteConfig } from '@hono/zod-openapi';
+import { problem } from '../schemas/common.ts';
+import { strictQuery } from '../schemas/query.ts';
 import type { Limits } from './config.ts';
 import { problemResponse, validationProblem } from './problem.ts';
 import { collectFieldErrors } from './validation.ts';
@@ -33,6 +35,23 @@ export const validationHook: Hook<unknown, AppEnv, string, unknown> = async (res
   return problemResponse(validationProblem(errors, total), new URL(c.req.url).pathname);
 };
 
+/**
+ * A route that declares no query parameters gets an empty strict query (and a documented 422), so
+ * one rule holds on every route: a query parameter a route does not take is a 422 naming it, never
+ * silently ignored. Routes with parameters declare them with `strictQuery` (src/schemas/query.ts).
+ */
+function withStrictQuery<R extends RouteConfig>(route: R): R {
+  if (route.request?.query) return route;
+  return {
+    ...route,
+    request: { ...route.request, query: strictQuery({}) },
+    responses: { 422: problem('A query parameter was given; this operation takes none.'), ...route.responses },
+  };
+}
+
 export function createRouter() {
-  return new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
+  const router = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
+  const register = router.openapi;
+  router.openapi = ((route: RouteConfig, ...rest: unknown[]) => (register as (...args: unknown[]) => unknown)(withStrictQuery(route), ...rest)) as typeof register;
+  return router;
 }

@@ -3,6 +3,7 @@
 import { z } from '@hono/zod-openapi';
 import { AdamHyperparamsPatchSchema, AdamHyperparamsSchema, StepCountSchema } from './adam.ts';
 import { DtypeSchema, TensorTreeSchema, requiredTree } from './common.ts';
+import { queryBoolean, queryEnum, queryInteger, strictQuery } from './query.ts';
 import { ScheduleSpecSchema } from './schedule.ts';
 
 export const OptimizerIdParam = z.object({
@@ -82,11 +83,8 @@ export const HostedStepRequestSchema = z
     description: 'One gradient for a hosted optimizer.',
     example: { grads: { w: [0.5, -0.25], b: 0.1 }, loss: 0.75 } });
 
-export const ReturnQuerySchema = z.object({
-  return: z
-    .enum(['params', 'none'])
-    .default('params')
-    .openapi({ param: { name: 'return', in: 'query' }, description: '`none` omits the params from the response.' }),
+export const ReturnQuerySchema = strictQuery({
+  return: queryEnum(['params', 'none'], { default: 'params', description: '`none` omits the params from the response.' }),
 });
 
 export const StepHeadersSchema = AuthHeaderSchema.extend({
@@ -189,22 +187,13 @@ export const PatchOptimizerSchema = z
     description: 'Changes to a hosted optimizer; unknown fields are rejected.',
     example: { hyperparams: { lr: 0.0005 } } });
 
-export const HistoryQuerySchema = z.object({
-  limit: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .max(10_000)
-    .default(1000)
-    .openapi({ param: { name: 'limit', in: 'query' }, description: 'Most recent entries to return (1..10000).' }),
-});
+const historyLimit = () => queryInteger({ min: 1, max: 10_000, default: 1000, description: 'Most recent entries to return (1..10000), in decimal digits.' });
 
-export const HistoryPlotQuerySchema = HistoryQuerySchema.extend({
-  log_scale: z
-    .enum(['true', 'false', '1', '0'])
-    .default('false')
-    .transform((v) => v === 'true' || v === '1')
-    .openapi({ param: { name: 'log_scale', in: 'query' }, description: 'Logarithmic loss axis (every plotted loss must then be > 0).' }),
+export const HistoryQuerySchema = strictQuery({ limit: historyLimit() });
+
+export const HistoryPlotQuerySchema = strictQuery({
+  limit: historyLimit(),
+  log_scale: queryBoolean({ default: false, description: 'Logarithmic loss axis: `true`/`1` or `false`/`0` (every plotted loss must then be > 0).' }),
 });
 
 export const HistoryEntrySchema = z

@@ -360,6 +360,9 @@ export const ReduceOnPlateauScheduleSchema = z
       '`patience` reports. It depends on metric reports, not on the step: evaluating it needs `metrics`, and lr[k] is the rate after k reports.',
   });
 
+/** Every schedule type whose fields are plain values, so they can be query parameters (all but sequential). */
+export const FLAT_SCHEDULE_VARIANTS = [...FLAT_STEP_SCHEDULE_SCHEMAS, ReduceOnPlateauScheduleSchema] as const;
+
 /** Every issue of a bad `type` gets one readable message naming the allowed values. */
 function unknownTypeMessage(issue: z.core.$ZodRawIssue, allowed: readonly string[], nested: boolean): string | undefined {
   if (issue.code !== 'invalid_union') return undefined;
