@@ -7,6 +7,7 @@ import { stringify } from 'yaml';
 import { readLimits, type Limits } from './lib/config.ts';
 import { bodyGuard } from './lib/body-guard.ts';
 import { cors, securityHeaders } from './lib/headers.ts';
+import { requestLog } from './lib/observability.ts';
 import { MAX_EVALUATION_POINTS } from './schemas/schedule.ts';
 import { OPENAPI_CONFIG, SERVICE_DESCRIPTION } from './lib/openapi.ts';
 import { ProblemError, problemResponse, type ProblemType } from './lib/problem.ts';
@@ -48,7 +49,7 @@ function jsonValueLimit(limits: Limits, path: string, method: string): number {
 export function createApp() {
   const app = createRouter();
 
-  app.use('*', securityHeaders, cors);
+  app.use('*', requestLog, securityHeaders, cors);
   app.use('*', async (c, next) => {
     const limits = readLimits(c.env);
     c.set('limits', limits);

@@ -6,12 +6,13 @@ import type { Hook, RouteConfig } from '@hono/zod-openapi';
 import { problem } from '../schemas/common.ts';
 import { strictQuery } from '../schemas/query.ts';
 import type { Limits } from './config.ts';
+import type { ServerTiming } from './observability.ts';
 import { problemResponse, validationProblem } from './problem.ts';
 import { collectFieldErrors } from './validation.ts';
 
 export interface AppEnv {
   Bindings: Env;
-  Variables: { limits: Limits };
+  Variables: { limits: Limits; timing: ServerTiming };
 }
 
 /** Validation failures of any request part (json, query, params, headers) → 422 problem+json. */

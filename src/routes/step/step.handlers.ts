@@ -4,6 +4,7 @@ import type { RouteHandler } from '@hono/zod-openapi';
 import type { AppEnv } from '../../lib/router.ts';
 import { hasNegativeZero, jsonText } from '../../lib/json-text.ts';
 import { scheduleOverflow, statelessLearningRate } from '../../lib/learning-rate.ts';
+import { timing } from '../../lib/observability.ts';
 import { ProblemError, fieldError, validationProblem } from '../../lib/problem.ts';
 import { parseLike, parseParams, parseState, stateJson } from '../../lib/tensor-input.ts';
 import { adamStep, firstNonFinite } from '../../optim/adam.ts';
@@ -27,7 +28,10 @@ export const adamStepHandler: RouteHandler<typeof adamStepRoute, AppEnv> = async
   const grads = parseLike(body.grads, layout, ['grads'], dtype);
   const state = parseState(body.state, layout, size, dtype, hyperparams, ['state']);
 
-  const result = adamStep({ dtype, hyperparams, params, grads, state });
+  // decode: reading, scanning, parsing and validating the body, and flattening its tensors.
+  const t = timing(c);
+  t.lap('decode');
+  const result = t.phase('kernel', () => adamStep({ dtype, hyperparams, params, grads, state }));
 
   const bad = firstNonFinite(result.params, result.state.m, result.state.v);
   if (bad) {
@@ -38,7 +42,9 @@ export const adamStepHandler: RouteHandler<typeof adamStepRoute, AppEnv> = async
     ]);
   }
   // Tensor trees are typed `unknown` (checked by src/tensors, not zod), which Hono's typed JSON cannot express.
-  const response = { params: unflatten(layout, result.params), state: stateJson(layout, result.state), lr };
-  const negativeZero = hasNegativeZero(result.params, result.state.m, result.state.v, result.state.vMax);
-  return c.body(jsonText(response, negativeZero), 200, { 'content-type': 'application/json' }) as never;
+  const text = t.phase('encode', () => {
+    const response = { params: unflatten(layout, result.params), state: stateJson(layout, result.state), lr };
+    return jsonText(response, hasNegativeZero(result.params, result.state.m, result.state.v, result.state.vMax));
+  });
+  return c.body(text, 200, { 'content-type': 'application/json' }) as never;
 };
