@@ -74,9 +74,16 @@ describe('Server-Timing', () => {
     expect(t.decode! + t.kernel! + t.encode!).toBeLessThanOrEqual(t.total! + 0.03); // phases lie within the request (2-decimal rounding)
   });
 
-  it('every other response carries the total', async () => {
-    for (const res of [await call('GET', '/healthz'), await call('GET', '/nope'), await call('POST', '/v1/adam/step', '{', { 'content-type': 'application/json' })]) {
-      expect(Object.keys(serverTiming(res))).toEqual(['total']);
+  it('every other response carries the total, relayed and empty ones included', async () => {
+    const opt = await createOptimizer({ params: [1] });
+    for (const res of [
+      await call('GET', '/healthz'),
+      await call('GET', '/nope'),
+      await call('POST', '/v1/adam/step', '{', { 'content-type': 'application/json' }),
+      await call('GET', `/v1/optimizers/${opt.id}/params`, undefined, authed(opt.token)),
+      await call('DELETE', `/v1/optimizers/${opt.id}`, undefined, authed(opt.token)),
+    ]) {
+      expect(Object.keys(serverTiming(res)), String(res.status)).toEqual(['total']);
     }
   });
 
