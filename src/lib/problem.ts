@@ -131,8 +131,11 @@ function echoable(value: unknown): boolean {
 /** A field error; a path or message too long to echo is elided, and an elided pointer is left out (it would point nowhere). */
 export function fieldError(path: FieldPath, message: string, value?: unknown): FieldError {
   const pointer = jsonPointer(path);
-  const e: FieldError = { field: clip(formatPath(path), MAX_FIELD_CHARS), message: clip(message, MAX_MESSAGE_CHARS) };
-  if (pointer.length <= MAX_FIELD_CHARS) e.pointer = pointer;
+  const e: FieldError = {
+    field: clip(formatPath(path), MAX_FIELD_CHARS),
+    ...(pointer.length <= MAX_FIELD_CHARS ? { pointer } : {}),
+    message: clip(message, MAX_MESSAGE_CHARS),
+  };
   if (echoable(value)) e.value = typeof value === 'number' && !Number.isFinite(value) ? String(value) : value;
   return e;
 }
