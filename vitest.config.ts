@@ -9,6 +9,9 @@ import { configDefaults, defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
+    // The Worker logs one JSON line per request (src/lib/observability.ts); thousands of them would
+    // bury the test report. test/observability.test.ts checks them by spying on console.log.
+    onConsoleLog: (log) => !log.startsWith('{"type":"request"'),
     projects: [
       {
         extends: false,

@@ -6,6 +6,8 @@ import { HTTPException } from 'hono/http-exception';
 import { stringify } from 'yaml';
 import { MAX_JSON_HOSTED_ELEMENTS, readLimits, type Limits } from './lib/config.ts';
 import { bodyGuard } from './lib/body-guard.ts';
+import { cors, securityHeaders } from './lib/headers.ts';
+import { requestLog } from './lib/observability.ts';
 import { MAX_EVALUATION_POINTS } from './schemas/schedule.ts';
 import { BINARY_FORMATS, MEDIA_TYPES } from './wire/media.ts';
 import { OPENAPI_CONFIG, SERVICE_DESCRIPTION } from './lib/openapi.ts';
@@ -58,6 +60,7 @@ function jsonValueLimit(limits: Limits, path: string, method: string): number {
 export function createApp() {
   const app = createRouter();
 
+  app.use('*', requestLog, securityHeaders, cors);
   app.use('*', async (c, next) => {
     const limits = readLimits(c.env);
     c.set('limits', limits);

@@ -98,8 +98,17 @@ describe('422 naming the field', () => {
 
   it('deeply nested sequential specs are refused without exhausting the stack', async () => {
     let spec: unknown = cosine;
-    for (let i = 0; i < 5000; i++) spec = { type: 'sequential', schedules: [spec], milestones: [] };
-    await expectProblem(postJson(EVALUATE, { schedule: spec }), 422, 'schedule');
+    for (let i = 0; i < 5000; i++) {
+      spec = { type: 'sequential', schedules: [spec], milestones: [] };
+      // 9 levels: within the body guard's 80 levels of JSON, so the schema's 8-level rule answers.
+      if (i === 8) await expectProblem(postJson(EVALUATE, { schedule: spec }), 422, 'schedule');
+    }
+    // 5000 levels: the body guard stops at 80 levels of JSON before parsing, naming the place.
+    const res = await postJson(EVALUATE, { schedule: spec });
+    expect(res.status).toBe(422);
+    expect(res.body.errors[0].message).toMatch(/deeper than 80 levels/);
+    const { field } = res.body.errors[0]; // 80 levels of path, elided in the middle
+    expect([field.startsWith('schedule.schedules[0].schedules[0]'), field.includes('…'), field.endsWith('.schedules[0].schedules'), field.length]).toEqual([true, true, true, 300]);
   });
 
   it('a rate too large to plot is a 422 (evaluating it works)', async () => {

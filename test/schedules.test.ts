@@ -182,10 +182,12 @@ describe('GET /v1/schedules/{type}', () => {
     expect(r.body).toEqual({ steps: [2, 3, 4, 5, 6], lr: [0.1, 0.05, 0.05, 0.025, 0.025] });
   });
 
-  it('accepts start:stop:every, a comma list, a repeated list parameter and booleans', async () => {
+  it('accepts start:stop:every, a comma list and booleans', async () => {
     expect((await getJson('/v1/schedules/constant?lr=1&steps=0:10:4')).body.steps).toEqual([0, 4, 8]);
     expect((await getJson('/v1/schedules/constant?lr=1&steps=7,3')).body.steps).toEqual([7, 3]);
-    expect((await getJson('/v1/schedules/multistep?lr=1&milestones=1&milestones=2&steps=0,1,2')).body.lr).toEqual([1, 0.1, 0.010000000000000002]);
+    expect((await getJson('/v1/schedules/multistep?lr=1&milestones=1,2&steps=0,1,2')).body.lr).toEqual([1, 0.1, 0.010000000000000002]);
+    // One rule for every query: a list is comma-separated, and a repeated key is a 422.
+    expect((await getJson('/v1/schedules/multistep?lr=1&milestones=1&milestones=2&steps=0,1,2')).status).toBe(422);
     const three = await getJson('/v1/schedules/one_cycle?max_lr=1&total_steps=10&three_phase=true&anneal_strategy=linear&steps=4');
     expect(three.status).toBe(200);
     expect(three.body.lr[0]).toBeCloseTo(0.04, 15);

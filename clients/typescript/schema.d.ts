@@ -389,6 +389,50 @@ export interface components {
                 [key: string]: string;
             };
         };
+        /** @description RFC 9457 problem details (`application/problem+json`). */
+        Problem: {
+            /**
+             * @description Problem type URI (`urn:adam-api:problem:<slug>`).
+             * @example urn:adam-api:problem:validation-error
+             */
+            type: string;
+            /**
+             * @description Short summary of the problem type.
+             * @example Invalid request
+             */
+            title: string;
+            /**
+             * @description HTTP status code.
+             * @example 422
+             */
+            status: number;
+            /**
+             * @description What went wrong in this request.
+             * @example hyperparams.lr: must be >= 0, got -1
+             */
+            detail: string;
+            /** @description The request path. */
+            instance?: string;
+            /** @description One entry per invalid field, at most 20 (the rest are counted in `errors_omitted`). */
+            errors?: components["schemas"]["FieldError"][];
+            /** @description Extension: how many more invalid fields were found than `errors` lists (it lists the first 20). Absent when every one is listed. */
+            errors_omitted?: number;
+            /** @description Extension on 413: the limit that was exceeded (bytes or elements). */
+            limit?: number;
+            /** @description Extension on 409/412: the optimizer's current step. */
+            step?: number;
+        };
+        /** @description One invalid field of a request. */
+        FieldError: {
+            /** @description Path of the offending field, e.g. `hyperparams.lr` or `grads["fc.bias"][2]`. */
+            field: string;
+            /** @description RFC 6901 JSON Pointer to the offending field in the request body (absent for headers and query parameters). */
+            pointer?: string;
+            /** @description What is wrong with it. */
+            message: string;
+            /** @description The value received, when it is a scalar (non-finite numbers as strings). */
+            value?: unknown;
+        };
         /** @description Liveness. */
         Health: {
             /**
@@ -433,48 +477,6 @@ export interface components {
             m: components["schemas"]["TensorTree"] & unknown;
             v: components["schemas"]["TensorTree"] & unknown;
             v_max?: components["schemas"]["TensorTree"] & unknown;
-        };
-        /** @description RFC 9457 problem details (`application/problem+json`). */
-        Problem: {
-            /**
-             * @description Problem type URI (`urn:adam-api:problem:<slug>`).
-             * @example urn:adam-api:problem:validation-error
-             */
-            type: string;
-            /**
-             * @description Short summary of the problem type.
-             * @example Invalid request
-             */
-            title: string;
-            /**
-             * @description HTTP status code.
-             * @example 422
-             */
-            status: number;
-            /**
-             * @description What went wrong in this request.
-             * @example hyperparams.lr: must be >= 0, got -1
-             */
-            detail: string;
-            /** @description The request path. */
-            instance?: string;
-            /** @description One entry per invalid field. */
-            errors?: components["schemas"]["FieldError"][];
-            /** @description Extension on 413: the limit that was exceeded (bytes or elements). */
-            limit?: number;
-            /** @description Extension on 409/412: the optimizer's current step. */
-            step?: number;
-        };
-        /** @description One invalid field of a request. */
-        FieldError: {
-            /** @description Path of the offending field, e.g. `hyperparams.lr` or `grads["fc.bias"][2]`. */
-            field: string;
-            /** @description RFC 6901 JSON Pointer to the offending field in the request body (absent for headers and query parameters). */
-            pointer?: string;
-            /** @description What is wrong with it. */
-            message: string;
-            /** @description The value received, when it is a scalar (non-finite numbers as strings). */
-            value?: unknown;
         };
         /**
          * @description One step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); the schedule sets the rate, so `hyperparams.lr` must then be omitted.
@@ -572,7 +574,7 @@ export interface components {
          * @enum {string}
          */
         Dtype: "float32" | "float64";
-        /** @description A learning-rate schedule: `{"type": ..., parameters}` with PyTorch's parameter names (the field descriptions name the torch parameter where ours differs). `lr(k)` is the rate of the optimizer step taken after k completed steps (torch: param_groups[0]["lr"] after k scheduler.step() calls). Unknown fields are rejected; numbers must be finite. */
+        /** @description A learning-rate schedule: `{"type": ..., parameters}` with PyTorch's parameter names (the field descriptions name the torch parameter where ours differs). `lr(k)` is the rate of the optimizer step taken after k completed steps (torch: param_groups[0]["lr"] after k scheduler.step() calls). Unknown fields are rejected; numbers must be finite. Size: at most 32 schedules in all (nested sequential children included), 8 levels of sequential, 1000 milestones in all; any valid spec is then under 40 KB of JSON. */
         ScheduleSpec: components["schemas"]["ConstantSchedule"] | components["schemas"]["StepSchedule"] | components["schemas"]["MultistepSchedule"] | components["schemas"]["ExponentialSchedule"] | components["schemas"]["LinearSchedule"] | components["schemas"]["PolynomialSchedule"] | components["schemas"]["CosineSchedule"] | components["schemas"]["CosineRestartsSchedule"] | components["schemas"]["CyclicSchedule"] | components["schemas"]["OneCycleSchedule"] | components["schemas"]["WarmupCosineSchedule"] | components["schemas"]["WarmupLinearSchedule"] | components["schemas"]["InverseSqrtSchedule"] | components["schemas"]["SequentialSchedule"] | components["schemas"]["ReduceOnPlateauSchedule"];
         /** @description `lr(k) = lr`: a fixed rate (an optimizer with no torch scheduler). */
         ConstantSchedule: {
@@ -611,7 +613,7 @@ export interface components {
             /** @description Base learning rate (torch: the optimizer's `lr`), >= 0. */
             lr: number;
             /**
-             * @description Steps at which the rate is multiplied by gamma (torch `milestones`): non-negative integers, sorted (non-decreasing). A repeated milestone applies gamma once per occurrence, as in torch; a milestone 0 already applies at step 0.
+             * @description Steps at which the rate is multiplied by gamma (torch `milestones`): non-negative integers, sorted (non-decreasing). A repeated milestone applies gamma once per occurrence, as in torch; a milestone 0 already applies at step 0. At most 1000, counted over the whole spec (every multistep and sequential list).
              * @example [
              *       30,
              *       80
@@ -861,10 +863,10 @@ export interface components {
              * @enum {string}
              */
             type: "sequential";
-            /** @description Schedules run one after the other (torch `schedulers`), 1 to 100; each starts from its own step 0 at its milestone. Any type but reduce_on_plateau; sequential may nest (8 levels at most). */
+            /** @description Schedules run one after the other (torch `schedulers`), 1 to 31; each starts from its own step 0 at its milestone. Any type but reduce_on_plateau; sequential may nest (8 levels at most, 32 schedules in all). */
             schedules: components["schemas"]["StepScheduleSpec"][];
             /**
-             * @description Steps at which the next schedule takes over (torch `milestones`): integers >= 1, sorted, exactly one fewer than schedules.
+             * @description Steps at which the next schedule takes over (torch `milestones`): integers >= 1, sorted, exactly one fewer than schedules. They count towards the spec's 1000 milestones.
              * @example [
              *       10
              *     ]
@@ -1356,6 +1358,15 @@ export interface operations {
                     "application/json": components["schemas"]["ServiceInfo"];
                 };
             };
+            /** @description A query parameter was given; this operation takes none. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     health: {
@@ -1376,29 +1387,38 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            /** @description A query parameter was given; this operation takes none. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     adamStep: {
         parameters: {
             query?: {
-                /** @description Safetensors bodies only: learning rate (torch `lr`), decimal. */
-                lr?: string;
+                /** @description Safetensors bodies only: learning rate (torch `lr`). */
+                lr?: number;
                 /** @description Safetensors bodies only: torch `betas[0]`. */
-                beta1?: string;
+                beta1?: number;
                 /** @description Safetensors bodies only: torch `betas[1]`. */
-                beta2?: string;
+                beta2?: number;
                 /** @description Safetensors bodies only: torch `eps`. */
-                eps?: string;
+                eps?: number;
                 /** @description Safetensors bodies only: torch `weight_decay`. */
-                weight_decay?: string;
+                weight_decay?: number;
                 /** @description Safetensors bodies only: `true` for AdamW. */
-                decoupled_weight_decay?: string;
-                /** @description Safetensors bodies only: `true` or `false`. */
-                amsgrad?: string;
-                /** @description Safetensors bodies only: `true` or `false`. */
-                maximize?: string;
+                decoupled_weight_decay?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: torch `amsgrad`. */
+                amsgrad?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: torch `maximize`. */
+                maximize?: "true" | "false" | "1" | "0";
                 /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
-                dtype?: string;
+                dtype?: "float32" | "float64";
             };
             header?: never;
             path?: never;
@@ -1594,68 +1614,68 @@ export interface operations {
     evaluateScheduleQuery: {
         parameters: {
             query?: {
-                /** @description `start:stop[:every]` (stop exclusive, like Python's range; start defaults to 0, every to 1) or a comma-separated list of steps. Default 0..99 (0..len(metrics) for reduce_on_plateau); at most 100000 points. */
-                steps?: string | string[];
+                /** @description `start:stop[:every]` (stop exclusive, like Python's range; start defaults to 0, every to 1) or a comma-separated list of steps, in decimal digits. Default 0..99 (0..len(metrics) for reduce_on_plateau); at most 100000 points. */
+                steps?: string;
                 /** @description reduce_on_plateau only (required there): comma-separated metric reports, e.g. `0.9,0.8,0.8`. */
-                metrics?: string | string[];
+                metrics?: string;
                 /** @description The whole schedule spec as URL-encoded JSON, instead of separate parameters (its `type` may be omitted; it must match the path). Required for `sequential`, whose nested schedules cannot be flat parameters. */
-                schedule?: string | string[];
-                /** @description Schedule parameter `lr` of constant, step, multistep, exponential, linear, polynomial, cosine, cosine_restarts, warmup_cosine, warmup_linear, inverse_sqrt, reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                lr?: string | string[];
-                /** @description Schedule parameter `step_size` of step (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                step_size?: string | string[];
-                /** @description Schedule parameter `gamma` of step, multistep, exponential, cyclic (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                gamma?: string | string[];
-                /** @description Schedule parameter `milestones` of multistep (see the schedule schemas for meaning, bounds and defaults). Comma-separated, e.g. `30,80`. */
-                milestones?: string | string[];
-                /** @description Schedule parameter `start_factor` of linear (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                start_factor?: string | string[];
-                /** @description Schedule parameter `end_factor` of linear (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                end_factor?: string | string[];
-                /** @description Schedule parameter `total_steps` of linear, polynomial, cosine, one_cycle, warmup_cosine, warmup_linear (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                total_steps?: string | string[];
-                /** @description Schedule parameter `power` of polynomial (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                power?: string | string[];
-                /** @description Schedule parameter `min_lr` of cosine, cosine_restarts, warmup_cosine, reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                min_lr?: string | string[];
-                /** @description Schedule parameter `period` of cosine_restarts (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                period?: string | string[];
-                /** @description Schedule parameter `period_mult` of cosine_restarts (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                period_mult?: string | string[];
-                /** @description Schedule parameter `base_lr` of cyclic (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                base_lr?: string | string[];
-                /** @description Schedule parameter `max_lr` of cyclic, one_cycle (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                max_lr?: string | string[];
-                /** @description Schedule parameter `step_size_up` of cyclic (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                step_size_up?: string | string[];
-                /** @description Schedule parameter `step_size_down` of cyclic (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                step_size_down?: string | string[];
-                /** @description Schedule parameter `mode` of cyclic, reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                mode?: string | string[];
-                /** @description Schedule parameter `pct_start` of one_cycle (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                pct_start?: string | string[];
-                /** @description Schedule parameter `anneal_strategy` of one_cycle (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                anneal_strategy?: string | string[];
-                /** @description Schedule parameter `div_factor` of one_cycle (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                div_factor?: string | string[];
-                /** @description Schedule parameter `final_div_factor` of one_cycle (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                final_div_factor?: string | string[];
-                /** @description Schedule parameter `three_phase` of one_cycle (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                three_phase?: string | string[];
-                /** @description Schedule parameter `warmup_steps` of warmup_cosine, warmup_linear, inverse_sqrt (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                warmup_steps?: string | string[];
-                /** @description Schedule parameter `factor` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                factor?: string | string[];
-                /** @description Schedule parameter `patience` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                patience?: string | string[];
-                /** @description Schedule parameter `threshold` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                threshold?: string | string[];
-                /** @description Schedule parameter `threshold_mode` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                threshold_mode?: string | string[];
-                /** @description Schedule parameter `cooldown` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                cooldown?: string | string[];
-                /** @description Schedule parameter `eps` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                eps?: string | string[];
+                schedule?: string;
+                /** @description Schedule parameter `lr` of constant, step, multistep, exponential, linear, polynomial, cosine, cosine_restarts, warmup_cosine, warmup_linear, inverse_sqrt, reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                lr?: string;
+                /** @description Schedule parameter `step_size` of step (see the schedule schemas for meaning, bounds and defaults). An integer in decimal digits. */
+                step_size?: string;
+                /** @description Schedule parameter `gamma` of step, multistep, exponential, cyclic (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                gamma?: string;
+                /** @description Schedule parameter `milestones` of multistep (see the schedule schemas for meaning, bounds and defaults). Comma-separated integers in decimal digits, e.g. `30,80`. */
+                milestones?: string;
+                /** @description Schedule parameter `start_factor` of linear (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                start_factor?: string;
+                /** @description Schedule parameter `end_factor` of linear (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                end_factor?: string;
+                /** @description Schedule parameter `total_steps` of linear, polynomial, cosine, one_cycle, warmup_cosine, warmup_linear (see the schedule schemas for meaning, bounds and defaults). An integer in decimal digits. */
+                total_steps?: string;
+                /** @description Schedule parameter `power` of polynomial (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                power?: string;
+                /** @description Schedule parameter `min_lr` of cosine, cosine_restarts, warmup_cosine, reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                min_lr?: string;
+                /** @description Schedule parameter `period` of cosine_restarts (see the schedule schemas for meaning, bounds and defaults). An integer in decimal digits. */
+                period?: string;
+                /** @description Schedule parameter `period_mult` of cosine_restarts (see the schedule schemas for meaning, bounds and defaults). An integer in decimal digits. */
+                period_mult?: string;
+                /** @description Schedule parameter `base_lr` of cyclic (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                base_lr?: string;
+                /** @description Schedule parameter `max_lr` of cyclic, one_cycle (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                max_lr?: string;
+                /** @description Schedule parameter `step_size_up` of cyclic (see the schedule schemas for meaning, bounds and defaults). An integer in decimal digits. */
+                step_size_up?: string;
+                /** @description Schedule parameter `step_size_down` of cyclic (see the schedule schemas for meaning, bounds and defaults). An integer in decimal digits. */
+                step_size_down?: string;
+                /** @description Schedule parameter `mode` of cyclic, reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). A name, as in JSON. */
+                mode?: string;
+                /** @description Schedule parameter `pct_start` of one_cycle (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                pct_start?: string;
+                /** @description Schedule parameter `anneal_strategy` of one_cycle (see the schedule schemas for meaning, bounds and defaults). A name, as in JSON. */
+                anneal_strategy?: string;
+                /** @description Schedule parameter `div_factor` of one_cycle (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                div_factor?: string;
+                /** @description Schedule parameter `final_div_factor` of one_cycle (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                final_div_factor?: string;
+                /** @description Schedule parameter `three_phase` of one_cycle (see the schedule schemas for meaning, bounds and defaults). `true`/`1` or `false`/`0`. */
+                three_phase?: string;
+                /** @description Schedule parameter `warmup_steps` of warmup_cosine, warmup_linear, inverse_sqrt (see the schedule schemas for meaning, bounds and defaults). An integer in decimal digits. */
+                warmup_steps?: string;
+                /** @description Schedule parameter `factor` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                factor?: string;
+                /** @description Schedule parameter `patience` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). An integer in decimal digits. */
+                patience?: string;
+                /** @description Schedule parameter `threshold` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                threshold?: string;
+                /** @description Schedule parameter `threshold_mode` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). A name, as in JSON. */
+                threshold_mode?: string;
+                /** @description Schedule parameter `cooldown` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). An integer in decimal digits. */
+                cooldown?: string;
+                /** @description Schedule parameter `eps` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                eps?: string;
             };
             header?: never;
             path: {
@@ -1675,7 +1695,7 @@ export interface operations {
                     "application/json": components["schemas"]["EvaluateScheduleResponse"];
                 };
             };
-            /** @description Unknown `type`, or an invalid parameter (each named as sent in `errors`, e.g. `total_steps` or `milestones[1]`). */
+            /** @description Unknown `type`, an unknown or repeated query parameter, or an invalid one (each named as sent in `errors`, e.g. `total_steps` or `milestones[1]`). */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1689,76 +1709,76 @@ export interface operations {
     plotScheduleQuery: {
         parameters: {
             query?: {
-                /** @description `start:stop[:every]` (stop exclusive, like Python's range; start defaults to 0, every to 1) or a comma-separated list of steps. Default 0..99 (0..len(metrics) for reduce_on_plateau); at most 100000 points. */
-                steps?: string | string[];
+                /** @description `start:stop[:every]` (stop exclusive, like Python's range; start defaults to 0, every to 1) or a comma-separated list of steps, in decimal digits. Default 0..99 (0..len(metrics) for reduce_on_plateau); at most 100000 points. */
+                steps?: string;
                 /** @description reduce_on_plateau only (required there): comma-separated metric reports, e.g. `0.9,0.8,0.8`. */
-                metrics?: string | string[];
+                metrics?: string;
                 /** @description The whole schedule spec as URL-encoded JSON, instead of separate parameters (its `type` may be omitted; it must match the path). Required for `sequential`, whose nested schedules cannot be flat parameters. */
-                schedule?: string | string[];
-                /** @description Schedule parameter `lr` of constant, step, multistep, exponential, linear, polynomial, cosine, cosine_restarts, warmup_cosine, warmup_linear, inverse_sqrt, reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                lr?: string | string[];
-                /** @description Schedule parameter `step_size` of step (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                step_size?: string | string[];
-                /** @description Schedule parameter `gamma` of step, multistep, exponential, cyclic (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                gamma?: string | string[];
-                /** @description Schedule parameter `milestones` of multistep (see the schedule schemas for meaning, bounds and defaults). Comma-separated, e.g. `30,80`. */
-                milestones?: string | string[];
-                /** @description Schedule parameter `start_factor` of linear (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                start_factor?: string | string[];
-                /** @description Schedule parameter `end_factor` of linear (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                end_factor?: string | string[];
-                /** @description Schedule parameter `total_steps` of linear, polynomial, cosine, one_cycle, warmup_cosine, warmup_linear (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                total_steps?: string | string[];
-                /** @description Schedule parameter `power` of polynomial (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                power?: string | string[];
-                /** @description Schedule parameter `min_lr` of cosine, cosine_restarts, warmup_cosine, reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                min_lr?: string | string[];
-                /** @description Schedule parameter `period` of cosine_restarts (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                period?: string | string[];
-                /** @description Schedule parameter `period_mult` of cosine_restarts (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                period_mult?: string | string[];
-                /** @description Schedule parameter `base_lr` of cyclic (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                base_lr?: string | string[];
-                /** @description Schedule parameter `max_lr` of cyclic, one_cycle (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                max_lr?: string | string[];
-                /** @description Schedule parameter `step_size_up` of cyclic (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                step_size_up?: string | string[];
-                /** @description Schedule parameter `step_size_down` of cyclic (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                step_size_down?: string | string[];
-                /** @description Schedule parameter `mode` of cyclic, reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                mode?: string | string[];
-                /** @description Schedule parameter `pct_start` of one_cycle (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                pct_start?: string | string[];
-                /** @description Schedule parameter `anneal_strategy` of one_cycle (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                anneal_strategy?: string | string[];
-                /** @description Schedule parameter `div_factor` of one_cycle (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                div_factor?: string | string[];
-                /** @description Schedule parameter `final_div_factor` of one_cycle (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                final_div_factor?: string | string[];
-                /** @description Schedule parameter `three_phase` of one_cycle (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                three_phase?: string | string[];
-                /** @description Schedule parameter `warmup_steps` of warmup_cosine, warmup_linear, inverse_sqrt (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                warmup_steps?: string | string[];
-                /** @description Schedule parameter `factor` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                factor?: string | string[];
-                /** @description Schedule parameter `patience` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                patience?: string | string[];
-                /** @description Schedule parameter `threshold` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                threshold?: string | string[];
-                /** @description Schedule parameter `threshold_mode` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                threshold_mode?: string | string[];
-                /** @description Schedule parameter `cooldown` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                cooldown?: string | string[];
-                /** @description Schedule parameter `eps` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). As in JSON: a number, `true`/`false`, or a name. */
-                eps?: string | string[];
+                schedule?: string;
+                /** @description Schedule parameter `lr` of constant, step, multistep, exponential, linear, polynomial, cosine, cosine_restarts, warmup_cosine, warmup_linear, inverse_sqrt, reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                lr?: string;
+                /** @description Schedule parameter `step_size` of step (see the schedule schemas for meaning, bounds and defaults). An integer in decimal digits. */
+                step_size?: string;
+                /** @description Schedule parameter `gamma` of step, multistep, exponential, cyclic (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                gamma?: string;
+                /** @description Schedule parameter `milestones` of multistep (see the schedule schemas for meaning, bounds and defaults). Comma-separated integers in decimal digits, e.g. `30,80`. */
+                milestones?: string;
+                /** @description Schedule parameter `start_factor` of linear (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                start_factor?: string;
+                /** @description Schedule parameter `end_factor` of linear (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                end_factor?: string;
+                /** @description Schedule parameter `total_steps` of linear, polynomial, cosine, one_cycle, warmup_cosine, warmup_linear (see the schedule schemas for meaning, bounds and defaults). An integer in decimal digits. */
+                total_steps?: string;
+                /** @description Schedule parameter `power` of polynomial (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                power?: string;
+                /** @description Schedule parameter `min_lr` of cosine, cosine_restarts, warmup_cosine, reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                min_lr?: string;
+                /** @description Schedule parameter `period` of cosine_restarts (see the schedule schemas for meaning, bounds and defaults). An integer in decimal digits. */
+                period?: string;
+                /** @description Schedule parameter `period_mult` of cosine_restarts (see the schedule schemas for meaning, bounds and defaults). An integer in decimal digits. */
+                period_mult?: string;
+                /** @description Schedule parameter `base_lr` of cyclic (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                base_lr?: string;
+                /** @description Schedule parameter `max_lr` of cyclic, one_cycle (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                max_lr?: string;
+                /** @description Schedule parameter `step_size_up` of cyclic (see the schedule schemas for meaning, bounds and defaults). An integer in decimal digits. */
+                step_size_up?: string;
+                /** @description Schedule parameter `step_size_down` of cyclic (see the schedule schemas for meaning, bounds and defaults). An integer in decimal digits. */
+                step_size_down?: string;
+                /** @description Schedule parameter `mode` of cyclic, reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). A name, as in JSON. */
+                mode?: string;
+                /** @description Schedule parameter `pct_start` of one_cycle (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                pct_start?: string;
+                /** @description Schedule parameter `anneal_strategy` of one_cycle (see the schedule schemas for meaning, bounds and defaults). A name, as in JSON. */
+                anneal_strategy?: string;
+                /** @description Schedule parameter `div_factor` of one_cycle (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                div_factor?: string;
+                /** @description Schedule parameter `final_div_factor` of one_cycle (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                final_div_factor?: string;
+                /** @description Schedule parameter `three_phase` of one_cycle (see the schedule schemas for meaning, bounds and defaults). `true`/`1` or `false`/`0`. */
+                three_phase?: string;
+                /** @description Schedule parameter `warmup_steps` of warmup_cosine, warmup_linear, inverse_sqrt (see the schedule schemas for meaning, bounds and defaults). An integer in decimal digits. */
+                warmup_steps?: string;
+                /** @description Schedule parameter `factor` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                factor?: string;
+                /** @description Schedule parameter `patience` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). An integer in decimal digits. */
+                patience?: string;
+                /** @description Schedule parameter `threshold` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                threshold?: string;
+                /** @description Schedule parameter `threshold_mode` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). A name, as in JSON. */
+                threshold_mode?: string;
+                /** @description Schedule parameter `cooldown` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). An integer in decimal digits. */
+                cooldown?: string;
+                /** @description Schedule parameter `eps` of reduce_on_plateau (see the schedule schemas for meaning, bounds and defaults). A number as JSON writes it (e.g. `0.001` or `1e-3`). */
+                eps?: string;
                 /** @description Logarithmic y axis: `true`/`1` or `false`/`0` (default false). */
-                log_scale?: string | string[];
-                /** @description Image width in pixels, 200 to 4000 (default 800). */
-                width?: string | string[];
-                /** @description Image height in pixels, 150 to 3000 (default 450). */
-                height?: string | string[];
+                log_scale?: string;
+                /** @description Image width in pixels, 200 to 4000 (default 800), in decimal digits. */
+                width?: string;
+                /** @description Image height in pixels, 150 to 3000 (default 450), in decimal digits. */
+                height?: string;
                 /** @description Chart title (default: the schedule and its parameters). */
-                title?: string | string[];
+                title?: string;
             };
             header?: never;
             path: {
@@ -1778,7 +1798,7 @@ export interface operations {
                     "image/svg+xml": string;
                 };
             };
-            /** @description Unknown `type`, or an invalid parameter (each named as sent in `errors`, e.g. `total_steps` or `milestones[1]`). */
+            /** @description Unknown `type`, an unknown or repeated query parameter, or an invalid one (each named as sent in `errors`, e.g. `total_steps` or `milestones[1]`). */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1791,7 +1811,26 @@ export interface operations {
     };
     createOptimizer: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Safetensors bodies only: learning rate (torch `lr`). */
+                lr?: number;
+                /** @description Safetensors bodies only: torch `betas[0]`. */
+                beta1?: number;
+                /** @description Safetensors bodies only: torch `betas[1]`. */
+                beta2?: number;
+                /** @description Safetensors bodies only: torch `eps`. */
+                eps?: number;
+                /** @description Safetensors bodies only: torch `weight_decay`. */
+                weight_decay?: number;
+                /** @description Safetensors bodies only: `true` for AdamW. */
+                decoupled_weight_decay?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: torch `amsgrad`. */
+                amsgrad?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: torch `maximize`. */
+                maximize?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
+                dtype?: "float32" | "float64";
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -1919,6 +1958,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A query parameter was given; this operation takes none. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     deleteOptimizer: {
@@ -1956,6 +2004,15 @@ export interface operations {
             };
             /** @description No optimizer with this id (never created, deleted, or not a valid id). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A query parameter was given; this operation takes none. */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2059,9 +2116,9 @@ export interface operations {
                 /** @description `none` omits the params from the response. */
                 return?: "params" | "none";
                 /** @description Binary bodies only (JSON bodies carry `loss` themselves): the loss, as in the JSON body. */
-                loss?: string;
+                loss?: number;
                 /** @description Binary bodies only: apply only at this step (409 otherwise), as in the JSON body. */
-                expected_step?: string;
+                expected_step?: number;
             };
             header?: {
                 /** @description `Bearer <token>`, the token returned at creation. */
@@ -2255,6 +2312,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A query parameter was given; this operation takes none. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     uploadOptimizerParams: {
@@ -2263,7 +2329,7 @@ export interface operations {
                 /** @description Raw bodies: the tensor (name from `layout`) whose elements the body holds; absent: the flat params. */
                 tensor?: string;
                 /** @description Raw bodies: index of the first element written, within `tensor` (or the flat params). Default 0. */
-                offset?: string;
+                offset?: number;
             };
             header?: {
                 /** @description `Bearer <token>`, the token returned at creation. */
@@ -2420,6 +2486,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A query parameter was given; this operation takes none. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     restoreOptimizerState: {
@@ -2524,7 +2599,7 @@ export interface operations {
     getOptimizerHistory: {
         parameters: {
             query?: {
-                /** @description Most recent entries to return (1..10000). */
+                /** @description Most recent entries to return (1..10000), in decimal digits. */
                 limit?: number;
             };
             header?: {
@@ -2582,10 +2657,10 @@ export interface operations {
     plotOptimizerHistory: {
         parameters: {
             query?: {
-                /** @description Most recent entries to return (1..10000). */
+                /** @description Most recent entries to return (1..10000), in decimal digits. */
                 limit?: number;
-                /** @description Logarithmic loss axis (every plotted loss must then be > 0). */
-                log_scale?: "0" | "1" | "true" | "false";
+                /** @description Logarithmic loss axis: `true`/`1` or `false`/`0` (every plotted loss must then be > 0). */
+                log_scale?: "true" | "false" | "1" | "0";
             };
             header?: {
                 /** @description `Bearer <token>`, the token returned at creation. */
@@ -2666,11 +2741,23 @@ export interface operations {
                     "text/html": string;
                 };
             };
+            /** @description A query parameter was given; this operation takes none. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     docsAsset: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Cache buster: the swagger-ui-dist version the page links (any text; ignored). */
+                v?: string;
+            };
             header?: never;
             path: {
                 /** @description Asset name. */
@@ -2690,7 +2777,7 @@ export interface operations {
                     "text/css": string;
                 };
             };
-            /** @description Unknown asset name. */
+            /** @description Unknown asset name, or a query parameter other than `v`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2721,6 +2808,15 @@ export interface operations {
                     };
                 };
             };
+            /** @description A query parameter was given; this operation takes none. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     openapiYaml: {
@@ -2739,6 +2835,15 @@ export interface operations {
                 };
                 content: {
                     "application/yaml": string;
+                };
+            };
+            /** @description A query parameter was given; this operation takes none. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };

@@ -329,6 +329,13 @@ export class HostedOptimizer extends DurableObject<Env> {
   step(tokenHash: string | null, args: StepArgs): Promise<Outcome<Versioned<StepOut>>> {
     return this.#locked(tokenHash, async (loaded) => {
       const { meta, layout, arrays, grads } = loaded;
+      const timings = { decode: 0, kernel: 0, storage: 0 };
+      let clock = performance.now();
+      const lap = (phase: keyof typeof timings) => {
+        const now = performance.now();
+        timings[phase] += now - clock;
+        clock = now;
+      };
       const narrow = await this.#decodeAll(args.grads, loaded, grads, 'grads');
       const print = args.idempotencyKey === undefined ? '' : await fingerprint(meta.dtype, grads, args.loss);
 
@@ -339,7 +346,8 @@ export class HostedOptimizer extends DurableObject<Env> {
             throw validationProblem([headerError('Idempotency-Key', 'was already used for a step with different gradients or loss', args.idempotencyKey)]);
           }
           const params = args.returnParams && seen.seq === meta.seq ? this.#paramsOut(loaded) : null;
-          return { etag: etagOf(meta), value: { step: seen.step, lr: seen.lr, replayed: true, params } };
+          lap('decode');
+          return { etag: etagOf(meta), value: { step: seen.step, lr: seen.lr, replayed: true, params, timings } };
         }
       }
       checkIfMatch(args.ifMatch, etagOf(meta), meta.step);
@@ -349,6 +357,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       const lr = learningRate(meta.hyperparams.lr, meta.schedule, meta.step, meta.plateau);
       if (!Number.isFinite(lr)) throw scheduleOverflow(meta.step, lr);
       const state = { step: meta.step, m: arrays.m, v: arrays.v, vMax: arrays.vMax };
+      lap('decode');
       // In place: storage is the undo log. A non-finite result reloads the stored state.
       adamStepInPlace({ dtype: meta.dtype, hyperparams: { ...meta.hyperparams, lr }, params: arrays.params, grads, state }, this.#kernel);
       const bad = [arrays.params, arrays.m, arrays.v].map((a) => this.#scan(a)).find((i) => i >= 0);
@@ -359,6 +368,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         ]);
       }
 
+      lap('kernel');
       const at = new Date().toISOString();
       const next: StoredMeta = {
         ...meta,
@@ -383,7 +393,8 @@ export class HostedOptimizer extends DurableObject<Env> {
         throw e;
       }
       loaded.meta = next;
-      return { etag: etagOf(next), value: { step: next.step, lr, replayed: false, params: args.returnParams ? this.#paramsOut(loaded) : null } };
+      lap('storage');
+      return { etag: etagOf(next), value: { step: next.step, lr, replayed: false, params: args.returnParams ? this.#paramsOut(loaded) : null, timings } };
     });
   }
 

@@ -78,6 +78,8 @@ export interface StepOut {
   replayed: boolean;
   /** New params (when asked for, and not on a replay whose params have since changed). */
   params: TensorsOut | null;
+  /** Milliseconds spent in the object: reading the gradient, the kernel, storage (Server-Timing). */
+  timings: { decode: number; kernel: number; storage: number };
 }
 
 export interface CreateArgs {

@@ -10,7 +10,9 @@ export const SERVICE_DESCRIPTION =
   '(`application/octet-stream`, in an optimizer\'s `layout` order) or as safetensors files (`application/vnd.safetensors`); ' +
   'each operation lists the media types it takes and answers in, chosen by `Accept` (406 when none fits). ' +
   'Errors are RFC 9457 `application/problem+json`; besides the statuses listed per operation, an unknown path answers 404 ' +
-  'and another method on a known path 405 (with `Allow`). Bodies must be uncompressed, JSON in UTF-8 (415 otherwise).';
+  'and another method on a known path 405 (with `Allow`). Bodies must be uncompressed, JSON in UTF-8 (415 otherwise). ' +
+  'Query strings follow one rule: each parameter at most once, integers in decimal digits, other numbers as JSON writes them, ' +
+  'and a parameter an operation does not list is a 422 naming it.';
 
 export const OPENAPI_CONFIG: DocumentConfig = {
   openapi: '3.1.0',

@@ -53,6 +53,24 @@ export interface ProblemData {
   headers?: Record<string, string> | undefined;
 }
 
+/**
+ * Most field errors one problem lists; the rest are only counted (`errors_omitted`). A body with a
+ * million bad fields must not get a million-entry answer (it once produced 77 MB in 7.5 s).
+ */
+export const MAX_LISTED_ERRORS = 20;
+/** Longest `field` or `pointer` shown (a key can be megabytes long); longer ones are elided in the middle. */
+export const MAX_FIELD_CHARS = 300;
+/** Longest `message` and `detail` shown. */
+export const MAX_MESSAGE_CHARS = 300;
+export const MAX_DETAIL_CHARS = 1000;
+
+/** `text` cut to at most `max` characters, keeping both ends (the end of a path is its most specific part). */
+export function clip(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const head = Math.ceil((max - 1) / 2);
+  return `${text.slice(0, head)}…${text.slice(text.length - (max - 1 - head))}`;
+}
+
 export class ProblemError extends Error {
   readonly status: number;
   readonly problemType: ProblemType;
@@ -87,15 +105,19 @@ export class ProblemError extends Error {
     return new ProblemError(d.status, d.type, d.detail, d.errors, d.extensions, d.headers);
   }
 
+  /** The body, with at most MAX_LISTED_ERRORS errors (the rest counted in `errors_omitted`). */
   toBody(instance?: string): ProblemBody {
+    const listed = this.errors?.slice(0, MAX_LISTED_ERRORS);
+    const omitted = ((this.extensions?.errors_omitted as number | undefined) ?? 0) + (this.errors?.length ?? 0) - (listed?.length ?? 0);
     return {
       type: PROBLEM_TYPE_BASE + this.problemType,
       title: PROBLEM_TITLES[this.problemType],
       status: this.status,
-      detail: this.detail,
-      ...(instance === undefined ? {} : { instance }),
-      ...(this.errors ? { errors: this.errors } : {}),
+      detail: clip(this.detail, MAX_DETAIL_CHARS),
+      ...(instance === undefined ? {} : { instance: clip(instance, MAX_FIELD_CHARS) }),
+      ...(listed ? { errors: listed } : {}),
       ...this.extensions,
+      ...(omitted > 0 ? { errors_omitted: omitted } : {}),
     };
   }
 }
@@ -126,24 +148,34 @@ function echoable(value: unknown): boolean {
   return false;
 }
 
+/** A field error; a path or message too long to echo is elided, and an elided pointer is left out (it would point nowhere). */
 export function fieldError(path: FieldPath, message: string, value?: unknown): FieldError {
-  const e: FieldError = { field: formatPath(path), pointer: jsonPointer(path), message };
+  const pointer = jsonPointer(path);
+  const e: FieldError = {
+    field: clip(formatPath(path), MAX_FIELD_CHARS),
+    ...(pointer.length <= MAX_FIELD_CHARS ? { pointer } : {}),
+    message: clip(message, MAX_MESSAGE_CHARS),
+  };
   if (echoable(value)) e.value = typeof value === 'number' && !Number.isFinite(value) ? String(value) : value;
   return e;
 }
 
 /** An error about a request header, named as sent (e.g. `Idempotency-Key`). */
 export function headerError(name: string, message: string, value?: unknown): FieldError {
-  const e: FieldError = { field: name, message };
+  const e: FieldError = { field: clip(name, MAX_FIELD_CHARS), message: clip(message, MAX_MESSAGE_CHARS) };
   if (echoable(value)) e.value = value;
   return e;
 }
 
-/** A 422 naming each bad field; `detail` summarises the first few. */
-export function validationProblem(errors: FieldError[]): ProblemError {
+/**
+ * A 422 naming each bad field; `detail` summarises the first few. `total` is how many errors were
+ * found when `errors` holds only the first ones (the body lists at most MAX_LISTED_ERRORS anyway).
+ */
+export function validationProblem(errors: FieldError[], total = errors.length): ProblemError {
   const shown = errors.slice(0, 3).map((e) => `${e.field}: ${e.message}`);
-  const more = errors.length > 3 ? ` (and ${errors.length - 3} more)` : '';
-  return new ProblemError(422, 'validation-error', shown.join('; ') + more, errors);
+  const more = total > shown.length ? ` (and ${total - shown.length} more)` : '';
+  const omitted = total - errors.length;
+  return new ProblemError(422, 'validation-error', shown.join('; ') + more, errors, omitted > 0 ? { errors_omitted: omitted } : undefined);
 }
 
 /** Renders a problem as an `application/problem+json` Response. */

@@ -2,7 +2,7 @@
 
 import type { z } from '@hono/zod-openapi';
 import { describeValue, type FieldPath } from '../tensors/tree.ts';
-import { fieldError, type FieldError } from './problem.ts';
+import { fieldError, formatPath, headerError, MAX_LISTED_ERRORS, validationProblem, type FieldError, type ProblemError } from './problem.ts';
 
 /** The value at `path` inside `root`, or undefined. */
 export function valueAt(root: unknown, path: FieldPath): unknown {
@@ -57,15 +57,46 @@ function issueMessage(issue: z.core.$ZodIssue, value: unknown): string {
   }
 }
 
-/** Field errors for every zod issue; unknown keys become one error per key. */
-export function zodFieldErrors(error: z.ZodError, input: unknown): FieldError[] {
+export interface CollectOptions {
+  /** Message for an unknown key (query parameters say so). */
+  unknownKey?: string;
+  /** Most errors built; the rest are only counted. */
+  limit?: number;
+  /**
+   * Name fields as sent, without a JSON Pointer (query parameters, path parameters, headers): a
+   * one-key path is the key itself (`limit`, `idempotency-key`), a longer one is formatted
+   * (`milestones[1]`).
+   */
+  asSent?: boolean;
+}
+
+/**
+ * Field errors for the zod issues, unknown keys one error per key: the first `limit` are built
+ * and every one is counted, so a body with a million unknown keys costs a count, not a million
+ * error objects.
+ */
+export function collectFieldErrors(error: z.ZodError, input: unknown, options: CollectOptions = {}): { errors: FieldError[]; total: number } {
+  const limit = options.limit ?? MAX_LISTED_ERRORS;
   const out: FieldError[] = [];
+  let total = 0;
+  const add = (path: Array<string | number>, message: () => string, value: unknown) => {
+    total++;
+    if (out.length >= limit) return;
+    if (!options.asSent) out.push(fieldError(path, message(), value));
+    else out.push(headerError(path.length === 1 ? String(path[0]) : formatPath(path), message(), value));
+  };
   for (const issue of error.issues) {
     const path = issue.path as Array<string | number>;
     if (issue.code === 'unrecognized_keys') {
-      for (const key of issue.keys) {
-        out.push(fieldError([...path, key], 'unknown field', valueAt(input, [...(issue.path as Array<string | number>), key])));
+      if (out.length >= limit) {
+        total += issue.keys.length;
+        continue;
       }
+      for (const key of issue.keys) add([...path, key], () => options.unknownKey ?? 'unknown field', valueAt(input, [...path, key]));
+      continue;
+    }
+    if (out.length >= limit) {
+      total++;
       continue;
     }
     if (issue.code === 'invalid_union' && issue.errors.length > 0 && 'discriminator' in issue === false) {
@@ -73,16 +104,28 @@ export function zodFieldErrors(error: z.ZodError, input: unknown): FieldError[] 
       const deepest = issue.errors.reduce((a, b) => (depth(b) > depth(a) ? b : a));
       if (depth(deepest) > 0) {
         for (const sub of deepest) {
-          const subPath = [...(issue.path as Array<string | number>), ...(sub.path as Array<string | number>)];
-          out.push(fieldError(subPath, issueMessage(sub, valueAt(input, subPath)), valueAt(input, subPath)));
+          const subPath = [...path, ...(sub.path as Array<string | number>)];
+          const value = valueAt(input, subPath);
+          add(subPath, () => issueMessage(sub, value), value);
         }
         continue;
       }
     }
-    const value = valueAt(input, issue.path as Array<string | number>);
-    out.push(fieldError(path, issueMessage(issue, value), value));
+    const value = valueAt(input, path);
+    add(path, () => issueMessage(issue, value), value);
   }
-  return out;
+  return { errors: out, total };
+}
+
+/** The first field errors of the zod issues (at most MAX_LISTED_ERRORS). */
+export function zodFieldErrors(error: z.ZodError, input: unknown): FieldError[] {
+  return collectFieldErrors(error, input).errors;
+}
+
+/** A 422 for the zod issues: the first errors listed, all of them counted. */
+export function zodValidationProblem(error: z.ZodError, input: unknown, options: CollectOptions = {}): ProblemError {
+  const { errors, total } = collectFieldErrors(error, input, options);
+  return validationProblem(errors, total);
 }
 
 function depth(issues: z.core.$ZodIssue[]): number {

@@ -2,7 +2,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { allElements, parseXml, textContent } from '../../test/fixtures/schedules/xml.ts';
-import { ChartError, escapeXml, formatTick, renderLineChart } from './line-chart.ts';
+import { ChartError, escapeXml, fitText, formatTick, renderLineChart, tickLabels, TITLE_FONT_SIZE, TITLE_MARGIN } from './line-chart.ts';
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
@@ -102,6 +102,95 @@ describe('formatTick', () => {
     [16000000, 2000000, '16M'],
   ])('%d (step %d) → %s', (v, step, want) => {
     expect(formatTick(v, step)).toBe(want);
+  });
+});
+
+/** Tick labels of one axis group (`x-axis`, `y-axis`), without the axis title. */
+function axisLabels(svg: string, axis: string): string[] {
+  const group = allElements(parseXml(svg)).find((e) => e.name === 'g' && e.attrs.class === `axis ${axis}`)!;
+  return allElements(group)
+    .filter((e) => e.name === 'text' && e.attrs.class !== 'axis-label')
+    .map(textContent);
+}
+
+describe('ticks', () => {
+  it('a history of one or two steps gets whole-number x ticks', () => {
+    for (const x of [[1], [1, 2], [0, 1, 2], [3, 4, 5, 6]]) {
+      const labels = axisLabels(renderLineChart([{ label: 'lr', x, y: x.map(() => 0.1) }]), 'x-axis');
+      expect(labels.length, String(x)).toBeGreaterThanOrEqual(2);
+      for (const l of labels) expect(l, String(x)).toMatch(/^\d+$/);
+      for (const k of x) expect(labels, String(x)).toContain(String(k)); // each step has its tick
+    }
+    // Fractional x values still get fractional ticks.
+    expect(axisLabels(renderLineChart([{ label: 's', x: [0.5, 1], y: [1, 2] }]), 'x-axis')).toContain('0.6');
+  });
+
+  /** A label's value: `2k` → 2000, `1.5e-5` → 0.000015. */
+  const valueOf = (label: string) => Number(label.replace(/k$/, 'e3').replace(/M$/, 'e6'));
+
+  it.each([
+    ['lr up to 0.001 (was 0.001 beside 8e-4)', [0, 0.001], /^(0|0\.\d+)$/],
+    ['lr from 0.0002 to 0.0011', [0.0002, 0.0011], /^(0|0\.\d+)$/],
+    ['up to 15,000 (was 5000 beside 10k)', [0, 15_000], /^(0|\d+(\.\d+)?k)$/],
+    ['up to 3 million', [0, 3e6], /^(0|\d+(\.\d+)?M)$/],
+    ['below 0.001', [1e-5, 5e-5], /^(0|\d(\.\d+)?e-\d+)$/],
+    ['around 1', [0.5, 2], /^\d+(\.\d+)?$/],
+  ])('one notation per linear axis: %s', (_, y, notation) => {
+    const labels = axisLabels(renderLineChart([{ label: 's', x: [0, 1], y }]), 'y-axis');
+    expect(labels.length).toBeGreaterThanOrEqual(3);
+    for (const l of labels) expect(l, labels.join(' ')).toMatch(notation);
+    // The labels still say the right numbers: evenly spaced, covering the data.
+    const values = labels.map(valueOf);
+    const step = values[1]! - values[0]!;
+    values.forEach((v, i) => expect(v).toBeCloseTo(values[0]! + i * step, 12));
+    expect(values[0]).toBeLessThanOrEqual(y[0]!);
+    expect(values.at(-1)).toBeGreaterThanOrEqual(y[1]!);
+  });
+
+  it('one notation per log axis', () => {
+    const plain = axisLabels(renderLineChart([{ label: 's', x: [0, 1], y: [0.001, 0.1] }], { logY: true }), 'y-axis');
+    expect(plain).toEqual(['0.001', '0.002', '0.005', '0.01', '0.02', '0.05', '0.1']);
+    const powers = axisLabels(renderLineChart([{ label: 's', x: [0, 1], y: [2e-5, 1e-3] }], { logY: true }), 'y-axis');
+    expect(powers).toEqual(['10⁻⁵', '2×10⁻⁵', '5×10⁻⁵', '10⁻⁴', '2×10⁻⁴', '5×10⁻⁴', '10⁻³']);
+  });
+
+  it('tickLabels keeps an axis in one notation', () => {
+    expect(tickLabels([0, 0.0005, 0.001], 0.0005)).toEqual(['0', '0.0005', '0.001']);
+    expect(tickLabels([5000, 10000, 15000], 5000)).toEqual(['5k', '10k', '15k']);
+    expect(tickLabels([-2e-4, 0, 2e-4], 2e-4)).toEqual(['-2e-4', '0', '2e-4']);
+  });
+});
+
+// Advance widths of Helvetica Bold (Adobe's AFM metrics, thousandths of an em), an independent
+// measure of what a browser draws for the title (system sans-serif bold fonts are no wider);
+// ideographs and emoji are one em.
+const HELVETICA_BOLD: Record<string, number> = { W: 944, M: 833, A: 722, m: 889, w: 778, a: 556, i: 278, '0': 556, ' ': 278, '…': 1000 };
+const drawnWidth = (text: string, size: number) => [...text].reduce((w, ch) => w + (HELVETICA_BOLD[ch] ?? 1000) / 1000, 0) * size;
+
+describe('titles', () => {
+  it.each([
+    ['W'.repeat(200)],
+    ['M'.repeat(200)],
+    ['m'.repeat(200)],
+    ['a i '.repeat(100)],
+    ['0'.repeat(200)],
+    ['学习率'.repeat(60)],
+    ['😀'.repeat(150)],
+    ['AWwm'.repeat(50)],
+  ])('a long title is cut with an ellipsis inside the image: %s', (title) => {
+    for (const width of [200, 800, 4000]) {
+      const svg = renderLineChart([{ label: 's', x: [0, 1], y: [1, 2] }], { title, width });
+      const root = parseXml(svg);
+      expect(allElements(root).find((e) => e.name === 'title')?.text).toBe(title); // the full title stays available
+      const shown = textContent(allElements(root).find((e) => e.attrs.class === 'title')!);
+      if (drawnWidth(title, TITLE_FONT_SIZE) > width - 2 * TITLE_MARGIN) expect(shown.endsWith('…'), `${width}: ${shown}`).toBe(true);
+      expect(drawnWidth(shown, TITLE_FONT_SIZE), `${width}: ${shown}`).toBeLessThanOrEqual(width - 2 * TITLE_MARGIN);
+      expect(title.startsWith(shown.replace(/…$/, '').trimEnd()), shown).toBe(true);
+    }
+  });
+
+  it('a title that fits is left alone', () => {
+    expect(fitText('cosine (lr=0.1, total_steps=100, min_lr=0)', 768, 16)).toBe('cosine (lr=0.1, total_steps=100, min_lr=0)');
   });
 });
 

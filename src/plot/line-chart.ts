@@ -46,6 +46,9 @@ export const MAX_MAGNITUDE = 1e300;
 export const MIN_MAGNITUDE = 1e-300;
 /** Most ticks on one axis (a guard; nice steps give about 5 to 15). */
 const MAX_TICKS = 200;
+/** Title size and the space kept free on each side of it, in pixels. */
+export const TITLE_FONT_SIZE = 16;
+export const TITLE_MARGIN = 16;
 /** Series with at most this many points also get a dot per point. */
 const MARKER_LIMIT = 60;
 const SUPERSCRIPT: Record<string, string> = { '-': '⁻', '0': '⁰', '1': '¹', '2': '²', '3': '³', '4': '⁴', '5': '⁵', '6': '⁶', '7': '⁷', '8': '⁸', '9': '⁹' };
@@ -84,25 +87,46 @@ function decimalsFor(step: number): number {
   return Math.max(0, Math.min(20, -Math.floor(Math.log10(step) + 1e-9)));
 }
 
-/** Short tick label for `v`, a multiple of `step`: 0.001, 0.25, 1.5e-5, 20k, 3M. */
-export function formatTick(v: number, step: number): string {
-  if (v === 0) return '0';
-  const abs = Math.abs(v);
-  if (abs >= 1e4 && abs < 1e15 && Number.isInteger(v)) {
-    for (const [unit, size] of [['T', 1e12], ['G', 1e9], ['M', 1e6], ['k', 1e3]] as const) {
-      if (abs >= size) return `${+(v / size).toFixed(decimalsFor(step / size))}${unit}`;
-    }
-  }
-  if (abs >= 1e-3 && abs < 1e4) return String(+v.toFixed(decimalsFor(step)));
-  const exp = Math.floor(Math.log10(abs));
+const UNITS = [['T', 1e12], ['G', 1e9], ['M', 1e6], ['k', 1e3]] as const;
+
+/** `v` as mantissa and power of ten, the mantissa to the precision of `step`: 2.5e-5. */
+function scientific(v: number, step: number): string {
+  const exp = Math.floor(Math.log10(Math.abs(v)));
   const mantissa = +(v / 10 ** exp).toFixed(Math.max(0, decimalsFor(step / 10 ** exp)));
   return mantissa === 1 ? `1e${exp}` : `${mantissa}e${exp}`;
 }
 
-/** 10^e written with superscripts: 10⁻³. */
-function powerOfTen(e: number): string {
-  if (e >= 0 && e <= 3) return String(10 ** e);
-  return `10${String(e).replace(/./g, (c) => SUPERSCRIPT[c] ?? c)}`;
+/**
+ * Labels for the ticks of one linear axis (multiples of `step`), all in one notation so an axis
+ * never mixes `0.001` with `8e-4` or `5000` with `10k`: decimals when the largest tick is in
+ * [0.001, 10⁴); one unit (k, M, G, T) chosen by the largest tick for integer ticks up to 10¹⁵;
+ * mantissa-exponent otherwise (1.5e-5).
+ */
+export function tickLabels(values: readonly number[], step: number): string[] {
+  let max = 0;
+  for (const v of values) max = Math.max(max, Math.abs(v));
+  if (max >= 1e-3 && max < 1e4) return values.map((v) => (v === 0 ? '0' : String(+v.toFixed(decimalsFor(step)))));
+  if (max >= 1e4 && max < 1e15 && Number.isInteger(step)) {
+    const [unit, size] = UNITS.find(([, size]) => max >= size)!;
+    return values.map((v) => (v === 0 ? '0' : `${+(v / size).toFixed(decimalsFor(step / size))}${unit}`));
+  }
+  return values.map((v) => (v === 0 ? '0' : scientific(v, step)));
+}
+
+/** Short tick label for `v`, a multiple of `step`, as the only tick of an axis: 0.001, 0.25, 1.5e-5, 20k, 3M. */
+export function formatTick(v: number, step: number): string {
+  return tickLabels([v], step)[0]!;
+}
+
+const superscript = (n: number) => String(n).replace(/./g, (c) => SUPERSCRIPT[c] ?? c);
+
+/**
+ * Labels for log-axis ticks m·10^e (m = 1, 2 or 5), in one notation: plain decimals when every tick
+ * is in [0.001, 10⁴), otherwise powers of ten with superscripts (10⁻³, 2×10⁻⁴).
+ */
+function logTickLabels(ticks: ReadonlyArray<{ m: number; e: number }>): string[] {
+  if (ticks.every(({ e }) => e >= -3 && e <= 3)) return ticks.map(({ m, e }) => String(+(m * 10 ** e).toFixed(Math.max(0, -e))));
+  return ticks.map(({ m, e }) => (m === 1 ? `10${superscript(e)}` : `${m}×10${superscript(e)}`));
 }
 
 function extent(values: readonly number[]): [number, number] {
@@ -115,27 +139,31 @@ function extent(values: readonly number[]): [number, number] {
   return [lo, hi];
 }
 
-/** Linear scale over [lo, hi] mapped to [p0, p1], extended to nice tick bounds when `nice`. */
-function linearScale(lo: number, hi: number, p0: number, p1: number, nice: boolean, count: number): Scale {
+/**
+ * Linear scale over [lo, hi] mapped to [p0, p1], extended to nice tick bounds when `nice`. With
+ * `integer` (every value is a whole number, e.g. steps) ticks fall on whole numbers only.
+ */
+function linearScale(lo: number, hi: number, p0: number, p1: number, nice: boolean, count: number, integer = false): Scale {
   if (lo === hi) {
-    const pad = lo === 0 ? 1 : Math.abs(lo) / 2;
+    const pad = integer ? 1 : lo === 0 ? 1 : Math.abs(lo) / 2;
     lo -= pad;
     hi += pad;
   }
-  const step = niceStep(hi - lo, count);
+  const step = integer ? Math.max(1, niceStep(hi - lo, count)) : niceStep(hi - lo, count);
   if (nice) {
     lo = Math.floor(lo / step) * step;
     hi = Math.ceil(hi / step) * step;
   }
-  const ticks: Scale['ticks'] = [];
+  const values: number[] = [];
   const first = Math.ceil(lo / step - 1e-9);
   const last = Math.min(Math.floor(hi / step + 1e-9), first + MAX_TICKS);
   for (let i = first; i <= last; i++) {
     const value = i * step;
-    ticks.push({ value, label: formatTick(Math.abs(value) < step * 1e-9 ? 0 : value, step) });
+    values.push(Math.abs(value) < step * 1e-9 ? 0 : value);
   }
+  const labels = tickLabels(values, step);
   const k = (p1 - p0) / (hi - lo);
-  return { map: (v) => p0 + (v - lo) * k, ticks };
+  return { map: (v) => p0 + (v - lo) * k, ticks: values.map((value, i) => ({ value, label: labels[i]! })) };
 }
 
 /** Log10 scale over [lo, hi] (both > 0), extended to whole decades. */
@@ -148,15 +176,14 @@ function logScale(lo: number, hi: number, p0: number, p1: number): Scale {
   }
   const decades = e1 - e0;
   const every = Math.max(1, Math.ceil(decades / 8));
-  const ticks: Scale['ticks'] = [];
+  const marks: Array<{ m: number; e: number }> = [];
   for (let e = e0; e <= e1; e++) {
-    if ((e - e0) % every === 0) ticks.push({ value: 10 ** e, label: powerOfTen(e) });
-    if (decades <= 2 && e < e1) {
-      for (const m of [2, 5]) ticks.push({ value: m * 10 ** e, label: formatTick(m * 10 ** e, 10 ** e) });
-    }
+    if ((e - e0) % every === 0) marks.push({ m: 1, e });
+    if (decades <= 2 && e < e1) for (const m of [2, 5]) marks.push({ m, e });
   }
+  const labels = logTickLabels(marks);
   const k = (p1 - p0) / (e1 - e0);
-  return { map: (v) => p0 + (Math.log10(v) - e0) * k, ticks };
+  return { map: (v) => p0 + (Math.log10(v) - e0) * k, ticks: marks.map(({ m, e }, i) => ({ value: m * 10 ** e, label: labels[i]! })) };
 }
 
 function checkSeries(s: Series, log: boolean) {
@@ -176,10 +203,48 @@ function checkSeries(s: Series, log: boolean) {
   }
 }
 
-/** `content` shortened with an ellipsis to about `maxWidth` pixels at `fontSize` (average glyph ≈ 0.56 em). */
-function fit(content: string, maxWidth: number, fontSize: number): string {
-  const max = Math.max(4, Math.floor(maxWidth / (fontSize * 0.56)));
-  return content.length <= max ? content : `${content.slice(0, max - 1)}…`;
+/**
+ * Width of `content` in ems, erring on the wide side, so text cut to fit does fit whatever font the
+ * viewer substitutes: wide ideographs and emoji 1 em, capitals and m/w about 0.8–0.95, most
+ * lowercase and digits 0.62, narrow punctuation 0.35.
+ */
+export function textWidthEm(content: string): number {
+  let em = 0;
+  for (const ch of content) {
+    const cp = ch.codePointAt(0)!;
+    if (isWide(cp)) em += 1;
+    else if ('mwMW@%'.includes(ch)) em += 0.95;
+    else if (ch >= 'A' && ch <= 'Z') em += 0.8;
+    else if (" il.,:;'|!()[]{}".includes(ch)) em += 0.35;
+    else if (cp < 0x80) em += 0.62;
+    else em += 0.8;
+  }
+  return em;
+}
+
+/** East Asian wide and full-width characters, and emoji and other astral symbols. */
+function isWide(cp: number): boolean {
+  return (
+    (cp >= 0x1100 && cp <= 0x115f) ||
+    (cp >= 0x2e80 && cp <= 0xa4cf) ||
+    (cp >= 0xac00 && cp <= 0xd7a3) ||
+    (cp >= 0xf900 && cp <= 0xfaff) ||
+    (cp >= 0xfe30 && cp <= 0xfe4f) ||
+    (cp >= 0xff00 && cp <= 0xff60) ||
+    (cp >= 0xffe0 && cp <= 0xffe6) ||
+    cp >= 0x1f000
+  );
+}
+
+/** `content`, or its start with an ellipsis, no wider than `maxWidth` pixels at `fontSize` (by textWidthEm). */
+export function fitText(content: string, maxWidth: number, fontSize: number): string {
+  const max = maxWidth / fontSize;
+  if (textWidthEm(content) <= max) return content;
+  const chars = [...content];
+  let width = textWidthEm('…');
+  let n = 0;
+  while (n < chars.length && width + textWidthEm(chars[n]!) <= max) width += textWidthEm(chars[n++]!);
+  return `${chars.slice(0, n).join('').trimEnd()}…`;
 }
 
 function text(x: number, y: number, content: string, attrs = ''): string {
@@ -220,7 +285,8 @@ export function renderLineChart(series: readonly Series[], options: LineChartOpt
   const xTickCount = Math.max(2, Math.round((plot.x1 - plot.x0) / 110));
 
   const [xLo, xHi] = extent(placed.flatMap((s) => [...extent(s.x)]));
-  const xScale = linearScale(xLo, xHi, plot.x0, plot.x1, false, xTickCount);
+  const integerX = placed.every((s) => s.x.every((v) => Number.isInteger(v)));
+  const xScale = linearScale(xLo, xHi, plot.x0, plot.x1, false, xTickCount, integerX);
   const yScaleOf = (s: (typeof placed)[number], log: boolean): Scale => {
     let [lo, hi] = extent(s.y);
     if (log) return logScale(lo, hi, plot.y0, plot.y1);
@@ -241,7 +307,8 @@ export function renderLineChart(series: readonly Series[], options: LineChartOpt
   );
   if (title) out.push(`<title id="chart-title">${escapeXml(title)}</title>`);
   out.push(`<rect width="${width}" height="${height}" fill="#ffffff"/>`);
-  if (title) out.push(text(width / 2, 28, fit(title, width - 32, 16), 'class="title" text-anchor="middle" font-size="16" font-weight="600" fill="#111827"'));
+  // Centred, and cut with an ellipsis to the width less a margin, so no renderer clips either end.
+  if (title) out.push(text(width / 2, 28, fitText(title, width - 2 * TITLE_MARGIN, TITLE_FONT_SIZE), `class="title" text-anchor="middle" font-size="${TITLE_FONT_SIZE}" font-weight="600" fill="#111827"`));
 
   // Grid and left axis ticks.
   out.push('<g class="grid" stroke="#e5e7eb" stroke-width="1">');

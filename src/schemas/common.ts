@@ -2,6 +2,7 @@
 // becomes a component of openapi.yaml.
 
 import { z } from '@hono/zod-openapi';
+import { MAX_LISTED_ERRORS } from '../lib/problem.ts';
 
 const TENSOR_REF = '#/components/schemas/Tensor';
 const TREE_REF = '#/components/schemas/TensorTree';
@@ -62,7 +63,17 @@ export const ProblemSchema = z
     status: z.number().int().openapi({ description: 'HTTP status code.', example: 422 }),
     detail: z.string().openapi({ description: 'What went wrong in this request.', example: 'hyperparams.lr: must be >= 0, got -1' }),
     instance: z.string().optional().openapi({ description: 'The request path.' }),
-    errors: z.array(FieldErrorSchema).optional().openapi({ description: 'One entry per invalid field.' }),
+    errors: z
+      .array(FieldErrorSchema)
+      .max(MAX_LISTED_ERRORS)
+      .optional()
+      .openapi({ description: `One entry per invalid field, at most ${MAX_LISTED_ERRORS} (the rest are counted in \`errors_omitted\`).` }),
+    errors_omitted: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .openapi({ description: `Extension: how many more invalid fields were found than \`errors\` lists (it lists the first ${MAX_LISTED_ERRORS}). Absent when every one is listed.` }),
     limit: z.number().int().optional().openapi({ description: 'Extension on 413: the limit that was exceeded (bytes or elements).' }),
     step: z.number().int().optional().openapi({ description: 'Extension on 409/412: the optimizer\'s current step.' }),
   })

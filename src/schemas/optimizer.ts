@@ -3,6 +3,8 @@
 import { z } from '@hono/zod-openapi';
 import { AdamHyperparamsPatchSchema, AdamHyperparamsSchema, StepCountSchema } from './adam.ts';
 import { DtypeSchema, TensorTreeSchema, requiredTree } from './common.ts';
+import { hyperparamQueryShape, queryBoolean, queryEnum, queryInteger, queryOptionalInteger, queryOptionalNumber, queryText, strictQuery } from './query.ts';
+import { MAX_STEP } from '../optim/adam.ts';
 import { ScheduleSpecSchema } from './schedule.ts';
 
 export const OptimizerIdParam = z.object({
@@ -121,26 +123,19 @@ export const HostedStepRequestSchema = z
     description: 'One gradient for a hosted optimizer.',
     example: { grads: { w: [0.5, -0.25], b: 0.1 }, loss: 0.75 } });
 
-export const ReturnQuerySchema = z.object({
-  return: z
-    .enum(['params', 'none'])
-    .default('params')
-    .openapi({ param: { name: 'return', in: 'query' }, description: '`none` omits the params from the response.' }),
+export const ReturnQuerySchema = strictQuery({
+  return: queryEnum(['params', 'none'], { default: 'params', description: '`none` omits the params from the response.' }),
 });
 
 /** The step's query: `return`, and for binary bodies (which carry only the gradients) `loss` and `expected_step`. */
-export const HostedStepQuerySchema = ReturnQuerySchema.extend({
-  loss: z
-    .string()
-    .regex(/^-?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/, 'must be a decimal number')
-    .optional()
-    .openapi({ param: { name: 'loss', in: 'query' }, description: 'Binary bodies only (JSON bodies carry `loss` themselves): the loss, as in the JSON body.' }),
-  expected_step: z
-    .string()
-    .regex(/^\d+$/, 'must be a decimal integer >= 0')
-    .optional()
-    .openapi({ param: { name: 'expected_step', in: 'query' }, description: 'Binary bodies only: apply only at this step (409 otherwise), as in the JSON body.' }),
+export const HostedStepQuerySchema = strictQuery({
+  return: queryEnum(['params', 'none'], { default: 'params', description: '`none` omits the params from the response.' }),
+  loss: queryOptionalNumber({ description: 'Binary bodies only (JSON bodies carry `loss` themselves): the loss, as in the JSON body.' }),
+  expected_step: queryOptionalInteger({ min: 0, max: MAX_STEP, description: 'Binary bodies only: apply only at this step (409 otherwise), as in the JSON body.' }),
 });
+
+/** Create's query: hyperparameters and dtype for a safetensors body. */
+export const CreateQuerySchema = strictQuery(hyperparamQueryShape('Safetensors bodies only'));
 
 export const StepHeadersSchema = AuthHeaderSchema.extend({
   'idempotency-key': z
@@ -242,22 +237,13 @@ export const PatchOptimizerSchema = z
     description: 'Changes to a hosted optimizer; unknown fields are rejected.',
     example: { hyperparams: { lr: 0.0005 } } });
 
-export const HistoryQuerySchema = z.object({
-  limit: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .max(10_000)
-    .default(1000)
-    .openapi({ param: { name: 'limit', in: 'query' }, description: 'Most recent entries to return (1..10000).' }),
-});
+const historyLimit = () => queryInteger({ min: 1, max: 10_000, default: 1000, description: 'Most recent entries to return (1..10000), in decimal digits.' });
 
-export const HistoryPlotQuerySchema = HistoryQuerySchema.extend({
-  log_scale: z
-    .enum(['true', 'false', '1', '0'])
-    .default('false')
-    .transform((v) => v === 'true' || v === '1')
-    .openapi({ param: { name: 'log_scale', in: 'query' }, description: 'Logarithmic loss axis (every plotted loss must then be > 0).' }),
+export const HistoryQuerySchema = strictQuery({ limit: historyLimit() });
+
+export const HistoryPlotQuerySchema = strictQuery({
+  limit: historyLimit(),
+  log_scale: queryBoolean({ default: false, description: 'Logarithmic loss axis: `true`/`1` or `false`/`0` (every plotted loss must then be > 0).' }),
 });
 
 export const HistoryEntrySchema = z
@@ -302,18 +288,16 @@ export const UploadParamsSchema = z
     example: { params: { 'fc.bias': [0.1, -0.1] } },
   });
 
-export const UploadQuerySchema = z.object({
-  tensor: z
-    .string()
-    .optional()
-    .openapi({ param: { name: 'tensor', in: 'query' }, description: 'Raw bodies: the tensor (name from `layout`) whose elements the body holds; absent: the flat params.' }),
-  offset: z
-    .string()
-    .regex(/^\d+$/, 'must be a decimal integer >= 0')
-    .optional()
-    .openapi({ param: { name: 'offset', in: 'query' }, description: 'Raw bodies: index of the first element written, within `tensor` (or the flat params). Default 0.' }),
+export const UploadQuerySchema = strictQuery({
+  tensor: queryText({ description: 'Raw bodies: the tensor (name from `layout`) whose elements the body holds; absent: the flat params.' }),
+  offset: queryOptionalInteger({
+    min: 0,
+    max: Number.MAX_SAFE_INTEGER,
+    description: 'Raw bodies: index of the first element written, within `tensor` (or the flat params). Default 0.',
+  }),
 });
 
 export type CreateOptimizer = z.infer<typeof CreateOptimizerSchema>;
 export type HostedStepRequest = z.infer<typeof HostedStepRequestSchema>;
 export type SnapshotInput = z.infer<typeof SnapshotInputSchema>;
+export type CreateQuery = z.infer<typeof CreateQuerySchema>;

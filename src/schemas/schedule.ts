@@ -19,10 +19,16 @@ const scheduleType = <T extends string>(name: T) => z.literal(name).openapi({ de
 export const MAX_EVALUATION_POINTS = 100_000;
 /** Most metric reports one reduce_on_plateau evaluation may replay. */
 export const MAX_METRICS = MAX_EVALUATION_POINTS;
-/** Most milestones of one multistep or sequential spec. */
-export const MAX_MILESTONES = 10_000;
-/** Most child schedules of one sequential spec. */
-export const MAX_SEQUENTIAL_SCHEDULES = 100;
+// A schedule is stored whole in one SQLite row by hosted optimizers (production rows cap at 2 MB)
+// and sent back in metadata and snapshots, so its size is bounded: with these limits any valid
+// spec, defaults filled in and every number at its longest, serialises to under 40 KB
+// (test/schedule-size.test.ts builds the largest one).
+/** Most milestones in one spec, counting every multistep and sequential list of the tree. */
+export const MAX_MILESTONES = 1_000;
+/** Most schedule specs in one tree, the root and every nested child included. */
+export const MAX_SCHEDULE_NODES = 32;
+/** Most child schedules of one sequential spec (the node limit, less the sequential itself). */
+export const MAX_SEQUENTIAL_SCHEDULES = MAX_SCHEDULE_NODES - 1;
 /** Deepest nesting of `sequential` specs (a plain schedule has depth 1). */
 export const MAX_SCHEDULE_DEPTH = 8;
 /** Steps requested when a request names none: 0..99. */
@@ -71,7 +77,8 @@ export const MultistepScheduleSchema = z
       .openapi({
         description:
           'Steps at which the rate is multiplied by gamma (torch `milestones`): non-negative integers, sorted (non-decreasing). ' +
-          'A repeated milestone applies gamma once per occurrence, as in torch; a milestone 0 already applies at step 0.',
+          'A repeated milestone applies gamma once per occurrence, as in torch; a milestone 0 already applies at step 0. ' +
+          `At most ${MAX_MILESTONES}, counted over the whole spec (every multistep and sequential list).`,
         example: [30, 80],
       }),
     gamma: z.number().gt(0).default(D.multistep.gamma).openapi({ description: 'Factor per milestone (torch `gamma`), > 0.' }),
@@ -292,13 +299,15 @@ export const SequentialScheduleSchema = z
       .openapi({
         description:
           `Schedules run one after the other (torch \`schedulers\`), 1 to ${MAX_SEQUENTIAL_SCHEDULES}; each starts from its own step 0 at its milestone. ` +
-          `Any type but reduce_on_plateau; sequential may nest (${MAX_SCHEDULE_DEPTH} levels at most).`,
+          `Any type but reduce_on_plateau; sequential may nest (${MAX_SCHEDULE_DEPTH} levels at most, ${MAX_SCHEDULE_NODES} schedules in all).`,
       }),
     milestones: z
       .array(z.number().int().min(1))
       .max(MAX_SEQUENTIAL_SCHEDULES - 1)
       .openapi({
-        description: 'Steps at which the next schedule takes over (torch `milestones`): integers >= 1, sorted, exactly one fewer than schedules.',
+        description:
+          'Steps at which the next schedule takes over (torch `milestones`): integers >= 1, sorted, exactly one fewer than schedules. ' +
+          `They count towards the spec's ${MAX_MILESTONES} milestones.`,
         example: [10],
       }),
   })
@@ -351,6 +360,9 @@ export const ReduceOnPlateauScheduleSchema = z
       '`patience` reports. It depends on metric reports, not on the step: evaluating it needs `metrics`, and lr[k] is the rate after k reports.',
   });
 
+/** Every schedule type whose fields are plain values, so they can be query parameters (all but sequential). */
+export const FLAT_SCHEDULE_VARIANTS = [...FLAT_STEP_SCHEDULE_SCHEMAS, ReduceOnPlateauScheduleSchema] as const;
+
 /** Every issue of a bad `type` gets one readable message naming the allowed values. */
 function unknownTypeMessage(issue: z.core.$ZodRawIssue, allowed: readonly string[], nested: boolean): string | undefined {
   if (issue.code !== 'invalid_union') return undefined;
@@ -364,19 +376,31 @@ function unknownTypeMessage(issue: z.core.$ZodRawIssue, allowed: readonly string
   return `unknown schedule type ${JSON.stringify(type)}: must be one of ${list}`;
 }
 
-/** Nesting depth of sequential specs (iterative: runs before zod recurses, so deep input cannot exhaust the stack). */
-function scheduleDepth(value: unknown): number {
-  let deepest = 0;
-  const stack: Array<{ v: unknown; d: number }> = [{ v: value, d: 1 }];
+/**
+ * The first size bound a spec crosses (depth, schedules, milestones), with the path to name, or
+ * null. Iterative, and it runs before zod recurses, so a deep or huge input cannot exhaust the
+ * stack or cost more than one walk.
+ */
+function sizeIssue(value: unknown): { path: Array<string | number>; message: string } | null {
+  let nodes = 0;
+  let milestones = 0;
+  const stack: Array<{ v: unknown; d: number; path: Array<string | number> }> = [{ v: value, d: 1, path: [] }];
   while (stack.length > 0) {
-    const { v, d } = stack.pop() as { v: unknown; d: number };
-    deepest = Math.max(deepest, d);
-    if (deepest > MAX_SCHEDULE_DEPTH) return deepest;
-    if (v !== null && typeof v === 'object' && Array.isArray((v as { schedules?: unknown }).schedules)) {
-      for (const child of (v as { schedules: unknown[] }).schedules) stack.push({ v: child, d: d + 1 });
+    const { v, d, path } = stack.pop()!;
+    if (d > MAX_SCHEDULE_DEPTH) return { path: [], message: `sequential schedules nest at most ${MAX_SCHEDULE_DEPTH} levels deep` };
+    if (++nodes > MAX_SCHEDULE_NODES) return { path: [], message: `holds more than ${MAX_SCHEDULE_NODES} schedules in all (nested ones included)` };
+    if (v === null || typeof v !== 'object') continue;
+    const list = (v as { milestones?: unknown }).milestones;
+    if (Array.isArray(list) && (milestones += list.length) > MAX_MILESTONES) {
+      return { path: [...path, 'milestones'], message: `brings the spec to more than ${MAX_MILESTONES} milestones in all` };
+    }
+    const children = (v as { schedules?: unknown }).schedules;
+    if (Array.isArray(children)) {
+      if (children.length > MAX_SEQUENTIAL_SCHEDULES) continue; // zod names the list itself
+      for (let i = children.length - 1; i >= 0; i--) stack.push({ v: children[i], d: d + 1, path: [...path, 'schedules', i] });
     }
   }
-  return deepest;
+  return null;
 }
 
 const AnyScheduleSpecSchema = z.discriminatedUnion(
@@ -391,8 +415,9 @@ const AnyScheduleSpecSchema = z.discriminatedUnion(
  */
 export const ScheduleSpecSchema = z
   .preprocess((value, ctx) => {
-    if (scheduleDepth(value) > MAX_SCHEDULE_DEPTH) {
-      ctx.issues.push({ code: 'custom', input: value, message: `sequential schedules nest at most ${MAX_SCHEDULE_DEPTH} levels deep` });
+    const issue = sizeIssue(value);
+    if (issue) {
+      ctx.issues.push({ code: 'custom', input: value, path: issue.path, message: issue.message });
       return z.NEVER;
     }
     return value;
@@ -401,7 +426,9 @@ export const ScheduleSpecSchema = z
     description:
       'A learning-rate schedule: `{"type": ..., parameters}` with PyTorch\'s parameter names (the field descriptions name the torch parameter where ours differs). ' +
       '`lr(k)` is the rate of the optimizer step taken after k completed steps (torch: param_groups[0]["lr"] after k scheduler.step() calls). ' +
-      'Unknown fields are rejected; numbers must be finite.',
+      'Unknown fields are rejected; numbers must be finite. ' +
+      `Size: at most ${MAX_SCHEDULE_NODES} schedules in all (nested sequential children included), ${MAX_SCHEDULE_DEPTH} levels of sequential, ` +
+      `${MAX_MILESTONES} milestones in all; any valid spec is then under 40 KB of JSON.`,
   });
 
 // The schema's output and the hand-written spec types must stay identical.

@@ -53,15 +53,28 @@ async function waitForHealth(baseUrl: string, child: ChildProcess, output: () =>
   throw new Error(`wrangler dev did not answer ${baseUrl}/healthz within ${READY_TIMEOUT_MS / 1000} s:\n${output()}`);
 }
 
+/**
+ * Stops wrangler and everything it started (workerd, esbuild's service) by signalling their process
+ * group. SIGTERM to wrangler alone made it exit while esbuild's Go service still waited on it, and
+ * esbuild then printed a 60-line "all goroutines are asleep - deadlock!" dump; each process exiting
+ * on its own signal leaves nothing to report. SIGKILL after 10 s if anything hangs.
+ */
 function stop(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    const killTimer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    const group = (signal: NodeJS.Signals) => {
+      try {
+        process.kill(-child.pid!, signal);
+      } catch {
+        // the group is gone already
+      }
+    };
+    const killTimer = setTimeout(() => group('SIGKILL'), 10_000);
     child.once('exit', () => {
       clearTimeout(killTimer);
       resolve();
     });
-    child.kill('SIGTERM'); // wrangler stops its workerd children when it exits
+    group('SIGTERM');
   });
 }
 
@@ -88,16 +101,30 @@ export default async function setup(project: TestProject): Promise<() => Promise
       cwd: ROOT,
       env: { ...process.env, CLOUDFLARE_CF_FETCH_ENABLED: 'false', WRANGLER_SEND_METRICS: 'false', WRANGLER_HIDE_BANNER: 'true' },
       stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true, // its own process group, so stop() reaches workerd and esbuild too
     },
   );
+  // If this process exits without the teardown (an interrupted run), take the group down with it.
+  const killGroup = () => {
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  };
+  process.once('exit', killGroup);
+  // Output is kept until the teardown starts: what wrangler prints while being stopped is noise.
+  let stopping = false;
   const collect = (chunk: Buffer) => {
-    log = (log + chunk.toString()).slice(-20_000);
+    if (!stopping) log = (log + chunk.toString()).slice(-20_000);
   };
   child.stdout?.on('data', collect);
   child.stderr?.on('data', collect);
 
   const cleanup = async () => {
+    stopping = true;
     await stop(child);
+    process.off('exit', killGroup);
     rmSync(persistDir, { recursive: true, force: true });
   };
 

@@ -1,6 +1,8 @@
 // HTTP helpers for integration tests: every call goes through the Worker's fetch handler in workerd.
 
-import { exports } from 'cloudflare:workers';
+import { createExecutionContext, waitOnExecutionContext } from 'cloudflare:test';
+import { env, exports } from 'cloudflare:workers';
+import worker from '../../src/index.ts';
 import { checkContract } from './contract.ts';
 
 export const BASE = 'http://adam-api.test';
@@ -29,6 +31,20 @@ export async function callBytes(method: string, path: string, body?: unknown, he
   const type = res.headers.get('content-type') ?? '';
   const json = /json/.test(type) && bytes.length > 0 ? JSON.parse(new TextDecoder().decode(bytes)) : undefined;
   return { status: res.status, headers: res.headers, type, bytes, body: json };
+}
+
+/**
+ * Like `call`, with Worker variables overridden as `wrangler dev --var K:V` would (the plugin
+ * reads wrangler.toml; this calls the same app with a changed env).
+ */
+export async function callWithVars(vars: Record<string, string>, method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<Response> {
+  const request = new Request(BASE + path, { method, headers, ...(body === undefined ? {} : { body }) });
+  const ctx = createExecutionContext();
+  const res = await worker.fetch(request, { ...env, ...vars } as Env, ctx);
+  await waitOnExecutionContext(ctx);
+  const text = new TextDecoder().decode(await res.arrayBuffer());
+  checkContract(request.method, request.url, res.status, res.headers, text);
+  return new Response(res.status === 204 ? null : text, { status: res.status, statusText: res.statusText, headers: res.headers });
 }
 
 /** POSTs JSON and returns status, content type and parsed body. */

@@ -2,6 +2,7 @@
 
 import { createRoute, z } from '@hono/zod-openapi';
 import { problem } from '../../schemas/common.ts';
+import { queryText, strictQuery } from '../../schemas/query.ts';
 
 const text = (mediaType: string, description: string) => ({ description, content: { [mediaType]: { schema: z.string() } } });
 
@@ -26,12 +27,13 @@ export const docsAssetRoute = createRoute({
         .enum(['swagger-ui.css', 'swagger-ui-bundle.js', 'init.js'])
         .openapi({ param: { name: 'file', in: 'path' }, description: 'Asset name.' }),
     }),
+    query: strictQuery({ v: queryText({ description: 'Cache buster: the swagger-ui-dist version the page links (any text; ignored).' }) }),
   },
   responses: {
     200: {
       description: 'The asset (JavaScript or CSS).',
       content: { 'text/javascript': { schema: z.string() }, 'text/css': { schema: z.string() } },
     },
-    422: problem('Unknown asset name.'),
+    422: problem('Unknown asset name, or a query parameter other than `v`.'),
   },
 });

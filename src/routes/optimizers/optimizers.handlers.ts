@@ -7,12 +7,13 @@ import type { Context } from 'hono';
 import type { TensorsIn } from '../../durable-objects/protocol.ts';
 import { MAX_JSON_HOSTED_ELEMENTS, maxHostedElements } from '../../lib/config.ts';
 import { ProblemError, fieldError, validationProblem } from '../../lib/problem.ts';
+import { timing } from '../../lib/observability.ts';
 import type { AppEnv } from '../../lib/router.ts';
 import { flattenAlone, parseParams, parseState, withTensorProblems } from '../../lib/tensor-input.ts';
 import { zodFieldErrors } from '../../lib/validation.ts';
 import type { AdamHyperparams, Dtype, FloatArray } from '../../optim/adam.ts';
 import type { ScheduleSpec } from '../../schedules/types.ts';
-import type { CreateOptimizer, HostedStepRequest, SnapshotInput } from '../../schemas/optimizer.ts';
+import type { CreateOptimizer, CreateQuery, HostedStepRequest, SnapshotInput } from '../../schemas/optimizer.ts';
 import { ChartError, renderLineChart, type Series } from '../../plot/line-chart.ts';
 import { AdamHyperparamsSchema } from '../../schemas/adam.ts';
 import { DtypeSchema } from '../../schemas/common.ts';
@@ -49,10 +50,8 @@ async function bodySource(c: Context<AppEnv>, format: 'raw' | 'safetensors', dty
   return input;
 }
 
-const DECIMAL = /^-?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
-
 /** Options of a safetensors body for create: the query's hyperparameters, dtype, and `__metadata__`. */
-function createOptions(query: Record<string, string>, metadata: Record<string, string> | null) {
+function createOptions(query: CreateQuery, metadata: Record<string, string> | null) {
   const m = metadata ?? {};
   const json = (key: string): unknown => {
     if (!Object.hasOwn(m, key)) return undefined;
@@ -62,19 +61,12 @@ function createOptions(query: Record<string, string>, metadata: Record<string, s
       throw validationProblem([fieldError(['__metadata__', key], 'must be JSON text', m[key]!.slice(0, 200))]);
     }
   };
-  const fromQuery: Record<string, number | boolean> = {};
+  const { dtype: queryDtype, ...rest } = query;
+  const fromQuery = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)) as Record<string, number | boolean>;
   let dtype: string | undefined = m.dtype;
-  for (const [key, text] of Object.entries(query)) {
-    if (key === 'dtype') {
-      if (dtype !== undefined && dtype !== text) throw validationProblem([fieldError(['dtype'], `the query says ${text} but __metadata__.dtype says ${dtype}`, text)]);
-      dtype = text;
-    } else if (key === 'decoupled_weight_decay' || key === 'amsgrad' || key === 'maximize') {
-      if (text !== 'true' && text !== 'false') throw validationProblem([fieldError([key], 'must be true or false', text)]);
-      fromQuery[key] = text === 'true';
-    } else if (['lr', 'beta1', 'beta2', 'eps', 'weight_decay'].includes(key)) {
-      if (!DECIMAL.test(text)) throw validationProblem([fieldError([key], 'must be a decimal number', text)]);
-      fromQuery[key] = Number(text);
-    } else throw validationProblem([fieldError([key], 'unknown query parameter (hyperparameters and dtype only)', text)]);
+  if (queryDtype !== undefined) {
+    if (dtype !== undefined && dtype !== queryDtype) throw validationProblem([fieldError(['dtype'], `the query says ${queryDtype} but __metadata__.dtype says ${dtype}`, queryDtype)]);
+    dtype = queryDtype;
   }
   const fromMeta = json('hyperparams') ?? {};
   if (fromMeta === null || typeof fromMeta !== 'object' || Array.isArray(fromMeta)) throw validationProblem([fieldError(['__metadata__', 'hyperparams'], 'must be a JSON object')]);
@@ -102,6 +94,8 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
   const limits = c.get('limits');
   let args: { layout: TensorLayout; params: FloatArray | null; hyperparams: AdamHyperparams; schedule: ScheduleSpec | null; dtype: Dtype };
   if (format === 'json') {
+    const given = Object.keys(c.req.query());
+    if (given.length > 0) throw validationProblem(given.map((k) => fieldError([k], 'query parameters configure safetensors bodies; a JSON body carries its hyperparams and dtype itself', c.req.query(k))));
     const body = validJson<CreateOptimizer>(c);
     const most = Math.min(maxHostedElements(limits, body.dtype), MAX_JSON_HOSTED_ELEMENTS);
     if (body.shapes !== undefined) {
@@ -117,7 +111,7 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
     const bytes = new Uint8Array(await c.req.arrayBuffer());
     args = withTensorProblems(() => {
       const { entries, metadata, dataStart } = readHeader(bytes);
-      const options = createOptions(c.req.query(), metadata);
+      const options = createOptions(c.req.valid('query'), metadata);
       const dtype: Dtype = options.dtype ?? (entries.some((e) => e.dtype === 'F64') ? 'float64' : 'float32');
       const layout = layoutOfNamed(entries.map((e) => ({ name: e.name, shape: e.shape })));
       const size = layoutSize(layout);
@@ -164,10 +158,10 @@ export const stepOptimizer: RouteHandler<typeof routes.stepOptimizerRoute, AppEn
     expectedStep = body.expected_step;
   } else {
     grads = await bodySource(c, format, dtype);
-    loss = query.loss === undefined ? undefined : Number(query.loss);
-    expectedStep = query.expected_step === undefined ? undefined : Number(query.expected_step);
-    if (expectedStep !== undefined && expectedStep > 2 ** 24) throw validationProblem([fieldError(['expected_step'], 'must be <= 16777216', expectedStep)]);
+    loss = query.loss;
+    expectedStep = query.expected_step;
   }
+  const t = timing(c);
   const out = unwrap(
     await stubFor(c, id).step(await tokenHash(c), {
       grads,
@@ -178,7 +172,9 @@ export const stepOptimizer: RouteHandler<typeof routes.stepOptimizerRoute, AppEn
       returnParams: query.return === 'params',
     }),
   );
-  return stepResponse(answer, out.value, { etag: out.etag, ...(out.value.replayed ? { 'idempotent-replayed': 'true' } : {}) });
+  // The object's phases; the rest of the request (reading and checking it here, the RPC) shows in `total`.
+  for (const [phase, ms] of Object.entries(out.value.timings)) t.add(phase as 'decode' | 'kernel' | 'storage', ms);
+  return t.phase('encode', () => stepResponse(answer, out.value, { etag: out.etag, ...(out.value.replayed ? { 'idempotent-replayed': 'true' } : {}) }));
 };
 
 export const getOptimizer: RouteHandler<typeof routes.getOptimizerRoute, AppEnv> = async (c) => {
@@ -208,7 +204,7 @@ export const putParams: RouteHandler<typeof routes.putParamsRoute, AppEnv> = asy
     await stubFor(c, c.req.valid('param').id).upload(await tokenHash(c), {
       body,
       tensor: query.tensor,
-      offset: query.offset === undefined ? undefined : Number(query.offset),
+      offset: query.offset,
     }),
   );
   return jsonResponse(200, infoJson(value), { etag });

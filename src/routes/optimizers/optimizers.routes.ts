@@ -7,6 +7,7 @@ import { binaryContent, problem } from '../../schemas/common.ts';
 import {
   AuthHeaderSchema,
   CreateOptimizerSchema,
+  CreateQuerySchema,
   CreatedOptimizerSchema,
   HistoryPlotQuerySchema,
   HistoryQuerySchema,
@@ -84,6 +85,7 @@ export const createOptimizerRoute = createRoute({
     'carries the id and a bearer token, shown only once: every later call needs `Authorization: Bearer <token>`. One optimizer holds at most ' +
     'MAX_HOSTED_BYTES / 20 float32 or / 40 float64 elements (params, m, v, v_max and a gradient buffer: 4,194,304 / 2,097,152 by default).',
   request: {
+    query: CreateQuerySchema,
     body: tensorBody(
       CreateOptimizerSchema,
       'JSON (CreateOptimizer), or a safetensors file of the params, named as `model.state_dict()` names them; hyperparameters then go in `__metadata__` ' +

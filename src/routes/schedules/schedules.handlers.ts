@@ -59,11 +59,11 @@ export const evaluateHandler: RouteHandler<typeof evaluateRoute, AppEnv> = (c) =
 export const plotHandler: RouteHandler<typeof plotRoute, AppEnv> = (c) => c.body(plot(c.req.valid('json')), 200, { 'content-type': SVG_TYPE });
 
 export const evaluateQueryHandler: RouteHandler<typeof evaluateQueryRoute, AppEnv> = (c) => {
-  const request = parseScheduleQuery(c.req.valid('param').type, c.req.queries(), false);
+  const request = parseScheduleQuery(c.req.valid('param').type, c.req.valid('query'), false);
   return c.json(evaluate(request), 200);
 };
 
 export const plotQueryHandler: RouteHandler<typeof plotQueryRoute, AppEnv> = (c) => {
-  const request = parseScheduleQuery(c.req.valid('param').type, c.req.queries(), true);
+  const request = parseScheduleQuery(c.req.valid('param').type, c.req.valid('query'), true);
   return c.body(plot(request), 200, { 'content-type': SVG_TYPE });
 };

@@ -2,58 +2,76 @@
 // error paths mapped back to the query parameters, step lists expanded, specs summarised.
 
 import { z } from '@hono/zod-openapi';
-import { fieldError, validationProblem, type FieldError } from '../../lib/problem.ts';
-import type { FieldPath } from '../../tensors/tree.ts';
-import { zodFieldErrors } from '../../lib/validation.ts';
-import { DEFAULT_STEP_COUNT, EvaluateRequestSchema, PlotRequestSchema, rangeLength, type EvaluateRequest, type PlotRequest } from '../../schemas/schedule.ts';
+import { formatPath, headerError, validationProblem, type FieldError } from '../../lib/problem.ts';
+import { describeValue, type FieldPath } from '../../tensors/tree.ts';
+import { BOOLEAN_RULE, INTEGER_RULE, NUMBER_RULE, parseQueryBoolean, parseQueryInteger, parseQueryNumber } from '../../schemas/query.ts';
+import { zodValidationProblem } from '../../lib/validation.ts';
+import { DEFAULT_STEP_COUNT, EvaluateRequestSchema, FLAT_SCHEDULE_VARIANTS, PlotRequestSchema, rangeLength, type EvaluateRequest, type PlotRequest } from '../../schemas/schedule.ts';
 import type { ScheduleSpec, ScheduleType } from '../../schedules/index.ts';
 
-/** Query parameters that are not schedule parameters. */
-const RESERVED = new Set(['steps', 'metrics', 'schedule']);
-const PLOT_PARAMS = new Set(['log_scale', 'width', 'height', 'title']);
-/** Schedule parameters that are lists (comma-separated in a query string). */
-const LIST_PARAMS = new Set(['milestones']);
-const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(Infinity|NaN)$/;
+/** How a query value is read: one value of a JSON type, a comma-separated list of them, or text kept as sent. */
+export type QueryKind = 'integer' | 'number' | 'boolean' | 'text' | 'integers' | 'numbers';
 
-/** An error about a query parameter, named as sent (`total_steps`, `milestones[1]`); no JSON Pointer, as for other query errors. */
+/** The kind of a schedule field, from its zod schema (defaults and optionals unwrapped). */
+function kindOf(schema: z.ZodType): QueryKind {
+  let s = schema as z.ZodType & { unwrap?: () => z.ZodType };
+  while (s._zod.def.type === 'default' || s._zod.def.type === 'optional') s = s.unwrap!() as typeof s;
+  const def = s._zod.def.type;
+  if (def === 'number') return (s as unknown as z.ZodNumber).isInt ? 'integer' : 'number';
+  if (def === 'boolean') return 'boolean';
+  if (def === 'array') return ((s as unknown as z.ZodArray<z.ZodNumber>).element.isInt ? 'integers' : 'numbers');
+  return 'text'; // enums: zod names the allowed values
+}
+
+/** Schedule type → its parameters (every field but `type`) and their kinds. */
+export const SCHEDULE_PARAM_KINDS = new Map<string, Map<string, QueryKind>>(
+  FLAT_SCHEDULE_VARIANTS.map((variant) => [
+    (variant.shape.type as z.ZodLiteral<string>).value,
+    new Map(Object.entries(variant.shape as Record<string, z.ZodType>).filter(([key]) => key !== 'type').map(([key, field]) => [key, kindOf(field)])),
+  ]),
+);
+
+const PLOT_PARAM_KINDS = new Map<string, QueryKind>([['log_scale', 'boolean'], ['width', 'integer'], ['height', 'integer'], ['title', 'text']]);
+
+const RULES: Record<'integer' | 'number' | 'boolean', string> = { integer: INTEGER_RULE, number: NUMBER_RULE, boolean: BOOLEAN_RULE };
+
+/** An error about a query parameter, named as sent (`total_steps`, `milestones[1]`), without a JSON Pointer. */
 function queryError(path: FieldPath, message: string, value?: unknown): FieldError {
-  const { pointer: _pointer, ...rest } = fieldError(path, message, value);
-  return rest;
+  return headerError(path.length === 1 ? String(path[0]) : formatPath(path), message, value);
 }
 
-/** A query value as JSON would carry it: numbers and booleans parsed, anything else kept as text. */
-function coerce(text: string): unknown {
-  const t = text.trim();
-  if (NUMBER.test(t)) return Number(t);
-  if (t === 'true' || t === 'false') return t === 'true';
-  return text;
+/** One value read by the shared query rule (src/schemas/query.ts); undefined, with an error pushed, when it breaks it. */
+function scalar(kind: 'integer' | 'number' | 'boolean', text: string, path: FieldPath, errors: FieldError[]): number | boolean | undefined {
+  const value = kind === 'integer' ? parseQueryInteger(text) : kind === 'number' ? parseQueryNumber(text) : parseQueryBoolean(text);
+  if (value === undefined) errors.push(queryError(path, `${RULES[kind]}, got ${describeValue(text)}`, text));
+  return value;
 }
 
-/** Query booleans: true/false, or 1/0 as curl users write them. */
-function flag(text: string): unknown {
-  const t = text.trim();
-  return t === '1' ? true : t === '0' ? false : coerce(text);
+/** A query value as the JSON body would carry it. */
+function read(kind: QueryKind, key: string, text: string, errors: FieldError[]): unknown {
+  if (kind === 'text') return text;
+  if (kind === 'integers' || kind === 'numbers') {
+    if (text === '') return [];
+    const item = kind === 'integers' ? 'integer' : 'number';
+    return text.split(',').map((t, i) => scalar(item, t, [key, i], errors));
+  }
+  return scalar(kind, text, [key], errors);
 }
 
-/** Boolean schedule parameters (the only ones where 1/0 mean true/false). */
-const BOOLEAN_PARAMS = new Set(['three_phase']);
+const STEPS_RANGE = /^([0-9]*):([0-9]+)(?::([0-9]+))?$/;
 
-function list(text: string): unknown[] {
-  return text.trim() === '' ? [] : text.split(',').map(coerce);
-}
-
-const STEPS_RANGE = /^\s*(\d*)\s*:\s*(\d+)\s*(?::\s*(\d+)\s*)?$/;
-
-/** `start:stop[:every]` (start may be empty) or a comma-separated list of steps. */
-function parseStepsQuery(text: string): EvaluateRequest['steps'] | unknown[] {
+/** `start:stop[:every]` (start may be empty) or a comma-separated list of steps, in decimal digits. */
+function parseStepsQuery(text: string, errors: FieldError[]): EvaluateRequest['steps'] | unknown[] | undefined {
   const range = STEPS_RANGE.exec(text);
   if (range) {
-    return { start: range[1] ? Number(range[1]) : 0, stop: Number(range[2]), every: range[3] ? Number(range[3]) : 1 };
+    const [start, stop, every] = [range[1] || '0', range[2]!, range[3] ?? '1'].map((t) => scalar('integer', t, ['steps'], errors)) as number[];
+    return { start: start!, stop: stop!, every: every! };
   }
   if (text.includes(':')) {
-    throw validationProblem([queryError(['steps'], 'must be start:stop[:every] (stop exclusive) or a comma-separated list of steps', text)]);
+    errors.push(queryError(['steps'], 'must be start:stop[:every] (stop exclusive, decimal digits) or a comma-separated list of steps', text));
+    return undefined;
   }
-  return list(text);
+  return read('integers', 'steps', text, errors) as unknown[];
 }
 
 /** A body-relative issue path → the query parameter the value came from. */
@@ -67,48 +85,35 @@ function queryPath(path: PropertyKey[], json: boolean): Array<string | number> {
 }
 
 /**
- * Parses a GET request's path type and query (every value of every key, as Hono's `queries()`)
- * into the body the POST route takes, validated by the same schema, so both routes agree.
- * Schedule parameters are individual query parameters (`lr=0.1&total_steps=100`, lists
- * comma-separated: `milestones=30,80`), or the whole spec as JSON in `schedule=` (the only way for
- * sequential). Errors name the query parameter as sent (`total_steps`, `milestones[1]`,
- * `schedule.milestones` inside the JSON), without a JSON Pointer, like the other query errors.
+ * Parses a GET request's path type and query (validated by the route's `strictQuery`: known names,
+ * each once) into the body the POST route takes, validated by the same schema, so both routes
+ * agree. Schedule parameters are individual query parameters read by the shared query rule
+ * (`lr=0.1&total_steps=100`, lists comma-separated: `milestones=30,80`), or the whole spec as JSON
+ * in `schedule=` (the only way for sequential). Errors name the query parameter as sent
+ * (`total_steps`, `milestones[1]`, `schedule.milestones` inside the JSON), without a JSON Pointer.
  *
  * @throws {ProblemError} 422 naming the offending query parameter.
  */
-export function parseScheduleQuery(type: ScheduleType, queries: Record<string, string[]>, plot: true): PlotRequest;
-export function parseScheduleQuery(type: ScheduleType, queries: Record<string, string[]>, plot: false): EvaluateRequest;
-export function parseScheduleQuery(type: ScheduleType, queries: Record<string, string[]>, plot: boolean): EvaluateRequest | PlotRequest {
+export function parseScheduleQuery(type: ScheduleType, query: Record<string, string | undefined>, plot: true): PlotRequest;
+export function parseScheduleQuery(type: ScheduleType, query: Record<string, string | undefined>, plot: false): EvaluateRequest;
+export function parseScheduleQuery(type: ScheduleType, query: Record<string, string | undefined>, plot: boolean): EvaluateRequest | PlotRequest {
   const errors: FieldError[] = [];
-  // Lists may repeat their key (joined with commas); anything else must come once.
-  const one = (key: string): string | undefined => {
-    const values = queries[key];
-    if (values === undefined) return undefined;
-    const isList = LIST_PARAMS.has(key) || key === 'metrics' || key === 'steps';
-    if (values.length > 1 && !isList) errors.push(queryError([key], `is given ${values.length} times; give it once`));
-    return isList ? values.join(',') : values[0];
-  };
-
+  const kinds = SCHEDULE_PARAM_KINDS.get(type);
   const body: Record<string, unknown> = {};
   const params: Record<string, unknown> = {};
-  for (const key of Object.keys(queries)) {
-    if (RESERVED.has(key)) continue;
-    const text = one(key) as string;
-    if (key === 'type') {
-      errors.push(queryError(['type'], 'is given by the path (/v1/schedules/{type}), not the query', text));
-      continue;
-    }
-    if (PLOT_PARAMS.has(key) && plot) body[key] = key === 'title' ? text : key === 'log_scale' ? flag(text) : coerce(text);
-    else if (BOOLEAN_PARAMS.has(key)) params[key] = flag(text);
-    else params[key] = LIST_PARAMS.has(key) ? list(text) : coerce(text);
+  for (const [key, text] of Object.entries(query)) {
+    if (text === undefined || key === 'steps' || key === 'metrics' || key === 'schedule') continue;
+    const plotKind = plot ? PLOT_PARAM_KINDS.get(key) : undefined;
+    if (plotKind) body[key] = read(plotKind, key, text, errors);
+    // A parameter of another type goes to the schema as sent, which names it an unknown field.
+    else params[key] = read(kinds?.get(key) ?? 'text', key, text, errors);
   }
 
-  const json = queries.schedule !== undefined;
+  const json = query.schedule !== undefined;
   if (json) {
-    const text = one('schedule') as string;
     let spec: unknown;
     try {
-      spec = JSON.parse(text);
+      spec = JSON.parse(query.schedule!);
     } catch {
       errors.push(queryError(['schedule'], 'must be a schedule spec as JSON (URL-encoded)'));
     }
@@ -133,17 +138,15 @@ export function parseScheduleQuery(type: ScheduleType, queries: Record<string, s
     body.schedule = { type, ...params };
   }
 
-  const steps = one('steps');
-  if (steps !== undefined) body.steps = parseStepsQuery(steps);
-  const metrics = one('metrics');
-  if (metrics !== undefined) body.metrics = list(metrics);
+  if (query.steps !== undefined) body.steps = parseStepsQuery(query.steps, errors);
+  if (query.metrics !== undefined) body.metrics = read('numbers', 'metrics', query.metrics, errors);
   if (errors.length > 0) throw validationProblem(errors);
 
   const result = (plot ? PlotRequestSchema : EvaluateRequestSchema).safeParse(body);
   if (result.success) return result.data;
   const issues = result.error.issues.map((issue) => ({ ...issue, path: queryPath(issue.path, json) }));
-  const echo = { ...params, ...body, steps };
-  throw validationProblem(zodFieldErrors(new z.ZodError(issues), echo).map(({ pointer: _pointer, ...rest }) => rest));
+  const echo = { ...params, ...body, steps: query.steps };
+  throw zodValidationProblem(new z.ZodError(issues), echo, { asSent: true });
 }
 
 /** The step indices of a request: the list itself, the range expanded, or 0..count−1. */

@@ -2,58 +2,54 @@
 
 import { createRoute, z } from '@hono/zod-openapi';
 import { problem } from '../../schemas/common.ts';
-import {
-  EvaluateRequestSchema,
-  EvaluateResponseSchema,
-  FLAT_STEP_SCHEDULE_SCHEMAS,
-  MAX_EVALUATION_POINTS,
-  PlotRequestSchema,
-  ReduceOnPlateauScheduleSchema,
-} from '../../schemas/schedule.ts';
+import { queryText, strictQuery } from '../../schemas/query.ts';
+import { EvaluateRequestSchema, EvaluateResponseSchema, MAX_EVALUATION_POINTS, PlotRequestSchema } from '../../schemas/schedule.ts';
+import { SCHEDULE_PARAM_KINDS, type QueryKind } from './schedules.input.ts';
 import { SCHEDULE_TYPES } from '../../schedules/index.ts';
 
 /** A fresh array per route: a shared one would become a YAML anchor/alias in openapi.yaml. */
 const tags = () => ['Schedules'];
 
-/** The flat (non-recursive) variants, whose fields can be query parameters. */
-const FLAT_VARIANTS = [...FLAT_STEP_SCHEDULE_SCHEMAS, ReduceOnPlateauScheduleSchema];
+/** How each kind of schedule parameter is written in a query string (the shared rule of src/schemas/query.ts). */
+const KIND_TEXT: Record<QueryKind, string> = {
+  integer: 'An integer in decimal digits.',
+  number: 'A number as JSON writes it (e.g. `0.001` or `1e-3`).',
+  boolean: '`true`/`1` or `false`/`0`.',
+  text: 'A name, as in JSON.',
+  integers: 'Comma-separated integers in decimal digits, e.g. `30,80`.',
+  numbers: 'Comma-separated numbers, e.g. `0.9,0.8`.',
+};
 
-/** A query parameter: one value, or several when the key repeats (lists may repeat; others are rejected). */
-const queryValue = () => z.union([z.string(), z.array(z.string())]).optional();
-
-/** Every schedule parameter name → the types that take it, for the GET routes' documentation. */
-const PARAM_TYPES = new Map<string, string[]>();
-for (const variant of FLAT_VARIANTS) {
-  const type = (variant.shape.type as z.ZodLiteral<string>).value;
-  for (const key of Object.keys(variant.shape)) {
-    if (key !== 'type') PARAM_TYPES.set(key, [...(PARAM_TYPES.get(key) ?? []), type]);
+/** Every schedule parameter name → the types that take it and its kind, for the GET routes' documentation. */
+const PARAMS = new Map<string, { types: string[]; kind: QueryKind }>();
+for (const [type, kinds] of SCHEDULE_PARAM_KINDS) {
+  for (const [name, kind] of kinds) {
+    const seen = PARAMS.get(name);
+    if (seen && seen.kind !== kind) throw new Error(`schedule parameter ${name} is ${seen.kind} in ${seen.types[0]} but ${kind} in ${type}`);
+    PARAMS.set(name, { types: [...(seen?.types ?? []), type], kind });
   }
 }
 
 const scheduleParams = Object.fromEntries(
-  [...PARAM_TYPES].map(([name, types]) => [
+  [...PARAMS].map(([name, { types, kind }]) => [
     name,
-    queryValue().openapi({
-        description:
-          `Schedule parameter \`${name}\` of ${types.join(', ')} (see the schedule schemas for meaning, bounds and defaults). ` +
-          (name === 'milestones' ? 'Comma-separated, e.g. `30,80`.' : 'As in JSON: a number, `true`/`false`, or a name.'),
-      }),
+    queryText({ description: `Schedule parameter \`${name}\` of ${types.join(', ')} (see the schedule schemas for meaning, bounds and defaults). ${KIND_TEXT[kind]}` }),
   ]),
 );
 
 const baseQuery = {
-  steps: queryValue().openapi({
-      description:
-        '`start:stop[:every]` (stop exclusive, like Python\'s range; start defaults to 0, every to 1) or a comma-separated list of steps. ' +
-        `Default 0..99 (0..len(metrics) for reduce_on_plateau); at most ${MAX_EVALUATION_POINTS} points.`,
-      example: '0:1000:10',
-    }),
-  metrics: queryValue().openapi({ description: 'reduce_on_plateau only (required there): comma-separated metric reports, e.g. `0.9,0.8,0.8`.' }),
-  schedule: queryValue().openapi({
-      description:
-        'The whole schedule spec as URL-encoded JSON, instead of separate parameters (its `type` may be omitted; it must match the path). ' +
-        'Required for `sequential`, whose nested schedules cannot be flat parameters.',
-    }),
+  steps: queryText({
+    description:
+      '`start:stop[:every]` (stop exclusive, like Python\'s range; start defaults to 0, every to 1) or a comma-separated list of steps, in decimal digits. ' +
+      `Default 0..99 (0..len(metrics) for reduce_on_plateau); at most ${MAX_EVALUATION_POINTS} points.`,
+    example: '0:1000:10',
+  }),
+  metrics: queryText({ description: 'reduce_on_plateau only (required there): comma-separated metric reports, e.g. `0.9,0.8,0.8`.' }),
+  schedule: queryText({
+    description:
+      'The whole schedule spec as URL-encoded JSON, instead of separate parameters (its `type` may be omitted; it must match the path). ' +
+      'Required for `sequential`, whose nested schedules cannot be flat parameters.',
+  }),
   ...scheduleParams,
 };
 
@@ -64,10 +60,10 @@ export const ScheduleTypeParam = z.object({
 });
 
 const plotQuery = {
-  log_scale: queryValue().openapi({ description: 'Logarithmic y axis: `true`/`1` or `false`/`0` (default false).' }),
-  width: queryValue().openapi({ description: 'Image width in pixels, 200 to 4000 (default 800).' }),
-  height: queryValue().openapi({ description: 'Image height in pixels, 150 to 3000 (default 450).' }),
-  title: queryValue().openapi({ description: 'Chart title (default: the schedule and its parameters).' }),
+  log_scale: queryText({ description: 'Logarithmic y axis: `true`/`1` or `false`/`0` (default false).' }),
+  width: queryText({ description: 'Image width in pixels, 200 to 4000 (default 800), in decimal digits.' }),
+  height: queryText({ description: 'Image height in pixels, 150 to 3000 (default 450), in decimal digits.' }),
+  title: queryText({ description: 'Chart title (default: the schedule and its parameters).' }),
 };
 
 const svg = {
@@ -122,10 +118,10 @@ export const evaluateQueryRoute = createRoute({
   description:
     'The same as `POST /v1/schedules/evaluate`, with the schedule parameters in the query string, e.g. ' +
     '`/v1/schedules/cosine?lr=0.1&total_steps=100&steps=0:200:10` or `/v1/schedules/multistep?lr=0.1&milestones=30,80`.',
-  request: { params: ScheduleTypeParam, query: z.object(baseQuery) },
+  request: { params: ScheduleTypeParam, query: strictQuery(baseQuery) },
   responses: {
     200: json('The steps and the rate at each.'),
-    422: problem('Unknown `type`, or an invalid parameter (each named as sent in `errors`, e.g. `total_steps` or `milestones[1]`).'),
+    422: problem('Unknown `type`, an unknown or repeated query parameter, or an invalid one (each named as sent in `errors`, e.g. `total_steps` or `milestones[1]`).'),
   },
 });
 
@@ -136,9 +132,9 @@ export const plotQueryRoute = createRoute({
   tags: tags(),
   summary: 'Plot a learning-rate schedule given as query parameters, as SVG',
   description: 'The same as `POST /v1/schedules/plot`, with parameters as in `GET /v1/schedules/{type}`, e.g. `/v1/schedules/one_cycle/plot?max_lr=0.1&total_steps=1000&steps=0:1000&log_scale=true`.',
-  request: { params: ScheduleTypeParam, query: z.object({ ...baseQuery, ...plotQuery }) },
+  request: { params: ScheduleTypeParam, query: strictQuery({ ...baseQuery, ...plotQuery }) },
   responses: {
     200: svg,
-    422: problem('Unknown `type`, or an invalid parameter (each named as sent in `errors`, e.g. `total_steps` or `milestones[1]`).'),
+    422: problem('Unknown `type`, an unknown or repeated query parameter, or an invalid one (each named as sent in `errors`, e.g. `total_steps` or `milestones[1]`).'),
   },
 });

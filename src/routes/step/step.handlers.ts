@@ -5,6 +5,7 @@ import type { RouteHandler } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import type { AppEnv } from '../../lib/router.ts';
 import { scheduleOverflow, statelessLearningRate } from '../../lib/learning-rate.ts';
+import { timing } from '../../lib/observability.ts';
 import { ProblemError, fieldError, validationProblem } from '../../lib/problem.ts';
 import { checkedState, parseLike, parseParams, withTensorProblems } from '../../lib/tensor-input.ts';
 import { zodFieldErrors } from '../../lib/validation.ts';
@@ -47,8 +48,11 @@ export const adamStepHandler: RouteHandler<typeof adamStepRoute, AppEnv> = async
   const hyperparams = { ...input.hyperparams, lr };
   const state = withTensorProblems(() => checkedState(input.state, layout, dtype, hyperparams, format === 'json' ? ['state'] : ['safetensors'], format === 'json' ? { v: 'v', vMax: 'v_max' } : { v: 'exp_avg_sq', vMax: 'max_exp_avg_sq' }));
 
+  // decode: reading, scanning, parsing and validating the body, and flattening its tensors.
+  const t = timing(c);
+  t.lap('decode');
   // In place on arrays this request owns.
-  adamStepInPlace({ dtype, hyperparams, params, grads, state });
+  t.phase('kernel', () => adamStepInPlace({ dtype, hyperparams, params, grads, state }));
 
   const bad = firstNonFinite(params, state.m, state.v);
   if (bad) {
@@ -61,23 +65,25 @@ export const adamStepHandler: RouteHandler<typeof adamStepRoute, AppEnv> = async
   const headers = { vary: 'Accept' };
   if (answer === 'safetensors') {
     const metadata = { step: String(state.step), lr: String(lr), dtype };
-    const file = withTensorProblems(() => encodeStepFile(layout, dtype, params, state, metadata));
+    const file = t.phase('encode', () => withTensorProblems(() => encodeStepFile(layout, dtype, params, state, metadata)));
     return new Response(file, { status: 200, headers: { ...headers, 'content-type': MEDIA_TYPES.safetensors } }) as never;
   }
-  const stateText = objectJson([
-    ['step', { value: state.step }],
-    ['m', { json: treeJson(layout, state.m) }],
-    ['v', { json: treeJson(layout, state.v) }],
-    ...(state.vMax ? ([['v_max', { json: treeJson(layout, state.vMax) }]] as const) : []),
-  ]);
-  const text = objectJson([['params', { json: treeJson(layout, params) }], ['state', { json: stateText }], ['lr', { value: lr }]]);
+  const text = t.phase('encode', () => {
+    const stateText = objectJson([
+      ['step', { value: state.step }],
+      ['m', { json: treeJson(layout, state.m) }],
+      ['v', { json: treeJson(layout, state.v) }],
+      ...(state.vMax ? ([['v_max', { json: treeJson(layout, state.vMax) }]] as const) : []),
+    ]);
+    return objectJson([['params', { json: treeJson(layout, params) }], ['state', { json: stateText }], ['lr', { value: lr }]]);
+  });
   return c.body(text, 200, { ...headers, 'content-type': MEDIA_TYPES.json }) as never;
 };
 
 async function fromJson(c: Context<AppEnv>, body: StepRequest): Promise<StepInput> {
   const query = Object.keys(c.req.query()).filter((k) => (STEP_QUERY_KEYS as readonly string[]).includes(k));
   if (query.length > 0) {
-    throw validationProblem(query.map((k) => fieldError([k], 'query parameters configure safetensors bodies; a JSON body carries its hyperparams itself')));
+    throw validationProblem(query.map((k) => fieldError([k], 'query parameters configure safetensors bodies; a JSON body carries its hyperparams itself', c.req.query(k))));
   }
   const { dtype } = body;
   // Defaults are already filled in, so look at what the client sent.
@@ -108,23 +114,15 @@ async function fromJson(c: Context<AppEnv>, body: StepRequest): Promise<StepInpu
   };
 }
 
-const DECIMAL = /^-?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+/** The query a safetensors step may carry (checked by the route's strict query schema). */
+type StepQuery = Partial<Record<'lr' | 'beta1' | 'beta2' | 'eps' | 'weight_decay', number> & Record<'decoupled_weight_decay' | 'amsgrad' | 'maximize', boolean>> & {
+  dtype?: Dtype;
+};
 
-/** Hyperparameters and dtype from the query string, typed; 422 for unknown or malformed ones. */
-function queryOptions(query: Record<string, string>): { hyperparams: Record<string, number | boolean>; dtype?: string } {
-  const hyperparams: Record<string, number | boolean> = {};
-  let dtype: string | undefined;
-  for (const [key, text] of Object.entries(query)) {
-    if (!(STEP_QUERY_KEYS as readonly string[]).includes(key)) throw validationProblem([fieldError([key], `unknown query parameter; known: ${STEP_QUERY_KEYS.join(', ')}`, text)]);
-    if (key === 'dtype') dtype = text;
-    else if (key === 'decoupled_weight_decay' || key === 'amsgrad' || key === 'maximize') {
-      if (text !== 'true' && text !== 'false') throw validationProblem([fieldError([key], 'must be true or false', text)]);
-      hyperparams[key] = text === 'true';
-    } else {
-      if (!DECIMAL.test(text)) throw validationProblem([fieldError([key], 'must be a decimal number', text)]);
-      hyperparams[key] = Number(text);
-    }
-  }
+/** The query's hyperparameters (those given) and dtype. */
+function queryOptions(query: StepQuery): { hyperparams: Record<string, number | boolean>; dtype?: Dtype } {
+  const { dtype, ...rest } = query;
+  const hyperparams = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)) as Record<string, number | boolean>;
   return { hyperparams, ...(dtype === undefined ? {} : { dtype }) };
 }
 
@@ -139,11 +137,11 @@ function metadataJson(metadata: Record<string, string>, key: string): unknown {
 }
 
 async function fromSafetensors(c: Context<AppEnv>): Promise<StepInput> {
-  const fromQuery = queryOptions(c.req.query());
+  const fromQuery = queryOptions((c.req.valid as (t: 'query') => StepQuery)('query'));
   const body = new Uint8Array(await c.req.arrayBuffer());
   const limits = c.get('limits');
   // The dtype may come from the query or the metadata; the metadata is read with the header.
-  const file = withTensorProblems(() => decodeStepFile(body, fromQuery.dtype as Dtype | undefined, 2 * limits.maxBodyBytes));
+  const file = withTensorProblems(() => decodeStepFile(body, fromQuery.dtype, 2 * limits.maxBodyBytes));
   const { metadata } = file;
   const fromMeta = (metadataJson(metadata, 'hyperparams') ?? {}) as Record<string, unknown>;
   if (fromMeta === null || typeof fromMeta !== 'object' || Array.isArray(fromMeta)) {

@@ -1,26 +1,14 @@
 // Route definition of the stateless Adam step (schemas only; the handler lives beside it).
 
-import { createRoute, z } from '@hono/zod-openapi';
+import { createRoute } from '@hono/zod-openapi';
+import { hyperparamQueryShape, strictQuery } from '../../schemas/query.ts';
 import { binaryContent, problem } from '../../schemas/common.ts';
 import { StepRequestSchema, StepResponseSchema } from '../../schemas/adam.ts';
 
 /** Query parameters read with a safetensors body (a JSON body carries them itself). */
 export const STEP_QUERY_KEYS = ['lr', 'beta1', 'beta2', 'eps', 'weight_decay', 'decoupled_weight_decay', 'amsgrad', 'maximize', 'dtype'] as const;
 
-const queryField = (name: string, description: string) =>
-  z.string().optional().openapi({ param: { name, in: 'query' }, description: `Safetensors bodies only: ${description}` });
-
-const StepQuerySchema = z.object({
-  lr: queryField('lr', 'learning rate (torch `lr`), decimal.'),
-  beta1: queryField('beta1', 'torch `betas[0]`.'),
-  beta2: queryField('beta2', 'torch `betas[1]`.'),
-  eps: queryField('eps', 'torch `eps`.'),
-  weight_decay: queryField('weight_decay', 'torch `weight_decay`.'),
-  decoupled_weight_decay: queryField('decoupled_weight_decay', '`true` for AdamW.'),
-  amsgrad: queryField('amsgrad', '`true` or `false`.'),
-  maximize: queryField('maximize', '`true` or `false`.'),
-  dtype: queryField('dtype', '`float32` or `float64` (default: float64 if any params tensor is F64, else float32).'),
-});
+const StepQuerySchema = strictQuery(hyperparamQueryShape('Safetensors bodies only'));
 
 const SAFETENSORS_STEP =
   'A safetensors file (Hugging Face format) whose tensors are named `<slot>/<name>`: `params/…` and `grads/…` (required), and the state as ' +
