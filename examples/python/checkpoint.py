@@ -39,8 +39,11 @@ _HYPERPARAMS = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_d
 
 def save(tensors, metadata=None):
     """The bytes of a safetensors file of `tensors` ({name: tensor}); `metadata` ({str: str}) goes in __metadata__."""
-    if _st_save is not None:
-        return _st_save(tensors, metadata)
+    return _st_save(tensors, metadata) if _st_save is not None else _write(tensors, metadata)
+
+
+def _write(tensors, metadata):
+    """safetensors' format, the tensors' data in the order given (safetensors' own writer sorts them by name)."""
     assert sys.byteorder == "little", "safetensors data is little-endian"
     header, blobs, offset = {}, [], 0
     if metadata:
@@ -131,6 +134,7 @@ def to_torch(checkpoint, model, optimizer_cls=None, lr=None):
 
 def from_torch(model, optimizer, schedule=None):
     """An adam-api checkpoint (bytes) of `model`'s parameters and `optimizer`'s state, for PUT .../state.
+    An optimizer restored from it takes raw tensors (application/octet-stream) in model.parameters() order.
 
     optimizer: torch.optim.Adam or AdamW with one param group holding every parameter of the model.
     schedule: adam-api's schedule (a dict such as {"type": "step", "lr": 0.1, "step_size": 30}) or None.
@@ -172,4 +176,6 @@ def from_torch(model, optimizer, schedule=None):
                    "amsgrad": amsgrad, "maximize": bool(group["maximize"])}
     metadata = {"step": str(int(step)), "dtype": str(next(iter(dtypes))).replace("torch.", ""),
                 "hyperparams": json.dumps(hyperparams), "schedule": json.dumps(schedule)}
-    return save(tensors, metadata)
+    # Our writer, not safetensors': the order of params/… in the data becomes the optimizer's raw
+    # element order (its layout), which should be model.parameters() order, not alphabetical.
+    return _write(tensors, metadata)
