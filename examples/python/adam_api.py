@@ -14,6 +14,15 @@
     print(opt.params())
     opt.delete()
 
+    # Binary: raw little-endian elements in the optimizer's layout order, and safetensors checkpoints.
+    opt = api.create_optimizer_by_shapes({"fc.weight": [3, 4], "fc.bias": [3]})
+    opt.upload("fc.weight", array.array("f", weights))            # or numpy: a.astype("<f4")
+    opt.upload("fc.bias", array.array("f", bias))
+    out = opt.step_raw(array.array("f", grads))                   # out["params"]: bytes
+    params = array.array("f", opt.params_raw())                   # or np.frombuffer(..., "<f4")
+    other = api.create_optimizer([0.0])
+    other.restore_checkpoint(opt.checkpoint())                    # safetensors bytes, as torch names them
+
 Every 4xx/5xx answer raises AdamApiError, which carries the RFC 9457 problem+json body. Tensors
 may be numbers, nested lists, dicts of names to tensors, or anything with a ``tolist()`` method
 (numpy arrays), which is called before sending.
@@ -21,7 +30,9 @@ may be numbers, nested lists, dicts of names to tensors, or anything with a ``to
 
 from __future__ import annotations
 
+import array
 import json
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -99,7 +110,9 @@ class AdamApi:
                 url += "?" + urllib.parse.urlencode(pairs)
         all_headers = {"accept": "application/json, application/problem+json;q=0.9, */*;q=0.1", "user-agent": self.user_agent}
         data = None
-        if body is not None:
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            data = bytes(body)  # a binary body: the caller's headers say what it is
+        elif body is not None:
             # allow_nan=False: JSON has no NaN/Infinity, so refuse them here rather than send invalid JSON.
             data = json.dumps(_plain(body), allow_nan=False, separators=(",", ":")).encode("utf-8")
             all_headers["content-type"] = "application/json"
@@ -188,6 +201,24 @@ class AdamApi:
             body["schedule"] = schedule
         if dtype is not None:
             body["dtype"] = dtype
+        return self._create(body)
+
+    def create_optimizer_by_shapes(
+        self,
+        shapes: Any,
+        hyperparams: Optional[Mapping[str, Any]] = None,
+        schedule: Optional[Mapping[str, Any]] = None,
+        dtype: Optional[str] = None,
+    ) -> "HostedOptimizer":
+        """POST /v1/optimizers with `shapes` ({"fc.weight": [3, 4], ...}): params start as zeros and must all be
+        uploaded (HostedOptimizer.upload) before the first step. `created["layout"]` gives the raw element order."""
+        body: Dict[str, Any] = {"shapes": shapes}
+        for key, value in (("hyperparams", hyperparams), ("schedule", schedule), ("dtype", dtype)):
+            if value is not None:
+                body[key] = value
+        return self._create(body)
+
+    def _create(self, body: Dict[str, Any]) -> "HostedOptimizer":
         res = self.request("POST", "/v1/optimizers", body)
         created = res.body
         return HostedOptimizer(self, created["id"], created["token"], created, res.headers.get("etag"))
@@ -249,6 +280,48 @@ class HostedOptimizer:
         query = None if return_params else {"return": "none"}
         return self._call("POST", "/step", body, headers=headers, query=query).body
 
+    def step_raw(
+        self,
+        grads: Any,
+        dtype: Optional[str] = None,
+        loss: Optional[float] = None,
+        idempotency_key: Optional[str] = None,
+        expected_step: Optional[int] = None,
+        if_match: Optional[str] = None,
+        return_params: bool = True,
+    ) -> Dict[str, Any]:
+        """POST .../step with the gradients as raw elements (see _raw): every element of every tensor, in
+        layout order. Returns {"step", "lr", "params": the new params as raw bytes of the optimizer's dtype, "replayed"}.
+        """
+        data, dtype = _raw(grads, dtype)
+        headers = {"content-type": _raw_type(dtype), "accept": _accept(_RAW)}
+        if idempotency_key is not None:
+            headers["idempotency-key"] = idempotency_key
+        if if_match is not None:
+            headers["if-match"] = if_match
+        query = {"loss": repr(float(loss)) if loss is not None else None, "expected_step": expected_step, "return": None if return_params else "none"}
+        res = self._call("POST", "/step", data, headers=headers, query=query)
+        return {"step": int(res.headers["step"]), "lr": float(res.headers["lr"]), "params": res.body or b"", "replayed": res.headers.get("idempotent-replayed") == "true"}
+
+    def params_raw(self) -> bytes:
+        """GET .../params as raw bytes of the optimizer's dtype in layout order (np.frombuffer(b, "<f4"), array("f", b))."""
+        return self._call("GET", "/params", headers={"accept": _accept(_RAW)}).body or b""
+
+    def upload(self, tensor: Optional[str], data: Any, offset: int = 0, dtype: Optional[str] = None) -> Dict[str, Any]:
+        """PUT .../params: raw elements (see _raw) into `tensor` (a name from the layout) from element `offset`, or,
+        with tensor=None, into the flat params from `offset`. Returns the metadata; its "upload" tells what is missing."""
+        data, dtype = _raw(data, dtype)
+        query = {"tensor": tensor, "offset": offset or None}
+        return self._call("PUT", "/params", data, headers={"content-type": _raw_type(dtype)}, query=query).body
+
+    def checkpoint(self) -> bytes:
+        """GET .../state as a safetensors checkpoint (params/…, exp_avg/…, exp_avg_sq/…, step/…; see checkpoint.py)."""
+        return self._call("GET", "/state", headers={"accept": _accept(_SAFETENSORS)}).body
+
+    def restore_checkpoint(self, data: bytes) -> Dict[str, Any]:
+        """PUT .../state with a safetensors checkpoint (from checkpoint() or checkpoint.from_torch). Returns the metadata."""
+        return self._call("PUT", "/state", bytes(data), headers={"content-type": _SAFETENSORS}).body
+
     def info(self) -> Dict[str, Any]:
         """GET: step, hyperparameters, schedule, next lr, shapes."""
         return self._call("GET").body
@@ -287,11 +360,46 @@ class HostedOptimizer:
         self._call("DELETE")
 
 
+_RAW = "application/octet-stream"
+_SAFETENSORS = "application/vnd.safetensors"
+_ARRAY_DTYPES = {"f": "float32", "d": "float64"}
+_NUMPY_DTYPES = {"float16": "<f2", "float32": "<f4", "float64": "<f8"}
+
+
+def _raw(data: Any, dtype: Optional[str]):
+    """(bytes, dtype name or None) of raw elements. bytes are sent as they are (dtype: their element type, None
+    for the optimizer's); numpy arrays (C order) and array.array("f"/"d") as their element type, or converted to
+    `dtype`; a flat sequence of numbers as float32 (or `dtype` float64)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data), dtype
+    if hasattr(data, "dtype") and hasattr(data, "tobytes"):  # numpy
+        dtype = dtype or str(data.dtype)
+        return data.astype(_NUMPY_DTYPES[dtype]).tobytes(), dtype
+    if not isinstance(data, array.array):
+        data = array.array("d" if dtype == "float64" else "f", data)
+    if dtype is not None and _ARRAY_DTYPES.get(data.typecode) != dtype:
+        data = array.array({v: k for k, v in _ARRAY_DTYPES.items()}[dtype], data)
+    if sys.byteorder != "little":
+        data = array.array(data.typecode, data)
+        data.byteswap()
+    return data.tobytes(), _ARRAY_DTYPES[data.typecode]
+
+
+def _accept(media: str) -> str:
+    return f"{media}, application/problem+json;q=0.9"
+
+
+def _raw_type(dtype: Optional[str]) -> str:
+    return _RAW if dtype is None else f"{_RAW}; dtype={dtype}"
+
+
 def _decode(content_type: Optional[str], raw: bytes) -> Any:
     if not raw:
         return None
-    text = raw.decode("utf-8", "replace")
     media = (content_type or "").split(";")[0].strip().lower()
+    if media in (_RAW, _SAFETENSORS):
+        return raw
+    text = raw.decode("utf-8", "replace")
     if media == "application/json" or media.endswith("+json"):
         try:
             return json.loads(text)

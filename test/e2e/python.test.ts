@@ -1,6 +1,7 @@
 // Runs the dependency-free Python client (examples/python) against wrangler dev: the tour of every
-// operation, the linear-regression fit (with numpy when importable, and in plain Python), and the
-// client's error for a problem+json answer.
+// operation, the linear-regression fit (with numpy when importable, and in plain Python), the
+// binary wire (raw float32 and safetensors, standard library only; with torch when a Python has it),
+// and the client's error for a problem+json answer.
 
 import { join } from 'node:path';
 import { describe, expect, test, type TestContext } from 'vitest';
@@ -14,6 +15,13 @@ const python = (ctx: TestContext) =>
 
 /** Runs a Python snippet or script isolated (-I: no user site, no PYTHON* variables) and writing no bytecode (-B). */
 const py = (exe: string, args: string[]) => run(exe, ['-I', '-B', ...args], { timeoutMs: 120_000 });
+
+/** A Python that imports torch (Debian's python3-torch is for /usr/bin/python3), or undefined. */
+async function torchPython(): Promise<string | undefined> {
+  const candidates = [...new Set([findExecutable('python3'), findExecutable('/usr/bin/python3')].filter((x): x is string => x !== undefined))];
+  for (const exe of candidates) if ((await py(exe, ['-c', 'import torch'])).code === 0) return exe;
+  return undefined;
+}
 
 function finalLoss(stdout: string): number {
   const match = /^final loss: ([0-9.eE+-]+)/m.exec(stdout);
@@ -59,6 +67,31 @@ describe('examples/python', () => {
     const result = await py(exe, [join(EXAMPLES, 'linear_regression.py'), '--base-url', baseUrl(), '--steps', '3', '--threshold', '0.001']);
     expect(result.code, describeRun(result)).toBe(1);
     expect(result.stderr).toContain('FAILED: final loss');
+  });
+
+  test('binary.py: uploads in raw parts, raw float32 steps equal JSON steps, a safetensors checkpoint moves to another optimizer', async (ctx) => {
+    const exe = python(ctx);
+    const result = await py(exe, [join(EXAMPLES, 'binary.py'), '--base-url', baseUrl()]);
+    expect(result.code, describeRun(result)).toBe(0);
+    expect(result.stdout).toContain('raw and JSON steps gave the same bits at every step');
+    expect(result.stdout).toContain('checkpoint PUT into a second optimizer');
+    expect(result.stdout).toContain('binary: all checks passed');
+    expect(result.stdout).not.toContain('FAILED');
+  });
+
+  test('binary.py with torch: to_torch on a server checkpoint trains on in torch exactly as the server does; from_torch PUTs back', async (ctx) => {
+    const exe = await torchPython();
+    if (!exe) {
+      // CI's Debian python3 has no torch (nor numpy): this part runs where python3-torch is installed.
+      const message = 'no python3 imports torch (apt-get install python3-torch); the torch part of binary.py is not checked';
+      console.warn(`[e2e] skipping "${ctx.task.name}": ${message}`);
+      return ctx.skip(message);
+    }
+    const result = await py(exe, [join(EXAMPLES, 'binary.py'), '--base-url', baseUrl(), '--require-torch']);
+    expect(result.code, describeRun(result)).toBe(0);
+    expect(result.stdout).toContain("torch: 5 steps after to_torch equal the server's, bit for bit");
+    expect(result.stdout).toContain("torch: from_torch equals the server's checkpoint, tensor for tensor");
+    expect(result.stdout).toContain('binary: all checks passed');
   });
 
   test('the client raises AdamApiError carrying the problem+json', async (ctx) => {
