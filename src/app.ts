@@ -11,7 +11,7 @@ import { requestLog } from './lib/observability.ts';
 import { MAX_EVALUATION_POINTS } from './schemas/schedule.ts';
 import { BINARY_FORMATS, MEDIA_TYPES } from './wire/media.ts';
 import { OPENAPI_CONFIG, SERVICE_DESCRIPTION } from './lib/openapi.ts';
-import { ProblemError, problemResponse, type ProblemType } from './lib/problem.ts';
+import { ProblemError, headerError, problemResponse, type ProblemType } from './lib/problem.ts';
 import { createRouter } from './lib/router.ts';
 import { activeKernel } from './optim/adam.ts';
 import { TensorSchema } from './schemas/common.ts';
@@ -146,12 +146,13 @@ export function createApp() {
     if (err instanceof ProblemError) return problemResponse(err, path);
     if (err instanceof HTTPException) {
       const type = HTTP_PROBLEMS[err.status] ?? 'internal-error';
-      const detail =
-        err.status === 400
-          ? 'the request body is not valid JSON'
-          : err.status === 415
-            ? `Content-Type ${c.req.header('content-type') ?? '(none)'} is not accepted by ${c.req.method} ${path} (openapi.yaml lists the media types each operation takes)`
-            : err.message || `HTTP ${err.status}`;
+      if (err.status === 415) {
+        // The same shape as the wire layer's 415s: the header named, with its value.
+        const contentType = c.req.header('content-type');
+        const message = `${contentType ?? '(none)'} is not accepted by ${c.req.method} ${path} (openapi.yaml lists the media types each operation takes)`;
+        return problemResponse(new ProblemError(415, type, `Content-Type: ${message}`, [headerError('Content-Type', message, contentType)]), path);
+      }
+      const detail = err.status === 400 ? 'the request body is not valid JSON' : err.message || `HTTP ${err.status}`;
       return problemResponse(new ProblemError(err.status, type, detail), path);
     }
     console.error('unhandled error', err);

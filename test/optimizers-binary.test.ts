@@ -272,6 +272,37 @@ describe('safetensors checkpoints', () => {
   });
 });
 
+describe('tensor order of files', () => {
+  it('follows __metadata__.layout when a writer sorted the tensors by name; GET state writes it, with next_lr', async () => {
+    // Data in alphabetical order (as safetensors' own writers store it), the model's order in the metadata.
+    const t = (name: string, values: number[]) => ({ name, dtype: 'F32' as Dt, shape: [values.length], data: f32(values) });
+    const hp = JSON.stringify(ADAM_DEFAULTS);
+    const sorted = [t('exp_avg/a', [0, 0]), t('exp_avg/z', [0]), t('exp_avg_sq/a', [0, 0]), t('exp_avg_sq/z', [0]), t('params/a', [1, 2]), t('params/z', [3])];
+    const opt = await createOptimizer({ params: [0] });
+    const put = await binary(opt, 'PUT', '/state', writeSafetensors(sorted, { step: '0', hyperparams: hp, schedule: 'null', layout: '["z", "a"]' }), { 'content-type': ST });
+    expect(put.status, JSON.stringify(put.body)).toBe(200);
+    expect(put.body.layout.map((l: { name: string }) => l.name)).toEqual(['z', 'a']);
+    expect(decodeValues({ name: '', dtype: 'F32', shape: [3], data: (await binary(opt, 'GET', '/params', undefined, { accept: RAW })).bytes })).toEqual([3, 1, 2]);
+    const ckpt = readSafetensors((await binary(opt, 'GET', '/state', undefined, { accept: ST })).bytes);
+    expect(JSON.parse(ckpt.metadata!.layout!)).toEqual(['z', 'a']);
+    expect(JSON.parse(ckpt.metadata!.next_lr!)).toBe(ADAM_DEFAULTS.lr);
+    for (const layout of ['["z"]', '["z", "a", "a"]', '["z", "b"]', '{"z": 1}']) {
+      const bad = await binary(opt, 'PUT', '/state', writeSafetensors(sorted, { step: '0', hyperparams: hp, schedule: 'null', layout }), { 'content-type': ST });
+      expectProblem(bad, 422, '__metadata__.layout');
+    }
+    // A create from a file honours it too.
+    const created = await callBytes('POST', '/v1/optimizers', writeSafetensors([t('a', [1, 2]), t('z', [3])], { layout: '["z", "a"]' }), { 'content-type': ST });
+    expect(created.body.layout.map((l: { name: string }) => l.name)).toEqual(['z', 'a']);
+  });
+
+  it('a route-level 415 names Content-Type like every other', async () => {
+    const opt = await createOptimizer({ params: [1] });
+    const res = await binary(opt, 'PATCH', '', new Uint8Array(4), { 'content-type': RAW });
+    expectProblem(res, 415, 'Content-Type');
+    expect(res.body.errors[0].value).toBe(RAW);
+  });
+});
+
 describe('large optimizers over the binary wire', () => {
   it('a 2.5M-element optimizer: uploaded in parts, stepped, journalled across chunks, reloaded exactly, checkpointed both ways', async () => {
     const n = 2_500_000; // float32: 10 MB per tensor, ten 1 MiB checkpoint chunks per slot

@@ -92,8 +92,8 @@ def to_torch(checkpoint, model, optimizer_cls=None, lr=None):
     returns a torch optimizer over model.parameters() holding the checkpoint's Adam state.
 
     optimizer_cls defaults to AdamW when the checkpoint's decoupled_weight_decay is true, Adam otherwise.
-    lr is needed when the checkpoint follows a schedule: pass the rate of the next step (adam-api's
-    next_lr), and attach a torch LR scheduler yourself if training goes on in torch.
+    With a schedule the optimizer starts at the checkpoint's next_lr (or `lr` when given); attach a
+    torch LR scheduler yourself if training goes on in torch.
     """
     if isinstance(checkpoint, (str, os.PathLike)):
         tensors, meta = load_file(checkpoint)
@@ -102,8 +102,10 @@ def to_torch(checkpoint, model, optimizer_cls=None, lr=None):
     hp = {**_HYPERPARAMS, **json.loads(meta["hyperparams"])}
     schedule = json.loads(meta.get("schedule", "null"))
     if schedule is not None and lr is None:
-        raise ValueError(f"the checkpoint follows a {schedule.get('type')} schedule, which torch cannot take from it: "
-                         "pass lr= (next_lr of GET /v1/optimizers/{id})")
+        lr = json.loads(meta.get("next_lr", "null"))  # adam-api's checkpoints say the next step's rate
+        if lr is None:
+            raise ValueError(f"the checkpoint follows a {schedule.get('type')} schedule and does not say the next rate: "
+                             "pass lr= (next_lr of GET /v1/optimizers/{id})")
     named = dict(model.named_parameters())
     sent = {k.split("/", 1)[1] for k in tensors if k.startswith("params/")}
     if sent != set(named):
@@ -175,7 +177,9 @@ def from_torch(model, optimizer, schedule=None):
                    "decoupled_weight_decay": isinstance(optimizer, torch.optim.AdamW),
                    "amsgrad": amsgrad, "maximize": bool(group["maximize"])}
     metadata = {"step": str(int(step)), "dtype": str(next(iter(dtypes))).replace("torch.", ""),
-                "hyperparams": json.dumps(hyperparams), "schedule": json.dumps(schedule)}
+                "hyperparams": json.dumps(hyperparams), "schedule": json.dumps(schedule),
+                # The storage order adam-api gives the tensors (raw bodies follow it): model.parameters().
+                "layout": json.dumps([name for name, _ in named])}
     # Our writer, not safetensors': the order of params/… in the data becomes the optimizer's raw
     # element order (its layout), which should be model.parameters() order, not alphabetical.
     return _write(tensors, metadata)

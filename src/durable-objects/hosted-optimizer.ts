@@ -20,7 +20,7 @@ import { CheckpointOptionsSchema } from '../schemas/optimizer.ts';
 import { layoutOfNamed, leafIndex, namedLeaves, type NamedLeaf } from '../tensors/names.ts';
 import { layoutSize, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
 import { WIRE_DTYPES, firstNonFiniteIn, wireDtypeOf, type WireDtype } from '../wire/dtypes.ts';
-import { WireError, type TensorEntry } from '../wire/safetensors.ts';
+import { WireError, inLayoutOrder, type TensorEntry } from '../wire/safetensors.ts';
 import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Placement } from './decode.ts';
 import { Mutex } from './mutex.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
@@ -488,7 +488,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         bySlot.get(slot)!.set(cut < 0 ? '' : e.name.slice(cut + 1), e);
         return { slot, leaf: cut < 0 ? '' : e.name.slice(cut + 1) };
       });
-      const params = [...bySlot.get('params')!].map(([name, e]) => ({ name, shape: e.shape, dtype: e.dtype }));
+      const params = inLayoutOrder([...bySlot.get('params')!].map(([name, e]) => ({ name, shape: e.shape, dtype: e.dtype })), options.layout);
       if (params.length === 0) throw new WireError(422, ['safetensors', 'params'], 'no params/<name> tensors: a checkpoint holds the parameters');
       const dtype = options.dtype ?? (params.some((t) => t.dtype === 'F64') ? 'float64' : 'float32');
       // The same names and shapes keep the current layout (and its nesting); otherwise the file's.
@@ -787,6 +787,7 @@ function checkpointOptions(metadata: Record<string, string> | null) {
     hyperparams: json('hyperparams'),
     schedule: json('schedule'),
     scheduler_state: json('scheduler_state'),
+    layout: json('layout'),
   });
   if (!parsed.success) {
     throw validationProblem(zodFieldErrors(parsed.error, undefined).map((e) => ({ ...e, field: `__metadata__.${e.field}`, pointer: undefined })));

@@ -275,6 +275,7 @@ export const CheckpointOptionsSchema = z
     hyperparams: AdamHyperparamsSchema,
     schedule: z.union([ScheduleSpecSchema, z.null()]),
     scheduler_state: PlateauStateSchema.optional(),
+    layout: z.array(z.string()).optional(),
   })
   .strict();
 

@@ -196,3 +196,18 @@ export function encodeHeader(tensors: readonly EntrySpec[], metadata: Record<str
   header.set(json, 8);
   return { header, dataLength: offset };
 }
+
+/**
+ * Tensors in the order `__metadata__.layout` lists their names (the storage order, which raw bodies
+ * follow); without it, the order of their data (writers that sort names would otherwise reorder).
+ */
+export function inLayoutOrder<T extends { name: string }>(tensors: T[], order: string[] | undefined): T[] {
+  if (order === undefined) return tensors;
+  const byName = new Map(tensors.map((t) => [t.name, t]));
+  const sorted = order.map((name) => byName.get(name));
+  if (order.length !== tensors.length || new Set(order).size !== order.length || sorted.some((t) => t === undefined)) {
+    throw new WireError(422, ['__metadata__', 'layout'], 'must list each tensor name of the file once (the order of raw bodies)');
+  }
+  return sorted as T[];
+}
+

@@ -119,6 +119,9 @@ export function checkpointResponse(snapshot: SnapshotOut, headers: Record<string
     hyperparams: JSON.stringify(info.hyperparams),
     schedule: JSON.stringify(info.schedule),
     scheduler_state: JSON.stringify(snapshot.schedulerState),
+    // Informative: the rate the next step applies, and the storage order of the tensors (raw bodies follow it).
+    next_lr: JSON.stringify(info.next_lr),
+    layout: JSON.stringify(leaves.map((l) => l.name)),
     id: info.id,
     created_at: info.created_at,
     updated_at: info.updated_at,

@@ -22,7 +22,7 @@ import { layoutOfNamed } from '../../tensors/names.ts';
 import { layoutFromShapes, layoutSize, type TensorLayout } from '../../tensors/tree.ts';
 import { WIRE_DTYPES, elementSink, firstNonFiniteIn, fitsInto, type WireDtype } from '../../wire/dtypes.ts';
 import { acceptFormat, bodyFormat, type Format } from '../../wire/media.ts';
-import { WireError } from '../../wire/safetensors.ts';
+import { WireError, inLayoutOrder } from '../../wire/safetensors.ts';
 import { readHeader } from '../step/step.safetensors.ts';
 import { checkpointResponse, infoJson, jsonResponse, paramsResponse, snapshotJsonStream, stepResponse } from './optimizers.encode.ts';
 import { newToken, sha256Hex, stubFor, tokenHash, unwrap } from './optimizers.stub.ts';
@@ -78,7 +78,11 @@ function createOptions(query: CreateQuery, metadata: Record<string, string> | nu
   const schedule = scheduleFromMetadata(json('schedule'));
   const parsedDtype = dtype === undefined ? undefined : DtypeSchema.safeParse(dtype);
   if (parsedDtype && !parsedDtype.success) throw validationProblem([fieldError(['dtype'], 'must be "float32" or "float64"', dtype)]);
-  return { hyperparams: hyperparams.data, schedule, dtype: parsedDtype?.data };
+  const layout = json('layout');
+  if (layout !== undefined && !(Array.isArray(layout) && layout.every((n) => typeof n === 'string'))) {
+    throw validationProblem([fieldError(['__metadata__', 'layout'], 'must be a JSON array of the tensor names, in storage order')]);
+  }
+  return { hyperparams: hyperparams.data, schedule, dtype: parsedDtype?.data, layout: layout as string[] | undefined };
 }
 
 function scheduleFromMetadata(value: unknown) {
@@ -113,13 +117,14 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
       const { entries, metadata, dataStart } = readHeader(bytes);
       const options = createOptions(c.req.valid('query'), metadata);
       const dtype: Dtype = options.dtype ?? (entries.some((e) => e.dtype === 'F64') ? 'float64' : 'float32');
-      const layout = layoutOfNamed(entries.map((e) => ({ name: e.name, shape: e.shape })));
+      const ordered = inLayoutOrder(entries, options.layout);
+      const layout = layoutOfNamed(ordered.map((e) => ({ name: e.name, shape: e.shape })));
       const size = layoutSize(layout);
       const most = maxHostedElements(limits, dtype);
       if (size > most) throw new WireError(413, ['safetensors'], `${size} ${dtype} elements are more than one optimizer holds (${most})`);
       const params = dtype === 'float32' ? new Float32Array(size) : new Float64Array(size);
       let offset = 0;
-      for (const e of entries) {
+      for (const e of ordered) {
         const count = (e.end - e.start) / WIRE_DTYPES[e.dtype].bytes;
         if (!fitsInto(e.dtype, dtype)) throw new WireError(422, ['safetensors', e.name, 'dtype'], `dtype ${e.dtype} does not fit a ${dtype} optimizer (it would round)`, e.dtype);
         elementSink(e.dtype, params, offset, count).write(bytes.subarray(dataStart + e.start, dataStart + e.end));
