@@ -7,7 +7,7 @@
 import { DurableObject } from 'cloudflare:workers';
 import { BEARER_CHALLENGE } from '../lib/auth.ts';
 import { initialSchedulerState, learningRate, reportMetric, scheduleOverflow } from '../lib/learning-rate.ts';
-import { maxHostedElements, readLimits } from '../lib/config.ts';
+import { HOSTED_ARRAYS, maxHostedElements, readLimits } from '../lib/config.ts';
 import { ProblemError, fieldError, headerError, validationProblem } from '../lib/problem.ts';
 import { alignTo, tensorProblem } from '../lib/tensor-input.ts';
 import { zodFieldErrors } from '../lib/validation.ts';
@@ -58,7 +58,7 @@ export const SNAPSHOT_READ_TIMEOUT_MS = 120_000;
  * Bytes of kernel memory a hosted state of `size` elements takes: params, m, v, v_max and the
  * gradient buffer, whatever the hyperparameters (so switching amsgrad on never needs more).
  */
-export const hostedMemoryBytes = (dtype: Dtype, size: number) => 5 * size * (dtype === 'float32' ? 4 : 8);
+export const hostedMemoryBytes = (dtype: Dtype, size: number) => HOSTED_ARRAYS * size * (dtype === 'float32' ? 4 : 8);
 
 /** The state version sent as ETag: changes with every mutation and is never reused. */
 export const etagOf = (meta: { step: number; revision: number }) => `"s${meta.step}-r${meta.revision}"`;
