@@ -138,7 +138,7 @@ const echoWorker :Workerd.Worker = (
 const live = new Set<() => void>();
 let hooked = false;
 
-/** Kills every started workerd on exit and on SIGINT/SIGTERM (then exits 130/143). */
+/** Kills every started workerd (and removes its directory) on exit and on SIGINT/SIGTERM (then exits 130/143). */
 function hookExit(): void {
   if (hooked) return;
   hooked = true;
@@ -168,8 +168,10 @@ async function waitReady(url: string, child: ChildProcess, log: () => string): P
 /** Builds the bundle and serves it (and the echo worker) under workerd on loopback. */
 export async function startWorkerd(options: StartOptions = {}): Promise<WorkerdServer> {
   const log = options.log ?? (() => {});
+  hookExit();
   const dir = mkdtempSync(join(tmpdir(), 'adam-workerd-'));
   const cleanupDir = () => rmSync(dir, { recursive: true, force: true });
+  live.add(cleanupDir);
   try {
     log('building the bundle (wrangler deploy --dry-run)');
     execFileSync(process.execPath, [WRANGLER, 'deploy', '--dry-run', '--outdir', join(dir, 'bundle')], {
@@ -197,12 +199,13 @@ export async function startWorkerd(options: StartOptions = {}): Promise<WorkerdS
     child.stdout!.on('data', keep);
     child.stderr!.on('data', keep);
     const pid = child.pid!;
+    // On exit or a signal: kill the group and remove the directory (synchronously: the process is ending).
     const kill = () => {
       try {
         process.kill(-pid, 'SIGKILL');
       } catch {}
+      cleanupDir();
     };
-    hookExit();
     live.add(kill);
     let stopped = false;
     const stop = async () => {
@@ -218,6 +221,7 @@ export async function startWorkerd(options: StartOptions = {}): Promise<WorkerdS
         clearTimeout(timer);
       }
       live.delete(kill);
+      live.delete(cleanupDir);
       cleanupDir();
     };
     const url = `http://127.0.0.1:${ports.main}`;
@@ -229,6 +233,7 @@ export async function startWorkerd(options: StartOptions = {}): Promise<WorkerdS
     }
     return { url, echoUrl: `http://127.0.0.1:${ports.echo}`, version, pid, vars, stop };
   } catch (e) {
+    live.delete(cleanupDir);
     cleanupDir();
     throw e;
   }
