@@ -656,6 +656,7 @@ const section = [
   `- Optimizer: one per size, created by \`shapes\` (\`{"w": [n]}\`) and filled by raw \`PUT …/params\` uploads; every step sends the same gradient. ` +
     'Raw: `application/octet-stream`, n little-endian float32. Safetensors: one F32 tensor `w`. JSON: `{"grads": {"w": [...]}}` with each float32 printed shortest as a double (as `tensor.tolist()` and `json.dumps` send it). ' +
     'The answer is in the request\'s format (`Accept` = the body\'s type).',
+  '- Noise: other jobs share the 2 CPUs; between runs an hour apart on this machine the same p50 moved by up to 2× (e.g. the 1e6 JSON step), so compare ratios within one run, and read p99 as the tail of a busy machine.',
   '- **Echo floor**: a second worker in the same workerd process, on its own socket, reads the same request body whole and answers as many bytes as the step\'s answer had ' +
     '(a few bytes with `return=none`, the params otherwise): HTTP, the runtime and the client, without the Worker → Durable Object hop, decoding, the step and storage.',
   '',
