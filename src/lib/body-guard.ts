@@ -160,9 +160,14 @@ export function bodyGuard(maxValues: (c: Context<AppEnv>) => number): Middleware
       throw new ProblemError(415, 'unsupported-media-type', `charset ${charset} is not supported: JSON bodies are UTF-8`);
     }
     const limit = maxValues(c);
-    // Hono caches the bytes; the JSON validator then parses them without reading the stream again.
-    const scan = scanJson(new Uint8Array(await c.req.arrayBuffer()), { maxValues: limit });
-    if (scan.ok) return next();
+    const bytes = new Uint8Array(await c.req.arrayBuffer());
+    const scan = scanJson(bytes, { maxValues: limit });
+    if (scan.ok) {
+      // Decoded once, here: Hono's json() reads the text, which it would otherwise get by building a
+      // Response from the cached bytes for the validator and again for every handler that reads it.
+      (c.req.bodyCache as Record<string, unknown>).text = Promise.resolve(new TextDecoder().decode(bytes));
+      return next();
+    }
     if (scan.kind === 'values') {
       throw new ProblemError(413, 'payload-too-large', `the body holds more than ${limit} JSON values (object keys included), the most this route accepts`, undefined, {
         limit,

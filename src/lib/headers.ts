@@ -10,7 +10,7 @@
 //   `OPTIONS` is answered 204. No cookies are used (hosted optimizers take a bearer token), so
 //   credentials are never allowed.
 
-import type { MiddlewareHandler } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import type { AppEnv } from './router.ts';
 
 export const SVG_CSP = "default-src 'none'";
@@ -23,15 +23,17 @@ export const CORS_ALLOW_METHODS = 'GET, POST, PUT, PATCH, DELETE';
 /** How long a browser may cache a preflight answer, in seconds. */
 export const CORS_MAX_AGE = '600';
 
-/** `c.res` with its headers changed; a response whose headers are immutable (relayed from a Durable Object) is copied first. */
-function setHeaders(res: Response, headers: Record<string, string>): Response {
+/**
+ * Sets headers on the answer in place; only a response whose headers are immutable is copied (and
+ * then replaces `c.res`). Assigning `c.res` otherwise would make Hono build another Response.
+ */
+export function setHeaders(c: Context<AppEnv>, headers: Record<string, string>): void {
   try {
-    for (const [k, v] of Object.entries(headers)) res.headers.set(k, v);
-    return res;
+    for (const [k, v] of Object.entries(headers)) c.res.headers.set(k, v);
   } catch {
-    const copy = new Response(res.body, res);
+    const copy = new Response(c.res.body, c.res);
     for (const [k, v] of Object.entries(headers)) copy.headers.set(k, v);
-    return copy;
+    c.res = copy;
   }
 }
 
@@ -46,7 +48,7 @@ function vary(res: Response, names: string[]): Record<string, string> {
 export const securityHeaders: MiddlewareHandler<AppEnv> = async (c, next) => {
   await next();
   const svg = (c.res.headers.get('content-type') ?? '').toLowerCase().startsWith('image/svg+xml');
-  c.res = setHeaders(c.res, { 'x-content-type-options': 'nosniff', ...(svg ? { 'content-security-policy': SVG_CSP } : {}) });
+  setHeaders(c, { 'x-content-type-options': 'nosniff', ...(svg ? { 'content-security-policy': SVG_CSP } : {}) });
 };
 
 /** The allowed origins of a `CORS_ORIGINS` value: a set of exact origins, `*`, or none. */
@@ -84,7 +86,7 @@ export const cors: MiddlewareHandler<AppEnv> = async (c, next) => {
   await next();
   // With a list of origins the answer depends on Origin (a cache must not reuse it across origins);
   // an unlisted origin gets no CORS headers, so the browser withholds the response from its page.
-  c.res = setHeaders(c.res, {
+  setHeaders(c, {
     ...(permitted ? { ...allowOrigin, 'access-control-expose-headers': CORS_EXPOSE_HEADERS } : {}),
     ...(any ? {} : vary(c.res, ['Origin'])),
   });

@@ -12,6 +12,7 @@
 
 import type { Context, MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
+import { setHeaders } from './headers.ts';
 import type { AppEnv } from './router.ts';
 
 export type Phase = 'decode' | 'kernel' | 'storage' | 'encode';
@@ -92,12 +93,7 @@ export const requestLog: MiddlewareHandler<AppEnv> = async (c, next) => {
   c.set('timing', t);
   await next();
   const end = performance.now();
-  try {
-    c.res.headers.set('server-timing', t.header(end));
-  } catch {
-    c.res = new Response(c.res.body, c.res); // immutable headers (a relayed response): copy, then set
-    c.res.headers.set('server-timing', t.header(end));
-  }
+  setHeaders(c, { 'server-timing': t.header(end) });
   const optimizer = OPTIMIZER_PATH.exec(c.req.path)?.[1];
   console.log(
     JSON.stringify({
