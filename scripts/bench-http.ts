@@ -206,6 +206,8 @@ interface SizeResult {
   floor: Partial<Record<`${Format} ${Variant}`, Stat>>;
   getParams: Stat;
   getFloor: Stat;
+  /** The raw gradient echoed after a Durable Object stored it in SQLite (the floor of a stored step). */
+  durableFloor: Stat;
   /** Why JSON was not measured at this size, with the server's answer. */
   jsonNa: string | null;
 }
@@ -268,14 +270,25 @@ async function benchSize(base: string, echo: string, vars: Record<string, string
   }
   const getParams = new Cell(() => call(`${base}/v1/optimizers/${id}/params`, { headers: { ...auth, accept: MEDIA.raw } }));
   const getFloor = new Cell(() => call(`${echo}/?bytes=${4 * n}`));
+  const durableFloor = new Cell(() => call(`${echo}/?durable=1&bytes=0`, { method: 'POST', body: raw }));
 
   // Floors after their steps: a floor answers as many bytes as its step's warm-up answer had.
-  const cells = [...[...steps.keys()].flatMap((k) => [steps.get(k)!, floors.get(k)!]), getParams, getFloor];
+  const cells = [...[...steps.keys()].flatMap((k) => [steps.get(k)!, floors.get(k)!]), getParams, getFloor, durableFloor];
   for (let r = 0; r < ROUNDS; r++) await round(cells);
   const rawParams = steps.get('raw params')!;
   if (rawParams.answerBytes !== 4 * n) throw new Error(`a raw step answer had ${rawParams.answerBytes} bytes, expected ${4 * n}`);
   if (getParams.answerBytes !== 4 * n) throw new Error(`GET params answered ${getParams.answerBytes} bytes, expected ${4 * n}`);
-  const result: SizeResult = { n, requestBytes, answerBytes: {}, step: {}, floor: {}, getParams: stat(getParams.samples), getFloor: stat(getFloor.samples), jsonNa };
+  const result: SizeResult = {
+    n,
+    requestBytes,
+    answerBytes: {},
+    step: {},
+    floor: {},
+    getParams: stat(getParams.samples),
+    getFloor: stat(getFloor.samples),
+    durableFloor: stat(durableFloor.samples),
+    jsonNa,
+  };
   for (const [key, step] of steps) {
     const k = key as `${Format} ${Variant}`;
     result.step[k] = stat(step.samples);
@@ -580,6 +593,16 @@ const getTable = [
   }),
 ];
 
+const durableTable = [
+  '| elements | raw step, `return=none` | echo floor | durable echo floor | step ÷ echo | step ÷ durable echo |',
+  '|---:|---:|---:|---:|---:|---:|',
+  ...results.map((r) => {
+    const s = r.step['raw none']!;
+    const e = r.floor['raw none']!;
+    return `| ${sizeLabel(r.n)} | ${cellText(s)} | ${cellText(e)} | ${cellText(r.durableFloor)} | ${ratio(s.p50 / e.p50)} | ${ratio(s.p50 / r.durableFloor.p50)} |`;
+  }),
+];
+
 const m = at(1e6);
 const BINARY = ['raw', 'safetensors'] as const;
 const VARIANT_NAME: Record<Variant, string> = { none: '`return=none`', params: 'params returned' };
@@ -677,6 +700,14 @@ const section = [
   'Milliseconds; the floor is a GET of as many bytes from the echo worker; step ÷ GET compares p50s.',
   '',
   ...getTable,
+  '',
+  '### The floor of a stored step',
+  '',
+  'A hosted step is acknowledged only once it is stored (journalled gradient and a share of the state, one SQLite transaction), so the bare echo is not its floor: ' +
+    'here the echo worker first hands the raw gradient to a Durable Object that writes it into its SQLite storage (1 MiB rows, one transaction) and answers nothing. ' +
+    'Milliseconds, p50 / p99.',
+  '',
+  ...durableTable,
   '',
   '### Targets at 1e6 elements (p50, this run)',
   '',

@@ -10,7 +10,7 @@
 // on exit and on SIGINT/SIGTERM; its temporary directory (bundle, config, storage) is removed.
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,12 +23,32 @@ const QUIET = { CLOUDFLARE_CF_FETCH_ENABLED: 'false', WRANGLER_SEND_METRICS: 'fa
 /**
  * The echo worker: reads a POST's body whole and answers with it, or with `?bytes=N` zero bytes
  * instead (N = 0 for a step's `?return=none`, or the size of a step's answer); a GET answers
- * `?bytes=N` zero bytes.
+ * `?bytes=N` zero bytes. With `?durable=1` the body first goes to a Durable Object that writes it
+ * into its SQLite storage (1 MiB rows, one transaction, rewriting the same rows each time) before
+ * the answer leaves: the floor of any step that is stored before it is acknowledged.
  */
-const ECHO_WORKER = `export default {
-  async fetch(req) {
-    const bytes = new URL(req.url).searchParams.get('bytes');
+const ECHO_WORKER = `import { DurableObject } from 'cloudflare:workers';
+export class DurableEcho extends DurableObject {
+  constructor(ctx, env) {
+    super(ctx, env);
+    ctx.storage.sql.exec('CREATE TABLE IF NOT EXISTS rows (i INTEGER PRIMARY KEY, b BLOB NOT NULL)');
+  }
+  store(bytes) {
+    const view = new Uint8Array(bytes);
+    this.ctx.storage.transactionSync(() => {
+      for (let i = 0, off = 0; off < view.length; i++, off += 1 << 20) {
+        this.ctx.storage.sql.exec('INSERT OR REPLACE INTO rows (i, b) VALUES (?, ?)', i, view.subarray(off, Math.min(view.length, off + (1 << 20))));
+      }
+    });
+    return view.length;
+  }
+}
+export default {
+  async fetch(req, env) {
+    const url = new URL(req.url);
+    const bytes = url.searchParams.get('bytes');
     const body = req.body ? await req.arrayBuffer() : null;
+    if (body && url.searchParams.get('durable') === '1') await env.ECHO.getByName('floor').store(body);
     return new Response(bytes === null ? body : new Uint8Array(Number(bytes)));
   },
 };
@@ -131,6 +151,9 @@ const mainWorker :Workerd.Worker = (
 const echoWorker :Workerd.Worker = (
   modules = [(name = "echo.js", esModule = embed "echo.js")],
   compatibilityDate = ${capnpString(config.compatibility_date ?? '2026-11-01')},
+  bindings = [(name = "ECHO", durableObjectNamespace = "DurableEcho")],
+  durableObjectNamespaces = [(className = "DurableEcho", uniqueKey = "adam-api-bench-DurableEcho", enableSql = true)],
+  durableObjectStorage = (localDisk = "disk"),
 );
 `;
 }
@@ -191,13 +214,19 @@ export async function startWorkerd(options: StartOptions = {}): Promise<WorkerdS
     const version = execFileSync(WORKERD, ['--version'], { encoding: 'utf8' }).trim();
 
     log(`starting ${version} on 127.0.0.1:${ports.main} (echo on ${ports.echo})`);
-    const child = spawn(WORKERD, ['serve', join(dir, 'config.capnp'), '--experimental'], { cwd: dir, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    const keep = (chunk: Buffer) => {
-      output = (output + chunk.toString()).slice(-20_000);
+    // Output to a file, not a pipe: the Worker logs a line per request, and a pipe nobody drains
+    // (the benchmark blocks its event loop while wrk runs) fills up and stalls workerd.
+    const logFile = join(dir, 'workerd.log');
+    const logFd = openSync(logFile, 'a');
+    const child = spawn(WORKERD, ['serve', join(dir, 'config.capnp'), '--experimental'], { cwd: dir, detached: true, stdio: ['ignore', logFd, logFd] });
+    closeSync(logFd);
+    const outputTail = () => {
+      try {
+        return readFileSync(logFile, 'utf8').slice(-20_000);
+      } catch {
+        return '';
+      }
     };
-    child.stdout!.on('data', keep);
-    child.stderr!.on('data', keep);
     const pid = child.pid!;
     // On exit or a signal: kill the group and remove the directory (synchronously: the process is ending).
     const kill = () => {
@@ -226,7 +255,7 @@ export async function startWorkerd(options: StartOptions = {}): Promise<WorkerdS
     };
     const url = `http://127.0.0.1:${ports.main}`;
     try {
-      await waitReady(`${url}/healthz`, child, () => output);
+      await waitReady(`${url}/healthz`, child, outputTail);
     } catch (e) {
       await stop();
       throw e;
