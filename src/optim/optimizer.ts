@@ -67,6 +67,8 @@ export interface StepArgs<H extends Hyperparams> {
   hp: H;
   params: FloatArray;
   grads: FloatArray;
+  /** The tensor's shape (params.length elements); most optimizers ignore it, Muon needs 2-D. */
+  shape: readonly number[];
   /** Present slots (same length as params); written in place. */
   slots: Record<string, FloatArray>;
   /** Lazily created slots that do not exist yet: the step initialises them (see SlotDef.initial). */
@@ -86,6 +88,8 @@ export interface OptimizerDef<H extends Hyperparams = Hyperparams> {
   hyperparams: { [K in keyof H]: HyperparamDef };
   /** Cross-field rules torch's constructor enforces (e.g. nesterov needs momentum): a message, or null. */
   check?(hp: H): { field: string; message: string } | null;
+  /** Tensors the optimizer cannot step (e.g. Muon: 2-D only): a message, or null. */
+  checkShape?(shape: readonly number[]): string | null;
   slots: ReadonlyArray<SlotDef<H>>;
   scalars: ReadonlyArray<ScalarDef>;
   stepCounter: StepCounter;
@@ -110,11 +114,23 @@ export function initState<H extends Hyperparams>(def: OptimizerDef<H>, hp: H, dt
   return { step: 0, slots, scalars: Object.fromEntries(def.scalars.map((s) => [s.name, s.initial])) };
 }
 
+/** Arguments of {@link stepInPlace}. */
+export interface StepInPlaceArgs<H extends Hyperparams> {
+  def: OptimizerDef<H>;
+  dtype: Dtype;
+  hp: H;
+  params: FloatArray;
+  grads: FloatArray;
+  shape: readonly number[];
+  state: OptimizerState;
+}
+
 /**
  * One step in place on `state` (slots created lazily are allocated here); returns the state. The
  * caller has checked shapes and finiteness.
  */
-export function stepInPlace<H extends Hyperparams>(def: OptimizerDef<H>, dtype: Dtype, hp: H, params: FloatArray, grads: FloatArray, state: OptimizerState): OptimizerState {
+export function stepInPlace<H extends Hyperparams>(args: StepInPlaceArgs<H>): OptimizerState {
+  const { def, dtype, hp, params, grads, shape, state } = args;
   const fresh = new Set<string>();
   const slots: Record<string, FloatArray> = {};
   for (const slot of def.slots) {
@@ -131,7 +147,7 @@ export function stepInPlace<H extends Hyperparams>(def: OptimizerDef<H>, dtype: 
     }
     slots[slot.name] = a;
   }
-  state.scalars = def.step({ dtype, hp, params, grads, slots, fresh, step: state.step, scalars: state.scalars });
+  state.scalars = def.step({ dtype, hp, params, grads, shape, slots, fresh, step: state.step, scalars: state.scalars });
   state.step = nextStepCount(def.stepCounter, state.step);
   return state;
 }
