@@ -12,7 +12,8 @@ export type FloatArray = Float32Array | Float64Array;
 export type HyperparamDef =
   | {
       type: 'number';
-      default: number;
+      /** torch's default; absent when torch requires the argument (SGD's `lr`). */
+      default?: number;
       /** Inclusive lower bound, or exclusive with `minExclusive`. */
       min?: number;
       minExclusive?: boolean;
@@ -24,6 +25,24 @@ export type HyperparamDef =
   | { type: 'boolean'; default: boolean; description: string };
 
 export type Hyperparams = Record<string, number | boolean>;
+
+/** A number >= 0 (torch's `if not 0.0 <= x: raise ValueError`). */
+export function nonNegative(defaultValue: number | undefined, description: string): HyperparamDef {
+  return { type: 'number', ...(defaultValue === undefined ? {} : { default: defaultValue }), min: 0, description };
+}
+
+/** A decay rate in [0, 1) (torch's betas). */
+export function beta(defaultValue: number, description: string): HyperparamDef {
+  return { type: 'number', default: defaultValue, min: 0, max: 1, maxExclusive: true, description };
+}
+
+/** A flag. */
+export function flag(defaultValue: boolean, description: string): HyperparamDef {
+  return { type: 'boolean', default: defaultValue, description };
+}
+
+/** torch's `maximize`, which every optimizer that has it applies first. */
+export const MAXIMIZE = flag(false, 'Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first.');
 
 /** A state tensor of the parameter's shape, named as torch's `state_dict` names it. */
 export interface SlotDef<H extends Hyperparams> {
