@@ -55,6 +55,8 @@ export interface SlotDef<H extends Hyperparams> {
    * gradient (SGD's `momentum_buffer` is a clone of it): the step then receives it `fresh`.
    */
   initial(hp: H): number | null;
+  /** A second moment, a sum of squares or a max of magnitudes: never negative (a sent state is checked). */
+  nonNegative?: boolean;
 }
 
 /** A scalar state entry (e.g. NAdam's `mu_product`), with its fresh value. */
@@ -112,6 +114,11 @@ export interface OptimizerDef<H extends Hyperparams = Hyperparams> {
   slots: ReadonlyArray<SlotDef<H>>;
   scalars: ReadonlyArray<ScalarDef>;
   stepCounter: StepCounter;
+  /**
+   * Whether the step needs each tensor on its own (Muon orthogonalises a matrix). Elementwise
+   * optimizers step every tensor of a tree in one call, which is the same arithmetic.
+   */
+  perTensor?: boolean;
   /** One step in place on params and slots; returns the new scalars. */
   step(args: StepArgs<H>): Record<string, number>;
 }
@@ -144,19 +151,15 @@ export interface StepInPlaceArgs<H extends Hyperparams> {
   state: OptimizerState;
 }
 
-/**
- * One step in place on `state` (slots created lazily are allocated here); returns the state. The
- * caller has checked shapes and finiteness.
- */
-export function stepInPlace<H extends Hyperparams>(args: StepInPlaceArgs<H>): OptimizerState {
-  const { def, dtype, hp, params, grads, shape, state } = args;
+/** The slots the step works on, allocating missing ones (lazy ones are marked fresh). */
+function prepareSlots<H extends Hyperparams>(def: OptimizerDef<H>, dtype: Dtype, hp: H, n: number, state: OptimizerState) {
   const fresh = new Set<string>();
   const slots: Record<string, FloatArray> = {};
   for (const slot of def.slots) {
     if (!slot.present(hp)) continue;
     let a = state.slots[slot.name] ?? null;
     if (a === null) {
-      a = dtype === 'float32' ? new Float32Array(params.length) : new Float64Array(params.length);
+      a = dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
       const initial = slot.initial(hp);
       // A lazy slot is created by the step itself (from the gradient); an eager one that is
       // missing (e.g. momentum switched on by a PATCH) starts from its initial value.
@@ -166,7 +169,44 @@ export function stepInPlace<H extends Hyperparams>(args: StepInPlaceArgs<H>): Op
     }
     slots[slot.name] = a;
   }
+  return { slots, fresh };
+}
+
+/**
+ * One step in place on `state` (slots created lazily are allocated here); returns the state. The
+ * caller has checked shapes and finiteness.
+ */
+export function stepInPlace<H extends Hyperparams>(args: StepInPlaceArgs<H>): OptimizerState {
+  const { def, dtype, hp, params, grads, shape, state } = args;
+  const { slots, fresh } = prepareSlots(def, dtype, hp, params.length, state);
   state.scalars = def.step({ dtype, hp, params, grads, shape, slots, fresh, step: state.step, scalars: state.scalars });
+  state.step = nextStepCount(def.stepCounter, state.step);
+  return state;
+}
+
+/** One tensor of a flat tree: where its elements are and its shape. */
+export interface TensorSpan {
+  offset: number;
+  size: number;
+  shape: readonly number[];
+}
+
+/**
+ * One step over a tree of tensors flattened into `params`/`grads`/`state`: a single call for an
+ * elementwise optimizer, one call per tensor (on views, with the same step and scalars, as torch
+ * steps each parameter) when the optimizer is `perTensor`.
+ */
+export function stepTensors<H extends Hyperparams>(args: Omit<StepInPlaceArgs<H>, 'shape'> & { tensors: readonly TensorSpan[] }): OptimizerState {
+  const { def, dtype, hp, params, grads, state, tensors } = args;
+  if (!def.perTensor) return stepInPlace({ ...args, shape: [params.length] });
+  const { slots, fresh } = prepareSlots(def, dtype, hp, params.length, state);
+  let scalars = state.scalars;
+  for (const { offset, size, shape } of tensors) {
+    const view = (a: FloatArray) => a.subarray(offset, offset + size);
+    const tensorSlots = Object.fromEntries(Object.entries(slots).map(([k, a]) => [k, view(a)]));
+    scalars = def.step({ dtype, hp, params: view(params), grads: view(grads), shape, slots: tensorSlots, fresh, step: state.step, scalars: state.scalars });
+  }
+  state.scalars = scalars;
   state.step = nextStepCount(def.stepCounter, state.step);
   return state;
 }

@@ -49,8 +49,8 @@ export const adadelta: OptimizerDef<AdadeltaHyperparams> = {
     maximize: MAXIMIZE,
   },
   slots: [
-    { name: 'square_avg', description: 'Running average of the squared gradient (torch `square_avg`).', present: () => true, initial: () => 0 },
-    { name: 'acc_delta', description: 'Running average of the squared delta (torch `acc_delta`).', present: () => true, initial: () => 0 },
+    { name: 'square_avg', description: 'Running average of the squared gradient (torch `square_avg`).', present: () => true, initial: () => 0, nonNegative: true },
+    { name: 'acc_delta', description: 'Running average of the squared delta (torch `acc_delta`).', present: () => true, initial: () => 0, nonNegative: true },
   ],
   scalars: [],
   stepCounter: 'integer',

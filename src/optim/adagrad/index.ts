@@ -52,6 +52,7 @@ export const adagrad: OptimizerDef<AdagradHyperparams> = {
       description: 'Sum of squared gradients (torch `sum`), starting at initial_accumulator_value.',
       present: () => true,
       initial: (hp) => hp.initial_accumulator_value,
+      nonNegative: true,
     },
   ],
   scalars: [],

@@ -53,7 +53,7 @@ export const adamax: OptimizerDef<AdamaxHyperparams> = {
   },
   slots: [
     { name: 'exp_avg', description: 'First moment (torch `exp_avg`).', present: () => true, initial: () => 0 },
-    { name: 'exp_inf', description: 'Exponentially weighted infinity norm (torch `exp_inf`).', present: () => true, initial: () => 0 },
+    { name: 'exp_inf', description: 'Exponentially weighted infinity norm (torch `exp_inf`).', present: () => true, initial: () => 0, nonNegative: true },
   ],
   scalars: [],
   stepCounter: 'float32',

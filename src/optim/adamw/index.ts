@@ -20,12 +20,13 @@ export interface AdamDefHyperparams {
 function adamSlots<H extends AdamDefHyperparams>(): Array<SlotDef<H>> {
   return [
     { name: 'exp_avg', description: 'First moment (torch `exp_avg`), without bias correction.', present: () => true, initial: () => 0 },
-    { name: 'exp_avg_sq', description: 'Second moment (torch `exp_avg_sq`), without bias correction.', present: () => true, initial: () => 0 },
+    { name: 'exp_avg_sq', description: 'Second moment (torch `exp_avg_sq`), without bias correction.', present: () => true, initial: () => 0, nonNegative: true },
     {
       name: 'max_exp_avg_sq',
       description: 'Running max of exp_avg_sq (torch `max_exp_avg_sq`); kept only with amsgrad.',
       present: (hp) => hp.amsgrad,
       initial: () => 0,
+      nonNegative: true,
     },
   ];
 }

@@ -66,7 +66,7 @@ export const nadam: OptimizerDef<NadamHyperparams> = {
   },
   slots: [
     { name: 'exp_avg', description: 'First moment (torch `exp_avg`).', present: () => true, initial: () => 0 },
-    { name: 'exp_avg_sq', description: 'Second moment (torch `exp_avg_sq`).', present: () => true, initial: () => 0 },
+    { name: 'exp_avg_sq', description: 'Second moment (torch `exp_avg_sq`).', present: () => true, initial: () => 0, nonNegative: true },
   ],
   scalars: [
     {

@@ -67,7 +67,7 @@ export const radam: OptimizerDef<RadamHyperparams> = {
   },
   slots: [
     { name: 'exp_avg', description: 'First moment (torch `exp_avg`).', present: () => true, initial: () => 0 },
-    { name: 'exp_avg_sq', description: 'Second moment (torch `exp_avg_sq`).', present: () => true, initial: () => 0 },
+    { name: 'exp_avg_sq', description: 'Second moment (torch `exp_avg_sq`).', present: () => true, initial: () => 0, nonNegative: true },
   ],
   scalars: [],
   stepCounter: 'float32',

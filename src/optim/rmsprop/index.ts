@@ -73,6 +73,7 @@ export const rmsprop: OptimizerDef<RmspropHyperparams> = {
       description: 'Running average of the squared gradient (torch `square_avg`).',
       present: () => true,
       initial: () => 0,
+      nonNegative: true,
     },
     {
       name: 'momentum_buffer',
