@@ -131,7 +131,8 @@ export function familySchemas(def: AnyDef): FamilySchemas {
     def.slots.map((s) => [s.name, TensorTreeSchema.optional().openapi({ description: `${s.description} Same structure as \`params\`.` })]),
   );
   const scalarFields = Object.fromEntries(def.scalars.map((s) => [s.name, z.number().openapi({ description: s.description })]));
-  const stateShape = { step: stepCount, ...slotFields, ...Object.fromEntries(Object.entries(scalarFields).map(([k, v]) => [k, v.optional()])) };
+  // torch's SGD keeps no step: a state_dict of it has none, so the count may be left out (0).
+  const stateShape = { step: def.stepCounter === 'none' ? stepCount.default(0) : stepCount, ...slotFields, ...Object.fromEntries(Object.entries(scalarFields).map(([k, v]) => [k, v.optional()])) };
   const slotRule =
     def.slots.length === 0
       ? ''
