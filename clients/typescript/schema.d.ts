@@ -149,7 +149,7 @@ export interface paths {
         put?: never;
         /**
          * Create a hosted optimizer
-         * @description Stores the params (or, from `shapes`, zeros to be uploaded with PUT .../params) and a fresh Adam state in a new Durable Object. The response carries the id and a bearer token, shown only once: every later call needs `Authorization: Bearer <token>`. One optimizer holds at most MAX_HOSTED_BYTES / 20 float32 or / 40 float64 elements (params, m, v, v_max and a gradient buffer: 4,194,304 / 2,097,152 by default).
+         * @description Stores the params (or, from `shapes`, zeros to be uploaded with PUT .../params) and a fresh Adam state in a new Durable Object. The response carries the id and a bearer token, shown only once: every later call needs `Authorization: Bearer <token>`. One optimizer holds at most MAX_HOSTED_BYTES / 20 float32 or / 40 float64 elements (params, m, v, v_max and a gradient buffer: 4,194,304 / 2,097,152 by default). It deletes itself once `ttl` seconds (default 30 days) pass without a successful call; `expires_at` says when.
          */
         post: operations["createOptimizer"];
         delete?: never;
@@ -174,8 +174,8 @@ export interface paths {
         options?: never;
         head?: never;
         /**
-         * Change hyperparameters or the schedule
-         * @description Merges the given hyperparameters into the stored ones and/or replaces the schedule (null removes it). Unknown fields are rejected.
+         * Change hyperparameters, the schedule or the time-to-live
+         * @description Merges the given hyperparameters into the stored ones, replaces the schedule (null removes it) and/or sets a new `ttl` (the optimizer then expires `ttl` seconds from now, or from its next call). Unknown fields are rejected.
          */
         patch: operations["updateOptimizer"];
         trace?: never;
@@ -1075,6 +1075,13 @@ export interface components {
              * @example 2026-11-26T00:00:00.000Z
              */
             updated_at: string;
+            /** @description Time-to-live in seconds (60..31536000): the optimizer deletes itself, with everything stored for it, once this long has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH). */
+            ttl: number;
+            /**
+             * @description When the optimizer deletes itself unless it is called before: its last successful call plus `ttl`. ISO 8601 (UTC).
+             * @example 2026-11-26T00:00:00.000Z
+             */
+            expires_at: string;
             /** @description Bearer token for every later call. Shown only here; the service stores only its SHA-256 hash. */
             token: string;
         };
@@ -1139,6 +1146,8 @@ export interface components {
             /** @description Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none. */
             schedule?: components["schemas"]["ScheduleSpec"] | null;
             dtype?: components["schemas"]["Dtype"];
+            /** @description Time-to-live in seconds (60..31536000): the optimizer deletes itself, with everything stored for it, once this long has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH). Default: the server's OPTIMIZER_TTL (30 days unless configured). */
+            ttl?: number;
         };
         /** @description Metadata of a hosted optimizer. */
         OptimizerInfo: {
@@ -1168,6 +1177,13 @@ export interface components {
              * @example 2026-11-26T00:00:00.000Z
              */
             updated_at: string;
+            /** @description Time-to-live in seconds (60..31536000): the optimizer deletes itself, with everything stored for it, once this long has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH). */
+            ttl: number;
+            /**
+             * @description When the optimizer deletes itself unless it is called before: its last successful call plus `ttl`. ISO 8601 (UTC).
+             * @example 2026-11-26T00:00:00.000Z
+             */
+            expires_at: string;
         };
         /**
          * @description Changes to a hosted optimizer; unknown fields are rejected.
@@ -1181,6 +1197,8 @@ export interface components {
             hyperparams?: components["schemas"]["AdamHyperparamsPatch"];
             /** @description New schedule (null removes it; omitted: unchanged). A new schedule restarts reduce_on_plateau's state. */
             schedule?: components["schemas"]["ScheduleSpec"] | null;
+            /** @description New time-to-live (omitted: unchanged). Time-to-live in seconds (60..31536000): the optimizer deletes itself, with everything stored for it, once this long has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH). The deadline becomes now plus this. */
+            ttl?: number;
         };
         /** @description Hyperparameters to change; the ones not named keep their current values. */
         AdamHyperparamsPatch: {
@@ -1830,6 +1848,8 @@ export interface operations {
                 maximize?: "true" | "false" | "1" | "0";
                 /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
                 dtype?: "float32" | "float64";
+                /** @description Safetensors bodies only: Time-to-live in seconds (60..31536000): the optimizer deletes itself, with everything stored for it, once this long has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH). */
+                ttl?: number;
             };
             header?: never;
             path?: never;

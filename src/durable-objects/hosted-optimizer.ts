@@ -7,7 +7,7 @@
 import { DurableObject } from 'cloudflare:workers';
 import { BEARER_CHALLENGE } from '../lib/auth.ts';
 import { initialSchedulerState, learningRate, reportMetric, scheduleOverflow } from '../lib/learning-rate.ts';
-import { HOSTED_ARRAYS, maxHostedElements, readLimits } from '../lib/config.ts';
+import { HOSTED_ARRAYS, maxHostedElements, readDefaultTtl, readLimits } from '../lib/config.ts';
 import { ProblemError, fieldError, headerError, validationProblem } from '../lib/problem.ts';
 import { alignTo, tensorProblem } from '../lib/tensor-input.ts';
 import { zodFieldErrors } from '../lib/validation.ts';
@@ -42,7 +42,7 @@ import type {
   Versioned,
 } from './protocol.ts';
 import { overlaps, rangesLength, subtractRange, type Range } from './ranges.ts';
-import { OptimizerStore, chunkElements, slotKeys, type SlotArrays, type StoredMeta } from './store.ts';
+import { OptimizerStore, chunkElements, deadlineOf, slotKeys, type SlotArrays, type StoredMeta } from './store.ts';
 
 /** Most disjoint ranges of params still to upload (each partial upload may split one range). */
 export const MAX_MISSING_RANGES = 10_000;
@@ -123,7 +123,22 @@ export class HostedOptimizer extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#store = new OptimizerStore(ctx.storage);
-    ctx.blockConcurrencyWhile(async () => this.#load());
+    ctx.blockConcurrencyWhile(async () => {
+      this.#load();
+      const loaded = this.#loaded;
+      if (!loaded) return;
+      // The alarm is set at or before the deadline whenever an optimizer exists. Calls push the
+      // deadline later without moving it (an early alarm re-arms itself: see alarm()), so a step
+      // costs no alarm write. Stored before optimizers expired: the default time-to-live from now.
+      // Should a crash have come between storing an optimizer and setting its alarm: set it now.
+      if ((loaded.meta as Partial<StoredMeta>).ttl === undefined) {
+        loaded.meta = { ...loaded.meta, ttl: readDefaultTtl(this.env), touchedAt: Date.now() };
+        this.#store.writeMeta(loaded.meta);
+        await ctx.storage.setAlarm(deadlineOf(loaded.meta));
+      } else if ((await ctx.storage.getAlarm()) === null) {
+        await ctx.storage.setAlarm(deadlineOf(loaded.meta));
+      }
+    });
   }
 
   /**
@@ -205,11 +220,31 @@ export class HostedOptimizer extends DurableObject<Env> {
     return loaded;
   }
 
-  /** Checks the token, then runs `fn` holding the lock (re-checking: the optimizer may be gone by then). */
+  /**
+   * Checks the token, then runs `fn` holding the lock (re-checking: the optimizer may be gone by
+   * then). A call that succeeds pushes the expiry to now plus the time-to-live; a rejected one
+   * changes nothing, not even that.
+   */
   #locked<T>(tokenHash: string | null, fn: (loaded: Loaded) => T | Promise<T>): Promise<Outcome<T>> {
     return outcome(async () => {
       this.#authorized(tokenHash);
-      return this.#mutex.run(() => fn(this.#authorized(tokenHash)));
+      return this.#mutex.run(async () => {
+        const loaded = this.#authorized(tokenHash);
+        const stored = loaded.meta;
+        // Operations build their new metadata from this, so those that write it store the new
+        // deadline with it, and answers (GET metadata) show it.
+        const touched = (loaded.meta = { ...stored, touchedAt: Date.now() });
+        let value: T;
+        try {
+          value = await fn(loaded);
+        } catch (e) {
+          if (this.#loaded === loaded && loaded.meta === touched) loaded.meta = stored;
+          throw e;
+        }
+        // Reads (and replays) wrote nothing: store the deadline alone.
+        if (this.#loaded === loaded && loaded.meta === touched) this.#store.writeMeta(touched);
+        return value;
+      });
     });
   }
 
@@ -226,6 +261,8 @@ export class HostedOptimizer extends DurableObject<Env> {
       missing: meta.missing,
       created_at: meta.createdAt,
       updated_at: meta.updatedAt,
+      ttl: meta.ttl,
+      expires_at: new Date(deadlineOf(meta)).toISOString(),
     };
   }
 
@@ -284,13 +321,14 @@ export class HostedOptimizer extends DurableObject<Env> {
 
   create(args: CreateArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
     return outcome(() =>
-      this.#mutex.run(() => {
+      this.#mutex.run(async () => {
         if (this.#loaded) throw new ProblemError(409, 'conflict', 'this optimizer already exists');
         const { dtype, hyperparams, layout } = args;
         const size = layoutSize(layout);
         const memory = this.#allocate(dtype, size, hyperparams.amsgrad);
         if (args.params) memory.arrays.params.set(args.params);
-        const now = new Date().toISOString();
+        const at = Date.now();
+        const now = new Date(at).toISOString();
         const meta: StoredMeta = {
           version: 2,
           id: this.ctx.id.toString(),
@@ -307,12 +345,15 @@ export class HostedOptimizer extends DurableObject<Env> {
           plateau: initialSchedulerState(args.schedule),
           cursor: 0,
           missing: args.params || size === 0 ? [] : [[0, size]],
+          ttl: args.ttl,
+          touchedAt: at,
         };
         this.#store.transaction(() => {
           this.#store.createTables();
           this.#store.writeCheckpoint(meta, memory.arrays, layout);
         });
         this.#loaded = { meta, layout, ...memory };
+        await this.ctx.storage.setAlarm(deadlineOf(meta));
         return this.#versionedInfo(this.#loaded);
       }),
     );
@@ -408,6 +449,8 @@ export class HostedOptimizer extends DurableObject<Env> {
       const release = await this.#mutex.acquire();
       try {
         const loaded = this.#authorized(tokenHash);
+        loaded.meta = { ...loaded.meta, touchedAt: Date.now() };
+        this.#store.writeMeta(loaded.meta);
         const { meta, layout, arrays } = loaded;
         const slots: SnapshotSlot[] = arrays.vMax ? ['params', 'm', 'v', 'v_max'] : ['params', 'm', 'v'];
         return { etag: etagOf(meta), info: this.#info(meta, layout), schedulerState: meta.plateau, layout, slots, data: lockedByteStream(slotKeys(arrays).map((k) => arrays[k]!), release) };
@@ -624,7 +667,7 @@ export class HostedOptimizer extends DurableObject<Env> {
   }
 
   update(tokenHash: string | null, args: PatchArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
-    return this.#locked(tokenHash, (loaded) => {
+    return this.#locked(tokenHash, async (loaded) => {
       const { meta } = loaded;
       const hyperparams = { ...meta.hyperparams, ...args.hyperparams };
       const schedule = args.schedule === undefined ? meta.schedule : args.schedule;
@@ -636,24 +679,26 @@ export class HostedOptimizer extends DurableObject<Env> {
         plateau: scheduleChanged ? initialSchedulerState(schedule) : meta.plateau,
         revision: meta.revision + 1,
         updatedAt: new Date().toISOString(),
+        ttl: args.ttl ?? meta.ttl,
       };
       if (hyperparams.amsgrad === meta.hyperparams.amsgrad) {
         // Journalled steps carry their own hyperparameters, so only the metadata changes.
         this.#store.transaction(() => this.#store.writeMeta(next));
-        loaded.meta = next;
-        return this.#versionedInfo(loaded);
-      }
-      // amsgrad adds or drops the v_max slot: a full checkpoint. Switching it on starts the running
-      // max from zero (max(0, v) = v at the next step).
-      const arrays = { ...loaded.arrays, vMax: hyperparams.amsgrad ? loaded.vMaxSpace.fill(0) : null };
-      try {
-        this.#store.transaction(() => this.#store.writeCheckpoint(next, arrays, null));
-      } catch (e) {
-        this.#load();
-        throw e;
+      } else {
+        // amsgrad adds or drops the v_max slot: a full checkpoint. Switching it on starts the running
+        // max from zero (max(0, v) = v at the next step).
+        const arrays = { ...loaded.arrays, vMax: hyperparams.amsgrad ? loaded.vMaxSpace.fill(0) : null };
+        try {
+          this.#store.transaction(() => this.#store.writeCheckpoint(next, arrays, null));
+        } catch (e) {
+          this.#load();
+          throw e;
+        }
+        loaded.arrays = arrays;
       }
       loaded.meta = next;
-      loaded.arrays = arrays;
+      // A shorter time-to-live may bring the deadline before the alarm: move it.
+      if (args.ttl !== undefined) await this.ctx.storage.setAlarm(deadlineOf(next));
       return this.#versionedInfo(loaded);
     });
   }
@@ -664,10 +709,32 @@ export class HostedOptimizer extends DurableObject<Env> {
 
   remove(tokenHash: string | null): Promise<Outcome<null>> {
     return this.#locked(tokenHash, async () => {
-      this.#loaded = null;
-      this.#kernel = null; // frees the kernel's memory
-      await this.#store.deleteAll(); // wipes every table (and any alarm) atomically
+      await this.#destroy();
       return null;
+    });
+  }
+
+  /** Deletes everything stored for the optimizer; later calls get 404. Call holding the lock. */
+  async #destroy(): Promise<void> {
+    this.#loaded = null;
+    this.#kernel = null; // frees the kernel's memory
+    await this.#store.deleteAll(); // wipes every table (and the alarm) atomically
+  }
+
+  /**
+   * The expiry alarm. Alarms may fire late, early (a call pushed the deadline since it was set) or
+   * more than once, so it re-checks: before the deadline it re-arms for it; after, the optimizer
+   * is deleted; with no optimizer left it does nothing.
+   */
+  override async alarm(): Promise<void> {
+    await this.#mutex.run(async () => {
+      if (!this.#loaded) return;
+      const deadline = deadlineOf(this.#loaded.meta);
+      if (Date.now() < deadline) {
+        await this.ctx.storage.setAlarm(deadline);
+        return;
+      }
+      await this.#destroy();
     });
   }
 }

@@ -37,6 +37,10 @@ export interface OptimizerInfo {
   missing: number[][];
   created_at: string;
   updated_at: string;
+  /** Time-to-live in seconds. */
+  ttl: number;
+  /** The last successful call plus `ttl` (ISO 8601): the optimizer deletes itself then. */
+  expires_at: string;
 }
 
 /** A value and the state version (ETag) it belongs to. */
@@ -90,6 +94,8 @@ export interface CreateArgs {
   hyperparams: AdamHyperparams;
   schedule: ScheduleSpec | null;
   dtype: Dtype;
+  /** Time-to-live in seconds. */
+  ttl: number;
 }
 
 /** A snapshot to restore, already validated and flattened by the Worker. */
@@ -127,6 +133,7 @@ export interface UploadArgs {
 export interface PatchArgs {
   hyperparams?: Partial<AdamHyperparams> | undefined;
   schedule?: ScheduleSpec | null | undefined;
+  ttl?: number | undefined;
 }
 
 /** The state tensors of a snapshot, in stream order; each is `size` elements in the layout. */

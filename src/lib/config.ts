@@ -40,6 +40,23 @@ export interface LimitVars {
   MAX_BODY_BYTES?: string | number;
   MAX_ELEMENTS?: string | number;
   MAX_HOSTED_BYTES?: string | number;
+  OPTIMIZER_TTL?: string | number;
+}
+
+/**
+ * Time-to-live of a hosted optimizer, in seconds: it deletes itself once this long has passed
+ * since its last successful call. At least a minute (alarms are not meant for finer deadlines),
+ * at most a year; 30 days unless OPTIMIZER_TTL or the optimizer's own `ttl` says otherwise.
+ */
+export const MIN_TTL_SECONDS = 60;
+export const MAX_TTL_SECONDS = 365 * 86_400;
+export const DEFAULT_TTL_SECONDS = 30 * 86_400;
+
+/** The time-to-live given to optimizers created without `ttl` (OPTIMIZER_TTL). */
+export function readDefaultTtl(env: LimitVars | undefined): number {
+  const ttl = positiveInt(env?.OPTIMIZER_TTL, DEFAULT_TTL_SECONDS, 'OPTIMIZER_TTL');
+  if (ttl < MIN_TTL_SECONDS || ttl > MAX_TTL_SECONDS) throw new Error(`OPTIMIZER_TTL must be between ${MIN_TTL_SECONDS} and ${MAX_TTL_SECONDS} seconds, got ${ttl}`);
+  return ttl;
 }
 
 function positiveInt(raw: string | number | undefined, fallback: number, name: string): number {

@@ -5,6 +5,7 @@ import { AdamHyperparamsPatchSchema, AdamHyperparamsSchema, StepCountSchema } fr
 import { DtypeSchema, TensorTreeSchema, requiredTree } from './common.ts';
 import { hyperparamQueryShape, queryBoolean, queryEnum, queryInteger, queryOptionalInteger, queryOptionalNumber, queryText, strictQuery } from './query.ts';
 import { MAX_STEP } from '../optim/adam.ts';
+import { MAX_TTL_SECONDS, MIN_TTL_SECONDS } from '../lib/config.ts';
 import { ScheduleSpecSchema } from './schedule.ts';
 
 export const OptimizerIdParam = z.object({
@@ -30,6 +31,12 @@ export const ShapesSchema = z.unknown().refine((v) => v !== undefined).openapi('
 const nullableSchedule = (description: string) => z.union([ScheduleSpecSchema, z.null()]).openapi({ description });
 const SCHEDULE_FIELD = 'Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none.'
 
+const TTL_RULE =
+  `Time-to-live in seconds (${MIN_TTL_SECONDS}..${MAX_TTL_SECONDS}): the optimizer deletes itself, with everything stored for it, once this long ` +
+  'has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH).';
+
+export const TtlSchema = z.number().int().min(MIN_TTL_SECONDS).max(MAX_TTL_SECONDS);
+
 export const CreateOptimizerSchema = z
   .object({
     params: TensorTreeSchema.optional().openapi({
@@ -44,6 +51,7 @@ export const CreateOptimizerSchema = z
     hyperparams: AdamHyperparamsSchema.prefault({}),
     schedule: nullableSchedule(SCHEDULE_FIELD).optional(),
     dtype: DtypeSchema.default('float32'),
+    ttl: TtlSchema.optional().openapi({ description: `${TTL_RULE} Default: the server's OPTIMIZER_TTL (30 days unless configured).` }),
   })
   .strict()
   .superRefine((body, ctx) => {
@@ -96,6 +104,8 @@ export const OptimizerInfoSchema = z
     upload: UploadStatusSchema,
     created_at: Timestamp,
     updated_at: Timestamp,
+    ttl: z.number().int().openapi({ description: TTL_RULE }),
+    expires_at: Timestamp.openapi({ description: 'When the optimizer deletes itself unless it is called before: its last successful call plus `ttl`. ISO 8601 (UTC).' }),
   })
   .strict()
   .openapi('OptimizerInfo', { description: 'Metadata of a hosted optimizer.' });
@@ -134,8 +144,11 @@ export const HostedStepQuerySchema = strictQuery({
   expected_step: queryOptionalInteger({ min: 0, max: MAX_STEP, description: 'Binary bodies only: apply only at this step (409 otherwise), as in the JSON body.' }),
 });
 
-/** Create's query: hyperparameters and dtype for a safetensors body. */
-export const CreateQuerySchema = strictQuery(hyperparamQueryShape('Safetensors bodies only'));
+/** Create's query: hyperparameters, dtype and time-to-live for a safetensors body. */
+export const CreateQuerySchema = strictQuery({
+  ...hyperparamQueryShape('Safetensors bodies only'),
+  ttl: queryOptionalInteger({ min: MIN_TTL_SECONDS, max: MAX_TTL_SECONDS, description: `Safetensors bodies only: ${TTL_RULE}` }),
+});
 
 export const StepHeadersSchema = AuthHeaderSchema.extend({
   'idempotency-key': z
@@ -231,6 +244,7 @@ export const PatchOptimizerSchema = z
   .object({
     hyperparams: AdamHyperparamsPatchSchema.optional(),
     schedule: nullableSchedule('New schedule (null removes it; omitted: unchanged). A new schedule restarts reduce_on_plateau\'s state.').optional(),
+    ttl: TtlSchema.optional().openapi({ description: `New time-to-live (omitted: unchanged). ${TTL_RULE} The deadline becomes now plus this.` }),
   })
   .strict()
   .openapi('PatchOptimizer', {

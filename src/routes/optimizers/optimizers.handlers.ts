@@ -5,7 +5,7 @@
 import type { RouteHandler } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import type { TensorsIn } from '../../durable-objects/protocol.ts';
-import { MAX_JSON_HOSTED_ELEMENTS, maxHostedElements } from '../../lib/config.ts';
+import { MAX_JSON_HOSTED_ELEMENTS, maxHostedElements, readDefaultTtl } from '../../lib/config.ts';
 import { ProblemError, fieldError, validationProblem } from '../../lib/problem.ts';
 import { timing } from '../../lib/observability.ts';
 import type { AppEnv } from '../../lib/router.ts';
@@ -61,7 +61,7 @@ function createOptions(query: CreateQuery, metadata: Record<string, string> | nu
       throw validationProblem([fieldError(['__metadata__', key], 'must be JSON text', m[key]!.slice(0, 200))]);
     }
   };
-  const { dtype: queryDtype, ...rest } = query;
+  const { dtype: queryDtype, ttl: _ttl, ...rest } = query;
   const fromQuery = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)) as Record<string, number | boolean>;
   let dtype: string | undefined = m.dtype;
   if (queryDtype !== undefined) {
@@ -97,10 +97,12 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
   withTensorProblems(() => acceptFormat(c.req.header('accept'), ['json'], 'json'));
   const limits = c.get('limits');
   let args: { layout: TensorLayout; params: FloatArray | null; hyperparams: AdamHyperparams; schedule: ScheduleSpec | null; dtype: Dtype };
+  let ttl: number | undefined;
   if (format === 'json') {
     const given = Object.keys(c.req.query());
     if (given.length > 0) throw validationProblem(given.map((k) => fieldError([k], 'query parameters configure safetensors bodies; a JSON body carries its hyperparams and dtype itself', c.req.query(k))));
     const body = validJson<CreateOptimizer>(c);
+    ttl = body.ttl;
     const most = Math.min(maxHostedElements(limits, body.dtype), MAX_JSON_HOSTED_ELEMENTS);
     if (body.shapes !== undefined) {
       const layout = withTensorProblems(() => layoutFromShapes(body.shapes, ['shapes'], maxHostedElements(limits, body.dtype)));
@@ -113,6 +115,7 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
   } else {
     // A safetensors file of the params (plain names, as model.state_dict() has them); options in the query or __metadata__.
     const bytes = new Uint8Array(await c.req.arrayBuffer());
+    ttl = c.req.valid('query').ttl;
     args = withTensorProblems(() => {
       const { entries, metadata, dataStart } = readHeader(bytes);
       const options = createOptions(c.req.valid('query'), metadata);
@@ -139,7 +142,7 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
   const ns = c.env.HOSTED_OPTIMIZER;
   const id = ns.newUniqueId();
   const token = newToken();
-  const { etag, value: info } = unwrap(await ns.get(id).create({ tokenHash: await sha256Hex(token), ...args }));
+  const { etag, value: info } = unwrap(await ns.get(id).create({ tokenHash: await sha256Hex(token), ...args, ttl: ttl ?? readDefaultTtl(c.env) }));
   return jsonResponse(201, { ...infoJson(info), token }, { etag, location: `/v1/optimizers/${id.toString()}` });
 };
 
@@ -256,7 +259,7 @@ export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async
 
 export const patchOptimizer: RouteHandler<typeof routes.patchOptimizerRoute, AppEnv> = async (c) => {
   const body = c.req.valid('json');
-  const { etag, value } = unwrap(await stubFor(c, c.req.valid('param').id).update(await tokenHash(c), { hyperparams: body.hyperparams, schedule: body.schedule }));
+  const { etag, value } = unwrap(await stubFor(c, c.req.valid('param').id).update(await tokenHash(c), { hyperparams: body.hyperparams, schedule: body.schedule, ttl: body.ttl }));
   return jsonResponse(200, infoJson(value), { etag });
 };
 

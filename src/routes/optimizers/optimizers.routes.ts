@@ -83,7 +83,8 @@ export const createOptimizerRoute = createRoute({
   description:
     'Stores the params (or, from `shapes`, zeros to be uploaded with PUT .../params) and a fresh Adam state in a new Durable Object. The response ' +
     'carries the id and a bearer token, shown only once: every later call needs `Authorization: Bearer <token>`. One optimizer holds at most ' +
-    'MAX_HOSTED_BYTES / 20 float32 or / 40 float64 elements (params, m, v, v_max and a gradient buffer: 4,194,304 / 2,097,152 by default).',
+    'MAX_HOSTED_BYTES / 20 float32 or / 40 float64 elements (params, m, v, v_max and a gradient buffer: 4,194,304 / 2,097,152 by default). ' +
+    'It deletes itself once `ttl` seconds (default 30 days) pass without a successful call; `expires_at` says when.',
   request: {
     query: CreateQuerySchema,
     body: tensorBody(
@@ -283,8 +284,10 @@ export const patchOptimizerRoute = createRoute({
   tags: TAGS,
   security: SECURITY,
   middleware: [requireBearer, authorizeBeforeParsing] as const,
-  summary: 'Change hyperparameters or the schedule',
-  description: 'Merges the given hyperparameters into the stored ones and/or replaces the schedule (null removes it). Unknown fields are rejected.',
+  summary: 'Change hyperparameters, the schedule or the time-to-live',
+  description:
+    'Merges the given hyperparameters into the stored ones, replaces the schedule (null removes it) and/or sets a new `ttl` (the optimizer then ' +
+    'expires `ttl` seconds from now, or from its next call). Unknown fields are rejected.',
   request: { params: OptimizerIdParam, headers: AuthHeaderSchema, body: jsonBody(PatchOptimizerSchema) },
   responses: {
     200: { description: 'Updated metadata.', headers: ETAG, content: { 'application/json': { schema: OptimizerInfoSchema } } },
