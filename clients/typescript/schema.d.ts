@@ -248,6 +248,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/optimizers/{id}/token": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Replace the bearer token
+         * @description Issues a new token, shown only in this answer, and invalidates the one sent: from now on it is a 401. Nothing else changes (state, ETag, history). Store the new token before discarding the old one's answer: should this answer be lost, neither token opens the optimizer.
+         */
+        post: operations["rotateOptimizerToken"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/optimizers/{id}/history": {
         parameters: {
             query?: never;
@@ -1328,6 +1348,13 @@ export interface components {
             /** @description Ignored. */
             updated_at?: string;
         };
+        /** @description A new bearer token for a hosted optimizer. */
+        OptimizerToken: {
+            /** @description Optimizer id. */
+            id: string;
+            /** @description The new bearer token for every later call; shown only here. The previous token no longer works. */
+            token: string;
+        };
         /** @description Learning rate and loss per step. */
         OptimizerHistory: {
             /** @description Recorded steps, oldest first. */
@@ -1870,6 +1897,8 @@ export interface operations {
                     location?: string;
                     /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
                     etag?: string;
+                    /** @description `no-store`: the answer holds a token. */
+                    "cache-control"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2606,6 +2635,72 @@ export interface operations {
                 };
             };
             /** @description The snapshot does not validate; nothing was changed. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    rotateOptimizerToken: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description `Bearer <token>`, the token returned at creation. */
+                authorization?: string;
+            };
+            path: {
+                /** @description Optimizer id returned at creation (64 hex digits). */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The new token. */
+            200: {
+                headers: {
+                    /** @description `no-store`: the answer holds a token. */
+                    "cache-control"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OptimizerToken"];
+                };
+            };
+            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No optimizer with this id (never created, deleted, or not a valid id). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` does not allow application/json (checked first: the token is unchanged). */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A query parameter was given; this operation takes none. */
             422: {
                 headers: {
                     [name: string]: unknown;

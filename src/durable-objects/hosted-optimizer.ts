@@ -703,6 +703,19 @@ export class HostedOptimizer extends DurableObject<Env> {
     });
   }
 
+  /**
+   * Replaces the token (its hash): the current one stops working at once. Not a state change, so
+   * the ETag stays.
+   */
+  rotateToken(tokenHash: string | null, newTokenHash: string): Promise<Outcome<null>> {
+    return this.#locked(tokenHash, (loaded) => {
+      const next: StoredMeta = { ...loaded.meta, tokenHash: newTokenHash };
+      this.#store.writeMeta(next);
+      loaded.meta = next;
+      return null;
+    });
+  }
+
   history(tokenHash: string | null, limit: number): Promise<Outcome<{ entries: HistoryEntry[]; kept: number }>> {
     return this.#locked(tokenHash, () => ({ entries: this.#store.history(limit), kept: HISTORY_KEPT }));
   }

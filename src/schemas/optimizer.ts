@@ -118,6 +118,14 @@ export const CreatedOptimizerSchema = OptimizerInfoSchema.extend({
   .strict()
   .openapi('CreatedOptimizer', { description: 'A new hosted optimizer: its metadata and its bearer token.' });
 
+export const TokenSchema = z
+  .object({
+    id: z.string().openapi({ description: 'Optimizer id.' }),
+    token: z.string().openapi({ description: 'The new bearer token for every later call; shown only here. The previous token no longer works.' }),
+  })
+  .strict()
+  .openapi('OptimizerToken', { description: 'A new bearer token for a hosted optimizer.' });
+
 export const HostedStepRequestSchema = z
   .object({
     grads: requiredTree('Gradients with exactly the structure of the optimizer\'s params.'),

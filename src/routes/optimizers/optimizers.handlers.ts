@@ -143,7 +143,7 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
   const id = ns.newUniqueId();
   const token = newToken();
   const { etag, value: info } = unwrap(await ns.get(id).create({ tokenHash: await sha256Hex(token), ...args, ttl: ttl ?? readDefaultTtl(c.env) }));
-  return jsonResponse(201, { ...infoJson(info), token }, { etag, location: `/v1/optimizers/${id.toString()}` });
+  return jsonResponse(201, { ...infoJson(info), token }, { etag, location: `/v1/optimizers/${id.toString()}`, 'cache-control': 'no-store' });
 };
 
 export const stepOptimizer: RouteHandler<typeof routes.stepOptimizerRoute, AppEnv> = async (c) => {
@@ -266,6 +266,15 @@ export const patchOptimizer: RouteHandler<typeof routes.patchOptimizerRoute, App
 export const deleteOptimizer: RouteHandler<typeof routes.deleteOptimizerRoute, AppEnv> = async (c) => {
   unwrap(await stubFor(c, c.req.valid('param').id).remove(await tokenHash(c)));
   return new Response(null, { status: 204 }) as never;
+};
+
+export const rotateToken: RouteHandler<typeof routes.rotateTokenRoute, AppEnv> = async (c) => {
+  // Before rotating: an answer the client cannot take would lose the new token.
+  withTensorProblems(() => acceptFormat(c.req.header('accept'), ['json'], 'json'));
+  const { id } = c.req.valid('param');
+  const token = newToken();
+  unwrap(await stubFor(c, id).rotateToken(await tokenHash(c), await sha256Hex(token)));
+  return jsonResponse(200, { id, token }, { 'cache-control': 'no-store' });
 };
 
 export const getHistory: RouteHandler<typeof routes.historyRoute, AppEnv> = async (c) => {

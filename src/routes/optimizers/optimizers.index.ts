@@ -14,5 +14,6 @@ export const optimizersRouter = createRouter()
   .openapi(r.putParamsRoute, h.putParams)
   .openapi(r.getStateRoute, h.getState)
   .openapi(r.putStateRoute, h.putState)
+  .openapi(r.rotateTokenRoute, h.rotateToken)
   .openapi(r.historyRoute, h.getHistory)
   .openapi(r.historyPlotRoute, h.plotHistory);

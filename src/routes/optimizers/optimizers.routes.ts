@@ -20,6 +20,7 @@ import {
   ParamsResponseSchema,
   PatchOptimizerSchema,
   SnapshotInputSchema,
+  TokenSchema,
   SnapshotSchema,
   StepHeadersSchema,
   UploadParamsSchema,
@@ -50,6 +51,9 @@ const authErrors = {
   },
   404: problem('No optimizer with this id (never created, deleted, or not a valid id).'),
 };
+
+/** Answers that carry a token must not be stored by caches. */
+const NO_STORE = { 'cache-control': { description: '`no-store`: the answer holds a token.', schema: { type: 'string' as const } } };
 
 const jsonBody = <T extends z.ZodType>(schema: T) => ({ content: { 'application/json': { schema } }, required: true });
 
@@ -97,7 +101,7 @@ export const createOptimizerRoute = createRoute({
   responses: {
     201: {
       description: 'Created.',
-      headers: { location: { description: 'URL of the new optimizer.', schema: { type: 'string' } }, ...ETAG },
+      headers: { location: { description: 'URL of the new optimizer.', schema: { type: 'string' } }, ...ETAG, ...NO_STORE },
       content: { 'application/json': { schema: CreatedOptimizerSchema } },
     },
     400: problem('Malformed JSON.'),
@@ -309,6 +313,25 @@ export const deleteOptimizerRoute = createRoute({
   summary: 'Delete the optimizer and everything stored for it',
   request: { params: OptimizerIdParam, headers: AuthHeaderSchema },
   responses: { 204: { description: 'Deleted; later calls get 404.' }, ...authErrors },
+});
+
+export const rotateTokenRoute = createRoute({
+  method: 'post',
+  path: '/v1/optimizers/{id}/token',
+  operationId: 'rotateOptimizerToken',
+  tags: TAGS,
+  security: SECURITY,
+  middleware: [requireBearer] as const,
+  summary: 'Replace the bearer token',
+  description:
+    'Issues a new token, shown only in this answer, and invalidates the one sent: from now on it is a 401. Nothing else changes (state, ' +
+    'ETag, history). Store the new token before discarding the old one\'s answer: should this answer be lost, neither token opens the optimizer.',
+  request: { params: OptimizerIdParam, headers: AuthHeaderSchema },
+  responses: {
+    200: { description: 'The new token.', headers: NO_STORE, content: { 'application/json': { schema: TokenSchema } } },
+    ...authErrors,
+    406: problem('`Accept` does not allow application/json (checked first: the token is unchanged).'),
+  },
 });
 
 export const historyRoute = createRoute({
