@@ -6,6 +6,7 @@ import { HTTPException } from 'hono/http-exception';
 import { stringify } from 'yaml';
 import { MAX_JSON_HOSTED_ELEMENTS, readLimits, type Limits } from './lib/config.ts';
 import { bodyGuard } from './lib/body-guard.ts';
+import { API_KEY_SCHEME, serviceAccess } from './lib/access.ts';
 import { cors, securityHeaders } from './lib/headers.ts';
 import { requestLog } from './lib/observability.ts';
 import { MAX_EVALUATION_POINTS } from './schemas/schedule.ts';
@@ -61,6 +62,8 @@ export function createApp() {
   const app = createRouter();
 
   app.use('*', requestLog, securityHeaders, cors);
+  // API keys before anything reads a body (preflights were answered by cors).
+  app.use('*', serviceAccess);
   app.use('*', async (c, next) => {
     const limits = readLimits(c.env);
     c.set('limits', limits);
@@ -121,7 +124,14 @@ export function createApp() {
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
     type: 'http',
     scheme: 'bearer',
-    description: 'The token returned when the optimizer was created.',
+    description: 'The token returned when the optimizer was created (or by its latest rotation).',
+  });
+  app.openAPIRegistry.registerComponent('securitySchemes', API_KEY_SCHEME, {
+    type: 'http',
+    scheme: 'bearer',
+    description:
+      'A service API key, on servers that have some (the API_KEYS secret): creating and listing hosted optimizers, the stateless step and ' +
+      'schedules then need it. Servers without keys leave these operations open. An API key never opens a hosted optimizer: those take its token.',
   });
 
   app.openapi(openapiJsonRoute, (c) => c.json(openApiDocument(app), 200));

@@ -1498,6 +1498,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
             406: {
                 headers: {
@@ -1567,6 +1578,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Body larger than MAX_BODY_BYTES, or holding more JSON values than the route can use. */
             413: {
                 headers: {
@@ -1621,6 +1643,17 @@ export interface operations {
             /** @description Malformed JSON. */
             400: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1740,6 +1773,17 @@ export interface operations {
                     "application/json": components["schemas"]["EvaluateScheduleResponse"];
                 };
             };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Unknown `type`, an unknown or repeated query parameter, or an invalid one (each named as sent in `errors`, e.g. `total_steps` or `milestones[1]`). */
             422: {
                 headers: {
@@ -1843,6 +1887,17 @@ export interface operations {
                     "image/svg+xml": string;
                 };
             };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Unknown `type`, an unknown or repeated query parameter, or an invalid one (each named as sent in `errors`, e.g. `total_steps` or `milestones[1]`). */
             422: {
                 headers: {
@@ -1908,6 +1963,17 @@ export interface operations {
             /** @description Malformed JSON. */
             400: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
                     [name: string]: unknown;
                 };
                 content: {

@@ -25,7 +25,8 @@ import { acceptFormat, bodyFormat, type Format } from '../../wire/media.ts';
 import { WireError, inLayoutOrder } from '../../wire/safetensors.ts';
 import { readHeader } from '../step/step.safetensors.ts';
 import { checkpointResponse, infoJson, jsonResponse, paramsResponse, snapshotJsonStream, stepResponse } from './optimizers.encode.ts';
-import { newToken, sha256Hex, stubFor, tokenHash, unwrap } from './optimizers.stub.ts';
+import { sha256Hex } from '../../lib/digest.ts';
+import { newToken, stubFor, tokenHash, unwrap } from './optimizers.stub.ts';
 import type * as routes from './optimizers.routes.ts';
 
 const ALL: readonly Format[] = ['json', 'raw', 'safetensors'];

@@ -2,6 +2,7 @@
 // history, delete. Tensors travel as JSON, raw little-endian bytes or safetensors files.
 
 import { createRoute, z } from '@hono/zod-openapi';
+import { serviceRoute } from '../../lib/access.ts';
 import { requireBearer } from '../../lib/auth.ts';
 import { binaryContent, problem } from '../../schemas/common.ts';
 import {
@@ -78,7 +79,7 @@ function tensorBody<T extends z.ZodType>(schema: T, description: string, raw = t
   };
 }
 
-export const createOptimizerRoute = createRoute({
+export const createOptimizerRoute = createRoute(serviceRoute({
   method: 'post',
   path: '/v1/optimizers',
   operationId: 'createOptimizer',
@@ -110,7 +111,7 @@ export const createOptimizerRoute = createRoute({
     415: problem('Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
     422: problem('Invalid params, shapes, hyperparams, schedule or dtype, or a malformed safetensors file.'),
   },
-});
+}));
 
 export const stepOptimizerRoute = createRoute({
   method: 'post',
