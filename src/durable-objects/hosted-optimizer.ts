@@ -111,27 +111,51 @@ export class HostedOptimizer extends DurableObject<Env> {
   readonly #store: OptimizerStore;
   readonly #mutex = new Mutex();
   #loaded: Loaded | null = null;
+  /**
+   * Whether the tensors have been read from storage since the object started. They are read on
+   * the first call that passes the token check, not at start-up: an alarm, a listing or a caller
+   * with a wrong token reads only the metadata row.
+   */
+  #read = false;
   #kernel: WasmAdam | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#store = new OptimizerStore(ctx.storage);
     ctx.blockConcurrencyWhile(async () => {
-      this.#load();
-      const loaded = this.#loaded;
-      if (!loaded) return;
+      let meta = this.#store.readMeta();
+      if (!meta) return;
+      if (meta.version === 1) {
+        this.#readTensors(); // rewrites it in today's layout
+        meta = this.#loaded!.meta;
+      }
       // The alarm is set at or before the deadline whenever an optimizer exists. Calls push the
       // deadline later without moving it (an early alarm re-arms itself: see alarm()), so a step
       // costs no alarm write. Stored before optimizers expired: the default time-to-live from now.
       // Should a crash have come between storing an optimizer and setting its alarm: set it now.
-      if ((loaded.meta as Partial<StoredMeta>).ttl === undefined) {
-        loaded.meta = { ...loaded.meta, ttl: readDefaultTtl(this.env), touchedAt: Date.now() };
-        this.#store.writeMeta(loaded.meta);
-        await ctx.storage.setAlarm(deadlineOf(loaded.meta));
+      if ((meta as Partial<StoredMeta>).ttl === undefined) {
+        meta = { ...meta, ttl: readDefaultTtl(this.env), touchedAt: Date.now() };
+        this.#store.writeMeta(meta);
+        if (this.#loaded) this.#loaded.meta = meta;
+        await ctx.storage.setAlarm(deadlineOf(meta));
       } else if ((await ctx.storage.getAlarm()) === null) {
-        await ctx.storage.setAlarm(deadlineOf(loaded.meta));
+        await ctx.storage.setAlarm(deadlineOf(meta));
       }
     });
+  }
+
+  /** Loads the tensors once per object lifetime (synchronous, so no other call can interleave). */
+  #readTensors(): void {
+    if (this.#read) return;
+    this.#load();
+    this.#read = true;
+  }
+
+  /** The stored metadata (version 2), or null when no optimizer lives here. One row: no tensors. */
+  #storedMeta(): StoredMeta | null {
+    if (this.#read) return this.#loaded?.meta ?? null;
+    const meta = this.#store.readMeta();
+    return meta && meta.version === 2 ? meta : null;
   }
 
   /**
@@ -152,7 +176,7 @@ export class HostedOptimizer extends DurableObject<Env> {
   /** Index of the first NaN or ±Infinity (a SIMD scan for arrays in the kernel's memory), or -1. */
   readonly #scan = (values: FloatArray): number => (this.#kernel ? this.#kernel.firstNonFinite(values) : firstNonFiniteIn(values));
 
-  /** Loads the optimizer from storage: at start-up, and to discard an in-memory change that failed. */
+  /** Loads the optimizer from storage: on first use, and to discard an in-memory change that failed. */
   #load(): void {
     this.#loaded = null;
     const stored = this.#store.readMeta();
@@ -204,12 +228,18 @@ export class HostedOptimizer extends DurableObject<Env> {
     if (seqs.some((s) => s !== meta.seq)) throw new Error(`journal: the stored chunks do not reach step ${meta.seq}`);
   }
 
-  /** The loaded optimizer, or a 404/401 problem. Cheap: runs before anything is read or allocated. */
+  /**
+   * The loaded optimizer, or a 404/401 problem. Cheap: the token is checked against the metadata
+   * row before the tensors are read, and before anything of the request is read or allocated.
+   */
   #authorized(tokenHash: string | null): Loaded {
+    const meta = this.#storedMeta();
+    if (!meta) throw NOT_FOUND();
+    if (tokenHash === null) throw new ProblemError(401, 'unauthorized', 'missing `Authorization: Bearer <token>` header', undefined, undefined, BEARER_CHALLENGE);
+    if (!sameString(tokenHash, meta.tokenHash)) throw new ProblemError(401, 'unauthorized', 'the bearer token does not open this optimizer', undefined, undefined, BEARER_CHALLENGE);
+    this.#readTensors();
     const loaded = this.#loaded;
     if (!loaded) throw NOT_FOUND();
-    if (tokenHash === null) throw new ProblemError(401, 'unauthorized', 'missing `Authorization: Bearer <token>` header', undefined, undefined, BEARER_CHALLENGE);
-    if (!sameString(tokenHash, loaded.meta.tokenHash)) throw new ProblemError(401, 'unauthorized', 'the bearer token does not open this optimizer', undefined, undefined, BEARER_CHALLENGE);
     return loaded;
   }
 
@@ -315,7 +345,8 @@ export class HostedOptimizer extends DurableObject<Env> {
   create(args: CreateArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
     return outcome(() =>
       this.#mutex.run(async () => {
-        if (this.#loaded) throw new ProblemError(409, 'conflict', 'this optimizer already exists');
+        if (this.#storedMeta()) throw new ProblemError(409, 'conflict', 'this optimizer already exists');
+        this.#read = true;
         const { dtype, hyperparams, layout } = args;
         const size = layoutSize(layout);
         const memory = this.#allocate(dtype, size, hyperparams.amsgrad);
@@ -723,6 +754,7 @@ export class HostedOptimizer extends DurableObject<Env> {
   /** Deletes everything stored for the optimizer; later calls get 404. Call holding the lock. */
   async #destroy(): Promise<void> {
     this.#loaded = null;
+    this.#read = true; // nothing left to read
     this.#kernel = null; // frees the kernel's memory
     await this.#store.deleteAll(); // wipes every table (and the alarm) atomically
   }
@@ -734,8 +766,9 @@ export class HostedOptimizer extends DurableObject<Env> {
    */
   override async alarm(): Promise<void> {
     await this.#mutex.run(async () => {
-      if (!this.#loaded) return;
-      const deadline = deadlineOf(this.#loaded.meta);
+      const meta = this.#storedMeta();
+      if (!meta) return;
+      const deadline = deadlineOf(meta);
       if (Date.now() < deadline) {
         await this.ctx.storage.setAlarm(deadline);
         return;
