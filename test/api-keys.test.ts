@@ -4,22 +4,17 @@
 
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { callWithVars } from './helpers/http.ts';
-import { expectProblem, parse } from './helpers/optimizers.ts';
+import { bearer, send as sendWithVars } from './helpers/keys.ts';
+import { expectProblem } from './helpers/optimizers.ts';
 
 const ALPHA = 'alpha-0f9e8d7c6b5a49382716';
 const BETA = 'beta-Zq8xW3vR5tY7uI9oP1aS';
 const VARS = { API_KEYS: ` ${ALPHA} ,${BETA},` };
 
-const json = { 'content-type': 'application/json' };
-const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
 
-/** A request through the Worker with API_KEYS (and `vars`) set; the response parsed. */
-async function send(method: string, path: string, body?: unknown, headers: Record<string, string> = {}, vars: Record<string, string> = VARS) {
-  const text = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
-  const res = await callWithVars(vars, method, path, text, { ...(text === undefined ? {} : json), ...headers });
-  if (/json/.test(res.headers.get('content-type') ?? '')) return parse(res);
-  return { status: res.status, headers: res.headers, type: res.headers.get('content-type') ?? '', body: await res.text() };
-}
+/** A request through the Worker with API_KEYS (or other `vars`) set; the response parsed. */
+const send = (method: string, path: string, body?: unknown, headers: Record<string, string> = {}, vars: Record<string, string> = VARS) =>
+  sendWithVars(vars, method, path, body, headers);
 
 const STEP = { params: [1, -2], grads: [0.5, 0.5], hyperparams: { lr: 0.1 } };
 
@@ -155,7 +150,7 @@ describe('openapi.yaml', () => {
       }
     }
     expect(keyed.sort()).toEqual(
-      ['POST /v1/optimizers', 'POST /v1/adam/step', 'POST /v1/schedules/evaluate', 'POST /v1/schedules/plot', 'GET /v1/schedules/{type}', 'GET /v1/schedules/{type}/plot'].sort(),
+      ['POST /v1/optimizers', 'GET /v1/optimizers', 'POST /v1/adam/step', 'POST /v1/schedules/evaluate', 'POST /v1/schedules/plot', 'GET /v1/schedules/{type}', 'GET /v1/schedules/{type}/plot'].sort(),
     );
   });
 });

@@ -145,7 +145,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * List the optimizers of the API key
+         * @description The hosted optimizers created with the request's API key, oldest first, a page at a time (`limit`, then `cursor` = the previous page's `next_cursor`), with what the key holds and may hold. Deleted and expired optimizers are not listed. Step and times are each optimizer's own, asked when listing. Only on servers with API keys (API_KEYS): without them optimizers belong to no key, and this is a 403.
+         */
+        get: operations["listOptimizers"];
         put?: never;
         /**
          * Create a hosted optimizer
@@ -437,8 +441,17 @@ export interface components {
             errors?: components["schemas"]["FieldError"][];
             /** @description Extension: how many more invalid fields were found than `errors` lists (it lists the first 20). Absent when every one is listed. */
             errors_omitted?: number;
-            /** @description Extension on 413: the limit that was exceeded (bytes or elements). */
+            /** @description Extension on 413 and on a 403 quota problem: the limit that was exceeded (bytes, elements or optimizers). */
             limit?: number;
+            /**
+             * @description Extension on a 403 quota problem (`urn:adam-api:problem:quota-exceeded`): which quota of the API key is full (KEY_MAX_OPTIMIZERS or KEY_MAX_ELEMENTS).
+             * @enum {string}
+             */
+            quota?: "optimizers" | "elements";
+            /** @description Extension on a 403 quota problem: what the API key holds already (for elements: in its optimizers other than this one). */
+            usage?: number;
+            /** @description Extension on a 403 elements quota problem: the elements the request asked for. */
+            requested?: number;
             /** @description Extension on 409/412: the optimizer's current step. */
             step?: number;
         };
@@ -1168,6 +1181,54 @@ export interface components {
             dtype?: components["schemas"]["Dtype"];
             /** @description Time-to-live in seconds (60..31536000): the optimizer deletes itself, with everything stored for it, once this long has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH). Default: the server's OPTIMIZER_TTL (30 days unless configured). */
             ttl?: number;
+        };
+        /** @description The hosted optimizers of the request's API key, a page at a time, with its usage and quotas. */
+        OptimizerList: {
+            /** @description This page of the optimizers created with this API key, oldest first. */
+            optimizers: components["schemas"]["OptimizerSummary"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. Opaque: only a value given here is valid. */
+            next_cursor: string | null;
+            usage: components["schemas"]["KeyUsage"];
+            limits: components["schemas"]["KeyLimits"];
+        };
+        /** @description A hosted optimizer as the listing shows it (its token is not shown: it was shown once, at creation). */
+        OptimizerSummary: {
+            /** @description Optimizer id. */
+            id: string;
+            /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
+            step: number;
+            /** @description Total number of parameter elements (what counts against KEY_MAX_ELEMENTS). */
+            size: number;
+            dtype: components["schemas"]["Dtype"];
+            /**
+             * @description ISO 8601 time (UTC).
+             * @example 2026-11-26T00:00:00.000Z
+             */
+            created_at: string;
+            /**
+             * @description Time of its last change (step, upload, restore, PATCH). ISO 8601 (UTC).
+             * @example 2026-11-26T00:00:00.000Z
+             */
+            updated_at: string;
+            /**
+             * @description When it deletes itself unless it is called before. ISO 8601 (UTC).
+             * @example 2026-11-26T00:00:00.000Z
+             */
+            expires_at: string;
+        };
+        /** @description What the API key holds. */
+        KeyUsage: {
+            /** @description Hosted optimizers: what this key holds now (creations under way included). */
+            optimizers: number;
+            /** @description Parameter elements of all of them together: what this key holds now (creations under way included). */
+            elements: number;
+        };
+        /** @description The API key's quotas; creating (or restoring) beyond them is a 403. */
+        KeyLimits: {
+            /** @description Hosted optimizers: the most this key may hold (KEY_MAX_OPTIMIZERS, KEY_MAX_ELEMENTS). */
+            optimizers: number;
+            /** @description Parameter elements of all of them together: the most this key may hold (KEY_MAX_OPTIMIZERS, KEY_MAX_ELEMENTS). */
+            elements: number;
         };
         /** @description Metadata of a hosted optimizer. */
         OptimizerInfo: {
@@ -1909,6 +1970,69 @@ export interface operations {
             };
         };
     };
+    listOptimizers: {
+        parameters: {
+            query?: {
+                /** @description Most optimizers on this page (1..100), in decimal digits. */
+                limit?: number;
+                /** @description Where to continue: the `next_cursor` of the previous page; absent for the first page. */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OptimizerList"];
+                };
+            };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description This server has no API keys (API_KEYS), so optimizers belong to no key and are not listed. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` does not allow application/json. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid `limit` or `cursor`, or an unknown query parameter. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     createOptimizer: {
         parameters: {
             query?: {
@@ -1974,6 +2098,15 @@ export interface operations {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
                     "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The API key's quota is full (servers with API_KEYS): it holds KEY_MAX_OPTIMIZERS optimizers, or this one's elements would take it over KEY_MAX_ELEMENTS. `quota` says which, with `limit`, `usage` and (elements) `requested`. Nothing was created. */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -2658,6 +2791,15 @@ export interface operations {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
                     "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The optimizer was created with an API key, and the snapshot's elements would take that key over KEY_MAX_ELEMENTS. Nothing was changed. */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {

@@ -25,10 +25,12 @@ import { WireError, inLayoutOrder, type TensorEntry } from '../wire/safetensors.
 import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Placement } from './decode.ts';
 import { Mutex } from './mutex.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
+import { registryOf } from './stubs.ts';
 import type {
   CreateArgs,
   HistoryEntry,
   OptimizerInfo,
+  OptimizerSummary,
   Outcome,
   PatchArgs,
   RestoreArgs,
@@ -371,6 +373,7 @@ export class HostedOptimizer extends DurableObject<Env> {
           missing: args.params || size === 0 ? [] : [[0, size]],
           ttl: args.ttl,
           touchedAt: at,
+          owner: args.owner,
         };
         this.#store.transaction(() => {
           this.#store.createTables();
@@ -495,12 +498,22 @@ export class HostedOptimizer extends DurableObject<Env> {
         throw e;
       }
       const { memory, layout } = planned;
+      const owner = loaded.meta.owner;
+      const size = layoutSize(layout);
+      if (owner && size !== loaded.meta.size) {
+        // A larger state must fit the owner's element quota: asked before anything is stored.
+        const booked = (await registryOf(this.env, owner).reserve(owner, loaded.meta.id, size, args.quota, 'params')) as unknown as Outcome<unknown>;
+        if (!booked.ok) {
+          this.#load();
+          throw ProblemError.fromData(booked.problem);
+        }
+      }
       const next: StoredMeta = {
         ...loaded.meta,
         step: planned.step,
         revision: loaded.meta.revision + 1,
         dtype: planned.dtype,
-        size: layoutSize(layout),
+        size,
         hyperparams: planned.hyperparams,
         schedule: planned.schedule,
         plateau: planned.schedulerState ?? initialSchedulerState(planned.schedule),
@@ -751,12 +764,43 @@ export class HostedOptimizer extends DurableObject<Env> {
     });
   }
 
-  /** Deletes everything stored for the optimizer; later calls get 404. Call holding the lock. */
+  /**
+   * Deletes everything stored for the optimizer (later calls get 404), then tells its owner's
+   * registry. Should that notice fail, the registry finds out itself (see ./key-registry.ts).
+   * Call holding the lock.
+   */
   async #destroy(): Promise<void> {
+    const owner = this.#storedMeta()?.owner;
     this.#loaded = null;
     this.#read = true; // nothing left to read
     this.#kernel = null; // frees the kernel's memory
     await this.#store.deleteAll(); // wipes every table (and the alarm) atomically
+    if (owner) {
+      try {
+        await registryOf(this.env, owner).release(this.ctx.id.toString());
+      } catch (e) {
+        console.error('optimizer deleted, but its registry could not be told', e);
+      }
+    }
+  }
+
+  /**
+   * For the owner's registry (never a client: the Worker has no route to it): what a listing
+   * shows, from the metadata row alone; null when no optimizer of `owner` lives here. Not a call
+   * of the optimizer, so its expiry stays.
+   */
+  async summary(owner: string): Promise<OptimizerSummary | null> {
+    const meta = this.#storedMeta();
+    if (!meta || meta.owner !== owner) return null;
+    return {
+      id: meta.id,
+      step: meta.step,
+      size: meta.size,
+      dtype: meta.dtype,
+      created_at: meta.createdAt,
+      updated_at: meta.updatedAt,
+      expires_at: new Date(deadlineOf(meta)).toISOString(),
+    };
   }
 
   /**

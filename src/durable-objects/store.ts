@@ -69,6 +69,11 @@ export interface StoredMeta {
    */
   ttl: number;
   touchedAt: number;
+  /**
+   * SHA-256 of the service API key that created it, whose registry (./key-registry.ts) lists it
+   * and counts it against the key's quota; absent or null without API keys.
+   */
+  owner?: string | null;
 }
 
 /** Version 1 (before the journal): tensors params/m/v/v_max stored whole in tensor_chunks. */

@@ -41,6 +41,8 @@ export interface LimitVars {
   MAX_ELEMENTS?: string | number;
   MAX_HOSTED_BYTES?: string | number;
   OPTIMIZER_TTL?: string | number;
+  KEY_MAX_OPTIMIZERS?: string | number;
+  KEY_MAX_ELEMENTS?: string | number;
 }
 
 /**
@@ -72,5 +74,27 @@ export function readLimits(env: LimitVars | undefined): Limits {
     maxBodyBytes: positiveInt(env?.MAX_BODY_BYTES, DEFAULT_LIMITS.maxBodyBytes, 'MAX_BODY_BYTES'),
     maxElements: positiveInt(env?.MAX_ELEMENTS, DEFAULT_LIMITS.maxElements, 'MAX_ELEMENTS'),
     maxHostedBytes: positiveInt(env?.MAX_HOSTED_BYTES, DEFAULT_LIMITS.maxHostedBytes, 'MAX_HOSTED_BYTES'),
+  };
+}
+
+/**
+ * What one service API key may hold at once (403 beyond): hosted optimizers, and their parameter
+ * elements all together. Only with API keys configured: without them nothing is counted.
+ */
+export interface KeyQuota {
+  maxOptimizers: number;
+  maxElements: number;
+}
+
+/**
+ * 100 optimizers; 50,000,000 elements: a dozen optimizers at the largest float32 size (4,194,304), about
+ * 0.8 GB of stored state and journals (12 to 16 bytes per element), which the Free plan's 5 GB holds.
+ */
+export const DEFAULT_KEY_QUOTA: Readonly<KeyQuota> = Object.freeze({ maxOptimizers: 100, maxElements: 50_000_000 });
+
+export function readKeyQuota(env: LimitVars | undefined): KeyQuota {
+  return {
+    maxOptimizers: positiveInt(env?.KEY_MAX_OPTIMIZERS, DEFAULT_KEY_QUOTA.maxOptimizers, 'KEY_MAX_OPTIMIZERS'),
+    maxElements: positiveInt(env?.KEY_MAX_ELEMENTS, DEFAULT_KEY_QUOTA.maxElements, 'KEY_MAX_ELEMENTS'),
   };
 }

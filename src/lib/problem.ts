@@ -34,6 +34,8 @@ export const PROBLEM_TITLES = {
   'method-not-allowed': 'Method not allowed',
   'non-finite-result': 'Result is not finite',
   unauthorized: 'Unauthorized',
+  forbidden: 'Forbidden',
+  'quota-exceeded': 'Quota exceeded',
   conflict: 'Conflict',
   'precondition-failed': 'Precondition failed',
   'internal-error': 'Internal error',

@@ -118,6 +118,47 @@ export const CreatedOptimizerSchema = OptimizerInfoSchema.extend({
   .strict()
   .openapi('CreatedOptimizer', { description: 'A new hosted optimizer: its metadata and its bearer token.' });
 
+export const OptimizerSummarySchema = z
+  .object({
+    id: z.string().openapi({ description: 'Optimizer id.' }),
+    step: StepCountSchema,
+    size: z.number().int().openapi({ description: 'Total number of parameter elements (what counts against KEY_MAX_ELEMENTS).' }),
+    dtype: DtypeSchema,
+    created_at: Timestamp,
+    updated_at: Timestamp.openapi({ description: 'Time of its last change (step, upload, restore, PATCH). ISO 8601 (UTC).' }),
+    expires_at: Timestamp.openapi({ description: 'When it deletes itself unless it is called before. ISO 8601 (UTC).' }),
+  })
+  .strict()
+  .openapi('OptimizerSummary', { description: 'A hosted optimizer as the listing shows it (its token is not shown: it was shown once, at creation).' });
+
+const KeyCountsSchema = (what: string) =>
+  z
+    .object({
+      optimizers: z.number().int().openapi({ description: `Hosted optimizers: ${what}.` }),
+      elements: z.number().int().openapi({ description: `Parameter elements of all of them together: ${what}.` }),
+    })
+    .strict();
+
+export const OptimizerListSchema = z
+  .object({
+    optimizers: z.array(OptimizerSummarySchema).openapi({ description: 'This page of the optimizers created with this API key, oldest first.' }),
+    next_cursor: z
+      .string()
+      .nullable()
+      .openapi({ description: 'Pass as `cursor` for the next page; null on the last page. Opaque: only a value given here is valid.' }),
+    usage: KeyCountsSchema('what this key holds now (creations under way included)').openapi('KeyUsage', { description: 'What the API key holds.' }),
+    limits: KeyCountsSchema('the most this key may hold (KEY_MAX_OPTIMIZERS, KEY_MAX_ELEMENTS)').openapi('KeyLimits', {
+      description: 'The API key\'s quotas; creating (or restoring) beyond them is a 403.',
+    }),
+  })
+  .strict()
+  .openapi('OptimizerList', { description: 'The hosted optimizers of the request\'s API key, a page at a time, with its usage and quotas.' });
+
+export const ListQuerySchema = strictQuery({
+  limit: queryInteger({ min: 1, max: 100, default: 50, description: 'Most optimizers on this page (1..100), in decimal digits.' }),
+  cursor: queryText({ description: 'Where to continue: the `next_cursor` of the previous page; absent for the first page.' }),
+});
+
 export const TokenSchema = z
   .object({
     id: z.string().openapi({ description: 'Optimizer id.' }),

@@ -5,7 +5,8 @@
 import type { RouteHandler } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import type { TensorsIn } from '../../durable-objects/protocol.ts';
-import { MAX_JSON_HOSTED_ELEMENTS, maxHostedElements, readDefaultTtl } from '../../lib/config.ts';
+import { MAX_JSON_HOSTED_ELEMENTS, maxHostedElements, readDefaultTtl, readKeyQuota } from '../../lib/config.ts';
+import { registryOf } from '../../durable-objects/stubs.ts';
 import { ProblemError, fieldError, validationProblem } from '../../lib/problem.ts';
 import { timing } from '../../lib/observability.ts';
 import type { AppEnv } from '../../lib/router.ts';
@@ -143,8 +144,50 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
   const ns = c.env.HOSTED_OPTIMIZER;
   const id = ns.newUniqueId();
   const token = newToken();
-  const { etag, value: info } = unwrap(await ns.get(id).create({ tokenHash: await sha256Hex(token), ...args, ttl: ttl ?? readDefaultTtl(c.env) }));
+  const owner = c.get('apiKey');
+  // With API keys, the key's registry books the optimizer (or refuses: quota) before it exists, and
+  // forgets it again should the creation fail. A crash between the two leaves an entry the
+  // registry drops on its own (src/durable-objects/key-registry.ts).
+  const registry = owner === null ? null : registryOf(c.env, owner);
+  if (registry) {
+    const field = format === 'json' && validJson<CreateOptimizer>(c).shapes !== undefined ? 'shapes' : 'params';
+    unwrap(await registry.reserve(owner!, id.toString(), layoutSize(args.layout), readKeyQuota(c.env), field));
+  }
+  let created;
+  try {
+    created = unwrap(await ns.get(id).create({ tokenHash: await sha256Hex(token), ...args, ttl: ttl ?? readDefaultTtl(c.env), owner }));
+  } catch (e) {
+    await registry?.release(id.toString());
+    throw e;
+  }
+  const { etag, value: info } = created;
   return jsonResponse(201, { ...infoJson(info), token }, { etag, location: `/v1/optimizers/${id.toString()}`, 'cache-control': 'no-store' });
+};
+
+/** Position after which a listing continues: the `cursor` a previous page gave (0: from the start). */
+function listPosition(cursor: string | undefined): number {
+  if (cursor === undefined) return 0;
+  const n = /^[1-9][0-9]{0,14}$/.test(cursor) ? Number(cursor) : NaN;
+  if (!Number.isSafeInteger(n)) throw validationProblem([fieldError(['cursor'], 'is not a cursor a listing gave (pass `next_cursor` as it came)', cursor)]);
+  return n;
+}
+
+export const listOptimizers: RouteHandler<typeof routes.listOptimizersRoute, AppEnv> = async (c) => {
+  withTensorProblems(() => acceptFormat(c.req.header('accept'), ['json'], 'json'));
+  const { limit, cursor } = c.req.valid('query');
+  const after = listPosition(cursor);
+  const owner = c.get('apiKey');
+  if (owner === null) {
+    throw new ProblemError(403, 'forbidden', 'this server has no API keys (API_KEYS): optimizers belong to no key, so there is no list of them');
+  }
+  const quota = readKeyQuota(c.env);
+  const page = await registryOf(c.env, owner).list(owner, after, limit);
+  return jsonResponse(200, {
+    optimizers: page.optimizers,
+    next_cursor: page.next === null ? null : String(page.next),
+    usage: page.usage,
+    limits: { optimizers: quota.maxOptimizers, elements: quota.maxElements },
+  });
 };
 
 export const stepOptimizer: RouteHandler<typeof routes.stepOptimizerRoute, AppEnv> = async (c) => {
@@ -233,7 +276,9 @@ export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async
   if (format === 'safetensors') {
     const input = await bodySource(c, 'safetensors', null);
     const length = input.format === 'json' ? null : input.length;
-    const { etag, value } = unwrap(await stub.restore(await tokenHash(c), { format: 'safetensors', body: input.format === 'json' ? new Uint8Array(0) : input.body, length }));
+    const { etag, value } = unwrap(
+      await stub.restore(await tokenHash(c), { format: 'safetensors', body: input.format === 'json' ? new Uint8Array(0) : input.body, length, quota: readKeyQuota(c.env) }),
+    );
     return jsonResponse(200, infoJson(value), { etag });
   }
   const body = validJson<SnapshotInput>(c);
@@ -253,6 +298,7 @@ export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async
       m: state.m,
       v: state.v,
       vMax: state.vMax,
+      quota: readKeyQuota(c.env),
     }),
   );
   return jsonResponse(200, infoJson(value), { etag });

@@ -6,6 +6,7 @@ import * as r from './optimizers.routes.ts';
 
 export const optimizersRouter = createRouter()
   .openapi(r.createOptimizerRoute, h.createOptimizer)
+  .openapi(r.listOptimizersRoute, h.listOptimizers)
   .openapi(r.getOptimizerRoute, h.getOptimizer)
   .openapi(r.patchOptimizerRoute, h.patchOptimizer)
   .openapi(r.deleteOptimizerRoute, h.deleteOptimizer)

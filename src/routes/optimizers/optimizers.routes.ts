@@ -16,7 +16,9 @@ import {
   HostedStepQuerySchema,
   HostedStepRequestSchema,
   HostedStepResponseSchema,
+  ListQuerySchema,
   OptimizerIdParam,
+  OptimizerListSchema,
   OptimizerInfoSchema,
   ParamsResponseSchema,
   PatchOptimizerSchema,
@@ -106,10 +108,33 @@ export const createOptimizerRoute = createRoute(serviceRoute({
       content: { 'application/json': { schema: CreatedOptimizerSchema } },
     },
     400: problem('Malformed JSON.'),
+    403: problem(
+      'The API key\'s quota is full (servers with API_KEYS): it holds KEY_MAX_OPTIMIZERS optimizers, or this one\'s elements would take it over ' +
+        'KEY_MAX_ELEMENTS. `quota` says which, with `limit`, `usage` and (elements) `requested`. Nothing was created.',
+    ),
     406: problem('`Accept` does not allow application/json.'),
     413: problem('Body larger than MAX_BODY_BYTES, or more elements than one optimizer holds.'),
     415: problem('Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
     422: problem('Invalid params, shapes, hyperparams, schedule or dtype, or a malformed safetensors file.'),
+  },
+}));
+
+export const listOptimizersRoute = createRoute(serviceRoute({
+  method: 'get',
+  path: '/v1/optimizers',
+  operationId: 'listOptimizers',
+  tags: TAGS,
+  summary: 'List the optimizers of the API key',
+  description:
+    'The hosted optimizers created with the request\'s API key, oldest first, a page at a time (`limit`, then `cursor` = the previous page\'s ' +
+    '`next_cursor`), with what the key holds and may hold. Deleted and expired optimizers are not listed. Step and times are each optimizer\'s ' +
+    'own, asked when listing. Only on servers with API keys (API_KEYS): without them optimizers belong to no key, and this is a 403.',
+  request: { query: ListQuerySchema },
+  responses: {
+    200: { description: 'One page.', content: { 'application/json': { schema: OptimizerListSchema } } },
+    403: problem('This server has no API keys (API_KEYS), so optimizers belong to no key and are not listed.'),
+    406: problem('`Accept` does not allow application/json.'),
+    422: problem('Invalid `limit` or `cursor`, or an unknown query parameter.'),
   },
 }));
 
@@ -275,6 +300,7 @@ export const putStateRoute = createRoute({
     200: { description: 'Restored; the new metadata.', headers: ETAG, content: { 'application/json': { schema: OptimizerInfoSchema } } },
     400: problem('Malformed JSON.'),
     ...authErrors,
+    403: problem('The optimizer was created with an API key, and the snapshot\'s elements would take that key over KEY_MAX_ELEMENTS. Nothing was changed.'),
     406: problem('`Accept` does not allow application/json.'),
     413: problem('Body larger than MAX_BODY_BYTES (JSON), or a state larger than one optimizer holds.'),
     415: problem('Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8.'),
