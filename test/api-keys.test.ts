@@ -21,7 +21,11 @@ const STEP = { params: [1, -2], grads: [0.5, 0.5], hyperparams: { lr: 0.1 } };
 /** One request per service operation. */
 const SERVICE: Array<[string, string, unknown]> = [
   ['POST', '/v1/optimizers', { params: [1, 2] }],
+  ['GET', '/v1/optimizers', undefined],
   ['POST', '/v1/adam/step', STEP],
+  ['POST', '/v1/sgd/step', { params: [1, -2], grads: [0.5, 0.5], hyperparams: { lr: 0.1, momentum: 0.9 } }],
+  ['POST', '/v1/adamw/step', STEP],
+  ['POST', '/v1/adadelta/step', { params: [1, -2], grads: [0.5, 0.5] }],
   ['POST', '/v1/schedules/evaluate', { schedule: { type: 'constant', lr: 1 }, steps: [0, 1] }],
   ['POST', '/v1/schedules/plot', { schedule: { type: 'constant', lr: 1 } }],
   ['GET', '/v1/schedules/constant?lr=1&steps=0:2', undefined],
@@ -76,8 +80,8 @@ describe('with API_KEYS set', () => {
     expectProblem(await send('POST', '/v1/adam/step', big, bearer(ALPHA)), 413);
   });
 
-  it('leaves the service description, health, the spec, the docs and CORS preflights open', async () => {
-    for (const path of ['/', '/healthz', '/openapi.json', '/openapi.yaml', '/docs']) expect((await send('GET', path)).status, path).toBe(200);
+  it('leaves the service description, health, the spec, the docs, the algorithm catalogue and CORS preflights open', async () => {
+    for (const path of ['/', '/healthz', '/openapi.json', '/openapi.yaml', '/docs', '/v1/algorithms', '/v1/algorithms/sgd']) expect((await send('GET', path)).status, path).toBe(200);
     const origin = 'https://app.example';
     const preflight = await callWithVars({ ...VARS, CORS_ORIGINS: origin }, 'OPTIONS', '/v1/optimizers', undefined, {
       origin,
@@ -149,8 +153,11 @@ describe('openapi.yaml', () => {
         }
       }
     }
+    // Every stateless step, whichever optimizer: POST /v1/{name}/step.
+    const steps = Object.keys(spec.paths).filter((p) => /^\/v1\/[a-z0-9_]+\/step$/.test(p) && spec.paths[p].post);
+    expect(steps).toEqual(expect.arrayContaining(['/v1/adam/step', '/v1/sgd/step', '/v1/adamw/step', '/v1/adadelta/step']));
     expect(keyed.sort()).toEqual(
-      ['POST /v1/optimizers', 'GET /v1/optimizers', 'POST /v1/adam/step', 'POST /v1/schedules/evaluate', 'POST /v1/schedules/plot', 'GET /v1/schedules/{type}', 'GET /v1/schedules/{type}/plot'].sort(),
+      [...steps.map((p) => `POST ${p}`), 'POST /v1/optimizers', 'GET /v1/optimizers', 'POST /v1/schedules/evaluate', 'POST /v1/schedules/plot', 'GET /v1/schedules/{type}', 'GET /v1/schedules/{type}/plot'].sort(),
     );
   });
 });

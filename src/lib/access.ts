@@ -1,9 +1,11 @@
 // Service API keys. When API_KEYS (a secret: keys separated by commas) is set, the service routes
-// (creating and listing hosted optimizers, the stateless step, schedules) need
+// (creating and listing hosted optimizers, every stateless step `/v1/{optimizer}/step`, schedules) need
 // `Authorization: Bearer <api key>`; unset or empty, they stay open, for local use. A key is known
 // by its SHA-256 only (the owner of the optimizers it creates, its rate-limit bucket), compared in
 // constant time, and never stored, logged or echoed. Hosted routes keep their per-optimizer token:
-// an API key opens no optimizer (the optimizer compares the token's hash with its own).
+// an API key opens no optimizer (the optimizer compares the token's hash with its own). Open
+// whatever the keys: `/`, `/healthz`, the OpenAPI document, `/docs` and the algorithm catalogue
+// `/v1/algorithms` (static descriptions that read no body, hold no one's data and cost no compute).
 //
 // Routes opt in with `serviceRoute(route)`, which documents the key (401) and registers the route
 // for `serviceAccess`. That middleware runs before any body is read, so a caller without a key
