@@ -212,6 +212,22 @@ describe('quotas', () => {
     expect((await list(vars, key)).body.usage).toEqual({ optimizers: 2, elements: 2 });
   });
 
+  it('holds under concurrent creations: of 8 at once with room for 3 optimizers (or 10 elements), exactly 3 are created', async () => {
+    for (const [key, more, body] of [
+      ['race-j-5e5e', { KEY_MAX_OPTIMIZERS: '3' }, { params: [1] }],
+      ['race-k-6f6f', { KEY_MAX_ELEMENTS: '10' }, { params: [1, 2, 3] }],
+    ] as const) {
+      const vars = keys([key], more);
+      const answers = await Promise.all(Array.from({ length: 8 }, () => send(vars, 'POST', '/v1/optimizers', body, bearer(key))));
+      const statuses = answers.map((a) => a.status).sort();
+      expect(statuses, key).toEqual([201, 201, 201, 403, 403, 403, 403, 403]);
+      for (const a of answers) if (a.status === 403) expect(a.body.type).toBe('urn:adam-api:problem:quota-exceeded');
+      const page = await list(vars, key);
+      expect(page.body.optimizers.map((o: { id: string }) => o.id).sort()).toEqual(answers.filter((a) => a.status === 201).map((a) => a.body.id).sort());
+      expect(page.body.usage).toEqual({ optimizers: 3, elements: 3 * body.params.length });
+    }
+  });
+
   it('does not apply without API keys', async () => {
     const vars = { KEY_MAX_OPTIMIZERS: '1', KEY_MAX_ELEMENTS: '1' };
     for (let i = 0; i < 3; i++) expect((await send(vars, 'POST', '/v1/optimizers', { params: [1, 2, 3] })).status).toBe(201);

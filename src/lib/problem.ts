@@ -36,6 +36,7 @@ export const PROBLEM_TITLES = {
   unauthorized: 'Unauthorized',
   forbidden: 'Forbidden',
   'quota-exceeded': 'Quota exceeded',
+  'rate-limited': 'Too many requests',
   conflict: 'Conflict',
   'precondition-failed': 'Precondition failed',
   'internal-error': 'Internal error',

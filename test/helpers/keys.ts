@@ -7,7 +7,7 @@ import { parse } from './optimizers.ts';
 export const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
 
 /** A request through the Worker with `vars` set (bodies other than strings and bytes serialized as JSON); JSON answers parsed. */
-export async function send(vars: Record<string, string>, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+export async function send(vars: Record<string, unknown>, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
   const text = body === undefined || typeof body === 'string' || body instanceof Uint8Array ? body : JSON.stringify(body);
   const res = await callWithVars(vars, method, path, text, { ...(text === undefined ? {} : { 'content-type': 'application/json' }), ...headers });
   if (/json/.test(res.headers.get('content-type') ?? '')) return parse(res);
