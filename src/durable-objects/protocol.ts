@@ -2,6 +2,7 @@
 // data only (typed arrays, streams, JSON-able objects). The object never writes HTTP; the Worker
 // encodes its answers once, in the format the client asked for. Types only: importable anywhere.
 
+import type { KeyQuota } from '../lib/config.ts';
 import type { ProblemData } from '../lib/problem.ts';
 import type { AdamHyperparams, Dtype, FloatArray } from '../optim/adam.ts';
 import type { PlateauState } from '../schedules/plateau.ts';
@@ -37,6 +38,10 @@ export interface OptimizerInfo {
   missing: number[][];
   created_at: string;
   updated_at: string;
+  /** Time-to-live in seconds. */
+  ttl: number;
+  /** The last successful call plus `ttl` (ISO 8601): the optimizer deletes itself then. */
+  expires_at: string;
 }
 
 /** A value and the state version (ETag) it belongs to. */
@@ -90,6 +95,10 @@ export interface CreateArgs {
   hyperparams: AdamHyperparams;
   schedule: ScheduleSpec | null;
   dtype: Dtype;
+  /** Time-to-live in seconds. */
+  ttl: number;
+  /** SHA-256 of the service API key that created it (its registry tracks it), or null. */
+  owner: string | null;
 }
 
 /** A snapshot to restore, already validated and flattened by the Worker. */
@@ -104,6 +113,8 @@ export interface RestoreArgs {
   m: FloatArray;
   v: FloatArray;
   vMax: FloatArray | null;
+  /** The owner key's quota, should the restore change the optimizer's size. */
+  quota: KeyQuota;
 }
 
 /** A restore from a safetensors checkpoint, decoded and checked by the object. */
@@ -111,6 +122,7 @@ export interface RestoreFileArgs {
   format: 'safetensors';
   body: ReadableStream<Uint8Array> | Uint8Array;
   length: number | null;
+  quota: KeyQuota;
 }
 
 /**
@@ -127,6 +139,7 @@ export interface UploadArgs {
 export interface PatchArgs {
   hyperparams?: Partial<AdamHyperparams> | undefined;
   schedule?: ScheduleSpec | null | undefined;
+  ttl?: number | undefined;
 }
 
 /** The state tensors of a snapshot, in stream order; each is `size` elements in the layout. */
@@ -151,4 +164,28 @@ export interface HistoryEntry {
   lr: number;
   loss: number | null;
   at: string;
+}
+
+/** A hosted optimizer as the listing of its owner's optimizers shows it. */
+export interface OptimizerSummary {
+  id: string;
+  step: number;
+  size: number;
+  dtype: Dtype;
+  created_at: string;
+  updated_at: string;
+  expires_at: string;
+}
+
+/** What a service API key holds: its optimizers and their elements all together. */
+export interface KeyUsage {
+  optimizers: number;
+  elements: number;
+}
+
+/** One page of a key's optimizers, oldest first; `next` is where the following page starts (null: none). */
+export interface OptimizerPage {
+  optimizers: OptimizerSummary[];
+  next: number | null;
+  usage: KeyUsage;
 }

@@ -5,6 +5,7 @@ import { AdamHyperparamsPatchSchema, AdamHyperparamsSchema, StepCountSchema } fr
 import { DtypeSchema, TensorTreeSchema, requiredTree } from './common.ts';
 import { hyperparamQueryShape, queryBoolean, queryEnum, queryInteger, queryOptionalInteger, queryOptionalNumber, queryText, strictQuery } from './query.ts';
 import { MAX_STEP } from '../optim/adam.ts';
+import { MAX_TTL_SECONDS, MIN_TTL_SECONDS } from '../lib/config.ts';
 import { ScheduleSpecSchema } from './schedule.ts';
 
 export const OptimizerIdParam = z.object({
@@ -30,6 +31,12 @@ export const ShapesSchema = z.unknown().refine((v) => v !== undefined).openapi('
 const nullableSchedule = (description: string) => z.union([ScheduleSpecSchema, z.null()]).openapi({ description });
 const SCHEDULE_FIELD = 'Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none.'
 
+const TTL_RULE =
+  `Time-to-live in seconds (${MIN_TTL_SECONDS}..${MAX_TTL_SECONDS}): the optimizer deletes itself, with everything stored for it, once this long ` +
+  'has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH).';
+
+export const TtlSchema = z.number().int().min(MIN_TTL_SECONDS).max(MAX_TTL_SECONDS);
+
 export const CreateOptimizerSchema = z
   .object({
     params: TensorTreeSchema.optional().openapi({
@@ -44,6 +51,7 @@ export const CreateOptimizerSchema = z
     hyperparams: AdamHyperparamsSchema.prefault({}),
     schedule: nullableSchedule(SCHEDULE_FIELD).optional(),
     dtype: DtypeSchema.default('float32'),
+    ttl: TtlSchema.optional().openapi({ description: `${TTL_RULE} Default: the server's OPTIMIZER_TTL (30 days unless configured).` }),
   })
   .strict()
   .superRefine((body, ctx) => {
@@ -96,6 +104,8 @@ export const OptimizerInfoSchema = z
     upload: UploadStatusSchema,
     created_at: Timestamp,
     updated_at: Timestamp,
+    ttl: z.number().int().openapi({ description: TTL_RULE }),
+    expires_at: Timestamp.openapi({ description: 'When the optimizer deletes itself unless it is called before: its last successful call plus `ttl`. ISO 8601 (UTC).' }),
   })
   .strict()
   .openapi('OptimizerInfo', { description: 'Metadata of a hosted optimizer.' });
@@ -107,6 +117,55 @@ export const CreatedOptimizerSchema = OptimizerInfoSchema.extend({
 })
   .strict()
   .openapi('CreatedOptimizer', { description: 'A new hosted optimizer: its metadata and its bearer token.' });
+
+export const OptimizerSummarySchema = z
+  .object({
+    id: z.string().openapi({ description: 'Optimizer id.' }),
+    step: StepCountSchema,
+    size: z.number().int().openapi({ description: 'Total number of parameter elements (what counts against KEY_MAX_ELEMENTS).' }),
+    dtype: DtypeSchema,
+    created_at: Timestamp,
+    updated_at: Timestamp.openapi({ description: 'Time of its last change (step, upload, restore, PATCH). ISO 8601 (UTC).' }),
+    expires_at: Timestamp.openapi({ description: 'When it deletes itself unless it is called before. ISO 8601 (UTC).' }),
+  })
+  .strict()
+  .openapi('OptimizerSummary', { description: 'A hosted optimizer as the listing shows it (its token is not shown: it was shown once, at creation).' });
+
+const KeyCountsSchema = (what: string) =>
+  z
+    .object({
+      optimizers: z.number().int().openapi({ description: `Hosted optimizers: ${what}.` }),
+      elements: z.number().int().openapi({ description: `Parameter elements of all of them together: ${what}.` }),
+    })
+    .strict();
+
+export const OptimizerListSchema = z
+  .object({
+    optimizers: z.array(OptimizerSummarySchema).openapi({ description: 'This page of the optimizers created with this API key, oldest first.' }),
+    next_cursor: z
+      .string()
+      .nullable()
+      .openapi({ description: 'Pass as `cursor` for the next page; null on the last page. Opaque: only a value given here is valid.' }),
+    usage: KeyCountsSchema('what this key holds now (creations under way included)').openapi('KeyUsage', { description: 'What the API key holds.' }),
+    limits: KeyCountsSchema('the most this key may hold (KEY_MAX_OPTIMIZERS, KEY_MAX_ELEMENTS)').openapi('KeyLimits', {
+      description: 'The API key\'s quotas; creating (or restoring) beyond them is a 403.',
+    }),
+  })
+  .strict()
+  .openapi('OptimizerList', { description: 'The hosted optimizers of the request\'s API key, a page at a time, with its usage and quotas.' });
+
+export const ListQuerySchema = strictQuery({
+  limit: queryInteger({ min: 1, max: 100, default: 50, description: 'Most optimizers on this page (1..100), in decimal digits.' }),
+  cursor: queryText({ description: 'Where to continue: the `next_cursor` of the previous page; absent for the first page.' }),
+});
+
+export const TokenSchema = z
+  .object({
+    id: z.string().openapi({ description: 'Optimizer id.' }),
+    token: z.string().openapi({ description: 'The new bearer token for every later call; shown only here. The previous token no longer works.' }),
+  })
+  .strict()
+  .openapi('OptimizerToken', { description: 'A new bearer token for a hosted optimizer.' });
 
 export const HostedStepRequestSchema = z
   .object({
@@ -134,8 +193,11 @@ export const HostedStepQuerySchema = strictQuery({
   expected_step: queryOptionalInteger({ min: 0, max: MAX_STEP, description: 'Binary bodies only: apply only at this step (409 otherwise), as in the JSON body.' }),
 });
 
-/** Create's query: hyperparameters and dtype for a safetensors body. */
-export const CreateQuerySchema = strictQuery(hyperparamQueryShape('Safetensors bodies only'));
+/** Create's query: hyperparameters, dtype and time-to-live for a safetensors body. */
+export const CreateQuerySchema = strictQuery({
+  ...hyperparamQueryShape('Safetensors bodies only'),
+  ttl: queryOptionalInteger({ min: MIN_TTL_SECONDS, max: MAX_TTL_SECONDS, description: `Safetensors bodies only: ${TTL_RULE}` }),
+});
 
 export const StepHeadersSchema = AuthHeaderSchema.extend({
   'idempotency-key': z
@@ -231,6 +293,7 @@ export const PatchOptimizerSchema = z
   .object({
     hyperparams: AdamHyperparamsPatchSchema.optional(),
     schedule: nullableSchedule('New schedule (null removes it; omitted: unchanged). A new schedule restarts reduce_on_plateau\'s state.').optional(),
+    ttl: TtlSchema.optional().openapi({ description: `New time-to-live (omitted: unchanged). ${TTL_RULE} The deadline becomes now plus this.` }),
   })
   .strict()
   .openapi('PatchOptimizer', {
