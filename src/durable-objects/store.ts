@@ -242,7 +242,7 @@ export class OptimizerStore {
     this.writeMeta(meta);
     const per = chunkElements(meta.dtype);
     const chunks = new Set<number>();
-    for (const [start, end] of ranges) for (let idx = Math.floor(start / per); idx * per < Math.max(end, start + 1); idx++) chunks.add(idx);
+    for (const [start, end] of ranges) for (let idx = Math.floor(start / per); idx * per < end; idx++) chunks.add(idx);
     for (const idx of chunks) this.#writeChunk(meta, arrays, idx);
   }
 
