@@ -1,10 +1,12 @@
-// Review probe: Content-Type / Accept forms and safetensors headers that are odd but valid.
+// Content-Type / Accept forms and safetensors headers that are odd but valid. Whitespace before the
+// `;` of a JSON Content-Type (`application/json ; charset=utf-8`, valid per RFC 9110) was a 415 from
+// the OpenAPI routes' JSON validator: every Content-Type is now brought to one spelling first.
 
 import { exports } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
-import { BASE } from '../helpers/http.ts';
-import { authed, createOptimizer, opCall, parse } from '../helpers/optimizers.ts';
-import { decodeValues, encodeValues, rawSafetensors, readSafetensors, writeSafetensors } from '../helpers/safetensors.ts';
+import { BASE } from './helpers/http.ts';
+import { authed, createOptimizer, opCall, parse } from './helpers/optimizers.ts';
+import { decodeValues, encodeValues, rawSafetensors, readSafetensors, writeSafetensors } from './helpers/safetensors.ts';
 
 const ST = 'application/vnd.safetensors';
 const RAW = 'application/octet-stream';
