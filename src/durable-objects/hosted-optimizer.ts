@@ -494,7 +494,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       // The same names and shapes keep the current layout (and its nesting); otherwise the file's.
       const current = leafIndex(loaded.layout);
       const same = current !== null && current.size === params.length && params.every((t) => sameShape(current.get(t.name)?.shape, t.shape));
-      const layout = same ? loaded.layout : layoutOfNamed(params);
+      const layout = same ? loaded.layout : layoutOfNamed(params, ['safetensors', 'params']);
       const index = leafIndex(layout)!;
       const size = layoutSize(layout);
       const most = maxHostedElements(limits, dtype);

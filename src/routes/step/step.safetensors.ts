@@ -71,7 +71,7 @@ export function decodeSlotsFile(body: Uint8Array, slots: readonly string[], requ
   if (paramEntries.length === 0) throw new WireError(422, ['safetensors', 'params'], 'no params/<name> tensors: the file must hold the parameters');
   if (paramEntries.length > MAX_TENSORS) throw new WireError(422, ['safetensors', 'params'], `more than ${MAX_TENSORS} parameter tensors`);
   const dtype: Dtype = requestedDtype ?? (paramEntries.some((p) => p.entry.dtype === 'F64') ? 'float64' : 'float32');
-  const layout = layoutOfNamed(paramEntries);
+  const layout = layoutOfNamed(paramEntries, ['safetensors', 'params']);
   const index = leafIndex(layout)!; // names of one file are distinct
   const size = layoutSize(layout);
   if (names.length * size * (dtype === 'float32' ? 4 : 8) > maxBytes) {
