@@ -21,6 +21,44 @@ const empty = (shape: number[]) => [
   { name: 'grads/w', dtype: 'F32' as const, shape, data: new Uint8Array(0) },
 ];
 
+describe('a dimension of 0 counts as 1 toward the element limits', () => {
+  it('stateless safetensors step: [2^53 - 1, 0] and [1e8, 0] are a 413 (a 140-byte body once answered 9 MB of JSON for [1e6, 0])', async () => {
+    for (const shape of [[Number.MAX_SAFE_INTEGER, 0], [100_000_000, 0], [0, 100_000_000]]) {
+      const r = await send('POST', '/v1/adam/step', writeSafetensors(empty(shape)), { 'content-type': ST, accept: 'application/json' });
+      expectProblem(r, 413, 'safetensors.params');
+    }
+  });
+
+  it('stateless safetensors step: [1000, 0] is fine, and its JSON answer is the 1,000 empty arrays torch would print', async () => {
+    const r = await send('POST', '/v1/adam/step', writeSafetensors(empty([1000, 0])), { 'content-type': ST, accept: 'application/json' });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body.params).toEqual({ w: new Array(1000).fill([]) });
+  });
+
+  it('create by shapes: {"w": [1e15, 0]} is a 413 like 1e15 elements; [limit, 0] is accepted, [limit + 1, 0] is not', async () => {
+    const most = 4_194_304; // float32 at MAX_HOSTED_BYTES
+    const big = await parse(await call('POST', '/v1/optimizers', { shapes: { w: [1e15, 0] }, init: 'zeros' }));
+    expectProblem(big, 413);
+    const over = await parse(await call('POST', '/v1/optimizers', { shapes: { w: [3, 0, most] }, init: 'zeros' }));
+    expectProblem(over, 413);
+    const ok = await createOptimizer({ shapes: { w: [2, 0, 3], b: [2] }, init: 'zeros' });
+    const params = await opCall('GET', ok, '/params');
+    expect(params.body.params).toEqual({ w: [[], []], b: [0, 0] });
+  });
+
+  it('a safetensors create or checkpoint of [1e7, 0] is a 413 and changes nothing', async () => {
+    const file = writeSafetensors([{ name: 'w', dtype: 'F32', shape: [10_000_000, 0], data: new Uint8Array(0) }]);
+    expectProblem(await send('POST', '/v1/optimizers', file, { 'content-type': ST }), 413);
+    const opt = await createOptimizer({ params: { w: [1, 2] } });
+    const ck = writeSafetensors(
+      ['params/w', 'exp_avg/w', 'exp_avg_sq/w'].map((name) => ({ name, dtype: 'F32' as const, shape: [10_000_000, 0], data: new Uint8Array(0) })),
+      { step: '0', hyperparams: '{}', schedule: 'null' },
+    );
+    expectProblem(await send('PUT', `/v1/optimizers/${opt.id}/state`, ck, authed(opt.token, { 'content-type': ST })), 413);
+    expect((await opCall('GET', opt, '/params')).body.params).toEqual({ w: [1, 2] });
+  });
+});
+
 describe('tree limits over safetensors, as for JSON', () => {
   const one = encodeValues([1], 'F32');
   it('create from a file of 10,001 tensors is a 422 (at most 10,000 tensors)', async () => {

@@ -18,7 +18,7 @@ import adamWasm from '../optim/wasm/adam.wasm';
 import { createWasmAdam, type WasmAdam } from '../optim/wasm/kernel.ts';
 import { CheckpointOptionsSchema } from '../schemas/optimizer.ts';
 import { layoutOfNamed, leafIndex, namedLeaves, type NamedLeaf } from '../tensors/names.ts';
-import { layoutSize, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
+import { layoutSize, layoutWeight, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
 import { WIRE_DTYPES, firstNonFiniteIn, wireDtypeOf, type WireDtype } from '../wire/dtypes.ts';
 import { WireError, inLayoutOrder, type TensorEntry } from '../wire/safetensors.ts';
 import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Placement } from './decode.ts';
@@ -498,7 +498,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       const index = leafIndex(layout)!;
       const size = layoutSize(layout);
       const most = maxHostedElements(limits, dtype);
-      if (size > most) throw tooLarge(size, dtype, most);
+      if (layoutWeight(layout) > most) throw tooLarge(layoutWeight(layout), dtype, most);
       const memory = this.#allocate(dtype, size, options.hyperparams.amsgrad);
       const leaves = [...index.values()];
       const ordinal = new Map(leaves.map((l, i) => [l.name, i]));

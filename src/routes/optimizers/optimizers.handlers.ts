@@ -19,7 +19,7 @@ import { AdamHyperparamsSchema } from '../../schemas/adam.ts';
 import { DtypeSchema } from '../../schemas/common.ts';
 import { ScheduleSpecSchema } from '../../schemas/schedule.ts';
 import { layoutOfNamed } from '../../tensors/names.ts';
-import { layoutFromShapes, layoutSize, type TensorLayout } from '../../tensors/tree.ts';
+import { layoutFromShapes, layoutSize, layoutWeight, type TensorLayout } from '../../tensors/tree.ts';
 import { WIRE_DTYPES, elementSink, firstNonFiniteIn, fitsInto, type WireDtype } from '../../wire/dtypes.ts';
 import { acceptFormat, bodyFormat, type Format } from '../../wire/media.ts';
 import { WireError, inLayoutOrder } from '../../wire/safetensors.ts';
@@ -121,7 +121,8 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
       const layout = layoutOfNamed(ordered.map((e) => ({ name: e.name, shape: e.shape })));
       const size = layoutSize(layout);
       const most = maxHostedElements(limits, dtype);
-      if (size > most) throw new WireError(413, ['safetensors'], `${size} ${dtype} elements are more than one optimizer holds (${most})`);
+      const weight = layoutWeight(layout);
+      if (weight > most) throw new WireError(413, ['safetensors'], `${weight} ${dtype} elements (a dimension of 0 counting as 1) are more than one optimizer holds (${most})`);
       const params = dtype === 'float32' ? new Float32Array(size) : new Float64Array(size);
       let offset = 0;
       for (const e of ordered) {

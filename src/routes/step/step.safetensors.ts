@@ -4,7 +4,7 @@
 
 import type { AdamState, Dtype, FloatArray } from '../../optim/adam.ts';
 import { type NamedLeaf, layoutOfNamed, leafIndex } from '../../tensors/names.ts';
-import { MAX_TENSORS, type TensorLayout, layoutSize } from '../../tensors/tree.ts';
+import { MAX_TENSORS, type TensorLayout, layoutSize, layoutWeight } from '../../tensors/tree.ts';
 import { WIRE_DTYPES, bytesOf, elementSink, firstNonFiniteIn, fitsInto, wireDtypeOf, type WireDtype } from '../../wire/dtypes.ts';
 import { WireError, encodeHeader, headerLength, parseHeader, type EntrySpec, type TensorEntry } from '../../wire/safetensors.ts';
 
@@ -74,8 +74,10 @@ export function decodeSlotsFile(body: Uint8Array, slots: readonly string[], requ
   const layout = layoutOfNamed(paramEntries, ['safetensors', 'params']);
   const index = leafIndex(layout)!; // names of one file are distinct
   const size = layoutSize(layout);
-  if (names.length * size * (dtype === 'float32' ? 4 : 8) > maxBytes) {
-    throw new WireError(413, ['safetensors', 'params'], `${size} elements per tensor tree do not fit the stateless step's memory budget; use a hosted optimizer`);
+  // A dimension of 0 counts as 1 here: an answer in JSON writes such a tensor as nested empty arrays.
+  const weight = layoutWeight(layout);
+  if (names.length * weight * (dtype === 'float32' ? 4 : 8) > maxBytes) {
+    throw new WireError(413, ['safetensors', 'params'], `${weight} elements (a dimension of 0 counting as 1) per tensor tree do not fit the stateless step's memory budget; use a hosted optimizer`);
   }
   const make = () => (dtype === 'float32' ? new Float32Array(size) : new Float64Array(size));
 
