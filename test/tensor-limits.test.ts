@@ -85,3 +85,42 @@ describe('tree limits over safetensors, as for JSON', () => {
     expect((await opCall('GET', opt, '')).body.shapes).toEqual({ w: [2] });
   });
 });
+
+describe('checkpoint headers fit 16 MiB', () => {
+  it('3,000 tensors with 1,000-character names (a 22 MB checkpoint header) are a 422 at creation, JSON or safetensors', async () => {
+    const names = Array.from({ length: 3_000 }, (_, i) => String(i).padStart(5, '0') + 'x'.repeat(995));
+    const shapes = Object.fromEntries(names.map((n) => [n, [1]]));
+    const byShapes = await parse(await call('POST', '/v1/optimizers', { shapes, init: 'zeros' }));
+    expectProblem(byShapes, 422, 'params');
+    expect(byShapes.body.errors[0].message).toMatch(/checkpoint/);
+    const file = writeSafetensors(names.map((name) => ({ name, dtype: 'F32' as const, shape: [1], data: encodeValues([0], 'F32') })));
+    expectProblem(await send('POST', '/v1/optimizers', file, { 'content-type': ST }), 422, 'params');
+  });
+
+  it('a checkpoint whose tensors would not fit is refused on restore and changes nothing', async () => {
+    const opt = await createOptimizer({ params: { w: [1, 2] } });
+    // Only params/… tensors (4.4 MB of header): the checkpoint GET would write them five times over.
+    const names = Array.from({ length: 4_000 }, (_, i) => String(i).padStart(5, '0') + 'y'.repeat(995));
+    const ck = writeSafetensors(names.map((n) => ({ name: `params/${n}`, dtype: 'F32' as const, shape: [1], data: encodeValues([0], 'F32') })), {
+      step: '0',
+      hyperparams: '{}',
+      schedule: 'null',
+    });
+    const r = await send('PUT', `/v1/optimizers/${opt.id}/state`, ck, authed(opt.token, { 'content-type': ST }));
+    expectProblem(r, 422, 'safetensors.params');
+    expect((await opCall('GET', opt, '')).body.shapes).toEqual({ w: [2] });
+  });
+
+  it('2,000 tensors with 1,000-character names (a 12 MB header): GET state as safetensors → PUT back round-trips', async () => {
+    const shapes = Object.fromEntries(Array.from({ length: 2_000 }, (_, i) => [String(i).padStart(5, '0') + 'z'.repeat(995), [1]]));
+    const opt = await createOptimizer({ shapes, init: 'zeros' });
+    const up = await send('PUT', `/v1/optimizers/${opt.id}/params`, new Uint8Array(new Float32Array(2_000).fill(0.5).buffer), authed(opt.token, { 'content-type': 'application/octet-stream' }));
+    expect(up.status).toBe(200);
+    const res = await exports.default.fetch(new Request(`${BASE}/v1/optimizers/${opt.id}/state`, { headers: authed(opt.token, { accept: ST }) }));
+    expect(res.status).toBe(200);
+    const ck = new Uint8Array(await res.arrayBuffer());
+    expect(readSafetensors(ck).tensors.size).toBe(8_000);
+    const back = await send('PUT', `/v1/optimizers/${opt.id}/state`, ck, authed(opt.token, { 'content-type': ST }));
+    expect(back.status, JSON.stringify(back.body).slice(0, 300)).toBe(200);
+  });
+});

@@ -20,7 +20,7 @@ import { CheckpointOptionsSchema } from '../schemas/optimizer.ts';
 import { layoutOfNamed, leafIndex, namedLeaves, type NamedLeaf } from '../tensors/names.ts';
 import { layoutSize, layoutWeight, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
 import { WIRE_DTYPES, firstNonFiniteIn, wireDtypeOf, type WireDtype } from '../wire/dtypes.ts';
-import { WireError, inLayoutOrder, type TensorEntry } from '../wire/safetensors.ts';
+import { MAX_HEADER_BYTES, WireError, entryBytesBound, inLayoutOrder, utf8Length, type TensorEntry } from '../wire/safetensors.ts';
 import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Placement } from './decode.ts';
 import { Mutex } from './mutex.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
@@ -287,6 +287,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       this.#mutex.run(() => {
         if (this.#loaded) throw new ProblemError(409, 'conflict', 'this optimizer already exists');
         const { dtype, hyperparams, layout } = args;
+        checkCheckpointHeader(layout, ['params']);
         const size = layoutSize(layout);
         const memory = this.#allocate(dtype, size, hyperparams.amsgrad);
         if (args.params) memory.arrays.params.set(args.params);
@@ -460,6 +461,7 @@ export class HostedOptimizer extends DurableObject<Env> {
   #placeSnapshot(args: RestoreArgs): Planned {
     const { dtype, hyperparams, layout, schedule } = args;
     checkSchedulerState(args.schedulerState, schedule);
+    checkCheckpointHeader(layout, ['params']);
     const memory = this.#allocate(dtype, args.params.length, hyperparams.amsgrad);
     const { arrays } = memory;
     arrays.params.set(args.params);
@@ -496,6 +498,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       const same = current !== null && current.size === params.length && params.every((t) => sameShape(current.get(t.name)?.shape, t.shape));
       const layout = same ? loaded.layout : layoutOfNamed(params, ['safetensors', 'params']);
       const index = leafIndex(layout)!;
+      checkCheckpointHeader(layout, ['safetensors', 'params']);
       const size = layoutSize(layout);
       const most = maxHostedElements(limits, dtype);
       if (layoutWeight(layout) > most) throw tooLarge(layoutWeight(layout), dtype, most);
@@ -745,6 +748,29 @@ const sameShape = (a: readonly number[] | undefined, b: readonly number[]) => a 
 function firstNegative(a: FloatArray): number {
   for (let i = 0; i < a.length; i++) if (a[i]! < 0) return i;
   return -1;
+}
+
+/** Room in a checkpoint's header for the `__metadata__` besides the layout (hyperparams, schedule, ids, times). */
+const CHECKPOINT_METADATA_BYTES = 256 * 1024;
+
+/**
+ * 422 unless the safetensors checkpoint of `layout` has a header within MAX_HEADER_BYTES, so
+ * GET state → PUT state round-trips at every size: each tensor is named once per slot
+ * (`params/…`, `exp_avg/…`, `exp_avg_sq/…`, `max_exp_avg_sq/…`, `step/…`) and once more in
+ * `__metadata__.layout` (JSON text in a JSON string: escaped twice). Runs before anything changes.
+ */
+function checkCheckpointHeader(layout: TensorLayout, path: Array<string | number>): void {
+  let bytes = CHECKPOINT_METADATA_BYTES;
+  for (const leaf of namedLeaves(layout)) {
+    const nameBytes = utf8Length(JSON.stringify(leaf.name));
+    for (const slot of CHECKPOINT_SLOTS) bytes += entryBytesBound(slot.length + 1 + nameBytes, slot === 'step' ? [] : leaf.shape);
+    bytes += 2 * nameBytes + 1;
+  }
+  if (bytes > MAX_HEADER_BYTES) {
+    throw validationProblem([
+      fieldError(path, `the tensor names and shapes are too long for a checkpoint: its safetensors header would take up to ${bytes} bytes, more than ${MAX_HEADER_BYTES} (16 MiB); use shorter names or fewer tensors`),
+    ]);
+  }
 }
 
 /** The layout's tensors by flat name, or a 422 when two flatten to the same name. */
