@@ -124,3 +124,22 @@ describe('checkpoint headers fit 16 MiB', () => {
     expect(back.status, JSON.stringify(back.body).slice(0, 300)).toBe(200);
   });
 });
+
+describe('names that collide once dotted ("a.b" and {"a": {"b"}})', () => {
+  it('JSON uploads address each tensor by its place in the tree (they were refused: "address them with JSON")', async () => {
+    const opt = await createOptimizer({ params: { 'a.b': [1], a: { b: [2] } } });
+    const up = await opCall('PUT', opt, '/params', { params: { 'a.b': [5], a: { b: [6] } } });
+    expect(up.status, JSON.stringify(up.body)).toBe(200);
+    expect((await opCall('GET', opt, '/params')).body.params).toEqual({ 'a.b': [5], a: { b: [6] } });
+    const one = await opCall('PUT', opt, '/params', { params: { a: { b: [7] } } });
+    expect(one.status).toBe(200);
+    expect((await opCall('GET', opt, '/params')).body.params).toEqual({ 'a.b': [5], a: { b: [7] } });
+    expectProblem(await opCall('PUT', opt, '/params', { params: { a: { c: [7] } } }), 422, 'params.a.c');
+  });
+
+  it('without a collision, a dotted JSON name still reaches a nested tensor', async () => {
+    const opt = await createOptimizer({ params: { fc: { weight: [1, 2] } } });
+    expect((await opCall('PUT', opt, '/params', { params: { 'fc.weight': [3, 4] } })).status).toBe(200);
+    expect((await opCall('GET', opt, '/params')).body.params).toEqual({ fc: { weight: [3, 4] } });
+  });
+});

@@ -18,7 +18,7 @@ import adamWasm from '../optim/wasm/adam.wasm';
 import { createWasmAdam, type WasmAdam } from '../optim/wasm/kernel.ts';
 import { CheckpointOptionsSchema } from '../schemas/optimizer.ts';
 import { layoutOfNamed, leafIndex, namedLeaves, type NamedLeaf } from '../tensors/names.ts';
-import { layoutSize, layoutWeight, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
+import { layoutSize, layoutWeight, leaves, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
 import { WIRE_DTYPES, firstNonFiniteIn, wireDtypeOf, type WireDtype } from '../wire/dtypes.ts';
 import { MAX_HEADER_BYTES, WireError, entryBytesBound, inLayoutOrder, utf8Length, type TensorEntry } from '../wire/safetensors.ts';
 import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Placement } from './decode.ts';
@@ -592,12 +592,16 @@ export class HostedOptimizer extends DurableObject<Env> {
           }),
         );
       } else {
-        const index = namesOf(layout);
+        // JSON names a tensor by its place in the tree; a dotted name ("fc.weight" for {"fc": {"weight"}})
+        // works too where it is unambiguous, so an optimizer whose names collide once dotted is still addressable.
+        const byPath = new Map(leaves(layout).map((l) => [JSON.stringify(l.path), l]));
+        const byName = leafIndex(layout);
         const values = input.flat.values;
-        for (const sent of namedLeaves(input.flat.layout)) {
-          const leaf = index.get(sent.name);
-          const path = sent.name === '' ? ['params'] : ['params', ...sent.name.split('.')];
-          if (!leaf) throw validationProblem([fieldError(path, `no tensor named "${sent.name}" in this optimizer`)]);
+        for (const sent of leaves(input.flat.layout)) {
+          const name = sent.path.join('.');
+          const leaf = byPath.get(JSON.stringify(sent.path)) ?? byName?.get(name);
+          const path = ['params', ...sent.path];
+          if (!leaf) throw validationProblem([fieldError(path, `no tensor named "${name}" in this optimizer`)]);
           if (!sameShape(leaf.shape, sent.shape)) throw validationProblem([fieldError(path, `expected shape [${leaf.shape.join(', ')}], got [${sent.shape.join(', ')}]`)]);
           staging.set(values.subarray(sent.offset, sent.offset + sent.size), leaf.offset);
           checkFinite({ out: staging, offset: leaf.offset, count: leaf.size, path, scan: this.#scan });
