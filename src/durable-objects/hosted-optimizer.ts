@@ -346,7 +346,9 @@ export class HostedOptimizer extends DurableObject<Env> {
           if (seen.fingerprint !== print) {
             throw validationProblem([headerError('Idempotency-Key', 'was already used for a step with different gradients or loss', args.idempotencyKey)]);
           }
-          const params = args.returnParams && seen.seq === meta.seq ? this.#paramsOut(loaded) : null;
+          // The params this step produced: still current unless a later step or an upload replaced them.
+          const current = seen.seq === meta.seq && (meta.uploadedAtSeq ?? -1) < seen.seq;
+          const params = args.returnParams && current ? this.#paramsOut(loaded) : null;
           lap('decode');
           return { etag: etagOf(meta), value: { step: seen.step, lr: seen.lr, replayed: true, params, timings } };
         }
@@ -618,7 +620,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         this.#load();
         throw validationProblem([fieldError(['offset'], `the params still to upload would fall into more than ${MAX_MISSING_RANGES} pieces: upload in larger, contiguous parts`)]);
       }
-      const next: StoredMeta = { ...meta, missing, revision: meta.revision + 1, updatedAt: new Date().toISOString() };
+      const next: StoredMeta = { ...meta, missing, revision: meta.revision + 1, uploadedAtSeq: meta.seq, updatedAt: new Date().toISOString() };
       try {
         this.#store.transaction(() => this.#store.writeRanges(next, arrays, ranges));
       } catch (e) {

@@ -62,6 +62,11 @@ export interface StoredMeta {
   cursor: number;
   /** Element ranges [start, end) of params not yet uploaded (optimizers created by shapes). */
   missing: Array<[number, number]>;
+  /**
+   * `seq` when params were last uploaded (absent: never). A replayed step answers its params only
+   * if neither a step nor an upload came after it.
+   */
+  uploadedAtSeq?: number;
 }
 
 /** Version 1 (before the journal): tensors params/m/v/v_max stored whole in tensor_chunks. */
