@@ -3597,6 +3597,8 @@ export interface operations {
             header?: {
                 /** @description `Bearer <token>`, the token returned at creation. */
                 authorization?: string;
+                /** @description An ETag from an earlier answer: the change is made only if the optimizer is still in that state (412 otherwise, and nothing changes). `*` matches any state. */
+                "if-match"?: string;
             };
             path: {
                 /** @description Optimizer id returned at creation (64 hex digits). */
@@ -3633,6 +3635,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
+            412: {
+                headers: {
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    etag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A query parameter was given; this operation takes none. */
             422: {
                 headers: {
@@ -3650,6 +3663,8 @@ export interface operations {
             header?: {
                 /** @description `Bearer <token>`, the token returned at creation. */
                 authorization?: string;
+                /** @description An ETag from an earlier answer: the change is made only if the optimizer is still in that state (412 otherwise, and nothing changes). `*` matches any state. */
+                "if-match"?: string;
             };
             path: {
                 /** @description Optimizer id returned at creation (64 hex digits). */
@@ -3697,6 +3712,17 @@ export interface operations {
             /** @description No optimizer with this id (never created, deleted, or not a valid id). */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
+            412: {
+                headers: {
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    etag?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3833,7 +3859,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `If-Match` does not match the current state (weak tags never match). */
+            /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
             412: {
                 headers: {
                     /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
@@ -3956,6 +3982,8 @@ export interface operations {
             header?: {
                 /** @description `Bearer <token>`, the token returned at creation. */
                 authorization?: string;
+                /** @description An ETag from an earlier answer: the change is made only if the optimizer is still in that state (412 otherwise, and nothing changes). `*` matches any state. */
+                "if-match"?: string;
             };
             path: {
                 /** @description Optimizer id returned at creation (64 hex digits). */
@@ -4015,6 +4043,17 @@ export interface operations {
             /** @description `Accept` does not allow application/json. */
             406: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
+            412: {
+                headers: {
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    etag?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4125,6 +4164,8 @@ export interface operations {
             header?: {
                 /** @description `Bearer <token>`, the token returned at creation. */
                 authorization?: string;
+                /** @description An ETag from an earlier answer: the change is made only if the optimizer is still in that state (412 otherwise, and nothing changes). `*` matches any state. */
+                "if-match"?: string;
             };
             path: {
                 /** @description Optimizer id returned at creation (64 hex digits). */
@@ -4183,6 +4224,17 @@ export interface operations {
             /** @description `Accept` does not allow application/json. */
             406: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
+            412: {
+                headers: {
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    etag?: string;
                     [name: string]: unknown;
                 };
                 content: {

@@ -423,6 +423,7 @@ export class HostedOptimizer extends DurableObject<Env> {
 
   restore(tokenHash: string | null, args: RestoreArgs | RestoreFileArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
     return this.#locked(tokenHash, async (loaded) => {
+      checkIfMatch(args.ifMatch, etagOf(loaded.meta), loaded.meta.step);
       let planned: Planned;
       try {
         planned = 'format' in args ? await this.#readCheckpoint(loaded, args) : this.#placeSnapshot(args);
@@ -563,6 +564,7 @@ export class HostedOptimizer extends DurableObject<Env> {
    */
   upload(tokenHash: string | null, args: UploadArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
     return this.#locked(tokenHash, async (loaded) => {
+      checkIfMatch(args.ifMatch, etagOf(loaded.meta), loaded.meta.step);
       const { meta, layout, arrays, grads: staging } = loaded;
       const ranges: Range[] = [];
       const input = args.body;
@@ -634,6 +636,7 @@ export class HostedOptimizer extends DurableObject<Env> {
 
   update(tokenHash: string | null, args: PatchArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
     return this.#locked(tokenHash, (loaded) => {
+      checkIfMatch(args.ifMatch, etagOf(loaded.meta), loaded.meta.step);
       const { meta } = loaded;
       const hyperparams = { ...meta.hyperparams, ...args.hyperparams };
       const schedule = args.schedule === undefined ? meta.schedule : args.schedule;
@@ -671,8 +674,9 @@ export class HostedOptimizer extends DurableObject<Env> {
     return this.#locked(tokenHash, () => ({ entries: this.#store.history(limit), kept: HISTORY_KEPT }));
   }
 
-  remove(tokenHash: string | null): Promise<Outcome<null>> {
-    return this.#locked(tokenHash, async () => {
+  remove(tokenHash: string | null, ifMatch?: string): Promise<Outcome<null>> {
+    return this.#locked(tokenHash, async (loaded) => {
+      checkIfMatch(ifMatch, etagOf(loaded.meta), loaded.meta.step);
       this.#loaded = null;
       this.#kernel = null; // frees the kernel's memory
       await this.#store.deleteAll(); // wipes every table (and any alarm) atomically

@@ -211,6 +211,7 @@ export const putParams: RouteHandler<typeof routes.putParamsRoute, AppEnv> = asy
       body,
       tensor: query.tensor,
       offset: query.offset,
+      ifMatch: c.req.valid('header')['if-match'],
     }),
   );
   return jsonResponse(200, infoJson(value), { etag });
@@ -230,7 +231,9 @@ export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async
   if (format === 'safetensors') {
     const input = await bodySource(c, 'safetensors', null);
     const length = input.format === 'json' ? null : input.length;
-    const { etag, value } = unwrap(await stub.restore(await tokenHash(c), { format: 'safetensors', body: input.format === 'json' ? new Uint8Array(0) : input.body, length }));
+    const { etag, value } = unwrap(
+      await stub.restore(await tokenHash(c), { format: 'safetensors', body: input.format === 'json' ? new Uint8Array(0) : input.body, length, ifMatch: c.req.valid('header')['if-match'] }),
+    );
     return jsonResponse(200, infoJson(value), { etag });
   }
   const body = validJson<SnapshotInput>(c);
@@ -250,6 +253,7 @@ export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async
       m: state.m,
       v: state.v,
       vMax: state.vMax,
+      ifMatch: c.req.valid('header')['if-match'],
     }),
   );
   return jsonResponse(200, infoJson(value), { etag });
@@ -257,12 +261,12 @@ export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async
 
 export const patchOptimizer: RouteHandler<typeof routes.patchOptimizerRoute, AppEnv> = async (c) => {
   const body = c.req.valid('json');
-  const { etag, value } = unwrap(await stubFor(c, c.req.valid('param').id).update(await tokenHash(c), { hyperparams: body.hyperparams, schedule: body.schedule }));
+  const { etag, value } = unwrap(await stubFor(c, c.req.valid('param').id).update(await tokenHash(c), { hyperparams: body.hyperparams, schedule: body.schedule, ifMatch: c.req.valid('header')['if-match'] }));
   return jsonResponse(200, infoJson(value), { etag });
 };
 
 export const deleteOptimizer: RouteHandler<typeof routes.deleteOptimizerRoute, AppEnv> = async (c) => {
-  unwrap(await stubFor(c, c.req.valid('param').id).remove(await tokenHash(c)));
+  unwrap(await stubFor(c, c.req.valid('param').id).remove(await tokenHash(c), c.req.valid('header')['if-match']));
   return new Response(null, { status: 204 }) as never;
 };
 

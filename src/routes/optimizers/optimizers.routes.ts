@@ -6,6 +6,7 @@ import { requireBearer } from '../../lib/auth.ts';
 import { binaryContent, problem } from '../../schemas/common.ts';
 import {
   AuthHeaderSchema,
+  ConditionalHeadersSchema,
   CreateOptimizerSchema,
   CreateQuerySchema,
   CreatedOptimizerSchema,
@@ -107,6 +108,9 @@ export const createOptimizerRoute = createRoute({
   },
 });
 
+/** 412 of a conditional request (If-Match), with the current ETag. */
+const IF_MATCH_FAILED = { ...problem('`If-Match` does not match the current state (weak tags never match); nothing was changed.'), headers: ETAG };
+
 export const stepOptimizerRoute = createRoute({
   method: 'post',
   path: '/v1/optimizers/{id}/step',
@@ -139,7 +143,7 @@ export const stepOptimizerRoute = createRoute({
     ...authErrors,
     406: problem('`Accept` allows none of application/json, application/octet-stream, application/vnd.safetensors. Nothing was applied.'),
     409: problem('`expected_step` differs from the optimizer\'s step, or some params have not been uploaded yet (optimizers created by `shapes`).'),
-    412: { ...problem('`If-Match` does not match the current state (weak tags never match).'), headers: ETAG },
+    412: IF_MATCH_FAILED,
     413: problem('Body larger than MAX_BODY_BYTES (JSON), or holding more JSON values than the route can use.'),
     415: problem('Content-Type is not one of the three formats (or names an unknown dtype), the body is compressed, or its charset is not UTF-8.'),
     422: problem(
@@ -203,7 +207,7 @@ export const putParamsRoute = createRoute({
   request: {
     params: OptimizerIdParam,
     query: UploadQuerySchema,
-    headers: AuthHeaderSchema,
+    headers: ConditionalHeadersSchema,
     body: tensorBody(UploadParamsSchema, `JSON (UploadParams), ${RAW} Or ${SAFETENSORS_TREE}`),
   },
   responses: {
@@ -212,6 +216,7 @@ export const putParamsRoute = createRoute({
     ...authErrors,
     406: problem('`Accept` does not allow application/json.'),
     413: problem('Body larger than MAX_BODY_BYTES (JSON), or holding more JSON values than the route can use.'),
+    412: IF_MATCH_FAILED,
     415: problem('Content-Type is not one of the three formats, the body is compressed, or its charset is not UTF-8.'),
     422: problem('Unknown tensor names, shapes or dtypes that do not fit, a run of elements beyond the tensor, non-finite values, or a malformed file. Nothing is changed.'),
   },
@@ -256,7 +261,7 @@ export const putStateRoute = createRoute({
     'steps and keeps its entries.',
   request: {
     params: OptimizerIdParam,
-    headers: AuthHeaderSchema,
+    headers: ConditionalHeadersSchema,
     body: tensorBody(
       SnapshotInputSchema,
       'JSON (OptimizerSnapshotInput), or a safetensors checkpoint as GET returns it (or as torch\'s state_dicts are saved by the README\'s snippet): ' +
@@ -270,6 +275,7 @@ export const putStateRoute = createRoute({
     400: problem('Malformed JSON.'),
     ...authErrors,
     406: problem('`Accept` does not allow application/json.'),
+    412: IF_MATCH_FAILED,
     413: problem('Body larger than MAX_BODY_BYTES (JSON), or a state larger than one optimizer holds.'),
     415: problem('Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8.'),
     422: problem('The snapshot does not validate; nothing was changed.'),
@@ -285,11 +291,12 @@ export const patchOptimizerRoute = createRoute({
   middleware: [requireBearer, authorizeBeforeParsing] as const,
   summary: 'Change hyperparameters or the schedule',
   description: 'Merges the given hyperparameters into the stored ones and/or replaces the schedule (null removes it). Unknown fields are rejected.',
-  request: { params: OptimizerIdParam, headers: AuthHeaderSchema, body: jsonBody(PatchOptimizerSchema) },
+  request: { params: OptimizerIdParam, headers: ConditionalHeadersSchema, body: jsonBody(PatchOptimizerSchema) },
   responses: {
     200: { description: 'Updated metadata.', headers: ETAG, content: { 'application/json': { schema: OptimizerInfoSchema } } },
     400: problem('Malformed JSON.'),
     ...authErrors,
+    412: IF_MATCH_FAILED,
     413: problem('Body larger than MAX_BODY_BYTES, or holding more JSON values than the route can use.'),
     415: problem('Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
     422: problem('Unknown or invalid fields; nothing was changed.'),
@@ -304,8 +311,8 @@ export const deleteOptimizerRoute = createRoute({
   security: SECURITY,
   middleware: [requireBearer] as const,
   summary: 'Delete the optimizer and everything stored for it',
-  request: { params: OptimizerIdParam, headers: AuthHeaderSchema },
-  responses: { 204: { description: 'Deleted; later calls get 404.' }, ...authErrors },
+  request: { params: OptimizerIdParam, headers: ConditionalHeadersSchema },
+  responses: { 204: { description: 'Deleted; later calls get 404.' }, ...authErrors, 412: IF_MATCH_FAILED },
 });
 
 export const historyRoute = createRoute({
