@@ -3850,6 +3850,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A binary body that did not arrive in time (it may take 30 s plus one second per 64 KiB). Nothing was applied. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `expected_step` differs from the optimizer's step, or some params have not been uploaded yet (optimizers created by `shapes`). */
             409: {
                 headers: {
@@ -4049,6 +4058,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A binary body that did not arrive in time (it may take 30 s plus one second per 64 KiB). Nothing is changed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
             412: {
                 headers: {
@@ -4223,6 +4241,15 @@ export interface operations {
             };
             /** @description `Accept` does not allow application/json. */
             406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A safetensors checkpoint that did not arrive in time (it may take 30 s plus one second per 64 KiB). Nothing was changed. */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -23,6 +23,7 @@ import { WIRE_DTYPES, firstNonFiniteIn, wireDtypeOf, type WireDtype } from '../w
 import { MAX_HEADER_BYTES, WireError, entryBytesBound, inLayoutOrder, utf8Length, type TensorEntry } from '../wire/safetensors.ts';
 import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Placement } from './decode.ts';
 import { Mutex } from './mutex.ts';
+import { paceDeadline } from '../wire/stream.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
 import type {
   CreateArgs,
@@ -51,8 +52,6 @@ export const MAX_MISSING_RANGES = 10_000;
 export const IDEMPOTENCY_KEYS_KEPT = 256;
 /** History entries (step, lr, loss) kept per optimizer. */
 export const HISTORY_KEPT = 10_000;
-/** A snapshot stream not read to its end within this time is cut, so steps can go on. */
-export const SNAPSHOT_READ_TIMEOUT_MS = 120_000;
 
 /**
  * Bytes of kernel memory a hosted state of `size` elements takes: params, m, v, v_max and the
@@ -403,7 +402,7 @@ export class HostedOptimizer extends DurableObject<Env> {
 
   /**
    * Metadata and a stream of every state tensor. The lock is held until the stream is read to its
-   * end, cancelled, or SNAPSHOT_READ_TIMEOUT_MS pass, so the bytes are one state.
+   * end, cancelled, or falls behind TRANSFER_PACE, so the bytes are one state.
    */
   snapshot(tokenHash: string | null): Promise<Outcome<SnapshotOut>> {
     return outcome(async () => {
@@ -690,18 +689,28 @@ const PIECE_BYTES = 1 << 20;
 
 /**
  * A stream of the bytes of `arrays`, one after another, copied piece by piece as it is read;
- * `release` runs once when it ends, is cancelled or times out (the stream then errors).
+ * `release` runs once when it ends, is cancelled, or falls behind TRANSFER_PACE (the stream then
+ * errors): a steady reader at that rate or faster gets every byte, whatever the size, and a reader
+ * that stops frees the lock within TRANSFER_PACE.graceMs plus the time its bytes had earned.
  */
 function lockedByteStream(arrays: FloatArray[], release: () => void): ReadableStream<Uint8Array> {
   let k = 0;
   let offset = 0;
+  let sent = 0;
+  const startedAt = Date.now();
   let controllerRef: ReadableStreamDefaultController<Uint8Array> | null = null;
-  const timer = setTimeout(() => {
-    release();
-    controllerRef?.error(new Error('snapshot not read in time'));
-  }, SNAPSHOT_READ_TIMEOUT_MS);
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  /** (Re)arms the cut for the bytes handed out so far. */
+  const arm = () => {
+    if (timer !== null) clearTimeout(timer);
+    timer = setTimeout(() => {
+      release();
+      controllerRef?.error(new Error('snapshot not read in time'));
+    }, Math.max(0, paceDeadline(startedAt, sent) - Date.now()));
+  };
+  arm();
   const finish = () => {
-    clearTimeout(timer);
+    if (timer !== null) clearTimeout(timer);
     release();
   };
   return new ReadableStream<Uint8Array>({
@@ -715,7 +724,9 @@ function lockedByteStream(arrays: FloatArray[], release: () => void): ReadableSt
         if (offset < bytes.length) {
           const end = Math.min(bytes.length, offset + PIECE_BYTES);
           controller.enqueue(bytes.slice(offset, end));
+          sent += end - offset;
           offset = end;
+          arm();
           return;
         }
         k++;

@@ -36,6 +36,7 @@ export const PROBLEM_TITLES = {
   unauthorized: 'Unauthorized',
   conflict: 'Conflict',
   'precondition-failed': 'Precondition failed',
+  'request-timeout': 'Request timeout',
   'internal-error': 'Internal error',
 } as const;
 
