@@ -1,10 +1,10 @@
-// Review probe: the 10,000-piece bound on params still to upload, at its boundary.
+// The 10,000-piece bound on params still to upload, at its boundary.
 
 import { evictDurableObject, runInDurableObject } from 'cloudflare:test';
 import { env, exports } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
-import { BASE } from '../helpers/http.ts';
-import { authed, createOptimizer, opCall, parse } from '../helpers/optimizers.ts';
+import { BASE } from './helpers/http.ts';
+import { authed, createOptimizer, opCall, parse } from './helpers/optimizers.ts';
 
 const stubOf = (id: string) => env.HOSTED_OPTIMIZER.get(env.HOSTED_OPTIMIZER.idFromString(id));
 const RAW = 'application/octet-stream';

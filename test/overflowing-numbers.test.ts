@@ -1,10 +1,10 @@
-// Review probe: JSON numbers that parse to ±Infinity (1e999) and query numbers likewise.
+// JSON numbers that parse to ±Infinity (1e999) and query numbers likewise.
 
 import { exports } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
-import { BASE } from '../helpers/http.ts';
-import { authed, createOptimizer, opCall, parse } from '../helpers/optimizers.ts';
-import { encodeValues } from '../helpers/safetensors.ts';
+import { BASE } from './helpers/http.ts';
+import { authed, createOptimizer, opCall, parse } from './helpers/optimizers.ts';
+import { encodeValues } from './helpers/safetensors.ts';
 
 async function raw(method: string, path: string, text: string | Uint8Array, headers: Record<string, string>) {
   return parse(await exports.default.fetch(new Request(`${BASE}${path}`, { method, body: text, headers })));
@@ -30,7 +30,7 @@ describe('1e999', () => {
     ['schedule.lr', '{"params":[1],"schedule":{"type":"constant","lr":1e999}}'],
     ['params', '{"params":[1e999]}'],
     ['float32 overflow', '{"params":[1e39]}'],
-  ]) {
+  ] as const) {
     it(`create with ${field} = 1e999`, async () => {
       const r = await raw('POST', '/v1/optimizers', body, { 'content-type': 'application/json' });
       expect(r.status, JSON.stringify(r.body)).toBe(422);
