@@ -781,11 +781,14 @@ const CHECKPOINT_METADATA_BYTES = 256 * 1024;
  * `__metadata__.layout` (JSON text in a JSON string: escaped twice). Runs before anything changes.
  */
 function checkCheckpointHeader(layout: TensorLayout, path: Array<string | number>): void {
+  // Data offsets count bytes of the data section: every slot in float64 bounds them.
+  const offsetDigits = String(CHECKPOINT_SLOTS.length * 8 * layoutSize(layout)).length;
   let bytes = CHECKPOINT_METADATA_BYTES;
   for (const leaf of namedLeaves(layout)) {
-    const nameBytes = utf8Length(JSON.stringify(leaf.name));
-    for (const slot of CHECKPOINT_SLOTS) bytes += entryBytesBound(slot.length + 1 + nameBytes, slot === 'step' ? [] : leaf.shape);
-    bytes += 2 * nameBytes + 1;
+    const quoted = JSON.stringify(leaf.name);
+    const nameBytes = utf8Length(quoted);
+    for (const slot of CHECKPOINT_SLOTS) bytes += entryBytesBound(slot.length + 1 + nameBytes, slot === 'step' ? [] : leaf.shape, offsetDigits);
+    bytes += utf8Length(JSON.stringify(quoted)) - 1; // in __metadata__.layout: JSON text inside a JSON string, a comma between
   }
   if (bytes > MAX_HEADER_BYTES) {
     throw validationProblem([

@@ -214,11 +214,11 @@ export function utf8Length(text: string): number {
 
 /**
  * At least as many bytes as encodeHeader's JSON takes for one tensor entry whose name is
- * `nameBytes` bytes as a JSON string (quotes and escapes included):
- * `"<name>":{"dtype":"F32","shape":[…],"data_offsets":[a,b]},` with offsets below 2^53.
+ * `nameBytes` bytes as a JSON string (quotes and escapes included), with data offsets of at most
+ * `offsetDigits` digits: `"<name>":{"dtype":"F32","shape":[…],"data_offsets":[a,b]},`.
  */
-export function entryBytesBound(nameBytes: number, shape: readonly number[]): number {
-  return nameBytes + shape.join(',').length + 2 * 16 + 50;
+export function entryBytesBound(nameBytes: number, shape: readonly number[], offsetDigits: number): number {
+  return nameBytes + shape.join(',').length + 2 * offsetDigits + 48;
 }
 
 /**
