@@ -5312,6 +5312,8 @@ export interface operations {
             header?: {
                 /** @description `Bearer <token>`, the token returned at creation. */
                 authorization?: string;
+                /** @description An ETag from an earlier answer: the change is made only if the optimizer is still in that state (412 otherwise, and nothing changes). `*` matches any state. */
+                "if-match"?: string;
             };
             path: {
                 /** @description Optimizer id returned at creation (64 hex digits). */
@@ -5348,6 +5350,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
+            412: {
+                headers: {
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    etag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A query parameter was given; this operation takes none. */
             422: {
                 headers: {
@@ -5376,6 +5389,8 @@ export interface operations {
             header?: {
                 /** @description `Bearer <token>`, the token returned at creation. */
                 authorization?: string;
+                /** @description An ETag from an earlier answer: the change is made only if the optimizer is still in that state (412 otherwise, and nothing changes). `*` matches any state. */
+                "if-match"?: string;
             };
             path: {
                 /** @description Optimizer id returned at creation (64 hex digits). */
@@ -5423,6 +5438,17 @@ export interface operations {
             /** @description No optimizer with this id (never created, deleted, or not a valid id). */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
+            412: {
+                headers: {
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    etag?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5561,6 +5587,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A binary body that did not arrive in time (it may take 30 s plus one second per 64 KiB). Nothing was applied. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `expected_step` differs from the optimizer's step, or some params have not been uploaded yet (optimizers created by `shapes`). */
             409: {
                 headers: {
@@ -5570,7 +5605,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `If-Match` does not match the current state (weak tags never match). */
+            /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
             412: {
                 headers: {
                     /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
@@ -5715,6 +5750,8 @@ export interface operations {
             header?: {
                 /** @description `Bearer <token>`, the token returned at creation. */
                 authorization?: string;
+                /** @description An ETag from an earlier answer: the change is made only if the optimizer is still in that state (412 otherwise, and nothing changes). `*` matches any state. */
+                "if-match"?: string;
             };
             path: {
                 /** @description Optimizer id returned at creation (64 hex digits). */
@@ -5774,6 +5811,26 @@ export interface operations {
             /** @description `Accept` does not allow application/json. */
             406: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A binary body that did not arrive in time (it may take 30 s plus one second per 64 KiB). Nothing is changed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
+            412: {
+                headers: {
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    etag?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5906,6 +5963,8 @@ export interface operations {
             header?: {
                 /** @description `Bearer <token>`, the token returned at creation. */
                 authorization?: string;
+                /** @description An ETag from an earlier answer: the change is made only if the optimizer is still in that state (412 otherwise, and nothing changes). `*` matches any state. */
+                "if-match"?: string;
             };
             path: {
                 /** @description Optimizer id returned at creation (64 hex digits). */
@@ -5973,6 +6032,26 @@ export interface operations {
             /** @description `Accept` does not allow application/json. */
             406: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A safetensors checkpoint that did not arrive in time (it may take 30 s plus one second per 64 KiB). Nothing was changed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
+            412: {
+                headers: {
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    etag?: string;
                     [name: string]: unknown;
                 };
                 content: {

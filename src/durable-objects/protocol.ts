@@ -103,6 +103,8 @@ export interface CreateArgs {
 
 /** A snapshot to restore, already validated and flattened by the Worker. */
 export interface RestoreArgs {
+  /** An If-Match header: the change is made only in that state (412 otherwise). */
+  ifMatch?: string | undefined;
   step: number;
   dtype: Dtype;
   hyperparams: AdamHyperparams;
@@ -119,6 +121,8 @@ export interface RestoreArgs {
 
 /** A restore from a safetensors checkpoint, decoded and checked by the object. */
 export interface RestoreFileArgs {
+  /** An If-Match header: the change is made only in that state (412 otherwise). */
+  ifMatch?: string | undefined;
   format: 'safetensors';
   body: ReadableStream<Uint8Array> | Uint8Array;
   length: number | null;
@@ -131,12 +135,16 @@ export interface RestoreFileArgs {
  * layout when `tensor` is absent).
  */
 export interface UploadArgs {
+  /** An If-Match header: the change is made only in that state (412 otherwise). */
+  ifMatch?: string | undefined;
   body: TensorsIn;
   tensor?: string | undefined;
   offset?: number | undefined;
 }
 
 export interface PatchArgs {
+  /** An If-Match header: the change is made only in that state (412 otherwise). */
+  ifMatch?: string | undefined;
   hyperparams?: Partial<AdamHyperparams> | undefined;
   schedule?: ScheduleSpec | null | undefined;
   ttl?: number | undefined;

@@ -4,7 +4,7 @@
 
 import type { AdamState, Dtype, FloatArray } from '../../optim/adam.ts';
 import { type NamedLeaf, layoutOfNamed, leafIndex } from '../../tensors/names.ts';
-import { MAX_TENSORS, type TensorLayout, layoutSize } from '../../tensors/tree.ts';
+import { MAX_TENSORS, type TensorLayout, layoutSize, layoutWeight } from '../../tensors/tree.ts';
 import { WIRE_DTYPES, bytesOf, elementSink, firstNonFiniteIn, fitsInto, wireDtypeOf, type WireDtype } from '../../wire/dtypes.ts';
 import { WireError, encodeHeader, headerLength, parseHeader, type EntrySpec, type TensorEntry } from '../../wire/safetensors.ts';
 
@@ -73,11 +73,13 @@ export function decodeSlotsFile(body: Uint8Array, slots: readonly string[], requ
   if (paramEntries.length === 0) throw new WireError(422, ['safetensors', 'params'], 'no params/<name> tensors: the file must hold the parameters');
   if (paramEntries.length > MAX_TENSORS) throw new WireError(422, ['safetensors', 'params'], `more than ${MAX_TENSORS} parameter tensors`);
   const dtype: Dtype = requestedDtype ?? (paramEntries.some((p) => p.entry.dtype === 'F64') ? 'float64' : 'float32');
-  const layout = layoutOfNamed(paramEntries);
+  const layout = layoutOfNamed(paramEntries, ['safetensors', 'params']);
   const index = leafIndex(layout)!; // names of one file are distinct
   const size = layoutSize(layout);
-  if (names.length * size * (dtype === 'float32' ? 4 : 8) > maxBytes) {
-    throw new WireError(413, ['safetensors', 'params'], `${size} elements per tensor tree do not fit the stateless step's memory budget; use a hosted optimizer`);
+  // A dimension of 0 counts as 1 here: an answer in JSON writes such a tensor as nested empty arrays.
+  const weight = layoutWeight(layout);
+  if (names.length * weight * (dtype === 'float32' ? 4 : 8) > maxBytes) {
+    throw new WireError(413, ['safetensors', 'params'], `${weight} elements (a dimension of 0 counting as 1) per tensor tree do not fit the stateless step's memory budget; use a hosted optimizer`);
   }
   const make = () => (dtype === 'float32' ? new Float32Array(size) : new Float64Array(size));
 
