@@ -201,6 +201,22 @@ describe('POST /v1/compare answers', () => {
     expect(a!.final_loss).toBe(0.5 * (1 * x[0]! * x[0]! + 0.5 * x[1]! * x[1]! + (1 / 3) * x[2]! * x[2]! + 0.25 * x[3]! * x[3]!));
   });
 
+  it('refuses Muon, which steps matrices only, naming the run', async () => {
+    const res = await postJson('/v1/compare', { problem: { name: 'rosenbrock' }, steps: 5, runs: [{ optimizer: 'adam' }, { optimizer: 'muon' }] });
+    expect(res.status).toBe(422);
+    expect(res.body.errors[0].field).toBe('runs[1].optimizer');
+    expect(res.body.errors[0].message).toMatch(/vector of 2/);
+  });
+
+  it('runs Lion (not in torch 1.13) like any registry optimizer', async () => {
+    const res = await postJson('/v1/compare', { problem: { name: 'beale' }, steps: 50, runs: [{ optimizer: 'lion', hyperparams: { lr: 0.01 } }] });
+    expect(res.status).toBe(200);
+    const [lion] = res.body.runs as RunResult[];
+    // Lion moves every coordinate by lr·sign(·) each step (no weight decay): from (1, 1), 50 steps of 0.01.
+    for (const p of lion!.final_params) expect(Math.abs(p - 1)).toBeLessThanOrEqual(0.5 + 1e-6);
+    expect(lion!.final_loss).toBeLessThan(lion!.loss[0]!);
+  });
+
   it('runs Muon-free registry optimizers beyond the article four (RAdam, NAdam, Adamax, Adadelta, AdamW)', async () => {
     const res = await postJson('/v1/compare', {
       problem: { name: 'logistic_regression', samples: 50, features: 3 },
