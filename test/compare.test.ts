@@ -197,6 +197,7 @@ describe('POST /v1/compare answers', () => {
     expect(a!.loss).toEqual(b!.loss);
     const other = await postJson('/v1/compare', { ...body, problem: { ...body.problem, seed: 12 } });
     expect(other.body.runs[0].loss).not.toEqual(a!.loss);
+    expect(res.body.problem).toEqual({ name: 'noisy_quadratic', dimension: 4, noise: 0.5, seed: 11, curvatures: [1, 1 / 2, 1 / 3, 1 / 4], start: [1, 1, 1, 1], optimum: { loss: 0, params: [0, 0, 0, 0] } });
     const x = a!.final_params;
     expect(a!.final_loss).toBe(0.5 * (1 * x[0]! * x[0]! + 0.5 * x[1]! * x[1]! + (1 / 3) * x[2]! * x[2]! + 0.25 * x[3]! * x[3]!));
   });

@@ -9,7 +9,7 @@ import type { AppEnv } from '../../lib/router.ts';
 import type { Hyperparams } from '../../optim/optimizer.ts';
 import { optimizerDef } from '../../optim/registry.ts';
 import { ChartError, MIN_MAGNITUDE, renderLineChart } from '../../plot/line-chart.ts';
-import { prepareProblem, problemCost, type PreparedProblem } from '../../problems/index.ts';
+import { defaultCurvatures, prepareProblem, problemCost, type PreparedProblem } from '../../problems/index.ts';
 import { MAX_WORK, type CompareRequest } from '../../schemas/compare.ts';
 import { numberText, objectJson } from '../../wire/json.ts';
 
@@ -86,7 +86,7 @@ function checkedRuns(request: CompareRequest, rawRuns: RawRun[], dimension: numb
 /** The problem as answered: its options with defaults filled in, dimension, start and optimum. */
 function describeProblem(request: CompareRequest, problem: PreparedProblem) {
   const { start: _start, ...options } = request.problem;
-  const extra = request.problem.name === 'noisy_quadratic' ? { curvatures: request.problem.curvatures ?? undefined } : {};
+  const extra = request.problem.name === 'noisy_quadratic' ? { curvatures: request.problem.curvatures ?? defaultCurvatures(problem.dimension) } : {};
   return {
     ...options,
     ...extra,
