@@ -209,6 +209,12 @@ describe('POST /v1/compare answers', () => {
     expect(res.body.errors[0].message).toMatch(/vector of 2/);
   });
 
+  it('refuses SparseAdam, which takes sparse gradients only, naming the run', async () => {
+    const res = await postJson('/v1/compare', { problem: { name: 'rosenbrock' }, steps: 5, runs: [{ optimizer: 'sparse_adam' }] });
+    expect(res.status).toBe(422);
+    expect(res.body.errors[0].field).toBe('runs[0].optimizer');
+  });
+
   it('runs Lion (not in torch 1.13) like any registry optimizer', async () => {
     const res = await postJson('/v1/compare', { problem: { name: 'beale' }, steps: 50, runs: [{ optimizer: 'lion', hyperparams: { lr: 0.01 } }] });
     expect(res.status).toBe(200);

@@ -70,6 +70,7 @@ function checkedRuns(request: CompareRequest, rawRuns: RawRun[], dimension: numb
     const rule = def.check?.({ ...hp, lr: hp.lr ?? 0 } as Hyperparams);
     if (rule) errors.push(fieldError(['runs', i, 'hyperparams', rule.field], rule.message, hp[rule.field]));
     const shapeMessage = def.checkShape?.([dimension]);
+    if (def.sparse === 'only') errors.push(fieldError(['runs', i, 'optimizer'], `${def.torch} steps sparse (row) gradients only; the problems' gradients are dense`, run.optimizer));
     if (shapeMessage) errors.push(fieldError(['runs', i, 'optimizer'], `${shapeMessage}; the problem's params are one vector of ${dimension}`, run.optimizer));
     out.push({ def, hyperparams: hp as Hyperparams, schedule: run.schedule, label: run.label ?? defaultLabel(run, rawRuns[i]) });
   });
