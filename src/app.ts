@@ -23,6 +23,7 @@ import { optimizersRouter } from './routes/optimizers/optimizers.index.ts';
 import { schedulesRouter } from './routes/schedules/schedules.index.ts';
 import { stepRouter } from './routes/step/step.index.ts';
 import { familyRouter } from './routes/family/family.index.ts';
+import { compareRouter } from './routes/compare/compare.index.ts';
 import { optimizerDef } from './optim/registry.ts';
 
 const HTTP_PROBLEMS: Record<number, ProblemType> = {
@@ -136,6 +137,7 @@ export function createApp() {
 
   app.route('/', stepRouter);
   app.route('/', familyRouter);
+  app.route('/', compareRouter);
   app.route('/', schedulesRouter);
   app.route('/', optimizersRouter);
   app.route('/', docsRouter);

@@ -315,6 +315,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/compare": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Run optimizers side by side on a built-in test function; loss curves as JSON or an SVG chart
+         * @description Runs each requested optimizer (any of `GET /v1/algorithms`, with its hyperparameters as its step route takes them, and an optional schedule) from the same start point on a built-in test problem (Rosenbrock, Beale, a noisy quadratic, a logistic regression) and records the loss at every iterate. Each step is the stateless step's kernel, so a run is what torch 1.13 computes with that optimizer on that function. `Accept: image/svg+xml` answers a chart with one line per run instead of JSON. A run whose gradient, params or loss stop being finite (or whose loss exceeds 1e300) ends there and says why; the others go on.
+         */
+        post: operations["compareOptimizers"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/schedules/evaluate": {
         parameters: {
             query?: never;
@@ -2644,6 +2664,357 @@ export interface components {
                 number
             ];
         }[];
+        /** @description The loss curves of every run, in request order. */
+        CompareResponse: {
+            /** @description The problem with every option filled in (start included), its `dimension`, and `optimum` ({loss, params}, or null when unknown). */
+            problem: {
+                [key: string]: unknown;
+            };
+            /** @description Steps requested per run. */
+            steps: number;
+            dtype: components["schemas"]["Dtype"];
+            /** @description One result per run, in request order. */
+            runs: components["schemas"]["CompareRunResult"][];
+        };
+        /** @description One run's loss curve and end point. */
+        CompareRunResult: {
+            /** @description The legend label: as sent, or the default. */
+            label: string;
+            /** @description The optimizer's name. */
+            optimizer: string;
+            /** @description The hyperparameters used, defaults filled in (`lr` is absent when a schedule sets it). */
+            hyperparams: {
+                [key: string]: number | boolean | string;
+            };
+            /** @description The schedule, defaults filled in, when one was given. */
+            schedule?: unknown;
+            /** @description f at the start and after each completed step (steps_completed + 1 values), in float64. */
+            loss: number[];
+            /** @description The last value of `loss`. */
+            final_loss: number;
+            /** @description The smallest value of `loss`. */
+            best_loss: number;
+            /** @description The last iterate on the curve (for float32 runs, float32 values written as their exact doubles). */
+            final_params: number[];
+            /** @description Steps applied: `steps`, or fewer when the run stopped early. */
+            steps_completed: number;
+            stopped: components["schemas"]["CompareStop"];
+        };
+        /** @description Why a run ended early. */
+        CompareStop: {
+            /** @description The step that could not be completed (0-based): the run's curve ends at the iterate before it. */
+            step: number;
+            /**
+             * @description `non-finite-gradient`: the gradient overflowed the dtype; `non-finite-params`: the update did; `diverged`: the loss went above 1e300; `non-finite-lr`: the schedule overflowed.
+             * @enum {string}
+             */
+            reason: "non-finite-gradient" | "non-finite-params" | "diverged" | "non-finite-lr";
+            /** @description What happened, in words. */
+            message: string;
+        } | null;
+        /**
+         * @description Runs each optimizer from the problem's start for `steps` steps and records the loss at every iterate. Work is bounded: Σ over runs of steps × the problem's cost (dimension; 4 × dimension for noisy_quadratic; samples × (features + 1) for logistic_regression) must be at most 5,000,000 (413 otherwise).
+         * @example {
+         *       "problem": {
+         *         "name": "rosenbrock"
+         *       },
+         *       "steps": 200,
+         *       "dtype": "float64",
+         *       "runs": [
+         *         {
+         *           "optimizer": "sgd",
+         *           "hyperparams": {
+         *             "lr": 0.001,
+         *             "momentum": 0.9
+         *           },
+         *           "label": "SGD+momentum"
+         *         },
+         *         {
+         *           "optimizer": "adagrad",
+         *           "hyperparams": {
+         *             "lr": 0.1
+         *           }
+         *         },
+         *         {
+         *           "optimizer": "rmsprop",
+         *           "hyperparams": {
+         *             "lr": 0.01
+         *           }
+         *         },
+         *         {
+         *           "optimizer": "adam",
+         *           "hyperparams": {
+         *             "lr": 0.01
+         *           }
+         *         }
+         *       ]
+         *     }
+         */
+        CompareRequest: {
+            problem: components["schemas"]["ProblemSpec"];
+            /**
+             * @description Optimizer steps per run, 1 to 10000.
+             * @default 100
+             */
+            steps?: number;
+            dtype?: components["schemas"]["Dtype"];
+            /** @description The runs, 1 to 10, each from the same start point. */
+            runs: components["schemas"]["CompareRun"][];
+            /** @description SVG only: logarithmic loss axis. Default: logarithmic when every recorded loss is > 0 (true with a zero loss is a 422). */
+            log_scale?: boolean;
+            /**
+             * @description SVG only: image width in pixels, 200 to 4000.
+             * @default 800
+             */
+            width?: number;
+            /**
+             * @description SVG only: image height in pixels, 150 to 3000.
+             * @default 450
+             */
+            height?: number;
+            /** @description SVG only: chart title (default: the problem and the dtype). */
+            title?: string;
+        };
+        /** @description A built-in test problem, by `name`: rosenbrock, beale, noisy_quadratic, logistic_regression. */
+        ProblemSpec: components["schemas"]["RosenbrockProblem"] | components["schemas"]["BealeProblem"] | components["schemas"]["NoisyQuadraticProblem"] | components["schemas"]["LogisticRegressionProblem"];
+        /** @description Rosenbrock's function, extended to any even dimension: f(x) = Σ_pairs b·(x_{2i+1} − x_{2i}²)² + (a − x_{2i})². Minimum 0. */
+        RosenbrockProblem: {
+            /**
+             * @description The problem. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            name: "rosenbrock";
+            /**
+             * @description Number of coordinates, even (pairs), 2 to 10000.
+             * @default 2
+             */
+            dimension?: number;
+            /**
+             * @description a of b·(y − x²)² + (a − x)²; the minimum is at (a, a²) per pair.
+             * @default 1
+             */
+            a?: number;
+            /**
+             * @description b of b·(y − x²)² + (a − x)², >= 0.
+             * @default 100
+             */
+            b?: number;
+            /** @description Start point (default (−1.2, 1) per pair). float32 runs round it to float32, as torch.tensor(start, dtype=torch.float32) does. */
+            start?: number[];
+        };
+        /** @description Beale's function f(x, y) = (1.5 − x + xy)² + (2.25 − x + xy²)² + (2.625 − x + xy³)², minimum 0 at (3, 0.5). */
+        BealeProblem: {
+            /**
+             * @description The problem. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            name: "beale";
+            /** @description Start point (2 values, default (1, 1)). float32 runs round it to float32, as torch.tensor(start, dtype=torch.float32) does. */
+            start?: number[];
+        };
+        /** @description A noisy quadratic: f(x) = ½ Σ h_i x_i², minimum 0 at x = 0, with the stochastic gradient g_t = h ⊙ (x − σ ξ_t) of the sampled loss ½ Σ h_i (x_i − σ ξ_{t,i})², ξ_t approximately standard normal draws of the seeded stream (ξ_0 first, each in coordinate order). Every run sees the same noise; the curves report the noise-free f. */
+        NoisyQuadraticProblem: {
+            /**
+             * @description The problem. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            name: "noisy_quadratic";
+            /**
+             * @description Number of coordinates, 1 to 10000.
+             * @default 10
+             */
+            dimension?: number;
+            /** @description The diagonal h (each > 0), one per coordinate; default 1/(i+1): 1, 1/2, …, 1/n. */
+            curvatures?: number[];
+            /**
+             * @description σ >= 0, the scale of the gradient noise.
+             * @default 0.1
+             */
+            noise?: number;
+            /**
+             * @description Seed of the random stream (an integer in [0, 2^53)); the stream is documented in src/problems/random.ts and reproducible in any language.
+             * @default 0
+             */
+            seed?: number;
+            /** @description Start point (default all ones). float32 runs round it to float32, as torch.tensor(start, dtype=torch.float32) does. */
+            start?: number[];
+        };
+        /** @description Logistic regression on a synthetic dataset drawn from the seeded stream: true weights w* then, per example, its features and a label noise ε, all approximately standard normal; y = 1 when x·w* + label_noise·ε > 0. Loss: the mean binary cross-entropy of z = x·w + b (torch's binary_cross_entropy_with_logits); params (w_1 … w_d, b). */
+        LogisticRegressionProblem: {
+            /**
+             * @description The problem. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            name: "logistic_regression";
+            /**
+             * @description Number of examples n, 1 to 10000.
+             * @default 100
+             */
+            samples?: number;
+            /**
+             * @description Number of features d, 1 to 100 (the params are d weights and a bias).
+             * @default 5
+             */
+            features?: number;
+            /**
+             * @description Scale of the noise added to x·w* before thresholding the label (0: separable data, whose loss has no minimum).
+             * @default 1
+             */
+            label_noise?: number;
+            /**
+             * @description Seed of the random stream (an integer in [0, 2^53)); the stream is documented in src/problems/random.ts and reproducible in any language.
+             * @default 0
+             */
+            seed?: number;
+            /** @description Start point (d + 1 values: the weights, then the bias; default zeros). float32 runs round it to float32, as torch.tensor(start, dtype=torch.float32) does. */
+            start?: number[];
+        };
+        /** @description One optimizer run: the optimizer by name, its hyperparameters (defaults filled in), an optional schedule and a label. */
+        CompareRun: components["schemas"]["AdamCompareRun"] | components["schemas"]["AdamwCompareRun"] | components["schemas"]["SgdCompareRun"] | components["schemas"]["RmspropCompareRun"] | components["schemas"]["AdagradCompareRun"] | components["schemas"]["AdamaxCompareRun"] | components["schemas"]["NadamCompareRun"] | components["schemas"]["RadamCompareRun"] | components["schemas"]["AdadeltaCompareRun"] | components["schemas"]["LionCompareRun"] | components["schemas"]["MuonCompareRun"] | components["schemas"]["SparseAdamCompareRun"];
+        /** @description A run of torch.optim.Adam, with its hyperparameters as `POST /v1/adam/step` takes them. */
+        AdamCompareRun: {
+            /**
+             * @description `adam`: torch.optim.Adam. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "adam";
+            hyperparams?: components["schemas"]["AdamHyperparams"] & unknown;
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.AdamW, with its hyperparameters as `POST /v1/adamw/step` takes them. */
+        AdamwCompareRun: {
+            /**
+             * @description `adamw`: torch.optim.AdamW. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "adamw";
+            hyperparams?: components["schemas"]["AdamwHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.SGD, with its hyperparameters as `POST /v1/sgd/step` takes them. */
+        SgdCompareRun: {
+            /**
+             * @description `sgd`: torch.optim.SGD. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "sgd";
+            hyperparams?: components["schemas"]["SgdHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.RMSprop, with its hyperparameters as `POST /v1/rmsprop/step` takes them. */
+        RmspropCompareRun: {
+            /**
+             * @description `rmsprop`: torch.optim.RMSprop. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "rmsprop";
+            hyperparams?: components["schemas"]["RmspropHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.Adagrad, with its hyperparameters as `POST /v1/adagrad/step` takes them. */
+        AdagradCompareRun: {
+            /**
+             * @description `adagrad`: torch.optim.Adagrad. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "adagrad";
+            hyperparams?: components["schemas"]["AdagradHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.Adamax, with its hyperparameters as `POST /v1/adamax/step` takes them. */
+        AdamaxCompareRun: {
+            /**
+             * @description `adamax`: torch.optim.Adamax. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "adamax";
+            hyperparams?: components["schemas"]["AdamaxHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.NAdam, with its hyperparameters as `POST /v1/nadam/step` takes them. */
+        NadamCompareRun: {
+            /**
+             * @description `nadam`: torch.optim.NAdam. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "nadam";
+            hyperparams?: components["schemas"]["NadamHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.RAdam, with its hyperparameters as `POST /v1/radam/step` takes them. */
+        RadamCompareRun: {
+            /**
+             * @description `radam`: torch.optim.RAdam. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "radam";
+            hyperparams?: components["schemas"]["RadamHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.Adadelta, with its hyperparameters as `POST /v1/adadelta/step` takes them. */
+        AdadeltaCompareRun: {
+            /**
+             * @description `adadelta`: torch.optim.Adadelta. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "adadelta";
+            hyperparams?: components["schemas"]["AdadeltaHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of optax.lion (torch has no Lion), with its hyperparameters as `POST /v1/lion/step` takes them. */
+        LionCompareRun: {
+            /**
+             * @description `lion`: optax.lion (torch has no Lion). (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "lion";
+            hyperparams?: components["schemas"]["LionHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.Muon, with its hyperparameters as `POST /v1/muon/step` takes them. */
+        MuonCompareRun: {
+            /**
+             * @description `muon`: torch.optim.Muon. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "muon";
+            hyperparams?: components["schemas"]["MuonHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.SparseAdam, with its hyperparameters as `POST /v1/sparse_adam/step` takes them. */
+        SparseAdamCompareRun: {
+            /**
+             * @description `sparse_adam`: torch.optim.SparseAdam. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "sparse_adam";
+            hyperparams?: components["schemas"]["SparseAdamHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
         /**
          * @description The learning rate at each requested step.
          * @example {
@@ -4599,6 +4970,89 @@ export interface operations {
                 };
             };
             /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    compareOptimizers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CompareRequest"];
+            };
+        };
+        responses: {
+            /** @description JSON: every run's loss curve, final params and stop reason. SVG: a line chart of the loss over the steps, one `<polyline class="series" data-series="<label>">` per run, with a legend. The format is the one `Accept` prefers (default JSON). */
+            200: {
+                headers: {
+                    /** @description `Accept`: the format depends on it. */
+                    vary?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CompareResponse"];
+                    "image/svg+xml": string;
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` allows neither application/json nor image/svg+xml. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than MAX_BODY_BYTES, or more work than 5,000,000 units (Σ runs × steps × the problem's cost per gradient). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid problem, run, hyperparameter or chart option (named in `errors`), e.g. an unknown optimizer, a missing SGD `lr`, duplicate labels, or a start point whose loss is not finite. */
             422: {
                 headers: {
                     [name: string]: unknown;
