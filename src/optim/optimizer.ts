@@ -8,22 +8,45 @@
 export type Dtype = 'float32' | 'float64';
 export type FloatArray = Float32Array | Float64Array;
 
-/** One hyperparameter: a number with bounds, or a flag. */
+/** One hyperparameter: a number with bounds, a flag, or one of a few strings. */
 export type HyperparamDef =
   | {
       type: 'number';
-      default: number;
+      /** torch's default; absent when torch requires the argument (SGD's `lr`). */
+      default?: number;
       /** Inclusive lower bound, or exclusive with `minExclusive`. */
       min?: number;
       minExclusive?: boolean;
       max?: number;
       maxExclusive?: boolean;
+      /** Whole numbers only (torch takes a Python int, e.g. Muon's `ns_steps` goes to `range()`). */
+      integer?: boolean;
       /** What it does, naming torch's argument. */
       description: string;
     }
-  | { type: 'boolean'; default: boolean; description: string };
+  | { type: 'boolean'; default: boolean; description: string }
+  /** A string from a fixed list (e.g. Muon's `adjust_lr_fn`). */
+  | { type: 'enum'; values: readonly string[]; default: string; description: string };
 
-export type Hyperparams = Record<string, number | boolean>;
+export type Hyperparams = Record<string, number | boolean | string>;
+
+/** A number >= 0 (torch's `if not 0.0 <= x: raise ValueError`). */
+export function nonNegative(defaultValue: number | undefined, description: string): HyperparamDef {
+  return { type: 'number', ...(defaultValue === undefined ? {} : { default: defaultValue }), min: 0, description };
+}
+
+/** A decay rate in [0, 1) (torch's betas). */
+export function beta(defaultValue: number, description: string): HyperparamDef {
+  return { type: 'number', default: defaultValue, min: 0, max: 1, maxExclusive: true, description };
+}
+
+/** A flag. */
+export function flag(defaultValue: boolean, description: string): HyperparamDef {
+  return { type: 'boolean', default: defaultValue, description };
+}
+
+/** torch's `maximize`, which every optimizer that has it applies first. */
+export const MAXIMIZE = flag(false, 'Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first.');
 
 /** A state tensor of the parameter's shape, named as torch's `state_dict` names it. */
 export interface SlotDef<H extends Hyperparams> {
@@ -36,6 +59,8 @@ export interface SlotDef<H extends Hyperparams> {
    * gradient (SGD's `momentum_buffer` is a clone of it): the step then receives it `fresh`.
    */
   initial(hp: H): number | null;
+  /** A second moment, a sum of squares or a max of magnitudes: never negative (a sent state is checked). */
+  nonNegative?: boolean;
 }
 
 /** A scalar state entry (e.g. NAdam's `mu_product`), with its fresh value. */
@@ -93,6 +118,11 @@ export interface OptimizerDef<H extends Hyperparams = Hyperparams> {
   slots: ReadonlyArray<SlotDef<H>>;
   scalars: ReadonlyArray<ScalarDef>;
   stepCounter: StepCounter;
+  /**
+   * Whether the step needs each tensor on its own (Muon orthogonalises a matrix). Elementwise
+   * optimizers step every tensor of a tree in one call, which is the same arithmetic.
+   */
+  perTensor?: boolean;
   /** One step in place on params and slots; returns the new scalars. */
   step(args: StepArgs<H>): Record<string, number>;
 }
@@ -125,19 +155,15 @@ export interface StepInPlaceArgs<H extends Hyperparams> {
   state: OptimizerState;
 }
 
-/**
- * One step in place on `state` (slots created lazily are allocated here); returns the state. The
- * caller has checked shapes and finiteness.
- */
-export function stepInPlace<H extends Hyperparams>(args: StepInPlaceArgs<H>): OptimizerState {
-  const { def, dtype, hp, params, grads, shape, state } = args;
+/** The slots the step works on, allocating missing ones (lazy ones are marked fresh). */
+function prepareSlots<H extends Hyperparams>(def: OptimizerDef<H>, dtype: Dtype, hp: H, n: number, state: OptimizerState) {
   const fresh = new Set<string>();
   const slots: Record<string, FloatArray> = {};
   for (const slot of def.slots) {
     if (!slot.present(hp)) continue;
     let a = state.slots[slot.name] ?? null;
     if (a === null) {
-      a = dtype === 'float32' ? new Float32Array(params.length) : new Float64Array(params.length);
+      a = dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
       const initial = slot.initial(hp);
       // A lazy slot is created by the step itself (from the gradient); an eager one that is
       // missing (e.g. momentum switched on by a PATCH) starts from its initial value.
@@ -147,7 +173,44 @@ export function stepInPlace<H extends Hyperparams>(args: StepInPlaceArgs<H>): Op
     }
     slots[slot.name] = a;
   }
+  return { slots, fresh };
+}
+
+/**
+ * One step in place on `state` (slots created lazily are allocated here); returns the state. The
+ * caller has checked shapes and finiteness.
+ */
+export function stepInPlace<H extends Hyperparams>(args: StepInPlaceArgs<H>): OptimizerState {
+  const { def, dtype, hp, params, grads, shape, state } = args;
+  const { slots, fresh } = prepareSlots(def, dtype, hp, params.length, state);
   state.scalars = def.step({ dtype, hp, params, grads, shape, slots, fresh, step: state.step, scalars: state.scalars });
+  state.step = nextStepCount(def.stepCounter, state.step);
+  return state;
+}
+
+/** One tensor of a flat tree: where its elements are and its shape. */
+export interface TensorSpan {
+  offset: number;
+  size: number;
+  shape: readonly number[];
+}
+
+/**
+ * One step over a tree of tensors flattened into `params`/`grads`/`state`: a single call for an
+ * elementwise optimizer, one call per tensor (on views, with the same step and scalars, as torch
+ * steps each parameter) when the optimizer is `perTensor`.
+ */
+export function stepTensors<H extends Hyperparams>(args: Omit<StepInPlaceArgs<H>, 'shape'> & { tensors: readonly TensorSpan[] }): OptimizerState {
+  const { def, dtype, hp, params, grads, state, tensors } = args;
+  if (!def.perTensor) return stepInPlace({ ...args, shape: [params.length] });
+  const { slots, fresh } = prepareSlots(def, dtype, hp, params.length, state);
+  let scalars = state.scalars;
+  for (const { offset, size, shape } of tensors) {
+    const view = (a: FloatArray) => a.subarray(offset, offset + size);
+    const tensorSlots = Object.fromEntries(Object.entries(slots).map(([k, a]) => [k, view(a)]));
+    scalars = def.step({ dtype, hp, params: view(params), grads: view(grads), shape, slots: tensorSlots, fresh, step: state.step, scalars: state.scalars });
+  }
+  state.scalars = scalars;
   state.step = nextStepCount(def.stepCounter, state.step);
   return state;
 }
