@@ -993,7 +993,7 @@ export interface components {
              */
             power?: number;
         };
-        /** @description torch.optim.lr_scheduler.CosineAnnealingLR: `lr(k) = min_lr + (lr − min_lr)(1 + cos(π k / total_steps))/2`. As in torch it is periodic with period 2·total_steps: past total_steps the rate rises back towards lr. Values follow torch's recursive form to ~1e-14. Rule: min_lr <= lr. */
+        /** @description torch.optim.lr_scheduler.CosineAnnealingLR: `lr(k) = min_lr + (lr − min_lr)(1 + cos(π k / total_steps))/2`. As in torch it is periodic with period 2·total_steps: past total_steps the rate rises back towards lr. Values replay torch's recursive get_lr() bit for bit. Rule: min_lr <= lr. */
         CosineSchedule: {
             /**
              * @description Schedule type: `cosine`. (enum property replaced by openapi-typescript)
