@@ -45,11 +45,13 @@ export function readHeader(body: Uint8Array) {
 }
 
 /**
- * Decodes a stateless step body. `dtype` (from the query or metadata) wins; otherwise float64 when
- * any params tensor is F64, else float32. `maxBytes` bounds the decoded arrays.
+ * Decodes a stateless step body. `dtype` (from the query), else `__metadata__.dtype`, wins; otherwise
+ * float64 when any params tensor is F64, else float32. `maxBytes` bounds the decoded arrays.
  */
 export function decodeStepFile(body: Uint8Array, requestedDtype: Dtype | undefined, maxBytes: number): StepFile {
   const { entries, metadata, dataStart } = readHeader(body);
+  // Any other metadata dtype is refused by the handler's options schema.
+  const metadataDtype = metadata?.dtype === 'float32' || metadata?.dtype === 'float64' ? metadata.dtype : undefined;
   const bySlot = new Map<StepSlot, Map<string, TensorEntry>>(STEP_SLOTS.map((s) => [s, new Map()]));
   for (const e of entries) {
     const { slot, leaf } = splitName(e.name);
@@ -58,7 +60,7 @@ export function decodeStepFile(body: Uint8Array, requestedDtype: Dtype | undefin
   const paramEntries = [...bySlot.get('params')!.entries()].map(([name, e]) => ({ name, shape: e.shape, entry: e }));
   if (paramEntries.length === 0) throw new WireError(422, ['safetensors', 'params'], 'no params/<name> tensors: the file must hold the parameters');
   if (paramEntries.length > MAX_TENSORS) throw new WireError(422, ['safetensors', 'params'], `more than ${MAX_TENSORS} parameter tensors`);
-  const dtype: Dtype = requestedDtype ?? (paramEntries.some((p) => p.entry.dtype === 'F64') ? 'float64' : 'float32');
+  const dtype: Dtype = requestedDtype ?? metadataDtype ?? (paramEntries.some((p) => p.entry.dtype === 'F64') ? 'float64' : 'float32');
   const layout = layoutOfNamed(paramEntries);
   const index = leafIndex(layout)!; // names of one file are distinct
   const size = layoutSize(layout);
