@@ -121,6 +121,25 @@ describe('steps over the binary wire', () => {
   });
 });
 
+describe('tensors whose dotted names collide ("a.b" and {"a": {"b"}})', () => {
+  it('safetensors answers are a 406 before anything is applied; JSON and raw work (found by test/fuzz/hosted.test.ts)', async () => {
+    // The step was applied, then encoding the answer threw: a 500 for a step that had happened.
+    const opt = await createOptimizer({ params: { 'a.b': [1], a: { b: [2] } } });
+    const grads = { 'a.b': [0.5], a: { b: [-0.5] } };
+    const before = await snapshotOf(opt);
+    expectProblem(await binary(opt, 'POST', '/step', new TextEncoder().encode(JSON.stringify({ grads })), { 'content-type': 'application/json', accept: ST }), 406, 'Accept');
+    expectProblem(await binary(opt, 'POST', '/step', f32([0.5, -0.5]), { 'content-type': RAW, accept: ST }), 406, 'Accept');
+    expectProblem(await binary(opt, 'GET', '/params', undefined, { accept: ST }), 406, 'Accept');
+    expect(await snapshotOf(opt)).toEqual(before);
+    const none = await binary(opt, 'POST', '/step?return=none', f32([0.5, -0.5]), { 'content-type': RAW, accept: ST });
+    expect(none.status).toBe(200);
+    expect(readSafetensors(none.bytes).metadata?.step).toBe('1');
+    const raw = await binary(opt, 'POST', '/step', f32([0.5, -0.5]), { 'content-type': RAW });
+    expect(raw.headers.get('step')).toBe('2');
+    expect((await opCall('POST', opt, '/step', { grads })).body.step).toBe(3);
+  });
+});
+
 describe('bad binary bodies change nothing', () => {
   it('refuses each with a 4xx naming what is wrong', async () => {
     const opt = await createOptimizer({ params: PARAMS, dtype: 'float32' });
