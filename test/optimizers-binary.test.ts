@@ -63,6 +63,20 @@ describe('steps over the binary wire', () => {
     expect((await opCall('GET', raw, '/history')).body.entries.map((e: { loss: number }) => e.loss)).toEqual([1, 0.5, 1 / 3]);
   });
 
+  it('step and lr headers come with every format, JSON too, as README says (found by test/fuzz/hosted.test.ts)', async () => {
+    const opt = await createOptimizer({ params: PARAMS, hyperparams: { lr: 0.02 } });
+    for (const [k, [body, type]] of ([[f32(flat(GRADS)), RAW], [new TextEncoder().encode(JSON.stringify({ grads: GRADS })), 'application/json']] as const).entries()) {
+      for (const accept of ['application/json', RAW, ST]) {
+        const res = await binary(opt, 'POST', k === 0 ? '/step' : '/step?return=none', body, { 'content-type': type, accept });
+        expect(res.status).toBe(200);
+        expect(res.headers.get('lr'), `${type} → ${accept}`).toBe('0.02');
+        expect(res.headers.get('step'), `${type} → ${accept}`).toMatch(/^\d+$/);
+      }
+    }
+    const params = await binary(opt, 'GET', '/params', undefined, { accept: 'application/json' });
+    expect(params.headers.get('step')).toBe('6');
+  });
+
   it('answers in the format Accept asks for; return=none sends no tensors; 406 applies nothing', async () => {
     const opt = await createOptimizer({ params: PARAMS });
     const g = f32(flat(GRADS));
