@@ -3,7 +3,7 @@
 
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
-import { stringify } from 'yaml';
+import { Document, Scalar, parse as parseYaml, visit } from 'yaml';
 import { MAX_JSON_HOSTED_ELEMENTS, readLimits, type Limits } from './lib/config.ts';
 import { bodyGuard } from './lib/body-guard.ts';
 import { cors, securityHeaders } from './lib/headers.ts';
@@ -20,6 +20,8 @@ import { docsRouter } from './routes/docs/docs.index.ts';
 import { optimizersRouter } from './routes/optimizers/optimizers.index.ts';
 import { schedulesRouter } from './routes/schedules/schedules.index.ts';
 import { stepRouter } from './routes/step/step.index.ts';
+import { familyRouter } from './routes/family/family.index.ts';
+import { optimizerDef } from './optim/registry.ts';
 
 const HTTP_PROBLEMS: Record<number, ProblemType> = {
   400: 'malformed-json',
@@ -53,6 +55,9 @@ function patternOf(path: string): RegExp {
 function jsonValueLimit(limits: Limits, path: string, method: string): number {
   const slack = 2 * MAX_EVALUATION_POINTS + 10_000; // steps and metrics lists, milestones, fields
   if (path === '/v1/adam/step') return 5 * limits.maxElements + slack; // params, grads, m, v, v_max
+  const family = /^\/v1\/([a-z0-9_]+)\/step$/.exec(path);
+  const def = family ? optimizerDef(family[1]!) : undefined;
+  if (def) return (2 + def.slots.length) * limits.maxElements + slack; // params, grads, every slot
   if (path.startsWith('/v1/optimizers')) return MAX_JSON_HOSTED_ELEMENTS + slack;
   return slack;
 }
@@ -108,6 +113,7 @@ export function createApp() {
         kernel: activeKernel(),
         links: {
           step: '/v1/adam/step',
+          algorithms: '/v1/algorithms',
           optimizers: '/v1/optimizers',
           docs: '/docs',
           health: '/healthz',
@@ -121,6 +127,7 @@ export function createApp() {
   app.openapi(healthRoute, (c) => c.json({ status: 'ok' as const }, 200));
 
   app.route('/', stepRouter);
+  app.route('/', familyRouter);
   app.route('/', schedulesRouter);
   app.route('/', optimizersRouter);
   app.route('/', docsRouter);
@@ -189,5 +196,39 @@ export function openApiDocument(app: App) {
 
 /** The document as YAML, byte for byte what `npm run openapi` writes to openapi.yaml. */
 export function openApiYaml(app: App): string {
-  return stringify(openApiDocument(app), { lineWidth: 0, aliasDuplicateObjects: false });
+  const doc = new Document(openApiDocument(app), { aliasDuplicateObjects: false, customTags: (tags) => [YAML11_EXPONENT_FLOAT, ...tags] });
+  // A plain string YAML 1.1 reads as something else (a timestamp such as 2026-11-26T00:00:00Z,
+  // yes/no/on/off, 0o17, 1:30) is quoted, so every parser reads the same document.
+  visit(doc, {
+    Scalar(_, node) {
+      if (typeof node.value === 'string' && readsOtherwiseInYaml11(node.value)) node.type = Scalar.QUOTE_DOUBLE;
+    },
+  });
+  return doc.toString({ lineWidth: 0 });
 }
+
+function readsOtherwiseInYaml11(text: string): boolean {
+  if (text.length > 64 || text === '' || /[\n"'#:{}[\],&*!|>%@`]\s|\s#/.test(text)) return false;
+  try {
+    return parseYaml(text, { version: '1.1' }) !== text;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Numbers in exponent form written so YAML 1.1 parsers (PyYAML, SnakeYAML in openapi-generator)
+ * read them as floats too: YAML 1.1 needs a `.` in the mantissa and a signed exponent, so `1e-8`
+ * (a string there) is written `1.0e-8`. YAML 1.2 reads both alike.
+ */
+const YAML11_EXPONENT_FLOAT = {
+  identify: (v: unknown) => typeof v === 'number' && Number.isFinite(v) && String(v).includes('e'),
+  default: true,
+  tag: 'tag:yaml.org,2002:float',
+  test: /^\b$/, // never used to parse: the standard float tags do that
+  resolve: (s: string) => Number(s),
+  stringify: ({ value }: { value: unknown }) => {
+    const [mantissa, exponent] = String(value).split('e') as [string, string];
+    return `${mantissa.includes('.') ? mantissa : `${mantissa}.0`}e${/^[+-]/.test(exponent) ? exponent : `+${exponent}`}`;
+  },
+};

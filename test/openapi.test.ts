@@ -24,6 +24,16 @@ describe('openapi.yaml', () => {
     expect(json.body.openapi).toBe('3.1.0');
   });
 
+  it('reads the same under YAML 1.1 (PyYAML, SnakeYAML) as under YAML 1.2: 1e-8 would be a string there', () => {
+    const doc = JSON.parse(JSON.stringify(openApiDocument(createApp())));
+    expect(parseYaml(committed, { version: '1.1' })).toEqual(doc);
+    expect(parseYaml(committed)).toEqual(doc);
+    // The exponent form YAML 1.1 reads as a float: a `.` in the mantissa and a signed exponent.
+    const exponents = committed.match(/:\s-?\d[\d.]*e[+-]?\d+$/gm) ?? [];
+    expect(exponents.length).toBeGreaterThan(0);
+    for (const e of exponents) expect(e).toMatch(/\d\.\d+e[+-]\d+$/);
+  });
+
   it('documents every route the app serves', () => {
     const app = createApp();
     const doc = openApiDocument(app);

@@ -58,6 +58,203 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/algorithms": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every optimizer the API serves, with its hyperparameters and state
+         * @description Generated from the same definitions as the step schemas: names, defaults and bounds are those the routes enforce.
+         */
+        get: operations["listAlgorithms"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/algorithms/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One optimizer, with its hyperparameters and state */
+        get: operations["getAlgorithm"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/adamw/step": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * One torch.optim.AdamW step on parameters, gradients and state you send
+         * @description AdamW (Loshchilov and Hutter 2019): Adam with decoupled weight decay, p *= 1 - lr·weight_decay before each update. Applies one step of torch.optim.AdamW with torch 1.13's single-tensor (`foreach=False`) operation order and returns the new parameters and state, named as torch's `state_dict` names them. Send the returned `state` with the next call to continue the trajectory. float32 and float64 results are bit-identical to torch on AVX2 CPUs. The body is JSON or safetensors; the answer comes in the format `Accept` asks for (default: the body's).
+         */
+        post: operations["adamwStep"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sgd/step": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * One torch.optim.SGD step on parameters, gradients and state you send
+         * @description Stochastic gradient descent with optional momentum, dampening, Nesterov momentum and L2 weight decay. `lr` is required, as in torch. Applies one step of torch.optim.SGD with torch 1.13's single-tensor (`foreach=False`) operation order and returns the new parameters and state, named as torch's `state_dict` names them. Send the returned `state` with the next call to continue the trajectory. float32 and float64 results are bit-identical to torch on AVX2 CPUs. The body is JSON or safetensors; the answer comes in the format `Accept` asks for (default: the body's).
+         */
+        post: operations["sgdStep"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/rmsprop/step": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * One torch.optim.RMSprop step on parameters, gradients and state you send
+         * @description RMSprop (Hinton): divides the gradient by a running root mean square, optionally centered and with momentum. Applies one step of torch.optim.RMSprop with torch 1.13's single-tensor (`foreach=False`) operation order and returns the new parameters and state, named as torch's `state_dict` names them. Send the returned `state` with the next call to continue the trajectory. float32 and float64 results are bit-identical to torch on AVX2 CPUs. The body is JSON or safetensors; the answer comes in the format `Accept` asks for (default: the body's).
+         */
+        post: operations["rmspropStep"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/adagrad/step": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * One torch.optim.Adagrad step on parameters, gradients and state you send
+         * @description Adagrad (Duchi et al. 2011): per-element learning rates from the sum of squared gradients. Applies one step of torch.optim.Adagrad with torch 1.13's single-tensor (`foreach=False`) operation order and returns the new parameters and state, named as torch's `state_dict` names them. Send the returned `state` with the next call to continue the trajectory. float32 and float64 results are bit-identical to torch on AVX2 CPUs. The body is JSON or safetensors; the answer comes in the format `Accept` asks for (default: the body's).
+         */
+        post: operations["adagradStep"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/adamax/step": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * One torch.optim.Adamax step on parameters, gradients and state you send
+         * @description Adamax (Kingma and Ba 2015): Adam with the infinity norm in place of the second moment. Applies one step of torch.optim.Adamax with torch 1.13's single-tensor (`foreach=False`) operation order and returns the new parameters and state, named as torch's `state_dict` names them. Send the returned `state` with the next call to continue the trajectory. float32 and float64 results are bit-identical to torch on AVX2 CPUs. The body is JSON or safetensors; the answer comes in the format `Accept` asks for (default: the body's).
+         */
+        post: operations["adamaxStep"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/nadam/step": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * One torch.optim.NAdam step on parameters, gradients and state you send
+         * @description NAdam (Dozat 2016): Adam with Nesterov momentum and a momentum schedule (torch 1.13: no maximize, L2 weight decay only). Applies one step of torch.optim.NAdam with torch 1.13's single-tensor (`foreach=False`) operation order and returns the new parameters and state, named as torch's `state_dict` names them. Send the returned `state` with the next call to continue the trajectory. float32 and float64 results are bit-identical to torch on AVX2 CPUs. The body is JSON or safetensors; the answer comes in the format `Accept` asks for (default: the body's).
+         */
+        post: operations["nadamStep"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/radam/step": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * One torch.optim.RAdam step on parameters, gradients and state you send
+         * @description RAdam (Liu et al. 2020): Adam whose adaptive step is switched on, rectified, once the variance of the second moment is tractable (torch 1.13: no maximize, L2 weight decay only). Applies one step of torch.optim.RAdam with torch 1.13's single-tensor (`foreach=False`) operation order and returns the new parameters and state, named as torch's `state_dict` names them. Send the returned `state` with the next call to continue the trajectory. float32 and float64 results are bit-identical to torch on AVX2 CPUs. The body is JSON or safetensors; the answer comes in the format `Accept` asks for (default: the body's).
+         */
+        post: operations["radamStep"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/adadelta/step": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * One torch.optim.Adadelta step on parameters, gradients and state you send
+         * @description Adadelta (Zeiler 2012): steps scaled by the ratio of running root mean squares of updates and gradients. Applies one step of torch.optim.Adadelta with torch 1.13's single-tensor (`foreach=False`) operation order and returns the new parameters and state, named as torch's `state_dict` names them. Send the returned `state` with the next call to continue the trajectory. float32 and float64 results are bit-identical to torch on AVX2 CPUs. The body is JSON or safetensors; the answer comes in the format `Accept` asks for (default: the body's).
+         */
+        post: operations["adadeltaStep"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/schedules/evaluate": {
         parameters: {
             query?: never;
@@ -927,6 +1124,649 @@ export interface components {
              */
             eps?: number;
         };
+        /** @description The optimizers the API serves. */
+        AlgorithmList: {
+            /** @description Every optimizer, Adam first. */
+            algorithms: components["schemas"]["Algorithm"][];
+        };
+        /** @description One optimizer the API serves. */
+        Algorithm: {
+            /**
+             * @description The name used in routes and in a hosted optimizer's `optimizer` field.
+             * @example sgd
+             */
+            name: string;
+            /**
+             * @description The torch class it reproduces.
+             * @example torch.optim.SGD
+             */
+            torch: string;
+            /** @description What it does. */
+            description: string;
+            /**
+             * @description Its stateless step.
+             * @example /v1/sgd/step
+             */
+            step_route: string;
+            /** @description Hyperparameters by torch's name, in torch's order. */
+            hyperparams: {
+                [key: string]: components["schemas"]["HyperparamInfo"];
+            };
+            /** @description The state it keeps, with torch's names. */
+            state: {
+                /**
+                 * @description How torch keeps `state["step"]`: a float32 tensor (saturates at 2^24), a Python int, or not at all (the API still counts).
+                 * @enum {string}
+                 */
+                step: "float32" | "integer" | "none";
+                /** @description Tensors of the parameters' shape. */
+                slots: {
+                    /** @description torch's state_dict name. */
+                    name: string;
+                    /** @description What it holds and when torch keeps it. */
+                    description: string;
+                }[];
+                /** @description Numbers kept beside the tensors (e.g. NAdam's `mu_product`). */
+                scalars: {
+                    /** @description torch's state_dict name. */
+                    name: string;
+                    /** @description What it holds. */
+                    description: string;
+                    /** @description Its value before the first step. */
+                    initial: number;
+                }[];
+            };
+        };
+        /** @description One hyperparameter of an optimizer. */
+        HyperparamInfo: {
+            /**
+             * @description JSON type.
+             * @enum {string}
+             */
+            type: "number" | "boolean";
+            /** @description torch's default; absent when torch requires the argument. */
+            default?: number | boolean;
+            /** @description Whether it must be given (unless a schedule sets it, for `lr`). */
+            required: boolean;
+            /** @description Inclusive lower bound. */
+            minimum?: number;
+            /** @description Exclusive lower bound. */
+            exclusiveMinimum?: number;
+            /** @description Inclusive upper bound. */
+            maximum?: number;
+            /** @description Exclusive upper bound. */
+            exclusiveMaximum?: number;
+            /** @description What it does, naming torch's argument. */
+            description: string;
+        };
+        /** @description Parameters and torch.optim.AdamW state after one step. */
+        AdamwStepResponse: {
+            params: components["schemas"]["TensorTree"];
+            state: components["schemas"]["AdamwStateOut"];
+            /** @description The learning rate applied in this step. */
+            lr: number;
+        };
+        /** @description State to send back with the next step. */
+        AdamwStateOut: {
+            /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+            step: number;
+            exp_avg?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+            max_exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+        };
+        /** @description One torch.optim.AdamW step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        AdamwStepRequest: {
+            params: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["TensorTree"] & unknown;
+            state?: components["schemas"]["AdamwState"];
+            hyperparams?: components["schemas"]["AdamwHyperparams"];
+            dtype?: components["schemas"]["Dtype"];
+            schedule?: components["schemas"]["ScheduleSpec"];
+            /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
+            metrics?: number[];
+        };
+        /** @description State of torch.optim.AdamW with torch's `state_dict` names, as the previous step returned it. Omit it for a fresh optimizer. With step > 0, every slot these hyperparameters keep is required (`exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`). */
+        AdamwState: {
+            /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+            step: number;
+            exp_avg?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+            max_exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+        };
+        /**
+         * @description Hyperparameters of torch.optim.AdamW, with torch's names and defaults. Every field is optional.
+         * @default {}
+         */
+        AdamwHyperparams: {
+            /**
+             * @description Learning rate (torch `lr`).
+             * @default 0.001
+             */
+            lr?: number;
+            /**
+             * @description Decay of the first moment (torch `betas[0]`), in [0, 1).
+             * @default 0.9
+             */
+            beta1?: number;
+            /**
+             * @description Decay of the second moment (torch `betas[1]`), in [0, 1).
+             * @default 0.999
+             */
+            beta2?: number;
+            /**
+             * @description Added to the bias-corrected sqrt(v) (torch `eps`).
+             * @default 1e-8
+             */
+            eps?: number;
+            /**
+             * @description Decoupled weight decay (torch `weight_decay`, default 1e-2 in AdamW).
+             * @default 0.01
+             */
+            weight_decay?: number;
+            /**
+             * @description AMSGrad: normalise by the running max of exp_avg_sq (torch `amsgrad`).
+             * @default false
+             */
+            amsgrad?: boolean;
+            /**
+             * @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first.
+             * @default false
+             */
+            maximize?: boolean;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+        };
+        /** @description Parameters and torch.optim.SGD state after one step. */
+        SgdStepResponse: {
+            params: components["schemas"]["TensorTree"];
+            state: components["schemas"]["SgdStateOut"];
+            /** @description The learning rate applied in this step. */
+            lr: number;
+        };
+        /** @description State to send back with the next step. */
+        SgdStateOut: {
+            /** @description Completed steps (torch.optim.SGD keeps no step count; the API does, for schedules). */
+            step: number;
+            momentum_buffer?: components["schemas"]["TensorTree"] & unknown;
+        };
+        /** @description One torch.optim.SGD step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        SgdStepRequest: {
+            params: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["TensorTree"] & unknown;
+            state?: components["schemas"]["SgdState"];
+            hyperparams?: components["schemas"]["SgdHyperparams"];
+            dtype?: components["schemas"]["Dtype"];
+            schedule?: components["schemas"]["ScheduleSpec"];
+            /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
+            metrics?: number[];
+        };
+        /** @description State of torch.optim.SGD with torch's `state_dict` names, as the previous step returned it. Omit it for a fresh optimizer. With step > 0, every slot these hyperparameters keep is required (`momentum_buffer`), except one torch creates from the first gradient, which may be absent or null. */
+        SgdState: {
+            /**
+             * @description Completed steps (torch.optim.SGD keeps no step count; the API does, for schedules).
+             * @default 0
+             */
+            step?: number;
+            momentum_buffer?: components["schemas"]["TensorTree"] & unknown;
+        };
+        /**
+         * @description Hyperparameters of torch.optim.SGD, with torch's names and defaults. lr has no default (torch requires it) unless a schedule sets it.
+         * @default {}
+         */
+        SgdHyperparams: {
+            /** @description Learning rate (torch `lr`), required: torch.optim.SGD has no default. */
+            lr?: number;
+            /**
+             * @description Momentum factor (torch `momentum`); 0 keeps no buffer.
+             * @default 0
+             */
+            momentum?: number;
+            /**
+             * @description Dampening for momentum (torch `dampening`), not range-checked, as in torch; ignored on the step that creates the buffer.
+             * @default 0
+             */
+            dampening?: number;
+            /**
+             * @description L2 penalty added to the gradient (torch `weight_decay`).
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * @description Nesterov momentum (torch `nesterov`); needs momentum > 0 and dampening = 0.
+             * @default false
+             */
+            nesterov?: boolean;
+            /**
+             * @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first.
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /** @description Parameters and torch.optim.RMSprop state after one step. */
+        RmspropStepResponse: {
+            params: components["schemas"]["TensorTree"];
+            state: components["schemas"]["RmspropStateOut"];
+            /** @description The learning rate applied in this step. */
+            lr: number;
+        };
+        /** @description State to send back with the next step. */
+        RmspropStateOut: {
+            /** @description Completed steps (torch `state["step"]`, a Python int). */
+            step: number;
+            square_avg?: components["schemas"]["TensorTree"] & unknown;
+            momentum_buffer?: components["schemas"]["TensorTree"] & unknown;
+            grad_avg?: components["schemas"]["TensorTree"] & unknown;
+        };
+        /** @description One torch.optim.RMSprop step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        RmspropStepRequest: {
+            params: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["TensorTree"] & unknown;
+            state?: components["schemas"]["RmspropState"];
+            hyperparams?: components["schemas"]["RmspropHyperparams"];
+            dtype?: components["schemas"]["Dtype"];
+            schedule?: components["schemas"]["ScheduleSpec"];
+            /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
+            metrics?: number[];
+        };
+        /** @description State of torch.optim.RMSprop with torch's `state_dict` names, as the previous step returned it. Omit it for a fresh optimizer. With step > 0, every slot these hyperparameters keep is required (`square_avg`, `momentum_buffer`, `grad_avg`). */
+        RmspropState: {
+            /** @description Completed steps (torch `state["step"]`, a Python int). */
+            step: number;
+            square_avg?: components["schemas"]["TensorTree"] & unknown;
+            momentum_buffer?: components["schemas"]["TensorTree"] & unknown;
+            grad_avg?: components["schemas"]["TensorTree"] & unknown;
+        };
+        /**
+         * @description Hyperparameters of torch.optim.RMSprop, with torch's names and defaults. Every field is optional.
+         * @default {}
+         */
+        RmspropHyperparams: {
+            /**
+             * @description Learning rate (torch `lr`).
+             * @default 0.01
+             */
+            lr?: number;
+            /**
+             * @description Smoothing constant of the squared-gradient average (torch `alpha`); torch accepts any alpha >= 0.
+             * @default 0.99
+             */
+            alpha?: number;
+            /**
+             * @description Added to the root mean square, after the square root (torch `eps`).
+             * @default 1e-8
+             */
+            eps?: number;
+            /**
+             * @description L2 penalty added to the gradient (torch `weight_decay`).
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * @description Momentum factor (torch `momentum`); 0 keeps no buffer.
+             * @default 0
+             */
+            momentum?: number;
+            /**
+             * @description Normalise by the estimated variance instead of the raw second moment (torch `centered`).
+             * @default false
+             */
+            centered?: boolean;
+            /**
+             * @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first.
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /** @description Parameters and torch.optim.Adagrad state after one step. */
+        AdagradStepResponse: {
+            params: components["schemas"]["TensorTree"];
+            state: components["schemas"]["AdagradStateOut"];
+            /** @description The learning rate applied in this step. */
+            lr: number;
+        };
+        /** @description State to send back with the next step. */
+        AdagradStateOut: {
+            /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+            step: number;
+            sum?: components["schemas"]["TensorTree"] & unknown;
+        };
+        /** @description One torch.optim.Adagrad step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        AdagradStepRequest: {
+            params: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["TensorTree"] & unknown;
+            state?: components["schemas"]["AdagradState"];
+            hyperparams?: components["schemas"]["AdagradHyperparams"];
+            dtype?: components["schemas"]["Dtype"];
+            schedule?: components["schemas"]["ScheduleSpec"];
+            /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
+            metrics?: number[];
+        };
+        /** @description State of torch.optim.Adagrad with torch's `state_dict` names, as the previous step returned it. Omit it for a fresh optimizer. With step > 0, every slot these hyperparameters keep is required (`sum`). */
+        AdagradState: {
+            /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+            step: number;
+            sum?: components["schemas"]["TensorTree"] & unknown;
+        };
+        /**
+         * @description Hyperparameters of torch.optim.Adagrad, with torch's names and defaults. Every field is optional.
+         * @default {}
+         */
+        AdagradHyperparams: {
+            /**
+             * @description Learning rate (torch `lr`).
+             * @default 0.01
+             */
+            lr?: number;
+            /**
+             * @description Learning-rate decay: step t uses lr / (1 + (t-1)·lr_decay) (torch `lr_decay`).
+             * @default 0
+             */
+            lr_decay?: number;
+            /**
+             * @description L2 penalty added to the gradient (torch `weight_decay`).
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * @description Starting value of the sum of squares (torch `initial_accumulator_value`).
+             * @default 0
+             */
+            initial_accumulator_value?: number;
+            /**
+             * @description Added to sqrt(sum) (torch `eps`).
+             * @default 1e-10
+             */
+            eps?: number;
+            /**
+             * @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first.
+             * @default false
+             */
+            maximize?: boolean;
+        };
+        /** @description Parameters and torch.optim.Adamax state after one step. */
+        AdamaxStepResponse: {
+            params: components["schemas"]["TensorTree"];
+            state: components["schemas"]["AdamaxStateOut"];
+            /** @description The learning rate applied in this step. */
+            lr: number;
+        };
+        /** @description State to send back with the next step. */
+        AdamaxStateOut: {
+            /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+            step: number;
+            exp_avg?: components["schemas"]["TensorTree"] & unknown;
+            exp_inf?: components["schemas"]["TensorTree"] & unknown;
+        };
+        /** @description One torch.optim.Adamax step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        AdamaxStepRequest: {
+            params: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["TensorTree"] & unknown;
+            state?: components["schemas"]["AdamaxState"];
+            hyperparams?: components["schemas"]["AdamaxHyperparams"];
+            dtype?: components["schemas"]["Dtype"];
+            schedule?: components["schemas"]["ScheduleSpec"];
+            /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
+            metrics?: number[];
+        };
+        /** @description State of torch.optim.Adamax with torch's `state_dict` names, as the previous step returned it. Omit it for a fresh optimizer. With step > 0, every slot these hyperparameters keep is required (`exp_avg`, `exp_inf`). */
+        AdamaxState: {
+            /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+            step: number;
+            exp_avg?: components["schemas"]["TensorTree"] & unknown;
+            exp_inf?: components["schemas"]["TensorTree"] & unknown;
+        };
+        /**
+         * @description Hyperparameters of torch.optim.Adamax, with torch's names and defaults. Every field is optional.
+         * @default {}
+         */
+        AdamaxHyperparams: {
+            /**
+             * @description Learning rate (torch `lr`).
+             * @default 0.002
+             */
+            lr?: number;
+            /**
+             * @description Decay of the first moment (torch `betas[0]`), in [0, 1).
+             * @default 0.9
+             */
+            beta1?: number;
+            /**
+             * @description Decay of the infinity norm (torch `betas[1]`), in [0, 1).
+             * @default 0.999
+             */
+            beta2?: number;
+            /**
+             * @description Added to |g| before the max (torch `eps`).
+             * @default 1e-8
+             */
+            eps?: number;
+            /**
+             * @description L2 penalty added to the gradient (torch `weight_decay`).
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first.
+             * @default false
+             */
+            maximize?: boolean;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+        };
+        /** @description Parameters and torch.optim.NAdam state after one step. */
+        NadamStepResponse: {
+            params: components["schemas"]["TensorTree"];
+            state: components["schemas"]["NadamStateOut"];
+            /** @description The learning rate applied in this step. */
+            lr: number;
+        };
+        /** @description State to send back with the next step. */
+        NadamStateOut: {
+            /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+            step: number;
+            exp_avg?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+            /** @description Product of the momentum coefficients μ_1…μ_t (torch `mu_product`), a float32 number for both dtypes as torch keeps it. */
+            mu_product: number;
+        };
+        /** @description One torch.optim.NAdam step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        NadamStepRequest: {
+            params: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["TensorTree"] & unknown;
+            state?: components["schemas"]["NadamState"];
+            hyperparams?: components["schemas"]["NadamHyperparams"];
+            dtype?: components["schemas"]["Dtype"];
+            schedule?: components["schemas"]["ScheduleSpec"];
+            /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
+            metrics?: number[];
+        };
+        /** @description State of torch.optim.NAdam with torch's `state_dict` names, as the previous step returned it. Omit it for a fresh optimizer. With step > 0, every slot these hyperparameters keep is required (`exp_avg`, `exp_avg_sq`). */
+        NadamState: {
+            /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+            step: number;
+            exp_avg?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+            /** @description Product of the momentum coefficients μ_1…μ_t (torch `mu_product`), a float32 number for both dtypes as torch keeps it. */
+            mu_product?: number;
+        };
+        /**
+         * @description Hyperparameters of torch.optim.NAdam, with torch's names and defaults. Every field is optional.
+         * @default {}
+         */
+        NadamHyperparams: {
+            /**
+             * @description Learning rate (torch `lr`).
+             * @default 0.002
+             */
+            lr?: number;
+            /**
+             * @description Decay of the first moment (torch `betas[0]`), in [0, 1).
+             * @default 0.9
+             */
+            beta1?: number;
+            /**
+             * @description Decay of the second moment (torch `betas[1]`), in [0, 1).
+             * @default 0.999
+             */
+            beta2?: number;
+            /**
+             * @description Added to the bias-corrected sqrt(v) (torch `eps`).
+             * @default 1e-8
+             */
+            eps?: number;
+            /**
+             * @description L2 penalty added to the gradient (torch `weight_decay`).
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * @description Momentum schedule ψ: μ_t = β1·(1 - 0.5·0.96^(t·ψ)) (torch `momentum_decay`).
+             * @default 0.004
+             */
+            momentum_decay?: number;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+        };
+        /** @description Parameters and torch.optim.RAdam state after one step. */
+        RadamStepResponse: {
+            params: components["schemas"]["TensorTree"];
+            state: components["schemas"]["RadamStateOut"];
+            /** @description The learning rate applied in this step. */
+            lr: number;
+        };
+        /** @description State to send back with the next step. */
+        RadamStateOut: {
+            /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+            step: number;
+            exp_avg?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+        };
+        /** @description One torch.optim.RAdam step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        RadamStepRequest: {
+            params: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["TensorTree"] & unknown;
+            state?: components["schemas"]["RadamState"];
+            hyperparams?: components["schemas"]["RadamHyperparams"];
+            dtype?: components["schemas"]["Dtype"];
+            schedule?: components["schemas"]["ScheduleSpec"];
+            /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
+            metrics?: number[];
+        };
+        /** @description State of torch.optim.RAdam with torch's `state_dict` names, as the previous step returned it. Omit it for a fresh optimizer. With step > 0, every slot these hyperparameters keep is required (`exp_avg`, `exp_avg_sq`). */
+        RadamState: {
+            /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+            step: number;
+            exp_avg?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+        };
+        /**
+         * @description Hyperparameters of torch.optim.RAdam, with torch's names and defaults. Every field is optional.
+         * @default {}
+         */
+        RadamHyperparams: {
+            /**
+             * @description Learning rate (torch `lr`).
+             * @default 0.001
+             */
+            lr?: number;
+            /**
+             * @description Decay of the first moment (torch `betas[0]`), in [0, 1).
+             * @default 0.9
+             */
+            beta1?: number;
+            /**
+             * @description Decay of the second moment (torch `betas[1]`), in [0, 1).
+             * @default 0.999
+             */
+            beta2?: number;
+            /**
+             * @description Added to sqrt(v) in the rectified steps (torch `eps`).
+             * @default 1e-8
+             */
+            eps?: number;
+            /**
+             * @description L2 penalty added to the gradient (torch `weight_decay`).
+             * @default 0
+             */
+            weight_decay?: number;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+        };
+        /** @description Parameters and torch.optim.Adadelta state after one step. */
+        AdadeltaStepResponse: {
+            params: components["schemas"]["TensorTree"];
+            state: components["schemas"]["AdadeltaStateOut"];
+            /** @description The learning rate applied in this step. */
+            lr: number;
+        };
+        /** @description State to send back with the next step. */
+        AdadeltaStateOut: {
+            /** @description Completed steps (torch `state["step"]`, a Python int). */
+            step: number;
+            square_avg?: components["schemas"]["TensorTree"] & unknown;
+            acc_delta?: components["schemas"]["TensorTree"] & unknown;
+        };
+        /** @description One torch.optim.Adadelta step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        AdadeltaStepRequest: {
+            params: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["TensorTree"] & unknown;
+            state?: components["schemas"]["AdadeltaState"];
+            hyperparams?: components["schemas"]["AdadeltaHyperparams"];
+            dtype?: components["schemas"]["Dtype"];
+            schedule?: components["schemas"]["ScheduleSpec"];
+            /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
+            metrics?: number[];
+        };
+        /** @description State of torch.optim.Adadelta with torch's `state_dict` names, as the previous step returned it. Omit it for a fresh optimizer. With step > 0, every slot these hyperparameters keep is required (`square_avg`, `acc_delta`). */
+        AdadeltaState: {
+            /** @description Completed steps (torch `state["step"]`, a Python int). */
+            step: number;
+            square_avg?: components["schemas"]["TensorTree"] & unknown;
+            acc_delta?: components["schemas"]["TensorTree"] & unknown;
+        };
+        /**
+         * @description Hyperparameters of torch.optim.Adadelta, with torch's names and defaults. Every field is optional.
+         * @default {}
+         */
+        AdadeltaHyperparams: {
+            /**
+             * @description Scale applied to the delta (torch `lr`, default 1.0).
+             * @default 1
+             */
+            lr?: number;
+            /**
+             * @description Decay of the running averages (torch `rho`), in [0, 1].
+             * @default 0.9
+             */
+            rho?: number;
+            /**
+             * @description Added inside both square roots (torch `eps`).
+             * @default 0.000001
+             */
+            eps?: number;
+            /**
+             * @description L2 penalty added to the gradient (torch `weight_decay`).
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first.
+             * @default false
+             */
+            maximize?: boolean;
+        };
         /**
          * @description The learning rate at each requested step.
          * @example {
@@ -1472,6 +2312,788 @@ export interface operations {
                 };
             };
             /** @description Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed (Content-Encoding), or its charset is not UTF-8. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listAlgorithms: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The optimizers. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlgorithmList"];
+                };
+            };
+            /** @description A query parameter was given; this operation takes none. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getAlgorithm: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The optimizer's name, e.g. `sgd`. */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The optimizer. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Algorithm"];
+                };
+            };
+            /** @description No optimizer has this name (the problem lists the names). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A query parameter was given; this operation takes none. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    adamwStep: {
+        parameters: {
+            query?: {
+                /** @description Safetensors bodies only: Learning rate (torch `lr`). */
+                lr?: number;
+                /** @description Safetensors bodies only: Decay of the first moment (torch `betas[0]`), in [0, 1). */
+                beta1?: number;
+                /** @description Safetensors bodies only: Decay of the second moment (torch `betas[1]`), in [0, 1). */
+                beta2?: number;
+                /** @description Safetensors bodies only: Added to the bias-corrected sqrt(v) (torch `eps`). */
+                eps?: number;
+                /** @description Safetensors bodies only: Decoupled weight decay (torch `weight_decay`, default 1e-2 in AdamW). */
+                weight_decay?: number;
+                /** @description Safetensors bodies only: AMSGrad: normalise by the running max of exp_avg_sq (torch `amsgrad`). */
+                amsgrad?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+                maximize?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
+                dtype?: "float32" | "float64";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description JSON (AdamwStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…`, `max_exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AdamwStepRequest"];
+                "application/vnd.safetensors": string;
+            };
+        };
+        responses: {
+            /** @description The parameters and state after the step. In safetensors: `params/…` and the state slots in the step's dtype, and `__metadata__` `step`, `lr`, `dtype`. */
+            200: {
+                headers: {
+                    /** @description `Accept`: the format depends on it. */
+                    vary?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdamwStepResponse"];
+                    "application/vnd.safetensors": string;
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than MAX_BODY_BYTES, or more tensor elements than MAX_ELEMENTS (JSON) or the memory budget (safetensors). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    sgdStep: {
+        parameters: {
+            query?: {
+                /** @description Safetensors bodies only: Learning rate (torch `lr`), required: torch.optim.SGD has no default. */
+                lr?: number;
+                /** @description Safetensors bodies only: Momentum factor (torch `momentum`); 0 keeps no buffer. */
+                momentum?: number;
+                /** @description Safetensors bodies only: Dampening for momentum (torch `dampening`), not range-checked, as in torch; ignored on the step that creates the buffer. */
+                dampening?: number;
+                /** @description Safetensors bodies only: L2 penalty added to the gradient (torch `weight_decay`). */
+                weight_decay?: number;
+                /** @description Safetensors bodies only: Nesterov momentum (torch `nesterov`); needs momentum > 0 and dampening = 0. */
+                nesterov?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+                maximize?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
+                dtype?: "float32" | "float64";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description JSON (SgdStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `momentum_buffer/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SgdStepRequest"];
+                "application/vnd.safetensors": string;
+            };
+        };
+        responses: {
+            /** @description The parameters and state after the step. In safetensors: `params/…` and the state slots in the step's dtype, and `__metadata__` `step`, `lr`, `dtype`. */
+            200: {
+                headers: {
+                    /** @description `Accept`: the format depends on it. */
+                    vary?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SgdStepResponse"];
+                    "application/vnd.safetensors": string;
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than MAX_BODY_BYTES, or more tensor elements than MAX_ELEMENTS (JSON) or the memory budget (safetensors). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    rmspropStep: {
+        parameters: {
+            query?: {
+                /** @description Safetensors bodies only: Learning rate (torch `lr`). */
+                lr?: number;
+                /** @description Safetensors bodies only: Smoothing constant of the squared-gradient average (torch `alpha`); torch accepts any alpha >= 0. */
+                alpha?: number;
+                /** @description Safetensors bodies only: Added to the root mean square, after the square root (torch `eps`). */
+                eps?: number;
+                /** @description Safetensors bodies only: L2 penalty added to the gradient (torch `weight_decay`). */
+                weight_decay?: number;
+                /** @description Safetensors bodies only: Momentum factor (torch `momentum`); 0 keeps no buffer. */
+                momentum?: number;
+                /** @description Safetensors bodies only: Normalise by the estimated variance instead of the raw second moment (torch `centered`). */
+                centered?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+                maximize?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
+                dtype?: "float32" | "float64";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description JSON (RmspropStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `square_avg/…`, `momentum_buffer/…`, `grad_avg/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RmspropStepRequest"];
+                "application/vnd.safetensors": string;
+            };
+        };
+        responses: {
+            /** @description The parameters and state after the step. In safetensors: `params/…` and the state slots in the step's dtype, and `__metadata__` `step`, `lr`, `dtype`. */
+            200: {
+                headers: {
+                    /** @description `Accept`: the format depends on it. */
+                    vary?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RmspropStepResponse"];
+                    "application/vnd.safetensors": string;
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than MAX_BODY_BYTES, or more tensor elements than MAX_ELEMENTS (JSON) or the memory budget (safetensors). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    adagradStep: {
+        parameters: {
+            query?: {
+                /** @description Safetensors bodies only: Learning rate (torch `lr`). */
+                lr?: number;
+                /** @description Safetensors bodies only: Learning-rate decay: step t uses lr / (1 + (t-1)·lr_decay) (torch `lr_decay`). */
+                lr_decay?: number;
+                /** @description Safetensors bodies only: L2 penalty added to the gradient (torch `weight_decay`). */
+                weight_decay?: number;
+                /** @description Safetensors bodies only: Starting value of the sum of squares (torch `initial_accumulator_value`). */
+                initial_accumulator_value?: number;
+                /** @description Safetensors bodies only: Added to sqrt(sum) (torch `eps`). */
+                eps?: number;
+                /** @description Safetensors bodies only: Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+                maximize?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
+                dtype?: "float32" | "float64";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description JSON (AdagradStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `sum/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AdagradStepRequest"];
+                "application/vnd.safetensors": string;
+            };
+        };
+        responses: {
+            /** @description The parameters and state after the step. In safetensors: `params/…` and the state slots in the step's dtype, and `__metadata__` `step`, `lr`, `dtype`. */
+            200: {
+                headers: {
+                    /** @description `Accept`: the format depends on it. */
+                    vary?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdagradStepResponse"];
+                    "application/vnd.safetensors": string;
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than MAX_BODY_BYTES, or more tensor elements than MAX_ELEMENTS (JSON) or the memory budget (safetensors). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    adamaxStep: {
+        parameters: {
+            query?: {
+                /** @description Safetensors bodies only: Learning rate (torch `lr`). */
+                lr?: number;
+                /** @description Safetensors bodies only: Decay of the first moment (torch `betas[0]`), in [0, 1). */
+                beta1?: number;
+                /** @description Safetensors bodies only: Decay of the infinity norm (torch `betas[1]`), in [0, 1). */
+                beta2?: number;
+                /** @description Safetensors bodies only: Added to |g| before the max (torch `eps`). */
+                eps?: number;
+                /** @description Safetensors bodies only: L2 penalty added to the gradient (torch `weight_decay`). */
+                weight_decay?: number;
+                /** @description Safetensors bodies only: Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+                maximize?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
+                dtype?: "float32" | "float64";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description JSON (AdamaxStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_inf/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AdamaxStepRequest"];
+                "application/vnd.safetensors": string;
+            };
+        };
+        responses: {
+            /** @description The parameters and state after the step. In safetensors: `params/…` and the state slots in the step's dtype, and `__metadata__` `step`, `lr`, `dtype`. */
+            200: {
+                headers: {
+                    /** @description `Accept`: the format depends on it. */
+                    vary?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdamaxStepResponse"];
+                    "application/vnd.safetensors": string;
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than MAX_BODY_BYTES, or more tensor elements than MAX_ELEMENTS (JSON) or the memory budget (safetensors). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    nadamStep: {
+        parameters: {
+            query?: {
+                /** @description Safetensors bodies only: Learning rate (torch `lr`). */
+                lr?: number;
+                /** @description Safetensors bodies only: Decay of the first moment (torch `betas[0]`), in [0, 1). */
+                beta1?: number;
+                /** @description Safetensors bodies only: Decay of the second moment (torch `betas[1]`), in [0, 1). */
+                beta2?: number;
+                /** @description Safetensors bodies only: Added to the bias-corrected sqrt(v) (torch `eps`). */
+                eps?: number;
+                /** @description Safetensors bodies only: L2 penalty added to the gradient (torch `weight_decay`). */
+                weight_decay?: number;
+                /** @description Safetensors bodies only: Momentum schedule ψ: μ_t = β1·(1 - 0.5·0.96^(t·ψ)) (torch `momentum_decay`). */
+                momentum_decay?: number;
+                /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
+                dtype?: "float32" | "float64";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description JSON (NadamStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text), `mu_product` and `dtype`; hyperparameters may also be query parameters. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NadamStepRequest"];
+                "application/vnd.safetensors": string;
+            };
+        };
+        responses: {
+            /** @description The parameters and state after the step. In safetensors: `params/…` and the state slots in the step's dtype, and `__metadata__` `step`, `lr`, `dtype` and `mu_product`. */
+            200: {
+                headers: {
+                    /** @description `Accept`: the format depends on it. */
+                    vary?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NadamStepResponse"];
+                    "application/vnd.safetensors": string;
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than MAX_BODY_BYTES, or more tensor elements than MAX_ELEMENTS (JSON) or the memory budget (safetensors). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    radamStep: {
+        parameters: {
+            query?: {
+                /** @description Safetensors bodies only: Learning rate (torch `lr`). */
+                lr?: number;
+                /** @description Safetensors bodies only: Decay of the first moment (torch `betas[0]`), in [0, 1). */
+                beta1?: number;
+                /** @description Safetensors bodies only: Decay of the second moment (torch `betas[1]`), in [0, 1). */
+                beta2?: number;
+                /** @description Safetensors bodies only: Added to sqrt(v) in the rectified steps (torch `eps`). */
+                eps?: number;
+                /** @description Safetensors bodies only: L2 penalty added to the gradient (torch `weight_decay`). */
+                weight_decay?: number;
+                /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
+                dtype?: "float32" | "float64";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description JSON (RadamStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RadamStepRequest"];
+                "application/vnd.safetensors": string;
+            };
+        };
+        responses: {
+            /** @description The parameters and state after the step. In safetensors: `params/…` and the state slots in the step's dtype, and `__metadata__` `step`, `lr`, `dtype`. */
+            200: {
+                headers: {
+                    /** @description `Accept`: the format depends on it. */
+                    vary?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RadamStepResponse"];
+                    "application/vnd.safetensors": string;
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than MAX_BODY_BYTES, or more tensor elements than MAX_ELEMENTS (JSON) or the memory budget (safetensors). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    adadeltaStep: {
+        parameters: {
+            query?: {
+                /** @description Safetensors bodies only: Scale applied to the delta (torch `lr`, default 1.0). */
+                lr?: number;
+                /** @description Safetensors bodies only: Decay of the running averages (torch `rho`), in [0, 1]. */
+                rho?: number;
+                /** @description Safetensors bodies only: Added inside both square roots (torch `eps`). */
+                eps?: number;
+                /** @description Safetensors bodies only: L2 penalty added to the gradient (torch `weight_decay`). */
+                weight_decay?: number;
+                /** @description Safetensors bodies only: Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+                maximize?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
+                dtype?: "float32" | "float64";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description JSON (AdadeltaStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `square_avg/…`, `acc_delta/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AdadeltaStepRequest"];
+                "application/vnd.safetensors": string;
+            };
+        };
+        responses: {
+            /** @description The parameters and state after the step. In safetensors: `params/…` and the state slots in the step's dtype, and `__metadata__` `step`, `lr`, `dtype`. */
+            200: {
+                headers: {
+                    /** @description `Accept`: the format depends on it. */
+                    vary?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdadeltaStepResponse"];
+                    "application/vnd.safetensors": string;
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than MAX_BODY_BYTES, or more tensor elements than MAX_ELEMENTS (JSON) or the memory budget (safetensors). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8. */
             415: {
                 headers: {
                     [name: string]: unknown;

@@ -8,20 +8,19 @@ import { MAX_TENSORS, type TensorLayout, layoutSize } from '../../tensors/tree.t
 import { WIRE_DTYPES, bytesOf, elementSink, firstNonFiniteIn, fitsInto, wireDtypeOf, type WireDtype } from '../../wire/dtypes.ts';
 import { WireError, encodeHeader, headerLength, parseHeader, type EntrySpec, type TensorEntry } from '../../wire/safetensors.ts';
 
-/** Tensor name prefixes of a stateless step file, and what each holds. */
+/** Tensor name prefixes of an Adam stateless step file (torch's state names). */
 export const STEP_SLOTS = ['params', 'grads', 'exp_avg', 'exp_avg_sq', 'max_exp_avg_sq'] as const;
-type StepSlot = (typeof STEP_SLOTS)[number];
 
 /** `<slot>/<name>` (or just `<slot>` for a single unnamed tensor). */
 export const slotTensorName = (slot: string, name: string) => (name === '' ? slot : `${slot}/${name}`);
 
-function splitName(name: string): { slot: StepSlot; leaf: string } {
+function splitName(name: string, slots: readonly string[]): { slot: string; leaf: string } {
   const cut = name.indexOf('/');
   const slot = cut < 0 ? name : name.slice(0, cut);
-  if (!(STEP_SLOTS as readonly string[]).includes(slot)) {
-    throw new WireError(422, ['safetensors', name], `tensor "${name}" is not named <slot>/<name> with a slot among ${STEP_SLOTS.join(', ')}`, name);
+  if (!slots.includes(slot)) {
+    throw new WireError(422, ['safetensors', name], `tensor "${name}" is not named <slot>/<name> with a slot among ${slots.join(', ')}`, name);
   }
-  return { slot: slot as StepSlot, leaf: cut < 0 ? '' : name.slice(cut + 1) };
+  return { slot, leaf: cut < 0 ? '' : name.slice(cut + 1) };
 }
 
 /** A safetensors step request, decoded. */
@@ -44,17 +43,30 @@ export function readHeader(body: Uint8Array) {
   return { ...header, dataStart: 8 + n };
 }
 
+/** A decoded file of `<slot>/<name>` tensors over the params' layout. */
+export interface SlotsFile {
+  layout: TensorLayout;
+  dtype: Dtype;
+  params: FloatArray;
+  grads: FloatArray;
+  /** Every other slot: its values, or null when the file has none of its tensors. */
+  slots: Record<string, FloatArray | null>;
+  metadata: Record<string, string>;
+}
+
 /**
- * Decodes a stateless step body. `dtype` (from the query), else `__metadata__.dtype`, wins; otherwise
- * float64 when any params tensor is F64, else float32. `maxBytes` bounds the decoded arrays.
+ * Decodes a stateless step body whose tensors are `params/…`, `grads/…` and `<slot>/…` for each of
+ * `slots` (each slot all or nothing). `dtype` (from the query), else `__metadata__.dtype`, wins;
+ * otherwise float64 when any params tensor is F64, else float32. `maxBytes` bounds the decoded arrays.
  */
-export function decodeStepFile(body: Uint8Array, requestedDtype: Dtype | undefined, maxBytes: number): StepFile {
+export function decodeSlotsFile(body: Uint8Array, slots: readonly string[], requestedDtype: Dtype | undefined, maxBytes: number): SlotsFile {
   const { entries, metadata, dataStart } = readHeader(body);
   // Any other metadata dtype is refused by the handler's options schema.
   const metadataDtype = metadata?.dtype === 'float32' || metadata?.dtype === 'float64' ? metadata.dtype : undefined;
-  const bySlot = new Map<StepSlot, Map<string, TensorEntry>>(STEP_SLOTS.map((s) => [s, new Map()]));
+  const names = ['params', 'grads', ...slots];
+  const bySlot = new Map<string, Map<string, TensorEntry>>(names.map((s) => [s, new Map()]));
   for (const e of entries) {
-    const { slot, leaf } = splitName(e.name);
+    const { slot, leaf } = splitName(e.name, names);
     bySlot.get(slot)!.set(leaf, e);
   }
   const paramEntries = [...bySlot.get('params')!.entries()].map(([name, e]) => ({ name, shape: e.shape, entry: e }));
@@ -64,13 +76,13 @@ export function decodeStepFile(body: Uint8Array, requestedDtype: Dtype | undefin
   const layout = layoutOfNamed(paramEntries);
   const index = leafIndex(layout)!; // names of one file are distinct
   const size = layoutSize(layout);
-  if (5 * size * (dtype === 'float32' ? 4 : 8) > maxBytes) {
+  if (names.length * size * (dtype === 'float32' ? 4 : 8) > maxBytes) {
     throw new WireError(413, ['safetensors', 'params'], `${size} elements per tensor tree do not fit the stateless step's memory budget; use a hosted optimizer`);
   }
   const make = () => (dtype === 'float32' ? new Float32Array(size) : new Float64Array(size));
 
   /** Decodes slot `slot` (every param tensor, same shapes) into a new array; null when absent and optional. */
-  const decodeSlot = (slot: StepSlot, required: boolean): FloatArray | null => {
+  const decodeSlot = (slot: string, required: boolean): FloatArray | null => {
     const found = bySlot.get(slot)!;
     if (found.size === 0 && !required) return null;
     for (const name of found.keys()) {
@@ -91,13 +103,19 @@ export function decodeStepFile(body: Uint8Array, requestedDtype: Dtype | undefin
 
   const params = decodeSlot('params', true)!;
   const grads = decodeSlot('grads', true)!;
-  const m = decodeSlot('exp_avg', false);
-  const v = decodeSlot('exp_avg_sq', false);
-  const vMax = decodeSlot('max_exp_avg_sq', false);
+  const decoded = Object.fromEntries(slots.map((s) => [s, decodeSlot(s, false)]));
+  return { layout, dtype, params, grads, slots: decoded, metadata: metadata ?? {} };
+}
+
+/** Decodes an Adam stateless step body (see decodeSlotsFile). */
+export function decodeStepFile(body: Uint8Array, requestedDtype: Dtype | undefined, maxBytes: number): StepFile {
+  const file = decodeSlotsFile(body, STEP_SLOTS.slice(2), requestedDtype, maxBytes);
+  const { exp_avg: m, exp_avg_sq: v, max_exp_avg_sq: vMax } = file.slots as Record<string, FloatArray | null>;
   if ((m === null) !== (v === null) || (vMax !== null && m === null)) {
     throw new WireError(422, ['safetensors', m === null ? 'exp_avg' : 'exp_avg_sq'], 'state tensors come together: exp_avg and exp_avg_sq for every parameter (and max_exp_avg_sq with amsgrad), or none');
   }
-  return { layout, dtype, params, grads, state: m && v ? { m, v, vMax } : null, metadata: metadata ?? {} };
+  const { layout, dtype, params, grads, metadata } = file;
+  return { layout, dtype, params, grads, state: m && v ? { m, v, vMax: vMax ?? null } : null, metadata };
 }
 
 /** A tensor of the file must have its parameter's shape and a dtype that widens into the optimizer's. */

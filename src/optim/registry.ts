@@ -1,0 +1,28 @@
+// Every optimizer the API serves, by name. Adding one is a folder under src/optim and a line here:
+// routes, schemas, OpenAPI components, the catalogue and hosted storage are derived from its
+// definition.
+
+import { adadelta } from './adadelta/index.ts';
+import { adagrad } from './adagrad/index.ts';
+import { adamax } from './adamax/index.ts';
+import { adam, adamw } from './adamw/index.ts';
+import { nadam } from './nadam/index.ts';
+import type { OptimizerDef } from './optimizer.ts';
+import { radam } from './radam/index.ts';
+import { rmsprop } from './rmsprop/index.ts';
+import { sgd } from './sgd/index.ts';
+
+// `any`: each definition is typed by its own hyperparameters; callers go through the generic helpers.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyDef = OptimizerDef<any>;
+
+export const OPTIMIZERS: readonly AnyDef[] = [adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta];
+
+const BY_NAME = new Map(OPTIMIZERS.map((d) => [d.name, d]));
+
+export const OPTIMIZER_NAMES = OPTIMIZERS.map((d) => d.name);
+
+/** The definition of `name`, or undefined. */
+export function optimizerDef(name: string): AnyDef | undefined {
+  return BY_NAME.get(name);
+}

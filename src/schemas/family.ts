@@ -1,0 +1,196 @@
+// zod schemas of every optimizer in the registry, derived from its definition (src/optim/<name>):
+// hyperparameters with torch's names, defaults and bounds, state with torch's state_dict names,
+// and the stateless step's request and response. Each becomes an OpenAPI component named after
+// the optimizer (`SgdHyperparams`, `SgdState`, `SgdStepRequest`, …).
+
+import { z } from '@hono/zod-openapi';
+import { MAX_STEP } from '../optim/adam.ts';
+import type { HyperparamDef, OptimizerDef, StepCounter } from '../optim/optimizer.ts';
+import { DtypeSchema, requiredTree, TensorTreeSchema } from './common.ts';
+import { MAX_METRICS, ScheduleSpecSchema } from './schedule.ts';
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyDef = OptimizerDef<any>;
+
+/** `rmsprop` → `Rmsprop`, `adamw` → `Adamw`: the prefix of the optimizer's OpenAPI components. */
+export const componentPrefix = (name: string) => name.charAt(0).toUpperCase() + name.slice(1);
+
+/** The most completed steps a counter can express (torch's float32 tensor saturates at 2^24). */
+export function maxStep(counter: StepCounter): number {
+  return counter === 'float32' ? MAX_STEP : Number.MAX_SAFE_INTEGER;
+}
+
+/** One hyperparameter's zod rule, without its default. */
+function hyperparamRule(def: HyperparamDef) {
+  if (def.type === 'boolean') return z.boolean().openapi({ description: def.description });
+  let rule = z.number();
+  if (def.min !== undefined) rule = def.minExclusive ? rule.gt(def.min) : rule.min(def.min);
+  if (def.max !== undefined) rule = def.maxExclusive ? rule.lt(def.max) : rule.max(def.max);
+  return rule.openapi({ description: def.description });
+}
+
+/**
+ * torch writes Adam-like decays as `betas=(b1, b2)`; the API splits them into beta1/beta2. This
+ * accepts torch's spelling too (not together with beta1/beta2) and rewrites it before validation.
+ */
+function acceptBetas(value: unknown, ctx: z.RefinementCtx): unknown {
+  if (value === null || typeof value !== 'object' || Array.isArray(value) || !Object.hasOwn(value, 'betas')) return value;
+  const { betas, ...rest } = value as Record<string, unknown>;
+  if (Object.hasOwn(rest, 'beta1') || Object.hasOwn(rest, 'beta2')) {
+    ctx.addIssue({ code: 'custom', path: ['betas'], message: 'give either betas or beta1/beta2, not both', input: betas });
+    return rest;
+  }
+  if (!Array.isArray(betas) || betas.length !== 2) {
+    ctx.addIssue({ code: 'custom', path: ['betas'], message: 'must be [beta1, beta2] (torch `betas`)', input: betas });
+    return rest;
+  }
+  return { ...rest, beta1: betas[0], beta2: betas[1] };
+}
+
+export interface FamilySchemas {
+  hyperparams: z.ZodType;
+  hyperparamsPatch: z.ZodType;
+  state: z.ZodType;
+  stateOut: z.ZodType;
+  stepRequest: z.ZodType;
+  stepResponse: z.ZodType;
+  /** The non-tensor part of a safetensors step (from `__metadata__` and the query). */
+  stepOptions: z.ZodType;
+}
+
+const cache = new Map<string, FamilySchemas>();
+
+/** `metrics` is required with a reduce_on_plateau schedule and only with it. */
+function metricsGoWithPlateau(body: { schedule?: { type: string } | undefined; metrics?: number[] | undefined }, ctx: z.RefinementCtx): void {
+  const plateau = body.schedule?.type === 'reduce_on_plateau';
+  if (plateau && body.metrics === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['metrics'], message: 'is required with a reduce_on_plateau schedule (use [] before the first report)' });
+  }
+  if (!plateau && body.metrics !== undefined) {
+    ctx.addIssue({ code: 'custom', path: ['metrics'], message: 'is only used with a reduce_on_plateau schedule' });
+  }
+}
+
+const MetricsSchema = z
+  .array(z.number())
+  .max(MAX_METRICS)
+  .optional()
+  .openapi({
+    description: `Metric reports so far (e.g. validation losses), oldest first, for a \`reduce_on_plateau\` schedule (required with it, and only with it; at most ${MAX_METRICS}).`,
+  });
+
+/** The schemas of one optimizer (built once). */
+export function familySchemas(def: AnyDef): FamilySchemas {
+  const cached = cache.get(def.name);
+  if (cached) return cached;
+  const P = componentPrefix(def.name);
+  const entries = Object.entries(def.hyperparams) as Array<[string, HyperparamDef]>;
+  const hasBetas = Object.hasOwn(def.hyperparams, 'beta1') && Object.hasOwn(def.hyperparams, 'beta2');
+  const betasField = hasBetas
+    ? {
+        betas: z
+          .tuple([z.number(), z.number()])
+          .optional()
+          .openapi({ description: 'torch\'s spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other.' }),
+      }
+    : {};
+  const withBetas = <T extends z.ZodType>(schema: T) => (hasBetas ? z.preprocess(acceptBetas, schema) : schema);
+
+  const fields = Object.fromEntries(
+    entries.map(([k, d]) => {
+      const rule = hyperparamRule(d);
+      // A hyperparameter torch requires (SGD's lr) stays optional here: a schedule may set it, and
+      // the handler names it when neither does.
+      return [k, d.default === undefined ? rule.optional() : (rule as z.ZodNumber).default(d.default as never)];
+    }),
+  );
+  const required = entries.filter(([, d]) => d.default === undefined).map(([k]) => k);
+  const hyperparams = withBetas(z.object({ ...fields, ...betasField }).strict()).openapi(`${P}Hyperparams`, {
+    description:
+      `Hyperparameters of ${def.torch}, with torch's names and defaults.` +
+      (required.length > 0 ? ` ${required.join(', ')} has no default (torch requires it) unless a schedule sets it.` : ' Every field is optional.'),
+  });
+  const hyperparamsPatch = withBetas(
+    z.object({ ...Object.fromEntries(entries.map(([k, d]) => [k, hyperparamRule(d).optional()])), ...betasField }).strict(),
+  ).openapi(`${P}HyperparamsPatch`, { description: `Hyperparameters of ${def.torch} to change; the ones not named keep their values.` });
+
+  const stepCount = z
+    .number()
+    .int()
+    .min(0)
+    .max(maxStep(def.stepCounter))
+    .openapi({
+      description:
+        def.stepCounter === 'float32'
+          ? `Completed steps (torch \`state["step"]\`, a float32 tensor: it saturates at 2^24 = ${MAX_STEP}).`
+          : def.stepCounter === 'integer'
+            ? 'Completed steps (torch `state["step"]`, a Python int).'
+            : `Completed steps (${def.torch} keeps no step count; the API does, for schedules).`,
+    });
+  const slotFields = Object.fromEntries(
+    def.slots.map((s) => [s.name, TensorTreeSchema.optional().openapi({ description: `${s.description} Same structure as \`params\`.` })]),
+  );
+  const scalarFields = Object.fromEntries(def.scalars.map((s) => [s.name, z.number().openapi({ description: s.description })]));
+  // torch's SGD keeps no step: a state_dict of it has none, so the count may be left out (0).
+  const stateShape = { step: def.stepCounter === 'none' ? stepCount.default(0) : stepCount, ...slotFields, ...Object.fromEntries(Object.entries(scalarFields).map(([k, v]) => [k, v.optional()])) };
+  const slotRule =
+    def.slots.length === 0
+      ? ''
+      : ` With step > 0, every slot these hyperparameters keep is required (${def.slots.map((s) => `\`${s.name}\``).join(', ')})` +
+        (def.slots.some((s) => s.initial({} as never) === null) ? ', except one torch creates from the first gradient, which may be absent or null' : '') +
+        '.';
+  const state = z
+    .object(stateShape)
+    .strict()
+    .openapi(`${P}State`, {
+      description: `State of ${def.torch} with torch's \`state_dict\` names, as the previous step returned it. Omit it for a fresh optimizer.${slotRule}`,
+    });
+  const stateOut = z
+    .object({
+      step: stepCount,
+      ...Object.fromEntries(def.slots.map((s) => [s.name, TensorTreeSchema.optional().openapi({ description: `${s.description} Present when kept.` })])),
+      ...scalarFields,
+    })
+    .strict()
+    .openapi(`${P}StateOut`, { description: 'State to send back with the next step.' });
+
+  const stepRequest = z
+    .object({
+      params: requiredTree('Parameters before the step.'),
+      grads: requiredTree('Gradients of the loss with respect to `params`; same structure as `params`.'),
+      state: state.optional(),
+      hyperparams: hyperparams.prefault({}),
+      dtype: DtypeSchema.default('float32'),
+      schedule: ScheduleSpecSchema.optional(),
+      metrics: MetricsSchema,
+    })
+    .strict()
+    .superRefine(metricsGoWithPlateau)
+    .openapi(`${P}StepRequest`, {
+      description:
+        `One ${def.torch} step's input. With \`schedule\`, the step applies \`lr = schedule(state.step)\` (for \`reduce_on_plateau\`, the ` +
+        'rate after replaying `metrics`); `hyperparams.lr` must then be omitted.',
+    });
+  const stepResponse = z
+    .object({
+      params: requiredTree('Parameters after the step, in the structure of the request.'),
+      state: stateOut,
+      lr: z.number().openapi({ description: 'The learning rate applied in this step.' }),
+    })
+    .strict()
+    .openapi(`${P}StepResponse`, { description: `Parameters and ${def.torch} state after one step.` });
+  const stepOptions = z
+    .object({
+      step: stepCount.default(0),
+      hyperparams: hyperparams.prefault({}),
+      dtype: DtypeSchema.optional(),
+      schedule: ScheduleSpecSchema.optional(),
+      metrics: MetricsSchema,
+      ...Object.fromEntries(def.scalars.map((s) => [s.name, z.number().optional()])),
+    })
+    .strict()
+    .superRefine(metricsGoWithPlateau);
+  const out = { hyperparams, hyperparamsPatch, state, stateOut, stepRequest, stepResponse, stepOptions };
+  cache.set(def.name, out);
+  return out;
+}
