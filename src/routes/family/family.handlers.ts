@@ -87,7 +87,8 @@ export function familyStepHandler(def: AnyDef) {
     const headers = { vary: 'Accept' };
     if (answer === 'safetensors') {
       const metadata: Record<string, string> = { step: String(state.step), lr: String(lr), dtype };
-      for (const s of def.scalars) metadata[s.name] = String(state.scalars[s.name]);
+      // String(-0) is "0": a scalar keeps the sign of zero, as the JSON answer does.
+      for (const s of def.scalars) metadata[s.name] = Object.is(state.scalars[s.name], -0) ? '-0' : String(state.scalars[s.name]);
       const file = t.phase('encode', () =>
         withTensorProblems(() => encodeSlots([['params', params], ...kept], [...(leafIndex(layout) ?? throwCollision()).values()], wireDtypeOf(dtype), metadata)),
       );
