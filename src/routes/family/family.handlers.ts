@@ -84,6 +84,14 @@ export function familyStepHandler(def: AnyDef) {
         fieldError(['grads', ...where], `leads to a non-finite ${label} value`),
       ]);
     }
+    // A scalar (NAdam's mu_product, sent by the client) can overflow too; JSON would write it null.
+    for (const s of def.scalars) {
+      const v = state.scalars[s.name]!;
+      if (Number.isFinite(v)) continue;
+      throw new ProblemError(422, 'non-finite-result', `the step produced a non-finite state.${s.name} (${v}); it cannot be sent`, [
+        fieldError([...input.statePath, s.name], `leads to a non-finite ${s.name}`, input.sent?.scalars[s.name]),
+      ]);
+    }
     const headers = { vary: 'Accept' };
     if (answer === 'safetensors') {
       const metadata: Record<string, string> = { step: String(state.step), lr: String(lr), dtype };
