@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import specText from '../../openapi.yaml?raw';
 import { Obj, Raw, anyJson, contentType, headerText, junkHeaders, junkQuery, setAt, writeJson, textStyle, type Json } from '../helpers/arbitraries.ts';
 import { PROPERTY_TIMEOUT_MS, expectSane, expectUnchanged, fuzz, hostedBytes, reportCases, send, type HostedBytes, type Req } from '../helpers/fuzz.ts';
+import { OPTIMIZER_NAMES } from '../../src/optim/registry.ts';
 import { createOptimizer, opCall, type Created } from '../helpers/optimizers.ts';
 
 afterAll(() => reportCases('any-route'));
@@ -30,6 +31,13 @@ const SAMPLE_BODIES: Record<string, Json> = {
   'POST /v1/optimizers/{id}/step': new Obj([['grads', new Obj([['w', [0.1, -0.2]], ['b', 1]])], ['loss', 0.5]]),
   'PUT /v1/optimizers/{id}/params': new Obj([['params', new Obj([['w', [3, 4]]])]]),
   'PATCH /v1/optimizers/{id}': new Obj([['hyperparams', new Obj([['lr', 0.5]])]]),
+  // Every registry optimizer's stateless step (SGD needs lr; the rest take defaults).
+  ...Object.fromEntries(
+    OPTIMIZER_NAMES.filter((n) => n !== 'adam').map((n) => [
+      `POST /v1/${n}/step`,
+      new Obj([['params', new Obj([['w', [1, 2]], ['b', 0.5]])], ['grads', new Obj([['w', [0.1, -0.2]], ['b', 1]])], ['hyperparams', new Obj([['lr', 0.01]])]]),
+    ]),
+  ),
 };
 
 let target: Created;
@@ -41,7 +49,7 @@ beforeAll(async () => {
   baseline = await hostedBytes(target);
 });
 
-/** Path parameters: real and unknown ids, schedule types and asset names, and junk. */
+/** Path parameters: real and unknown ids, schedule types, optimizer and asset names, and junk. */
 const junkSegment = fc.oneof(
   fc.constantFrom('', '..', '.', '%00', '%2F', '%E2%82%AC', 'x'.repeat(3000), '0'.repeat(64), 'f'.repeat(64), 'nope', '__proto__', 'constructor', ' ', '%20'),
   fc.string({ maxLength: 20 }).map(encodeURIComponent),
@@ -50,12 +58,13 @@ const junkSegment = fc.oneof(
 const idSegment = fc.oneof({ weight: 3, arbitrary: fc.constant('TARGET') }, { weight: 2, arbitrary: junkSegment });
 const typeSegment = fc.oneof({ weight: 3, arbitrary: fc.constantFrom(...SCHEDULE_TYPES) }, { weight: 1, arbitrary: junkSegment });
 const fileSegment = fc.oneof({ weight: 2, arbitrary: fc.constantFrom('swagger-ui.css', 'init.js') }, { weight: 1, arbitrary: junkSegment });
+const nameSegment = fc.oneof({ weight: 3, arbitrary: fc.constantFrom(...OPTIMIZER_NAMES, 'lion', 'lbfgs', 'SGD', 'Adam') }, { weight: 1, arbitrary: junkSegment });
 
 /** A path of a documented operation with its parameters filled, at times mangled (trailing slash, case, extra segment). */
 const pathArb = fc
-  .record({ op: fc.constantFrom(...OPERATIONS), id: idSegment, type: typeSegment, file: fileSegment, mangle: fc.constantFrom('', '', '', '/', '//', '/x', 'UPPER', '/..') })
-  .map(({ op: [template, method], id, type, file, mangle }) => {
-    let path = template.replace('{id}', id).replace('{type}', type).replace('{file}', file);
+  .record({ op: fc.constantFrom(...OPERATIONS), id: idSegment, type: typeSegment, file: fileSegment, name: nameSegment, mangle: fc.constantFrom('', '', '', '/', '//', '/x', 'UPPER', '/..') })
+  .map(({ op: [template, method], id, type, file, name, mangle }) => {
+    let path = template.replace('{id}', id).replace('{type}', type).replace('{file}', file).replace('{name}', name);
     if (mangle === 'UPPER') path = path.toUpperCase(); // TARGET stays TARGET
     else path += mangle;
     return { template, method, path };
@@ -67,7 +76,7 @@ const methodArb = fc.oneof({ weight: 6, arbitrary: fc.constant('') }, { weight: 
 function bodyArb(key: string) {
   const sample = SAMPLE_BODIES[key];
   const mutated = sample
-    ? fc.tuple(fc.array(fc.oneof(fc.constantFrom('params', 'grads', 'w', 'b', 'schedule', 'hyperparams', 'lr', 'type', 'steps', 'loss'), fc.nat({ max: 2 })), { minLength: 1, maxLength: 3 }), anyJson, textStyle).map(([path, v, style]) =>
+    ? fc.tuple(fc.array(fc.oneof(fc.constantFrom('params', 'grads', 'w', 'b', 'schedule', 'hyperparams', 'lr', 'type', 'steps', 'loss', 'state', 'betas', 'step'), fc.nat({ max: 2 })), { minLength: 1, maxLength: 3 }), anyJson, textStyle).map(([path, v, style]) =>
         writeJson(setAt(sample, path, v), style),
       )
     : fc.constant('{}');

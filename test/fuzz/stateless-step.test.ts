@@ -48,7 +48,7 @@ import {
   type TextStyle,
   type Tree,
 } from '../helpers/arbitraries.ts';
-import { PROPERTY_TIMEOUT_MS, fuzz, reportCases, sendSane, type Answer } from '../helpers/fuzz.ts';
+import { PROPERTY_TIMEOUT_MS, expectBits, fuzz, readTree, reportCases, sendSane, type Answer } from '../helpers/fuzz.ts';
 import { encodeValues, readSafetensors, decodeValues, type Dt } from '../helpers/safetensors.ts';
 
 const STEP = '/v1/adam/step';
@@ -195,40 +195,6 @@ function reference(c: StepCase): Expected {
 // ---------------------------------------------------------------------------------------------
 // comparing answers with the reference
 // ---------------------------------------------------------------------------------------------
-
-const own = (o: unknown, key: string): unknown => (o !== null && typeof o === 'object' && Object.hasOwn(o, key) ? (o as Record<string, unknown>)[key] : undefined);
-
-/** The elements of a JSON answer's tree, read by the request's structure (names and shapes must match exactly). */
-function readTree(answer: unknown, like: Tree, where: string): number[] {
-  const out: number[] = [];
-  const walk = (a: unknown, t: Tree, at: string) => {
-    if (t.kind === 'named') {
-      expect(a !== null && typeof a === 'object' && !Array.isArray(a), `${at} is an object`).toBe(true);
-      expect(Object.keys(a as object).sort(), `${at}: names`).toEqual(t.entries.map(([n]) => n).sort());
-      for (const [name, child] of t.entries) walk(own(a, name), child, `${at}[${JSON.stringify(name)}]`);
-      return;
-    }
-    const rec = (x: unknown, d: number, p: string) => {
-      if (d === t.shape.length) {
-        expect(typeof x, `${p} is a number`).toBe('number');
-        out.push(x as number);
-        return;
-      }
-      expect(Array.isArray(x) && x.length === t.shape[d], `${p} has length ${t.shape[d]}`).toBe(true);
-      (x as unknown[]).forEach((y, i) => rec(y, d + 1, `${p}[${i}]`));
-    };
-    rec(a, 0, at);
-  };
-  walk(answer, like, where);
-  return out;
-}
-
-function expectBits(actual: ArrayLike<number>, expected: ArrayLike<number>, where: string): void {
-  expect(actual.length, `${where}: length`).toBe(expected.length);
-  for (let i = 0; i < expected.length; i++) {
-    if (!Object.is(actual[i], expected[i])) expect.fail(`${where}[${i}]: got ${actual[i]}, the reference is ${expected[i]}`);
-  }
-}
 
 /** A 200 JSON answer against the reference, bit for bit (float32 values are exact doubles of the float32s). */
 function expectJsonAnswer(a: Answer, like: Tree, want: Extract<Expected, { ok: true }>): void {

@@ -11,6 +11,7 @@ import fc from 'fast-check';
 import { exports } from 'cloudflare:workers';
 import { expect, inject } from 'vitest';
 import { checkContract } from './contract.ts';
+import type { Tree } from './arbitraries.ts';
 import { BASE } from './http.ts';
 
 export const DEFAULT_SEED = 20261202;
@@ -179,4 +180,42 @@ export async function expectUnchanged(opt: { id: string; token: string }, before
   const after = await hostedBytes(opt);
   if (after.state !== before.state) expect.fail(`${what} changed GET /state:\n  before ${before.state.slice(0, 400)}\n  after  ${after.state.slice(0, 400)}`);
   if (!sameBytes(after.params, before.params)) expect.fail(`${what} changed GET /params: ${firstDifference(after.params, before.params)}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// comparing answers with a reference
+// ---------------------------------------------------------------------------------------------
+
+const own = (o: unknown, key: string): unknown => (o !== null && typeof o === 'object' && Object.hasOwn(o, key) ? (o as Record<string, unknown>)[key] : undefined);
+
+/** The elements of a JSON answer's tree, read by the request's structure (names and shapes must match exactly). */
+export function readTree(answer: unknown, like: Tree, where: string): number[] {
+  const out: number[] = [];
+  const walk = (a: unknown, t: Tree, at: string) => {
+    if (t.kind === 'named') {
+      expect(a !== null && typeof a === 'object' && !Array.isArray(a), `${at} is an object`).toBe(true);
+      expect(Object.keys(a as object).sort(), `${at}: names`).toEqual(t.entries.map(([n]) => n).sort());
+      for (const [name, child] of t.entries) walk(own(a, name), child, `${at}[${JSON.stringify(name)}]`);
+      return;
+    }
+    const rec = (x: unknown, d: number, p: string) => {
+      if (d === t.shape.length) {
+        expect(typeof x, `${p} is a number`).toBe('number');
+        out.push(x as number);
+        return;
+      }
+      expect(Array.isArray(x) && x.length === t.shape[d], `${p} has length ${t.shape[d]}`).toBe(true);
+      (x as unknown[]).forEach((y, i) => rec(y, d + 1, `${p}[${i}]`));
+    };
+    rec(a, 0, at);
+  };
+  walk(answer, like, where);
+  return out;
+}
+
+export function expectBits(actual: ArrayLike<number>, expected: ArrayLike<number>, where: string): void {
+  expect(actual.length, `${where}: length`).toBe(expected.length);
+  for (let i = 0; i < expected.length; i++) {
+    if (!Object.is(actual[i], expected[i])) expect.fail(`${where}[${i}]: got ${actual[i]}, the reference is ${expected[i]}`);
+  }
 }
