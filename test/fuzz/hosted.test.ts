@@ -7,8 +7,8 @@
 // - a gradient in any format (JSON written any way, raw float32/64, bfloat16, float16 from random
 //   bits, safetensors in any order and types) is the reference step bit for bit, in the answer and in
 //   the stored state, or the 4xx the reference predicts; a retried Idempotency-Key is replayed;
-// - uploads, restores and PATCHes do exactly what they say;
-// - two optimizers created alike, one stepped in JSON and one in binary, hold the same state.
+// - a PUT /state, PUT /params, PATCH or step with the token and one field replaced by anything
+//   (or junk headers, or random bytes) is a sane answer, and when rejected changes nothing.
 // The reference is src/optim's JavaScript kernel on the stored state. Seeds: test/helpers/fuzz.ts.
 
 import fc from 'fast-check';
@@ -17,6 +17,8 @@ import { adamStepInPlace, type AdamHyperparams, type Dtype, type FloatArray } fr
 import {
   Obj,
   accept as junkAccept,
+  anyJson,
+  junkHeaders,
   badNumberText,
   brokenSafetensors,
   contentEncoding,
@@ -340,6 +342,57 @@ describe('hosted optimizers: gradients', () => {
         },
       ),
       500,
+    );
+  });
+});
+
+/** A parsed JSON value as the writer's model (object keys kept in order, `__proto__` too). */
+function modelOf(v: unknown): Json {
+  if (Array.isArray(v)) return v.map(modelOf);
+  if (v !== null && typeof v === 'object') return new Obj(Object.entries(v).map(([k, c]) => [k, modelOf(c)]));
+  return v as Json;
+}
+
+/** Keys and indices a mutation walks down (snapshot, params, PATCH and step fields). */
+const pathStep = fc.oneof(
+  fc.constantFrom('params', 'grads', 'state', 'm', 'v', 'v_max', 'step', 'hyperparams', 'lr', 'beta1', 'amsgrad', 'schedule', 'type', 'layout', 'dtype', 'history', 'metrics', 'loss', 'fc.weight', 'w', 'x', '__proto__'),
+  fc.nat({ max: 2 }),
+);
+
+describe('hosted optimizers: any request with the token', () => {
+  it('a mutation (PUT /state, PUT /params, PATCH, POST /step) with one field replaced by anything, junk headers or bytes: sane, and a rejection changes nothing', { timeout: PROPERTY_TIMEOUT_MS }, async () => {
+    const ops = ['PUT /state', 'PUT /params', 'PATCH ', 'POST /step'] as const;
+    await fuzz(
+      fc.asyncProperty(
+        memberArb,
+        fc.constantFrom(...ops),
+        fc.array(pathStep, { minLength: 1, maxLength: 4 }),
+        anyJson,
+        textStyle,
+        fc.oneof({ weight: 4, arbitrary: fc.constant<Record<string, string>>({}) }, { weight: 1, arbitrary: junkHeaders }),
+        fc.oneof({ weight: 6, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.uint8Array({ maxLength: 256 }) }),
+        async (i, op, path, value, style, junk, bytes) => {
+          const m = fleet[i]!;
+          const [method, suffix] = op.split(' ') as [string, string];
+          // A valid body of the operation, from what the optimizer holds, with one subtree replaced.
+          const zeros = treeJson(withValues(m.tree, valuesOf(m.tree).map(() => 0.25)));
+          const sample: Json =
+            suffix === '/state'
+              ? modelOf(JSON.parse(m.baseline.state))
+              : suffix === '/params'
+                ? new Obj([['params', zeros]])
+                : suffix === '/step'
+                  ? new Obj([['grads', zeros], ['loss', 0.5]])
+                  : new Obj([['hyperparams', new Obj([['lr', 0.5]])]]);
+          const headers = { ...junk, ...auth(m), ...(bytes ? {} : { 'content-type': JSON_TYPE }) };
+          const req: Req = { method, path: at(m, suffix), headers, body: bytes ?? writeJson(setAt(sample, path, value), style) };
+          const a = await sendSane(req);
+          if (a.status >= 400) await expectUnchanged(m, m.baseline, `${m.label}: ${method} ${suffix} → ${a.status}`);
+          // An accepted change (the replaced value happened to be valid) is the new baseline.
+          else await refresh(m);
+        },
+      ),
+      300,
     );
   });
 });
