@@ -369,6 +369,8 @@ export const muon: OptimizerDef<MuonHyperparams> = {
   ],
   scalars: [],
   stepCounter: 'none',
+  // Newton-Schulz orthogonalizes each matrix on its own.
+  perTensor: true,
   step,
 };
 
