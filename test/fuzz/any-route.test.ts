@@ -35,7 +35,8 @@ const SAMPLE_BODIES: Record<string, Json> = {
   ...Object.fromEntries(
     OPTIMIZER_NAMES.filter((n) => n !== 'adam').map((n) => [
       `POST /v1/${n}/step`,
-      new Obj([['params', new Obj([['w', [1, 2]], ['b', 0.5]])], ['grads', new Obj([['w', [0.1, -0.2]], ['b', 1]])], ['hyperparams', new Obj([['lr', 0.01]])]]),
+      // 2-D: Muon steps matrices only.
+      new Obj([['params', new Obj([['w', [[1, 2], [3, 4]]]])], ['grads', new Obj([['w', [[0.1, -0.2], [0.3, 0]]]])], ['hyperparams', new Obj([['lr', 0.01]])]]),
     ]),
   ),
 };

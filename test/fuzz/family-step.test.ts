@@ -1,5 +1,6 @@
 // Property-based fuzzing of every registry optimizer's stateless step, POST /v1/{optimizer}/step
-// (AdamW, SGD, RMSprop, Adagrad, Adamax, NAdam, RAdam, Adadelta; Adam has test/fuzz/stateless-step):
+// (AdamW, SGD, RMSprop, Adagrad, Adamax, NAdam, RAdam, Adadelta, Lion, Muon; Adam has
+// test/fuzz/stateless-step):
 // - any valid request (hyperparameters anywhere in their documented range, edge values, torch's
 //   `betas` spelling, sent state or none, names of every kind), in JSON written any way or in
 //   safetensors, is answered with the reference step bit for bit, or the 422 the reference predicts
@@ -31,6 +32,7 @@ import {
   finite,
   leavesOf,
   nonNegative,
+  parseOrder,
   setAt,
   stFile,
   tensorMutation,
@@ -109,11 +111,18 @@ const stepCountArb = (def: AnyDef) =>
 /** An optimizer definition that prints as its name in fast-check's counterexamples. */
 const named = (def: AnyDef): AnyDef => Object.assign(Object.create(def) as AnyDef, { [fc.toStringMethod]: () => `<${def.name}>` });
 
+/** Matrices (and a name or two), for optimizers that step 2-D tensors only (Muon). */
+const matrices = fc
+  .uniqueArray(fc.tuple(fc.constantFrom('w', 'fc.weight', 'é', '__proto__', '0'), fc.tuple(fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 5 }))), { selector: ([n]) => n, minLength: 1, maxLength: 2 })
+  .chain((named) =>
+    fc.tuple(...named.map(([n, [r, k]]) => fc.array(finite, { minLength: r * k, maxLength: r * k }).map((values): [string, Tree] => [n, { kind: 'tensor', shape: [r, k], values }]))).map((entries): Tree => ({ kind: 'named', entries: parseOrder(entries) })),
+  );
+
 function familyCaseOf(tree: fc.Arbitrary<Tree>, defs: AnyDef[] = FAMILY): fc.Arbitrary<FamilyCase> {
   return fc.constantFrom(...defs.map(named)).chain((def) =>
     fc
       .record({
-        params: tree,
+        params: def.checkShape ? fc.oneof(tree, matrices, matrices) : tree,
         dtype: fc.constantFrom<Dtype>('float32', 'float64'),
         sendDtype: fc.boolean(),
         hp: hyperparamsArb(def),
@@ -193,6 +202,10 @@ function reference(c: FamilyCase): Expected {
   if (hp.lr === undefined) return { ok: false, why: `${def.name} needs lr` };
   const rule = def.check?.(hp);
   if (rule) return { ok: false, why: rule.message };
+  for (const l of leavesOf(c.params)) {
+    const refused = def.checkShape?.(l.shape);
+    if (refused) return { ok: false, why: refused };
+  }
   const typed = (values: number[], what: string): FloatArray | string => {
     const a = f32 ? Float32Array.from(values) : Float64Array.from(values);
     const i = a.findIndex((x) => !Number.isFinite(x));
@@ -249,11 +262,12 @@ const hasEmptyObject = (tree: Tree): boolean => tree.kind === 'named' && (tree.e
 
 /**
  * Whether a tree can travel as a step file: a tensor at least (a file needs params), no empty
- * object, distinct dotted names, none empty inside a named tree.
+ * object, distinct dotted names of at most 1,000 characters, none empty inside a named tree.
  */
 function fileable(tree: Tree): boolean {
   const names = dottedNames(tree);
-  return !hasEmptyObject(tree) && new Set(names).size === names.length && (tree.kind === 'tensor' || names.every((n) => n !== ''));
+  // Names in files are capped (1,000 characters plus the slot prefix): a long nested name can exceed it once dotted.
+  return names.every((n) => n.length <= 1000) && !hasEmptyObject(tree) && new Set(names).size === names.length && (tree.kind === 'tensor' || names.every((n) => n !== ''));
 }
 
 /** A case as a step file (its dtype's wire type), hyperparameters in `__metadata__` or the query. */

@@ -63,7 +63,8 @@ export async function fuzz<Ts>(property: fc.IAsyncPropertyWithHooks<Ts>, runs: n
   const test = (currentTestName ?? '').split(' > ').at(-1)!.replaceAll('"', '\\"');
   const replay = `FUZZ_SEED=${details.seed} FUZZ_PATH=${details.counterexamplePath} npx vitest run --project workerd ${file} -t "${test}"`;
   const report = fc.defaultReportMessage(details) ?? 'property failed';
-  throw new Error(`${clip(report, 6000)}\n\nseed ${details.seed}, path ${details.counterexamplePath}; replay with:\n  ${replay}`);
+  // Well-formed: a lone surrogate from a tensor name would break vitest's WebSocket to workerd (invalid UTF-8).
+  throw new Error(`${clip(report, 6000)}\n\nseed ${details.seed}, path ${details.counterexamplePath}; replay with:\n  ${replay}`.toWellFormed());
 }
 
 /** One line per file for the CI log: how many cases ran, with which seed. */
