@@ -295,6 +295,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/sparse_adam/step": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * One torch.optim.SparseAdam step on parameters, gradients and state you send
+         * @description Adam for sparse (row) gradients such as an embedding's: only the rows a gradient names change (torch.optim.SparseAdam). Gradients must be sparse. Applies one step of torch.optim.SparseAdam with torch 1.13's single-tensor (`foreach=False`) operation order and returns the new parameters and state, named as torch's `state_dict` names them. Send the returned `state` with the next call to continue the trajectory. float32 and float64 results are bit-identical to torch on AVX2 CPUs. The body is JSON or safetensors; the answer comes in the format `Accept` asks for (default: the body's).
+         */
+        post: operations["sparse_adamStep"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/schedules/evaluate": {
         parameters: {
             query?: never;
@@ -1245,23 +1265,54 @@ export interface components {
         AdamwStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["AdamwStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         AdamwStateOut: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
-            exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
-            max_exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"];
+            exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            max_exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                };
+            };
+        };
+        /**
+         * @description First moment (torch `exp_avg`), without bias correction. Present when kept.
+         * @example {
+         *       "layer1.weight": [
+         *         [
+         *           0.1,
+         *           -0.2
+         *         ],
+         *         [
+         *           0.3,
+         *           0.4
+         *         ]
+         *       ],
+         *       "layer1.bias": null
+         *     }
+         */
+        PartialTensorTree: components["schemas"]["Tensor"] | null | {
+            [key: string]: components["schemas"]["PartialTensorTree"];
         };
         /** @description One torch.optim.AdamW step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         AdamwStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["AdamwState"];
             hyperparams?: components["schemas"]["AdamwHyperparams"];
+            param_groups?: components["schemas"]["AdamwParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1271,9 +1322,16 @@ export interface components {
         AdamwState: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
-            exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
-            max_exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            max_exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of torch.optim.AdamW, with torch's names and defaults. Every field is optional.
@@ -1320,26 +1378,71 @@ export interface components {
                 number,
                 number
             ];
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.AdamW for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        AdamwParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (torch `lr`). */
+            lr?: number;
+            /** @description Decay of the first moment (torch `betas[0]`), in [0, 1). */
+            beta1?: number;
+            /** @description Decay of the second moment (torch `betas[1]`), in [0, 1). */
+            beta2?: number;
+            /** @description Added to the bias-corrected sqrt(v) (torch `eps`). */
+            eps?: number;
+            /** @description Decoupled weight decay (torch `weight_decay`, default 1e-2 in AdamW). */
+            weight_decay?: number;
+            /** @description AMSGrad: normalise by the running max of exp_avg_sq (torch `amsgrad`). */
+            amsgrad?: boolean;
+            /** @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+            maximize?: boolean;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+        }[];
         /** @description Parameters and torch.optim.SGD state after one step. */
         SgdStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["SgdStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         SgdStateOut: {
             /** @description Completed steps (torch.optim.SGD keeps no step count; the API does, for schedules). */
             step: number;
-            momentum_buffer?: components["schemas"]["TensorTree"] & unknown;
+            momentum_buffer?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch.optim.SGD keeps no step count; the API does, for schedules). */
+                    step: number;
+                };
+            };
         };
         /** @description One torch.optim.SGD step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         SgdStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["SgdState"];
             hyperparams?: components["schemas"]["SgdHyperparams"];
+            param_groups?: components["schemas"]["SgdParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1352,7 +1455,14 @@ export interface components {
              * @default 0
              */
             step?: number;
-            momentum_buffer?: components["schemas"]["TensorTree"] & unknown;
+            momentum_buffer?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch.optim.SGD keeps no step count; the API does, for schedules). */
+                    step: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of torch.optim.SGD, with torch's names and defaults. lr has no default (torch requires it) unless a schedule sets it.
@@ -1386,28 +1496,66 @@ export interface components {
              * @default false
              */
             maximize?: boolean;
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.SGD for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        SgdParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (torch `lr`), required: torch.optim.SGD has no default. */
+            lr?: number;
+            /** @description Momentum factor (torch `momentum`); 0 keeps no buffer. */
+            momentum?: number;
+            /** @description Dampening for momentum (torch `dampening`), not range-checked, as in torch; ignored on the step that creates the buffer. */
+            dampening?: number;
+            /** @description L2 penalty added to the gradient (torch `weight_decay`). */
+            weight_decay?: number;
+            /** @description Nesterov momentum (torch `nesterov`); needs momentum > 0 and dampening = 0. */
+            nesterov?: boolean;
+            /** @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+            maximize?: boolean;
+        }[];
         /** @description Parameters and torch.optim.RMSprop state after one step. */
         RmspropStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["RmspropStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         RmspropStateOut: {
             /** @description Completed steps (torch `state["step"]`, a Python int). */
             step: number;
-            square_avg?: components["schemas"]["TensorTree"] & unknown;
-            momentum_buffer?: components["schemas"]["TensorTree"] & unknown;
-            grad_avg?: components["schemas"]["TensorTree"] & unknown;
+            square_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            momentum_buffer?: components["schemas"]["PartialTensorTree"] & unknown;
+            grad_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a Python int). */
+                    step: number;
+                };
+            };
         };
         /** @description One torch.optim.RMSprop step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         RmspropStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["RmspropState"];
             hyperparams?: components["schemas"]["RmspropHyperparams"];
+            param_groups?: components["schemas"]["RmspropParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1417,9 +1565,16 @@ export interface components {
         RmspropState: {
             /** @description Completed steps (torch `state["step"]`, a Python int). */
             step: number;
-            square_avg?: components["schemas"]["TensorTree"] & unknown;
-            momentum_buffer?: components["schemas"]["TensorTree"] & unknown;
-            grad_avg?: components["schemas"]["TensorTree"] & unknown;
+            square_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            momentum_buffer?: components["schemas"]["PartialTensorTree"] & unknown;
+            grad_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a Python int). */
+                    step: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of torch.optim.RMSprop, with torch's names and defaults. Every field is optional.
@@ -1461,26 +1616,66 @@ export interface components {
              * @default false
              */
             maximize?: boolean;
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.RMSprop for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        RmspropParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (torch `lr`). */
+            lr?: number;
+            /** @description Smoothing constant of the squared-gradient average (torch `alpha`); torch accepts any alpha >= 0. */
+            alpha?: number;
+            /** @description Added to the root mean square, after the square root (torch `eps`). */
+            eps?: number;
+            /** @description L2 penalty added to the gradient (torch `weight_decay`). */
+            weight_decay?: number;
+            /** @description Momentum factor (torch `momentum`); 0 keeps no buffer. */
+            momentum?: number;
+            /** @description Normalise by the estimated variance instead of the raw second moment (torch `centered`). */
+            centered?: boolean;
+            /** @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+            maximize?: boolean;
+        }[];
         /** @description Parameters and torch.optim.Adagrad state after one step. */
         AdagradStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["AdagradStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         AdagradStateOut: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            sum?: components["schemas"]["TensorTree"] & unknown;
+            sum?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                };
+            };
         };
         /** @description One torch.optim.Adagrad step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         AdagradStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["AdagradState"];
             hyperparams?: components["schemas"]["AdagradHyperparams"];
+            param_groups?: components["schemas"]["AdagradParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1490,7 +1685,14 @@ export interface components {
         AdagradState: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            sum?: components["schemas"]["TensorTree"] & unknown;
+            sum?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of torch.optim.Adagrad, with torch's names and defaults. Every field is optional.
@@ -1527,27 +1729,65 @@ export interface components {
              * @default false
              */
             maximize?: boolean;
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.Adagrad for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        AdagradParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (torch `lr`). */
+            lr?: number;
+            /** @description Learning-rate decay: step t uses lr / (1 + (t-1)·lr_decay) (torch `lr_decay`). */
+            lr_decay?: number;
+            /** @description L2 penalty added to the gradient (torch `weight_decay`). */
+            weight_decay?: number;
+            /** @description Starting value of the sum of squares (torch `initial_accumulator_value`). */
+            initial_accumulator_value?: number;
+            /** @description Added to sqrt(sum) (torch `eps`). */
+            eps?: number;
+            /** @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+            maximize?: boolean;
+        }[];
         /** @description Parameters and torch.optim.Adamax state after one step. */
         AdamaxStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["AdamaxStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         AdamaxStateOut: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
-            exp_inf?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_inf?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                };
+            };
         };
         /** @description One torch.optim.Adamax step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         AdamaxStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["AdamaxState"];
             hyperparams?: components["schemas"]["AdamaxHyperparams"];
+            param_groups?: components["schemas"]["AdamaxParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1557,8 +1797,15 @@ export interface components {
         AdamaxState: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
-            exp_inf?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_inf?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of torch.optim.Adamax, with torch's names and defaults. Every field is optional.
@@ -1600,29 +1847,74 @@ export interface components {
                 number,
                 number
             ];
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.Adamax for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        AdamaxParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (torch `lr`). */
+            lr?: number;
+            /** @description Decay of the first moment (torch `betas[0]`), in [0, 1). */
+            beta1?: number;
+            /** @description Decay of the infinity norm (torch `betas[1]`), in [0, 1). */
+            beta2?: number;
+            /** @description Added to |g| before the max (torch `eps`). */
+            eps?: number;
+            /** @description L2 penalty added to the gradient (torch `weight_decay`). */
+            weight_decay?: number;
+            /** @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+            maximize?: boolean;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+        }[];
         /** @description Parameters and torch.optim.NAdam state after one step. */
         NadamStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["NadamStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         NadamStateOut: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
-            exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
             /** @description Product of the momentum coefficients μ_1…μ_t (torch `mu_product`), a float32 number for both dtypes as torch keeps it. */
             mu_product: number;
+            /** @description Tensors whose own step count or scalars differ from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                    /** @description Product of the momentum coefficients μ_1…μ_t (torch `mu_product`), a float32 number for both dtypes as torch keeps it. */
+                    mu_product: number;
+                };
+            };
         };
         /** @description One torch.optim.NAdam step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         NadamStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["NadamState"];
             hyperparams?: components["schemas"]["NadamHyperparams"];
+            param_groups?: components["schemas"]["NadamParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1632,10 +1924,19 @@ export interface components {
         NadamState: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
-            exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
             /** @description Product of the momentum coefficients μ_1…μ_t (torch `mu_product`), a float32 number for both dtypes as torch keeps it. */
             mu_product?: number;
+            /** @description Tensors whose own step count or scalars differ from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                    /** @description Product of the momentum coefficients μ_1…μ_t (torch `mu_product`), a float32 number for both dtypes as torch keeps it. */
+                    mu_product: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of torch.optim.NAdam, with torch's names and defaults. Every field is optional.
@@ -1677,27 +1978,70 @@ export interface components {
                 number,
                 number
             ];
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.NAdam for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        NadamParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (torch `lr`). */
+            lr?: number;
+            /** @description Decay of the first moment (torch `betas[0]`), in [0, 1). */
+            beta1?: number;
+            /** @description Decay of the second moment (torch `betas[1]`), in [0, 1). */
+            beta2?: number;
+            /** @description Added to the bias-corrected sqrt(v) (torch `eps`). */
+            eps?: number;
+            /** @description L2 penalty added to the gradient (torch `weight_decay`). */
+            weight_decay?: number;
+            /** @description Momentum schedule ψ: μ_t = β1·(1 - 0.5·0.96^(t·ψ)) (torch `momentum_decay`). */
+            momentum_decay?: number;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+        }[];
         /** @description Parameters and torch.optim.RAdam state after one step. */
         RadamStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["RadamStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         RadamStateOut: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
-            exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                };
+            };
         };
         /** @description One torch.optim.RAdam step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         RadamStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["RadamState"];
             hyperparams?: components["schemas"]["RadamHyperparams"];
+            param_groups?: components["schemas"]["RadamParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1707,8 +2051,15 @@ export interface components {
         RadamState: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
-            exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of torch.optim.RAdam, with torch's names and defaults. Every field is optional.
@@ -1745,27 +2096,68 @@ export interface components {
                 number,
                 number
             ];
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.RAdam for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        RadamParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (torch `lr`). */
+            lr?: number;
+            /** @description Decay of the first moment (torch `betas[0]`), in [0, 1). */
+            beta1?: number;
+            /** @description Decay of the second moment (torch `betas[1]`), in [0, 1). */
+            beta2?: number;
+            /** @description Added to sqrt(v) in the rectified steps (torch `eps`). */
+            eps?: number;
+            /** @description L2 penalty added to the gradient (torch `weight_decay`). */
+            weight_decay?: number;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+        }[];
         /** @description Parameters and torch.optim.Adadelta state after one step. */
         AdadeltaStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["AdadeltaStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         AdadeltaStateOut: {
             /** @description Completed steps (torch `state["step"]`, a Python int). */
             step: number;
-            square_avg?: components["schemas"]["TensorTree"] & unknown;
-            acc_delta?: components["schemas"]["TensorTree"] & unknown;
+            square_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            acc_delta?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a Python int). */
+                    step: number;
+                };
+            };
         };
         /** @description One torch.optim.Adadelta step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         AdadeltaStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["AdadeltaState"];
             hyperparams?: components["schemas"]["AdadeltaHyperparams"];
+            param_groups?: components["schemas"]["AdadeltaParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1775,8 +2167,15 @@ export interface components {
         AdadeltaState: {
             /** @description Completed steps (torch `state["step"]`, a Python int). */
             step: number;
-            square_avg?: components["schemas"]["TensorTree"] & unknown;
-            acc_delta?: components["schemas"]["TensorTree"] & unknown;
+            square_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            acc_delta?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a Python int). */
+                    step: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of torch.optim.Adadelta, with torch's names and defaults. Every field is optional.
@@ -1808,26 +2207,62 @@ export interface components {
              * @default false
              */
             maximize?: boolean;
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.Adadelta for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        AdadeltaParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Scale applied to the delta (torch `lr`, default 1.0). */
+            lr?: number;
+            /** @description Decay of the running averages (torch `rho`), in [0, 1]. */
+            rho?: number;
+            /** @description Added inside both square roots (torch `eps`). */
+            eps?: number;
+            /** @description L2 penalty added to the gradient (torch `weight_decay`). */
+            weight_decay?: number;
+            /** @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+            maximize?: boolean;
+        }[];
         /** @description Parameters and optax.lion (torch has no Lion) state after one step. */
         LionStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["LionStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         LionStateOut: {
             /** @description Completed steps (optax.lion (torch has no Lion) keeps no step count; the API does, for schedules). */
             step: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (optax.lion (torch has no Lion) keeps no step count; the API does, for schedules). */
+                    step: number;
+                };
+            };
         };
         /** @description One optax.lion (torch has no Lion) step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         LionStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["LionState"];
             hyperparams?: components["schemas"]["LionHyperparams"];
+            param_groups?: components["schemas"]["LionParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1840,7 +2275,14 @@ export interface components {
              * @default 0
              */
             step?: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (optax.lion (torch has no Lion) keeps no step count; the API does, for schedules). */
+                    step: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of optax.lion (torch has no Lion), with torch's names and defaults. Every field is optional.
@@ -1877,26 +2319,67 @@ export interface components {
                 number,
                 number
             ];
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of optax.lion (torch has no Lion) for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        LionParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (optax `learning_rate`), >= 0. Every element moves by exactly lr (plus the decay). */
+            lr?: number;
+            /** @description Weight of exp_avg in the interpolation whose sign is the update (optax `b1`), in [0, 1]. */
+            beta1?: number;
+            /** @description Decay of exp_avg (optax `b2`), in [0, 1]. */
+            beta2?: number;
+            /** @description Decoupled weight decay: lr·weight_decay·p is subtracted with the update (optax `weight_decay`, whose default is 1e-3; 0 here), >= 0. */
+            weight_decay?: number;
+            /** @description Ascend instead of descend (torch `maximize`): the gradient is negated first. */
+            maximize?: boolean;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+        }[];
         /** @description Parameters and torch.optim.Muon state after one step. */
         MuonStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["MuonStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         MuonStateOut: {
             /** @description Completed steps (torch.optim.Muon keeps no step count; the API does, for schedules). */
             step: number;
-            momentum_buffer?: components["schemas"]["TensorTree"] & unknown;
+            momentum_buffer?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch.optim.Muon keeps no step count; the API does, for schedules). */
+                    step: number;
+                };
+            };
         };
         /** @description One torch.optim.Muon step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         MuonStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["MuonState"];
             hyperparams?: components["schemas"]["MuonHyperparams"];
+            param_groups?: components["schemas"]["MuonParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1909,7 +2392,14 @@ export interface components {
              * @default 0
              */
             step?: number;
-            momentum_buffer?: components["schemas"]["TensorTree"] & unknown;
+            momentum_buffer?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch.optim.Muon keeps no step count; the API does, for schedules). */
+                    step: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of torch.optim.Muon, with torch's names and defaults. Every field is optional.
@@ -1967,7 +2457,160 @@ export interface components {
              * @enum {string}
              */
             adjust_lr_fn?: "original" | "match_rms_adamw";
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.Muon for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        MuonParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (torch `lr`), >= 0; scaled by adjust_lr_fn for the update, not for the decay. */
+            lr?: number;
+            /** @description Decoupled weight decay: p *= 1 - lr·weight_decay before the update (torch `weight_decay`), >= 0. */
+            weight_decay?: number;
+            /** @description Momentum factor (torch `momentum`): buf.lerp_(grad, 1 - momentum); >= 0 (torch sets no upper bound). */
+            momentum?: number;
+            /** @description Orthogonalize grad.lerp(buf, momentum) instead of buf (torch `nesterov`). */
+            nesterov?: boolean;
+            /** @description Newton-Schulz coefficient a, of X (torch `ns_coefficients[0]`). */
+            ns_a?: number;
+            /** @description Newton-Schulz coefficient b, of (X·Xᵀ)·X (torch `ns_coefficients[1]`). */
+            ns_b?: number;
+            /** @description Newton-Schulz coefficient c, of (X·Xᵀ)²·X (torch `ns_coefficients[2]`). */
+            ns_c?: number;
+            /** @description The update is divided by max(its Frobenius norm, eps) before Newton-Schulz (torch `eps`, unchecked by torch: eps <= 0 with an all-zero update gives NaN there too). */
+            eps?: number;
+            /** @description Newton-Schulz iterations (torch `ns_steps`, a Python int; torch raises at 100 or more; 0 or fewer: normalization only). */
+            ns_steps?: number;
+            /**
+             * @description lr scale for the update (torch `adjust_lr_fn`, None = 'original'): 'original' sqrt(max(1, rows/cols)) (Keller Jordan), 'match_rms_adamw' 0.2·sqrt(max(rows, cols)) (Moonshot).
+             * @enum {string}
+             */
+            adjust_lr_fn?: "original" | "match_rms_adamw";
+        }[];
+        /** @description Parameters and torch.optim.SparseAdam state after one step. */
+        SparseAdamStepResponse: {
+            params: components["schemas"]["TensorTree"];
+            state: components["schemas"]["SparseAdamStateOut"];
+            /** @description The learning rate applied in this step (to the tensors no group names). */
+            lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
+        };
+        /** @description State to send back with the next step. */
+        SparseAdamStateOut: {
+            /** @description Completed steps (torch `state["step"]`, a Python int). */
+            step: number;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a Python int). */
+                    step: number;
+                };
+            };
+        };
+        /** @description One torch.optim.SparseAdam step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        SparseAdamStepRequest: {
+            params: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
+            state?: components["schemas"]["SparseAdamState"];
+            hyperparams?: components["schemas"]["SparseAdamHyperparams"];
+            param_groups?: components["schemas"]["SparseAdamParamGroups"];
+            dtype?: components["schemas"]["Dtype"];
+            schedule?: components["schemas"]["ScheduleSpec"];
+            /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
+            metrics?: number[];
+        };
+        /** @description State of torch.optim.SparseAdam with torch's `state_dict` names, as the previous step returned it. Omit it for a fresh optimizer. With step > 0, every slot these hyperparameters keep is required (`exp_avg`, `exp_avg_sq`). */
+        SparseAdamState: {
+            /** @description Completed steps (torch `state["step"]`, a Python int). */
+            step: number;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a Python int). */
+                    step: number;
+                };
+            };
+        };
+        /**
+         * @description Hyperparameters of torch.optim.SparseAdam, with torch's names and defaults. Every field is optional.
+         * @default {}
+         */
+        SparseAdamHyperparams: {
+            /**
+             * @description Learning rate (torch `lr`), > 0.
+             * @default 0.001
+             */
+            lr?: number;
+            /**
+             * @description Decay of the first moment (torch `betas[0]`), in [0, 1).
+             * @default 0.9
+             */
+            beta1?: number;
+            /**
+             * @description Decay of the second moment (torch `betas[1]`), in [0, 1).
+             * @default 0.999
+             */
+            beta2?: number;
+            /**
+             * @description Added to the denominator after the square root (torch `eps`), > 0.
+             * @default 1e-8
+             */
+            eps?: number;
+            /**
+             * @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first.
+             * @default false
+             */
+            maximize?: boolean;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
+        };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.SparseAdam for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        SparseAdamParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (torch `lr`), > 0. */
+            lr?: number;
+            /** @description Decay of the first moment (torch `betas[0]`), in [0, 1). */
+            beta1?: number;
+            /** @description Decay of the second moment (torch `betas[1]`), in [0, 1). */
+            beta2?: number;
+            /** @description Added to the denominator after the square root (torch `eps`), > 0. */
+            eps?: number;
+            /** @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+            maximize?: boolean;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+        }[];
         /**
          * @description The learning rate at each requested step.
          * @example {
@@ -3448,6 +4091,93 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["MuonStepResponse"];
+                    "application/vnd.safetensors": string;
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than MAX_BODY_BYTES, or more tensor elements than MAX_ELEMENTS (JSON) or the memory budget (safetensors). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    sparse_adamStep: {
+        parameters: {
+            query?: {
+                /** @description Safetensors bodies only: Learning rate (torch `lr`), > 0. */
+                lr?: number;
+                /** @description Safetensors bodies only: Decay of the first moment (torch `betas[0]`), in [0, 1). */
+                beta1?: number;
+                /** @description Safetensors bodies only: Decay of the second moment (torch `betas[1]`), in [0, 1). */
+                beta2?: number;
+                /** @description Safetensors bodies only: Added to the denominator after the square root (torch `eps`), > 0. */
+                eps?: number;
+                /** @description Safetensors bodies only: Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+                maximize?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
+                dtype?: "float32" | "float64";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description JSON (SparseAdamStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SparseAdamStepRequest"];
+                "application/vnd.safetensors": string;
+            };
+        };
+        responses: {
+            /** @description The parameters and state after the step. In safetensors: `params/…` and the state slots in the step's dtype, and `__metadata__` `step`, `lr`, `dtype`. */
+            200: {
+                headers: {
+                    /** @description `Accept`: the format depends on it. */
+                    vary?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SparseAdamStepResponse"];
                     "application/vnd.safetensors": string;
                 };
             };
