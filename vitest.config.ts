@@ -29,6 +29,8 @@ export default defineConfig({
           include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
           exclude: [...configDefaults.exclude, 'test/e2e/**'],
           testTimeout: 60_000,
+          // test/helpers/fuzz.ts: the property-based tests' seed, case count and replay path.
+          provide: { fuzz: { seed: process.env.FUZZ_SEED ?? null, scale: process.env.FUZZ_SCALE ?? null, path: process.env.FUZZ_PATH ?? null } },
         },
       },
       {

@@ -67,6 +67,13 @@ function jsonValueLimit(limits: Limits, path: string, method: string): number {
 
 export function createApp() {
   const app = createRouter();
+  // The operations that read a body (POST, PUT, PATCH), by method and path pattern; built on first
+  // use, once every route is registered.
+  let bodyRoutes: Array<{ method: string; pattern: RegExp }> | null = null;
+  const takesBody = (method: string, path: string) => {
+    bodyRoutes ??= app.routes.filter((r) => r.method === 'POST' || r.method === 'PUT' || r.method === 'PATCH').map((r) => ({ method: r.method, pattern: patternOf(r.path) }));
+    return bodyRoutes.some((r) => r.method === method && r.pattern.test(path));
+  };
 
   app.use('*', requestLog, securityHeaders, cors);
   // API keys before anything reads a body (preflights were answered by cors).
@@ -87,8 +94,9 @@ export function createApp() {
   app.use('*', async (c, next) => {
     const limits = readLimits(c.env);
     c.set('limits', limits);
-    // GET, HEAD and DELETE bodies are never read, so they are not limited either.
-    if (c.req.method === 'GET' || c.req.method === 'HEAD' || c.req.method === 'DELETE') return next();
+    // Only operations that take a body have it limited and checked: GET, HEAD and DELETE bodies are
+    // never read, and a request no operation takes gets its 404/405 without its body being read.
+    if (!takesBody(c.req.method, c.req.path)) return next();
     // Binary bodies of a hosted optimizer stream into its Durable Object, which reads no more than
     // its layout (or, for a checkpoint, its memory budget) allows; the Worker never holds them.
     if (streamsToOptimizer(c.req.method, c.req.path, c.req.header('content-type'))) return next();
@@ -104,6 +112,7 @@ export function createApp() {
 
   const guard = bodyGuard((c) => jsonValueLimit(c.get('limits'), c.req.path, c.req.method));
   app.use('*', async (c, next) => {
+    if (!takesBody(c.req.method, c.req.path)) return next();
     // JSON values are counted in JSON bodies only; binary bodies are bounded by bytes and layouts.
     if (!isBinary(c.req.header('content-type'))) return guard(c, next);
     const encoding = c.req.header('content-encoding');

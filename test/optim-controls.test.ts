@@ -266,3 +266,16 @@ describe('sparse (row) gradients', () => {
     expect(clip.body.errors[0].field).toBe('hyperparams.clip_grad_norm');
   });
 });
+
+describe('hyperparameter rules with no tensor to step', () => {
+  it('checks the top-level hyperparameters even for an empty tree (torch validates them in the constructor)', async () => {
+    const nesterov = await postJson('/v1/sgd/step', { params: {}, grads: {}, hyperparams: { lr: 0.1, nesterov: true } });
+    expect(nesterov.status).toBe(422);
+    expect(nesterov.body.errors[0].field).toBe('hyperparams.nesterov');
+    const noLr = await postJson('/v1/sgd/step', { params: {}, grads: {} });
+    expect(noLr.status).toBe(422);
+    expect(noLr.body.errors[0].field).toBe('hyperparams.lr');
+    const inGroups = await postJson('/v1/sgd/step', { params: { a: [1] }, grads: { a: [1] }, hyperparams: { lr: 0.1, nesterov: true }, param_groups: [{ params: ['a'], momentum: 0.9 }] });
+    expect(inGroups.status).toBe(422); // the top-level set is invalid whether or not a tensor uses it
+  });
+});

@@ -279,6 +279,28 @@ describe('stateless step rules', () => {
     expect((await postJson('/v1/lbfgs/step', { params: p, grads: g })).status).toBe(404);
   });
 
+  it('keeps the sign of a zero scalar (NAdam mu_product -0 stays -0, in JSON and safetensors; found by test/fuzz/family-step.test.ts)', async () => {
+    // mu_product' = mu_product · mu: -0 · mu is -0, as torch's float keeps it; JSON.stringify and String() wrote 0.
+    const body = '{"params": [1], "grads": [0.5], "state": {"step": 1, "exp_avg": [0], "exp_avg_sq": [0], "mu_product": -0.0}}';
+    const r = await callBytes('POST', '/v1/nadam/step', body, { 'content-type': 'application/json', accept: 'application/json' });
+    expect(r.status).toBe(200);
+    expect(new TextDecoder().decode(r.bytes)).toMatch(/"mu_product":-0\.0[,}]/);
+    expect(Object.is(r.body.state.mu_product, -0)).toBe(true);
+    const st = await callBytes('POST', '/v1/nadam/step', body, { 'content-type': 'application/json', accept: 'application/vnd.safetensors' });
+    expect(st.status).toBe(200);
+    expect(readSafetensors(st.bytes).metadata?.mu_product).toBe('-0');
+  });
+
+  it('answers 422 when a state scalar overflows, not a 200 with null (found by test/fuzz/family-step.test.ts)', async () => {
+    // float32 NAdam: mu_product' = fround(1e300 · mu) = Infinity, while the params stay finite.
+    for (const accept of ['application/json', 'application/vnd.safetensors']) {
+      const r = await callBytes('POST', '/v1/nadam/step', { params: [1, 2], grads: [0.5, -1], state: { step: 1, exp_avg: [0, 0], exp_avg_sq: [0, 0], mu_product: 1e300 } }, { accept });
+      expect(r.status, accept).toBe(422);
+      expect(r.body.type).toMatch(/non-finite-result/);
+      expect(r.body.errors[0].field).toBe('state.mu_product');
+    }
+  });
+
   it('refuses hyperparameters in the query with a JSON body', async () => {
     const r = await postJson('/v1/sgd/step?lr=0.1', { params: p, grads: g, hyperparams: { lr: 0.1 } });
     expect(r.status).toBe(422);

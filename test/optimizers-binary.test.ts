@@ -63,6 +63,20 @@ describe('steps over the binary wire', () => {
     expect((await opCall('GET', raw, '/history')).body.entries.map((e: { loss: number }) => e.loss)).toEqual([1, 0.5, 1 / 3]);
   });
 
+  it('step and lr headers come with every format, JSON too, as README says (found by test/fuzz/hosted.test.ts)', async () => {
+    const opt = await createOptimizer({ params: PARAMS, hyperparams: { lr: 0.02 } });
+    for (const [k, [body, type]] of ([[f32(flat(GRADS)), RAW], [new TextEncoder().encode(JSON.stringify({ grads: GRADS })), 'application/json']] as const).entries()) {
+      for (const accept of ['application/json', RAW, ST]) {
+        const res = await binary(opt, 'POST', k === 0 ? '/step' : '/step?return=none', body, { 'content-type': type, accept });
+        expect(res.status).toBe(200);
+        expect(res.headers.get('lr'), `${type} → ${accept}`).toBe('0.02');
+        expect(res.headers.get('step'), `${type} → ${accept}`).toMatch(/^\d+$/);
+      }
+    }
+    const params = await binary(opt, 'GET', '/params', undefined, { accept: 'application/json' });
+    expect(params.headers.get('step')).toBe('6');
+  });
+
   it('answers in the format Accept asks for; return=none sends no tensors; 406 applies nothing', async () => {
     const opt = await createOptimizer({ params: PARAMS });
     const g = f32(flat(GRADS));
@@ -118,6 +132,25 @@ describe('steps over the binary wire', () => {
     other[7] = Math.fround(other[7]! + 2 ** -20);
     expectProblem(await binary(opt, 'POST', '/step', f32(other), { 'content-type': RAW, 'idempotency-key': 'k1' }), 422, 'Idempotency-Key');
     expect((await opCall('GET', opt, '')).body.step).toBe(1);
+  });
+});
+
+describe('tensors whose dotted names collide ("a.b" and {"a": {"b"}})', () => {
+  it('safetensors answers are a 406 before anything is applied; JSON and raw work (found by test/fuzz/hosted.test.ts)', async () => {
+    // The step was applied, then encoding the answer threw: a 500 for a step that had happened.
+    const opt = await createOptimizer({ params: { 'a.b': [1], a: { b: [2] } } });
+    const grads = { 'a.b': [0.5], a: { b: [-0.5] } };
+    const before = await snapshotOf(opt);
+    expectProblem(await binary(opt, 'POST', '/step', new TextEncoder().encode(JSON.stringify({ grads })), { 'content-type': 'application/json', accept: ST }), 406, 'Accept');
+    expectProblem(await binary(opt, 'POST', '/step', f32([0.5, -0.5]), { 'content-type': RAW, accept: ST }), 406, 'Accept');
+    expectProblem(await binary(opt, 'GET', '/params', undefined, { accept: ST }), 406, 'Accept');
+    expect(await snapshotOf(opt)).toEqual(before);
+    const none = await binary(opt, 'POST', '/step?return=none', f32([0.5, -0.5]), { 'content-type': RAW, accept: ST });
+    expect(none.status).toBe(200);
+    expect(readSafetensors(none.bytes).metadata?.step).toBe('1');
+    const raw = await binary(opt, 'POST', '/step', f32([0.5, -0.5]), { 'content-type': RAW });
+    expect(raw.headers.get('step')).toBe('2');
+    expect((await opCall('POST', opt, '/step', { grads })).body.step).toBe(3);
   });
 });
 

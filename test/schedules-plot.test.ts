@@ -56,6 +56,17 @@ describe('POST /v1/schedules/plot', () => {
     expect(texts(elements)).toEqual(expect.arrayContaining(['10⁻⁷', '10⁻⁵', '10⁻³']));
   });
 
+  it('plots steps near 2^53 and rates a hair apart (found by fuzzing: a minute of CPU, then a 500)', async () => {
+    for (const body of [
+      { schedule: { type: 'constant', lr: 0.1 }, steps: [Number.MAX_SAFE_INTEGER] },
+      { schedule: { type: 'cosine', lr: 1, min_lr: 1 - 2 ** -52, total_steps: 10 }, steps: { start: 0, stop: 20 } },
+    ]) {
+      const r = await call('POST', '/v1/schedules/plot', body);
+      expect(r.status, JSON.stringify(body)).toBe(200);
+      expect(await r.text()).toContain('data-points=');
+    }
+  });
+
   it('refuses a log scale when some lr is 0, naming log_scale', async () => {
     const r = await postJson('/v1/schedules/plot', { schedule: { type: 'warmup_linear', lr: 0.1, warmup_steps: 10, total_steps: 100 }, log_scale: true });
     expect(r.status).toBe(422);

@@ -136,6 +136,22 @@ describe('formats mix freely', () => {
     expectProblem(await callBytes('POST', '/v1/adam/step?lr=0.1', jsonBody), 422, 'lr');
   });
 
+  it('__metadata__.dtype alone sets the dtype the tensors are read in, as ?dtype= does (found by test/fuzz/stateless-step.test.ts)', async () => {
+    // It was ignored while decoding: F32 tensors with dtype "float64" were a 422 ("read as float32"),
+    // and F64 gradients beside F32 params a 422 ("does not fit a float32 step").
+    const json = await postJson('/v1/adam/step', { params: [1, 2], grads: [0.5, -1], dtype: 'float64' });
+    for (const grads of ['F32', 'F64'] as const) {
+      const tensors = [...slotTensors('params', [1, 2], 'F32'), ...slotTensors('grads', [0.5, -1], grads)];
+      const viaMetadata = await callBytes('POST', '/v1/adam/step', writeSafetensors(tensors, { dtype: 'float64' }), { 'content-type': ST, accept: 'application/json' });
+      const viaQuery = await callBytes('POST', '/v1/adam/step?dtype=float64', writeSafetensors(tensors), { 'content-type': ST, accept: 'application/json' });
+      expect(viaMetadata.status, new TextDecoder().decode(viaMetadata.bytes)).toBe(200);
+      expect(viaMetadata.body).toEqual(viaQuery.body);
+      expect(viaMetadata.body).toEqual(json.body);
+    }
+    const narrowing = writeSafetensors([...slotTensors('params', [1, 2], 'F64'), ...slotTensors('grads', [0.5, -1], 'F64')], { dtype: 'float32' });
+    expectProblem(await callBytes('POST', '/v1/adam/step', narrowing, { 'content-type': ST }), 422, 'safetensors.params.dtype');
+  });
+
   it('reads the step, schedule and metrics from __metadata__', async () => {
     const schedule = { type: 'cosine', lr: 0.01, total_steps: 100 };
     const state = { step: 10, m: [0.01, -0.02], v: [1e-4, 4e-4] };

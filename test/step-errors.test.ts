@@ -191,4 +191,21 @@ describe('POST /v1/adam/step rejects bad input', () => {
     expect(nf.status).toBe(404);
     expect(nf.headers.get('content-type')).toMatch(/problem\+json/);
   });
+
+  it('a request no operation takes gets its documented answer, whatever its body headers (found by test/fuzz/any-route.test.ts)', async () => {
+    // The body checks (size, JSON values, Content-Encoding, charset) ran before routing, so these
+    // answered 413 or 415, statuses the operation (or the 404/405 fallback) does not document.
+    const cases: Array<[string, string, Record<string, string>, string | undefined, number]> = [
+      ['GET', '/', { 'content-type': 'application/octet-stream', 'content-encoding': 'br' }, undefined, 200],
+      ['GET', '/healthz', { 'content-type': 'application/vnd.safetensors', 'content-encoding': 'gzip' }, undefined, 200],
+      ['PUT', '/v1/schedules/cosine/plot/', { 'content-type': 'application/json', 'content-encoding': 'br' }, '{}', 404],
+      ['POST', '/healthz', { 'content-type': 'application/json', 'content-encoding': 'gzip' }, '{}', 405],
+      ['PATCH', '/v1/adam/step', { 'content-type': 'application/json; charset=latin1' }, '{}', 405],
+      ['POST', '/openapi.json', { 'content-type': 'application/json' }, `[${'0,'.repeat(300_000)}0]`, 405],
+    ];
+    for (const [method, path, headers, body, status] of cases) {
+      const res = await call(method, path, body, headers);
+      expect(res.status, `${method} ${path}`).toBe(status);
+    }
+  });
 });

@@ -397,6 +397,9 @@ export class HostedOptimizer extends DurableObject<Env> {
   step(tokenHash: string | null, args: StepArgs): Promise<Outcome<Versioned<StepOut>>> {
     return this.#locked(tokenHash, async (loaded) => {
       const { meta, layout, arrays, grads } = loaded;
+      if (args.returnParams && args.namedParams && leafIndex(layout) === null) {
+        throw new WireError(406, ['Accept'], 'two tensors of this optimizer have the same dotted name (e.g. "a.b" and {"a": {"b"}}): safetensors cannot name them apart; ask for JSON');
+      }
       const timings = { decode: 0, kernel: 0, storage: 0 };
       let clock = performance.now();
       const lap = (phase: keyof typeof timings) => {

@@ -74,6 +74,8 @@ export interface StepArgs {
   ifMatch?: string | undefined;
   idempotencyKey?: string | undefined;
   returnParams: boolean;
+  /** The params go back as a safetensors file: refused (406) before anything is applied if two tensors share a dotted name. */
+  namedParams?: boolean | undefined;
 }
 
 export interface StepOut {

@@ -91,6 +91,21 @@ describe('renderLineChart', () => {
     }
   });
 
+  it('ends on axes whose tick indices pass 2^53 (found by fuzzing: a schedule plotted at step 2^53 − 1 looped for a minute, then answered 500)', () => {
+    // Whole-number x ticks around 2^53, and y ticks 1e-16 apart around 1: i·step with i beyond 2^53, where i++ stops growing.
+    const svgs = [
+      renderLineChart([{ label: 'lr', x: [2 ** 53 - 1], y: [0] }]),
+      renderLineChart([{ label: 'lr', x: [2 ** 53 - 2, 2 ** 53 - 1], y: [1, 2] }]),
+      renderLineChart([{ label: 'lr', x: [0, 1], y: [1, 1 + 2 ** -52] }]),
+      renderLineChart([{ label: 'loss', x: [0, 1], y: [1e15, 1e15 + 0.125] }]),
+    ];
+    for (const svg of svgs) {
+      expect(svg).not.toContain('NaN');
+      expect(polylines(svg)).toHaveLength(1);
+      expect(allElements(parseXml(svg)).filter((e) => e.name === 'text').length).toBeLessThan(100);
+    }
+  });
+
   it.each([
     ['no series', [], {}],
     ['eleven series', Array.from({ length: 11 }, () => ({ label: 's', x: [0], y: [1] })), {}],

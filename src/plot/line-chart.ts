@@ -158,15 +158,22 @@ function linearScale(lo: number, hi: number, p0: number, p1: number, nice: boole
   }
   const step = integer ? Math.max(1, niceStep(hi - lo, count)) : niceStep(hi - lo, count);
   if (nice) {
-    lo = Math.floor(lo / step) * step;
-    hi = Math.ceil(hi / step) * step;
+    const niceLo = Math.floor(lo / step) * step;
+    const niceHi = Math.ceil(hi / step) * step;
+    // Where multiples of step are no longer distinct doubles (1e15 ± 0.1), they would leave no span.
+    if (niceHi > niceLo) {
+      lo = niceLo;
+      hi = niceHi;
+    }
   }
   const values: number[] = [];
   const first = Math.ceil(lo / step - 1e-9);
   const last = Math.min(Math.floor(hi / step + 1e-9), first + MAX_TICKS);
+  // Beyond 2^53 the index stops growing (i + 1 === i): stop at the first repeated tick.
   for (let i = first; i <= last; i++) {
-    const value = i * step;
-    values.push(Math.abs(value) < step * 1e-9 ? 0 : value);
+    const value = Math.abs(i * step) < step * 1e-9 ? 0 : i * step;
+    if (values.length > 0 && value === values[values.length - 1]) break;
+    values.push(value);
   }
   const labels = tickLabels(values, step);
   const k = (p1 - p0) / (hi - lo);

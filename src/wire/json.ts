@@ -74,11 +74,14 @@ export function treeJson(layout: TensorLayout, values: ArrayLike<number>): strin
 /** A field of a JSON object written by `objectJson`: a plain value, or JSON text already written. */
 export type JsonField = { json: string } | { value: unknown };
 
-/** `{"k":…,…}` from fields in order; undefined values are left out, as JSON.stringify does. */
+/**
+ * `{"k":…,…}` from fields in order; undefined values are left out, as JSON.stringify does. A
+ * number keeps the sign of zero (NAdam's `mu_product`, a scalar of the state, can be -0).
+ */
 export function objectJson(fields: ReadonlyArray<readonly [string, JsonField]>): string {
   const parts: string[] = [];
   for (const [key, field] of fields) {
-    const text = 'json' in field ? field.json : JSON.stringify(field.value);
+    const text = 'json' in field ? field.json : typeof field.value === 'number' ? numberText(field.value) : JSON.stringify(field.value);
     if (text !== undefined) parts.push(`${JSON.stringify(key)}:${text}`);
   }
   return `{${parts.join(',')}}`;

@@ -47,6 +47,18 @@ function validatorFor(key: string, schema: Json): Validator {
 
 export class ContractError extends Error {}
 
+/**
+ * The value with lone surrogates in object keys replaced (a tensor may be named "\ud800"): the
+ * validator's error locations are URI-encoded, which throws on them. No schema reads key text.
+ */
+function wellFormedKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(wellFormedKeys);
+  if (value === null || typeof value !== 'object') return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) Object.defineProperty(out, k.toWellFormed(), { value: wellFormedKeys(v), enumerable: true, writable: true, configurable: true });
+  return out;
+}
+
 /** Bodies longer than this (characters) are not walked by the schema validator. */
 const MAX_VALIDATED_BODY = 4 * 1024 * 1024;
 
@@ -86,7 +98,7 @@ export function checkContract(method: string, url: string, status: number, heade
   if (body.length > MAX_VALIDATED_BODY) return;
   let instance: unknown;
   try {
-    instance = JSON.parse(body);
+    instance = wellFormedKeys(JSON.parse(body));
   } catch {
     throw new ContractError(`${where}: body is not JSON`);
   }

@@ -97,7 +97,11 @@ export function familyStepHandler(def: AnyDef) {
       }
       groupOf = assigned.groupOf.map((g) => g + 1);
     }
-    const used = new Set(groupOf);
+    // The top-level set is checked whatever uses it (torch validates the constructor's defaults);
+    // its required ones (SGD's lr) only when a tensor uses it, or when there is no tensor at all.
+    const tensorGroups = new Set(groupOf);
+    const topChecked = tensorGroups.has(0) || tensors.length === 0;
+    const used = new Set([0, ...tensorGroups]);
     const step = input.sent?.step ?? 0;
     const top = input.hyperparams;
     const lrOf = (groupLr: number | undefined): number => {
@@ -112,7 +116,7 @@ export function familyStepHandler(def: AnyDef) {
       const { params: _names, ...overrides } = g === 0 ? { params: [] } : input.groups[g - 1]!;
       const merged = { ...top, ...Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) };
       const where = (k: string) => (g === 0 ? ['hyperparams', k] : [...input.groupsPath, g - 1, k]);
-      if (used.has(g)) {
+      if (g === 0 ? topChecked : used.has(g)) {
         const missing = Object.entries(def.hyperparams).filter(([k, d]) => d.type === 'number' && d.default === undefined && merged[k] === undefined && !(k === 'lr' && input.schedule));
         if (missing.length > 0) {
           throw validationProblem(missing.map(([k]) => fieldError(where(k), `is required: ${def.torch} has no default ${k} (or send a schedule)`)));
@@ -129,7 +133,7 @@ export function familyStepHandler(def: AnyDef) {
         if (message) throw validationProblem([fieldError(['params', ...t.path], message, `[${t.shape.join(', ')}]`)]);
       }
     }
-    const state = checkedState(def, groupHp.filter((_, g) => used.has(g)), dtype, layout, params.length, input, named);
+    const state = checkedState(def, groupHp.filter((_, g) => tensorGroups.has(g) || (g === 0 && tensors.length === 0)), dtype, layout, params.length, input, named);
 
     const t = timing(c);
     t.lap('decode');
@@ -178,6 +182,14 @@ export function familyStepHandler(def: AnyDef) {
         fieldError(['grads', ...where], `leads to a non-finite ${label} value`),
       ]);
     }
+    // A scalar (NAdam's mu_product, sent by the client) can overflow too; JSON would write it null.
+    for (const s of def.scalars) {
+      const v = state.scalars[s.name]!;
+      if (Number.isFinite(v)) continue;
+      throw new ProblemError(422, 'non-finite-result', `the step produced a non-finite state.${s.name} (${v}); it cannot be sent`, [
+        fieldError([...input.statePath, s.name], `leads to a non-finite ${s.name}`, input.sent?.scalars[s.name]),
+      ]);
+    }
     const extra = {
       ...(top.clip_grad_norm !== undefined && outcome.gradNorm !== undefined ? { grad_norm: outcome.gradNorm } : {}),
       ...(skipMode ? { skipped: !outcome.applied } : {}),
@@ -188,7 +200,8 @@ export function familyStepHandler(def: AnyDef) {
     const headers = { vary: 'Accept' };
     if (answer === 'safetensors') {
       const metadata: Record<string, string> = { step: String(state.step), lr: String(lr), dtype };
-      for (const s of def.scalars) metadata[s.name] = String(state.scalars[s.name]);
+      // String(-0) is "0": a scalar keeps the sign of zero, as the JSON answer does.
+      for (const s of def.scalars) metadata[s.name] = Object.is(state.scalars[s.name], -0) ? '-0' : String(state.scalars[s.name]);
       if (counters) metadata.tensors = JSON.stringify(counters);
       if (extra.grad_norm !== undefined) metadata.grad_norm = String(extra.grad_norm);
       if (extra.skipped !== undefined) metadata.skipped = String(extra.skipped);

@@ -71,10 +71,10 @@ function paramsFile(layout: TensorLayout, dtype: Dtype, values: FloatArray | nul
   return out;
 }
 
-/** Answers carrying params in the negotiated format; `head` holds step and lr (JSON fields, headers otherwise). */
+/** Answers carrying params in the negotiated format; `head` holds step and lr (headers, and JSON fields or `__metadata__`). */
 function tensorsAnswer(format: Format, head: Record<string, number | boolean>, params: TensorsOut | null, headers: Record<string, string>): never {
   const meta = Object.fromEntries(Object.entries(head).map(([k, v]) => [k, String(v)]));
-  const common = { ...headers, vary: 'Accept', ...(format === 'json' ? {} : meta) };
+  const common = { ...headers, vary: 'Accept', ...meta };
   if (format === 'json') {
     const fields = Object.entries(head).map(([k, value]) => [k, { value }] as const);
     if (!params) return new Response(objectJson(fields), { status: 200, headers: { ...JSON_TYPE, ...common } }) as never;

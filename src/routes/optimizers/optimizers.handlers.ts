@@ -223,6 +223,7 @@ export const stepOptimizer: RouteHandler<typeof routes.stepOptimizerRoute, AppEn
       ifMatch: headers['if-match'],
       idempotencyKey: headers['idempotency-key'],
       returnParams: query.return === 'params',
+      namedParams: answer === 'safetensors',
     }),
   );
   // The object's phases; the rest of the request (reading and checking it here, the RPC) shows in `total`.
@@ -239,7 +240,7 @@ export const getOptimizer: RouteHandler<typeof routes.getOptimizerRoute, AppEnv>
 export const getParams: RouteHandler<typeof routes.getParamsRoute, AppEnv> = async (c) => {
   const answer = withTensorProblems(() => acceptFormat(c.req.header('accept'), ALL, 'json'));
   const { etag, value } = unwrap(await stubFor(c, c.req.valid('param').id).params(await tokenHash(c)));
-  return paramsResponse(answer, value.step, value.params, { etag });
+  return withTensorProblems(() => paramsResponse(answer, value.step, value.params, { etag }));
 };
 
 export const putParams: RouteHandler<typeof routes.putParamsRoute, AppEnv> = async (c) => {

@@ -164,7 +164,7 @@ async function fromSafetensors(c: Context<AppEnv>): Promise<StepInput> {
   });
   if (!options.success) throw validationProblem(zodFieldErrors(options.error, undefined));
   const o = options.data;
-  // The file was decoded with the query's dtype; a dtype named only in the metadata must agree.
+  // The file was decoded with the query's dtype, else the metadata's: the two must agree (checked above).
   if (o.dtype !== undefined && o.dtype !== file.dtype) {
     throw validationProblem([fieldError(['__metadata__', 'dtype'], `the tensors were read as ${file.dtype}; send dtype=${o.dtype} in the query to read them so`, o.dtype)]);
   }

@@ -58,11 +58,13 @@ export interface SlotsFile {
 
 /**
  * Decodes a stateless step body whose tensors are `params/…`, `grads/…` and `<slot>/…` for each of
- * `slots` (each slot all or nothing). `dtype` (from the query or metadata) wins; otherwise float64
- * when any params tensor is F64, else float32. `maxBytes` bounds the decoded arrays.
+ * `slots` (each slot all or nothing). `dtype` (from the query), else `__metadata__.dtype`, wins;
+ * otherwise float64 when any params tensor is F64, else float32. `maxBytes` bounds the decoded arrays.
  */
 export function decodeSlotsFile(body: Uint8Array, slots: readonly string[], requestedDtype: Dtype | undefined, maxBytes: number, partial = false): SlotsFile {
   const { entries, metadata, dataStart } = readHeader(body);
+  // Any other metadata dtype is refused by the handler's options schema.
+  const metadataDtype = metadata?.dtype === 'float32' || metadata?.dtype === 'float64' ? metadata.dtype : undefined;
   const names = ['params', 'grads', ...slots];
   const bySlot = new Map<string, Map<string, TensorEntry>>(names.map((s) => [s, new Map()]));
   for (const e of entries) {
@@ -72,7 +74,7 @@ export function decodeSlotsFile(body: Uint8Array, slots: readonly string[], requ
   const paramEntries = [...bySlot.get('params')!.entries()].map(([name, e]) => ({ name, shape: e.shape, entry: e }));
   if (paramEntries.length === 0) throw new WireError(422, ['safetensors', 'params'], 'no params/<name> tensors: the file must hold the parameters');
   if (paramEntries.length > MAX_TENSORS) throw new WireError(422, ['safetensors', 'params'], `more than ${MAX_TENSORS} parameter tensors`);
-  const dtype: Dtype = requestedDtype ?? (paramEntries.some((p) => p.entry.dtype === 'F64') ? 'float64' : 'float32');
+  const dtype: Dtype = requestedDtype ?? metadataDtype ?? (paramEntries.some((p) => p.entry.dtype === 'F64') ? 'float64' : 'float32');
   const layout = layoutOfNamed(paramEntries, ['safetensors', 'params']);
   const index = leafIndex(layout)!; // names of one file are distinct
   const size = layoutSize(layout);
