@@ -3,7 +3,7 @@
 // encodes its answers once, in the format the client asked for. Types only: importable anywhere.
 
 import type { ProblemData } from '../lib/problem.ts';
-import type { AdamHyperparams, Dtype, FloatArray } from '../optim/adam.ts';
+import type { Dtype, FloatArray, Hyperparams } from '../optim/optimizer.ts';
 import type { PlateauState } from '../schedules/plateau.ts';
 import type { ScheduleSpec } from '../schedules/types.ts';
 import type { FlatTensors, TensorLayout } from '../tensors/tree.ts';
@@ -26,8 +26,14 @@ export interface LayoutEntry {
 /** Metadata of a hosted optimizer; the Worker answers GET /v1/optimizers/{id} with it. */
 export interface OptimizerInfo {
   id: string;
+  /** The registry name (`adam`, `sgd`, …). */
+  optimizer: string;
   step: number;
-  hyperparams: AdamHyperparams;
+  hyperparams: Hyperparams;
+  /** Scalar state (NAdam's `mu_product`), by torch's name; empty for most optimizers. */
+  scalars: Record<string, number>;
+  /** Most elements an optimizer of this kind and dtype holds (MAX_HOSTED_BYTES over its arrays). */
+  max_elements: number;
   schedule: ScheduleSpec | null;
   next_lr: number | null;
   dtype: Dtype;
@@ -84,26 +90,32 @@ export interface StepOut {
 
 export interface CreateArgs {
   tokenHash: string;
+  /** The registry name; the Worker has validated `hyperparams` with its schema. */
+  optimizer: string;
   layout: TensorLayout;
   /** Initial params; null: zeros, and every element must be uploaded (PUT params) before a step. */
   params: FloatArray | null;
-  hyperparams: AdamHyperparams;
+  hyperparams: Hyperparams;
   schedule: ScheduleSpec | null;
   dtype: Dtype;
 }
 
 /** A snapshot to restore, already validated and flattened by the Worker. */
 export interface RestoreArgs {
+  /** The snapshot's optimizer: must be the object's (422 otherwise). */
+  optimizer: string;
   step: number;
   dtype: Dtype;
-  hyperparams: AdamHyperparams;
+  /** Validated with the optimizer's schema (defaults filled in). */
+  hyperparams: Hyperparams;
   schedule: ScheduleSpec | null;
   schedulerState?: PlateauState | null | undefined;
   layout: TensorLayout;
   params: FloatArray;
-  m: FloatArray;
-  v: FloatArray;
-  vMax: FloatArray | null;
+  /** Slots sent, by torch's name, each with the field name the client used (for errors). */
+  slots: Record<string, { field: string; values: FloatArray }>;
+  /** Scalars sent, by torch's name. */
+  scalars: Record<string, number>;
 }
 
 /** A restore from a safetensors checkpoint, decoded and checked by the object. */
@@ -125,12 +137,13 @@ export interface UploadArgs {
 }
 
 export interface PatchArgs {
-  hyperparams?: Partial<AdamHyperparams> | undefined;
+  /** As sent: the object validates it with its optimizer's schema. */
+  hyperparams?: Record<string, unknown> | undefined;
   schedule?: ScheduleSpec | null | undefined;
 }
 
-/** The state tensors of a snapshot, in stream order; each is `size` elements in the layout. */
-export type SnapshotSlot = 'params' | 'm' | 'v' | 'v_max';
+/** A state tensor of a snapshot: `params` or a slot's torch name; each is `size` elements in the layout. */
+export type SnapshotSlot = string;
 
 /**
  * A full snapshot: metadata, then the bytes of every state tensor (little-endian, the optimizer's
@@ -142,6 +155,8 @@ export interface SnapshotOut {
   info: OptimizerInfo;
   schedulerState: PlateauState | null;
   layout: TensorLayout;
+  /** How the optimizer counts steps (safetensors `step/…` tensors: none, float32 or integer). */
+  stepCounter: 'float32' | 'integer' | 'none';
   slots: SnapshotSlot[];
   data: ReadableStream<Uint8Array>;
 }
