@@ -387,6 +387,8 @@ export class HostedOptimizer extends DurableObject<Env> {
         const { dtype, hyperparams, layout } = args;
         const def = optimizerDef(args.optimizer);
         if (!def) throw validationProblem([fieldError(['optimizer'], 'is not an optimizer of the registry', args.optimizer)]);
+        checkHyperparams(def, hyperparams, args.schedule, ['hyperparams']);
+        checkShapes(def, layout, [args.params ? 'params' : 'shapes']);
         const size = layoutSize(layout);
         const memory = this.#allocate(def, dtype, size);
         if (args.params) memory.params.set(args.params);
