@@ -484,6 +484,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       const next: StoredMeta = {
         ...meta,
         step: state.step,
+        optimizer: def.name,
         scalars: state.scalars,
         slots: Object.keys(arrays.slots),
         seq: meta.seq + 1,
