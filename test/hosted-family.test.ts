@@ -202,6 +202,14 @@ describe('hosted optimizers of other kinds: creation and rules', () => {
     expect(rms.body.max_elements).toBe(Math.floor((80 * 1024 * 1024) / (5 * 8)));
     const adagrad = await createOptimizer({ optimizer: 'adagrad', params: [1, 2] });
     expect(adagrad.body.max_elements).toBe(Math.floor((80 * 1024 * 1024) / (3 * 4)));
+    // The catalogue shows the same limits: slots counted from each optimizer's state.
+    const catalogue = await callBytes('GET', '/v1/algorithms');
+    for (const a of catalogue.body.algorithms as Array<{ name: string; state: { slots: unknown[] }; hosted_max_elements: Record<string, number> }>) {
+      const arrays = 2 + a.state.slots.length;
+      expect(a.hosted_max_elements, a.name).toEqual({ float32: Math.floor((80 * 1024 * 1024) / (arrays * 4)), float64: Math.floor((80 * 1024 * 1024) / (arrays * 8)) });
+    }
+    const byName = new Map((catalogue.body.algorithms as Array<{ name: string; state: { slots: unknown[] } }>).map((a) => [a.name, a.state.slots.length]));
+    expect([byName.get('sgd'), byName.get('adam'), byName.get('rmsprop'), byName.get('adagrad')]).toEqual([1, 3, 3, 1]);
   });
 
   it('torch\'s betas are accepted; the optimizer\'s own schema validates create and PATCH', async () => {

@@ -1176,6 +1176,13 @@ export interface components {
                     initial: number;
                 }[];
             };
+            /** @description What one hosted optimizer of this kind holds: MAX_HOSTED_BYTES / ((2 + slots) × 4 or 8 bytes), for params, the gradient buffer and every state slot it can keep (413 above it). */
+            hosted_max_elements: {
+                /** @description Most float32 parameter elements of one hosted optimizer of this kind. */
+                float32: number;
+                /** @description Most float64 parameter elements of one hosted optimizer of this kind. */
+                float64: number;
+            };
         };
         /** @description One hyperparameter of an optimizer. */
         HyperparamInfo: {
