@@ -255,6 +255,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/lion/step": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * One optax.lion (torch has no Lion) step on parameters, gradients and state you send
+         * @description Lion (Chen et al. 2023, Symbolic Discovery of Optimization Algorithms): the sign of an interpolation between momentum and gradient, with decoupled weight decay. optax.lion semantics; torch has no Lion. Applies one step of optax.lion (torch has no Lion) with torch 1.13's single-tensor (`foreach=False`) operation order and returns the new parameters and state, named as torch's `state_dict` names them. Send the returned `state` with the next call to continue the trajectory. float32 and float64 results are bit-identical to torch on AVX2 CPUs. The body is JSON or safetensors; the answer comes in the format `Accept` asks for (default: the body's).
+         */
+        post: operations["lionStep"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/muon/step": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * One torch.optim.Muon step on parameters, gradients and state you send
+         * @description Muon (torch 2.9 torch.optim.Muon): momentum orthogonalized by Newton-Schulz, for 2-D tensors. Newton-Schulz runs in the param dtype, where torch uses bfloat16. Applies one step of torch.optim.Muon with torch 1.13's single-tensor (`foreach=False`) operation order and returns the new parameters and state, named as torch's `state_dict` names them. Send the returned `state` with the next call to continue the trajectory. float32 and float64 results are bit-identical to torch on AVX2 CPUs. The body is JSON or safetensors; the answer comes in the format `Accept` asks for (default: the body's).
+         */
+        post: operations["muonStep"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/schedules/evaluate": {
         parameters: {
             query?: never;
@@ -1187,12 +1227,14 @@ export interface components {
         /** @description One hyperparameter of an optimizer. */
         HyperparamInfo: {
             /**
-             * @description JSON type.
+             * @description JSON type (`integer`: a whole number, as torch takes a Python int).
              * @enum {string}
              */
-            type: "number" | "boolean";
+            type: "number" | "integer" | "boolean" | "string";
+            /** @description The values a `string` hyperparameter takes. */
+            enum?: string[];
             /** @description torch's default; absent when torch requires the argument. */
-            default?: number | boolean;
+            default?: number | boolean | string;
             /** @description Whether it must be given (unless a schedule sets it, for `lr`). */
             required: boolean;
             /** @description Inclusive lower bound. */
@@ -1773,6 +1815,165 @@ export interface components {
              * @default false
              */
             maximize?: boolean;
+        };
+        /** @description Parameters and optax.lion (torch has no Lion) state after one step. */
+        LionStepResponse: {
+            params: components["schemas"]["TensorTree"];
+            state: components["schemas"]["LionStateOut"];
+            /** @description The learning rate applied in this step. */
+            lr: number;
+        };
+        /** @description State to send back with the next step. */
+        LionStateOut: {
+            /** @description Completed steps (optax.lion (torch has no Lion) keeps no step count; the API does, for schedules). */
+            step: number;
+            exp_avg?: components["schemas"]["TensorTree"] & unknown;
+        };
+        /** @description One optax.lion (torch has no Lion) step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        LionStepRequest: {
+            params: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["TensorTree"] & unknown;
+            state?: components["schemas"]["LionState"];
+            hyperparams?: components["schemas"]["LionHyperparams"];
+            dtype?: components["schemas"]["Dtype"];
+            schedule?: components["schemas"]["ScheduleSpec"];
+            /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
+            metrics?: number[];
+        };
+        /** @description State of optax.lion (torch has no Lion) with torch's `state_dict` names, as the previous step returned it. Omit it for a fresh optimizer. With step > 0, every slot these hyperparameters keep is required (`exp_avg`). */
+        LionState: {
+            /**
+             * @description Completed steps (optax.lion (torch has no Lion) keeps no step count; the API does, for schedules).
+             * @default 0
+             */
+            step?: number;
+            exp_avg?: components["schemas"]["TensorTree"] & unknown;
+        };
+        /**
+         * @description Hyperparameters of optax.lion (torch has no Lion), with torch's names and defaults. Every field is optional.
+         * @default {}
+         */
+        LionHyperparams: {
+            /**
+             * @description Learning rate (optax `learning_rate`), >= 0. Every element moves by exactly lr (plus the decay).
+             * @default 0.0001
+             */
+            lr?: number;
+            /**
+             * @description Weight of exp_avg in the interpolation whose sign is the update (optax `b1`), in [0, 1].
+             * @default 0.9
+             */
+            beta1?: number;
+            /**
+             * @description Decay of exp_avg (optax `b2`), in [0, 1].
+             * @default 0.99
+             */
+            beta2?: number;
+            /**
+             * @description Decoupled weight decay: lr·weight_decay·p is subtracted with the update (optax `weight_decay`, whose default is 1e-3; 0 here), >= 0.
+             * @default 0
+             */
+            weight_decay?: number;
+            /**
+             * @description Ascend instead of descend (torch `maximize`): the gradient is negated first.
+             * @default false
+             */
+            maximize?: boolean;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+        };
+        /** @description Parameters and torch.optim.Muon state after one step. */
+        MuonStepResponse: {
+            params: components["schemas"]["TensorTree"];
+            state: components["schemas"]["MuonStateOut"];
+            /** @description The learning rate applied in this step. */
+            lr: number;
+        };
+        /** @description State to send back with the next step. */
+        MuonStateOut: {
+            /** @description Completed steps (torch.optim.Muon keeps no step count; the API does, for schedules). */
+            step: number;
+            momentum_buffer?: components["schemas"]["TensorTree"] & unknown;
+        };
+        /** @description One torch.optim.Muon step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        MuonStepRequest: {
+            params: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["TensorTree"] & unknown;
+            state?: components["schemas"]["MuonState"];
+            hyperparams?: components["schemas"]["MuonHyperparams"];
+            dtype?: components["schemas"]["Dtype"];
+            schedule?: components["schemas"]["ScheduleSpec"];
+            /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
+            metrics?: number[];
+        };
+        /** @description State of torch.optim.Muon with torch's `state_dict` names, as the previous step returned it. Omit it for a fresh optimizer. With step > 0, every slot these hyperparameters keep is required (`momentum_buffer`). */
+        MuonState: {
+            /**
+             * @description Completed steps (torch.optim.Muon keeps no step count; the API does, for schedules).
+             * @default 0
+             */
+            step?: number;
+            momentum_buffer?: components["schemas"]["TensorTree"] & unknown;
+        };
+        /**
+         * @description Hyperparameters of torch.optim.Muon, with torch's names and defaults. Every field is optional.
+         * @default {}
+         */
+        MuonHyperparams: {
+            /**
+             * @description Learning rate (torch `lr`), >= 0; scaled by adjust_lr_fn for the update, not for the decay.
+             * @default 0.001
+             */
+            lr?: number;
+            /**
+             * @description Decoupled weight decay: p *= 1 - lr·weight_decay before the update (torch `weight_decay`), >= 0.
+             * @default 0.1
+             */
+            weight_decay?: number;
+            /**
+             * @description Momentum factor (torch `momentum`): buf.lerp_(grad, 1 - momentum); >= 0 (torch sets no upper bound).
+             * @default 0.95
+             */
+            momentum?: number;
+            /**
+             * @description Orthogonalize grad.lerp(buf, momentum) instead of buf (torch `nesterov`).
+             * @default true
+             */
+            nesterov?: boolean;
+            /**
+             * @description Newton-Schulz coefficient a, of X (torch `ns_coefficients[0]`).
+             * @default 3.4445
+             */
+            ns_a?: number;
+            /**
+             * @description Newton-Schulz coefficient b, of (X·Xᵀ)·X (torch `ns_coefficients[1]`).
+             * @default -4.775
+             */
+            ns_b?: number;
+            /**
+             * @description Newton-Schulz coefficient c, of (X·Xᵀ)²·X (torch `ns_coefficients[2]`).
+             * @default 2.0315
+             */
+            ns_c?: number;
+            /**
+             * @description The update is divided by max(its Frobenius norm, eps) before Newton-Schulz (torch `eps`, unchecked by torch: eps <= 0 with an all-zero update gives NaN there too).
+             * @default 1e-7
+             */
+            eps?: number;
+            /**
+             * @description Newton-Schulz iterations (torch `ns_steps`, a Python int; torch raises at 100 or more; 0 or fewer: normalization only).
+             * @default 5
+             */
+            ns_steps?: number;
+            /**
+             * @description lr scale for the update (torch `adjust_lr_fn`, None = 'original'): 'original' sqrt(max(1, rows/cols)) (Keller Jordan), 'match_rms_adamw' 0.2·sqrt(max(rows, cols)) (Moonshot).
+             * @default original
+             * @enum {string}
+             */
+            adjust_lr_fn?: "original" | "match_rms_adamw";
         };
         /**
          * @description The learning rate at each requested step.
@@ -3501,6 +3702,190 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AdadeltaStepResponse"];
+                    "application/vnd.safetensors": string;
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than MAX_BODY_BYTES, or more tensor elements than MAX_ELEMENTS (JSON) or the memory budget (safetensors). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    lionStep: {
+        parameters: {
+            query?: {
+                /** @description Safetensors bodies only: Learning rate (optax `learning_rate`), >= 0. Every element moves by exactly lr (plus the decay). */
+                lr?: number;
+                /** @description Safetensors bodies only: Weight of exp_avg in the interpolation whose sign is the update (optax `b1`), in [0, 1]. */
+                beta1?: number;
+                /** @description Safetensors bodies only: Decay of exp_avg (optax `b2`), in [0, 1]. */
+                beta2?: number;
+                /** @description Safetensors bodies only: Decoupled weight decay: lr·weight_decay·p is subtracted with the update (optax `weight_decay`, whose default is 1e-3; 0 here), >= 0. */
+                weight_decay?: number;
+                /** @description Safetensors bodies only: Ascend instead of descend (torch `maximize`): the gradient is negated first. */
+                maximize?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
+                dtype?: "float32" | "float64";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description JSON (LionStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LionStepRequest"];
+                "application/vnd.safetensors": string;
+            };
+        };
+        responses: {
+            /** @description The parameters and state after the step. In safetensors: `params/…` and the state slots in the step's dtype, and `__metadata__` `step`, `lr`, `dtype`. */
+            200: {
+                headers: {
+                    /** @description `Accept`: the format depends on it. */
+                    vary?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LionStepResponse"];
+                    "application/vnd.safetensors": string;
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than MAX_BODY_BYTES, or more tensor elements than MAX_ELEMENTS (JSON) or the memory budget (safetensors). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    muonStep: {
+        parameters: {
+            query?: {
+                /** @description Safetensors bodies only: Learning rate (torch `lr`), >= 0; scaled by adjust_lr_fn for the update, not for the decay. */
+                lr?: number;
+                /** @description Safetensors bodies only: Decoupled weight decay: p *= 1 - lr·weight_decay before the update (torch `weight_decay`), >= 0. */
+                weight_decay?: number;
+                /** @description Safetensors bodies only: Momentum factor (torch `momentum`): buf.lerp_(grad, 1 - momentum); >= 0 (torch sets no upper bound). */
+                momentum?: number;
+                /** @description Safetensors bodies only: Orthogonalize grad.lerp(buf, momentum) instead of buf (torch `nesterov`). */
+                nesterov?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: Newton-Schulz coefficient a, of X (torch `ns_coefficients[0]`). */
+                ns_a?: number;
+                /** @description Safetensors bodies only: Newton-Schulz coefficient b, of (X·Xᵀ)·X (torch `ns_coefficients[1]`). */
+                ns_b?: number;
+                /** @description Safetensors bodies only: Newton-Schulz coefficient c, of (X·Xᵀ)²·X (torch `ns_coefficients[2]`). */
+                ns_c?: number;
+                /** @description Safetensors bodies only: The update is divided by max(its Frobenius norm, eps) before Newton-Schulz (torch `eps`, unchecked by torch: eps <= 0 with an all-zero update gives NaN there too). */
+                eps?: number;
+                /** @description Safetensors bodies only: Newton-Schulz iterations (torch `ns_steps`, a Python int; torch raises at 100 or more; 0 or fewer: normalization only). */
+                ns_steps?: number;
+                /** @description Safetensors bodies only: lr scale for the update (torch `adjust_lr_fn`, None = 'original'): 'original' sqrt(max(1, rows/cols)) (Keller Jordan), 'match_rms_adamw' 0.2·sqrt(max(rows, cols)) (Moonshot). */
+                adjust_lr_fn?: "original" | "match_rms_adamw";
+                /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
+                dtype?: "float32" | "float64";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description JSON (MuonStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `momentum_buffer/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MuonStepRequest"];
+                "application/vnd.safetensors": string;
+            };
+        };
+        responses: {
+            /** @description The parameters and state after the step. In safetensors: `params/…` and the state slots in the step's dtype, and `__metadata__` `step`, `lr`, `dtype`. */
+            200: {
+                headers: {
+                    /** @description `Accept`: the format depends on it. */
+                    vary?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MuonStepResponse"];
                     "application/vnd.safetensors": string;
                 };
             };

@@ -8,7 +8,7 @@
 export type Dtype = 'float32' | 'float64';
 export type FloatArray = Float32Array | Float64Array;
 
-/** One hyperparameter: a number with bounds, or a flag. */
+/** One hyperparameter: a number with bounds, a flag, or one of a few strings. */
 export type HyperparamDef =
   | {
       type: 'number';
@@ -19,12 +19,16 @@ export type HyperparamDef =
       minExclusive?: boolean;
       max?: number;
       maxExclusive?: boolean;
+      /** Whole numbers only (torch takes a Python int, e.g. Muon's `ns_steps` goes to `range()`). */
+      integer?: boolean;
       /** What it does, naming torch's argument. */
       description: string;
     }
-  | { type: 'boolean'; default: boolean; description: string };
+  | { type: 'boolean'; default: boolean; description: string }
+  /** A string from a fixed list (e.g. Muon's `adjust_lr_fn`). */
+  | { type: 'enum'; values: readonly string[]; default: string; description: string };
 
-export type Hyperparams = Record<string, number | boolean>;
+export type Hyperparams = Record<string, number | boolean | string>;
 
 /** A number >= 0 (torch's `if not 0.0 <= x: raise ValueError`). */
 export function nonNegative(defaultValue: number | undefined, description: string): HyperparamDef {

@@ -5,6 +5,8 @@
 import { adadelta } from './adadelta/index.ts';
 import { adagrad } from './adagrad/index.ts';
 import { adamax } from './adamax/index.ts';
+import { lion } from './lion/index.ts';
+import { muon } from './muon/index.ts';
 import { adam, adamw } from './adamw/index.ts';
 import { nadam } from './nadam/index.ts';
 import type { OptimizerDef } from './optimizer.ts';
@@ -16,7 +18,7 @@ import { sgd } from './sgd/index.ts';
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDef = OptimizerDef<any>;
 
-export const OPTIMIZERS: readonly AnyDef[] = [adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta];
+export const OPTIMIZERS: readonly AnyDef[] = [adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon];
 
 const BY_NAME = new Map(OPTIMIZERS.map((d) => [d.name, d]));
 

@@ -23,7 +23,8 @@ export function maxStep(counter: StepCounter): number {
 /** One hyperparameter's zod rule, without its default. */
 function hyperparamRule(def: HyperparamDef) {
   if (def.type === 'boolean') return z.boolean().openapi({ description: def.description });
-  let rule = z.number();
+  if (def.type === 'enum') return z.enum(def.values as [string, ...string[]]).openapi({ description: def.description });
+  let rule = def.integer ? z.number().int() : z.number();
   if (def.min !== undefined) rule = def.minExclusive ? rule.gt(def.min) : rule.min(def.min);
   if (def.max !== undefined) rule = def.maxExclusive ? rule.lt(def.max) : rule.max(def.max);
   return rule.openapi({ description: def.description });

@@ -29,7 +29,7 @@ type Hp = Record<string, number | boolean>;
 interface StepInput {
   dtype: Dtype;
   /** Validated hyperparameters, defaults filled in (a required one may still be missing). */
-  hyperparams: Record<string, number | boolean | undefined>;
+  hyperparams: Record<string, number | boolean | string | undefined>;
   lrGiven: boolean;
   schedule: ScheduleSpec | undefined;
   metrics: number[] | undefined;
@@ -159,7 +159,7 @@ async function fromJson(def: AnyDef, c: Context<AppEnv>): Promise<StepInput> {
     params: unknown;
     grads: unknown;
     state?: Record<string, unknown> & { step: number };
-    hyperparams: Record<string, number | boolean | undefined>;
+    hyperparams: Record<string, number | boolean | string | undefined>;
     dtype: Dtype;
     schedule?: ScheduleSpec;
     metrics?: number[];
@@ -215,7 +215,7 @@ function metadataNumber(metadata: Record<string, string>, key: string, integer: 
 
 async function fromSafetensors(def: AnyDef, c: Context<AppEnv>): Promise<StepInput> {
   const query = (c.req.valid as (t: 'query') => Record<string, unknown>)('query');
-  const { dtype: queryDtype, ...queryRest } = query as { dtype?: Dtype } & Record<string, number | boolean | undefined>;
+  const { dtype: queryDtype, ...queryRest } = query as { dtype?: Dtype } & Record<string, number | boolean | string | undefined>;
   const fromQuery = Object.fromEntries(Object.entries(queryRest).filter(([, v]) => v !== undefined));
   const body = new Uint8Array(await c.req.arrayBuffer());
   const limits = c.get('limits');
@@ -241,7 +241,7 @@ async function fromSafetensors(def: AnyDef, c: Context<AppEnv>): Promise<StepInp
     ...scalars,
   });
   if (!options.success) throw validationProblem(zodFieldErrors(options.error, undefined));
-  const o = options.data as { step: number; hyperparams: Record<string, number | boolean | undefined>; dtype?: Dtype; schedule?: ScheduleSpec; metrics?: number[] };
+  const o = options.data as { step: number; hyperparams: Record<string, number | boolean | string | undefined>; dtype?: Dtype; schedule?: ScheduleSpec; metrics?: number[] };
   if (o.dtype !== undefined && o.dtype !== file.dtype) {
     throw validationProblem([fieldError(['__metadata__', 'dtype'], `the tensors were read as ${file.dtype}; send dtype=${o.dtype} in the query to read them so`, o.dtype)]);
   }
@@ -276,7 +276,9 @@ export function describeAlgorithm(def: AnyDef, limits: Limits) {
                 ...(d.max === undefined ? {} : d.maxExclusive ? { exclusiveMaximum: d.max } : { maximum: d.max }),
               }
             : {};
-        return [k, { type: d.type, ...(d.default === undefined ? {} : { default: d.default }), required: d.default === undefined, ...bounds, description: d.description }];
+        const type = d.type === 'enum' ? 'string' : d.type === 'number' && d.integer ? 'integer' : d.type;
+        const values = d.type === 'enum' ? { enum: [...d.values] } : {};
+        return [k, { type, ...values, ...(d.default === undefined ? {} : { default: d.default }), required: d.default === undefined, ...bounds, description: d.description }];
       }),
     ),
     state: {

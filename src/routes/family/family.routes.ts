@@ -17,7 +17,11 @@ export function familyQueryShape(def: AnyDef) {
     ...Object.fromEntries(
       Object.entries(def.hyperparams).map(([k, d]) => [
         k,
-        d.type === 'boolean' ? queryOptionalBoolean({ description: `${what}: ${d.description}` }) : queryOptionalNumber({ description: `${what}: ${d.description}` }),
+        d.type === 'boolean'
+          ? queryOptionalBoolean({ description: `${what}: ${d.description}` })
+          : d.type === 'enum'
+            ? queryOptionalEnum(d.values as [string, ...string[]], { description: `${what}: ${d.description}` })
+            : queryOptionalNumber({ description: `${what}: ${d.description}` }),
       ]),
     ),
     dtype: queryOptionalEnum(['float32', 'float64'], { description: `${what}: \`float32\` or \`float64\` (default: float64 if any params tensor is F64, else float32).` }),
@@ -71,8 +75,9 @@ export function familyStepRoute(def: AnyDef) {
 
 const HyperparamInfoSchema = z
   .object({
-    type: z.enum(['number', 'boolean']).openapi({ description: 'JSON type.' }),
-    default: z.union([z.number(), z.boolean()]).optional().openapi({ description: 'torch\'s default; absent when torch requires the argument.' }),
+    type: z.enum(['number', 'integer', 'boolean', 'string']).openapi({ description: 'JSON type (`integer`: a whole number, as torch takes a Python int).' }),
+    enum: z.array(z.string()).optional().openapi({ description: 'The values a `string` hyperparameter takes.' }),
+    default: z.union([z.number(), z.boolean(), z.string()]).optional().openapi({ description: 'torch\'s default; absent when torch requires the argument.' }),
     required: z.boolean().openapi({ description: 'Whether it must be given (unless a schedule sets it, for `lr`).' }),
     minimum: z.number().optional().openapi({ description: 'Inclusive lower bound.' }),
     exclusiveMinimum: z.number().optional().openapi({ description: 'Exclusive lower bound.' }),
