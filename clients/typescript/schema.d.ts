@@ -2100,11 +2100,11 @@ export interface components {
             /** @description Optimizer id (the Durable Object id). */
             id: string;
             /**
-             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta.
+             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon.
              * @example sgd
              * @enum {string}
              */
-            optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta";
+            optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon";
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
             hyperparams: components["schemas"]["HostedHyperparams"];
@@ -2136,7 +2136,7 @@ export interface components {
         };
         /** @description The hyperparameters in force: the optimizer's hyperparameters with torch's names (the `<Name>Hyperparams` component of each optimizer, e.g. `SgdHyperparams`; GET /v1/algorithms), defaults filled in. */
         HostedHyperparams: {
-            [key: string]: number | boolean;
+            [key: string]: number | boolean | string;
         };
         /**
          * @description Shape of each tensor: a shape array (`[]` for a scalar) for a single tensor, or an object of names to shapes.
@@ -2198,12 +2198,12 @@ export interface components {
              */
             init?: "zeros";
             /**
-             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta.
+             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon.
              * @default adam
              * @example sgd
              * @enum {string}
              */
-            optimizer?: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta";
+            optimizer?: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon";
             /** @description Of `optimizer`; every field has torch's default except a required one (SGD's `lr`, unless a schedule sets it): the optimizer's hyperparameters with torch's names (the `<Name>Hyperparams` component of each optimizer, e.g. `SgdHyperparams`; GET /v1/algorithms); torch's `betas: [b1, b2]` is accepted too. */
             hyperparams?: {
                 [key: string]: unknown;
@@ -2217,11 +2217,11 @@ export interface components {
             /** @description Optimizer id (the Durable Object id). */
             id: string;
             /**
-             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta.
+             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon.
              * @example sgd
              * @enum {string}
              */
-            optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta";
+            optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon";
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
             hyperparams: components["schemas"]["HostedHyperparams"];
@@ -2320,11 +2320,11 @@ export interface components {
             /** @description Read-only; ignored by PUT. */
             id?: string;
             /**
-             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta.
+             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon.
              * @example sgd
              * @enum {string}
              */
-            optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta";
+            optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon";
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
             dtype: components["schemas"]["Dtype"];
@@ -2337,7 +2337,7 @@ export interface components {
             v?: components["schemas"]["TensorTree"] & unknown;
             v_max?: components["schemas"]["TensorTree"] & unknown;
             /**
-             * @description First moment (torch `exp_avg`), without bias correction. (adam, adamw, adamax, nadam, radam; `adam` snapshots name it `m`). Present when the optimizer keeps it; same structure as `params`
+             * @description First moment (torch `exp_avg`), without bias correction. (adam, adamw, adamax, nadam, radam, lion; `adam` snapshots name it `m`). Present when the optimizer keeps it; same structure as `params`
              * @example {
              *       "layer1.weight": [
              *         [
@@ -2403,7 +2403,7 @@ export interface components {
                 [key: string]: components["schemas"]["TensorTree"];
             };
             /**
-             * @description The momentum buffer (torch `momentum_buffer`); kept only when momentum != 0, created from the first gradient. (sgd, rmsprop). Present when the optimizer keeps it; same structure as `params`
+             * @description The momentum buffer (torch `momentum_buffer`); kept only when momentum != 0, created from the first gradient. (sgd, rmsprop, muon). Present when the optimizer keeps it; same structure as `params`
              * @example {
              *       "layer1.weight": [
              *         [
@@ -2569,7 +2569,7 @@ export interface components {
              * @example sgd
              * @enum {string}
              */
-            optimizer?: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta";
+            optimizer?: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon";
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
             dtype: components["schemas"]["Dtype"];
@@ -2585,7 +2585,7 @@ export interface components {
             v?: components["schemas"]["TensorTree"] & unknown;
             v_max?: components["schemas"]["TensorTree"] & unknown;
             /**
-             * @description First moment (torch `exp_avg`), without bias correction. (adam, adamw, adamax, nadam, radam; `adam` snapshots name it `m`). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
+             * @description First moment (torch `exp_avg`), without bias correction. (adam, adamw, adamax, nadam, radam, lion; `adam` snapshots name it `m`). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
              * @example {
              *       "layer1.weight": [
              *         [
@@ -2651,7 +2651,7 @@ export interface components {
                 [key: string]: components["schemas"]["TensorTree"];
             };
             /**
-             * @description The momentum buffer (torch `momentum_buffer`); kept only when momentum != 0, created from the first gradient. (sgd, rmsprop). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
+             * @description The momentum buffer (torch `momentum_buffer`); kept only when momentum != 0, created from the first gradient. (sgd, rmsprop, muon). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
              * @example {
              *       "layer1.weight": [
              *         [
@@ -4258,14 +4258,14 @@ export interface operations {
         parameters: {
             query?: {
                 /** @description Safetensors bodies only: the optimizer (default `adam`, or `__metadata__.optimizer`). */
-                optimizer?: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta";
+                optimizer?: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon";
                 /** @description Safetensors bodies only: torch `lr` (every optimizer). */
                 lr?: number;
-                /** @description Safetensors bodies only: torch `beta1` (adam, adamw, adamax, nadam, radam). */
+                /** @description Safetensors bodies only: torch `beta1` (adam, adamw, adamax, nadam, radam, lion). */
                 beta1?: number;
-                /** @description Safetensors bodies only: torch `beta2` (adam, adamw, adamax, nadam, radam). */
+                /** @description Safetensors bodies only: torch `beta2` (adam, adamw, adamax, nadam, radam, lion). */
                 beta2?: number;
-                /** @description Safetensors bodies only: torch `eps` (adam, adamw, rmsprop, adagrad, adamax, nadam, radam, adadelta). */
+                /** @description Safetensors bodies only: torch `eps` (adam, adamw, rmsprop, adagrad, adamax, nadam, radam, adadelta, muon). */
                 eps?: number;
                 /** @description Safetensors bodies only: torch `weight_decay` (every optimizer). */
                 weight_decay?: number;
@@ -4273,13 +4273,13 @@ export interface operations {
                 decoupled_weight_decay?: "true" | "false" | "1" | "0";
                 /** @description Safetensors bodies only: torch `amsgrad` (adam, adamw). */
                 amsgrad?: "true" | "false" | "1" | "0";
-                /** @description Safetensors bodies only: torch `maximize` (adam, adamw, sgd, rmsprop, adagrad, adamax, adadelta). */
+                /** @description Safetensors bodies only: torch `maximize` (adam, adamw, sgd, rmsprop, adagrad, adamax, adadelta, lion). */
                 maximize?: "true" | "false" | "1" | "0";
-                /** @description Safetensors bodies only: torch `momentum` (sgd, rmsprop). */
+                /** @description Safetensors bodies only: torch `momentum` (sgd, rmsprop, muon). */
                 momentum?: number;
                 /** @description Safetensors bodies only: torch `dampening` (sgd). */
                 dampening?: number;
-                /** @description Safetensors bodies only: torch `nesterov` (sgd). */
+                /** @description Safetensors bodies only: torch `nesterov` (sgd, muon). */
                 nesterov?: "true" | "false" | "1" | "0";
                 /** @description Safetensors bodies only: torch `alpha` (rmsprop). */
                 alpha?: number;
@@ -4293,6 +4293,16 @@ export interface operations {
                 momentum_decay?: number;
                 /** @description Safetensors bodies only: torch `rho` (adadelta). */
                 rho?: number;
+                /** @description Safetensors bodies only: torch `ns_a` (muon). */
+                ns_a?: number;
+                /** @description Safetensors bodies only: torch `ns_b` (muon). */
+                ns_b?: number;
+                /** @description Safetensors bodies only: torch `ns_c` (muon). */
+                ns_c?: number;
+                /** @description Safetensors bodies only: torch `ns_steps` (muon). */
+                ns_steps?: number;
+                /** @description Safetensors bodies only: torch `adjust_lr_fn` (muon). */
+                adjust_lr_fn?: "original" | "match_rms_adamw";
                 /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
                 dtype?: "float32" | "float64";
             };

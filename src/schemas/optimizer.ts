@@ -60,7 +60,7 @@ const HyperparamsInputSchema = (description: string) =>
 
 /** Hyperparameters as answered: numbers and flags by torch's names. */
 export const HostedHyperparamsSchema = z
-  .record(z.string(), z.union([z.number(), z.boolean()]))
+  .record(z.string(), z.union([z.number(), z.boolean(), z.string()]))
   .openapi('HostedHyperparams', { description: `The hyperparameters in force: ${HYPERPARAMS_OF}, defaults filled in.` });
 
 /** Every slot and scalar name of the registry, with the optimizers that keep it: the snapshot's optional fields. */
@@ -206,7 +206,9 @@ function registryHyperparamQuery(what: string) {
   return Object.fromEntries(
     [...seen].map(([k, o]) => {
       const description = `${what}: torch \`${k}\` (${o.names.length === OPTIMIZERS.length ? 'every optimizer' : o.names.join(', ')}).`;
-      return [k, o.def.type === 'boolean' ? queryOptionalBoolean({ description }) : queryOptionalNumber({ description })];
+      if (o.def.type === 'boolean') return [k, queryOptionalBoolean({ description })];
+      if (o.def.type === 'enum') return [k, queryOptionalEnum(o.def.values as [string, ...string[]], { description })];
+      return [k, o.def.integer ? queryOptionalInteger({ min: Number.MIN_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER, description }) : queryOptionalNumber({ description })];
     }),
   );
 }

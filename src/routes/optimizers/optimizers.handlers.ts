@@ -82,7 +82,7 @@ function createOptions(query: CreateQuery, metadata: Record<string, string> | nu
       throw validationProblem([fieldError(['__metadata__', key], 'must be JSON text', m[key]!.slice(0, 200))]);
     }
   };
-  const { dtype: queryDtype, optimizer: queryOptimizer, ...rest } = query;
+  const { dtype: queryDtype, optimizer: queryOptimizer, ...rest } = query as { dtype?: string; optimizer?: string } & Record<string, unknown>;
   if (queryOptimizer !== undefined && m.optimizer !== undefined && m.optimizer !== queryOptimizer) {
     throw validationProblem([fieldError(['optimizer'], `the query says ${queryOptimizer} but __metadata__.optimizer says ${m.optimizer}`, queryOptimizer)]);
   }
