@@ -235,6 +235,10 @@ describe('hosted optimizers of other kinds: creation and rules', () => {
       [{ optimizer: 'sgd', params: [1], hyperparams: { lr: 0.1, nesterov: true } }, 'hyperparams.nesterov'],
       [{ optimizer: 'rmsprop', params: [1], hyperparams: { alpha: -1 } }, 'hyperparams.alpha'],
       [{ optimizer: 'lbfgs', params: [1] }, 'optimizer'],
+      // Muon steps 2-D matrices only, within its size limit.
+      [{ optimizer: 'muon', params: { w: [[1, 2], [3, 4]], b: [1, 2] } }, 'params.b'],
+      [{ optimizer: 'muon', shapes: { w: [257, 257] } }, 'shapes.w'],
+      [{ optimizer: 'muon', params: [[1]], hyperparams: { adjust_lr_fn: 'rms' } }, 'hyperparams.adjust_lr_fn'],
     ] as const) {
       const r = await callBytes('POST', '/v1/optimizers', body);
       expectProblem({ status: r.status, type: r.type, body: r.body }, 422, field);
