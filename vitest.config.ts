@@ -15,7 +15,15 @@ export default defineConfig({
     projects: [
       {
         extends: false,
-        plugins: [cloudflareTest({ wrangler: { configPath: './wrangler.toml' }, remoteBindings: false })],
+        plugins: [
+          cloudflareTest({
+            wrangler: { configPath: './wrangler.toml' },
+            remoteBindings: false,
+            // A second rate limiter with a small limit, for test/rate-limit.test.ts (which hands it to
+            // the Worker as RATE_LIMITER): wrangler.toml's own allows 1000 requests per 10 s.
+            miniflare: { ratelimits: { RATE_LIMITER_TEST: { namespace_id: '9001', simple: { limit: 5, period: 10 } } } },
+          }),
+        ],
         test: {
           name: 'workerd',
           include: ['src/**/*.test.ts', 'test/**/*.test.ts'],

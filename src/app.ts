@@ -6,6 +6,8 @@ import { HTTPException } from 'hono/http-exception';
 import { Document, Scalar, parse as parseYaml, visit } from 'yaml';
 import { MAX_JSON_HOSTED_ELEMENTS, readLimits, type Limits } from './lib/config.ts';
 import { bodyGuard } from './lib/body-guard.ts';
+import { API_KEY_SCHEME, serviceAccess } from './lib/access.ts';
+import { rateLimit, rateLimitedResponse, isRateLimited } from './lib/rate-limit.ts';
 import { cors, securityHeaders } from './lib/headers.ts';
 import { requestLog } from './lib/observability.ts';
 import { MAX_EVALUATION_POINTS } from './schemas/schedule.ts';
@@ -66,6 +68,10 @@ export function createApp() {
   const app = createRouter();
 
   app.use('*', requestLog, securityHeaders, cors);
+  // API keys before anything reads a body (preflights were answered by cors).
+  app.use('*', serviceAccess);
+  // Then the rate limit, per API key (or client IP), still before any body is read.
+  app.use('*', rateLimit);
   app.use('*', async (c, next) => {
     const limits = readLimits(c.env);
     c.set('limits', limits);
@@ -128,7 +134,14 @@ export function createApp() {
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
     type: 'http',
     scheme: 'bearer',
-    description: 'The token returned when the optimizer was created.',
+    description: 'The token returned when the optimizer was created (or by its latest rotation).',
+  });
+  app.openAPIRegistry.registerComponent('securitySchemes', API_KEY_SCHEME, {
+    type: 'http',
+    scheme: 'bearer',
+    description:
+      'A service API key, on servers that have some (the API_KEYS secret): creating and listing hosted optimizers, the stateless step and ' +
+      'schedules then need it. Servers without keys leave these operations open. An API key never opens a hosted optimizer: those take its token.',
   });
 
   app.openapi(openapiJsonRoute, (c) => c.json(openApiDocument(app), 200));
@@ -177,9 +190,12 @@ export type App = ReturnType<typeof createApp>;
  */
 export function openApiDocument(app: App) {
   const doc = app.getOpenAPI31Document(OPENAPI_CONFIG);
-  for (const item of Object.values(doc.paths ?? {})) {
-    for (const op of Object.values(item as Record<string, { requestBody?: { required?: boolean } }>)) {
-      if (op && typeof op === 'object' && op.requestBody) op.requestBody.required = true;
+  for (const [path, item] of Object.entries(doc.paths ?? {})) {
+    for (const op of Object.values(item as Record<string, { requestBody?: { required?: boolean }; responses?: Record<string, unknown> }>)) {
+      if (!op || typeof op !== 'object') continue;
+      if (op.requestBody) op.requestBody.required = true;
+      // Every /v1 operation counts against a rate-limit bucket (src/lib/rate-limit.ts).
+      if (isRateLimited(path) && op.responses) op.responses['429'] = rateLimitedResponse(); // integer keys: listed in status order
     }
   }
   return doc;

@@ -13,3 +13,4 @@ const app = createApp();
 
 export default app;
 export { HostedOptimizer } from './durable-objects/hosted-optimizer.ts';
+export { KeyRegistry } from './durable-objects/key-registry.ts';

@@ -382,11 +382,15 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * List the optimizers of the API key
+         * @description The hosted optimizers created with the request's API key, oldest first, a page at a time (`limit`, then `cursor` = the previous page's `next_cursor`), with what the key holds and may hold. Deleted and expired optimizers are not listed. Step and times are each optimizer's own, asked when listing. Only on servers with API keys (API_KEYS): without them optimizers belong to no key, and this is a 403.
+         */
+        get: operations["listOptimizers"];
         put?: never;
         /**
          * Create a hosted optimizer
-         * @description Stores the params (or, from `shapes`, zeros to be uploaded with PUT .../params) and a fresh Adam state in a new Durable Object. The response carries the id and a bearer token, shown only once: every later call needs `Authorization: Bearer <token>`. One optimizer holds at most MAX_HOSTED_BYTES / 20 float32 or / 40 float64 elements (params, m, v, v_max and a gradient buffer: 4,194,304 / 2,097,152 by default).
+         * @description Stores the params (or, from `shapes`, zeros to be uploaded with PUT .../params) and a fresh Adam state in a new Durable Object. The response carries the id and a bearer token, shown only once: every later call needs `Authorization: Bearer <token>`. One optimizer holds at most MAX_HOSTED_BYTES / 20 float32 or / 40 float64 elements (params, m, v, v_max and a gradient buffer: 4,194,304 / 2,097,152 by default). It deletes itself once `ttl` seconds (default 30 days) pass without a successful call; `expires_at` says when.
          */
         post: operations["createOptimizer"];
         delete?: never;
@@ -411,8 +415,8 @@ export interface paths {
         options?: never;
         head?: never;
         /**
-         * Change hyperparameters or the schedule
-         * @description Merges the given hyperparameters into the stored ones and/or replaces the schedule (null removes it). Unknown fields are rejected.
+         * Change hyperparameters, the schedule or the time-to-live
+         * @description Merges the given hyperparameters into the stored ones, replaces the schedule (null removes it) and/or sets a new `ttl` (the optimizer then expires `ttl` seconds from now, or from its next call). Unknown fields are rejected.
          */
         patch: operations["updateOptimizer"];
         trace?: never;
@@ -479,6 +483,26 @@ export interface paths {
          */
         put: operations["restoreOptimizerState"];
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/optimizers/{id}/token": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Replace the bearer token
+         * @description Issues a new token, shown only in this answer, and invalidates the one sent: from now on it is a 401. Nothing else changes (state, ETag, history). Store the new token before discarding the old one's answer: should this answer be lost, neither token opens the optimizer.
+         */
+        post: operations["rotateOptimizerToken"];
         delete?: never;
         options?: never;
         head?: never;
@@ -654,8 +678,17 @@ export interface components {
             errors?: components["schemas"]["FieldError"][];
             /** @description Extension: how many more invalid fields were found than `errors` lists (it lists the first 20). Absent when every one is listed. */
             errors_omitted?: number;
-            /** @description Extension on 413: the limit that was exceeded (bytes or elements). */
+            /** @description Extension on 413 and on a 403 quota problem: the limit that was exceeded (bytes, elements or optimizers). */
             limit?: number;
+            /**
+             * @description Extension on a 403 quota problem (`urn:adam-api:problem:quota-exceeded`): which quota of the API key is full (KEY_MAX_OPTIMIZERS or KEY_MAX_ELEMENTS).
+             * @enum {string}
+             */
+            quota?: "optimizers" | "elements";
+            /** @description Extension on a 403 quota problem: what the API key holds already (for elements: in its optimizers other than this one). */
+            usage?: number;
+            /** @description Extension on a 403 elements quota problem: the elements the request asked for. */
+            requested?: number;
             /** @description Extension on 409/412: the optimizer's current step. */
             step?: number;
         };
@@ -2131,6 +2164,13 @@ export interface components {
              * @example 2026-11-26T00:00:00.000Z
              */
             updated_at: string;
+            /** @description Time-to-live in seconds (60..31536000): the optimizer deletes itself, with everything stored for it, once this long has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH). */
+            ttl: number;
+            /**
+             * @description When the optimizer deletes itself unless it is called before: its last successful call plus `ttl`. ISO 8601 (UTC).
+             * @example 2026-11-26T00:00:00.000Z
+             */
+            expires_at: string;
             /** @description Bearer token for every later call. Shown only here; the service stores only its SHA-256 hash. */
             token: string;
         };
@@ -2211,6 +2251,62 @@ export interface components {
             /** @description Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none. */
             schedule?: components["schemas"]["ScheduleSpec"] | null;
             dtype?: components["schemas"]["Dtype"];
+            /** @description Time-to-live in seconds (60..31536000): the optimizer deletes itself, with everything stored for it, once this long has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH). Default: the server's OPTIMIZER_TTL (30 days unless configured). */
+            ttl?: number;
+        };
+        /** @description The hosted optimizers of the request's API key, a page at a time, with its usage and quotas. */
+        OptimizerList: {
+            /** @description This page of the optimizers created with this API key, oldest first. */
+            optimizers: components["schemas"]["OptimizerSummary"][];
+            /** @description Pass as `cursor` for the next page; null on the last page. Opaque: only a value given here is valid. */
+            next_cursor: string | null;
+            usage: components["schemas"]["KeyUsage"];
+            limits: components["schemas"]["KeyLimits"];
+        };
+        /** @description A hosted optimizer as the listing shows it (its token is not shown: it was shown once, at creation). */
+        OptimizerSummary: {
+            /** @description Optimizer id. */
+            id: string;
+            /**
+             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon.
+             * @example sgd
+             * @enum {string}
+             */
+            optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon";
+            /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
+            step: number;
+            /** @description Total number of parameter elements (what counts against KEY_MAX_ELEMENTS). */
+            size: number;
+            dtype: components["schemas"]["Dtype"];
+            /**
+             * @description ISO 8601 time (UTC).
+             * @example 2026-11-26T00:00:00.000Z
+             */
+            created_at: string;
+            /**
+             * @description Time of its last change (step, upload, restore, PATCH). ISO 8601 (UTC).
+             * @example 2026-11-26T00:00:00.000Z
+             */
+            updated_at: string;
+            /**
+             * @description When it deletes itself unless it is called before. ISO 8601 (UTC).
+             * @example 2026-11-26T00:00:00.000Z
+             */
+            expires_at: string;
+        };
+        /** @description What the API key holds. */
+        KeyUsage: {
+            /** @description Hosted optimizers: what this key holds now (creations under way included). */
+            optimizers: number;
+            /** @description Parameter elements of all of them together: what this key holds now (creations under way included). */
+            elements: number;
+        };
+        /** @description The API key's quotas; creating (or restoring) beyond them is a 403. */
+        KeyLimits: {
+            /** @description Hosted optimizers: the most this key may hold (KEY_MAX_OPTIMIZERS, KEY_MAX_ELEMENTS). */
+            optimizers: number;
+            /** @description Parameter elements of all of them together: the most this key may hold (KEY_MAX_OPTIMIZERS, KEY_MAX_ELEMENTS). */
+            elements: number;
         };
         /** @description Metadata of a hosted optimizer. */
         OptimizerInfo: {
@@ -2248,6 +2344,13 @@ export interface components {
              * @example 2026-11-26T00:00:00.000Z
              */
             updated_at: string;
+            /** @description Time-to-live in seconds (60..31536000): the optimizer deletes itself, with everything stored for it, once this long has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH). */
+            ttl: number;
+            /**
+             * @description When the optimizer deletes itself unless it is called before: its last successful call plus `ttl`. ISO 8601 (UTC).
+             * @example 2026-11-26T00:00:00.000Z
+             */
+            expires_at: string;
         };
         /**
          * @description Changes to a hosted optimizer; unknown fields are rejected.
@@ -2264,6 +2367,8 @@ export interface components {
             };
             /** @description New schedule (null removes it; omitted: unchanged). A new schedule restarts reduce_on_plateau's state. */
             schedule?: components["schemas"]["ScheduleSpec"] | null;
+            /** @description New time-to-live (omitted: unchanged). Time-to-live in seconds (60..31536000): the optimizer deletes itself, with everything stored for it, once this long has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH). The deadline becomes now plus this. */
+            ttl?: number;
         };
         /** @description The result of one hosted step. */
         HostedStepResponse: {
@@ -2789,6 +2894,13 @@ export interface components {
             /** @description Ignored. */
             updated_at?: string;
         };
+        /** @description A new bearer token for a hosted optimizer. */
+        OptimizerToken: {
+            /** @description Optimizer id. */
+            id: string;
+            /** @description The new bearer token for every later call; shown only here. The previous token no longer works. */
+            token: string;
+        };
         /** @description Learning rate and loss per step. */
         OptimizerHistory: {
             /** @description Recorded steps, oldest first. */
@@ -2932,6 +3044,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
             406: {
                 headers: {
@@ -2968,6 +3091,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     listAlgorithms: {
@@ -2991,6 +3125,17 @@ export interface operations {
             /** @description A query parameter was given; this operation takes none. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3032,6 +3177,17 @@ export interface operations {
             /** @description A query parameter was given; this operation takes none. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3093,6 +3249,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
             406: {
                 headers: {
@@ -3123,6 +3290,17 @@ export interface operations {
             /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3182,6 +3360,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
             406: {
                 headers: {
@@ -3212,6 +3401,17 @@ export interface operations {
             /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3273,6 +3473,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
             406: {
                 headers: {
@@ -3303,6 +3514,17 @@ export interface operations {
             /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3362,6 +3584,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
             406: {
                 headers: {
@@ -3392,6 +3625,17 @@ export interface operations {
             /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3451,6 +3695,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
             406: {
                 headers: {
@@ -3481,6 +3736,17 @@ export interface operations {
             /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3540,6 +3806,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
             406: {
                 headers: {
@@ -3570,6 +3847,17 @@ export interface operations {
             /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3627,6 +3915,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
             406: {
                 headers: {
@@ -3657,6 +3956,17 @@ export interface operations {
             /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3714,6 +4024,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
             406: {
                 headers: {
@@ -3744,6 +4065,17 @@ export interface operations {
             /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3801,6 +4133,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
             406: {
                 headers: {
@@ -3831,6 +4174,17 @@ export interface operations {
             /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3898,6 +4252,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
             406: {
                 headers: {
@@ -3928,6 +4293,17 @@ export interface operations {
             /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3967,6 +4343,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Body larger than MAX_BODY_BYTES, or holding more JSON values than the route can use. */
             413: {
                 headers: {
@@ -3988,6 +4375,17 @@ export interface operations {
             /** @description Invalid schedule or steps (named in `errors`), or a rate that overflows. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4027,6 +4425,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Body larger than MAX_BODY_BYTES, or holding more JSON values than the route can use. */
             413: {
                 headers: {
@@ -4048,6 +4457,17 @@ export interface operations {
             /** @description Invalid schedule, steps or plot option (named in `errors`), e.g. log_scale with a rate <= 0. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4140,9 +4560,31 @@ export interface operations {
                     "application/json": components["schemas"]["EvaluateScheduleResponse"];
                 };
             };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Unknown `type`, an unknown or repeated query parameter, or an invalid one (each named as sent in `errors`, e.g. `total_steps` or `milestones[1]`). */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4243,9 +4685,105 @@ export interface operations {
                     "image/svg+xml": string;
                 };
             };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Unknown `type`, an unknown or repeated query parameter, or an invalid one (each named as sent in `errors`, e.g. `total_steps` or `milestones[1]`). */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listOptimizers: {
+        parameters: {
+            query?: {
+                /** @description Most optimizers on this page (1..100), in decimal digits. */
+                limit?: number;
+                /** @description Where to continue: the `next_cursor` of the previous page; absent for the first page. */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OptimizerList"];
+                };
+            };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description This server has no API keys (API_KEYS), so optimizers belong to no key and are not listed. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` does not allow application/json. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid `limit` or `cursor`, or an unknown query parameter. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4305,6 +4843,8 @@ export interface operations {
                 adjust_lr_fn?: "original" | "match_rms_adamw";
                 /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
                 dtype?: "float32" | "float64";
+                /** @description Safetensors bodies only: Time-to-live in seconds (60..31536000): the optimizer deletes itself, with everything stored for it, once this long has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH). */
+                ttl?: number;
             };
             header?: never;
             path?: never;
@@ -4325,6 +4865,8 @@ export interface operations {
                     location?: string;
                     /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
                     etag?: string;
+                    /** @description `no-store`: the answer holds a token. */
+                    "cache-control"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4333,6 +4875,26 @@ export interface operations {
             };
             /** @description Malformed JSON. */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The API key's quota is full (servers with API_KEYS): it holds KEY_MAX_OPTIMIZERS optimizers, or this one's elements would take it over KEY_MAX_ELEMENTS. `quota` says which, with `limit`, `usage` and (elements) `requested`. Nothing was created. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4370,6 +4932,17 @@ export interface operations {
             /** @description Invalid params, shapes, hyperparams, schedule or dtype, or a malformed safetensors file. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4442,6 +5015,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     deleteOptimizer: {
@@ -4489,6 +5073,17 @@ export interface operations {
             /** @description A query parameter was given; this operation takes none. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4577,6 +5172,17 @@ export interface operations {
             /** @description Unknown or invalid fields; nothing was changed. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4724,6 +5330,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     getOptimizerParams: {
@@ -4790,6 +5407,17 @@ export interface operations {
             /** @description A query parameter was given; this operation takes none. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4901,6 +5529,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     getOptimizerState: {
@@ -4970,6 +5609,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     restoreOptimizerState: {
@@ -5024,6 +5674,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The optimizer was created with an API key, and the snapshot's elements would take that key over KEY_MAX_ELEMENTS. Nothing was changed. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description No optimizer with this id (never created, deleted, or not a valid id). */
             404: {
                 headers: {
@@ -5063,6 +5722,94 @@ export interface operations {
             /** @description The snapshot does not validate; nothing was changed. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    rotateOptimizerToken: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description `Bearer <token>`, the token returned at creation. */
+                authorization?: string;
+            };
+            path: {
+                /** @description Optimizer id returned at creation (64 hex digits). */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The new token. */
+            200: {
+                headers: {
+                    /** @description `no-store`: the answer holds a token. */
+                    "cache-control"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OptimizerToken"];
+                };
+            };
+            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No optimizer with this id (never created, deleted, or not a valid id). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` does not allow application/json (checked first: the token is unchanged). */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A query parameter was given; this operation takes none. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5121,6 +5868,17 @@ export interface operations {
             /** @description Invalid `limit`. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5190,6 +5948,17 @@ export interface operations {
             /** @description Invalid `limit` or `log_scale`, or a log scale with a loss <= 0. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {

@@ -9,7 +9,8 @@
 import { DurableObject } from 'cloudflare:workers';
 import { BEARER_CHALLENGE } from '../lib/auth.ts';
 import { initialSchedulerState, learningRate, reportMetric, scheduleOverflow } from '../lib/learning-rate.ts';
-import { hostedArrays, maxHostedElements, readLimits, type Limits } from '../lib/config.ts';
+import { hostedArrays, maxHostedElements, readDefaultTtl, readLimits, type Limits } from '../lib/config.ts';
+import { sameString } from '../lib/digest.ts';
 import { ProblemError, fieldError, headerError, validationProblem } from '../lib/problem.ts';
 import { alignTo, tensorProblem } from '../lib/tensor-input.ts';
 import { zodFieldErrors } from '../lib/validation.ts';
@@ -30,10 +31,12 @@ import { WireError, inLayoutOrder, type TensorEntry } from '../wire/safetensors.
 import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Placement } from './decode.ts';
 import { Mutex } from './mutex.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
+import { registryOf } from './stubs.ts';
 import type {
   CreateArgs,
   HistoryEntry,
   OptimizerInfo,
+  OptimizerSummary,
   Outcome,
   PatchArgs,
   RestoreArgs,
@@ -48,7 +51,7 @@ import type {
   Versioned,
 } from './protocol.ts';
 import { overlaps, rangesLength, subtractRange, type Range } from './ranges.ts';
-import { OptimizerStore, chunkElements, legacyAdamSlots, storedTensors, type SlotArrays, type StoredMeta } from './store.ts';
+import { OptimizerStore, chunkElements, deadlineOf, legacyAdamSlots, storedTensors, type SlotArrays, type StoredMeta } from './store.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDef = OptimizerDef<any>;
@@ -150,14 +153,6 @@ function slotsFor(def: AnyDef, hp: Hyperparams, memory: Memory, previous: Record
 
 const finiteOrNull = (x: number) => (Number.isFinite(x) ? x : null);
 
-/** Constant-time string comparison (token hashes). */
-function sameString(a: string, b: string): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
-  return diff === 0;
-}
-
 const hex = (bytes: ArrayBuffer) => Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, '0')).join('');
 
 /** SHA-256 over the dtype, size, gradient bytes and loss: detects reuse of a key for another step. */
@@ -187,12 +182,51 @@ export class HostedOptimizer extends DurableObject<Env> {
   readonly #store: OptimizerStore;
   readonly #mutex = new Mutex();
   #loaded: Loaded | null = null;
+  /**
+   * Whether the tensors have been read from storage since the object started. They are read on
+   * the first call that passes the token check, not at start-up: an alarm, a listing or a caller
+   * with a wrong token reads only the metadata row.
+   */
+  #read = false;
   #kernel: WasmAdam | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#store = new OptimizerStore(ctx.storage);
-    ctx.blockConcurrencyWhile(async () => this.#load());
+    ctx.blockConcurrencyWhile(async () => {
+      let meta = this.#store.readMeta();
+      if (!meta) return;
+      if (meta.version === 1) {
+        this.#readTensors(); // rewrites it in today's layout
+        meta = this.#loaded!.meta;
+      }
+      // The alarm is set at or before the deadline whenever an optimizer exists. Calls push the
+      // deadline later without moving it (an early alarm re-arms itself: see alarm()), so a step
+      // costs no alarm write. Stored before optimizers expired: the default time-to-live from now.
+      // Should a crash have come between storing an optimizer and setting its alarm: set it now.
+      if ((meta as Partial<StoredMeta>).ttl === undefined) {
+        meta = { ...meta, ttl: readDefaultTtl(this.env), touchedAt: Date.now() };
+        this.#store.writeMeta(meta);
+        if (this.#loaded) this.#loaded.meta = meta;
+        await ctx.storage.setAlarm(deadlineOf(meta));
+      } else if ((await ctx.storage.getAlarm()) === null) {
+        await ctx.storage.setAlarm(deadlineOf(meta));
+      }
+    });
+  }
+
+  /** Loads the tensors once per object lifetime (synchronous, so no other call can interleave). */
+  #readTensors(): void {
+    if (this.#read) return;
+    this.#load();
+    this.#read = true;
+  }
+
+  /** The stored metadata (version 2), or null when no optimizer lives here. One row: no tensors. */
+  #storedMeta(): StoredMeta | null {
+    if (this.#read) return this.#loaded?.meta ?? null;
+    const meta = this.#store.readMeta();
+    return meta && meta.version === 2 ? meta : null;
   }
 
   /**
@@ -218,7 +252,7 @@ export class HostedOptimizer extends DurableObject<Env> {
   /** Index of the first NaN or ±Infinity (a SIMD scan for arrays in the kernel's memory), or -1. */
   readonly #scan = (values: FloatArray): number => (this.#kernel ? this.#kernel.firstNonFinite(values) : firstNonFiniteIn(values));
 
-  /** Loads the optimizer from storage: at start-up, and to discard an in-memory change that failed. */
+  /** Loads the optimizer from storage: on first use, and to discard an in-memory change that failed. */
   #load(): void {
     this.#loaded = null;
     const stored = this.#store.readMeta();
@@ -290,20 +324,46 @@ export class HostedOptimizer extends DurableObject<Env> {
     if (seqs.some((s) => s !== meta.seq)) throw new Error(`journal: the stored chunks do not reach step ${meta.seq}`);
   }
 
-  /** The loaded optimizer, or a 404/401 problem. Cheap: runs before anything is read or allocated. */
+  /**
+   * The loaded optimizer, or a 404/401 problem. Cheap: the token is checked against the metadata
+   * row before the tensors are read, and before anything of the request is read or allocated.
+   */
   #authorized(tokenHash: string | null): Loaded {
+    const meta = this.#storedMeta();
+    if (!meta) throw NOT_FOUND();
+    if (tokenHash === null) throw new ProblemError(401, 'unauthorized', 'missing `Authorization: Bearer <token>` header', undefined, undefined, BEARER_CHALLENGE);
+    if (!sameString(tokenHash, meta.tokenHash)) throw new ProblemError(401, 'unauthorized', 'the bearer token does not open this optimizer', undefined, undefined, BEARER_CHALLENGE);
+    this.#readTensors();
     const loaded = this.#loaded;
     if (!loaded) throw NOT_FOUND();
-    if (tokenHash === null) throw new ProblemError(401, 'unauthorized', 'missing `Authorization: Bearer <token>` header', undefined, undefined, BEARER_CHALLENGE);
-    if (!sameString(tokenHash, loaded.meta.tokenHash)) throw new ProblemError(401, 'unauthorized', 'the bearer token does not open this optimizer', undefined, undefined, BEARER_CHALLENGE);
     return loaded;
   }
 
-  /** Checks the token, then runs `fn` holding the lock (re-checking: the optimizer may be gone by then). */
+  /**
+   * Checks the token, then runs `fn` holding the lock (re-checking: the optimizer may be gone by
+   * then). A call that succeeds pushes the expiry to now plus the time-to-live; a rejected one
+   * changes nothing, not even that.
+   */
   #locked<T>(tokenHash: string | null, fn: (loaded: Loaded) => T | Promise<T>): Promise<Outcome<T>> {
     return outcome(async () => {
       this.#authorized(tokenHash);
-      return this.#mutex.run(() => fn(this.#authorized(tokenHash)));
+      return this.#mutex.run(async () => {
+        const loaded = this.#authorized(tokenHash);
+        const stored = loaded.meta;
+        // Operations build their new metadata from this, so those that write it store the new
+        // deadline with it, and answers (GET metadata) show it.
+        const touched = (loaded.meta = { ...stored, touchedAt: Date.now() });
+        let value: T;
+        try {
+          value = await fn(loaded);
+        } catch (e) {
+          if (this.#loaded === loaded && loaded.meta === touched) loaded.meta = stored;
+          throw e;
+        }
+        // Reads (and replays) wrote nothing: store the deadline alone.
+        if (this.#loaded === loaded && loaded.meta === touched) this.#store.writeMeta(touched);
+        return value;
+      });
     });
   }
 
@@ -324,6 +384,8 @@ export class HostedOptimizer extends DurableObject<Env> {
       missing: meta.missing,
       created_at: meta.createdAt,
       updated_at: meta.updatedAt,
+      ttl: meta.ttl,
+      expires_at: new Date(deadlineOf(meta)).toISOString(),
     };
   }
 
@@ -382,8 +444,9 @@ export class HostedOptimizer extends DurableObject<Env> {
 
   create(args: CreateArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
     return outcome(() =>
-      this.#mutex.run(() => {
-        if (this.#loaded) throw new ProblemError(409, 'conflict', 'this optimizer already exists');
+      this.#mutex.run(async () => {
+        if (this.#storedMeta()) throw new ProblemError(409, 'conflict', 'this optimizer already exists');
+        this.#read = true;
         const { dtype, hyperparams, layout } = args;
         const def = optimizerDef(args.optimizer);
         if (!def) throw validationProblem([fieldError(['optimizer'], 'is not an optimizer of the registry', args.optimizer)]);
@@ -393,7 +456,8 @@ export class HostedOptimizer extends DurableObject<Env> {
         const memory = this.#allocate(def, dtype, size);
         if (args.params) memory.params.set(args.params);
         const state: OptimizerState = { step: 0, slots: slotsFor(def, hyperparams, memory, {}), scalars: initialScalars(def) };
-        const now = new Date().toISOString();
+        const at = Date.now();
+        const now = new Date(at).toISOString();
         const meta: StoredMeta = {
           version: 2,
           id: this.ctx.id.toString(),
@@ -413,12 +477,16 @@ export class HostedOptimizer extends DurableObject<Env> {
           plateau: initialSchedulerState(args.schedule),
           cursor: 0,
           missing: args.params || size === 0 ? [] : [[0, size]],
+          ttl: args.ttl,
+          touchedAt: at,
+          owner: args.owner,
         };
         this.#store.transaction(() => {
           this.#store.createTables();
           this.#store.writeCheckpoint(meta, arraysOf(memory, state), layout);
         });
         this.#loaded = { def, meta, layout, tensors: spansOf(layout), state, ...memory };
+        await this.ctx.storage.setAlarm(deadlineOf(meta));
         return this.#versionedInfo(this.#loaded);
       }),
     );
@@ -524,6 +592,8 @@ export class HostedOptimizer extends DurableObject<Env> {
       const release = await this.#mutex.acquire();
       try {
         const loaded = this.#authorized(tokenHash);
+        loaded.meta = { ...loaded.meta, touchedAt: Date.now() };
+        this.#store.writeMeta(loaded.meta);
         const { meta, layout, def } = loaded;
         const tensors = storedTensors(arraysOf(loaded, loaded.state));
         const slots: SnapshotSlot[] = tensors.map(([name]) => name);
@@ -554,12 +624,22 @@ export class HostedOptimizer extends DurableObject<Env> {
       }
       const { memory, layout, state } = planned;
       const arrays = arraysOf(memory, state);
+      const owner = loaded.meta.owner;
+      const size = layoutSize(layout);
+      if (owner && size !== loaded.meta.size) {
+        // A larger state must fit the owner's element quota: asked before anything is stored.
+        const booked = (await registryOf(this.env, owner).reserve(owner, loaded.meta.id, size, args.quota, 'params')) as unknown as Outcome<unknown>;
+        if (!booked.ok) {
+          this.#load();
+          throw ProblemError.fromData(booked.problem);
+        }
+      }
       const next: StoredMeta = {
         ...loaded.meta,
         step: state.step,
         revision: loaded.meta.revision + 1,
         dtype: planned.dtype,
-        size: layoutSize(layout),
+        size,
         hyperparams: planned.hyperparams,
         slots: Object.keys(arrays.slots),
         scalars: state.scalars,
@@ -777,7 +857,7 @@ export class HostedOptimizer extends DurableObject<Env> {
   }
 
   update(tokenHash: string | null, args: PatchArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
-    return this.#locked(tokenHash, (loaded) => {
+    return this.#locked(tokenHash, async (loaded) => {
       const { meta, def } = loaded;
       let changes: Hyperparams = {};
       if (args.hyperparams !== undefined) {
@@ -802,6 +882,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         plateau: scheduleChanged ? initialSchedulerState(schedule) : meta.plateau,
         revision: meta.revision + 1,
         updatedAt: new Date().toISOString(),
+        ttl: args.ttl ?? meta.ttl,
       };
       try {
         if (next.slots!.join(',') === Object.keys(arraysOf(loaded, loaded.state).slots).join(',')) {
@@ -816,7 +897,22 @@ export class HostedOptimizer extends DurableObject<Env> {
       }
       loaded.meta = next;
       loaded.state.slots = slots;
+      // A shorter time-to-live may bring the deadline before the alarm: move it.
+      if (args.ttl !== undefined) await this.ctx.storage.setAlarm(deadlineOf(next));
       return this.#versionedInfo(loaded);
+    });
+  }
+
+  /**
+   * Replaces the token (its hash): the current one stops working at once. Not a state change, so
+   * the ETag stays.
+   */
+  rotateToken(tokenHash: string | null, newTokenHash: string): Promise<Outcome<null>> {
+    return this.#locked(tokenHash, (loaded) => {
+      const next: StoredMeta = { ...loaded.meta, tokenHash: newTokenHash };
+      this.#store.writeMeta(next);
+      loaded.meta = next;
+      return null;
     });
   }
 
@@ -826,10 +922,66 @@ export class HostedOptimizer extends DurableObject<Env> {
 
   remove(tokenHash: string | null): Promise<Outcome<null>> {
     return this.#locked(tokenHash, async () => {
-      this.#loaded = null;
-      this.#kernel = null; // frees the kernel's memory
-      await this.#store.deleteAll(); // wipes every table (and any alarm) atomically
+      await this.#destroy();
       return null;
+    });
+  }
+
+  /**
+   * Deletes everything stored for the optimizer (later calls get 404), then tells its owner's
+   * registry. Should that notice fail, the registry finds out itself (see ./key-registry.ts).
+   * Call holding the lock.
+   */
+  async #destroy(): Promise<void> {
+    const owner = this.#storedMeta()?.owner;
+    this.#loaded = null;
+    this.#read = true; // nothing left to read
+    this.#kernel = null; // frees the kernel's memory
+    await this.#store.deleteAll(); // wipes every table (and the alarm) atomically
+    if (owner) {
+      try {
+        await registryOf(this.env, owner).release(this.ctx.id.toString());
+      } catch (e) {
+        console.error('optimizer deleted, but its registry could not be told', e);
+      }
+    }
+  }
+
+  /**
+   * For the owner's registry (never a client: the Worker has no route to it): what a listing
+   * shows, from the metadata row alone; null when no optimizer of `owner` lives here. Not a call
+   * of the optimizer, so its expiry stays.
+   */
+  async summary(owner: string): Promise<OptimizerSummary | null> {
+    const meta = this.#storedMeta();
+    if (!meta || meta.owner !== owner) return null;
+    return {
+      id: meta.id,
+      optimizer: meta.optimizer ?? 'adam',
+      step: meta.step,
+      size: meta.size,
+      dtype: meta.dtype,
+      created_at: meta.createdAt,
+      updated_at: meta.updatedAt,
+      expires_at: new Date(deadlineOf(meta)).toISOString(),
+    };
+  }
+
+  /**
+   * The expiry alarm. Alarms may fire late, early (a call pushed the deadline since it was set) or
+   * more than once, so it re-checks: before the deadline it re-arms for it; after, the optimizer
+   * is deleted; with no optimizer left it does nothing.
+   */
+  override async alarm(): Promise<void> {
+    await this.#mutex.run(async () => {
+      const meta = this.#storedMeta();
+      if (!meta) return;
+      const deadline = deadlineOf(meta);
+      if (Date.now() < deadline) {
+        await this.ctx.storage.setAlarm(deadline);
+        return;
+      }
+      await this.#destroy();
     });
   }
 }

@@ -2,6 +2,7 @@
 // data only (typed arrays, streams, JSON-able objects). The object never writes HTTP; the Worker
 // encodes its answers once, in the format the client asked for. Types only: importable anywhere.
 
+import type { KeyQuota } from '../lib/config.ts';
 import type { ProblemData } from '../lib/problem.ts';
 import type { Dtype, FloatArray, Hyperparams } from '../optim/optimizer.ts';
 import type { PlateauState } from '../schedules/plateau.ts';
@@ -43,6 +44,10 @@ export interface OptimizerInfo {
   missing: number[][];
   created_at: string;
   updated_at: string;
+  /** Time-to-live in seconds. */
+  ttl: number;
+  /** The last successful call plus `ttl` (ISO 8601): the optimizer deletes itself then. */
+  expires_at: string;
 }
 
 /** A value and the state version (ETag) it belongs to. */
@@ -98,6 +103,10 @@ export interface CreateArgs {
   hyperparams: Hyperparams;
   schedule: ScheduleSpec | null;
   dtype: Dtype;
+  /** Time-to-live in seconds. */
+  ttl: number;
+  /** SHA-256 of the service API key that created it (its registry tracks it), or null. */
+  owner: string | null;
 }
 
 /** A snapshot to restore, already validated and flattened by the Worker. */
@@ -116,6 +125,8 @@ export interface RestoreArgs {
   slots: Record<string, { field: string; values: FloatArray }>;
   /** Scalars sent, by torch's name. */
   scalars: Record<string, number>;
+  /** The owner key's quota, should the restore change the optimizer's size. */
+  quota: KeyQuota;
 }
 
 /** A restore from a safetensors checkpoint, decoded and checked by the object. */
@@ -123,6 +134,7 @@ export interface RestoreFileArgs {
   format: 'safetensors';
   body: ReadableStream<Uint8Array> | Uint8Array;
   length: number | null;
+  quota: KeyQuota;
 }
 
 /**
@@ -140,6 +152,7 @@ export interface PatchArgs {
   /** As sent: the object validates it with its optimizer's schema. */
   hyperparams?: Record<string, unknown> | undefined;
   schedule?: ScheduleSpec | null | undefined;
+  ttl?: number | undefined;
 }
 
 /** A state tensor of a snapshot: `params` or a slot's torch name; each is `size` elements in the layout. */
@@ -166,4 +179,30 @@ export interface HistoryEntry {
   lr: number;
   loss: number | null;
   at: string;
+}
+
+/** A hosted optimizer as the listing of its owner's optimizers shows it. */
+export interface OptimizerSummary {
+  id: string;
+  /** The registry name (`adam` for optimizers stored before there were others). */
+  optimizer: string;
+  step: number;
+  size: number;
+  dtype: Dtype;
+  created_at: string;
+  updated_at: string;
+  expires_at: string;
+}
+
+/** What a service API key holds: its optimizers and their elements all together. */
+export interface KeyUsage {
+  optimizers: number;
+  elements: number;
+}
+
+/** One page of a key's optimizers, oldest first; `next` is where the following page starts (null: none). */
+export interface OptimizerPage {
+  optimizers: OptimizerSummary[];
+  next: number | null;
+  usage: KeyUsage;
 }

@@ -74,10 +74,22 @@ export interface StoredMeta {
   cursor: number;
   /** Element ranges [start, end) of params not yet uploaded (optimizers created by shapes). */
   missing: Array<[number, number]>;
+  /**
+   * Time-to-live in seconds, and the time of the last successful call (ms since the epoch): the
+   * optimizer expires at their sum. Kept in this row, which a step writes anyway, so a step costs
+   * no extra row. Absent in rows stored before expiry existed (the object then fills them in).
+   */
+  ttl: number;
+  touchedAt: number;
+  /**
+   * SHA-256 of the service API key that created it, whose registry (./key-registry.ts) lists it
+   * and counts it against the key's quota; absent or null without API keys.
+   */
+  owner?: string | null;
 }
 
 /** Version 1 (before the journal): tensors params/m/v/v_max stored whole in tensor_chunks. */
-interface StoredMetaV1 extends Omit<StoredMeta, 'version' | 'revision' | 'cursor' | 'missing' | 'optimizer' | 'slots' | 'scalars'> {
+interface StoredMetaV1 extends Omit<StoredMeta, 'version' | 'revision' | 'cursor' | 'missing' | 'optimizer' | 'slots' | 'scalars' | 'ttl' | 'touchedAt'> {
   version: 1;
 }
 
@@ -96,6 +108,9 @@ export interface JournalEntry {
   /** Scalar state before this step (absent: none, as Adam stored it). */
   scalars?: Record<string, number>;
 }
+
+/** When an optimizer expires (ms since the epoch): its last successful call plus its time-to-live. */
+export const deadlineOf = (meta: Pick<StoredMeta, 'ttl' | 'touchedAt'>) => meta.touchedAt + meta.ttl * 1000;
 
 export type HistoryRow = {
   step: number;
@@ -306,7 +321,8 @@ export class OptimizerStore {
     arrays.slots.exp_avg_sq!.set(readTensor(this.#sql, 'v', meta.dtype, meta.size));
     if (amsgrad) arrays.slots.max_exp_avg_sq!.set(readTensor(this.#sql, 'v_max', meta.dtype, meta.size));
     // Old ETags were "step-<n>"; new ones can never equal them.
-    return { meta: { ...meta, version: 2, revision: meta.seq, cursor: 0, missing: [] }, arrays };
+    // No ttl yet: the object gives it the default when it starts.
+    return { meta: { ...meta, version: 2, revision: meta.seq, cursor: 0, missing: [] } as unknown as StoredMeta, arrays };
   }
 
   dropVersion1(): void {

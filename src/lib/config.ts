@@ -48,6 +48,25 @@ export interface LimitVars {
   MAX_BODY_BYTES?: string | number;
   MAX_ELEMENTS?: string | number;
   MAX_HOSTED_BYTES?: string | number;
+  OPTIMIZER_TTL?: string | number;
+  KEY_MAX_OPTIMIZERS?: string | number;
+  KEY_MAX_ELEMENTS?: string | number;
+}
+
+/**
+ * Time-to-live of a hosted optimizer, in seconds: it deletes itself once this long has passed
+ * since its last successful call. At least a minute (alarms are not meant for finer deadlines),
+ * at most a year; 30 days unless OPTIMIZER_TTL or the optimizer's own `ttl` says otherwise.
+ */
+export const MIN_TTL_SECONDS = 60;
+export const MAX_TTL_SECONDS = 365 * 86_400;
+export const DEFAULT_TTL_SECONDS = 30 * 86_400;
+
+/** The time-to-live given to optimizers created without `ttl` (OPTIMIZER_TTL). */
+export function readDefaultTtl(env: LimitVars | undefined): number {
+  const ttl = positiveInt(env?.OPTIMIZER_TTL, DEFAULT_TTL_SECONDS, 'OPTIMIZER_TTL');
+  if (ttl < MIN_TTL_SECONDS || ttl > MAX_TTL_SECONDS) throw new Error(`OPTIMIZER_TTL must be between ${MIN_TTL_SECONDS} and ${MAX_TTL_SECONDS} seconds, got ${ttl}`);
+  return ttl;
 }
 
 function positiveInt(raw: string | number | undefined, fallback: number, name: string): number {
@@ -63,5 +82,27 @@ export function readLimits(env: LimitVars | undefined): Limits {
     maxBodyBytes: positiveInt(env?.MAX_BODY_BYTES, DEFAULT_LIMITS.maxBodyBytes, 'MAX_BODY_BYTES'),
     maxElements: positiveInt(env?.MAX_ELEMENTS, DEFAULT_LIMITS.maxElements, 'MAX_ELEMENTS'),
     maxHostedBytes: positiveInt(env?.MAX_HOSTED_BYTES, DEFAULT_LIMITS.maxHostedBytes, 'MAX_HOSTED_BYTES'),
+  };
+}
+
+/**
+ * What one service API key may hold at once (403 beyond): hosted optimizers, and their parameter
+ * elements all together. Only with API keys configured: without them nothing is counted.
+ */
+export interface KeyQuota {
+  maxOptimizers: number;
+  maxElements: number;
+}
+
+/**
+ * 100 optimizers; 50,000,000 elements: a dozen optimizers at the largest float32 size (4,194,304), about
+ * 0.8 GB of stored state and journals (12 to 16 bytes per element), which the Free plan's 5 GB holds.
+ */
+export const DEFAULT_KEY_QUOTA: Readonly<KeyQuota> = Object.freeze({ maxOptimizers: 100, maxElements: 50_000_000 });
+
+export function readKeyQuota(env: LimitVars | undefined): KeyQuota {
+  return {
+    maxOptimizers: positiveInt(env?.KEY_MAX_OPTIMIZERS, DEFAULT_KEY_QUOTA.maxOptimizers, 'KEY_MAX_OPTIMIZERS'),
+    maxElements: positiveInt(env?.KEY_MAX_ELEMENTS, DEFAULT_KEY_QUOTA.maxElements, 'KEY_MAX_ELEMENTS'),
   };
 }

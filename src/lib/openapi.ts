@@ -23,7 +23,8 @@ export const OPENAPI_CONFIG: DocumentConfig = {
     license: { name: 'MIT', url: 'https://opensource.org/license/mit' },
   },
   servers: [{ url: 'http://localhost:8787', description: 'Local `npm run dev`' }],
-  // Public by default; hosted-optimizer operations require their bearer token (bearerAuth).
+  // Public by default; hosted-optimizer operations require their bearer token (bearerAuth), and the
+  // service operations an API key when the server has some (apiKey, src/lib/access.ts).
   security: [],
   tags: [
     { name: 'Service', description: 'Service description, health and this document.' },

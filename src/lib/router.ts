@@ -12,7 +12,12 @@ import { collectFieldErrors } from './validation.ts';
 
 export interface AppEnv {
   Bindings: Env;
-  Variables: { limits: Limits; timing: ServerTiming };
+  Variables: {
+    limits: Limits;
+    timing: ServerTiming;
+    /** SHA-256 of the request's service API key (src/lib/access.ts); null when the server has none. */
+    apiKey: string | null;
+  };
 }
 
 /** Validation failures of any request part (json, query, params, headers) → 422 problem+json. */

@@ -74,7 +74,13 @@ export const ProblemSchema = z
       .min(1)
       .optional()
       .openapi({ description: `Extension: how many more invalid fields were found than \`errors\` lists (it lists the first ${MAX_LISTED_ERRORS}). Absent when every one is listed.` }),
-    limit: z.number().int().optional().openapi({ description: 'Extension on 413: the limit that was exceeded (bytes or elements).' }),
+    limit: z.number().int().optional().openapi({ description: 'Extension on 413 and on a 403 quota problem: the limit that was exceeded (bytes, elements or optimizers).' }),
+    quota: z
+      .enum(['optimizers', 'elements'])
+      .optional()
+      .openapi({ description: 'Extension on a 403 quota problem (`urn:adam-api:problem:quota-exceeded`): which quota of the API key is full (KEY_MAX_OPTIMIZERS or KEY_MAX_ELEMENTS).' }),
+    usage: z.number().int().optional().openapi({ description: 'Extension on a 403 quota problem: what the API key holds already (for elements: in its optimizers other than this one).' }),
+    requested: z.number().int().optional().openapi({ description: 'Extension on a 403 elements quota problem: the elements the request asked for.' }),
     step: z.number().int().optional().openapi({ description: 'Extension on 409/412: the optimizer\'s current step.' }),
   })
   .strict()

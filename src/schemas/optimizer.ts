@@ -17,6 +17,7 @@ import {
 import { MAX_STEP } from '../optim/adam.ts';
 import type { HyperparamDef } from '../optim/optimizer.ts';
 import { OPTIMIZERS, OPTIMIZER_NAMES } from '../optim/registry.ts';
+import { MAX_TTL_SECONDS, MIN_TTL_SECONDS } from '../lib/config.ts';
 import { ScheduleSpecSchema } from './schedule.ts';
 
 export const OptimizerIdParam = z.object({
@@ -83,6 +84,12 @@ export const SNAPSHOT_SCALAR_FIELDS = SCALAR_FIELDS.map(([name]) => name);
 const slotTrees = (extra: string) => Object.fromEntries(SLOT_FIELDS.map(([name, d]) => [name, TensorTreeSchema.nullable().optional().openapi({ description: `${d}.${extra}` })]));
 const scalarNumbers = () => Object.fromEntries(SCALAR_FIELDS.map(([name, d]) => [name, z.number().optional().openapi({ description: `${d}.` })]));
 
+const TTL_RULE =
+  `Time-to-live in seconds (${MIN_TTL_SECONDS}..${MAX_TTL_SECONDS}): the optimizer deletes itself, with everything stored for it, once this long ` +
+  'has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH).';
+
+export const TtlSchema = z.number().int().min(MIN_TTL_SECONDS).max(MAX_TTL_SECONDS);
+
 export const CreateOptimizerSchema = z
   .object({
     params: TensorTreeSchema.optional().openapi({
@@ -98,6 +105,7 @@ export const CreateOptimizerSchema = z
     hyperparams: HyperparamsInputSchema('Of `optimizer`; every field has torch\'s default except a required one (SGD\'s `lr`, unless a schedule sets it)').optional(),
     schedule: nullableSchedule(SCHEDULE_FIELD).optional(),
     dtype: DtypeSchema.default('float32'),
+    ttl: TtlSchema.optional().openapi({ description: `${TTL_RULE} Default: the server's OPTIMIZER_TTL (30 days unless configured).` }),
   })
   .strict()
   .superRefine((body, ctx) => {
@@ -155,6 +163,8 @@ export const OptimizerInfoSchema = z
     upload: UploadStatusSchema,
     created_at: Timestamp,
     updated_at: Timestamp,
+    ttl: z.number().int().openapi({ description: TTL_RULE }),
+    expires_at: Timestamp.openapi({ description: 'When the optimizer deletes itself unless it is called before: its last successful call plus `ttl`. ISO 8601 (UTC).' }),
   })
   .strict()
   .openapi('OptimizerInfo', { description: 'Metadata of a hosted optimizer.' });
@@ -166,6 +176,56 @@ export const CreatedOptimizerSchema = OptimizerInfoSchema.extend({
 })
   .strict()
   .openapi('CreatedOptimizer', { description: 'A new hosted optimizer: its metadata and its bearer token.' });
+
+export const OptimizerSummarySchema = z
+  .object({
+    id: z.string().openapi({ description: 'Optimizer id.' }),
+    optimizer: OptimizerNameSchema,
+    step: StepCountSchema,
+    size: z.number().int().openapi({ description: 'Total number of parameter elements (what counts against KEY_MAX_ELEMENTS).' }),
+    dtype: DtypeSchema,
+    created_at: Timestamp,
+    updated_at: Timestamp.openapi({ description: 'Time of its last change (step, upload, restore, PATCH). ISO 8601 (UTC).' }),
+    expires_at: Timestamp.openapi({ description: 'When it deletes itself unless it is called before. ISO 8601 (UTC).' }),
+  })
+  .strict()
+  .openapi('OptimizerSummary', { description: 'A hosted optimizer as the listing shows it (its token is not shown: it was shown once, at creation).' });
+
+const KeyCountsSchema = (what: string) =>
+  z
+    .object({
+      optimizers: z.number().int().openapi({ description: `Hosted optimizers: ${what}.` }),
+      elements: z.number().int().openapi({ description: `Parameter elements of all of them together: ${what}.` }),
+    })
+    .strict();
+
+export const OptimizerListSchema = z
+  .object({
+    optimizers: z.array(OptimizerSummarySchema).openapi({ description: 'This page of the optimizers created with this API key, oldest first.' }),
+    next_cursor: z
+      .string()
+      .nullable()
+      .openapi({ description: 'Pass as `cursor` for the next page; null on the last page. Opaque: only a value given here is valid.' }),
+    usage: KeyCountsSchema('what this key holds now (creations under way included)').openapi('KeyUsage', { description: 'What the API key holds.' }),
+    limits: KeyCountsSchema('the most this key may hold (KEY_MAX_OPTIMIZERS, KEY_MAX_ELEMENTS)').openapi('KeyLimits', {
+      description: 'The API key\'s quotas; creating (or restoring) beyond them is a 403.',
+    }),
+  })
+  .strict()
+  .openapi('OptimizerList', { description: 'The hosted optimizers of the request\'s API key, a page at a time, with its usage and quotas.' });
+
+export const ListQuerySchema = strictQuery({
+  limit: queryInteger({ min: 1, max: 100, default: 50, description: 'Most optimizers on this page (1..100), in decimal digits.' }),
+  cursor: queryText({ description: 'Where to continue: the `next_cursor` of the previous page; absent for the first page.' }),
+});
+
+export const TokenSchema = z
+  .object({
+    id: z.string().openapi({ description: 'Optimizer id.' }),
+    token: z.string().openapi({ description: 'The new bearer token for every later call; shown only here. The previous token no longer works.' }),
+  })
+  .strict()
+  .openapi('OptimizerToken', { description: 'A new bearer token for a hosted optimizer.' });
 
 export const HostedStepRequestSchema = z
   .object({
@@ -218,6 +278,7 @@ export const CreateQuerySchema = strictQuery({
   optimizer: queryOptionalEnum(NAMES, { description: 'Safetensors bodies only: the optimizer (default `adam`, or `__metadata__.optimizer`).' }),
   ...registryHyperparamQuery('Safetensors bodies only'),
   dtype: queryOptionalEnum(['float32', 'float64'], { description: 'Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32).' }),
+  ttl: queryOptionalInteger({ min: MIN_TTL_SECONDS, max: MAX_TTL_SECONDS, description: `Safetensors bodies only: ${TTL_RULE}` }),
 });
 
 export const StepHeadersSchema = AuthHeaderSchema.extend({
@@ -324,6 +385,7 @@ export const PatchOptimizerSchema = z
   .object({
     hyperparams: HyperparamsInputSchema('Hyperparameters to change (the ones not named keep their values), validated against the optimizer\'s schema; a change that adds a state slot starts it fresh, one that drops a slot discards it').optional(),
     schedule: nullableSchedule('New schedule (null removes it; omitted: unchanged). A new schedule restarts reduce_on_plateau\'s state.').optional(),
+    ttl: TtlSchema.optional().openapi({ description: `New time-to-live (omitted: unchanged). ${TTL_RULE} The deadline becomes now plus this.` }),
   })
   .strict()
   .openapi('PatchOptimizer', {

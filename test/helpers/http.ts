@@ -37,7 +37,7 @@ export async function callBytes(method: string, path: string, body?: unknown, he
  * Like `call`, with Worker variables overridden as `wrangler dev --var K:V` would (the plugin
  * reads wrangler.toml; this calls the same app with a changed env).
  */
-export async function callWithVars(vars: Record<string, string>, method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<Response> {
+export async function callWithVars(vars: Record<string, unknown>, method: string, path: string, body?: string | Uint8Array, headers: Record<string, string> = {}): Promise<Response> {
   const request = new Request(BASE + path, { method, headers, ...(body === undefined ? {} : { body }) });
   const ctx = createExecutionContext();
   const res = await worker.fetch(request, { ...env, ...vars } as Env, ctx);

@@ -3,6 +3,7 @@
 
 import { createRoute, z } from '@hono/zod-openapi';
 import type { OptimizerDef } from '../../optim/optimizer.ts';
+import { serviceRoute } from '../../lib/access.ts';
 import { binaryContent, problem } from '../../schemas/common.ts';
 import { componentPrefix, familySchemas } from '../../schemas/family.ts';
 import { queryOptionalBoolean, queryOptionalEnum, queryOptionalNumber, strictQuery } from '../../schemas/query.ts';
@@ -32,7 +33,7 @@ export function familyStepRoute(def: AnyDef) {
   const s = familySchemas(def);
   const slotNames = def.slots.map((x) => `\`${x.name}/…\``).join(', ');
   const scalarNames = def.scalars.map((x) => `\`${x.name}\``).join(', ');
-  return createRoute({
+  return createRoute(serviceRoute({
     method: 'post',
     path: `/v1/${def.name}/step`,
     operationId: `${def.name}Step`,
@@ -70,7 +71,7 @@ export function familyStepRoute(def: AnyDef) {
       415: problem('Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8.'),
       422: problem('Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite.'),
     },
-  });
+  }));
 }
 
 const HyperparamInfoSchema = z

@@ -48,6 +48,8 @@ export function infoJson(info: OptimizerInfo) {
     },
     created_at: info.created_at,
     updated_at: info.updated_at,
+    ttl: info.ttl,
+    expires_at: info.expires_at,
   };
 }
 

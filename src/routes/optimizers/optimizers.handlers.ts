@@ -5,7 +5,8 @@
 import type { RouteHandler } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import type { TensorsIn } from '../../durable-objects/protocol.ts';
-import { MAX_JSON_HOSTED_ELEMENTS, hostedArrays, maxHostedElements, type Limits } from '../../lib/config.ts';
+import { MAX_JSON_HOSTED_ELEMENTS, hostedArrays, maxHostedElements, readDefaultTtl, readKeyQuota, type Limits } from '../../lib/config.ts';
+import { registryOf } from '../../durable-objects/stubs.ts';
 import { ProblemError, fieldError, validationProblem } from '../../lib/problem.ts';
 import { timing } from '../../lib/observability.ts';
 import type { AppEnv } from '../../lib/router.ts';
@@ -26,7 +27,8 @@ import { acceptFormat, bodyFormat, type Format } from '../../wire/media.ts';
 import { WireError, inLayoutOrder } from '../../wire/safetensors.ts';
 import { readHeader } from '../step/step.safetensors.ts';
 import { checkpointResponse, infoJson, jsonResponse, paramsResponse, snapshotJsonStream, stepResponse } from './optimizers.encode.ts';
-import { newToken, sha256Hex, stubFor, tokenHash, unwrap } from './optimizers.stub.ts';
+import { sha256Hex } from '../../lib/digest.ts';
+import { newToken, stubFor, tokenHash, unwrap } from './optimizers.stub.ts';
 import type * as routes from './optimizers.routes.ts';
 
 const ALL: readonly Format[] = ['json', 'raw', 'safetensors'];
@@ -82,7 +84,7 @@ function createOptions(query: CreateQuery, metadata: Record<string, string> | nu
       throw validationProblem([fieldError(['__metadata__', key], 'must be JSON text', m[key]!.slice(0, 200))]);
     }
   };
-  const { dtype: queryDtype, optimizer: queryOptimizer, ...rest } = query as { dtype?: string; optimizer?: string } & Record<string, unknown>;
+  const { dtype: queryDtype, optimizer: queryOptimizer, ttl: _ttl, ...rest } = query as { dtype?: string; optimizer?: string; ttl?: number } & Record<string, unknown>;
   if (queryOptimizer !== undefined && m.optimizer !== undefined && m.optimizer !== queryOptimizer) {
     throw validationProblem([fieldError(['optimizer'], `the query says ${queryOptimizer} but __metadata__.optimizer says ${m.optimizer}`, queryOptimizer)]);
   }
@@ -121,10 +123,12 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
   withTensorProblems(() => acceptFormat(c.req.header('accept'), ['json'], 'json'));
   const limits = c.get('limits');
   let args: { optimizer: string; layout: TensorLayout; params: FloatArray | null; hyperparams: Hyperparams; schedule: ScheduleSpec | null; dtype: Dtype };
+  let ttl: number | undefined;
   if (format === 'json') {
     const given = Object.keys(c.req.query());
     if (given.length > 0) throw validationProblem(given.map((k) => fieldError([k], 'query parameters configure safetensors bodies; a JSON body carries its hyperparams and dtype itself', c.req.query(k))));
     const body = validJson<CreateOptimizer>(c);
+    ttl = body.ttl;
     const def = defOf(body.optimizer, ['optimizer']);
     const hyperparams = hyperparamsOf(def, body.hyperparams, 'hyperparams');
     const most = Math.min(mostOf(limits, def, body.dtype), MAX_JSON_HOSTED_ELEMENTS);
@@ -140,6 +144,7 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
   } else {
     // A safetensors file of the params (plain names, as model.state_dict() has them); options in the query or __metadata__.
     const bytes = new Uint8Array(await c.req.arrayBuffer());
+    ttl = (c.req.valid('query') as { ttl?: number }).ttl;
     args = withTensorProblems(() => {
       const { entries, metadata, dataStart } = readHeader(bytes);
       const options = createOptions(c.req.valid('query'), metadata);
@@ -166,8 +171,50 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
   const ns = c.env.HOSTED_OPTIMIZER;
   const id = ns.newUniqueId();
   const token = newToken();
-  const { etag, value: info } = unwrap(await ns.get(id).create({ tokenHash: await sha256Hex(token), ...args }));
-  return jsonResponse(201, { ...infoJson(info), token }, { etag, location: `/v1/optimizers/${id.toString()}` });
+  const owner = c.get('apiKey');
+  // With API keys, the key's registry books the optimizer (or refuses: quota) before it exists, and
+  // forgets it again should the creation fail. A crash between the two leaves an entry the
+  // registry drops on its own (src/durable-objects/key-registry.ts).
+  const registry = owner === null ? null : registryOf(c.env, owner);
+  if (registry) {
+    const field = format === 'json' && validJson<CreateOptimizer>(c).shapes !== undefined ? 'shapes' : 'params';
+    unwrap(await registry.reserve(owner!, id.toString(), layoutSize(args.layout), readKeyQuota(c.env), field));
+  }
+  let created;
+  try {
+    created = unwrap(await ns.get(id).create({ tokenHash: await sha256Hex(token), ...args, ttl: ttl ?? readDefaultTtl(c.env), owner }));
+  } catch (e) {
+    await registry?.release(id.toString());
+    throw e;
+  }
+  const { etag, value: info } = created;
+  return jsonResponse(201, { ...infoJson(info), token }, { etag, location: `/v1/optimizers/${id.toString()}`, 'cache-control': 'no-store' });
+};
+
+/** Position after which a listing continues: the `cursor` a previous page gave (0: from the start). */
+function listPosition(cursor: string | undefined): number {
+  if (cursor === undefined) return 0;
+  const n = /^[1-9][0-9]{0,14}$/.test(cursor) ? Number(cursor) : NaN;
+  if (!Number.isSafeInteger(n)) throw validationProblem([fieldError(['cursor'], 'is not a cursor a listing gave (pass `next_cursor` as it came)', cursor)]);
+  return n;
+}
+
+export const listOptimizers: RouteHandler<typeof routes.listOptimizersRoute, AppEnv> = async (c) => {
+  withTensorProblems(() => acceptFormat(c.req.header('accept'), ['json'], 'json'));
+  const { limit, cursor } = c.req.valid('query');
+  const after = listPosition(cursor);
+  const owner = c.get('apiKey');
+  if (owner === null) {
+    throw new ProblemError(403, 'forbidden', 'this server has no API keys (API_KEYS): optimizers belong to no key, so there is no list of them');
+  }
+  const quota = readKeyQuota(c.env);
+  const page = await registryOf(c.env, owner).list(owner, after, limit);
+  return jsonResponse(200, {
+    optimizers: page.optimizers,
+    next_cursor: page.next === null ? null : String(page.next),
+    usage: page.usage,
+    limits: { optimizers: quota.maxOptimizers, elements: quota.maxElements },
+  });
 };
 
 export const stepOptimizer: RouteHandler<typeof routes.stepOptimizerRoute, AppEnv> = async (c) => {
@@ -256,7 +303,9 @@ export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async
   if (format === 'safetensors') {
     const input = await bodySource(c, 'safetensors', null);
     const length = input.format === 'json' ? null : input.length;
-    const { etag, value } = unwrap(await stub.restore(await tokenHash(c), { format: 'safetensors', body: input.format === 'json' ? new Uint8Array(0) : input.body, length }));
+    const { etag, value } = unwrap(
+      await stub.restore(await tokenHash(c), { format: 'safetensors', body: input.format === 'json' ? new Uint8Array(0) : input.body, length, quota: readKeyQuota(c.env) }),
+    );
     return jsonResponse(200, infoJson(value), { etag });
   }
   const body = validJson<SnapshotInput>(c) as SnapshotInput & Record<string, unknown>;
@@ -278,6 +327,7 @@ export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async
       params: params.values,
       slots,
       scalars,
+      quota: readKeyQuota(c.env),
     }),
   );
   return jsonResponse(200, infoJson(value), { etag });
@@ -318,13 +368,22 @@ function snapshotState(def: AnyDef, body: Record<string, unknown>, layout: Tenso
 
 export const patchOptimizer: RouteHandler<typeof routes.patchOptimizerRoute, AppEnv> = async (c) => {
   const body = c.req.valid('json');
-  const { etag, value } = unwrap(await stubFor(c, c.req.valid('param').id).update(await tokenHash(c), { hyperparams: body.hyperparams, schedule: body.schedule }));
+  const { etag, value } = unwrap(await stubFor(c, c.req.valid('param').id).update(await tokenHash(c), { hyperparams: body.hyperparams, schedule: body.schedule, ttl: body.ttl }));
   return jsonResponse(200, infoJson(value), { etag });
 };
 
 export const deleteOptimizer: RouteHandler<typeof routes.deleteOptimizerRoute, AppEnv> = async (c) => {
   unwrap(await stubFor(c, c.req.valid('param').id).remove(await tokenHash(c)));
   return new Response(null, { status: 204 }) as never;
+};
+
+export const rotateToken: RouteHandler<typeof routes.rotateTokenRoute, AppEnv> = async (c) => {
+  // Before rotating: an answer the client cannot take would lose the new token.
+  withTensorProblems(() => acceptFormat(c.req.header('accept'), ['json'], 'json'));
+  const { id } = c.req.valid('param');
+  const token = newToken();
+  unwrap(await stubFor(c, id).rotateToken(await tokenHash(c), await sha256Hex(token)));
+  return jsonResponse(200, { id, token }, { 'cache-control': 'no-store' });
 };
 
 export const getHistory: RouteHandler<typeof routes.historyRoute, AppEnv> = async (c) => {

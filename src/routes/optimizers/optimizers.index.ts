@@ -6,6 +6,7 @@ import * as r from './optimizers.routes.ts';
 
 export const optimizersRouter = createRouter()
   .openapi(r.createOptimizerRoute, h.createOptimizer)
+  .openapi(r.listOptimizersRoute, h.listOptimizers)
   .openapi(r.getOptimizerRoute, h.getOptimizer)
   .openapi(r.patchOptimizerRoute, h.patchOptimizer)
   .openapi(r.deleteOptimizerRoute, h.deleteOptimizer)
@@ -14,5 +15,6 @@ export const optimizersRouter = createRouter()
   .openapi(r.putParamsRoute, h.putParams)
   .openapi(r.getStateRoute, h.getState)
   .openapi(r.putStateRoute, h.putState)
+  .openapi(r.rotateTokenRoute, h.rotateToken)
   .openapi(r.historyRoute, h.getHistory)
   .openapi(r.historyPlotRoute, h.plotHistory);

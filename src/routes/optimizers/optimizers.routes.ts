@@ -2,6 +2,7 @@
 // history, delete. Tensors travel as JSON, raw little-endian bytes or safetensors files.
 
 import { createRoute, z } from '@hono/zod-openapi';
+import { serviceRoute } from '../../lib/access.ts';
 import { requireBearer } from '../../lib/auth.ts';
 import { binaryContent, problem } from '../../schemas/common.ts';
 import {
@@ -15,11 +16,14 @@ import {
   HostedStepQuerySchema,
   HostedStepRequestSchema,
   HostedStepResponseSchema,
+  ListQuerySchema,
   OptimizerIdParam,
+  OptimizerListSchema,
   OptimizerInfoSchema,
   ParamsResponseSchema,
   PatchOptimizerSchema,
   SnapshotInputSchema,
+  TokenSchema,
   SnapshotSchema,
   StepHeadersSchema,
   UploadParamsSchema,
@@ -51,6 +55,9 @@ const authErrors = {
   404: problem('No optimizer with this id (never created, deleted, or not a valid id).'),
 };
 
+/** Answers that carry a token must not be stored by caches. */
+const NO_STORE = { 'cache-control': { description: '`no-store`: the answer holds a token.', schema: { type: 'string' as const } } };
+
 const jsonBody = <T extends z.ZodType>(schema: T) => ({ content: { 'application/json': { schema } }, required: true });
 
 const RAW =
@@ -74,7 +81,7 @@ function tensorBody<T extends z.ZodType>(schema: T, description: string, raw = t
   };
 }
 
-export const createOptimizerRoute = createRoute({
+export const createOptimizerRoute = createRoute(serviceRoute({
   method: 'post',
   path: '/v1/optimizers',
   operationId: 'createOptimizer',
@@ -83,7 +90,8 @@ export const createOptimizerRoute = createRoute({
   description:
     'Stores the params (or, from `shapes`, zeros to be uploaded with PUT .../params) and a fresh Adam state in a new Durable Object. The response ' +
     'carries the id and a bearer token, shown only once: every later call needs `Authorization: Bearer <token>`. One optimizer holds at most ' +
-    'MAX_HOSTED_BYTES / 20 float32 or / 40 float64 elements (params, m, v, v_max and a gradient buffer: 4,194,304 / 2,097,152 by default).',
+    'MAX_HOSTED_BYTES / 20 float32 or / 40 float64 elements (params, m, v, v_max and a gradient buffer: 4,194,304 / 2,097,152 by default). ' +
+    'It deletes itself once `ttl` seconds (default 30 days) pass without a successful call; `expires_at` says when.',
   request: {
     query: CreateQuerySchema,
     body: tensorBody(
@@ -96,16 +104,39 @@ export const createOptimizerRoute = createRoute({
   responses: {
     201: {
       description: 'Created.',
-      headers: { location: { description: 'URL of the new optimizer.', schema: { type: 'string' } }, ...ETAG },
+      headers: { location: { description: 'URL of the new optimizer.', schema: { type: 'string' } }, ...ETAG, ...NO_STORE },
       content: { 'application/json': { schema: CreatedOptimizerSchema } },
     },
     400: problem('Malformed JSON.'),
+    403: problem(
+      'The API key\'s quota is full (servers with API_KEYS): it holds KEY_MAX_OPTIMIZERS optimizers, or this one\'s elements would take it over ' +
+        'KEY_MAX_ELEMENTS. `quota` says which, with `limit`, `usage` and (elements) `requested`. Nothing was created.',
+    ),
     406: problem('`Accept` does not allow application/json.'),
     413: problem('Body larger than MAX_BODY_BYTES, or more elements than one optimizer holds.'),
     415: problem('Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
     422: problem('Invalid params, shapes, hyperparams, schedule or dtype, or a malformed safetensors file.'),
   },
-});
+}));
+
+export const listOptimizersRoute = createRoute(serviceRoute({
+  method: 'get',
+  path: '/v1/optimizers',
+  operationId: 'listOptimizers',
+  tags: TAGS,
+  summary: 'List the optimizers of the API key',
+  description:
+    'The hosted optimizers created with the request\'s API key, oldest first, a page at a time (`limit`, then `cursor` = the previous page\'s ' +
+    '`next_cursor`), with what the key holds and may hold. Deleted and expired optimizers are not listed. Step and times are each optimizer\'s ' +
+    'own, asked when listing. Only on servers with API keys (API_KEYS): without them optimizers belong to no key, and this is a 403.',
+  request: { query: ListQuerySchema },
+  responses: {
+    200: { description: 'One page.', content: { 'application/json': { schema: OptimizerListSchema } } },
+    403: problem('This server has no API keys (API_KEYS), so optimizers belong to no key and are not listed.'),
+    406: problem('`Accept` does not allow application/json.'),
+    422: problem('Invalid `limit` or `cursor`, or an unknown query parameter.'),
+  },
+}));
 
 export const stepOptimizerRoute = createRoute({
   method: 'post',
@@ -269,6 +300,7 @@ export const putStateRoute = createRoute({
     200: { description: 'Restored; the new metadata.', headers: ETAG, content: { 'application/json': { schema: OptimizerInfoSchema } } },
     400: problem('Malformed JSON.'),
     ...authErrors,
+    403: problem('The optimizer was created with an API key, and the snapshot\'s elements would take that key over KEY_MAX_ELEMENTS. Nothing was changed.'),
     406: problem('`Accept` does not allow application/json.'),
     413: problem('Body larger than MAX_BODY_BYTES (JSON), or a state larger than one optimizer holds.'),
     415: problem('Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8.'),
@@ -283,8 +315,10 @@ export const patchOptimizerRoute = createRoute({
   tags: TAGS,
   security: SECURITY,
   middleware: [requireBearer, authorizeBeforeParsing] as const,
-  summary: 'Change hyperparameters or the schedule',
-  description: 'Merges the given hyperparameters into the stored ones and/or replaces the schedule (null removes it). Unknown fields are rejected.',
+  summary: 'Change hyperparameters, the schedule or the time-to-live',
+  description:
+    'Merges the given hyperparameters into the stored ones, replaces the schedule (null removes it) and/or sets a new `ttl` (the optimizer then ' +
+    'expires `ttl` seconds from now, or from its next call). Unknown fields are rejected.',
   request: { params: OptimizerIdParam, headers: AuthHeaderSchema, body: jsonBody(PatchOptimizerSchema) },
   responses: {
     200: { description: 'Updated metadata.', headers: ETAG, content: { 'application/json': { schema: OptimizerInfoSchema } } },
@@ -306,6 +340,25 @@ export const deleteOptimizerRoute = createRoute({
   summary: 'Delete the optimizer and everything stored for it',
   request: { params: OptimizerIdParam, headers: AuthHeaderSchema },
   responses: { 204: { description: 'Deleted; later calls get 404.' }, ...authErrors },
+});
+
+export const rotateTokenRoute = createRoute({
+  method: 'post',
+  path: '/v1/optimizers/{id}/token',
+  operationId: 'rotateOptimizerToken',
+  tags: TAGS,
+  security: SECURITY,
+  middleware: [requireBearer] as const,
+  summary: 'Replace the bearer token',
+  description:
+    'Issues a new token, shown only in this answer, and invalidates the one sent: from now on it is a 401. Nothing else changes (state, ' +
+    'ETag, history). Store the new token before discarding the old one\'s answer: should this answer be lost, neither token opens the optimizer.',
+  request: { params: OptimizerIdParam, headers: AuthHeaderSchema },
+  responses: {
+    200: { description: 'The new token.', headers: NO_STORE, content: { 'application/json': { schema: TokenSchema } } },
+    ...authErrors,
+    406: problem('`Accept` does not allow application/json (checked first: the token is unchanged).'),
+  },
 });
 
 export const historyRoute = createRoute({

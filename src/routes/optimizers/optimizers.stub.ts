@@ -4,6 +4,7 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import type { HostedOptimizer } from '../../durable-objects/hosted-optimizer.ts';
 import type { Outcome } from '../../durable-objects/protocol.ts';
+import { sha256Hex } from '../../lib/digest.ts';
 import { ProblemError } from '../../lib/problem.ts';
 import type { AppEnv } from '../../lib/router.ts';
 
@@ -24,11 +25,6 @@ export function stubFor(c: Context<AppEnv>, id: string): DurableObjectStub<Hoste
   return ns.get(doId);
 }
 
-const hex = (bytes: ArrayBuffer) => Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, '0')).join('');
-
-export async function sha256Hex(text: string): Promise<string> {
-  return hex(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text)));
-}
 
 /** SHA-256 of the bearer token, or null when there is no Authorization header. */
 export async function tokenHash(c: Context<AppEnv>): Promise<string | null> {

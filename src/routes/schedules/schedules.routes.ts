@@ -1,6 +1,7 @@
 // Route definitions of the learning-rate schedule endpoints (schemas only; handlers live beside them).
 
 import { createRoute, z } from '@hono/zod-openapi';
+import { serviceRoute } from '../../lib/access.ts';
 import { problem } from '../../schemas/common.ts';
 import { queryText, strictQuery } from '../../schemas/query.ts';
 import { EvaluateRequestSchema, EvaluateResponseSchema, MAX_EVALUATION_POINTS, PlotRequestSchema } from '../../schemas/schedule.ts';
@@ -73,7 +74,7 @@ const svg = {
 
 const json = (description: string) => ({ description, content: { 'application/json': { schema: EvaluateResponseSchema } } });
 
-export const evaluateRoute = createRoute({
+export const evaluateRoute = createRoute(serviceRoute({
   method: 'post',
   path: '/v1/schedules/evaluate',
   operationId: 'evaluateSchedule',
@@ -90,9 +91,9 @@ export const evaluateRoute = createRoute({
     415: problem('Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
     422: problem('Invalid schedule or steps (named in `errors`), or a rate that overflows.'),
   },
-});
+}));
 
-export const plotRoute = createRoute({
+export const plotRoute = createRoute(serviceRoute({
   method: 'post',
   path: '/v1/schedules/plot',
   operationId: 'plotSchedule',
@@ -107,9 +108,9 @@ export const plotRoute = createRoute({
     415: problem('Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
     422: problem('Invalid schedule, steps or plot option (named in `errors`), e.g. log_scale with a rate <= 0.'),
   },
-});
+}));
 
-export const evaluateQueryRoute = createRoute({
+export const evaluateQueryRoute = createRoute(serviceRoute({
   method: 'get',
   path: '/v1/schedules/{type}',
   operationId: 'evaluateScheduleQuery',
@@ -123,9 +124,9 @@ export const evaluateQueryRoute = createRoute({
     200: json('The steps and the rate at each.'),
     422: problem('Unknown `type`, an unknown or repeated query parameter, or an invalid one (each named as sent in `errors`, e.g. `total_steps` or `milestones[1]`).'),
   },
-});
+}));
 
-export const plotQueryRoute = createRoute({
+export const plotQueryRoute = createRoute(serviceRoute({
   method: 'get',
   path: '/v1/schedules/{type}/plot',
   operationId: 'plotScheduleQuery',
@@ -137,4 +138,4 @@ export const plotQueryRoute = createRoute({
     200: svg,
     422: problem('Unknown `type`, an unknown or repeated query parameter, or an invalid one (each named as sent in `errors`, e.g. `total_steps` or `milestones[1]`).'),
   },
-});
+}));

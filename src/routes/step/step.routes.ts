@@ -1,6 +1,7 @@
 // Route definition of the stateless Adam step (schemas only; the handler lives beside it).
 
 import { createRoute } from '@hono/zod-openapi';
+import { serviceRoute } from '../../lib/access.ts';
 import { hyperparamQueryShape, strictQuery } from '../../schemas/query.ts';
 import { binaryContent, problem } from '../../schemas/common.ts';
 import { StepRequestSchema, StepResponseSchema } from '../../schemas/adam.ts';
@@ -17,7 +18,7 @@ const SAFETENSORS_STEP =
   '(JSON text of AdamHyperparams), `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. ' +
   'Tensors are F32 or F64 (the step\'s dtype) or narrower (F16, BF16; F32 for a float64 step), widened exactly.';
 
-export const adamStepRoute = createRoute({
+export const adamStepRoute = createRoute(serviceRoute({
   method: 'post',
   path: '/v1/adam/step',
   operationId: 'adamStep',
@@ -51,4 +52,4 @@ export const adamStepRoute = createRoute({
     415: problem('Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
     422: problem('Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite.'),
   },
-});
+}));
