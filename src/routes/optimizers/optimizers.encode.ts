@@ -205,8 +205,7 @@ export function snapshotJsonStream(snapshot: SnapshotOut, headers: Record<string
         yield* treeJsonPieces(layout, values);
       }
       // Scalar state (NAdam's mu_product) is a float32 number in torch: exact as a double.
-      yield Object.entries(info.scalars).map(([k, v]) => field(k, v)).join('');
-      yield field('created_at', info.created_at) + field('updated_at', info.updated_at) + '}';
+      yield Object.entries(info.scalars).map(([k, v]) => field(k, v)).join('') + field('created_at', info.created_at) + field('updated_at', info.updated_at) + '}';
     } finally {
       await reader.cancel();
     }
