@@ -11,7 +11,7 @@ import { rateLimit, rateLimitedResponse, isRateLimited } from './lib/rate-limit.
 import { cors, securityHeaders } from './lib/headers.ts';
 import { requestLog } from './lib/observability.ts';
 import { MAX_EVALUATION_POINTS } from './schemas/schedule.ts';
-import { BINARY_FORMATS, MEDIA_TYPES } from './wire/media.ts';
+import { BINARY_FORMATS, MEDIA_TYPES, canonicalContentType } from './wire/media.ts';
 import { OPENAPI_CONFIG, SERVICE_DESCRIPTION } from './lib/openapi.ts';
 import { ProblemError, headerError, problemResponse, type ProblemType } from './lib/problem.ts';
 import { createRouter } from './lib/router.ts';
@@ -23,6 +23,7 @@ import { optimizersRouter } from './routes/optimizers/optimizers.index.ts';
 import { schedulesRouter } from './routes/schedules/schedules.index.ts';
 import { stepRouter } from './routes/step/step.index.ts';
 import { familyRouter } from './routes/family/family.index.ts';
+import { compareRouter } from './routes/compare/compare.index.ts';
 import { optimizerDef } from './optim/registry.ts';
 
 const HTTP_PROBLEMS: Record<number, ProblemType> = {
@@ -72,6 +73,17 @@ export function createApp() {
   app.use('*', serviceAccess);
   // Then the rate limit, per API key (or client IP), still before any body is read.
   app.use('*', rateLimit);
+  app.use('*', async (c, next) => {
+    // One spelling of Content-Type for every check that follows (whitespace before `;` is valid).
+    const contentType = c.req.header('content-type');
+    const canonical = contentType === undefined ? null : canonicalContentType(contentType);
+    if (canonical !== null) {
+      const headers = new Headers(c.req.raw.headers);
+      headers.set('content-type', canonical);
+      c.req.raw = new Request(c.req.raw, { headers });
+    }
+    return next();
+  });
   app.use('*', async (c, next) => {
     const limits = readLimits(c.env);
     c.set('limits', limits);
@@ -125,6 +137,7 @@ export function createApp() {
 
   app.route('/', stepRouter);
   app.route('/', familyRouter);
+  app.route('/', compareRouter);
   app.route('/', schedulesRouter);
   app.route('/', optimizersRouter);
   app.route('/', docsRouter);

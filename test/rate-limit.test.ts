@@ -1,3 +1,4 @@
+import { rateLimitKey } from '../src/lib/rate-limit.ts';
 // Rate limiting (src/lib/rate-limit.ts) through workerd's own rate-limiting binding. The Worker gets
 // RATE_LIMITER_TEST (5 requests per 10 s, declared in vitest.config.ts) as its RATE_LIMITER, so a
 // test can exceed it in a few requests; wrangler.toml's RATE_LIMITER (1000 per 10 s) is checked
@@ -95,5 +96,13 @@ describe('rate limit', () => {
 
   it('a request with neither a key nor a client address (local tools only) is not limited', async () => {
     for (let i = 0; i < 3 * LIMIT; i++) expect((await send(vars(), 'GET', '/v1/algorithms')).status).toBe(200);
+  });
+
+  it('a loopback client (wrangler dev, load tests and benchmarks on this machine) is not limited', async () => {
+    for (const address of ['127.0.0.1', '::1', '::ffff:127.0.0.1']) {
+      for (let i = 0; i < 3 * LIMIT; i++) expect((await send(vars(), 'GET', '/v1/algorithms', undefined, ip(address))).status).toBe(200);
+    }
+    expect(rateLimitKey(null, '127.0.0.2')).toBeNull();
+    expect(rateLimitKey(null, '128.0.0.1')).toBe('ip:128.0.0.1');
   });
 });

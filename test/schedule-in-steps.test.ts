@@ -2,8 +2,67 @@
 // with schedules, PATCHed schedules, reduce-on-plateau fed by step losses, and the history plot.
 
 import { describe, expect, it } from 'vitest';
+import cosine from './fixtures/schedules/cosine.json';
+import cosineRestarts from './fixtures/schedules/cosine_restarts.json';
+import cyclic from './fixtures/schedules/cyclic.json';
+import exponential from './fixtures/schedules/exponential.json';
+import inverseSqrt from './fixtures/schedules/inverse_sqrt.json';
+import linear from './fixtures/schedules/linear.json';
+import oneCycle from './fixtures/schedules/one_cycle.json';
+import polynomial from './fixtures/schedules/polynomial.json';
+import sequential from './fixtures/schedules/sequential.json';
+import step from './fixtures/schedules/step.json';
+import warmup from './fixtures/schedules/warmup.json';
 import { call, postJson } from './helpers/http.ts';
 import { createOptimizer, expectProblem, opCall } from './helpers/optimizers.ts';
+
+interface FixtureCase {
+  name: string;
+  schedule: { type: string };
+  steps?: number[];
+  lr: number[];
+  not_bit_exact?: string;
+  lr_correctly_rounded?: Record<string, number>;
+}
+
+/** Every step-only torch fixture (test/fixtures/schedules), with torch's value per step as the server must give it. */
+const TORCH_CASES = [step, exponential, linear, polynomial, cosine, cosineRestarts, cyclic, oneCycle, sequential, warmup, inverseSqrt]
+  .flatMap((f) => (f as unknown as { cases: FixtureCase[] }).cases)
+  .filter((c) => !c.not_bit_exact)
+  .map((c) => ({
+    ...c,
+    steps: c.steps ?? c.lr.map((_, k) => k),
+    // torch's value with a correctly rounded cos/pow where glibc's differs (see test/schedules.test.ts)
+    want: c.lr.map((v, i) => c.lr_correctly_rounded?.[String(i)] ?? v),
+  }));
+
+/** At most `n` indices of a case spread over its length, with its last and those where glibc's libm mattered. */
+function sample(c: (typeof TORCH_CASES)[number], n: number): number[] {
+  const picked = new Set<number>([c.lr.length - 1, ...Object.keys(c.lr_correctly_rounded ?? {}).map(Number).slice(0, 4)]);
+  for (let i = 0; i < n; i++) picked.add(Math.floor((i * (c.lr.length - 1)) / Math.max(1, n - 1)));
+  return [...picked].filter((i) => c.steps[i] as number <= 2 ** 24).sort((a, b) => a - b);
+}
+
+describe('server-side schedules in steps equal torch bit for bit', () => {
+  it.each(TORCH_CASES.map((c) => [c.name, c] as const))('stateless step at sampled steps: %s', async (_, c) => {
+    for (const i of sample(c, 6)) {
+      const k = c.steps[i] as number;
+      const r = await postJson('/v1/adam/step', { params: [1], grads: [0.5], state: { step: k, m: [0.1], v: [0.01] }, schedule: c.schedule, dtype: 'float64' });
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      if (!Object.is(r.body.lr, c.want[i])) expect.fail(`${c.name}: lr at step ${k} = ${r.body.lr}, torch ${c.want[i]}`);
+    }
+  });
+
+  it.each(TORCH_CASES.filter((c) => !c.name.includes('long')).map((c) => [c.name, c] as const))('hosted optimizer, first 25 steps: %s', async (_, c) => {
+    const opt = await createOptimizer({ params: [1], schedule: c.schedule, dtype: 'float64' });
+    const n = Math.min(25, c.lr.length);
+    for (let k = 0; k < n; k++) {
+      const r = await opCall('POST', opt, '/step', { grads: [0.5] });
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      if (!Object.is(r.body.lr, c.want[k])) expect.fail(`${c.name}: hosted lr at step ${k} = ${r.body.lr}, torch ${c.want[k]}`);
+    }
+  });
+});
 
 const COSINE = { type: 'cosine', lr: 0.1, total_steps: 10 };
 

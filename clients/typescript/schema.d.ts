@@ -295,6 +295,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/sparse_adam/step": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * One torch.optim.SparseAdam step on parameters, gradients and state you send
+         * @description Adam for sparse (row) gradients such as an embedding's: only the rows a gradient names change (torch.optim.SparseAdam). Gradients must be sparse. Applies one step of torch.optim.SparseAdam with torch 1.13's single-tensor (`foreach=False`) operation order and returns the new parameters and state, named as torch's `state_dict` names them. Send the returned `state` with the next call to continue the trajectory. float32 and float64 results are bit-identical to torch on AVX2 CPUs. The body is JSON or safetensors; the answer comes in the format `Accept` asks for (default: the body's).
+         */
+        post: operations["sparse_adamStep"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/compare": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Run optimizers side by side on a built-in test function; loss curves as JSON or an SVG chart
+         * @description Runs each requested optimizer (any of `GET /v1/algorithms`, with its hyperparameters as its step route takes them, and an optional schedule) from the same start point on a built-in test problem (Rosenbrock, Beale, a noisy quadratic, a logistic regression) and records the loss at every iterate. Each step is the stateless step's kernel, so a run is what torch 1.13 computes with that optimizer on that function. `Accept: image/svg+xml` answers a chart with one line per run instead of JSON. A run whose gradient, params or loss stop being finite (or whose loss exceeds 1e300) ends there and says why; the others go on.
+         */
+        post: operations["compareOptimizers"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/schedules/evaluate": {
         parameters: {
             query?: never;
@@ -953,7 +993,7 @@ export interface components {
              */
             power?: number;
         };
-        /** @description torch.optim.lr_scheduler.CosineAnnealingLR: `lr(k) = min_lr + (lr − min_lr)(1 + cos(π k / total_steps))/2`. As in torch it is periodic with period 2·total_steps: past total_steps the rate rises back towards lr. Values follow torch's recursive form to ~1e-14. Rule: min_lr <= lr. */
+        /** @description torch.optim.lr_scheduler.CosineAnnealingLR: `lr(k) = min_lr + (lr − min_lr)(1 + cos(π k / total_steps))/2`. As in torch it is periodic with period 2·total_steps: past total_steps the rate rises back towards lr. Values replay torch's recursive get_lr() bit for bit. Rule: min_lr <= lr. */
         CosineSchedule: {
             /**
              * @description Schedule type: `cosine`. (enum property replaced by openapi-typescript)
@@ -1285,23 +1325,54 @@ export interface components {
         AdamwStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["AdamwStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         AdamwStateOut: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
-            exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
-            max_exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"];
+            exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            max_exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                };
+            };
+        };
+        /**
+         * @description First moment (torch `exp_avg`), without bias correction. Present when kept.
+         * @example {
+         *       "layer1.weight": [
+         *         [
+         *           0.1,
+         *           -0.2
+         *         ],
+         *         [
+         *           0.3,
+         *           0.4
+         *         ]
+         *       ],
+         *       "layer1.bias": null
+         *     }
+         */
+        PartialTensorTree: components["schemas"]["Tensor"] | null | {
+            [key: string]: components["schemas"]["PartialTensorTree"];
         };
         /** @description One torch.optim.AdamW step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         AdamwStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["AdamwState"];
             hyperparams?: components["schemas"]["AdamwHyperparams"];
+            param_groups?: components["schemas"]["AdamwParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1311,9 +1382,16 @@ export interface components {
         AdamwState: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
-            exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
-            max_exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            max_exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of torch.optim.AdamW, with torch's names and defaults. Every field is optional.
@@ -1360,26 +1438,71 @@ export interface components {
                 number,
                 number
             ];
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.AdamW for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        AdamwParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (torch `lr`). */
+            lr?: number;
+            /** @description Decay of the first moment (torch `betas[0]`), in [0, 1). */
+            beta1?: number;
+            /** @description Decay of the second moment (torch `betas[1]`), in [0, 1). */
+            beta2?: number;
+            /** @description Added to the bias-corrected sqrt(v) (torch `eps`). */
+            eps?: number;
+            /** @description Decoupled weight decay (torch `weight_decay`, default 1e-2 in AdamW). */
+            weight_decay?: number;
+            /** @description AMSGrad: normalise by the running max of exp_avg_sq (torch `amsgrad`). */
+            amsgrad?: boolean;
+            /** @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+            maximize?: boolean;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+        }[];
         /** @description Parameters and torch.optim.SGD state after one step. */
         SgdStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["SgdStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         SgdStateOut: {
             /** @description Completed steps (torch.optim.SGD keeps no step count; the API does, for schedules). */
             step: number;
-            momentum_buffer?: components["schemas"]["TensorTree"] & unknown;
+            momentum_buffer?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch.optim.SGD keeps no step count; the API does, for schedules). */
+                    step: number;
+                };
+            };
         };
         /** @description One torch.optim.SGD step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         SgdStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["SgdState"];
             hyperparams?: components["schemas"]["SgdHyperparams"];
+            param_groups?: components["schemas"]["SgdParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1392,7 +1515,14 @@ export interface components {
              * @default 0
              */
             step?: number;
-            momentum_buffer?: components["schemas"]["TensorTree"] & unknown;
+            momentum_buffer?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch.optim.SGD keeps no step count; the API does, for schedules). */
+                    step: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of torch.optim.SGD, with torch's names and defaults. lr has no default (torch requires it) unless a schedule sets it.
@@ -1426,28 +1556,66 @@ export interface components {
              * @default false
              */
             maximize?: boolean;
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.SGD for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        SgdParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (torch `lr`), required: torch.optim.SGD has no default. */
+            lr?: number;
+            /** @description Momentum factor (torch `momentum`); 0 keeps no buffer. */
+            momentum?: number;
+            /** @description Dampening for momentum (torch `dampening`), not range-checked, as in torch; ignored on the step that creates the buffer. */
+            dampening?: number;
+            /** @description L2 penalty added to the gradient (torch `weight_decay`). */
+            weight_decay?: number;
+            /** @description Nesterov momentum (torch `nesterov`); needs momentum > 0 and dampening = 0. */
+            nesterov?: boolean;
+            /** @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+            maximize?: boolean;
+        }[];
         /** @description Parameters and torch.optim.RMSprop state after one step. */
         RmspropStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["RmspropStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         RmspropStateOut: {
             /** @description Completed steps (torch `state["step"]`, a Python int). */
             step: number;
-            square_avg?: components["schemas"]["TensorTree"] & unknown;
-            momentum_buffer?: components["schemas"]["TensorTree"] & unknown;
-            grad_avg?: components["schemas"]["TensorTree"] & unknown;
+            square_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            momentum_buffer?: components["schemas"]["PartialTensorTree"] & unknown;
+            grad_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a Python int). */
+                    step: number;
+                };
+            };
         };
         /** @description One torch.optim.RMSprop step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         RmspropStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["RmspropState"];
             hyperparams?: components["schemas"]["RmspropHyperparams"];
+            param_groups?: components["schemas"]["RmspropParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1457,9 +1625,16 @@ export interface components {
         RmspropState: {
             /** @description Completed steps (torch `state["step"]`, a Python int). */
             step: number;
-            square_avg?: components["schemas"]["TensorTree"] & unknown;
-            momentum_buffer?: components["schemas"]["TensorTree"] & unknown;
-            grad_avg?: components["schemas"]["TensorTree"] & unknown;
+            square_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            momentum_buffer?: components["schemas"]["PartialTensorTree"] & unknown;
+            grad_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a Python int). */
+                    step: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of torch.optim.RMSprop, with torch's names and defaults. Every field is optional.
@@ -1501,26 +1676,66 @@ export interface components {
              * @default false
              */
             maximize?: boolean;
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.RMSprop for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        RmspropParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (torch `lr`). */
+            lr?: number;
+            /** @description Smoothing constant of the squared-gradient average (torch `alpha`); torch accepts any alpha >= 0. */
+            alpha?: number;
+            /** @description Added to the root mean square, after the square root (torch `eps`). */
+            eps?: number;
+            /** @description L2 penalty added to the gradient (torch `weight_decay`). */
+            weight_decay?: number;
+            /** @description Momentum factor (torch `momentum`); 0 keeps no buffer. */
+            momentum?: number;
+            /** @description Normalise by the estimated variance instead of the raw second moment (torch `centered`). */
+            centered?: boolean;
+            /** @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+            maximize?: boolean;
+        }[];
         /** @description Parameters and torch.optim.Adagrad state after one step. */
         AdagradStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["AdagradStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         AdagradStateOut: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            sum?: components["schemas"]["TensorTree"] & unknown;
+            sum?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                };
+            };
         };
         /** @description One torch.optim.Adagrad step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         AdagradStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["AdagradState"];
             hyperparams?: components["schemas"]["AdagradHyperparams"];
+            param_groups?: components["schemas"]["AdagradParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1530,7 +1745,14 @@ export interface components {
         AdagradState: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            sum?: components["schemas"]["TensorTree"] & unknown;
+            sum?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of torch.optim.Adagrad, with torch's names and defaults. Every field is optional.
@@ -1567,27 +1789,65 @@ export interface components {
              * @default false
              */
             maximize?: boolean;
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.Adagrad for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        AdagradParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (torch `lr`). */
+            lr?: number;
+            /** @description Learning-rate decay: step t uses lr / (1 + (t-1)·lr_decay) (torch `lr_decay`). */
+            lr_decay?: number;
+            /** @description L2 penalty added to the gradient (torch `weight_decay`). */
+            weight_decay?: number;
+            /** @description Starting value of the sum of squares (torch `initial_accumulator_value`). */
+            initial_accumulator_value?: number;
+            /** @description Added to sqrt(sum) (torch `eps`). */
+            eps?: number;
+            /** @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+            maximize?: boolean;
+        }[];
         /** @description Parameters and torch.optim.Adamax state after one step. */
         AdamaxStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["AdamaxStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         AdamaxStateOut: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
-            exp_inf?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_inf?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                };
+            };
         };
         /** @description One torch.optim.Adamax step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         AdamaxStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["AdamaxState"];
             hyperparams?: components["schemas"]["AdamaxHyperparams"];
+            param_groups?: components["schemas"]["AdamaxParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1597,8 +1857,15 @@ export interface components {
         AdamaxState: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
-            exp_inf?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_inf?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of torch.optim.Adamax, with torch's names and defaults. Every field is optional.
@@ -1640,29 +1907,74 @@ export interface components {
                 number,
                 number
             ];
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.Adamax for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        AdamaxParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (torch `lr`). */
+            lr?: number;
+            /** @description Decay of the first moment (torch `betas[0]`), in [0, 1). */
+            beta1?: number;
+            /** @description Decay of the infinity norm (torch `betas[1]`), in [0, 1). */
+            beta2?: number;
+            /** @description Added to |g| before the max (torch `eps`). */
+            eps?: number;
+            /** @description L2 penalty added to the gradient (torch `weight_decay`). */
+            weight_decay?: number;
+            /** @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+            maximize?: boolean;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+        }[];
         /** @description Parameters and torch.optim.NAdam state after one step. */
         NadamStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["NadamStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         NadamStateOut: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
-            exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
             /** @description Product of the momentum coefficients μ_1…μ_t (torch `mu_product`), a float32 number for both dtypes as torch keeps it. */
             mu_product: number;
+            /** @description Tensors whose own step count or scalars differ from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                    /** @description Product of the momentum coefficients μ_1…μ_t (torch `mu_product`), a float32 number for both dtypes as torch keeps it. */
+                    mu_product: number;
+                };
+            };
         };
         /** @description One torch.optim.NAdam step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         NadamStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["NadamState"];
             hyperparams?: components["schemas"]["NadamHyperparams"];
+            param_groups?: components["schemas"]["NadamParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1672,10 +1984,19 @@ export interface components {
         NadamState: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
-            exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
             /** @description Product of the momentum coefficients μ_1…μ_t (torch `mu_product`), a float32 number for both dtypes as torch keeps it. */
             mu_product?: number;
+            /** @description Tensors whose own step count or scalars differ from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                    /** @description Product of the momentum coefficients μ_1…μ_t (torch `mu_product`), a float32 number for both dtypes as torch keeps it. */
+                    mu_product: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of torch.optim.NAdam, with torch's names and defaults. Every field is optional.
@@ -1717,27 +2038,70 @@ export interface components {
                 number,
                 number
             ];
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.NAdam for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        NadamParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (torch `lr`). */
+            lr?: number;
+            /** @description Decay of the first moment (torch `betas[0]`), in [0, 1). */
+            beta1?: number;
+            /** @description Decay of the second moment (torch `betas[1]`), in [0, 1). */
+            beta2?: number;
+            /** @description Added to the bias-corrected sqrt(v) (torch `eps`). */
+            eps?: number;
+            /** @description L2 penalty added to the gradient (torch `weight_decay`). */
+            weight_decay?: number;
+            /** @description Momentum schedule ψ: μ_t = β1·(1 - 0.5·0.96^(t·ψ)) (torch `momentum_decay`). */
+            momentum_decay?: number;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+        }[];
         /** @description Parameters and torch.optim.RAdam state after one step. */
         RadamStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["RadamStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         RadamStateOut: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
-            exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                };
+            };
         };
         /** @description One torch.optim.RAdam step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         RadamStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["RadamState"];
             hyperparams?: components["schemas"]["RadamHyperparams"];
+            param_groups?: components["schemas"]["RadamParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1747,8 +2111,15 @@ export interface components {
         RadamState: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
-            exp_avg_sq?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of torch.optim.RAdam, with torch's names and defaults. Every field is optional.
@@ -1785,27 +2156,68 @@ export interface components {
                 number,
                 number
             ];
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.RAdam for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        RadamParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (torch `lr`). */
+            lr?: number;
+            /** @description Decay of the first moment (torch `betas[0]`), in [0, 1). */
+            beta1?: number;
+            /** @description Decay of the second moment (torch `betas[1]`), in [0, 1). */
+            beta2?: number;
+            /** @description Added to sqrt(v) in the rectified steps (torch `eps`). */
+            eps?: number;
+            /** @description L2 penalty added to the gradient (torch `weight_decay`). */
+            weight_decay?: number;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+        }[];
         /** @description Parameters and torch.optim.Adadelta state after one step. */
         AdadeltaStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["AdadeltaStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         AdadeltaStateOut: {
             /** @description Completed steps (torch `state["step"]`, a Python int). */
             step: number;
-            square_avg?: components["schemas"]["TensorTree"] & unknown;
-            acc_delta?: components["schemas"]["TensorTree"] & unknown;
+            square_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            acc_delta?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a Python int). */
+                    step: number;
+                };
+            };
         };
         /** @description One torch.optim.Adadelta step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         AdadeltaStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["AdadeltaState"];
             hyperparams?: components["schemas"]["AdadeltaHyperparams"];
+            param_groups?: components["schemas"]["AdadeltaParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1815,8 +2227,15 @@ export interface components {
         AdadeltaState: {
             /** @description Completed steps (torch `state["step"]`, a Python int). */
             step: number;
-            square_avg?: components["schemas"]["TensorTree"] & unknown;
-            acc_delta?: components["schemas"]["TensorTree"] & unknown;
+            square_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            acc_delta?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a Python int). */
+                    step: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of torch.optim.Adadelta, with torch's names and defaults. Every field is optional.
@@ -1848,26 +2267,62 @@ export interface components {
              * @default false
              */
             maximize?: boolean;
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.Adadelta for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        AdadeltaParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Scale applied to the delta (torch `lr`, default 1.0). */
+            lr?: number;
+            /** @description Decay of the running averages (torch `rho`), in [0, 1]. */
+            rho?: number;
+            /** @description Added inside both square roots (torch `eps`). */
+            eps?: number;
+            /** @description L2 penalty added to the gradient (torch `weight_decay`). */
+            weight_decay?: number;
+            /** @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+            maximize?: boolean;
+        }[];
         /** @description Parameters and optax.lion (torch has no Lion) state after one step. */
         LionStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["LionStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         LionStateOut: {
             /** @description Completed steps (optax.lion (torch has no Lion) keeps no step count; the API does, for schedules). */
             step: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (optax.lion (torch has no Lion) keeps no step count; the API does, for schedules). */
+                    step: number;
+                };
+            };
         };
         /** @description One optax.lion (torch has no Lion) step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         LionStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["LionState"];
             hyperparams?: components["schemas"]["LionHyperparams"];
+            param_groups?: components["schemas"]["LionParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1880,7 +2335,14 @@ export interface components {
              * @default 0
              */
             step?: number;
-            exp_avg?: components["schemas"]["TensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (optax.lion (torch has no Lion) keeps no step count; the API does, for schedules). */
+                    step: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of optax.lion (torch has no Lion), with torch's names and defaults. Every field is optional.
@@ -1917,26 +2379,67 @@ export interface components {
                 number,
                 number
             ];
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of optax.lion (torch has no Lion) for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        LionParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (optax `learning_rate`), >= 0. Every element moves by exactly lr (plus the decay). */
+            lr?: number;
+            /** @description Weight of exp_avg in the interpolation whose sign is the update (optax `b1`), in [0, 1]. */
+            beta1?: number;
+            /** @description Decay of exp_avg (optax `b2`), in [0, 1]. */
+            beta2?: number;
+            /** @description Decoupled weight decay: lr·weight_decay·p is subtracted with the update (optax `weight_decay`, whose default is 1e-3; 0 here), >= 0. */
+            weight_decay?: number;
+            /** @description Ascend instead of descend (torch `maximize`): the gradient is negated first. */
+            maximize?: boolean;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+        }[];
         /** @description Parameters and torch.optim.Muon state after one step. */
         MuonStepResponse: {
             params: components["schemas"]["TensorTree"];
             state: components["schemas"]["MuonStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         MuonStateOut: {
             /** @description Completed steps (torch.optim.Muon keeps no step count; the API does, for schedules). */
             step: number;
-            momentum_buffer?: components["schemas"]["TensorTree"] & unknown;
+            momentum_buffer?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch.optim.Muon keeps no step count; the API does, for schedules). */
+                    step: number;
+                };
+            };
         };
         /** @description One torch.optim.Muon step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         MuonStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["MuonState"];
             hyperparams?: components["schemas"]["MuonHyperparams"];
+            param_groups?: components["schemas"]["MuonParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
             /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
@@ -1949,7 +2452,14 @@ export interface components {
              * @default 0
              */
             step?: number;
-            momentum_buffer?: components["schemas"]["TensorTree"] & unknown;
+            momentum_buffer?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch.optim.Muon keeps no step count; the API does, for schedules). */
+                    step: number;
+                };
+            };
         };
         /**
          * @description Hyperparameters of torch.optim.Muon, with torch's names and defaults. Every field is optional.
@@ -2007,6 +2517,510 @@ export interface components {
              * @enum {string}
              */
             adjust_lr_fn?: "original" | "match_rms_adamw";
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
+        };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.Muon for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        MuonParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (torch `lr`), >= 0; scaled by adjust_lr_fn for the update, not for the decay. */
+            lr?: number;
+            /** @description Decoupled weight decay: p *= 1 - lr·weight_decay before the update (torch `weight_decay`), >= 0. */
+            weight_decay?: number;
+            /** @description Momentum factor (torch `momentum`): buf.lerp_(grad, 1 - momentum); >= 0 (torch sets no upper bound). */
+            momentum?: number;
+            /** @description Orthogonalize grad.lerp(buf, momentum) instead of buf (torch `nesterov`). */
+            nesterov?: boolean;
+            /** @description Newton-Schulz coefficient a, of X (torch `ns_coefficients[0]`). */
+            ns_a?: number;
+            /** @description Newton-Schulz coefficient b, of (X·Xᵀ)·X (torch `ns_coefficients[1]`). */
+            ns_b?: number;
+            /** @description Newton-Schulz coefficient c, of (X·Xᵀ)²·X (torch `ns_coefficients[2]`). */
+            ns_c?: number;
+            /** @description The update is divided by max(its Frobenius norm, eps) before Newton-Schulz (torch `eps`, unchecked by torch: eps <= 0 with an all-zero update gives NaN there too). */
+            eps?: number;
+            /** @description Newton-Schulz iterations (torch `ns_steps`, a Python int; torch raises at 100 or more; 0 or fewer: normalization only). */
+            ns_steps?: number;
+            /**
+             * @description lr scale for the update (torch `adjust_lr_fn`, None = 'original'): 'original' sqrt(max(1, rows/cols)) (Keller Jordan), 'match_rms_adamw' 0.2·sqrt(max(rows, cols)) (Moonshot).
+             * @enum {string}
+             */
+            adjust_lr_fn?: "original" | "match_rms_adamw";
+        }[];
+        /** @description Parameters and torch.optim.SparseAdam state after one step. */
+        SparseAdamStepResponse: {
+            params: components["schemas"]["TensorTree"];
+            state: components["schemas"]["SparseAdamStateOut"];
+            /** @description The learning rate applied in this step (to the tensors no group names). */
+            lr: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
+        };
+        /** @description State to send back with the next step. */
+        SparseAdamStateOut: {
+            /** @description Completed steps (torch `state["step"]`, a Python int). */
+            step: number;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a Python int). */
+                    step: number;
+                };
+            };
+        };
+        /** @description One torch.optim.SparseAdam step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        SparseAdamStepRequest: {
+            params: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
+            state?: components["schemas"]["SparseAdamState"];
+            hyperparams?: components["schemas"]["SparseAdamHyperparams"];
+            param_groups?: components["schemas"]["SparseAdamParamGroups"];
+            dtype?: components["schemas"]["Dtype"];
+            schedule?: components["schemas"]["ScheduleSpec"];
+            /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
+            metrics?: number[];
+        };
+        /** @description State of torch.optim.SparseAdam with torch's `state_dict` names, as the previous step returned it. Omit it for a fresh optimizer. With step > 0, every slot these hyperparameters keep is required (`exp_avg`, `exp_avg_sq`). */
+        SparseAdamState: {
+            /** @description Completed steps (torch `state["step"]`, a Python int). */
+            step: number;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a Python int). */
+                    step: number;
+                };
+            };
+        };
+        /**
+         * @description Hyperparameters of torch.optim.SparseAdam, with torch's names and defaults. Every field is optional.
+         * @default {}
+         */
+        SparseAdamHyperparams: {
+            /**
+             * @description Learning rate (torch `lr`), > 0.
+             * @default 0.001
+             */
+            lr?: number;
+            /**
+             * @description Decay of the first moment (torch `betas[0]`), in [0, 1).
+             * @default 0.9
+             */
+            beta1?: number;
+            /**
+             * @description Decay of the second moment (torch `betas[1]`), in [0, 1).
+             * @default 0.999
+             */
+            beta2?: number;
+            /**
+             * @description Added to the denominator after the square root (torch `eps`), > 0.
+             * @default 1e-8
+             */
+            eps?: number;
+            /**
+             * @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first.
+             * @default false
+             */
+            maximize?: boolean;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
+        };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.SparseAdam for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        SparseAdamParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (torch `lr`), > 0. */
+            lr?: number;
+            /** @description Decay of the first moment (torch `betas[0]`), in [0, 1). */
+            beta1?: number;
+            /** @description Decay of the second moment (torch `betas[1]`), in [0, 1). */
+            beta2?: number;
+            /** @description Added to the denominator after the square root (torch `eps`), > 0. */
+            eps?: number;
+            /** @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+            maximize?: boolean;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+        }[];
+        /** @description The loss curves of every run, in request order. */
+        CompareResponse: {
+            /** @description The problem with every option filled in (start included), its `dimension`, and `optimum` ({loss, params}, or null when unknown). */
+            problem: {
+                [key: string]: unknown;
+            };
+            /** @description Steps requested per run. */
+            steps: number;
+            dtype: components["schemas"]["Dtype"];
+            /** @description One result per run, in request order. */
+            runs: components["schemas"]["CompareRunResult"][];
+        };
+        /** @description One run's loss curve and end point. */
+        CompareRunResult: {
+            /** @description The legend label: as sent, or the default. */
+            label: string;
+            /** @description The optimizer's name. */
+            optimizer: string;
+            /** @description The hyperparameters used, defaults filled in (`lr` is absent when a schedule sets it). */
+            hyperparams: {
+                [key: string]: number | boolean | string;
+            };
+            /** @description The schedule, defaults filled in, when one was given. */
+            schedule?: unknown;
+            /** @description f at the start and after each completed step (steps_completed + 1 values), in float64. */
+            loss: number[];
+            /** @description The last value of `loss`. */
+            final_loss: number;
+            /** @description The smallest value of `loss`. */
+            best_loss: number;
+            /** @description The last iterate on the curve (for float32 runs, float32 values written as their exact doubles). */
+            final_params: number[];
+            /** @description Steps applied: `steps`, or fewer when the run stopped early. */
+            steps_completed: number;
+            stopped: components["schemas"]["CompareStop"];
+        };
+        /** @description Why a run ended early. */
+        CompareStop: {
+            /** @description The step that could not be completed (0-based): the run's curve ends at the iterate before it. */
+            step: number;
+            /**
+             * @description `non-finite-gradient`: the gradient overflowed the dtype; `non-finite-params`: the update did; `diverged`: the loss went above 1e300; `non-finite-lr`: the schedule overflowed.
+             * @enum {string}
+             */
+            reason: "non-finite-gradient" | "non-finite-params" | "diverged" | "non-finite-lr";
+            /** @description What happened, in words. */
+            message: string;
+        } | null;
+        /**
+         * @description Runs each optimizer from the problem's start for `steps` steps and records the loss at every iterate. Work is bounded: Σ over runs of steps × the problem's cost (dimension; 4 × dimension for noisy_quadratic; samples × (features + 1) for logistic_regression) must be at most 5,000,000 (413 otherwise).
+         * @example {
+         *       "problem": {
+         *         "name": "rosenbrock"
+         *       },
+         *       "steps": 200,
+         *       "dtype": "float64",
+         *       "runs": [
+         *         {
+         *           "optimizer": "sgd",
+         *           "hyperparams": {
+         *             "lr": 0.001,
+         *             "momentum": 0.9
+         *           },
+         *           "label": "SGD+momentum"
+         *         },
+         *         {
+         *           "optimizer": "adagrad",
+         *           "hyperparams": {
+         *             "lr": 0.1
+         *           }
+         *         },
+         *         {
+         *           "optimizer": "rmsprop",
+         *           "hyperparams": {
+         *             "lr": 0.01
+         *           }
+         *         },
+         *         {
+         *           "optimizer": "adam",
+         *           "hyperparams": {
+         *             "lr": 0.01
+         *           }
+         *         }
+         *       ]
+         *     }
+         */
+        CompareRequest: {
+            problem: components["schemas"]["ProblemSpec"];
+            /**
+             * @description Optimizer steps per run, 1 to 10000.
+             * @default 100
+             */
+            steps?: number;
+            dtype?: components["schemas"]["Dtype"];
+            /** @description The runs, 1 to 10, each from the same start point. */
+            runs: components["schemas"]["CompareRun"][];
+            /** @description SVG only: logarithmic loss axis. Default: logarithmic when every recorded loss is > 0 (true with a zero loss is a 422). */
+            log_scale?: boolean;
+            /**
+             * @description SVG only: image width in pixels, 200 to 4000.
+             * @default 800
+             */
+            width?: number;
+            /**
+             * @description SVG only: image height in pixels, 150 to 3000.
+             * @default 450
+             */
+            height?: number;
+            /** @description SVG only: chart title (default: the problem and the dtype). */
+            title?: string;
+        };
+        /** @description A built-in test problem, by `name`: rosenbrock, beale, noisy_quadratic, logistic_regression. */
+        ProblemSpec: components["schemas"]["RosenbrockProblem"] | components["schemas"]["BealeProblem"] | components["schemas"]["NoisyQuadraticProblem"] | components["schemas"]["LogisticRegressionProblem"];
+        /** @description Rosenbrock's function, extended to any even dimension: f(x) = Σ_pairs b·(x_{2i+1} − x_{2i}²)² + (a − x_{2i})². Minimum 0. */
+        RosenbrockProblem: {
+            /**
+             * @description The problem. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            name: "rosenbrock";
+            /**
+             * @description Number of coordinates, even (pairs), 2 to 10000.
+             * @default 2
+             */
+            dimension?: number;
+            /**
+             * @description a of b·(y − x²)² + (a − x)²; the minimum is at (a, a²) per pair.
+             * @default 1
+             */
+            a?: number;
+            /**
+             * @description b of b·(y − x²)² + (a − x)², >= 0.
+             * @default 100
+             */
+            b?: number;
+            /** @description Start point (default (−1.2, 1) per pair). float32 runs round it to float32, as torch.tensor(start, dtype=torch.float32) does. */
+            start?: number[];
+        };
+        /** @description Beale's function f(x, y) = (1.5 − x + xy)² + (2.25 − x + xy²)² + (2.625 − x + xy³)², minimum 0 at (3, 0.5). */
+        BealeProblem: {
+            /**
+             * @description The problem. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            name: "beale";
+            /** @description Start point (2 values, default (1, 1)). float32 runs round it to float32, as torch.tensor(start, dtype=torch.float32) does. */
+            start?: number[];
+        };
+        /** @description A noisy quadratic: f(x) = ½ Σ h_i x_i², minimum 0 at x = 0, with the stochastic gradient g_t = h ⊙ (x − σ ξ_t) of the sampled loss ½ Σ h_i (x_i − σ ξ_{t,i})², ξ_t approximately standard normal draws of the seeded stream (ξ_0 first, each in coordinate order). Every run sees the same noise; the curves report the noise-free f. */
+        NoisyQuadraticProblem: {
+            /**
+             * @description The problem. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            name: "noisy_quadratic";
+            /**
+             * @description Number of coordinates, 1 to 10000.
+             * @default 10
+             */
+            dimension?: number;
+            /** @description The diagonal h (each > 0), one per coordinate; default 1/(i+1): 1, 1/2, …, 1/n. */
+            curvatures?: number[];
+            /**
+             * @description σ >= 0, the scale of the gradient noise.
+             * @default 0.1
+             */
+            noise?: number;
+            /**
+             * @description Seed of the random stream (an integer in [0, 2^53)); the stream is documented in src/problems/random.ts and reproducible in any language.
+             * @default 0
+             */
+            seed?: number;
+            /** @description Start point (default all ones). float32 runs round it to float32, as torch.tensor(start, dtype=torch.float32) does. */
+            start?: number[];
+        };
+        /** @description Logistic regression on a synthetic dataset drawn from the seeded stream: true weights w* then, per example, its features and a label noise ε, all approximately standard normal; y = 1 when x·w* + label_noise·ε > 0. Loss: the mean binary cross-entropy of z = x·w + b (torch's binary_cross_entropy_with_logits); params (w_1 … w_d, b). */
+        LogisticRegressionProblem: {
+            /**
+             * @description The problem. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            name: "logistic_regression";
+            /**
+             * @description Number of examples n, 1 to 10000.
+             * @default 100
+             */
+            samples?: number;
+            /**
+             * @description Number of features d, 1 to 100 (the params are d weights and a bias).
+             * @default 5
+             */
+            features?: number;
+            /**
+             * @description Scale of the noise added to x·w* before thresholding the label (0: separable data, whose loss has no minimum).
+             * @default 1
+             */
+            label_noise?: number;
+            /**
+             * @description Seed of the random stream (an integer in [0, 2^53)); the stream is documented in src/problems/random.ts and reproducible in any language.
+             * @default 0
+             */
+            seed?: number;
+            /** @description Start point (d + 1 values: the weights, then the bias; default zeros). float32 runs round it to float32, as torch.tensor(start, dtype=torch.float32) does. */
+            start?: number[];
+        };
+        /** @description One optimizer run: the optimizer by name, its hyperparameters (defaults filled in), an optional schedule and a label. */
+        CompareRun: components["schemas"]["AdamCompareRun"] | components["schemas"]["AdamwCompareRun"] | components["schemas"]["SgdCompareRun"] | components["schemas"]["RmspropCompareRun"] | components["schemas"]["AdagradCompareRun"] | components["schemas"]["AdamaxCompareRun"] | components["schemas"]["NadamCompareRun"] | components["schemas"]["RadamCompareRun"] | components["schemas"]["AdadeltaCompareRun"] | components["schemas"]["LionCompareRun"] | components["schemas"]["MuonCompareRun"] | components["schemas"]["SparseAdamCompareRun"];
+        /** @description A run of torch.optim.Adam, with its hyperparameters as `POST /v1/adam/step` takes them. */
+        AdamCompareRun: {
+            /**
+             * @description `adam`: torch.optim.Adam. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "adam";
+            hyperparams?: components["schemas"]["AdamHyperparams"] & unknown;
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.AdamW, with its hyperparameters as `POST /v1/adamw/step` takes them. */
+        AdamwCompareRun: {
+            /**
+             * @description `adamw`: torch.optim.AdamW. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "adamw";
+            hyperparams?: components["schemas"]["AdamwHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.SGD, with its hyperparameters as `POST /v1/sgd/step` takes them. */
+        SgdCompareRun: {
+            /**
+             * @description `sgd`: torch.optim.SGD. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "sgd";
+            hyperparams?: components["schemas"]["SgdHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.RMSprop, with its hyperparameters as `POST /v1/rmsprop/step` takes them. */
+        RmspropCompareRun: {
+            /**
+             * @description `rmsprop`: torch.optim.RMSprop. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "rmsprop";
+            hyperparams?: components["schemas"]["RmspropHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.Adagrad, with its hyperparameters as `POST /v1/adagrad/step` takes them. */
+        AdagradCompareRun: {
+            /**
+             * @description `adagrad`: torch.optim.Adagrad. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "adagrad";
+            hyperparams?: components["schemas"]["AdagradHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.Adamax, with its hyperparameters as `POST /v1/adamax/step` takes them. */
+        AdamaxCompareRun: {
+            /**
+             * @description `adamax`: torch.optim.Adamax. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "adamax";
+            hyperparams?: components["schemas"]["AdamaxHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.NAdam, with its hyperparameters as `POST /v1/nadam/step` takes them. */
+        NadamCompareRun: {
+            /**
+             * @description `nadam`: torch.optim.NAdam. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "nadam";
+            hyperparams?: components["schemas"]["NadamHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.RAdam, with its hyperparameters as `POST /v1/radam/step` takes them. */
+        RadamCompareRun: {
+            /**
+             * @description `radam`: torch.optim.RAdam. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "radam";
+            hyperparams?: components["schemas"]["RadamHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.Adadelta, with its hyperparameters as `POST /v1/adadelta/step` takes them. */
+        AdadeltaCompareRun: {
+            /**
+             * @description `adadelta`: torch.optim.Adadelta. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "adadelta";
+            hyperparams?: components["schemas"]["AdadeltaHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of optax.lion (torch has no Lion), with its hyperparameters as `POST /v1/lion/step` takes them. */
+        LionCompareRun: {
+            /**
+             * @description `lion`: optax.lion (torch has no Lion). (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "lion";
+            hyperparams?: components["schemas"]["LionHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.Muon, with its hyperparameters as `POST /v1/muon/step` takes them. */
+        MuonCompareRun: {
+            /**
+             * @description `muon`: torch.optim.Muon. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "muon";
+            hyperparams?: components["schemas"]["MuonHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
+        };
+        /** @description A run of torch.optim.SparseAdam, with its hyperparameters as `POST /v1/sparse_adam/step` takes them. */
+        SparseAdamCompareRun: {
+            /**
+             * @description `sparse_adam`: torch.optim.SparseAdam. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            optimizer: "sparse_adam";
+            hyperparams?: components["schemas"]["SparseAdamHyperparams"];
+            schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
+            /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
+            label?: string;
         };
         /**
          * @description The learning rate at each requested step.
@@ -2133,11 +3147,11 @@ export interface components {
             /** @description Optimizer id (the Durable Object id). */
             id: string;
             /**
-             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon.
+             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon, sparse_adam.
              * @example sgd
              * @enum {string}
              */
-            optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon";
+            optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon" | "sparse_adam";
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
             hyperparams: components["schemas"]["HostedHyperparams"];
@@ -2238,12 +3252,12 @@ export interface components {
              */
             init?: "zeros";
             /**
-             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon.
+             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon, sparse_adam.
              * @default adam
              * @example sgd
              * @enum {string}
              */
-            optimizer?: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon";
+            optimizer?: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon" | "sparse_adam";
             /** @description Of `optimizer`; every field has torch's default except a required one (SGD's `lr`, unless a schedule sets it): the optimizer's hyperparameters with torch's names (the `<Name>Hyperparams` component of each optimizer, e.g. `SgdHyperparams`; GET /v1/algorithms); torch's `betas: [b1, b2]` is accepted too. */
             hyperparams?: {
                 [key: string]: unknown;
@@ -2268,11 +3282,11 @@ export interface components {
             /** @description Optimizer id. */
             id: string;
             /**
-             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon.
+             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon, sparse_adam.
              * @example sgd
              * @enum {string}
              */
-            optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon";
+            optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon" | "sparse_adam";
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
             /** @description Total number of parameter elements (what counts against KEY_MAX_ELEMENTS). */
@@ -2313,11 +3327,11 @@ export interface components {
             /** @description Optimizer id (the Durable Object id). */
             id: string;
             /**
-             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon.
+             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon, sparse_adam.
              * @example sgd
              * @enum {string}
              */
-            optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon";
+            optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon" | "sparse_adam";
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
             hyperparams: components["schemas"]["HostedHyperparams"];
@@ -2425,11 +3439,11 @@ export interface components {
             /** @description Read-only; ignored by PUT. */
             id?: string;
             /**
-             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon.
+             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon, sparse_adam.
              * @example sgd
              * @enum {string}
              */
-            optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon";
+            optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon" | "sparse_adam";
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
             dtype: components["schemas"]["Dtype"];
@@ -2442,7 +3456,7 @@ export interface components {
             v?: components["schemas"]["TensorTree"] & unknown;
             v_max?: components["schemas"]["TensorTree"] & unknown;
             /**
-             * @description First moment (torch `exp_avg`), without bias correction. (adam, adamw, adamax, nadam, radam, lion; `adam` snapshots name it `m`). Present when the optimizer keeps it; same structure as `params`
+             * @description First moment (torch `exp_avg`), without bias correction. (adam, adamw, adamax, nadam, radam, lion, sparse_adam; `adam` snapshots name it `m`). Present when the optimizer keeps it; same structure as `params`
              * @example {
              *       "layer1.weight": [
              *         [
@@ -2464,7 +3478,7 @@ export interface components {
                 [key: string]: components["schemas"]["TensorTree"];
             };
             /**
-             * @description Second moment (torch `exp_avg_sq`), without bias correction. (adam, adamw, nadam, radam; `adam` snapshots name it `v`). Present when the optimizer keeps it; same structure as `params`
+             * @description Second moment (torch `exp_avg_sq`), without bias correction. (adam, adamw, nadam, radam, sparse_adam; `adam` snapshots name it `v`). Present when the optimizer keeps it; same structure as `params`
              * @example {
              *       "layer1.weight": [
              *         [
@@ -2674,7 +3688,7 @@ export interface components {
              * @example sgd
              * @enum {string}
              */
-            optimizer?: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon";
+            optimizer?: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon" | "sparse_adam";
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
             dtype: components["schemas"]["Dtype"];
@@ -2690,7 +3704,7 @@ export interface components {
             v?: components["schemas"]["TensorTree"] & unknown;
             v_max?: components["schemas"]["TensorTree"] & unknown;
             /**
-             * @description First moment (torch `exp_avg`), without bias correction. (adam, adamw, adamax, nadam, radam, lion; `adam` snapshots name it `m`). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
+             * @description First moment (torch `exp_avg`), without bias correction. (adam, adamw, adamax, nadam, radam, lion, sparse_adam; `adam` snapshots name it `m`). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
              * @example {
              *       "layer1.weight": [
              *         [
@@ -2712,7 +3726,7 @@ export interface components {
                 [key: string]: components["schemas"]["TensorTree"];
             };
             /**
-             * @description Second moment (torch `exp_avg_sq`), without bias correction. (adam, adamw, nadam, radam; `adam` snapshots name it `v`). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
+             * @description Second moment (torch `exp_avg_sq`), without bias correction. (adam, adamw, nadam, radam, sparse_adam; `adam` snapshots name it `v`). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
              * @example {
              *       "layer1.weight": [
              *         [
@@ -4312,6 +5326,198 @@ export interface operations {
             };
         };
     };
+    sparse_adamStep: {
+        parameters: {
+            query?: {
+                /** @description Safetensors bodies only: Learning rate (torch `lr`), > 0. */
+                lr?: number;
+                /** @description Safetensors bodies only: Decay of the first moment (torch `betas[0]`), in [0, 1). */
+                beta1?: number;
+                /** @description Safetensors bodies only: Decay of the second moment (torch `betas[1]`), in [0, 1). */
+                beta2?: number;
+                /** @description Safetensors bodies only: Added to the denominator after the square root (torch `eps`), > 0. */
+                eps?: number;
+                /** @description Safetensors bodies only: Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+                maximize?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
+                dtype?: "float32" | "float64";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description JSON (SparseAdamStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SparseAdamStepRequest"];
+                "application/vnd.safetensors": string;
+            };
+        };
+        responses: {
+            /** @description The parameters and state after the step. In safetensors: `params/…` and the state slots in the step's dtype, and `__metadata__` `step`, `lr`, `dtype`. */
+            200: {
+                headers: {
+                    /** @description `Accept`: the format depends on it. */
+                    vary?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SparseAdamStepResponse"];
+                    "application/vnd.safetensors": string;
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description This server has API keys (API_KEYS) and the request has none, or not a valid one: send `Authorization: Bearer <api key>`. */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="adam-api"` */
+                    "www-authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` allows neither application/json nor application/vnd.safetensors. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than MAX_BODY_BYTES, or more tensor elements than MAX_ELEMENTS (JSON) or the memory budget (safetensors). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid field or tensor (named in `errors`), mismatched structures, or a result that is not finite. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    compareOptimizers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CompareRequest"];
+            };
+        };
+        responses: {
+            /** @description JSON: every run's loss curve, final params and stop reason. SVG: a line chart of the loss over the steps, one `<polyline class="series" data-series="<label>">` per run, with a legend. The format is the one `Accept` prefers (default JSON). */
+            200: {
+                headers: {
+                    /** @description `Accept`: the format depends on it. */
+                    vary?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CompareResponse"];
+                    "image/svg+xml": string;
+                };
+            };
+            /** @description Malformed JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `Accept` allows neither application/json nor image/svg+xml. */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than MAX_BODY_BYTES, or more work than 5,000,000 units (Σ runs × steps × the problem's cost per gradient). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid problem, run, hyperparameter or chart option (named in `errors`), e.g. an unknown optimizer, a missing SGD `lr`, duplicate labels, or a start point whose loss is not finite. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests: this API key (or, without one, this client IP) sent more than the server allows per 10 s (the RATE_LIMITER binding). Nothing was done; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     evaluateSchedule: {
         parameters: {
             query?: never;
@@ -4796,22 +6002,22 @@ export interface operations {
         parameters: {
             query?: {
                 /** @description Safetensors bodies only: the optimizer (default `adam`, or `__metadata__.optimizer`). */
-                optimizer?: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon";
+                optimizer?: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon" | "sparse_adam";
                 /** @description Safetensors bodies only: torch `lr` (every optimizer). */
                 lr?: number;
-                /** @description Safetensors bodies only: torch `beta1` (adam, adamw, adamax, nadam, radam, lion). */
+                /** @description Safetensors bodies only: torch `beta1` (adam, adamw, adamax, nadam, radam, lion, sparse_adam). */
                 beta1?: number;
-                /** @description Safetensors bodies only: torch `beta2` (adam, adamw, adamax, nadam, radam, lion). */
+                /** @description Safetensors bodies only: torch `beta2` (adam, adamw, adamax, nadam, radam, lion, sparse_adam). */
                 beta2?: number;
-                /** @description Safetensors bodies only: torch `eps` (adam, adamw, rmsprop, adagrad, adamax, nadam, radam, adadelta, muon). */
+                /** @description Safetensors bodies only: torch `eps` (adam, adamw, rmsprop, adagrad, adamax, nadam, radam, adadelta, muon, sparse_adam). */
                 eps?: number;
-                /** @description Safetensors bodies only: torch `weight_decay` (every optimizer). */
+                /** @description Safetensors bodies only: torch `weight_decay` (adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon). */
                 weight_decay?: number;
                 /** @description Safetensors bodies only: torch `decoupled_weight_decay` (adam). */
                 decoupled_weight_decay?: "true" | "false" | "1" | "0";
                 /** @description Safetensors bodies only: torch `amsgrad` (adam, adamw). */
                 amsgrad?: "true" | "false" | "1" | "0";
-                /** @description Safetensors bodies only: torch `maximize` (adam, adamw, sgd, rmsprop, adagrad, adamax, adadelta, lion). */
+                /** @description Safetensors bodies only: torch `maximize` (adam, adamw, sgd, rmsprop, adagrad, adamax, adadelta, lion, sparse_adam). */
                 maximize?: "true" | "false" | "1" | "0";
                 /** @description Safetensors bodies only: torch `momentum` (sgd, rmsprop, muon). */
                 momentum?: number;
@@ -5034,6 +6240,8 @@ export interface operations {
             header?: {
                 /** @description `Bearer <token>`, the token returned at creation. */
                 authorization?: string;
+                /** @description An ETag from an earlier answer: the change is made only if the optimizer is still in that state (412 otherwise, and nothing changes). `*` matches any state. */
+                "if-match"?: string;
             };
             path: {
                 /** @description Optimizer id returned at creation (64 hex digits). */
@@ -5070,6 +6278,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
+            412: {
+                headers: {
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    etag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A query parameter was given; this operation takes none. */
             422: {
                 headers: {
@@ -5098,6 +6317,8 @@ export interface operations {
             header?: {
                 /** @description `Bearer <token>`, the token returned at creation. */
                 authorization?: string;
+                /** @description An ETag from an earlier answer: the change is made only if the optimizer is still in that state (412 otherwise, and nothing changes). `*` matches any state. */
+                "if-match"?: string;
             };
             path: {
                 /** @description Optimizer id returned at creation (64 hex digits). */
@@ -5145,6 +6366,17 @@ export interface operations {
             /** @description No optimizer with this id (never created, deleted, or not a valid id). */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
+            412: {
+                headers: {
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    etag?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5283,6 +6515,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A binary body that did not arrive in time (it may take 30 s plus one second per 64 KiB). Nothing was applied. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `expected_step` differs from the optimizer's step, or some params have not been uploaded yet (optimizers created by `shapes`). */
             409: {
                 headers: {
@@ -5292,7 +6533,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `If-Match` does not match the current state (weak tags never match). */
+            /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
             412: {
                 headers: {
                     /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
@@ -5437,6 +6678,8 @@ export interface operations {
             header?: {
                 /** @description `Bearer <token>`, the token returned at creation. */
                 authorization?: string;
+                /** @description An ETag from an earlier answer: the change is made only if the optimizer is still in that state (412 otherwise, and nothing changes). `*` matches any state. */
+                "if-match"?: string;
             };
             path: {
                 /** @description Optimizer id returned at creation (64 hex digits). */
@@ -5496,6 +6739,26 @@ export interface operations {
             /** @description `Accept` does not allow application/json. */
             406: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A binary body that did not arrive in time (it may take 30 s plus one second per 64 KiB). Nothing is changed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
+            412: {
+                headers: {
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    etag?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5628,6 +6891,8 @@ export interface operations {
             header?: {
                 /** @description `Bearer <token>`, the token returned at creation. */
                 authorization?: string;
+                /** @description An ETag from an earlier answer: the change is made only if the optimizer is still in that state (412 otherwise, and nothing changes). `*` matches any state. */
+                "if-match"?: string;
             };
             path: {
                 /** @description Optimizer id returned at creation (64 hex digits). */
@@ -5695,6 +6960,26 @@ export interface operations {
             /** @description `Accept` does not allow application/json. */
             406: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A safetensors checkpoint that did not arrive in time (it may take 30 s plus one second per 64 KiB). Nothing was changed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
+            412: {
+                headers: {
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    etag?: string;
                     [name: string]: unknown;
                 };
                 content: {

@@ -55,7 +55,7 @@ export function checkFits(src: WireDtype, dtype: Dtype, path: Array<string | num
  */
 export async function readRaw(source: ByteSource, length: number | null, src: WireDtype, place: Placement, upTo = false): Promise<number> {
   const size = WIRE_DTYPES[src].bytes;
-  const reader = new ByteReader(source);
+  const reader = new ByteReader(source, true); // paced: the object's lock is held while it reads
   try {
     if (!upTo) {
       const want = place.count * size;
@@ -91,7 +91,7 @@ export async function readSafetensors(
   length: number | null,
   place: (header: SafetensorsHeader) => Placement[],
 ): Promise<SafetensorsHeader> {
-  const reader = new ByteReader(source);
+  const reader = new ByteReader(source, true); // paced: the object's lock is held while it reads
   try {
     if (length !== null && length < 8) throw new WireError(422, ['safetensors'], `a safetensors body has at least 8 bytes, got ${length}`);
     const n = headerLength(await reader.readExactly(8), length);

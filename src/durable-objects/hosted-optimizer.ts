@@ -25,11 +25,12 @@ import { createWasmAdam, type WasmAdam } from '../optim/wasm/kernel.ts';
 import { familySchemas, maxStep } from '../schemas/family.ts';
 import { CheckpointOptionsSchema } from '../schemas/optimizer.ts';
 import { layoutOfNamed, leafIndex, namedLeaves, type NamedLeaf } from '../tensors/names.ts';
-import { layoutSize, leaves, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
+import { layoutSize, layoutWeight, leaves, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
 import { WIRE_DTYPES, firstNonFiniteIn, wireDtypeOf, type WireDtype } from '../wire/dtypes.ts';
-import { WireError, inLayoutOrder, type TensorEntry } from '../wire/safetensors.ts';
+import { MAX_HEADER_BYTES, WireError, entryBytesBound, inLayoutOrder, utf8Length, type TensorEntry } from '../wire/safetensors.ts';
 import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Placement } from './decode.ts';
 import { Mutex } from './mutex.ts';
+import { paceDeadline } from '../wire/stream.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
 import { registryOf } from './stubs.ts';
 import type {
@@ -63,8 +64,6 @@ export const MAX_MISSING_RANGES = 10_000;
 export const IDEMPOTENCY_KEYS_KEPT = 256;
 /** History entries (step, lr, loss) kept per optimizer. */
 export const HISTORY_KEPT = 10_000;
-/** A snapshot stream not read to its end within this time is cut, so steps can go on. */
-export const SNAPSHOT_READ_TIMEOUT_MS = 120_000;
 
 /**
  * Bytes a hosted state of `size` elements takes: params, the gradient buffer and every slot the
@@ -452,6 +451,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         if (!def) throw validationProblem([fieldError(['optimizer'], 'is not an optimizer of the registry', args.optimizer)]);
         checkHyperparams(def, hyperparams, args.schedule, ['hyperparams']);
         checkShapes(def, layout, [args.params ? 'params' : 'shapes']);
+        checkCheckpointHeader(def, layout, ['params']);
         const size = layoutSize(layout);
         const memory = this.#allocate(def, dtype, size);
         if (args.params) memory.params.set(args.params);
@@ -519,7 +519,9 @@ export class HostedOptimizer extends DurableObject<Env> {
           if (seen.fingerprint !== print) {
             throw validationProblem([headerError('Idempotency-Key', 'was already used for a step with different gradients or loss', args.idempotencyKey)]);
           }
-          const params = args.returnParams && seen.seq === meta.seq ? this.#paramsOut(loaded) : null;
+          // The params this step produced: still current unless a later step or an upload replaced them.
+          const current = seen.seq === meta.seq && (meta.uploadedAtSeq ?? -1) < seen.seq;
+          const params = args.returnParams && current ? this.#paramsOut(loaded) : null;
           lap('decode');
           return { etag: etagOf(meta), value: { step: seen.step, lr: seen.lr, replayed: true, params, timings } };
         }
@@ -584,7 +586,7 @@ export class HostedOptimizer extends DurableObject<Env> {
 
   /**
    * Metadata and a stream of every state tensor. The lock is held until the stream is read to its
-   * end, cancelled, or SNAPSHOT_READ_TIMEOUT_MS pass, so the bytes are one state.
+   * end, cancelled, or falls behind TRANSFER_PACE, so the bytes are one state.
    */
   snapshot(tokenHash: string | null): Promise<Outcome<SnapshotOut>> {
     return outcome(async () => {
@@ -615,6 +617,7 @@ export class HostedOptimizer extends DurableObject<Env> {
 
   restore(tokenHash: string | null, args: RestoreArgs | RestoreFileArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
     return this.#locked(tokenHash, async (loaded) => {
+      checkIfMatch(args.ifMatch, etagOf(loaded.meta), loaded.meta.step);
       let planned: Planned;
       try {
         planned = 'format' in args ? await this.#readCheckpoint(loaded, args) : this.#placeSnapshot(loaded, args);
@@ -670,6 +673,7 @@ export class HostedOptimizer extends DurableObject<Env> {
     const { dtype, hyperparams, layout, schedule } = args;
     sameOptimizer(def, args.optimizer, ['optimizer']);
     checkSchedulerState(args.schedulerState, schedule);
+    checkCheckpointHeader(def, layout, ['params']);
     checkHyperparams(def, hyperparams, schedule, ['hyperparams']);
     checkShapes(def, layout, ['params']);
     const memory = this.#allocate(def, dtype, args.params.length);
@@ -717,12 +721,13 @@ export class HostedOptimizer extends DurableObject<Env> {
       // The same names and shapes keep the current layout (and its nesting); otherwise the file's.
       const current = leafIndex(loaded.layout);
       const same = current !== null && current.size === params.length && params.every((t) => sameShape(current.get(t.name)?.shape, t.shape));
-      const layout = same ? loaded.layout : layoutOfNamed(params);
+      const layout = same ? loaded.layout : layoutOfNamed(params, ['safetensors', 'params']);
       checkShapes(def, layout, ['safetensors', 'params']);
       const index = leafIndex(layout)!;
+      checkCheckpointHeader(def, layout, ['safetensors', 'params']);
       const size = layoutSize(layout);
       const most = maxElementsOf(limits, def, dtype);
-      if (size > most) throw tooLarge(def, size, dtype, most);
+      if (layoutWeight(layout) > most) throw tooLarge(def, layoutWeight(layout), dtype, most);
       const memory = this.#allocate(def, dtype, size);
       const leaves = [...index.values()];
       const ordinal = new Map(leaves.map((l, i) => [l.name, i]));
@@ -790,6 +795,7 @@ export class HostedOptimizer extends DurableObject<Env> {
    */
   upload(tokenHash: string | null, args: UploadArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
     return this.#locked(tokenHash, async (loaded) => {
+      checkIfMatch(args.ifMatch, etagOf(loaded.meta), loaded.meta.step);
       const { meta, layout, grads: staging } = loaded;
       const arrays = arraysOf(loaded, loaded.state);
       const ranges: Range[] = [];
@@ -822,12 +828,16 @@ export class HostedOptimizer extends DurableObject<Env> {
           }),
         );
       } else {
-        const index = namesOf(layout);
+        // JSON names a tensor by its place in the tree; a dotted name ("fc.weight" for {"fc": {"weight"}})
+        // works too where it is unambiguous, so an optimizer whose names collide once dotted is still addressable.
+        const byPath = new Map(leaves(layout).map((l) => [JSON.stringify(l.path), l]));
+        const byName = leafIndex(layout);
         const values = input.flat.values;
-        for (const sent of namedLeaves(input.flat.layout)) {
-          const leaf = index.get(sent.name);
-          const path = sent.name === '' ? ['params'] : ['params', ...sent.name.split('.')];
-          if (!leaf) throw validationProblem([fieldError(path, `no tensor named "${sent.name}" in this optimizer`)]);
+        for (const sent of leaves(input.flat.layout)) {
+          const name = sent.path.join('.');
+          const leaf = byPath.get(JSON.stringify(sent.path)) ?? byName?.get(name);
+          const path = ['params', ...sent.path];
+          if (!leaf) throw validationProblem([fieldError(path, `no tensor named "${name}" in this optimizer`)]);
           if (!sameShape(leaf.shape, sent.shape)) throw validationProblem([fieldError(path, `expected shape [${leaf.shape.join(', ')}], got [${sent.shape.join(', ')}]`)]);
           staging.set(values.subarray(sent.offset, sent.offset + sent.size), leaf.offset);
           checkFinite({ out: staging, offset: leaf.offset, count: leaf.size, path, scan: this.#scan });
@@ -844,7 +854,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         this.#load();
         throw validationProblem([fieldError(['offset'], `the params still to upload would fall into more than ${MAX_MISSING_RANGES} pieces: upload in larger, contiguous parts`)]);
       }
-      const next: StoredMeta = { ...meta, missing, revision: meta.revision + 1, updatedAt: new Date().toISOString() };
+      const next: StoredMeta = { ...meta, missing, revision: meta.revision + 1, uploadedAtSeq: meta.seq, updatedAt: new Date().toISOString() };
       try {
         this.#store.transaction(() => this.#store.writeRanges(next, arrays, ranges));
       } catch (e) {
@@ -858,6 +868,7 @@ export class HostedOptimizer extends DurableObject<Env> {
 
   update(tokenHash: string | null, args: PatchArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
     return this.#locked(tokenHash, async (loaded) => {
+      checkIfMatch(args.ifMatch, etagOf(loaded.meta), loaded.meta.step);
       const { meta, def } = loaded;
       let changes: Hyperparams = {};
       if (args.hyperparams !== undefined) {
@@ -920,8 +931,9 @@ export class HostedOptimizer extends DurableObject<Env> {
     return this.#locked(tokenHash, () => ({ entries: this.#store.history(limit), kept: HISTORY_KEPT }));
   }
 
-  remove(tokenHash: string | null): Promise<Outcome<null>> {
-    return this.#locked(tokenHash, async () => {
+  remove(tokenHash: string | null, ifMatch?: string): Promise<Outcome<null>> {
+    return this.#locked(tokenHash, async (loaded) => {
+      checkIfMatch(ifMatch, etagOf(loaded.meta), loaded.meta.step);
       await this.#destroy();
       return null;
     });
@@ -991,18 +1003,28 @@ const PIECE_BYTES = 1 << 20;
 
 /**
  * A stream of the bytes of `arrays`, one after another, copied piece by piece as it is read;
- * `release` runs once when it ends, is cancelled or times out (the stream then errors).
+ * `release` runs once when it ends, is cancelled, or falls behind TRANSFER_PACE (the stream then
+ * errors): a steady reader at that rate or faster gets every byte, whatever the size, and a reader
+ * that stops frees the lock within TRANSFER_PACE.graceMs plus the time its bytes had earned.
  */
 function lockedByteStream(arrays: FloatArray[], release: () => void): ReadableStream<Uint8Array> {
   let k = 0;
   let offset = 0;
+  let sent = 0;
+  const startedAt = Date.now();
   let controllerRef: ReadableStreamDefaultController<Uint8Array> | null = null;
-  const timer = setTimeout(() => {
-    release();
-    controllerRef?.error(new Error('snapshot not read in time'));
-  }, SNAPSHOT_READ_TIMEOUT_MS);
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  /** (Re)arms the cut for the bytes handed out so far. */
+  const arm = () => {
+    if (timer !== null) clearTimeout(timer);
+    timer = setTimeout(() => {
+      release();
+      controllerRef?.error(new Error('snapshot not read in time'));
+    }, Math.max(0, paceDeadline(startedAt, sent) - Date.now()));
+  };
+  arm();
   const finish = () => {
-    clearTimeout(timer);
+    if (timer !== null) clearTimeout(timer);
     release();
   };
   return new ReadableStream<Uint8Array>({
@@ -1016,7 +1038,9 @@ function lockedByteStream(arrays: FloatArray[], release: () => void): ReadableSt
         if (offset < bytes.length) {
           const end = Math.min(bytes.length, offset + PIECE_BYTES);
           controller.enqueue(bytes.slice(offset, end));
+          sent += end - offset;
           offset = end;
+          arm();
           return;
         }
         k++;
@@ -1127,6 +1151,35 @@ const sameShape = (a: readonly number[] | undefined, b: readonly number[]) => a 
 function firstNegative(a: FloatArray): number {
   for (let i = 0; i < a.length; i++) if (a[i]! < 0) return i;
   return -1;
+}
+
+/** Room in a checkpoint's header for the `__metadata__` besides the layout (hyperparams, schedule, ids, times). */
+const CHECKPOINT_METADATA_BYTES = 256 * 1024;
+
+/**
+ * 422 unless the safetensors checkpoint of `layout` has a header within MAX_HEADER_BYTES, so
+ * GET state → PUT state round-trips at every size: each tensor is named once per slot
+ * (`params/…`, the optimizer's slots such as `exp_avg/…`, `step/…`, scalars) and once more in
+ * `__metadata__.layout` (JSON text in a JSON string: escaped twice). Runs before anything changes.
+ */
+function checkCheckpointHeader(def: AnyDef, layout: TensorLayout, path: Array<string | number>): void {
+  // The optimizer's tensor prefixes: params, its slots, the step count and its scalars (0-d).
+  const scalarNames = new Set(['step', ...def.scalars.map((s) => s.name)]);
+  const prefixes = ['params', ...def.slots.map((s) => s.name), ...scalarNames];
+  // Data offsets count bytes of the data section: every slot in float64 bounds them.
+  const offsetDigits = String(prefixes.length * 8 * layoutSize(layout)).length;
+  let bytes = CHECKPOINT_METADATA_BYTES;
+  for (const leaf of namedLeaves(layout)) {
+    const quoted = JSON.stringify(leaf.name);
+    const nameBytes = utf8Length(quoted);
+    for (const slot of prefixes) bytes += entryBytesBound(slot.length + 1 + nameBytes, scalarNames.has(slot) ? [] : leaf.shape, offsetDigits);
+    bytes += utf8Length(JSON.stringify(quoted)) - 1; // in __metadata__.layout: JSON text inside a JSON string, a comma between
+  }
+  if (bytes > MAX_HEADER_BYTES) {
+    throw validationProblem([
+      fieldError(path, `the tensor names and shapes are too long for a checkpoint: its safetensors header would take up to ${bytes} bytes, more than ${MAX_HEADER_BYTES} (16 MiB); use shorter names or fewer tensors`),
+    ]);
+  }
 }
 
 /** The layout's tensors by flat name, or a 422 when two flatten to the same name. */

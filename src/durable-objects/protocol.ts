@@ -113,6 +113,8 @@ export interface CreateArgs {
 export interface RestoreArgs {
   /** The snapshot's optimizer: must be the object's (422 otherwise). */
   optimizer: string;
+  /** An If-Match header: the change is made only in that state (412 otherwise). */
+  ifMatch?: string | undefined;
   step: number;
   dtype: Dtype;
   /** Validated with the optimizer's schema (defaults filled in). */
@@ -131,6 +133,8 @@ export interface RestoreArgs {
 
 /** A restore from a safetensors checkpoint, decoded and checked by the object. */
 export interface RestoreFileArgs {
+  /** An If-Match header: the change is made only in that state (412 otherwise). */
+  ifMatch?: string | undefined;
   format: 'safetensors';
   body: ReadableStream<Uint8Array> | Uint8Array;
   length: number | null;
@@ -143,12 +147,16 @@ export interface RestoreFileArgs {
  * layout when `tensor` is absent).
  */
 export interface UploadArgs {
+  /** An If-Match header: the change is made only in that state (412 otherwise). */
+  ifMatch?: string | undefined;
   body: TensorsIn;
   tensor?: string | undefined;
   offset?: number | undefined;
 }
 
 export interface PatchArgs {
+  /** An If-Match header: the change is made only in that state (412 otherwise). */
+  ifMatch?: string | undefined;
   /** As sent: the object validates it with its optimizer's schema. */
   hyperparams?: Record<string, unknown> | undefined;
   schedule?: ScheduleSpec | null | undefined;

@@ -86,6 +86,11 @@ export interface StoredMeta {
    * and counts it against the key's quota; absent or null without API keys.
    */
   owner?: string | null;
+  /**
+   * `seq` when params were last uploaded (absent: never). A replayed step answers its params only
+   * if neither a step nor an upload came after it.
+   */
+  uploadedAtSeq?: number;
 }
 
 /** Version 1 (before the journal): tensors params/m/v/v_max stored whole in tensor_chunks. */
@@ -271,7 +276,7 @@ export class OptimizerStore {
     this.writeMeta(meta);
     const per = chunkElements(meta.dtype);
     const chunks = new Set<number>();
-    for (const [start, end] of ranges) for (let idx = Math.floor(start / per); idx * per < Math.max(end, start + 1); idx++) chunks.add(idx);
+    for (const [start, end] of ranges) for (let idx = Math.floor(start / per); idx * per < end; idx++) chunks.add(idx);
     for (const idx of chunks) this.#writeChunk(meta, arrays, idx);
   }
 

@@ -1,17 +1,38 @@
 // The learning rate a step applies: the schedule's value at the completed-step count, the
 // reduce-on-plateau state's current rate, or the fixed `hyperparams.lr`.
 
-import { compileSchedule, plateauInit, plateauTrajectory, plateauUpdate, type PlateauState } from '../schedules/index.ts';
+import { compileSchedule, plateauInit, plateauTrajectory, plateauUpdate, type PlateauState, type Schedule } from '../schedules/index.ts';
 import type { ScheduleSpec } from '../schedules/types.ts';
 import { ProblemError, fieldError } from './problem.ts';
 
 export type { PlateauState, ScheduleSpec };
 
+/** Compiled schedules kept per isolate, most recently used last (a Map keeps insertion order). */
+const COMPILED = new Map<string, Schedule>();
+const COMPILED_MAX = 64;
+
+/**
+ * The compiled schedule of a spec, reused across requests in this isolate: torch's recursive
+ * schedules replay their recursion (src/schedules/recurrence.ts), and a compiled schedule remembers
+ * how far it got, so a hosted optimizer stepping k, k + 1, … pays O(1) per step after the first.
+ */
+function compiled(schedule: ScheduleSpec): Schedule {
+  const key = JSON.stringify(schedule);
+  let fn = COMPILED.get(key);
+  if (fn) COMPILED.delete(key);
+  else {
+    fn = compileSchedule(schedule);
+    if (COMPILED.size >= COMPILED_MAX) COMPILED.delete(COMPILED.keys().next().value as string);
+  }
+  COMPILED.set(key, fn);
+  return fn;
+}
+
 /** Learning rate for the step taken after `step` completed steps. */
 export function learningRate(fixedLr: number, schedule: ScheduleSpec | null | undefined, step: number, plateau: PlateauState | null): number {
   if (!schedule) return fixedLr;
   if (schedule.type === 'reduce_on_plateau') return (plateau ?? plateauInit(schedule)).lr;
-  return compileSchedule(schedule)(step);
+  return compiled(schedule)(step);
 }
 
 /** Initial scheduler state: only reduce_on_plateau has one. */

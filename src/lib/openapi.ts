@@ -30,6 +30,7 @@ export const OPENAPI_CONFIG: DocumentConfig = {
     { name: 'Service', description: 'Service description, health and this document.' },
     { name: 'Stateless step', description: 'Adam steps where the client keeps the optimizer state.' },
     { name: 'Schedules', description: 'Learning-rate schedules with PyTorch\'s numbers: evaluated, plotted, and applied inside steps.' },
+    { name: 'Compare', description: 'Optimizers run side by side on built-in test functions: loss curves as JSON or an SVG chart.' },
     { name: 'Hosted optimizers', description: 'Optimizers whose state lives in a Durable Object; clients send only gradients.' },
   ],
 };

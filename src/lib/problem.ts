@@ -39,6 +39,7 @@ export const PROBLEM_TITLES = {
   'rate-limited': 'Too many requests',
   conflict: 'Conflict',
   'precondition-failed': 'Precondition failed',
+  'request-timeout': 'Request timeout',
   'internal-error': 'Internal error',
 } as const;
 

@@ -9,7 +9,8 @@
 //
 // Not limited: `/`, `/healthz`, the OpenAPI document and `/docs` (outside /v1), CORS preflights
 // (answered before this), requests with neither a key nor CF-Connecting-IP (Cloudflare sets it on
-// every request it forwards, so only local tools send none), and every request when the binding
+// every request it forwards, so only local tools send none) or from a loopback address (`wrangler
+// dev`, load tests and benchmarks on this machine), and every request when the binding
 // is absent. Should the binding itself fail, the request goes through and the failure is logged:
 // an outage of the limiter must not take the API down with it.
 
@@ -27,8 +28,13 @@ export const isRateLimited = (path: string) => path.startsWith('/v1/') || path =
 export function rateLimitKey(apiKey: string | null, clientIp: string | undefined): string | null {
   if (apiKey !== null) return `key:${apiKey}`;
   const ip = clientIp?.trim();
-  return ip ? `ip:${ip}` : null;
+  // Loopback is `wrangler dev` on this machine (Cloudflare never forwards it): local runs, load
+  // tests and benchmarks are not throttled.
+  if (!ip || LOOPBACK.test(ip)) return null;
+  return `ip:${ip}`;
 }
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|::ffff:127\.\d+\.\d+\.\d+)$/;
 
 export const rateLimit: MiddlewareHandler<AppEnv> = async (c, next) => {
   const limiter = c.env?.RATE_LIMITER;

@@ -14,7 +14,7 @@ import {
   pathOfIndex,
 } from '../tensors/tree.ts';
 import { WireError } from '../wire/safetensors.ts';
-import { StreamLengthError } from '../wire/stream.ts';
+import { StreamLengthError, StreamTimeoutError } from '../wire/stream.ts';
 import { ProblemError, fieldError, formatPath, headerError, validationProblem, type ProblemType } from './problem.ts';
 
 const WIRE_PROBLEM: Record<WireError['status'], ProblemType> = {
@@ -32,6 +32,7 @@ export function tensorProblem(e: unknown): unknown {
     return new ProblemError(e.status, WIRE_PROBLEM[e.status], `${error.field}: ${e.message}`, [error]);
   }
   if (e instanceof StreamLengthError) return validationProblem([fieldError(['body'], e.message)]);
+  if (e instanceof StreamTimeoutError) return new ProblemError(408, 'request-timeout', `body: ${e.message}; nothing was changed`, [fieldError(['body'], e.message)]);
   if (e instanceof ElementLimitError) {
     return new ProblemError(413, 'payload-too-large', `${formatPath(e.path.slice(0, 1))} has more than ${e.limit} elements (the configured limit)`, [
       fieldError(e.path.slice(0, 1), `more than ${e.limit} elements`),

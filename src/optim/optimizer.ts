@@ -5,6 +5,8 @@
 // storage and snapshots are derived from these definitions (src/optim/registry.ts).
 // Pure: no HTTP, no JSON, no storage.
 
+import type { SparseRows } from './sparse.ts';
+
 export type Dtype = 'float32' | 'float64';
 export type FloatArray = Float32Array | Float64Array;
 
@@ -125,6 +127,27 @@ export interface OptimizerDef<H extends Hyperparams = Hyperparams> {
   perTensor?: boolean;
   /** One step in place on params and slots; returns the new scalars. */
   step(args: StepArgs<H>): Record<string, number>;
+  /**
+   * Sparse (row) gradients: `only` when the optimizer takes nothing else (SparseAdam), `also`
+   * when it takes both; absent when a sparse gradient is refused.
+   */
+  sparse?: 'only' | 'also';
+  /** One step on one tensor from a sparse gradient (rows as sent, not coalesced); returns the new scalars. */
+  sparseStep?(args: SparseStepArgs<H>): Record<string, number>;
+}
+
+/** Arguments of a sparse step: one whole tensor and its gradient's rows. */
+export interface SparseStepArgs<H extends Hyperparams> {
+  dtype: Dtype;
+  hp: H;
+  /** The tensor's params, rows of `grad.rowSize` elements. */
+  params: FloatArray;
+  grad: SparseRows;
+  shape: readonly number[];
+  /** Present slots for this tensor. */
+  slots: Record<string, FloatArray>;
+  step: number;
+  scalars: Record<string, number>;
 }
 
 /** The next step count after `step` completed steps, as the optimizer's counter holds it. */

@@ -13,12 +13,13 @@ import type { OptimizerDef } from './optimizer.ts';
 import { radam } from './radam/index.ts';
 import { rmsprop } from './rmsprop/index.ts';
 import { sgd } from './sgd/index.ts';
+import { sparseAdam } from './sparse_adam/index.ts';
 
 // `any`: each definition is typed by its own hyperparameters; callers go through the generic helpers.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDef = OptimizerDef<any>;
 
-export const OPTIMIZERS: readonly AnyDef[] = [adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon];
+export const OPTIMIZERS: readonly AnyDef[] = [adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon, sparseAdam];
 
 const BY_NAME = new Map(OPTIMIZERS.map((d) => [d.name, d]));
 

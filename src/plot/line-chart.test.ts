@@ -56,6 +56,24 @@ describe('renderLineChart', () => {
     expect(classes).toEqual(expect.arrayContaining(['axis y-axis', 'axis y2-axis', 'legend']));
   });
 
+  it('draws many series on one shared left axis, each in its own colour, with a legend naming them', () => {
+    const x = range(30);
+    const series = [1, 2, 3, 4, 5].map((k) => ({ label: `run ${k}`, x, y: x.map((i) => k * 10 ** -(i / 10)) }));
+    const svg = renderLineChart(series, { logY: true });
+    const root = parseXml(svg);
+    const lines = polylines(svg);
+    expect(lines.map((l) => l.attrs['data-series'])).toEqual(['run 1', 'run 2', 'run 3', 'run 4', 'run 5']);
+    expect(new Set(lines.map((l) => l.attrs.stroke)).size).toBe(5);
+    expect(allElements(root).some((e) => e.attrs.class === 'axis y2-axis')).toBe(false);
+    // One scale: the largest start (5) and the smallest end (1e-2.9) bound the axis, so each line's
+    // first point sits higher (smaller y) the larger its start.
+    const firstY = lines.map((l) => Number(l.attrs.points!.trim().split(/\s+/)[0]!.split(',')[1]));
+    expect([...firstY].sort((a, b) => b - a)).toEqual(firstY);
+    const legend = allElements(root).find((e) => e.attrs.class === 'legend')!;
+    expect(allElements(legend).filter((e) => e.name === 'text').map(textContent)).toEqual(series.map((s) => s.label));
+    expect(allElements(legend).filter((e) => e.name === 'line').map((e) => e.attrs.stroke)).toEqual(lines.map((l) => l.attrs.stroke));
+  });
+
   it('plots the extreme magnitudes it accepts', () => {
     for (const y of [[0, 1e300], [1e-300, 2e-300], [-1e300, 1e300], [1e-300, 1e300]]) {
       for (const logY of [false, y[0] as number > 0]) {
@@ -75,7 +93,8 @@ describe('renderLineChart', () => {
 
   it.each([
     ['no series', [], {}],
-    ['three series', [0, 1, 2].map(() => ({ label: 's', x: [0], y: [1] })), {}],
+    ['eleven series', Array.from({ length: 11 }, () => ({ label: 's', x: [0], y: [1] })), {}],
+    ['two series on the right axis', [{ label: 'a', x: [0], y: [1] }, { label: 'b', x: [0], y: [1], axis: 'right' }, { label: 'c', x: [0], y: [1], axis: 'right' }], {}],
     ['mismatched lengths', [{ label: 's', x: [0, 1], y: [1] }], {}],
     ['an empty series', [{ label: 's', x: [], y: [] }], {}],
     ['a non-finite value', [{ label: 's', x: [0, 1], y: [1, Number.POSITIVE_INFINITY] }], {}],

@@ -1,6 +1,7 @@
-// A small, dependency-free SVG line chart: one or two series over a shared x axis (the second on
-// its own right-hand y axis), linear or log y scales, ticks, labels and a title. Pure: series in,
-// SVG string out. Used for learning-rate schedules, and meant for loss/lr histories too.
+// A small, dependency-free SVG line chart: series over a shared x axis (several on the left y axis,
+// at most one on its own right-hand y axis), linear or log y scales, ticks, labels, a legend and a
+// title. Pure: series in, SVG string out. Used for learning-rate schedules, hosted histories and
+// optimizer comparisons (one line per run).
 
 /** One line of the chart. `x` and `y` have the same length; every value must be finite. */
 export interface Series {
@@ -8,7 +9,10 @@ export interface Series {
   label: string;
   x: readonly number[];
   y: readonly number[];
-  /** Which y axis the series uses (default `left`). At most one series per axis. */
+  /**
+   * Which y axis the series uses (default: `right` for the second of exactly two series, else
+   * `left`). Any number of series share the left axis; at most one is on the right.
+   */
   axis?: 'left' | 'right';
   /** Stroke colour (CSS colour); defaults to a palette colour. */
   color?: string;
@@ -39,7 +43,10 @@ export class ChartError extends RangeError {
   }
 }
 
-const PALETTE = ['#2563eb', '#dc2626'];
+/** Line colours in order (the first two are the lr/loss pair's); distinguishable, none pale. */
+const PALETTE = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#0891b2', '#be185d', '#4d7c0f', '#1e293b', '#a16207'];
+/** Most series in one chart. */
+export const MAX_SERIES = PALETTE.length;
 const FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif';
 /** Plottable magnitudes: beyond them the scale arithmetic (span, nice bounds, 10^e) over- or underflows. */
 export const MAX_MAGNITUDE = 1e300;
@@ -266,14 +273,19 @@ function text(x: number, y: number, content: string, attrs = ''): string {
  * @example renderLineChart([{ label: 'lr', x: [0, 1, 2], y: [0.1, 0.05, 0.025] }], { title: 'decay', logY: true })
  */
 export function renderLineChart(series: readonly Series[], options: LineChartOptions = {}): string {
-  if (series.length === 0 || series.length > 2) throw new ChartError(`a chart has 1 or 2 series, got ${series.length}`);
-  const placed = series.map((s, i) => ({ ...s, axis: s.axis ?? (i === 1 ? 'right' : 'left'), color: s.color ?? PALETTE[i] ?? '#000' }));
-  const left = placed.find((s) => s.axis === 'left');
+  if (series.length === 0 || series.length > MAX_SERIES) throw new ChartError(`a chart has 1 to ${MAX_SERIES} series, got ${series.length}`);
+  const placed = series.map((s, i) => ({
+    ...s,
+    axis: s.axis ?? (i === 1 && series.length === 2 ? 'right' : 'left'),
+    color: s.color ?? PALETTE[i] ?? '#000',
+  }));
+  const lefts = placed.filter((s) => s.axis === 'left');
+  const left = lefts[0];
   const right = placed.find((s) => s.axis === 'right');
-  if (!left || placed.filter((s) => s.axis === 'left').length > 1 || placed.filter((s) => s.axis === 'right').length > 1) {
-    throw new ChartError('one series goes on the left axis and at most one on the right');
+  if (!left || placed.filter((s) => s.axis === 'right').length > 1) {
+    throw new ChartError('at least one series goes on the left axis and at most one on the right');
   }
-  checkSeries(left, options.logY === true);
+  for (const s of lefts) checkSeries(s, options.logY === true);
   if (right) checkSeries(right, options.logY2 === true);
 
   const width = options.width ?? 800;
@@ -287,8 +299,8 @@ export function renderLineChart(series: readonly Series[], options: LineChartOpt
   const [xLo, xHi] = extent(placed.flatMap((s) => [...extent(s.x)]));
   const integerX = placed.every((s) => s.x.every((v) => Number.isInteger(v)));
   const xScale = linearScale(xLo, xHi, plot.x0, plot.x1, false, xTickCount, integerX);
-  const yScaleOf = (s: (typeof placed)[number], log: boolean): Scale => {
-    let [lo, hi] = extent(s.y);
+  const yScaleOf = (on: ReadonlyArray<(typeof placed)[number]>, log: boolean): Scale => {
+    let [lo, hi] = extent(on.flatMap((s) => [...extent(s.y)]));
     if (log) return logScale(lo, hi, plot.y0, plot.y1);
     if (options.includeZero) {
       lo = Math.min(lo, 0);
@@ -296,8 +308,8 @@ export function renderLineChart(series: readonly Series[], options: LineChartOpt
     }
     return linearScale(lo, hi, plot.y0, plot.y1, true, yTickCount);
   };
-  const yLeft = yScaleOf(left, options.logY === true);
-  const yRight = right ? yScaleOf(right, options.logY2 === true) : undefined;
+  const yLeft = yScaleOf(lefts, options.logY === true);
+  const yRight = right ? yScaleOf([right], options.logY2 === true) : undefined;
 
   const out: string[] = [];
   out.push('<?xml version="1.0" encoding="UTF-8"?>');
@@ -339,7 +351,8 @@ export function renderLineChart(series: readonly Series[], options: LineChartOpt
     out.push(text(lx, ly, label, `class="axis-label" stroke="none" text-anchor="middle" font-size="13" transform="rotate(${side === -1 ? -90 : 90} ${px(lx)} ${px(ly)})"`));
     out.push('</g>');
   };
-  yAxis(yLeft, plot.x0, -1, options.yLabel ?? left.label, right ? left.color : '#374151', 'y-axis');
+  // With a right axis each axis takes its series' colour; several series share a neutral left axis.
+  yAxis(yLeft, plot.x0, -1, options.yLabel ?? left.label, right && lefts.length === 1 ? left.color : '#374151', 'y-axis');
   if (right && yRight) yAxis(yRight, plot.x1, 1, options.y2Label ?? right.label, right.color, 'y2-axis');
 
   for (const s of placed) {
@@ -360,13 +373,18 @@ export function renderLineChart(series: readonly Series[], options: LineChartOpt
     }
   }
 
-  if (right) {
+  if (placed.length > 1) {
+    // Top right inside the plot, on a translucent white box; labels cut to fit a third of the plot.
+    const maxText = Math.max(60, (plot.x1 - plot.x0) / 3 - 40);
+    const labels = placed.map((s) => fitText(s.label, maxText, 12));
+    const boxWidth = 40 + Math.max(...labels.map((l) => textWidthEm(l) * 12));
+    const x = plot.x1 - boxWidth - 6;
     out.push('<g class="legend" font-size="12">');
+    out.push(`<rect x="${px(x - 6)}" y="${px(plot.y1 + 4)}" width="${px(boxWidth + 6)}" height="${px(placed.length * 18 + 8)}" fill="#ffffff" fill-opacity="0.85" stroke="#e5e7eb"/>`);
     placed.forEach((s, i) => {
-      const y = plot.y1 + 14 + i * 18;
-      const x = plot.x1 - 150;
+      const y = plot.y1 + 20 + i * 18;
       out.push(`<line x1="${px(x)}" x2="${px(x + 22)}" y1="${px(y - 4)}" y2="${px(y - 4)}" stroke="${escapeXml(s.color)}" stroke-width="2"/>`);
-      out.push(text(x + 28, y, s.label, 'fill="#111827"'));
+      out.push(text(x + 28, y, labels[i]!, 'fill="#111827"'));
     });
     out.push('</g>');
   }

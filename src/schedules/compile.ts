@@ -6,66 +6,83 @@ import { cosineSchedule } from './cosine.ts';
 import { cyclicSchedule } from './cyclic.ts';
 import { exponentialSchedule } from './exponential.ts';
 import { inverseSqrtSchedule } from './inverse-sqrt.ts';
+import { CORRECTLY_ROUNDED } from './libm.ts';
 import { linearSchedule } from './linear.ts';
 import { oneCycleSchedule } from './one-cycle.ts';
 import { plateauTrajectory } from './plateau.ts';
 import { polynomialSchedule } from './polynomial.ts';
 import { sequentialSchedule } from './sequential.ts';
 import { multistepSchedule, stepSchedule } from './step.ts';
-import type { Schedule, ScheduleSpec, StepScheduleSpec } from './types.ts';
+import type { BuildOptions, Schedule, ScheduleSpec, StepScheduleSpec } from './types.ts';
 import { warmRestartsSchedule } from './warm-restarts.ts';
 import { warmupCosineSchedule, warmupLinearSchedule } from './warmup.ts';
 
-function build(spec: StepScheduleSpec): Schedule {
+function build(spec: StepScheduleSpec, options: BuildOptions): Schedule {
   switch (spec.type) {
     case 'constant':
       return constantSchedule(spec);
     case 'step':
-      return stepSchedule(spec);
+      return stepSchedule(spec, options);
     case 'multistep':
-      return multistepSchedule(spec);
+      return multistepSchedule(spec, options);
     case 'exponential':
-      return exponentialSchedule(spec);
+      return exponentialSchedule(spec, options);
     case 'linear':
-      return linearSchedule(spec);
+      return linearSchedule(spec, options);
     case 'polynomial':
-      return polynomialSchedule(spec);
+      return polynomialSchedule(spec, options);
     case 'cosine':
-      return cosineSchedule(spec);
+      return cosineSchedule(spec, options);
     case 'cosine_restarts':
-      return warmRestartsSchedule(spec);
+      return warmRestartsSchedule(spec, options);
     case 'cyclic':
-      return cyclicSchedule(spec);
+      return cyclicSchedule(spec, options);
     case 'one_cycle':
-      return oneCycleSchedule(spec);
+      return oneCycleSchedule(spec, options);
     case 'warmup_cosine':
-      return warmupCosineSchedule(spec);
+      return warmupCosineSchedule(spec, options);
     case 'warmup_linear':
       return warmupLinearSchedule(spec);
     case 'inverse_sqrt':
       return inverseSqrtSchedule(spec);
-    case 'sequential':
-      return sequentialSchedule(spec.schedules.map(build), spec.milestones);
+    case 'sequential': {
+      // SequentialLR: the first child starts with its own initial step, later ones with step(0).
+      const later = { ...options, start: 'milestone' as const };
+      return sequentialSchedule(
+        spec.schedules.map((child, i) => build(child, i === 0 ? options : later)),
+        spec.milestones,
+      );
+    }
   }
 }
 
 /**
  * The schedule function of a step-only spec (every type but reduce_on_plateau), checked once.
- * The returned function is O(1) per call for every type (sequential: O(log milestones) per level).
+ *
+ * Where torch computes a closed form at every step (cosine_restarts, cyclic, one_cycle, the
+ * LambdaLR families, constant), each call is O(1) (sequential adds O(log milestones) per level;
+ * cosine_restarts with period_mult > 1 is O(log k)). Where torch is recursive (step, exponential,
+ * linear, polynomial, cosine; multistep is precomputed), the function replays torch's recursion:
+ * the first call at k costs O(k) steps at most (fewer where the recursion settles or restarts),
+ * later calls at or above the last step cost only the difference, and any step within a range
+ * already replayed costs at most `CHECKPOINT_STRIDE` (65,536) steps. Reuse the returned function for
+ * many steps of one schedule, ideally in ascending order (as {@link evaluateSchedule} does).
  *
  * @param spec a validated spec (the output of `ScheduleSpecSchema`).
+ * @param options.libm the C library's `cos` and `pow` to call (default: the correctly rounded ones of libm.ts; tests
+ *   substitute the reference platform's results).
  * @returns `lr(k)` for integer k >= 0.
  * @throws {ScheduleSpecError} if a cross-field rule is broken or the spec is reduce_on_plateau
  *   (which needs metrics: use {@link evaluateSchedule} or `plateauUpdate`).
- * @example compileSchedule({ type: 'step', lr: 0.1, step_size: 30, gamma: 0.1 })(30) // 0.01
+ * @example compileSchedule({ type: 'step', lr: 0.1, step_size: 30, gamma: 0.1 })(30) // 0.010000000000000002
  */
-export function compileSchedule(spec: ScheduleSpec): Schedule {
+export function compileSchedule(spec: ScheduleSpec, options: Pick<BuildOptions, 'libm' | 'replayBudget'> = {}): Schedule {
   if (spec.type === 'reduce_on_plateau') {
     throw new ScheduleSpecError([{ path: ['type'], message: 'reduce_on_plateau depends on metrics, not on the step; use plateauUpdate or evaluateSchedule' }]);
   }
   const issues = allSpecIssues(spec);
   if (issues.length > 0) throw new ScheduleSpecError(issues);
-  return build(spec);
+  return build(spec, { libm: options.libm ?? CORRECTLY_ROUNDED, start: 'initial', replayBudget: options.replayBudget });
 }
 
 /**
@@ -78,7 +95,7 @@ export function compileSchedule(spec: ScheduleSpec): Schedule {
  * @returns one rate per entry of `steps`.
  * @throws {ScheduleSpecError} as compileSchedule, or when reduce_on_plateau lacks metrics for a step.
  */
-export function evaluateSchedule(spec: ScheduleSpec, steps: readonly number[], metrics?: readonly number[]): number[] {
+export function evaluateSchedule(spec: ScheduleSpec, steps: readonly number[], metrics?: readonly number[], options: Pick<BuildOptions, 'replayBudget'> = {}): number[] {
   if (spec.type === 'reduce_on_plateau') {
     if (metrics === undefined) throw new ScheduleSpecError([{ path: ['metrics'], message: 'reduce_on_plateau needs metrics' }]);
     const trajectory = plateauTrajectory(spec, metrics);
@@ -88,6 +105,10 @@ export function evaluateSchedule(spec: ScheduleSpec, steps: readonly number[], m
       return lr;
     });
   }
-  const schedule = compileSchedule(spec);
-  return steps.map(schedule);
+  const schedule = compileSchedule(spec, options);
+  // In ascending order, so that recursive schedules replay torch's recursion once.
+  const order = steps.map((_, i) => i).sort((a, b) => (steps[a] as number) - (steps[b] as number));
+  const lr = new Array<number>(steps.length);
+  for (const i of order) lr[i] = schedule(steps[i] as number);
+  return lr;
 }

@@ -11,14 +11,18 @@ import type { Schedule } from './types.ts';
  *     lr(k) = schedules[i](k − milestones[i−1])     (k itself for i = 0)
  *
  * At each milestone the next schedule starts from its own step 0: torch calls `scheduler.step(0)`
- * there, which gives that scheduler's closed form at epoch 0 (lr for cosine/exponential/step,
- * lr·start_factor for linear), so the rate jumps to the next schedule's start instead of continuing
- * the previous one. (torch 1.13's docstring example is off by one step; this is what it computes.)
- * Equal milestones skip the schedules between them, as in torch.
+ * there (lr_scheduler.py:667), which gives that scheduler's closed form at epoch 0 (lr for
+ * exponential/step, lr·start_factor for linear, `min_lr + (lr − min_lr)` for cosine), so the rate
+ * jumps to the next schedule's start instead of continuing the previous one; from there the child
+ * steps as usual, recursively from the rate it set. The caller builds children 1, 2, … with
+ * `start: 'milestone'` for that first value (compileSchedule does). The first child starts with its
+ * constructor's step, as standalone. (torch 1.13's docstring example is off by one step; this is
+ * what it computes.) Equal milestones skip the schedules between them, as in torch.
  *
  * In torch every child shares the optimizer's lr as its base; here each child carries its own
  * `lr`, so giving every child the same lr reproduces SequentialLR, and different values give optax's
- * join semantics.
+ * join semantics. A nested `sequential` (which torch cannot run) restarts from its own step 0 at
+ * its milestone, its first child started as at a milestone.
  *
  * @param schedules the step schedules, one more than milestones.
  * @param milestones non-decreasing steps at which the next schedule takes over.

@@ -1,5 +1,7 @@
 // Schedule function type, one spec type per `type`, and the public names and defaults.
 
+import type { Libm } from './libm.ts';
+
 /**
  * A learning-rate schedule: `lr(k)` is the rate used by the optimizer step taken after `k`
  * completed steps. In torch terms it is `optimizer.param_groups[0]["lr"]` after `k` calls to
@@ -7,6 +9,23 @@
  * very first `optimizer.step()`). `k` is a non-negative integer.
  */
 export type Schedule = (step: number) => number;
+
+/**
+ * How a schedule is built, beyond its spec.
+ *
+ * - `start`: where lr(0) comes from. `initial` (default) is the scheduler's constructor step, as for
+ *   a standalone scheduler or the first child of SequentialLR; `milestone` is SequentialLR's
+ *   `step(0)` at a milestone, which evaluates the scheduler's closed form at epoch 0 where torch
+ *   has one. The two differ only for CosineAnnealingLR with eta_min > 0 (`min_lr + (lr − min_lr)`
+ *   is not always `lr`).
+ * - `libm`: the `cos` and `pow` to call (default: the correctly rounded ones of libm.ts; tests substitute torch's C library).
+ */
+export interface BuildOptions {
+  start?: 'initial' | 'milestone';
+  libm?: Libm;
+  /** Work units one evaluation may spend replaying torch's recursion (default Infinity); see `recurrence`. */
+  replayBudget?: number;
+}
 
 export interface ConstantSpec {
   type: 'constant';

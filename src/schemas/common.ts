@@ -30,6 +30,17 @@ export const TensorTreeSchema = z.unknown().openapi('TensorTree', {
   example: { 'layer1.weight': [[0.1, -0.2], [0.3, 0.4]], 'layer1.bias': [0, 0] },
 } as never);
 
+const PARTIAL_TREE_REF = '#/components/schemas/PartialTensorTree';
+
+/** A tensor tree in which a tensor may be `null` (a frozen tensor's gradient, a slot torch keeps as None). */
+export const PartialTensorTreeSchema = z.unknown().openapi('PartialTensorTree', {
+  description:
+    'A tensor tree like `TensorTree` in which any tensor may be `null`: in `grads`, a frozen tensor (torch skips a parameter whose ' +
+    '`.grad` is None); in state, a tensor for which torch keeps no such state yet.',
+  oneOf: [{ $ref: TENSOR_REF }, { type: 'null' }, { type: 'object', additionalProperties: { $ref: PARTIAL_TREE_REF } }],
+  example: { 'layer1.weight': [[0.1, -0.2], [0.3, 0.4]], 'layer1.bias': null },
+} as never);
+
 /** A required tensor-tree field (z.unknown alone would accept a missing key). */
 export const requiredTree = (description: string) =>
   TensorTreeSchema.refine((v) => v !== undefined, { message: 'is required' }).openapi({ description });

@@ -6,14 +6,15 @@
 import { z } from '@hono/zod-openapi';
 import { MAX_STEP } from '../optim/adam.ts';
 import type { HyperparamDef, OptimizerDef, StepCounter } from '../optim/optimizer.ts';
-import { DtypeSchema, requiredTree, TensorTreeSchema } from './common.ts';
+import { MAX_NAME_LENGTH } from '../tensors/tree.ts';
+import { DtypeSchema, PartialTensorTreeSchema, requiredTree, TensorTreeSchema } from './common.ts';
 import { MAX_METRICS, ScheduleSpecSchema } from './schedule.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDef = OptimizerDef<any>;
 
-/** `rmsprop` → `Rmsprop`, `adamw` → `Adamw`: the prefix of the optimizer's OpenAPI components. */
-export const componentPrefix = (name: string) => name.charAt(0).toUpperCase() + name.slice(1);
+/** `rmsprop` → `Rmsprop`, `sparse_adam` → `SparseAdam`: the prefix of the optimizer's OpenAPI components. */
+export const componentPrefix = (name: string) => name.split('_').map((w) => w.charAt(0).toUpperCase() + w.slice(1)).join('');
 
 /** The most completed steps a counter can express (torch's float32 tensor saturates at 2^24). */
 export function maxStep(counter: StepCounter): number {
@@ -48,9 +49,44 @@ function acceptBetas(value: unknown, ctx: z.RefinementCtx): unknown {
   return { ...rest, beta1: betas[0], beta2: betas[1] };
 }
 
+/** Most parameter groups in one request, and most names or patterns in one group. */
+export const MAX_PARAM_GROUPS = 100;
+export const MAX_GROUP_PATTERNS = 10_000;
+
+/**
+ * Gradient controls, kept with the hyperparameters (a hosted optimizer keeps them and PATCH
+ * changes them): clipping as torch.nn.utils does it before `optimizer.step()`, and GradScaler's
+ * skip of a step whose numbers are not finite.
+ */
+export const CONTROL_FIELDS = {
+  clip_grad_norm: z
+    .number()
+    .min(0)
+    .optional()
+    .openapi({
+      description:
+        'Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), ' +
+        'over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping.',
+    }),
+  clip_grad_value: z
+    .number()
+    .min(0)
+    .optional()
+    .openapi({ description: 'Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given).' }),
+  nonfinite: z
+    .enum(['error', 'skip'])
+    .optional()
+    .openapi({
+      description:
+        '`error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as ' +
+        'torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.',
+    }),
+};
+
 export interface FamilySchemas {
   hyperparams: z.ZodType;
   hyperparamsPatch: z.ZodType;
+  paramGroups: z.ZodType;
   state: z.ZodType;
   stateOut: z.ZodType;
   stepRequest: z.ZodType;
@@ -106,14 +142,39 @@ export function familySchemas(def: AnyDef): FamilySchemas {
     }),
   );
   const required = entries.filter(([, d]) => d.default === undefined).map(([k]) => k);
-  const hyperparams = withBetas(z.object({ ...fields, ...betasField }).strict()).openapi(`${P}Hyperparams`, {
+  const hyperparams = withBetas(z.object({ ...fields, ...betasField, ...CONTROL_FIELDS }).strict()).openapi(`${P}Hyperparams`, {
     description:
       `Hyperparameters of ${def.torch}, with torch's names and defaults.` +
       (required.length > 0 ? ` ${required.join(', ')} has no default (torch requires it) unless a schedule sets it.` : ' Every field is optional.'),
   });
   const hyperparamsPatch = withBetas(
-    z.object({ ...Object.fromEntries(entries.map(([k, d]) => [k, hyperparamRule(d).optional()])), ...betasField }).strict(),
+    z.object({ ...Object.fromEntries(entries.map(([k, d]) => [k, hyperparamRule(d).optional()])), ...betasField, ...CONTROL_FIELDS }).strict(),
   ).openapi(`${P}HyperparamsPatch`, { description: `Hyperparameters of ${def.torch} to change; the ones not named keep their values.` });
+
+  const paramGroups = z
+    .array(
+      withBetas(
+        z
+          .object({
+            params: z
+              .array(z.string().max(MAX_NAME_LENGTH))
+              .min(1)
+              .max(MAX_GROUP_PATTERNS)
+              .openapi({ description: 'Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`).' }),
+            ...Object.fromEntries(entries.map(([k, d]) => [k, hyperparamRule(d).optional()])),
+            ...betasField,
+          })
+          .strict(),
+      ),
+    )
+    .max(MAX_PARAM_GROUPS)
+    .openapi(`${P}ParamGroups`, {
+      description:
+        `torch's \`param_groups\`: each group names tensors and overrides hyperparameters of ${def.torch} for them; tensors no group names use \`hyperparams\`. ` +
+        'A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group\'s `lr` replaces the schedule\'s `lr` ' +
+        '(each child\'s, in a sequential schedule) for its tensors, as torch\'s scheduler drives a group whose initial lr is the group\'s; absolute rates ' +
+        '(`min_lr`, cyclic and one-cycle bounds) are shared, as in torch.',
+    });
 
   const stepCount = z
     .number()
@@ -129,11 +190,34 @@ export function familySchemas(def: AnyDef): FamilySchemas {
             : `Completed steps (${def.torch} keeps no step count; the API does, for schedules).`,
     });
   const slotFields = Object.fromEntries(
-    def.slots.map((s) => [s.name, TensorTreeSchema.optional().openapi({ description: `${s.description} Same structure as \`params\`.` })]),
+    def.slots.map((s) => [
+      s.name,
+      PartialTensorTreeSchema.optional().openapi({ description: `${s.description} Same structure as \`params\`; \`null\` for a tensor torch keeps none for.` }),
+    ]),
   );
+  const counterFields = {
+    tensors: z
+      .record(
+        z.string(),
+        z
+          .object({ step: stepCount, ...Object.fromEntries(def.scalars.map((s) => [s.name, z.number().openapi({ description: s.description })])) })
+          .strict(),
+      )
+      .optional()
+      .openapi({
+        description:
+          'Tensors whose own step count' + (def.scalars.length > 0 ? ' or scalars differ' : ' differs') + ' from the top-level ones, by name (torch counts per parameter: ' +
+          'a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees.',
+      }),
+  };
   const scalarFields = Object.fromEntries(def.scalars.map((s) => [s.name, z.number().openapi({ description: s.description })]));
   // torch's SGD keeps no step: a state_dict of it has none, so the count may be left out (0).
-  const stateShape = { step: def.stepCounter === 'none' ? stepCount.default(0) : stepCount, ...slotFields, ...Object.fromEntries(Object.entries(scalarFields).map(([k, v]) => [k, v.optional()])) };
+  const stateShape = {
+    step: def.stepCounter === 'none' ? stepCount.default(0) : stepCount,
+    ...slotFields,
+    ...Object.fromEntries(Object.entries(scalarFields).map(([k, v]) => [k, v.optional()])),
+    ...counterFields,
+  };
   const slotRule =
     def.slots.length === 0
       ? ''
@@ -149,8 +233,9 @@ export function familySchemas(def: AnyDef): FamilySchemas {
   const stateOut = z
     .object({
       step: stepCount,
-      ...Object.fromEntries(def.slots.map((s) => [s.name, TensorTreeSchema.optional().openapi({ description: `${s.description} Present when kept.` })])),
+      ...Object.fromEntries(def.slots.map((s) => [s.name, PartialTensorTreeSchema.optional().openapi({ description: `${s.description} Present when kept.` })])),
       ...scalarFields,
+      ...counterFields,
     })
     .strict()
     .openapi(`${P}StateOut`, { description: 'State to send back with the next step.' });
@@ -158,9 +243,12 @@ export function familySchemas(def: AnyDef): FamilySchemas {
   const stepRequest = z
     .object({
       params: requiredTree('Parameters before the step.'),
-      grads: requiredTree('Gradients of the loss with respect to `params`; same structure as `params`.'),
+      grads: PartialTensorTreeSchema.refine((v) => v !== undefined, { message: 'is required' }).openapi({
+        description: 'Gradients of the loss with respect to `params`; same structure as `params`. `null` for a frozen tensor: it and its state stay as they are.',
+      }),
       state: state.optional(),
       hyperparams: hyperparams.prefault({}),
+      param_groups: paramGroups.optional(),
       dtype: DtypeSchema.default('float32'),
       schedule: ScheduleSpecSchema.optional(),
       metrics: MetricsSchema,
@@ -176,7 +264,9 @@ export function familySchemas(def: AnyDef): FamilySchemas {
     .object({
       params: requiredTree('Parameters after the step, in the structure of the request.'),
       state: stateOut,
-      lr: z.number().openapi({ description: 'The learning rate applied in this step.' }),
+      lr: z.number().openapi({ description: 'The learning rate applied in this step (to the tensors no group names).' }),
+      grad_norm: z.number().optional().openapi({ description: 'With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch\'s return value).' }),
+      skipped: z.boolean().optional().openapi({ description: 'With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent).' }),
     })
     .strict()
     .openapi(`${P}StepResponse`, { description: `Parameters and ${def.torch} state after one step.` });
@@ -184,6 +274,8 @@ export function familySchemas(def: AnyDef): FamilySchemas {
     .object({
       step: stepCount.default(0),
       hyperparams: hyperparams.prefault({}),
+      param_groups: paramGroups.optional(),
+      tensors: counterFields.tensors,
       dtype: DtypeSchema.optional(),
       schedule: ScheduleSpecSchema.optional(),
       metrics: MetricsSchema,
@@ -191,7 +283,7 @@ export function familySchemas(def: AnyDef): FamilySchemas {
     })
     .strict()
     .superRefine(metricsGoWithPlateau);
-  const out = { hyperparams, hyperparamsPatch, state, stateOut, stepRequest, stepResponse, stepOptions };
+  const out = { hyperparams, hyperparamsPatch, paramGroups, state, stateOut, stepRequest, stepResponse, stepOptions };
   cache.set(def.name, out);
   return out;
 }

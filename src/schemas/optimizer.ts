@@ -281,6 +281,17 @@ export const CreateQuerySchema = strictQuery({
   ttl: queryOptionalInteger({ min: MIN_TTL_SECONDS, max: MAX_TTL_SECONDS, description: `Safetensors bodies only: ${TTL_RULE}` }),
 });
 
+/** Headers of the mutating routes besides the step: the token, and `If-Match` (412 when stale). */
+export const ConditionalHeadersSchema = AuthHeaderSchema.extend({
+  'if-match': z
+    .string()
+    .optional()
+    .openapi({
+      param: { name: 'if-match', in: 'header' },
+      description: 'An ETag from an earlier answer: the change is made only if the optimizer is still in that state (412 otherwise, and nothing changes). `*` matches any state.',
+    }),
+});
+
 export const StepHeadersSchema = AuthHeaderSchema.extend({
   'idempotency-key': z
     .string()

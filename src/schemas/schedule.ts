@@ -141,7 +141,7 @@ export const CosineScheduleSchema = z
   .openapi('CosineSchedule', {
     description:
       'torch.optim.lr_scheduler.CosineAnnealingLR: `lr(k) = min_lr + (lr − min_lr)(1 + cos(π k / total_steps))/2`. ' +
-      'As in torch it is periodic with period 2·total_steps: past total_steps the rate rises back towards lr. Values follow torch\'s recursive form to ~1e-14. ' +
+      'As in torch it is periodic with period 2·total_steps: past total_steps the rate rises back towards lr. Values replay torch\'s recursive get_lr() bit for bit. ' +
       'Rule: min_lr <= lr.',
   });
 

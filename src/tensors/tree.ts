@@ -53,6 +53,26 @@ export function shapeSize(shape: readonly number[]): number {
   return n;
 }
 
+/**
+ * What a tensor of this shape counts toward the element limits: its elements, where a dimension of
+ * 0 counts as 1. A tensor with no elements is still written out in JSON as nested empty arrays
+ * (`[1000000, 0]` is a million `[]`), so its other dimensions must be paid for like elements, or a
+ * few bytes of shape would make every JSON answer as large as anyone likes.
+ */
+export function shapeWeight(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d === 0 ? 1 : d;
+  return n;
+}
+
+/** Total of shapeWeight over a layout's tensors: its elements, a dimension of 0 counting as 1. */
+export function layoutWeight(layout: TensorLayout): number {
+  if (layout.kind === 'tensor') return shapeWeight(layout.shape);
+  let n = 0;
+  for (const e of layout.entries) n += layoutWeight(e.layout);
+  return n;
+}
+
 /** Total number of elements in a layout. */
 export function layoutSize(layout: TensorLayout): number {
   if (layout.kind === 'tensor') return shapeSize(layout.shape);
@@ -85,7 +105,7 @@ export function inferLayout(value: unknown, path: FieldPath, elementLimit = Infi
     if (typeof v === 'number' || Array.isArray(v)) {
       if (++tensors > MAX_TENSORS) throw new TensorError(path, `more than ${MAX_TENSORS} tensors`);
       const shape = probeShape(v, p);
-      total += shapeSize(shape);
+      total += shapeWeight(shape);
       if (total > elementLimit) throw new ElementLimitError(total, elementLimit, p);
       return { kind: 'tensor', shape };
     }
@@ -327,7 +347,7 @@ export function layoutFromShapes(value: unknown, path: FieldPath, elementLimit =
         if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) throw new TensorError([...p, i], `a dimension must be an integer >= 0, got ${describeValue(d)}`, d);
       });
       const shape = v as number[];
-      total += shapeSize(shape);
+      total += shapeWeight(shape);
       if (total > elementLimit) throw new ElementLimitError(total, elementLimit, p);
       return { kind: 'tensor', shape: [...shape] };
     }

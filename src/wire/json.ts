@@ -116,3 +116,23 @@ export function approxTreeJsonLength(layout: TensorLayout, size: number): number
   walk(layout);
   return size * 25 + names;
 }
+
+/**
+ * JSON text of a tree in which some tensors are absent (`null`), e.g. a state slot torch keeps as
+ * None for the tensors that have not needed it: `present[i]` tells for the i-th tensor in order.
+ */
+export function partialTreeJson(layout: TensorLayout, values: ArrayLike<number> & { subarray?: unknown }, present: readonly boolean[]): string {
+  if (present.every(Boolean)) return treeJson(layout, values);
+  let index = 0;
+  let offset = 0;
+  const write = (l: TensorLayout): string => {
+    if (l.kind === 'tensor') {
+      const size = l.shape.reduce((a, b) => a * b, 1);
+      const text = present[index++] ? treeJson(l, Array.prototype.slice.call(values, offset, offset + size) as number[]) : 'null';
+      offset += size;
+      return text;
+    }
+    return `{${l.entries.map((e) => `${JSON.stringify(e.name)}:${write(e.layout)}`).join(',')}}`;
+  };
+  return write(layout);
+}

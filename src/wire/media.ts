@@ -29,6 +29,29 @@ function parseMediaRange(text: string): MediaRange {
   return { type: type.trim().toLowerCase(), params };
 }
 
+/**
+ * A Content-Type in the form every check downstream reads alike: RFC 9110 allows whitespace around
+ * the `;` between parameters (`application/json ; charset=utf-8`), which some checks (the JSON
+ * validator of the OpenAPI routes) would refuse with a 415. The type is lowercased, whitespace
+ * around `;` and `=` dropped, parameter values kept as sent (a quoted one with a `;` inside is
+ * left alone). Null when the header is already in this form.
+ */
+export function canonicalContentType(text: string): string | null {
+  if (text.includes('"') && /"[^"]*;/.test(text)) return null;
+  const [type = '', ...params] = text.split(';');
+  const parts = [type.trim().toLowerCase()];
+  for (const p of params) {
+    const eq = p.indexOf('=');
+    if (eq < 0) {
+      if (p.trim() !== '') parts.push(p.trim());
+      continue;
+    }
+    parts.push(`${p.slice(0, eq).trim().toLowerCase()}=${p.slice(eq + 1).trim()}`);
+  }
+  const canonical = parts.join(';');
+  return canonical === text ? null : canonical;
+}
+
 const formatOfType = (type: string): Format | null => {
   if (type === MEDIA_TYPES.json || /^application\/[a-z0-9.+-]*\+json$/.test(type)) return 'json';
   if (type === MEDIA_TYPES.raw) return 'raw';

@@ -197,6 +197,30 @@ export function encodeHeader(tensors: readonly EntrySpec[], metadata: Record<str
   return { header, dataLength: offset };
 }
 
+/** Bytes of `text` in UTF-8 (a lone surrogate counts 3, as TextEncoder writes U+FFFD). */
+export function utf8Length(text: string): number {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c < 0xdc00 && i + 1 < text.length && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 4;
+      i++;
+    } else n += 3;
+  }
+  return n;
+}
+
+/**
+ * At least as many bytes as encodeHeader's JSON takes for one tensor entry whose name is
+ * `nameBytes` bytes as a JSON string (quotes and escapes included), with data offsets of at most
+ * `offsetDigits` digits: `"<name>":{"dtype":"F32","shape":[…],"data_offsets":[a,b]},`.
+ */
+export function entryBytesBound(nameBytes: number, shape: readonly number[], offsetDigits: number): number {
+  return nameBytes + shape.join(',').length + 2 * offsetDigits + 48;
+}
+
 /**
  * Tensors in the order `__metadata__.layout` lists their names (the storage order, which raw bodies
  * follow); without it, the order of their data (writers that sort names would otherwise reorder).

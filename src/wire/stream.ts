@@ -14,6 +14,35 @@ export class StreamLengthError extends Error {
   }
 }
 
+/**
+ * How fast a transfer that holds an optimizer's lock must go: a request body streamed into it, or a
+ * snapshot streamed out of it. It may take `graceMs` plus one second per `bytesPerSecond` bytes so
+ * far, so a steady transfer at that rate or faster is never cut, whatever its size, and a stalled
+ * one is cut after at most `graceMs` plus the time its bytes so far had earned.
+ */
+export interface Pace {
+  graceMs: number;
+  bytesPerSecond: number;
+}
+
+/** The pace every locked transfer keeps (mutable for tests only). */
+export const TRANSFER_PACE: Pace = { graceMs: 30_000, bytesPerSecond: 64 * 1024 };
+
+/** Milliseconds (Date.now()) by which a transfer started at `startedAt` must have moved past `bytes`. */
+export function paceDeadline(startedAt: number, bytes: number, pace: Pace = TRANSFER_PACE): number {
+  return startedAt + pace.graceMs + (bytes * 1000) / pace.bytesPerSecond;
+}
+
+/** Thrown when a body does not arrive at TRANSFER_PACE. */
+export class StreamTimeoutError extends Error {
+  readonly received: number;
+  constructor(received: number, message: string) {
+    super(message);
+    this.name = 'StreamTimeoutError';
+    this.received = received;
+  }
+}
+
 /** A body as the Worker may hand it on: bytes already read, or a stream. */
 export type ByteSource = Uint8Array | ReadableStream<Uint8Array>;
 
@@ -22,8 +51,12 @@ export class ByteReader {
   #pending: Uint8Array;
   #received = 0;
   #done = false;
+  readonly #startedAt = Date.now();
+  readonly #paced: boolean;
 
-  constructor(source: ByteSource) {
+  /** With `paced`, a stream that does not keep TRANSFER_PACE is cancelled (StreamTimeoutError). */
+  constructor(source: ByteSource, paced = false) {
+    this.#paced = paced;
     if (source instanceof Uint8Array) {
       this.#reader = null;
       this.#pending = source;
@@ -42,13 +75,27 @@ export class ByteReader {
 
   async #fill(): Promise<boolean> {
     while (this.#pending.length === 0 && !this.#done) {
-      let chunk: ReadableStreamReadResult<Uint8Array>;
+      let chunk: ReadableStreamReadResult<Uint8Array> | 'late';
+      let timer: ReturnType<typeof setTimeout> | null = null;
       try {
-        chunk = await this.#reader!.read();
+        const read = this.#reader!.read();
+        if (!this.#paced) chunk = await read;
+        else {
+          const wait = paceDeadline(this.#startedAt, this.#received) - Date.now();
+          chunk = await Promise.race([read, new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), Math.max(0, wait))))]);
+        }
       } catch {
         // The sender went away (a client that disconnected mid-upload): not a server fault.
         this.#done = true;
         throw new StreamLengthError('short', this.position, `the body could not be read to its end (${this.position} bytes arrived)`);
+      } finally {
+        if (timer !== null) clearTimeout(timer);
+      }
+      if (chunk === 'late') {
+        const at = this.#received;
+        void this.cancel();
+        const { graceMs, bytesPerSecond } = TRANSFER_PACE;
+        throw new StreamTimeoutError(at, `the body stopped arriving: ${at} bytes in ${Math.round((Date.now() - this.#startedAt) / 1000)} s (a body may take ${graceMs / 1000} s plus one second per ${bytesPerSecond} bytes)`);
       }
       const { done, value } = chunk;
       if (done) this.#done = true;

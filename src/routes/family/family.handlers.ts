@@ -10,36 +10,62 @@ import { timing } from '../../lib/observability.ts';
 import { ProblemError, fieldError, validationProblem } from '../../lib/problem.ts';
 import { parseLike, parseParams, withTensorProblems } from '../../lib/tensor-input.ts';
 import { zodFieldErrors } from '../../lib/validation.ts';
-import { initState, stepTensors, type Dtype, type FloatArray, type OptimizerDef, type OptimizerState } from '../../optim/optimizer.ts';
+import { engineStep, treeState, type Counter, type TreeState } from '../../optim/engine.ts';
+import { assignGroups } from '../../optim/groups.ts';
+import type { SparseRows } from '../../optim/sparse.ts';
+import { initState, type Dtype, type FloatArray, type OptimizerDef } from '../../optim/optimizer.ts';
 import { OPTIMIZERS, optimizerDef } from '../../optim/registry.ts';
 import type { ScheduleSpec } from '../../schedules/types.ts';
 import { familySchemas } from '../../schemas/family.ts';
-import { leaves, pathOfIndex, type FieldPath, type TensorLayout } from '../../tensors/tree.ts';
-import { leafIndex } from '../../tensors/names.ts';
-import { objectJson, treeJson } from '../../wire/json.ts';
+import { describeValue, leaves, pathOfIndex, type FieldPath, type TensorLayout } from '../../tensors/tree.ts';
+import { leafIndex, namedLeaves, type NamedLeaf } from '../../tensors/names.ts';
+import { objectJson, partialTreeJson, treeJson } from '../../wire/json.ts';
 import { MEDIA_TYPES, acceptFormat, bodyFormat } from '../../wire/media.ts';
 import { wireDtypeOf } from '../../wire/dtypes.ts';
 import { decodeSlotsFile, encodeSlots, throwCollision } from '../step/step.safetensors.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDef = OptimizerDef<any>;
-type Hp = Record<string, number | boolean>;
+type Hp = Record<string, number | boolean | string>;
 
 /** Everything one step needs, whatever format it came in. */
 interface StepInput {
   dtype: Dtype;
-  /** Validated hyperparameters, defaults filled in (a required one may still be missing). */
+  /** Validated hyperparameters and gradient controls, defaults filled in (a required one may still be missing). */
   hyperparams: Record<string, number | boolean | string | undefined>;
   lrGiven: boolean;
+  groups: GroupInput[];
   schedule: ScheduleSpec | undefined;
   metrics: number[] | undefined;
   layout: TensorLayout;
   params: FloatArray;
   grads: FloatArray;
-  /** Sent state: step, slots (null = not sent), scalars; null for a fresh optimizer. */
-  sent: { step: number; slots: Record<string, FloatArray | null>; scalars: Record<string, number | undefined> } | null;
+  /** Tensors (in layout order) whose gradient is null / absent: frozen. */
+  frozen: boolean[];
+  /** Tensors (in layout order) whose gradient came as rows. */
+  sparse: Array<SparseRows | null>;
+  /** Sent state: step, slots (null = not sent) with which tensors hold them, scalars, per-tensor counters. */
+  sent: {
+    step: number;
+    slots: Record<string, FloatArray | null>;
+    held: Record<string, boolean[]>;
+    scalars: Record<string, number | undefined>;
+    tensors: Record<string, Counter> | undefined;
+  } | null;
   /** Where the state's fields are in the request (for errors). */
   statePath: FieldPath;
+  /** Where param_groups are in the request. */
+  groupsPath: FieldPath;
+}
+
+/** A parameter group as validated: its patterns and hyperparameter overrides. */
+type GroupInput = { params: string[] } & Record<string, unknown>;
+
+/** `spec` with every `lr` (the optimizer's lr in torch; each child's in a sequential schedule) set to `lr`. */
+function withBaseLr(spec: unknown, lr: number): unknown {
+  if (Array.isArray(spec)) return spec.map((s) => withBaseLr(s, lr));
+  if (spec === null || typeof spec !== 'object') return spec;
+  return Object.fromEntries(Object.entries(spec).map(([k, v]) => [k, k === 'lr' ? lr : withBaseLr(v, lr)]));
 }
 
 export function familyStepHandler(def: AnyDef) {
@@ -48,86 +74,176 @@ export function familyStepHandler(def: AnyDef) {
     const answer = withTensorProblems(() => acceptFormat(c.req.header('accept'), ['json', 'safetensors'], format));
     const input = format === 'json' ? await fromJson(def, c) : await fromSafetensors(def, c);
     const { dtype, layout, params, grads } = input;
+    const named = namedLeaves(layout);
+    const tensors = leaves(layout);
 
     if (input.schedule !== undefined && input.lrGiven) {
       throw validationProblem([fieldError(['hyperparams', 'lr'], 'must be omitted when a schedule sets the learning rate', input.hyperparams.lr)]);
     }
-    const missing = Object.entries(def.hyperparams).filter(([k, d]) => d.type === 'number' && d.default === undefined && input.hyperparams[k] === undefined && !(k === 'lr' && input.schedule));
-    if (missing.length > 0) {
-      throw validationProblem(missing.map(([k]) => fieldError(['hyperparams', k], `is required: ${def.torch} has no default ${k} (or send a schedule)`)));
+    // Groups: each tensor's group (0: the top-level hyperparameters, g + 1: param_groups[g]).
+    let groupOf = tensors.map(() => 0);
+    if (input.groups.length > 0) {
+      const assigned = assignGroups(
+        named.map((l) => l.name),
+        input.groups.map((g) => ({ params: g.params, overrides: {} })),
+      );
+      if ('error' in assigned) {
+        const e = assigned.error;
+        const where = [...input.groupsPath, e.group, 'params', e.pattern];
+        throw validationProblem([
+          e.kind === 'no-match'
+            ? fieldError(where, `matches no tensor (the tensors are ${named.slice(0, 20).map((l) => JSON.stringify(l.name)).join(', ')}${named.length > 20 ? ', …' : ''})`, e.text)
+            : fieldError(where, `names tensor "${e.tensor}", which param_groups[${e.other}] names too: a tensor belongs to one group`, e.text),
+        ]);
+      }
+      groupOf = assigned.groupOf.map((g) => g + 1);
     }
+    const used = new Set(groupOf);
     const step = input.sent?.step ?? 0;
-    const lr = statelessLearningRate((input.hyperparams.lr as number | undefined) ?? 0, input.schedule, step, input.metrics);
-    if (!Number.isFinite(lr)) throw scheduleOverflow(step, lr);
-    const hp = { ...input.hyperparams, lr } as Hp;
-    const rule = def.check?.(hp);
-    if (rule) throw validationProblem([fieldError(['hyperparams', rule.field], rule.message, hp[rule.field])]);
-    const tensors = leaves(layout);
+    const top = input.hyperparams;
+    const lrOf = (groupLr: number | undefined): number => {
+      if (input.schedule === undefined) return groupLr ?? ((top.lr as number | undefined) ?? 0);
+      const spec = (groupLr === undefined ? input.schedule : withBaseLr(input.schedule, groupLr)) as ScheduleSpec;
+      const lr = statelessLearningRate(0, spec, step, input.metrics);
+      if (!Number.isFinite(lr)) throw scheduleOverflow(step, lr);
+      return lr;
+    };
+    const groupHp: Hp[] = [];
+    for (let g = 0; g <= input.groups.length; g++) {
+      const { params: _names, ...overrides } = g === 0 ? { params: [] } : input.groups[g - 1]!;
+      const merged = { ...top, ...Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) };
+      const where = (k: string) => (g === 0 ? ['hyperparams', k] : [...input.groupsPath, g - 1, k]);
+      if (used.has(g)) {
+        const missing = Object.entries(def.hyperparams).filter(([k, d]) => d.type === 'number' && d.default === undefined && merged[k] === undefined && !(k === 'lr' && input.schedule));
+        if (missing.length > 0) {
+          throw validationProblem(missing.map(([k]) => fieldError(where(k), `is required: ${def.torch} has no default ${k} (or send a schedule)`)));
+        }
+      }
+      const hp = { ...merged, lr: lrOf(g === 0 ? undefined : (overrides as Record<string, number | undefined>).lr) } as Hp;
+      const rule = used.has(g) ? def.check?.(hp) : null;
+      if (rule) throw validationProblem([fieldError(where(rule.field), rule.message, hp[rule.field])]);
+      groupHp.push(hp);
+    }
     if (def.checkShape) {
       for (const t of tensors) {
         const message = def.checkShape(t.shape);
         if (message) throw validationProblem([fieldError(['params', ...t.path], message, `[${t.shape.join(', ')}]`)]);
       }
     }
-    const state = checkedState(def, hp, dtype, layout, params.length, input.sent, input.statePath);
+    const state = checkedState(def, groupHp.filter((_, g) => used.has(g)), dtype, layout, params.length, input, named);
 
     const t = timing(c);
     t.lap('decode');
-    t.phase('kernel', () => stepTensors({ def, dtype, hp, params, grads, state, tensors }));
-
-    const kept = def.slots.filter((s) => s.present(hp)).map((s) => [s.name, state.slots[s.name]!] as const);
-    for (const [name, a] of [['params', params] as const, ...kept]) {
-      const i = firstNonFinite(a);
-      if (i < 0) continue;
-      const where = pathOfIndex(layout, i);
-      const label = name === 'params' ? 'params' : `state.${name}`;
+    if (def.sparse === 'only') {
+      const dense = tensors.findIndex((_, i) => !input.frozen[i] && input.sparse[i] === null);
+      if (dense >= 0) {
+        throw validationProblem([
+          fieldError([...(format === 'json' ? ['grads'] : ['safetensors', 'grads']), ...tensors[dense]!.path], `${def.torch} takes sparse gradients only: {"indices": [rows], "values": [[row], ...]} (JSON)`),
+        ]);
+      }
+    }
+    if (input.sparse.some((r) => r !== null) && (top.clip_grad_norm !== undefined || top.clip_grad_value !== undefined)) {
+      throw validationProblem([fieldError(['hyperparams', top.clip_grad_norm !== undefined ? 'clip_grad_norm' : 'clip_grad_value'], 'clipping sparse gradients is not supported')]);
+    }
+    const skipMode = top.nonfinite === 'skip';
+    if (!skipMode) {
+      for (let i = 0; i < grads.length; i++) {
+        const x = grads[i]!;
+        if (x - x === 0) continue;
+        const where = pathOfIndex(layout, i);
+        throw validationProblem([fieldError([...(format === 'json' ? ['grads'] : ['safetensors', 'grads']), ...where], `is ${x}: every value must be finite (or set hyperparams.nonfinite to "skip")`, String(x))]);
+      }
+    }
+    const outcome = t.phase('kernel', () =>
+      engineStep({
+        def,
+        dtype,
+        tensors,
+        groupHp,
+        groupOf,
+        params,
+        grads,
+        frozen: input.frozen,
+        sparse: input.sparse,
+        state,
+        clipGradNorm: top.clip_grad_norm as number | undefined,
+        clipGradValue: top.clip_grad_value as number | undefined,
+        nonfinite: skipMode ? 'skip' : 'error',
+      }),
+    );
+    if (!outcome.applied && !skipMode) {
+      const { in: label0, index } = outcome.nonFinite;
+      const where = pathOfIndex(layout, index);
+      const label = label0 === 'params' ? 'params' : `state.${label0}`;
       throw new ProblemError(422, 'non-finite-result', `the step produced a non-finite ${label} value (overflow, or a zero denominator) at ${label}${where.map((p) => `[${JSON.stringify(p)}]`).join('')}; it cannot be sent`, [
         fieldError(['grads', ...where], `leads to a non-finite ${label} value`),
       ]);
     }
+    const extra = {
+      ...(top.clip_grad_norm !== undefined && outcome.gradNorm !== undefined ? { grad_norm: outcome.gradNorm } : {}),
+      ...(skipMode ? { skipped: !outcome.applied } : {}),
+    };
+    const kept = Object.entries(state.slots).filter((e): e is [string, FloatArray] => e[1] !== null && state.held[e[0]]!.some(Boolean));
+    const counters = state.counters.size === 0 ? undefined : Object.fromEntries([...state.counters].map(([i, k]) => [named[i]!.name, { step: k.step, ...k.scalars }]));
+    const lr = groupHp[0]!.lr as number;
     const headers = { vary: 'Accept' };
     if (answer === 'safetensors') {
       const metadata: Record<string, string> = { step: String(state.step), lr: String(lr), dtype };
       for (const s of def.scalars) metadata[s.name] = String(state.scalars[s.name]);
+      if (counters) metadata.tensors = JSON.stringify(counters);
+      if (extra.grad_norm !== undefined) metadata.grad_norm = String(extra.grad_norm);
+      if (extra.skipped !== undefined) metadata.skipped = String(extra.skipped);
       const file = t.phase('encode', () =>
-        withTensorProblems(() => encodeSlots([['params', params], ...kept], [...(leafIndex(layout) ?? throwCollision()).values()], wireDtypeOf(dtype), metadata)),
+        withTensorProblems(() =>
+          encodeSlots([['params', params], ...kept], [...(leafIndex(layout) ?? throwCollision()).values()], wireDtypeOf(dtype), metadata, Object.fromEntries(kept.map(([k]) => [k, state.held[k]!]))),
+        ),
       );
       return new Response(file, { status: 200, headers: { ...headers, 'content-type': MEDIA_TYPES.safetensors } });
     }
     const text = t.phase('encode', () => {
       const stateText = objectJson([
         ['step', { value: state.step }],
-        ...kept.map(([name, a]) => [name, { json: treeJson(layout, a) }] as const),
+        ...kept.map(([name, a]) => [name, { json: partialTreeJson(layout, a, state.held[name]!) }] as const),
         ...def.scalars.map((s) => [s.name, { value: state.scalars[s.name]! }] as const),
+        ['tensors', { value: counters }],
       ]);
-      return objectJson([['params', { json: treeJson(layout, params) }], ['state', { json: stateText }], ['lr', { value: lr }]]);
+      return objectJson([
+        ['params', { json: treeJson(layout, params) }],
+        ['state', { json: stateText }],
+        ['lr', { value: lr }],
+        ['grad_norm', { value: extra.grad_norm }],
+        ['skipped', { value: extra.skipped }],
+      ]);
     });
     return c.body(text, 200, { ...headers, 'content-type': MEDIA_TYPES.json });
   };
 }
 
-function firstNonFinite(a: FloatArray): number {
-  for (let i = 0; i < a.length; i++) {
-    const x = a[i]!;
-    if (x - x !== 0) return i; // NaN or ±Infinity
-  }
-  return -1;
-}
-
 /**
  * The state to step from: a fresh one, or the sent one completed and checked. With step > 0
- * every eager slot these hyperparameters keep must be sent (torch would have created it); a lazy
- * one (SGD's momentum_buffer) may be absent; scalars are required; second moments are >= 0.
+ * every eager slot the hyperparameters keep must be sent (torch would have created it); a lazy
+ * one (SGD's momentum_buffer) may be absent or null per tensor; scalars are required; second
+ * moments are >= 0; per-tensor counters name tensors that exist.
  */
-function checkedState(def: AnyDef, hp: Hp, dtype: Dtype, layout: TensorLayout, n: number, sent: StepInput['sent'], path: FieldPath): OptimizerState {
-  const state = initState(def, hp, dtype, n);
+function checkedState(def: AnyDef, hps: Hp[], dtype: Dtype, layout: TensorLayout, n: number, input: StepInput, named: NamedLeaf[]): TreeState {
+  const { sent, statePath: path } = input;
+  const keeps = (slot: AnyDef['slots'][number]) => hps.some((hp) => slot.present(hp));
+  const fresh = initState(def, hps[0] ?? {}, dtype, n);
+  for (const slot of def.slots) {
+    if (fresh.slots[slot.name] === undefined && keeps(slot)) {
+      const initial = slot.initial(hps.find((hp) => slot.present(hp))!);
+      fresh.slots[slot.name] = initial === null ? null : (dtype === 'float32' ? new Float32Array(n) : new Float64Array(n)).fill(initial);
+    }
+    if (!keeps(slot)) delete fresh.slots[slot.name];
+  }
+  const state = treeState(fresh, named.length);
   if (sent === null) return state;
   state.step = sent.step;
   for (const slot of def.slots) {
-    if (!slot.present(hp)) continue; // torch keeps no such slot: a sent one is ignored
+    if (!keeps(slot)) continue; // torch keeps no such slot: a sent one is ignored
     const a = sent.slots[slot.name] ?? null;
     if (a === null) {
-      if (slot.initial(hp) !== null && sent.step > 0) throw validationProblem([fieldError([...path, slot.name], `is required when step > 0 (${def.torch} keeps it with these hyperparameters)`)]);
+      if (slot.initial(hps[0] ?? {}) !== null && sent.step > 0) throw validationProblem([fieldError([...path, slot.name], `is required when step > 0 (${def.torch} keeps it with these hyperparameters)`)]);
       continue;
     }
     if (slot.nonNegative) {
@@ -136,6 +252,7 @@ function checkedState(def: AnyDef, hp: Hp, dtype: Dtype, layout: TensorLayout, n
       }
     }
     state.slots[slot.name] = a;
+    state.held[slot.name] = sent.held[slot.name] ?? named.map(() => true);
   }
   for (const s of def.scalars) {
     const v = sent.scalars[s.name];
@@ -145,7 +262,86 @@ function checkedState(def: AnyDef, hp: Hp, dtype: Dtype, layout: TensorLayout, n
     }
     state.scalars[s.name] = v;
   }
+  if (sent.tensors) {
+    const index = new Map(named.map((l, i) => [l.name, i]));
+    for (const [name, counter] of Object.entries(sent.tensors)) {
+      const i = index.get(name);
+      if (i === undefined) throw validationProblem([fieldError([...path, 'tensors', name], 'names no tensor of params', name)]);
+      const scalars = Object.fromEntries(def.scalars.map((s) => [s.name, (counter.scalars[s.name] ?? state.scalars[s.name])!]));
+      state.counters.set(i, { step: counter.step, scalars });
+    }
+  }
   return state;
+}
+
+/** Zeros of a shape as nested arrays (a frozen tensor's stand-in gradient). */
+function zerosOf(shape: readonly number[]): unknown {
+  if (shape.length === 0) return 0;
+  const [d, ...rest] = shape;
+  return Array.from({ length: d! }, () => zerosOf(rest));
+}
+
+type SparseHook = (value: Record<string, unknown>, shape: readonly number[], path: FieldPath) => SparseRows;
+
+/**
+ * The tree with each null tensor replaced by zeros, which tensors (in layout order) were null,
+ * and, with `sparse`, the tensors given as `{indices, values}` rows (replaced by zeros too).
+ */
+function fillNulls(value: unknown, layout: TensorLayout, sparse?: SparseHook): { value: unknown; isNull: boolean[]; sparse: Array<SparseRows | null> } {
+  const isNull: boolean[] = [];
+  const rows: Array<SparseRows | null> = [];
+  const skip = (l: TensorLayout) => {
+    for (let i = leaves(l).length; i > 0; i--) {
+      isNull.push(false);
+      rows.push(null);
+    }
+  };
+  const walk = (v: unknown, l: TensorLayout, path: Array<string | number>): unknown => {
+    if (l.kind === 'tensor') {
+      isNull.push(v === null);
+      const isRows = sparse !== undefined && v !== null && typeof v === 'object' && !Array.isArray(v);
+      rows.push(isRows ? sparse(v as Record<string, unknown>, l.shape, path) : null);
+      return v === null || isRows ? zerosOf(l.shape) : v;
+    }
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+      skip(l);
+      return v; // the structure is wrong: parsing names it
+    }
+    const out: Record<string, unknown> = { ...(v as Record<string, unknown>) };
+    for (const e of l.entries) if (Object.hasOwn(out, e.name)) out[e.name] = walk(out[e.name], e.layout, [...path, e.name]);
+    else skip(e.layout);
+    return out;
+  };
+  return { value: walk(value, layout, ['grads']), isNull, sparse: rows };
+}
+
+/** A gradient given as rows, checked: integer indices of the first dimension and one value row each. */
+function sparseRows(def: AnyDef, v: Record<string, unknown>, shape: readonly number[], path: FieldPath, dtype: Dtype): SparseRows {
+  const takers = OPTIMIZERS.filter((d) => d.sparse).map((d) => d.name).join(', ');
+  if (!def.sparse) throw validationProblem([fieldError(path, `${def.torch} takes dense gradients only; sparse (row) gradients go to ${takers}`)]);
+  const extra = Object.keys(v).filter((k) => k !== 'indices' && k !== 'values');
+  if (extra.length > 0) throw validationProblem([fieldError([...path, extra[0]!], 'is not a field of a sparse gradient ({"indices": [...], "values": [...]})')]);
+  if (shape.length === 0) throw validationProblem([fieldError(path, 'a 0-d tensor has no rows: send its gradient as a number')]);
+  const { indices } = v;
+  if (!Array.isArray(indices)) throw validationProblem([fieldError([...path, 'indices'], 'must be an array of row indices', describeValue(indices))]);
+  const rows = new Int32Array(indices.length);
+  for (let k = 0; k < indices.length; k++) {
+    const r = indices[k];
+    if (typeof r !== 'number' || !Number.isInteger(r) || r < 0 || r >= shape[0]!) {
+      throw validationProblem([fieldError([...path, 'indices', k], `must be a row index: an integer in [0, ${shape[0]! - 1}]`, describeValue(r))]);
+    }
+    rows[k] = r;
+  }
+  const rowShape = shape.slice(1);
+  const values = parseLike(v.values, { kind: 'tensor', shape: [rows.length, ...rowShape] }, [...path, 'values'], dtype);
+  return { rows, values, rowSize: rowShape.reduce((a, b) => a * b, 1) };
+}
+
+function countersOf(def: AnyDef, tensors: Record<string, Record<string, number>> | undefined): Record<string, Counter> | undefined {
+  if (tensors === undefined) return undefined;
+  return Object.fromEntries(
+    Object.entries(tensors).map(([name, c]) => [name, { step: c.step!, scalars: Object.fromEntries(def.scalars.filter((s) => c[s.name] !== undefined).map((s) => [s.name, c[s.name]!])) }]),
+  );
 }
 
 async function fromJson(def: AnyDef, c: Context<AppEnv>): Promise<StepInput> {
@@ -158,39 +354,53 @@ async function fromJson(def: AnyDef, c: Context<AppEnv>): Promise<StepInput> {
   const body = (c.req.valid as (t: 'json') => unknown)('json') as {
     params: unknown;
     grads: unknown;
-    state?: Record<string, unknown> & { step: number };
+    state?: Record<string, unknown> & { step: number; tensors?: Record<string, Record<string, number>> };
     hyperparams: Record<string, number | boolean | string | undefined>;
+    param_groups?: GroupInput[];
     dtype: Dtype;
     schedule?: ScheduleSpec;
     metrics?: number[];
   };
   const { dtype } = body;
   const { layout, values: params } = parseParams(body.params, ['params'], c.get('limits').maxElements, dtype);
-  const grads = parseLike(body.grads, layout, ['grads'], dtype);
+  const g = fillNulls(body.grads, layout, (v, shape, path) => sparseRows(def, v, shape, path, dtype));
+  const grads = parseLike(g.value, layout, ['grads'], dtype);
   let sent: StepInput['sent'] = null;
   if (body.state) {
     const st = body.state;
     const slots: Record<string, FloatArray | null> = {};
+    const held: Record<string, boolean[]> = {};
     for (const slot of def.slots) {
       const v = st[slot.name];
-      // A slot torch keeps as None (SGD's buffer before its first momentum step) may come as null.
-      slots[slot.name] = v === undefined || v === null ? null : parseLike(v, layout, ['state', slot.name], dtype);
+      // A slot torch keeps as None (SGD's buffer before its first momentum step) may come as null,
+      // for every tensor or for some.
+      if (v === undefined || v === null) {
+        slots[slot.name] = null;
+        continue;
+      }
+      const filled = fillNulls(v, layout);
+      slots[slot.name] = parseLike(filled.value, layout, ['state', slot.name], dtype);
+      held[slot.name] = filled.isNull.map((x) => !x);
     }
     const scalars = Object.fromEntries(def.scalars.map((s) => [s.name, st[s.name] as number | undefined]));
-    sent = { step: st.step, slots, scalars };
+    sent = { step: st.step, slots, held, scalars, tensors: countersOf(def, st.tensors) };
   }
   const rawHp = (raw as { hyperparams?: Record<string, unknown> }).hyperparams;
   return {
     dtype,
     hyperparams: body.hyperparams,
     lrGiven: rawHp?.lr !== undefined,
+    groups: body.param_groups ?? [],
     schedule: body.schedule,
     metrics: body.metrics,
     layout,
     params,
     grads,
+    frozen: g.isNull,
+    sparse: g.sparse,
     sent,
     statePath: ['state'],
+    groupsPath: ['param_groups'],
   };
 }
 
@@ -219,7 +429,7 @@ async function fromSafetensors(def: AnyDef, c: Context<AppEnv>): Promise<StepInp
   const fromQuery = Object.fromEntries(Object.entries(queryRest).filter(([, v]) => v !== undefined));
   const body = new Uint8Array(await c.req.arrayBuffer());
   const limits = c.get('limits');
-  const file = withTensorProblems(() => decodeSlotsFile(body, def.slots.map((s) => s.name), queryDtype, 2 * limits.maxBodyBytes));
+  const file = withTensorProblems(() => decodeSlotsFile(body, def.slots.map((s) => s.name), queryDtype, 2 * limits.maxBodyBytes, true));
   const { metadata } = file;
   const fromMeta = (metadataJson(metadata, 'hyperparams') ?? {}) as Record<string, unknown>;
   if (fromMeta === null || typeof fromMeta !== 'object' || Array.isArray(fromMeta)) {
@@ -235,13 +445,23 @@ async function fromSafetensors(def: AnyDef, c: Context<AppEnv>): Promise<StepInp
   const options = familySchemas(def).stepOptions.safeParse({
     step: metadataNumber(metadata, 'step', true),
     hyperparams: { ...fromMeta, ...fromQuery },
+    param_groups: metadataJson(metadata, 'param_groups'),
+    tensors: metadataJson(metadata, 'tensors'),
     dtype: queryDtype ?? metadata.dtype,
     schedule: metadataJson(metadata, 'schedule'),
     metrics: metadataJson(metadata, 'metrics'),
     ...scalars,
   });
   if (!options.success) throw validationProblem(zodFieldErrors(options.error, undefined));
-  const o = options.data as { step: number; hyperparams: Record<string, number | boolean | string | undefined>; dtype?: Dtype; schedule?: ScheduleSpec; metrics?: number[] };
+  const o = options.data as {
+    step: number;
+    hyperparams: Record<string, number | boolean | string | undefined>;
+    param_groups?: GroupInput[];
+    tensors?: Record<string, Record<string, number>>;
+    dtype?: Dtype;
+    schedule?: ScheduleSpec;
+    metrics?: number[];
+  };
   if (o.dtype !== undefined && o.dtype !== file.dtype) {
     throw validationProblem([fieldError(['__metadata__', 'dtype'], `the tensors were read as ${file.dtype}; send dtype=${o.dtype} in the query to read them so`, o.dtype)]);
   }
@@ -250,13 +470,20 @@ async function fromSafetensors(def: AnyDef, c: Context<AppEnv>): Promise<StepInp
     dtype: file.dtype,
     hyperparams: o.hyperparams,
     lrGiven: Object.hasOwn(fromMeta, 'lr') || Object.hasOwn(fromQuery, 'lr'),
+    groups: o.param_groups ?? [],
     schedule: o.schedule,
     metrics: o.metrics,
     layout: file.layout,
     params: file.params,
     grads: file.grads,
-    sent: anyState || o.step > 0 ? { step: o.step, slots: file.slots, scalars } : null,
+    frozen: file.present.grads!.map((x) => !x),
+    sparse: file.present.grads!.map(() => null),
+    sent:
+      anyState || o.step > 0
+        ? { step: o.step, slots: file.slots, held: Object.fromEntries(Object.entries(file.present).filter(([k]) => k !== 'params' && k !== 'grads')), scalars, tensors: countersOf(def, o.tensors) }
+        : null,
     statePath: ['safetensors'],
+    groupsPath: ['__metadata__', 'param_groups'],
   };
 }
 

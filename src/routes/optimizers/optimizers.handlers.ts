@@ -21,7 +21,7 @@ import { ChartError, renderLineChart, type Series } from '../../plot/line-chart.
 import { DtypeSchema } from '../../schemas/common.ts';
 import { ScheduleSpecSchema } from '../../schemas/schedule.ts';
 import { layoutOfNamed } from '../../tensors/names.ts';
-import { layoutFromShapes, layoutSize, type TensorLayout } from '../../tensors/tree.ts';
+import { layoutFromShapes, layoutSize, layoutWeight, type TensorLayout } from '../../tensors/tree.ts';
 import { WIRE_DTYPES, elementSink, firstNonFiniteIn, fitsInto, type WireDtype } from '../../wire/dtypes.ts';
 import { acceptFormat, bodyFormat, type Format } from '../../wire/media.ts';
 import { WireError, inLayoutOrder } from '../../wire/safetensors.ts';
@@ -153,7 +153,8 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
       const layout = layoutOfNamed(ordered.map((e) => ({ name: e.name, shape: e.shape })));
       const size = layoutSize(layout);
       const most = mostOf(limits, options.def, dtype);
-      if (size > most) throw new WireError(413, ['safetensors'], `${size} ${dtype} elements are more than one ${options.def.name} optimizer holds (${most})`);
+      const weight = layoutWeight(layout);
+      if (weight > most) throw new WireError(413, ['safetensors'], `${weight} ${dtype} elements (a dimension of 0 counting as 1) are more than one ${options.def.name} optimizer holds (${most})`);
       const params = dtype === 'float32' ? new Float32Array(size) : new Float64Array(size);
       let offset = 0;
       for (const e of ordered) {
@@ -284,6 +285,7 @@ export const putParams: RouteHandler<typeof routes.putParamsRoute, AppEnv> = asy
       body,
       tensor: query.tensor,
       offset: query.offset,
+      ifMatch: c.req.valid('header')['if-match'],
     }),
   );
   return jsonResponse(200, infoJson(value), { etag });
@@ -304,7 +306,13 @@ export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async
     const input = await bodySource(c, 'safetensors', null);
     const length = input.format === 'json' ? null : input.length;
     const { etag, value } = unwrap(
-      await stub.restore(await tokenHash(c), { format: 'safetensors', body: input.format === 'json' ? new Uint8Array(0) : input.body, length, quota: readKeyQuota(c.env) }),
+      await stub.restore(await tokenHash(c), {
+        format: 'safetensors',
+        body: input.format === 'json' ? new Uint8Array(0) : input.body,
+        length,
+        quota: readKeyQuota(c.env),
+        ifMatch: c.req.valid('header')['if-match'],
+      }),
     );
     return jsonResponse(200, infoJson(value), { etag });
   }
@@ -328,6 +336,7 @@ export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async
       slots,
       scalars,
       quota: readKeyQuota(c.env),
+      ifMatch: c.req.valid('header')['if-match'],
     }),
   );
   return jsonResponse(200, infoJson(value), { etag });
@@ -368,12 +377,19 @@ function snapshotState(def: AnyDef, body: Record<string, unknown>, layout: Tenso
 
 export const patchOptimizer: RouteHandler<typeof routes.patchOptimizerRoute, AppEnv> = async (c) => {
   const body = c.req.valid('json');
-  const { etag, value } = unwrap(await stubFor(c, c.req.valid('param').id).update(await tokenHash(c), { hyperparams: body.hyperparams, schedule: body.schedule, ttl: body.ttl }));
+  const { etag, value } = unwrap(
+    await stubFor(c, c.req.valid('param').id).update(await tokenHash(c), {
+      hyperparams: body.hyperparams,
+      schedule: body.schedule,
+      ttl: body.ttl,
+      ifMatch: c.req.valid('header')['if-match'],
+    }),
+  );
   return jsonResponse(200, infoJson(value), { etag });
 };
 
 export const deleteOptimizer: RouteHandler<typeof routes.deleteOptimizerRoute, AppEnv> = async (c) => {
-  unwrap(await stubFor(c, c.req.valid('param').id).remove(await tokenHash(c)));
+  unwrap(await stubFor(c, c.req.valid('param').id).remove(await tokenHash(c), c.req.valid('header')['if-match']));
   return new Response(null, { status: 204 }) as never;
 };
 

@@ -7,6 +7,7 @@ import { requireBearer } from '../../lib/auth.ts';
 import { binaryContent, problem } from '../../schemas/common.ts';
 import {
   AuthHeaderSchema,
+  ConditionalHeadersSchema,
   CreateOptimizerSchema,
   CreateQuerySchema,
   CreatedOptimizerSchema,
@@ -138,6 +139,9 @@ export const listOptimizersRoute = createRoute(serviceRoute({
   },
 }));
 
+/** 412 of a conditional request (If-Match), with the current ETag. */
+const IF_MATCH_FAILED = { ...problem('`If-Match` does not match the current state (weak tags never match); nothing was changed.'), headers: ETAG };
+
 export const stepOptimizerRoute = createRoute({
   method: 'post',
   path: '/v1/optimizers/{id}/step',
@@ -170,7 +174,8 @@ export const stepOptimizerRoute = createRoute({
     ...authErrors,
     406: problem('`Accept` allows none of application/json, application/octet-stream, application/vnd.safetensors. Nothing was applied.'),
     409: problem('`expected_step` differs from the optimizer\'s step, or some params have not been uploaded yet (optimizers created by `shapes`).'),
-    412: { ...problem('`If-Match` does not match the current state (weak tags never match).'), headers: ETAG },
+    408: problem('A binary body that did not arrive in time (it may take 30 s plus one second per 64 KiB). Nothing was applied.'),
+    412: IF_MATCH_FAILED,
     413: problem('Body larger than MAX_BODY_BYTES (JSON), or holding more JSON values than the route can use.'),
     415: problem('Content-Type is not one of the three formats (or names an unknown dtype), the body is compressed, or its charset is not UTF-8.'),
     422: problem(
@@ -234,7 +239,7 @@ export const putParamsRoute = createRoute({
   request: {
     params: OptimizerIdParam,
     query: UploadQuerySchema,
-    headers: AuthHeaderSchema,
+    headers: ConditionalHeadersSchema,
     body: tensorBody(UploadParamsSchema, `JSON (UploadParams), ${RAW} Or ${SAFETENSORS_TREE}`),
   },
   responses: {
@@ -243,6 +248,8 @@ export const putParamsRoute = createRoute({
     ...authErrors,
     406: problem('`Accept` does not allow application/json.'),
     413: problem('Body larger than MAX_BODY_BYTES (JSON), or holding more JSON values than the route can use.'),
+    408: problem('A binary body that did not arrive in time (it may take 30 s plus one second per 64 KiB). Nothing is changed.'),
+    412: IF_MATCH_FAILED,
     415: problem('Content-Type is not one of the three formats, the body is compressed, or its charset is not UTF-8.'),
     422: problem('Unknown tensor names, shapes or dtypes that do not fit, a run of elements beyond the tensor, non-finite values, or a malformed file. Nothing is changed.'),
   },
@@ -287,7 +294,7 @@ export const putStateRoute = createRoute({
     'steps and keeps its entries.',
   request: {
     params: OptimizerIdParam,
-    headers: AuthHeaderSchema,
+    headers: ConditionalHeadersSchema,
     body: tensorBody(
       SnapshotInputSchema,
       'JSON (OptimizerSnapshotInput), or a safetensors checkpoint as GET returns it (or as torch\'s state_dicts are saved by the README\'s snippet): ' +
@@ -302,6 +309,8 @@ export const putStateRoute = createRoute({
     ...authErrors,
     403: problem('The optimizer was created with an API key, and the snapshot\'s elements would take that key over KEY_MAX_ELEMENTS. Nothing was changed.'),
     406: problem('`Accept` does not allow application/json.'),
+    408: problem('A safetensors checkpoint that did not arrive in time (it may take 30 s plus one second per 64 KiB). Nothing was changed.'),
+    412: IF_MATCH_FAILED,
     413: problem('Body larger than MAX_BODY_BYTES (JSON), or a state larger than one optimizer holds.'),
     415: problem('Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8.'),
     422: problem('The snapshot does not validate; nothing was changed.'),
@@ -319,11 +328,12 @@ export const patchOptimizerRoute = createRoute({
   description:
     'Merges the given hyperparameters into the stored ones, replaces the schedule (null removes it) and/or sets a new `ttl` (the optimizer then ' +
     'expires `ttl` seconds from now, or from its next call). Unknown fields are rejected.',
-  request: { params: OptimizerIdParam, headers: AuthHeaderSchema, body: jsonBody(PatchOptimizerSchema) },
+  request: { params: OptimizerIdParam, headers: ConditionalHeadersSchema, body: jsonBody(PatchOptimizerSchema) },
   responses: {
     200: { description: 'Updated metadata.', headers: ETAG, content: { 'application/json': { schema: OptimizerInfoSchema } } },
     400: problem('Malformed JSON.'),
     ...authErrors,
+    412: IF_MATCH_FAILED,
     413: problem('Body larger than MAX_BODY_BYTES, or holding more JSON values than the route can use.'),
     415: problem('Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
     422: problem('Unknown or invalid fields; nothing was changed.'),
@@ -338,8 +348,8 @@ export const deleteOptimizerRoute = createRoute({
   security: SECURITY,
   middleware: [requireBearer] as const,
   summary: 'Delete the optimizer and everything stored for it',
-  request: { params: OptimizerIdParam, headers: AuthHeaderSchema },
-  responses: { 204: { description: 'Deleted; later calls get 404.' }, ...authErrors },
+  request: { params: OptimizerIdParam, headers: ConditionalHeadersSchema },
+  responses: { 204: { description: 'Deleted; later calls get 404.' }, ...authErrors, 412: IF_MATCH_FAILED },
 });
 
 export const rotateTokenRoute = createRoute({

@@ -5,17 +5,36 @@ import { fieldError, ProblemError, validationProblem } from '../../lib/problem.t
 import type { AppEnv } from '../../lib/router.ts';
 import { ChartError, renderLineChart } from '../../plot/line-chart.ts';
 import type { EvaluateRequest, PlotRequest } from '../../schemas/schedule.ts';
-import { evaluateSchedule } from '../../schedules/index.ts';
+import { evaluateSchedule, ReplayLimitError } from '../../schedules/index.ts';
 import { defaultStepCount, describeSpec, expandSteps, parseScheduleQuery } from './schedules.input.ts';
 import type { evaluateQueryRoute, evaluateRoute, plotQueryRoute, plotRoute } from './schedules.routes.ts';
 
 const SVG_TYPE = 'image/svg+xml; charset=utf-8';
 
+/**
+ * Work one evaluate or plot request may spend replaying torch's recursive schedules (units of one
+ * multiply; a step with a cos costs 16, with a pow 64: see src/schedules/recurrence.ts): 2^25, about
+ * 33 million exponential/step/linear steps, 2 million cosine steps or 500 000 polynomial steps.
+ */
+export const EVALUATE_REPLAY_BUDGET = 2 ** 25;
+
 /** Steps and rates of a validated request; a non-finite rate (exponential overflow) is a 422. */
 function evaluate(request: EvaluateRequest): { steps: number[]; lr: number[] } {
   const { schedule, metrics } = request;
   const steps = expandSteps(request.steps, defaultStepCount(schedule, metrics));
-  const lr = evaluateSchedule(schedule, steps, metrics);
+  let lr: number[];
+  try {
+    lr = evaluateSchedule(schedule, steps, metrics, { replayBudget: EVALUATE_REPLAY_BUDGET });
+  } catch (err) {
+    if (!(err instanceof ReplayLimitError)) throw err;
+    const i = steps.indexOf(err.step);
+    throw validationProblem([
+      fieldError(
+        Array.isArray(request.steps) && i >= 0 ? ['steps', i] : ['steps'],
+        `step ${err.step} would replay ${err.cost} units of torch's recursive get_lr() (at most ${err.budget} per request); evaluate nearer steps or a schedule torch computes in closed form`,
+      ),
+    ]);
+  }
   const bad = lr.findIndex((v) => !Number.isFinite(v));
   if (bad >= 0) {
     throw new ProblemError(422, 'non-finite-result', `the schedule's rate at step ${steps[bad]} is not finite (it overflows); JSON cannot carry it`, [

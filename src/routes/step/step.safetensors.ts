@@ -4,7 +4,7 @@
 
 import type { AdamState, Dtype, FloatArray } from '../../optim/adam.ts';
 import { type NamedLeaf, layoutOfNamed, leafIndex } from '../../tensors/names.ts';
-import { MAX_TENSORS, type TensorLayout, layoutSize } from '../../tensors/tree.ts';
+import { MAX_TENSORS, type TensorLayout, layoutSize, layoutWeight } from '../../tensors/tree.ts';
 import { WIRE_DTYPES, bytesOf, elementSink, firstNonFiniteIn, fitsInto, wireDtypeOf, type WireDtype } from '../../wire/dtypes.ts';
 import { WireError, encodeHeader, headerLength, parseHeader, type EntrySpec, type TensorEntry } from '../../wire/safetensors.ts';
 
@@ -51,6 +51,8 @@ export interface SlotsFile {
   grads: FloatArray;
   /** Every other slot: its values, or null when the file has none of its tensors. */
   slots: Record<string, FloatArray | null>;
+  /** With `partial`: for grads and each non-null slot, which params tensors (in order) have one. */
+  present: Record<string, boolean[]>;
   metadata: Record<string, string>;
 }
 
@@ -59,7 +61,7 @@ export interface SlotsFile {
  * `slots` (each slot all or nothing). `dtype` (from the query or metadata) wins; otherwise float64
  * when any params tensor is F64, else float32. `maxBytes` bounds the decoded arrays.
  */
-export function decodeSlotsFile(body: Uint8Array, slots: readonly string[], requestedDtype: Dtype | undefined, maxBytes: number): SlotsFile {
+export function decodeSlotsFile(body: Uint8Array, slots: readonly string[], requestedDtype: Dtype | undefined, maxBytes: number, partial = false): SlotsFile {
   const { entries, metadata, dataStart } = readHeader(body);
   const names = ['params', 'grads', ...slots];
   const bySlot = new Map<string, Map<string, TensorEntry>>(names.map((s) => [s, new Map()]));
@@ -71,15 +73,18 @@ export function decodeSlotsFile(body: Uint8Array, slots: readonly string[], requ
   if (paramEntries.length === 0) throw new WireError(422, ['safetensors', 'params'], 'no params/<name> tensors: the file must hold the parameters');
   if (paramEntries.length > MAX_TENSORS) throw new WireError(422, ['safetensors', 'params'], `more than ${MAX_TENSORS} parameter tensors`);
   const dtype: Dtype = requestedDtype ?? (paramEntries.some((p) => p.entry.dtype === 'F64') ? 'float64' : 'float32');
-  const layout = layoutOfNamed(paramEntries);
+  const layout = layoutOfNamed(paramEntries, ['safetensors', 'params']);
   const index = leafIndex(layout)!; // names of one file are distinct
   const size = layoutSize(layout);
-  if (names.length * size * (dtype === 'float32' ? 4 : 8) > maxBytes) {
-    throw new WireError(413, ['safetensors', 'params'], `${size} elements per tensor tree do not fit the stateless step's memory budget; use a hosted optimizer`);
+  // A dimension of 0 counts as 1 here: an answer in JSON writes such a tensor as nested empty arrays.
+  const weight = layoutWeight(layout);
+  if (names.length * weight * (dtype === 'float32' ? 4 : 8) > maxBytes) {
+    throw new WireError(413, ['safetensors', 'params'], `${weight} elements (a dimension of 0 counting as 1) per tensor tree do not fit the stateless step's memory budget; use a hosted optimizer`);
   }
   const make = () => (dtype === 'float32' ? new Float32Array(size) : new Float64Array(size));
 
   /** Decodes slot `slot` (every param tensor, same shapes) into a new array; null when absent and optional. */
+  const present: Record<string, boolean[]> = {};
   const decodeSlot = (slot: string, required: boolean): FloatArray | null => {
     const found = bySlot.get(slot)!;
     if (found.size === 0 && !required) return null;
@@ -87,12 +92,18 @@ export function decodeSlotsFile(body: Uint8Array, slots: readonly string[], requ
       if (!index.has(name)) throw new WireError(422, ['safetensors', slotTensorName(slot, name)], `"${slotTensorName(slot, name)}" has no params/${name} to match`);
     }
     const out = make();
+    const has: boolean[] = (present[slot] = []);
     for (const leaf of index.values()) {
       const e = found.get(leaf.name);
       const where = ['safetensors', slotTensorName(slot, leaf.name)];
+      has.push(e !== undefined);
+      // A missing grads tensor is a frozen one, a missing state tensor one torch keeps as None.
+      if (!e && partial && slot !== 'params') continue;
       if (!e) throw new WireError(422, where, `tensor "${slotTensorName(slot, leaf.name)}" is missing (every params tensor needs its ${slot} tensor)`);
       checkEntry(e, leaf, dtype, where);
       elementSink(e.dtype, out, leaf.offset, leaf.size).write(body.subarray(dataStart + e.start, dataStart + e.end));
+      // With `partial`, the caller checks the gradients itself (a skipping step accepts NaN/Inf there).
+      if (partial && slot === 'grads') continue;
       const bad = firstNonFiniteIn(out, leaf.offset, leaf.offset + leaf.size);
       if (bad >= 0) throw new WireError(422, [...where, bad - leaf.offset], `element ${bad - leaf.offset} is ${out[bad]}: every value must be finite`);
     }
@@ -102,7 +113,7 @@ export function decodeSlotsFile(body: Uint8Array, slots: readonly string[], requ
   const params = decodeSlot('params', true)!;
   const grads = decodeSlot('grads', true)!;
   const decoded = Object.fromEntries(slots.map((s) => [s, decodeSlot(s, false)]));
-  return { layout, dtype, params, grads, slots: decoded, metadata: metadata ?? {} };
+  return { layout, dtype, params, grads, slots: decoded, present, metadata: metadata ?? {} };
 }
 
 /** Decodes an Adam stateless step body (see decodeSlotsFile). */
@@ -141,16 +152,33 @@ export function encodeStepFile(
 }
 
 /** A safetensors file of `slots` (name prefix, values) over the layout's leaves, data slot after slot. */
-export function encodeSlots(slots: ReadonlyArray<readonly [string, FloatArray]>, leaves: readonly NamedLeaf[], dtype: WireDtype, metadata: Record<string, string>): Uint8Array {
+export function encodeSlots(
+  slots: ReadonlyArray<readonly [string, FloatArray]>,
+  leaves: readonly NamedLeaf[],
+  dtype: WireDtype,
+  metadata: Record<string, string>,
+  /** Per slot, which tensors to write (all when absent): torch has None for the others. */
+  present: Record<string, readonly boolean[]> = {},
+): Uint8Array {
   const specs: EntrySpec[] = [];
-  for (const [slot] of slots) for (const leaf of leaves) specs.push({ name: slotTensorName(slot, leaf.name), dtype, shape: leaf.shape });
+  const has = (slot: string, i: number) => present[slot]?.[i] ?? true;
+  for (const [slot] of slots) leaves.forEach((leaf, i) => has(slot, i) && specs.push({ name: slotTensorName(slot, leaf.name), dtype, shape: leaf.shape }));
   const { header, dataLength } = encodeHeader(specs, metadata);
   const out = new Uint8Array(header.length + dataLength);
   out.set(header);
   let offset = header.length;
-  for (const [, values] of slots) {
-    out.set(bytesOf(values), offset);
-    offset += values.byteLength;
+  for (const [slot, values] of slots) {
+    if (!present[slot] || present[slot].every(Boolean)) {
+      out.set(bytesOf(values), offset);
+      offset += values.byteLength;
+      continue;
+    }
+    leaves.forEach((leaf, i) => {
+      if (!has(slot, i)) return;
+      const part = values.subarray(leaf.offset, leaf.offset + leaf.size);
+      out.set(bytesOf(part), offset);
+      offset += part.byteLength;
+    });
   }
   if (offset !== out.length || WIRE_DTYPES[dtype].bytes !== slots[0]![1].BYTES_PER_ELEMENT) throw new Error('internal: safetensors data does not match its header');
   return out;
