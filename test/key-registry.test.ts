@@ -80,6 +80,7 @@ describe('GET /v1/optimizers', () => {
     const shown = first.body.optimizers[1];
     expect(shown).toEqual({
       id: stepped.id,
+      optimizer: 'adam',
       step: 2,
       size: 6,
       dtype: 'float32',

@@ -1289,6 +1289,13 @@ export interface components {
                     initial: number;
                 }[];
             };
+            /** @description What one hosted optimizer of this kind holds: MAX_HOSTED_BYTES / ((2 + slots) × 4 or 8 bytes), for params, the gradient buffer and every state slot it can keep (413 above it). */
+            hosted_max_elements: {
+                /** @description Most float32 parameter elements of one hosted optimizer of this kind. */
+                float32: number;
+                /** @description Most float64 parameter elements of one hosted optimizer of this kind. */
+                float64: number;
+            };
         };
         /** @description One hyperparameter of an optimizer. */
         HyperparamInfo: {
@@ -3139,9 +3146,17 @@ export interface components {
         CreatedOptimizer: {
             /** @description Optimizer id (the Durable Object id). */
             id: string;
+            /**
+             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon, sparse_adam.
+             * @example sgd
+             * @enum {string}
+             */
+            optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon" | "sparse_adam";
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
-            hyperparams: components["schemas"]["AdamHyperparams"];
+            hyperparams: components["schemas"]["HostedHyperparams"];
+            /** @description Most parameter elements an optimizer of this kind and dtype holds: MAX_HOSTED_BYTES / ((2 + slots) × 4 or 8 bytes), params, the gradient buffer and every state slot the optimizer can keep (larger states are a 413). */
+            max_elements: number;
             /** @description Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none. */
             schedule: components["schemas"]["ScheduleSpec"] | null;
             /** @description Learning rate the next step will apply; null when the schedule overflows there (that step would be rejected). */
@@ -3172,6 +3187,10 @@ export interface components {
             expires_at: string;
             /** @description Bearer token for every later call. Shown only here; the service stores only its SHA-256 hash. */
             token: string;
+        };
+        /** @description The hyperparameters in force: the optimizer's hyperparameters with torch's names (the `<Name>Hyperparams` component of each optimizer, e.g. `SgdHyperparams`; GET /v1/algorithms), defaults filled in. */
+        HostedHyperparams: {
+            [key: string]: number | boolean | string;
         };
         /**
          * @description Shape of each tensor: a shape array (`[]` for a scalar) for a single tensor, or an object of names to shapes.
@@ -3207,8 +3226,9 @@ export interface components {
             missing_tensors: string[];
         };
         /**
-         * @description A new hosted optimizer, from `params` or from `shapes` (then uploaded in parts). `schedule` (optional, null for none) sets the learning rate of each step instead of `hyperparams.lr`.
+         * @description A new hosted optimizer of any kind (`optimizer`, default `adam`), from `params` or from `shapes` (then uploaded in parts). `schedule` (optional, null for none) sets the learning rate of each step instead of `hyperparams.lr`.
          * @example {
+         *       "optimizer": "sgd",
          *       "params": {
          *         "w": [
          *           0,
@@ -3217,7 +3237,8 @@ export interface components {
          *         "b": 0
          *       },
          *       "hyperparams": {
-         *         "lr": 0.1
+         *         "lr": 0.1,
+         *         "momentum": 0.9
          *       },
          *       "dtype": "float32"
          *     }
@@ -3230,7 +3251,17 @@ export interface components {
              * @enum {string}
              */
             init?: "zeros";
-            hyperparams?: components["schemas"]["AdamHyperparams"];
+            /**
+             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon, sparse_adam.
+             * @default adam
+             * @example sgd
+             * @enum {string}
+             */
+            optimizer?: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon" | "sparse_adam";
+            /** @description Of `optimizer`; every field has torch's default except a required one (SGD's `lr`, unless a schedule sets it): the optimizer's hyperparameters with torch's names (the `<Name>Hyperparams` component of each optimizer, e.g. `SgdHyperparams`; GET /v1/algorithms); torch's `betas: [b1, b2]` is accepted too. */
+            hyperparams?: {
+                [key: string]: unknown;
+            };
             /** @description Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none. */
             schedule?: components["schemas"]["ScheduleSpec"] | null;
             dtype?: components["schemas"]["Dtype"];
@@ -3250,6 +3281,12 @@ export interface components {
         OptimizerSummary: {
             /** @description Optimizer id. */
             id: string;
+            /**
+             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon, sparse_adam.
+             * @example sgd
+             * @enum {string}
+             */
+            optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon" | "sparse_adam";
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
             /** @description Total number of parameter elements (what counts against KEY_MAX_ELEMENTS). */
@@ -3289,9 +3326,17 @@ export interface components {
         OptimizerInfo: {
             /** @description Optimizer id (the Durable Object id). */
             id: string;
+            /**
+             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon, sparse_adam.
+             * @example sgd
+             * @enum {string}
+             */
+            optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon" | "sparse_adam";
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
-            hyperparams: components["schemas"]["AdamHyperparams"];
+            hyperparams: components["schemas"]["HostedHyperparams"];
+            /** @description Most parameter elements an optimizer of this kind and dtype holds: MAX_HOSTED_BYTES / ((2 + slots) × 4 or 8 bytes), params, the gradient buffer and every state slot the optimizer can keep (larger states are a 413). */
+            max_elements: number;
             /** @description Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none. */
             schedule: components["schemas"]["ScheduleSpec"] | null;
             /** @description Learning rate the next step will apply; null when the schedule overflows there (that step would be rejected). */
@@ -3330,30 +3375,14 @@ export interface components {
          *     }
          */
         PatchOptimizer: {
-            hyperparams?: components["schemas"]["AdamHyperparamsPatch"];
+            /** @description Hyperparameters to change (the ones not named keep their values), validated against the optimizer's schema; a change that adds a state slot starts it fresh, one that drops a slot discards it: the optimizer's hyperparameters with torch's names (the `<Name>Hyperparams` component of each optimizer, e.g. `SgdHyperparams`; GET /v1/algorithms); torch's `betas: [b1, b2]` is accepted too. */
+            hyperparams?: {
+                [key: string]: unknown;
+            };
             /** @description New schedule (null removes it; omitted: unchanged). A new schedule restarts reduce_on_plateau's state. */
             schedule?: components["schemas"]["ScheduleSpec"] | null;
             /** @description New time-to-live (omitted: unchanged). Time-to-live in seconds (60..31536000): the optimizer deletes itself, with everything stored for it, once this long has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH). The deadline becomes now plus this. */
             ttl?: number;
-        };
-        /** @description Hyperparameters to change; the ones not named keep their current values. */
-        AdamHyperparamsPatch: {
-            /** @description Learning rate (torch `lr`). Finite and >= 0: a negative rate would ascend. Ignored when a `schedule` sets it. */
-            lr?: number;
-            /** @description Exponential decay of the first moment (torch `betas[0]`), in [0, 1). */
-            beta1?: number;
-            /** @description Exponential decay of the second moment (torch `betas[1]`), in [0, 1). */
-            beta2?: number;
-            /** @description Added to the bias-corrected sqrt(v) in the denominator (torch `eps`), >= 0. */
-            eps?: number;
-            /** @description Weight decay (torch `weight_decay`), >= 0: an L2 term added to the gradient, or decoupled decay with `decoupled_weight_decay`. */
-            weight_decay?: number;
-            /** @description true: AdamW (torch.optim.AdamW), p *= 1 - lr*weight_decay before the update; false: Adam, grad += weight_decay*p. */
-            decoupled_weight_decay?: boolean;
-            /** @description AMSGrad (torch `amsgrad`): normalise by the running max of v, kept in `state.v_max`. */
-            amsgrad?: boolean;
-            /** @description Maximise the objective instead of minimising it (torch `maximize`). */
-            maximize?: boolean;
         };
         /** @description The result of one hosted step. */
         HostedStepResponse: {
@@ -3405,21 +3434,227 @@ export interface components {
         UploadParams: {
             params: components["schemas"]["TensorTree"] & unknown;
         };
-        /** @description Everything the optimizer holds. GET it to back up; PUT it (or an edited copy) to restore. */
+        /** @description Everything the optimizer holds, its state by torch's `state_dict` names (`momentum_buffer`, `square_avg`, `sum`, `exp_avg`, …, and scalars like `mu_product`); `adam` keeps the names `m`, `v`, `v_max` of /v1/adam/step. GET it to back up; PUT it (or an edited copy) to restore. */
         OptimizerSnapshot: {
             /** @description Read-only; ignored by PUT. */
             id?: string;
+            /**
+             * @description The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon, sparse_adam.
+             * @example sgd
+             * @enum {string}
+             */
+            optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon" | "sparse_adam";
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
             dtype: components["schemas"]["Dtype"];
-            hyperparams: components["schemas"]["AdamHyperparams"];
+            hyperparams: components["schemas"]["HostedHyperparams"];
             /** @description Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none. */
             schedule: components["schemas"]["ScheduleSpec"] | null;
             scheduler_state?: components["schemas"]["PlateauState"];
             params: components["schemas"]["TensorTree"] & unknown;
-            m: components["schemas"]["TensorTree"] & unknown;
-            v: components["schemas"]["TensorTree"] & unknown;
+            m?: components["schemas"]["TensorTree"] & unknown;
+            v?: components["schemas"]["TensorTree"] & unknown;
             v_max?: components["schemas"]["TensorTree"] & unknown;
+            /**
+             * @description First moment (torch `exp_avg`), without bias correction. (adam, adamw, adamax, nadam, radam, lion, sparse_adam; `adam` snapshots name it `m`). Present when the optimizer keeps it; same structure as `params`
+             * @example {
+             *       "layer1.weight": [
+             *         [
+             *           0.1,
+             *           -0.2
+             *         ],
+             *         [
+             *           0.3,
+             *           0.4
+             *         ]
+             *       ],
+             *       "layer1.bias": [
+             *         0,
+             *         0
+             *       ]
+             *     }
+             */
+            exp_avg?: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["TensorTree"];
+            };
+            /**
+             * @description Second moment (torch `exp_avg_sq`), without bias correction. (adam, adamw, nadam, radam, sparse_adam; `adam` snapshots name it `v`). Present when the optimizer keeps it; same structure as `params`
+             * @example {
+             *       "layer1.weight": [
+             *         [
+             *           0.1,
+             *           -0.2
+             *         ],
+             *         [
+             *           0.3,
+             *           0.4
+             *         ]
+             *       ],
+             *       "layer1.bias": [
+             *         0,
+             *         0
+             *       ]
+             *     }
+             */
+            exp_avg_sq?: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["TensorTree"];
+            };
+            /**
+             * @description Running max of exp_avg_sq (torch `max_exp_avg_sq`); kept only with amsgrad. (adam, adamw; `adam` snapshots name it `v_max`). Present when the optimizer keeps it; same structure as `params`
+             * @example {
+             *       "layer1.weight": [
+             *         [
+             *           0.1,
+             *           -0.2
+             *         ],
+             *         [
+             *           0.3,
+             *           0.4
+             *         ]
+             *       ],
+             *       "layer1.bias": [
+             *         0,
+             *         0
+             *       ]
+             *     }
+             */
+            max_exp_avg_sq?: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["TensorTree"];
+            };
+            /**
+             * @description The momentum buffer (torch `momentum_buffer`); kept only when momentum != 0, created from the first gradient. (sgd, rmsprop, muon). Present when the optimizer keeps it; same structure as `params`
+             * @example {
+             *       "layer1.weight": [
+             *         [
+             *           0.1,
+             *           -0.2
+             *         ],
+             *         [
+             *           0.3,
+             *           0.4
+             *         ]
+             *       ],
+             *       "layer1.bias": [
+             *         0,
+             *         0
+             *       ]
+             *     }
+             */
+            momentum_buffer?: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["TensorTree"];
+            };
+            /**
+             * @description Running average of the squared gradient (torch `square_avg`). (rmsprop, adadelta). Present when the optimizer keeps it; same structure as `params`
+             * @example {
+             *       "layer1.weight": [
+             *         [
+             *           0.1,
+             *           -0.2
+             *         ],
+             *         [
+             *           0.3,
+             *           0.4
+             *         ]
+             *       ],
+             *       "layer1.bias": [
+             *         0,
+             *         0
+             *       ]
+             *     }
+             */
+            square_avg?: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["TensorTree"];
+            };
+            /**
+             * @description Running average of the gradient (torch `grad_avg`); kept only when centered. (rmsprop). Present when the optimizer keeps it; same structure as `params`
+             * @example {
+             *       "layer1.weight": [
+             *         [
+             *           0.1,
+             *           -0.2
+             *         ],
+             *         [
+             *           0.3,
+             *           0.4
+             *         ]
+             *       ],
+             *       "layer1.bias": [
+             *         0,
+             *         0
+             *       ]
+             *     }
+             */
+            grad_avg?: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["TensorTree"];
+            };
+            /**
+             * @description Sum of squared gradients (torch `sum`), starting at initial_accumulator_value. (adagrad). Present when the optimizer keeps it; same structure as `params`
+             * @example {
+             *       "layer1.weight": [
+             *         [
+             *           0.1,
+             *           -0.2
+             *         ],
+             *         [
+             *           0.3,
+             *           0.4
+             *         ]
+             *       ],
+             *       "layer1.bias": [
+             *         0,
+             *         0
+             *       ]
+             *     }
+             */
+            sum?: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["TensorTree"];
+            };
+            /**
+             * @description Exponentially weighted infinity norm (torch `exp_inf`). (adamax). Present when the optimizer keeps it; same structure as `params`
+             * @example {
+             *       "layer1.weight": [
+             *         [
+             *           0.1,
+             *           -0.2
+             *         ],
+             *         [
+             *           0.3,
+             *           0.4
+             *         ]
+             *       ],
+             *       "layer1.bias": [
+             *         0,
+             *         0
+             *       ]
+             *     }
+             */
+            exp_inf?: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["TensorTree"];
+            };
+            /**
+             * @description Running average of the squared delta (torch `acc_delta`). (adadelta). Present when the optimizer keeps it; same structure as `params`
+             * @example {
+             *       "layer1.weight": [
+             *         [
+             *           0.1,
+             *           -0.2
+             *         ],
+             *         [
+             *           0.3,
+             *           0.4
+             *         ]
+             *       ],
+             *       "layer1.bias": [
+             *         0,
+             *         0
+             *       ]
+             *     }
+             */
+            acc_delta?: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["TensorTree"];
+            };
+            /** @description Product of the momentum coefficients μ_1…μ_t (torch `mu_product`), a float32 number for both dtypes as torch keeps it. (nadam). */
+            mu_product?: number;
             /**
              * @description Read-only; ignored by PUT.
              * @example 2026-11-26T00:00:00.000Z
@@ -3444,21 +3679,230 @@ export interface components {
             /** @description Metric reports so far. */
             num_reports: number;
         } | null;
-        /** @description A complete snapshot to restore atomically, as returned by GET .../state: step, dtype, hyperparams, schedule, params, m and v are required (fields inside hyperparams default as usual); read-only fields are ignored. */
+        /** @description A complete snapshot to restore atomically, as returned by GET .../state: step, dtype, hyperparams, schedule, params and, with step > 0, the state the hyperparameters keep, by torch's names (`adam`: m, v, v_max) are required (fields inside hyperparams default as usual); read-only fields are ignored. */
         OptimizerSnapshotInput: {
             /** @description Ignored. */
             id?: string;
+            /**
+             * @description The optimizer the snapshot belongs to (absent: `adam`, as snapshots made before other optimizers); it must be the optimizer's own (422 otherwise).
+             * @example sgd
+             * @enum {string}
+             */
+            optimizer?: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon" | "sparse_adam";
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
             dtype: components["schemas"]["Dtype"];
-            hyperparams: components["schemas"]["AdamHyperparams"];
+            /** @description Of the snapshot's optimizer (fields it does not name take torch's defaults): the optimizer's hyperparameters with torch's names (the `<Name>Hyperparams` component of each optimizer, e.g. `SgdHyperparams`; GET /v1/algorithms); torch's `betas: [b1, b2]` is accepted too. */
+            hyperparams: {
+                [key: string]: unknown;
+            };
             /** @description Schedule to restore (null: none). */
             schedule: components["schemas"]["ScheduleSpec"] | null;
             scheduler_state?: components["schemas"]["PlateauState"];
             params: components["schemas"]["TensorTree"] & unknown;
-            m: components["schemas"]["TensorTree"] & unknown;
-            v: components["schemas"]["TensorTree"] & unknown;
+            m?: components["schemas"]["TensorTree"] & unknown;
+            v?: components["schemas"]["TensorTree"] & unknown;
             v_max?: components["schemas"]["TensorTree"] & unknown;
+            /**
+             * @description First moment (torch `exp_avg`), without bias correction. (adam, adamw, adamax, nadam, radam, lion, sparse_adam; `adam` snapshots name it `m`). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
+             * @example {
+             *       "layer1.weight": [
+             *         [
+             *           0.1,
+             *           -0.2
+             *         ],
+             *         [
+             *           0.3,
+             *           0.4
+             *         ]
+             *       ],
+             *       "layer1.bias": [
+             *         0,
+             *         0
+             *       ]
+             *     }
+             */
+            exp_avg?: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["TensorTree"];
+            };
+            /**
+             * @description Second moment (torch `exp_avg_sq`), without bias correction. (adam, adamw, nadam, radam, sparse_adam; `adam` snapshots name it `v`). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
+             * @example {
+             *       "layer1.weight": [
+             *         [
+             *           0.1,
+             *           -0.2
+             *         ],
+             *         [
+             *           0.3,
+             *           0.4
+             *         ]
+             *       ],
+             *       "layer1.bias": [
+             *         0,
+             *         0
+             *       ]
+             *     }
+             */
+            exp_avg_sq?: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["TensorTree"];
+            };
+            /**
+             * @description Running max of exp_avg_sq (torch `max_exp_avg_sq`); kept only with amsgrad. (adam, adamw; `adam` snapshots name it `v_max`). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
+             * @example {
+             *       "layer1.weight": [
+             *         [
+             *           0.1,
+             *           -0.2
+             *         ],
+             *         [
+             *           0.3,
+             *           0.4
+             *         ]
+             *       ],
+             *       "layer1.bias": [
+             *         0,
+             *         0
+             *       ]
+             *     }
+             */
+            max_exp_avg_sq?: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["TensorTree"];
+            };
+            /**
+             * @description The momentum buffer (torch `momentum_buffer`); kept only when momentum != 0, created from the first gradient. (sgd, rmsprop, muon). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
+             * @example {
+             *       "layer1.weight": [
+             *         [
+             *           0.1,
+             *           -0.2
+             *         ],
+             *         [
+             *           0.3,
+             *           0.4
+             *         ]
+             *       ],
+             *       "layer1.bias": [
+             *         0,
+             *         0
+             *       ]
+             *     }
+             */
+            momentum_buffer?: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["TensorTree"];
+            };
+            /**
+             * @description Running average of the squared gradient (torch `square_avg`). (rmsprop, adadelta). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
+             * @example {
+             *       "layer1.weight": [
+             *         [
+             *           0.1,
+             *           -0.2
+             *         ],
+             *         [
+             *           0.3,
+             *           0.4
+             *         ]
+             *       ],
+             *       "layer1.bias": [
+             *         0,
+             *         0
+             *       ]
+             *     }
+             */
+            square_avg?: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["TensorTree"];
+            };
+            /**
+             * @description Running average of the gradient (torch `grad_avg`); kept only when centered. (rmsprop). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
+             * @example {
+             *       "layer1.weight": [
+             *         [
+             *           0.1,
+             *           -0.2
+             *         ],
+             *         [
+             *           0.3,
+             *           0.4
+             *         ]
+             *       ],
+             *       "layer1.bias": [
+             *         0,
+             *         0
+             *       ]
+             *     }
+             */
+            grad_avg?: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["TensorTree"];
+            };
+            /**
+             * @description Sum of squared gradients (torch `sum`), starting at initial_accumulator_value. (adagrad). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
+             * @example {
+             *       "layer1.weight": [
+             *         [
+             *           0.1,
+             *           -0.2
+             *         ],
+             *         [
+             *           0.3,
+             *           0.4
+             *         ]
+             *       ],
+             *       "layer1.bias": [
+             *         0,
+             *         0
+             *       ]
+             *     }
+             */
+            sum?: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["TensorTree"];
+            };
+            /**
+             * @description Exponentially weighted infinity norm (torch `exp_inf`). (adamax). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
+             * @example {
+             *       "layer1.weight": [
+             *         [
+             *           0.1,
+             *           -0.2
+             *         ],
+             *         [
+             *           0.3,
+             *           0.4
+             *         ]
+             *       ],
+             *       "layer1.bias": [
+             *         0,
+             *         0
+             *       ]
+             *     }
+             */
+            exp_inf?: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["TensorTree"];
+            };
+            /**
+             * @description Running average of the squared delta (torch `acc_delta`). (adadelta). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
+             * @example {
+             *       "layer1.weight": [
+             *         [
+             *           0.1,
+             *           -0.2
+             *         ],
+             *         [
+             *           0.3,
+             *           0.4
+             *         ]
+             *       ],
+             *       "layer1.bias": [
+             *         0,
+             *         0
+             *       ]
+             *     }
+             */
+            acc_delta?: components["schemas"]["Tensor"] | {
+                [key: string]: components["schemas"]["TensorTree"];
+            };
+            /** @description Product of the momentum coefficients μ_1…μ_t (torch `mu_product`), a float32 number for both dtypes as torch keeps it. (nadam). */
+            mu_product?: number;
             /** @description Ignored. */
             created_at?: string;
             /** @description Ignored. */
@@ -5557,22 +6001,52 @@ export interface operations {
     createOptimizer: {
         parameters: {
             query?: {
-                /** @description Safetensors bodies only: learning rate (torch `lr`). */
+                /** @description Safetensors bodies only: the optimizer (default `adam`, or `__metadata__.optimizer`). */
+                optimizer?: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon" | "sparse_adam";
+                /** @description Safetensors bodies only: torch `lr` (every optimizer). */
                 lr?: number;
-                /** @description Safetensors bodies only: torch `betas[0]`. */
+                /** @description Safetensors bodies only: torch `beta1` (adam, adamw, adamax, nadam, radam, lion, sparse_adam). */
                 beta1?: number;
-                /** @description Safetensors bodies only: torch `betas[1]`. */
+                /** @description Safetensors bodies only: torch `beta2` (adam, adamw, adamax, nadam, radam, lion, sparse_adam). */
                 beta2?: number;
-                /** @description Safetensors bodies only: torch `eps`. */
+                /** @description Safetensors bodies only: torch `eps` (adam, adamw, rmsprop, adagrad, adamax, nadam, radam, adadelta, muon, sparse_adam). */
                 eps?: number;
-                /** @description Safetensors bodies only: torch `weight_decay`. */
+                /** @description Safetensors bodies only: torch `weight_decay` (adam, adamw, sgd, rmsprop, adagrad, adamax, nadam, radam, adadelta, lion, muon). */
                 weight_decay?: number;
-                /** @description Safetensors bodies only: `true` for AdamW. */
+                /** @description Safetensors bodies only: torch `decoupled_weight_decay` (adam). */
                 decoupled_weight_decay?: "true" | "false" | "1" | "0";
-                /** @description Safetensors bodies only: torch `amsgrad`. */
+                /** @description Safetensors bodies only: torch `amsgrad` (adam, adamw). */
                 amsgrad?: "true" | "false" | "1" | "0";
-                /** @description Safetensors bodies only: torch `maximize`. */
+                /** @description Safetensors bodies only: torch `maximize` (adam, adamw, sgd, rmsprop, adagrad, adamax, adadelta, lion, sparse_adam). */
                 maximize?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: torch `momentum` (sgd, rmsprop, muon). */
+                momentum?: number;
+                /** @description Safetensors bodies only: torch `dampening` (sgd). */
+                dampening?: number;
+                /** @description Safetensors bodies only: torch `nesterov` (sgd, muon). */
+                nesterov?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: torch `alpha` (rmsprop). */
+                alpha?: number;
+                /** @description Safetensors bodies only: torch `centered` (rmsprop). */
+                centered?: "true" | "false" | "1" | "0";
+                /** @description Safetensors bodies only: torch `lr_decay` (adagrad). */
+                lr_decay?: number;
+                /** @description Safetensors bodies only: torch `initial_accumulator_value` (adagrad). */
+                initial_accumulator_value?: number;
+                /** @description Safetensors bodies only: torch `momentum_decay` (nadam). */
+                momentum_decay?: number;
+                /** @description Safetensors bodies only: torch `rho` (adadelta). */
+                rho?: number;
+                /** @description Safetensors bodies only: torch `ns_a` (muon). */
+                ns_a?: number;
+                /** @description Safetensors bodies only: torch `ns_b` (muon). */
+                ns_b?: number;
+                /** @description Safetensors bodies only: torch `ns_c` (muon). */
+                ns_c?: number;
+                /** @description Safetensors bodies only: torch `ns_steps` (muon). */
+                ns_steps?: number;
+                /** @description Safetensors bodies only: torch `adjust_lr_fn` (muon). */
+                adjust_lr_fn?: "original" | "match_rms_adamw";
                 /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
                 dtype?: "float32" | "float64";
                 /** @description Safetensors bodies only: Time-to-live in seconds (60..31536000): the optimizer deletes itself, with everything stored for it, once this long has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH). */

@@ -1,22 +1,28 @@
-// One hosted optimizer per SQLite-backed Durable Object. Its params and Adam state live in the
-// memory of the object's own WebAssembly kernel instance (loaded once per object lifetime), so a
-// step copies the gradient in and steps in place; storage (./store.ts) journals each step.
+// One hosted optimizer per SQLite-backed Durable Object, of any registry optimizer (src/optim):
+// params and state slots by torch's names. Adam's and AdamW's arrays live in the memory of the
+// object's own WebAssembly kernel instance (loaded once per object lifetime), so a step copies the
+// gradient in and steps in place; other optimizers step plain typed arrays with their definition's
+// step (src/optim/step-state.ts). Storage (./store.ts) journals each step.
 // Methods return data (./protocol.ts); the Worker speaks HTTP. The math is src/optim's; this class
 // adds access control, ordering, idempotency and preconditions.
 
 import { DurableObject } from 'cloudflare:workers';
 import { BEARER_CHALLENGE } from '../lib/auth.ts';
 import { initialSchedulerState, learningRate, reportMetric, scheduleOverflow } from '../lib/learning-rate.ts';
-import { HOSTED_ARRAYS, maxHostedElements, readDefaultTtl, readLimits } from '../lib/config.ts';
+import { hostedArrays, maxHostedElements, readDefaultTtl, readLimits, type Limits } from '../lib/config.ts';
 import { sameString } from '../lib/digest.ts';
 import { ProblemError, fieldError, headerError, validationProblem } from '../lib/problem.ts';
 import { alignTo, tensorProblem } from '../lib/tensor-input.ts';
 import { zodFieldErrors } from '../lib/validation.ts';
-import { MAX_STEP, adamStepInPlace, type AdamHyperparams, type Dtype, type FloatArray } from '../optim/adam.ts';
+import { MAX_STEP } from '../optim/adam.ts';
+import type { Dtype, FloatArray, Hyperparams, OptimizerDef, OptimizerState, TensorSpan } from '../optim/optimizer.ts';
+import { optimizerDef } from '../optim/registry.ts';
+import { stepState, usesAdamKernel } from '../optim/step-state.ts';
 import type { PlateauState } from '../schedules/plateau.ts';
 import type { ScheduleSpec } from '../schedules/types.ts';
 import adamWasm from '../optim/wasm/adam.wasm';
 import { createWasmAdam, type WasmAdam } from '../optim/wasm/kernel.ts';
+import { familySchemas, maxStep } from '../schemas/family.ts';
 import { CheckpointOptionsSchema } from '../schemas/optimizer.ts';
 import { layoutOfNamed, leafIndex, namedLeaves, type NamedLeaf } from '../tensors/names.ts';
 import { layoutSize, layoutWeight, leaves, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
@@ -46,7 +52,10 @@ import type {
   Versioned,
 } from './protocol.ts';
 import { overlaps, rangesLength, subtractRange, type Range } from './ranges.ts';
-import { OptimizerStore, chunkElements, deadlineOf, slotKeys, type SlotArrays, type StoredMeta } from './store.ts';
+import { OptimizerStore, chunkElements, deadlineOf, legacyAdamSlots, storedTensors, type SlotArrays, type StoredMeta } from './store.ts';
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyDef = OptimizerDef<any>;
 
 /** Most disjoint ranges of params still to upload (each partial upload may split one range). */
 export const MAX_MISSING_RANGES = 10_000;
@@ -57,28 +66,88 @@ export const IDEMPOTENCY_KEYS_KEPT = 256;
 export const HISTORY_KEPT = 10_000;
 
 /**
- * Bytes of kernel memory a hosted state of `size` elements takes: params, m, v, v_max and the
- * gradient buffer, whatever the hyperparameters (so switching amsgrad on never needs more).
+ * Bytes a hosted state of `size` elements takes: params, the gradient buffer and every slot the
+ * optimizer can keep, whatever the hyperparameters (so turning one on never needs more).
  */
-export const hostedMemoryBytes = (dtype: Dtype, size: number) => HOSTED_ARRAYS * size * (dtype === 'float32' ? 4 : 8);
+export const hostedMemoryBytes = (def: AnyDef, dtype: Dtype, size: number) => hostedArrays(def.slots.length) * size * (dtype === 'float32' ? 4 : 8);
+
+/** Most elements one optimizer of `def` and `dtype` holds. */
+export const maxElementsOf = (limits: Limits, def: AnyDef, dtype: Dtype) => maxHostedElements(limits, dtype, hostedArrays(def.slots.length));
+
+/** The registry definition a stored optimizer names (Adam when stored before there were others). */
+function storedDef(meta: { optimizer?: string | undefined }): AnyDef {
+  const def = optimizerDef(meta.optimizer ?? 'adam');
+  if (!def) throw new Error(`stored optimizer "${meta.optimizer}" is not in the registry`);
+  return def;
+}
+
+/** The tensors of a layout as the step sees them. */
+const spansOf = (layout: TensorLayout): TensorSpan[] => leaves(layout).map((l) => ({ offset: l.offset, size: l.size, shape: l.shape }));
+
+/** The fixed learning rate (absent only when a schedule sets it: SGD has no default). */
+const fixedLr = (hp: Hyperparams) => (typeof hp.lr === 'number' ? hp.lr : 0);
+
+/** Fresh scalar state of `def`. */
+const initialScalars = (def: AnyDef): Record<string, number> => Object.fromEntries(def.scalars.map((s) => [s.name, s.initial]));
 
 /** The state version sent as ETag: changes with every mutation and is never reused. */
 export const etagOf = (meta: { step: number; revision: number }) => `"s${meta.step}-r${meta.revision}"`;
 
-/** Arrays of a state in the kernel's memory. */
+/** Arrays of a state: for Adam and AdamW in the kernel's memory. */
 interface Memory {
-  /** The state; `arrays.vMax` is `vMaxSpace` with amsgrad, else null. */
-  arrays: SlotArrays;
-  /** Staging buffer for the incoming gradient (and uploads), `meta.size` elements. */
+  dtype: Dtype;
+  size: number;
+  params: FloatArray;
+  /** Staging buffer for the incoming gradient (and uploads), `size` elements. */
   grads: FloatArray;
-  /** Room for v_max, allocated whether or not amsgrad is on, so switching it on never moves the state. */
-  vMaxSpace: FloatArray;
+  /**
+   * Room for each slot, by torch's name: Adam's three are allocated with the kernel's workspace
+   * (switching amsgrad on never moves the state); others when first needed.
+   */
+  room: Record<string, FloatArray>;
 }
 
-/** The loaded optimizer: metadata, layout, and its state in wasm memory. */
+/** The loaded optimizer: definition, metadata, layout, and its state. */
 interface Loaded extends Memory {
+  def: AnyDef;
   meta: StoredMeta;
   layout: TensorLayout;
+  tensors: TensorSpan[];
+  /**
+   * Step count, scalars and slots (arrays of `room`; null for a slot torch creates from the first
+   * gradient that does not exist yet). `state.step` is `meta.step`, `state.scalars` `meta.scalars`.
+   */
+  state: OptimizerState;
+}
+
+/** A slot's array in `memory`, allocated on first use. */
+function roomFor(memory: Memory, name: string): FloatArray {
+  return (memory.room[name] ??= memory.dtype === 'float32' ? new Float32Array(memory.size) : new Float64Array(memory.size));
+}
+
+/** The existing tensors of a state, as storage writes them. */
+function arraysOf(memory: { params: FloatArray }, state: OptimizerState): SlotArrays {
+  const slots: Record<string, FloatArray> = {};
+  for (const [name, a] of Object.entries(state.slots)) if (a) slots[name] = a;
+  return { params: memory.params, slots };
+}
+
+/**
+ * The slots `hp` keeps, from `previous` where it has them (by name), else fresh: an eager slot
+ * filled with its initial value in `memory`, a lazy one null until the step creates it.
+ */
+function slotsFor(def: AnyDef, hp: Hyperparams, memory: Memory, previous: Record<string, FloatArray | null>): Record<string, FloatArray | null> {
+  const slots: Record<string, FloatArray | null> = {};
+  for (const slot of def.slots) {
+    if (!slot.present(hp)) continue;
+    if (Object.hasOwn(previous, slot.name)) {
+      slots[slot.name] = previous[slot.name]!;
+      continue;
+    }
+    const initial = slot.initial(hp);
+    slots[slot.name] = initial === null ? null : roomFor(memory, slot.name).fill(initial);
+  }
+  return slots;
 }
 
 const finiteOrNull = (x: number) => (Number.isFinite(x) ? x : null);
@@ -160,18 +229,23 @@ export class HostedOptimizer extends DurableObject<Env> {
   }
 
   /**
-   * Zeroed arrays for a state of `size` elements in the kernel's memory: params, m, v, v_max and
-   * the gradient buffer (5 arrays whatever the hyperparameters: see hostedMemoryBytes). A fresh
-   * instance when the current memory is far larger than needed, so a smaller state frees it.
-   * Earlier arrays of this object are invalid afterwards.
+   * Zeroed arrays for a state of `size` elements. Adam and AdamW: params, exp_avg, exp_avg_sq,
+   * max_exp_avg_sq and the gradient buffer in the kernel's memory (5 arrays whatever the
+   * hyperparameters: see hostedMemoryBytes), a fresh instance when the current memory is far
+   * larger than needed, so a smaller state frees it. Other optimizers: typed arrays, slots
+   * allocated when first needed. Earlier arrays of this object are invalid afterwards.
    */
-  #allocate(dtype: Dtype, size: number, amsgrad: boolean): Memory {
-    const needed = hostedMemoryBytes(dtype, size);
+  #allocate(def: AnyDef, dtype: Dtype, size: number): Memory {
+    if (!usesAdamKernel(def)) {
+      this.#kernel = null; // frees the kernel's memory; scans run as plain loops
+      const make = () => (dtype === 'float32' ? new Float32Array(size) : new Float64Array(size));
+      return { dtype, size, params: make(), grads: make(), room: {} };
+    }
+    const needed = hostedMemoryBytes(def, dtype, size);
     if (this.#kernel && this.#kernel.memory.buffer.byteLength > 2 * needed + (16 << 20)) this.#kernel = null;
     this.#kernel ??= createWasmAdam(adamWasm);
     const ws = this.#kernel.workspace(dtype, size, true);
-    const vMaxSpace = ws.vMax!;
-    return { arrays: { params: ws.params, m: ws.m, v: ws.v, vMax: amsgrad ? vMaxSpace : null }, grads: ws.grads, vMaxSpace };
+    return { dtype, size, params: ws.params, grads: ws.grads, room: { exp_avg: ws.m, exp_avg_sq: ws.v, max_exp_avg_sq: ws.vMax! } };
   }
 
   /** Index of the first NaN or ±Infinity (a SIMD scan for arrays in the kernel's memory), or -1. */
@@ -184,7 +258,11 @@ export class HostedOptimizer extends DurableObject<Env> {
     if (!stored) return;
     if (stored.version === 1) {
       // Written before the journal: read it whole, write it back in today's layout.
-      const { meta, arrays } = this.#store.readVersion1(stored, (dtype, size, amsgrad) => this.#allocate(dtype, size, amsgrad).arrays);
+      const adam = storedDef({});
+      const { meta, arrays } = this.#store.readVersion1(stored, (dtype, size, amsgrad) => {
+        const memory = this.#allocate(adam, dtype, size);
+        return { params: memory.params, slots: Object.fromEntries(legacyAdamSlots(amsgrad).map((n) => [n, memory.room[n]!])) };
+      });
       this.#store.transaction(() => {
         this.#store.createTables();
         this.#store.writeCheckpoint(meta, arrays, null);
@@ -193,15 +271,26 @@ export class HostedOptimizer extends DurableObject<Env> {
       return this.#load();
     }
     const meta = stored;
+    const def = storedDef(meta);
     const layout = this.#store.readLayout();
-    const memory = this.#allocate(meta.dtype, meta.size, meta.hyperparams.amsgrad);
-    const seqs = this.#store.readCheckpoint(meta, memory.arrays);
-    this.#replay(meta, memory.arrays, memory.grads, seqs);
-    this.#loaded = { meta, layout, ...memory };
+    const memory = this.#allocate(def, meta.dtype, meta.size);
+    // Optimizers stored before there were others are Adams with exp_avg, exp_avg_sq (and max_exp_avg_sq).
+    const names = meta.slots ?? legacyAdamSlots(meta.hyperparams.amsgrad === true);
+    const arrays: SlotArrays = { params: memory.params, slots: Object.fromEntries(names.map((n) => [n, roomFor(memory, n)])) };
+    const seqs = this.#store.readCheckpoint(meta, arrays);
+    const state: OptimizerState = {
+      step: meta.step,
+      slots: slotsFor(def, meta.hyperparams, memory, arrays.slots),
+      scalars: { ...initialScalars(def), ...meta.scalars },
+    };
+    // A stored slot the hyperparameters no longer keep cannot exist (a PATCH drops it); keep what is stored.
+    for (const n of names) state.slots[n] = arrays.slots[n]!;
+    this.#replay(def, meta, arrays, memory.grads, seqs);
+    this.#loaded = { def, meta, layout, tensors: spansOf(layout), state, ...memory };
   }
 
   /** Brings every checkpoint chunk to `meta.seq` by replaying the journalled steps it missed. */
-  #replay(meta: StoredMeta, arrays: SlotArrays, grads: FloatArray, seqs: number[]): void {
+  #replay(def: AnyDef, meta: StoredMeta, arrays: SlotArrays, grads: FloatArray, seqs: number[]): void {
     const oldest = Math.min(...seqs);
     if (oldest === meta.seq) return;
     const per = chunkElements(meta.dtype);
@@ -213,16 +302,21 @@ export class HostedOptimizer extends DurableObject<Env> {
         const start = idx * per;
         const end = Math.min(meta.size, start + per);
         const view = (a: FloatArray) => a.subarray(start, end);
-        adamStepInPlace(
-          {
-            dtype: meta.dtype,
-            hyperparams: { ...entry.hyperparams, lr: entry.lr },
-            params: view(arrays.params),
-            grads: view(grads),
-            state: { step: entry.step, m: view(arrays.m), v: view(arrays.v), vMax: arrays.vMax && view(arrays.vMax) },
-          },
-          this.#kernel,
-        );
+        const state: OptimizerState = {
+          step: entry.step,
+          slots: Object.fromEntries(Object.entries(arrays.slots).map(([n, a]) => [n, view(a)])),
+          scalars: { ...initialScalars(def), ...entry.scalars },
+        };
+        stepState({
+          def,
+          dtype: meta.dtype,
+          hp: { ...entry.hyperparams, lr: entry.lr },
+          tensors: [{ offset: 0, size: end - start, shape: [end - start] }],
+          params: view(arrays.params),
+          grads: view(grads),
+          state,
+          adamKernel: this.#kernel,
+        });
         seqs[idx] = entry.seq;
       }
     }
@@ -273,12 +367,16 @@ export class HostedOptimizer extends DurableObject<Env> {
   }
 
   #info(meta: StoredMeta, layout: TensorLayout): OptimizerInfo {
+    const def = storedDef(meta);
     return {
       id: meta.id,
+      optimizer: def.name,
       step: meta.step,
       hyperparams: meta.hyperparams,
+      scalars: { ...initialScalars(def), ...meta.scalars },
+      max_elements: maxElementsOf(readLimits(this.env), def, meta.dtype),
       schedule: meta.schedule,
-      next_lr: finiteOrNull(learningRate(meta.hyperparams.lr, meta.schedule, meta.step, meta.plateau)),
+      next_lr: finiteOrNull(learningRate(fixedLr(meta.hyperparams), meta.schedule, meta.step, meta.plateau)),
       dtype: meta.dtype,
       layout,
       size: meta.size,
@@ -296,7 +394,7 @@ export class HostedOptimizer extends DurableObject<Env> {
 
   /** A copy of the params (RPC serializes a view's whole buffer, here the kernel's memory). */
   #paramsOut(loaded: Loaded): TensorsOut {
-    return { dtype: loaded.meta.dtype, layout: loaded.layout, values: loaded.arrays.params.slice() };
+    return { dtype: loaded.meta.dtype, layout: loaded.layout, values: loaded.params.slice() };
   }
 
   /**
@@ -349,10 +447,15 @@ export class HostedOptimizer extends DurableObject<Env> {
         if (this.#storedMeta()) throw new ProblemError(409, 'conflict', 'this optimizer already exists');
         this.#read = true;
         const { dtype, hyperparams, layout } = args;
-        checkCheckpointHeader(layout, ['params']);
+        const def = optimizerDef(args.optimizer);
+        if (!def) throw validationProblem([fieldError(['optimizer'], 'is not an optimizer of the registry', args.optimizer)]);
+        checkHyperparams(def, hyperparams, args.schedule, ['hyperparams']);
+        checkShapes(def, layout, [args.params ? 'params' : 'shapes']);
+        checkCheckpointHeader(def, layout, ['params']);
         const size = layoutSize(layout);
-        const memory = this.#allocate(dtype, size, hyperparams.amsgrad);
-        if (args.params) memory.arrays.params.set(args.params);
+        const memory = this.#allocate(def, dtype, size);
+        if (args.params) memory.params.set(args.params);
+        const state: OptimizerState = { step: 0, slots: slotsFor(def, hyperparams, memory, {}), scalars: initialScalars(def) };
         const at = Date.now();
         const now = new Date(at).toISOString();
         const meta: StoredMeta = {
@@ -366,7 +469,10 @@ export class HostedOptimizer extends DurableObject<Env> {
           revision: 0,
           dtype,
           size,
+          optimizer: def.name,
           hyperparams,
+          slots: Object.keys(arraysOf(memory, state).slots),
+          scalars: state.scalars,
           schedule: args.schedule,
           plateau: initialSchedulerState(args.schedule),
           cursor: 0,
@@ -377,9 +483,9 @@ export class HostedOptimizer extends DurableObject<Env> {
         };
         this.#store.transaction(() => {
           this.#store.createTables();
-          this.#store.writeCheckpoint(meta, memory.arrays, layout);
+          this.#store.writeCheckpoint(meta, arraysOf(memory, state), layout);
         });
-        this.#loaded = { meta, layout, ...memory };
+        this.#loaded = { def, meta, layout, tensors: spansOf(layout), state, ...memory };
         await this.ctx.storage.setAlarm(deadlineOf(meta));
         return this.#versionedInfo(this.#loaded);
       }),
@@ -396,7 +502,7 @@ export class HostedOptimizer extends DurableObject<Env> {
 
   step(tokenHash: string | null, args: StepArgs): Promise<Outcome<Versioned<StepOut>>> {
     return this.#locked(tokenHash, async (loaded) => {
-      const { meta, layout, arrays, grads } = loaded;
+      const { def, meta, layout, grads, state } = loaded;
       if (args.returnParams && args.namedParams && leafIndex(layout) === null) {
         throw new WireError(406, ['Accept'], 'two tensors of this optimizer have the same dotted name (e.g. "a.b" and {"a": {"b"}}): safetensors cannot name them apart; ask for JSON');
       }
@@ -427,13 +533,18 @@ export class HostedOptimizer extends DurableObject<Env> {
       checkExpectedStep(args.expectedStep, meta.step);
       if (meta.missing.length > 0) throw incompleteUpload(meta, layout);
 
-      const lr = learningRate(meta.hyperparams.lr, meta.schedule, meta.step, meta.plateau);
+      const lr = learningRate(fixedLr(meta.hyperparams), meta.schedule, meta.step, meta.plateau);
       if (!Number.isFinite(lr)) throw scheduleOverflow(meta.step, lr);
-      const state = { step: meta.step, m: arrays.m, v: arrays.v, vMax: arrays.vMax };
+      const scalarsBefore = state.scalars;
+      const slotsBefore = Object.keys(arraysOf(loaded, state).slots).join(',');
       lap('decode');
       // In place: storage is the undo log. A non-finite result reloads the stored state.
-      adamStepInPlace({ dtype: meta.dtype, hyperparams: { ...meta.hyperparams, lr }, params: arrays.params, grads, state }, this.#kernel);
-      const bad = [arrays.params, arrays.m, arrays.v].map((a) => this.#scan(a)).find((i) => i >= 0);
+      stepState({ def, dtype: meta.dtype, hp: { ...meta.hyperparams, lr }, tensors: loaded.tensors, params: loaded.params, grads, state, adamKernel: this.#kernel });
+      const arrays = arraysOf(loaded, state);
+      // A slot the step created (SGD's momentum_buffer on its first step) is the object's from now on.
+      for (const [name, a] of Object.entries(arrays.slots)) loaded.room[name] = a;
+      const created = Object.keys(arrays.slots).join(',') !== slotsBefore;
+      const bad = [arrays.params, ...Object.values(arrays.slots)].map((a) => this.#scan(a)).find((i) => i >= 0);
       if (bad !== undefined) {
         this.#load();
         throw new ProblemError(422, 'non-finite-result', 'the step would produce a non-finite value (overflow); nothing was changed', [
@@ -446,6 +557,9 @@ export class HostedOptimizer extends DurableObject<Env> {
       const next: StoredMeta = {
         ...meta,
         step: state.step,
+        optimizer: def.name,
+        scalars: state.scalars,
+        slots: Object.keys(arrays.slots),
         seq: meta.seq + 1,
         revision: meta.revision + 1,
         updatedAt: at,
@@ -454,7 +568,9 @@ export class HostedOptimizer extends DurableObject<Env> {
       try {
         this.#store.transaction(() => {
           const journalled = narrow ?? { dtype: undefined, bytes: new Uint8Array(grads.buffer, grads.byteOffset, grads.byteLength) };
-          next.cursor = this.#store.appendStep(next, arrays, journalled.bytes, { seq: next.seq, dtype: journalled.dtype, step: meta.step, lr, hyperparams: meta.hyperparams });
+          const entry = { seq: next.seq, dtype: journalled.dtype, step: meta.step, lr, hyperparams: meta.hyperparams, ...(def.scalars.length > 0 ? { scalars: scalarsBefore } : {}) };
+          // Not journalled: a step that created a slot (older chunks have no row of it), and optimizers that step whole tensors.
+          next.cursor = this.#store.appendStep(next, arrays, journalled.bytes, entry, created || def.perTensor === true);
           this.#store.writeMeta(next);
           this.#store.addHistory(next.seq, { step: next.step, lr, loss: args.loss ?? null, at }, HISTORY_KEPT);
           if (args.idempotencyKey !== undefined) {
@@ -483,9 +599,18 @@ export class HostedOptimizer extends DurableObject<Env> {
         const loaded = this.#authorized(tokenHash);
         loaded.meta = { ...loaded.meta, touchedAt: Date.now() };
         this.#store.writeMeta(loaded.meta);
-        const { meta, layout, arrays } = loaded;
-        const slots: SnapshotSlot[] = arrays.vMax ? ['params', 'm', 'v', 'v_max'] : ['params', 'm', 'v'];
-        return { etag: etagOf(meta), info: this.#info(meta, layout), schedulerState: meta.plateau, layout, slots, data: lockedByteStream(slotKeys(arrays).map((k) => arrays[k]!), release) };
+        const { meta, layout, def } = loaded;
+        const tensors = storedTensors(arraysOf(loaded, loaded.state));
+        const slots: SnapshotSlot[] = tensors.map(([name]) => name);
+        return {
+          etag: etagOf(meta),
+          info: this.#info(meta, layout),
+          schedulerState: meta.plateau,
+          layout,
+          stepCounter: def.stepCounter,
+          slots,
+          data: lockedByteStream(tensors.map(([, a]) => a), release),
+        };
       } catch (e) {
         release();
         throw e;
@@ -498,12 +623,13 @@ export class HostedOptimizer extends DurableObject<Env> {
       checkIfMatch(args.ifMatch, etagOf(loaded.meta), loaded.meta.step);
       let planned: Planned;
       try {
-        planned = 'format' in args ? await this.#readCheckpoint(loaded, args) : this.#placeSnapshot(args);
+        planned = 'format' in args ? await this.#readCheckpoint(loaded, args) : this.#placeSnapshot(loaded, args);
       } catch (e) {
-        this.#load(); // the new state was being written into the kernel's memory: take the stored one back
+        this.#load(); // the new state was being written into the object's memory: take the stored one back
         throw e;
       }
-      const { memory, layout } = planned;
+      const { memory, layout, state } = planned;
+      const arrays = arraysOf(memory, state);
       const owner = loaded.meta.owner;
       const size = layoutSize(layout);
       if (owner && size !== loaded.meta.size) {
@@ -516,11 +642,13 @@ export class HostedOptimizer extends DurableObject<Env> {
       }
       const next: StoredMeta = {
         ...loaded.meta,
-        step: planned.step,
+        step: state.step,
         revision: loaded.meta.revision + 1,
         dtype: planned.dtype,
         size,
         hyperparams: planned.hyperparams,
+        slots: Object.keys(arrays.slots),
+        scalars: state.scalars,
         schedule: planned.schedule,
         plateau: planned.schedulerState ?? initialSchedulerState(planned.schedule),
         updatedAt: new Date().toISOString(),
@@ -529,7 +657,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       };
       try {
         this.#store.transaction(() => {
-          this.#store.writeCheckpoint(next, memory.arrays, layout);
+          this.#store.writeCheckpoint(next, arrays, layout);
           // Remembered keys answer for steps of the replaced state: forget them.
           this.#store.forgetKeys();
         });
@@ -537,41 +665,56 @@ export class HostedOptimizer extends DurableObject<Env> {
         this.#load();
         throw e;
       }
-      this.#loaded = { meta: next, layout, ...memory };
+      this.#loaded = { def: loaded.def, meta: next, layout, tensors: spansOf(layout), state, ...memory };
       return this.#versionedInfo(this.#loaded);
     });
   }
 
   /** A JSON snapshot (validated and flattened by the Worker) copied into fresh memory. */
-  #placeSnapshot(args: RestoreArgs): Planned {
+  #placeSnapshot(loaded: Loaded, args: RestoreArgs): Planned {
+    const { def } = loaded;
     const { dtype, hyperparams, layout, schedule } = args;
+    sameOptimizer(def, args.optimizer, ['optimizer']);
     checkSchedulerState(args.schedulerState, schedule);
-    checkCheckpointHeader(layout, ['params']);
-    const memory = this.#allocate(dtype, args.params.length, hyperparams.amsgrad);
-    const { arrays } = memory;
-    arrays.params.set(args.params);
-    arrays.m.set(args.m);
-    arrays.v.set(args.v);
-    if (arrays.vMax && args.vMax) arrays.vMax.set(args.vMax);
-    return { step: args.step, dtype, hyperparams, schedule, schedulerState: args.schedulerState ?? null, layout, memory };
+    checkCheckpointHeader(def, layout, ['params']);
+    checkHyperparams(def, hyperparams, schedule, ['hyperparams']);
+    checkShapes(def, layout, ['params']);
+    const memory = this.#allocate(def, dtype, args.params.length);
+    memory.params.set(args.params);
+    const sent = new Map<string, FloatArray>();
+    const fields = new Map<string, string>();
+    for (const [name, { field, values }] of Object.entries(args.slots)) {
+      if (!def.slots.some((s) => s.name === name)) throw validationProblem([fieldError([field], `is not a state slot of ${def.torch} (${slotList(def)})`)]);
+      sent.set(name, roomFor(memory, name));
+      memory.room[name]!.set(values);
+      fields.set(name, field);
+    }
+    const where = (name: string, i?: number) => [fields.get(name) ?? name, ...(i === undefined ? [] : pathOfIndex(layout, i))];
+    const state = restoredState(def, hyperparams, memory, args.step, sent, args.scalars, where);
+    return { dtype, hyperparams, schedule, schedulerState: args.schedulerState ?? null, layout, memory, state };
   }
 
   /**
-   * A safetensors checkpoint streamed straight into fresh memory: `params/<name>`, torch's
-   * `exp_avg/…`, `exp_avg_sq/…`, `max_exp_avg_sq/…` and `step/…` tensors, options in `__metadata__`.
-   * The caller reloads the stored state if this throws.
+   * A safetensors checkpoint streamed straight into fresh memory: `params/<name>`, the optimizer's
+   * slots by torch's names (`exp_avg/…`, `momentum_buffer/…`), `step/…` and scalar tensors, options
+   * in `__metadata__`. The caller reloads the stored state if this throws.
    */
   async #readCheckpoint(loaded: Loaded, args: RestoreFileArgs): Promise<Planned> {
     const limits = readLimits(this.env);
-    let plan: (Omit<Planned, 'step'> & { step: number | undefined; steps: Float64Array | null; leaves: NamedLeaf[]; sentVMax: boolean }) | null = null;
+    const { def } = loaded;
+    const slotNames = def.slots.map((s) => s.name);
+    const scalarNames = def.scalars.map((s) => s.name);
+    const prefixes = ['params', ...slotNames, 'step', ...scalarNames];
+    let plan: (Omit<Planned, 'state'> & { step: number | undefined; steps: Float64Array | null; scalarValues: Map<string, Float64Array>; leaves: NamedLeaf[]; sent: Set<string>; metaScalars: Record<string, number | undefined> }) | null = null;
     await readSafetensors(args.body, args.length, (header) => {
-      const options = checkpointOptions(header.metadata);
+      const options = checkpointOptions(def, header.metadata);
       checkSchedulerState(options.scheduler_state, options.schedule);
-      const bySlot = new Map<string, Map<string, TensorEntry>>(CHECKPOINT_SLOTS.map((slot) => [slot, new Map()]));
+      checkHyperparams(def, options.hyperparams, options.schedule, ['__metadata__', 'hyperparams']);
+      const bySlot = new Map<string, Map<string, TensorEntry>>(prefixes.map((slot) => [slot, new Map()]));
       const slotOf = header.entries.map((e) => {
         const cut = e.name.indexOf('/');
         const slot = cut < 0 ? e.name : e.name.slice(0, cut);
-        if (!bySlot.has(slot)) throw new WireError(422, ['safetensors', e.name], `tensor "${e.name}" is not named <slot>/<name> with a slot among ${CHECKPOINT_SLOTS.join(', ')}`, e.name);
+        if (!bySlot.has(slot)) throw new WireError(422, ['safetensors', e.name], `tensor "${e.name}" is not named <slot>/<name> with a slot among ${prefixes.join(', ')} (${def.torch})`, e.name);
         bySlot.get(slot)!.set(cut < 0 ? '' : e.name.slice(cut + 1), e);
         return { slot, leaf: cut < 0 ? '' : e.name.slice(cut + 1) };
       });
@@ -582,61 +725,70 @@ export class HostedOptimizer extends DurableObject<Env> {
       const current = leafIndex(loaded.layout);
       const same = current !== null && current.size === params.length && params.every((t) => sameShape(current.get(t.name)?.shape, t.shape));
       const layout = same ? loaded.layout : layoutOfNamed(params, ['safetensors', 'params']);
+      checkShapes(def, layout, ['safetensors', 'params']);
       const index = leafIndex(layout)!;
-      checkCheckpointHeader(layout, ['safetensors', 'params']);
+      checkCheckpointHeader(def, layout, ['safetensors', 'params']);
       const size = layoutSize(layout);
-      const most = maxHostedElements(limits, dtype);
-      if (layoutWeight(layout) > most) throw tooLarge(layoutWeight(layout), dtype, most);
-      const memory = this.#allocate(dtype, size, options.hyperparams.amsgrad);
+      const most = maxElementsOf(limits, def, dtype);
+      if (layoutWeight(layout) > most) throw tooLarge(def, layoutWeight(layout), dtype, most);
+      const memory = this.#allocate(def, dtype, size);
       const leaves = [...index.values()];
       const ordinal = new Map(leaves.map((l, i) => [l.name, i]));
       const stepsSent = bySlot.get('step')!.size > 0;
       const steps = stepsSent ? new Float64Array(leaves.length) : null;
-      const targets: Record<string, FloatArray> = { params: memory.arrays.params, exp_avg: memory.arrays.m, exp_avg_sq: memory.arrays.v, max_exp_avg_sq: memory.vMaxSpace };
-      for (const slot of CHECKPOINT_SLOTS) {
+      const scalarValues = new Map(scalarNames.filter((n) => bySlot.get(n)!.size > 0).map((n) => [n, new Float64Array(leaves.length)]));
+      const sent = new Set(slotNames.filter((n) => bySlot.get(n)!.size > 0));
+      for (const slot of prefixes) {
         const found = bySlot.get(slot)!;
-        const optional = slot === 'max_exp_avg_sq' || slot === 'step';
-        if (optional && found.size === 0) continue;
+        // Every tensor of params; of a slot or scalar, all or none (absent: see restoredState).
+        if (slot !== 'params' && found.size === 0) continue;
         for (const leaf of leaves) {
           if (!found.has(leaf.name)) throw new WireError(422, ['safetensors', slotName(slot, leaf.name)], `tensor "${slotName(slot, leaf.name)}" is missing (each parameter needs its ${slot})`);
         }
         for (const name of found.keys()) if (!index.has(name)) throw new WireError(422, ['safetensors', slotName(slot, name)], `"${slotName(slot, name)}" has no params/${name} to match`);
       }
-      plan = { dtype, hyperparams: options.hyperparams, schedule: options.schedule, schedulerState: options.scheduler_state ?? null, layout, memory, step: options.step, steps, leaves, sentVMax: bySlot.get('max_exp_avg_sq')!.size > 0 };
+      const metaScalars = Object.fromEntries(scalarNames.map((n) => [n, options.scalars[n]]));
+      plan = { dtype, hyperparams: options.hyperparams, schedule: options.schedule, schedulerState: options.scheduler_state ?? null, layout, memory, step: options.step, steps, scalarValues, leaves, sent, metaScalars };
       return header.entries.map((e, i) => {
         const { slot, leaf: name } = slotOf[i]!;
         const leaf = index.get(name)!;
         const path = ['safetensors', e.name];
-        if (slot === 'step') {
-          if (e.shape.length > 1 || (e.shape.length === 1 && e.shape[0] !== 1)) throw new WireError(422, [...path, 'shape'], `a step count is a scalar (shape [] as torch stores it), got [${e.shape.join(', ')}]`);
-          return { out: steps!, offset: ordinal.get(name)!, count: 1, path };
+        const counts = slot === 'step' ? steps : scalarValues.get(slot);
+        if (counts) {
+          if (e.shape.length > 1 || (e.shape.length === 1 && e.shape[0] !== 1)) throw new WireError(422, [...path, 'shape'], `a ${slot} is a scalar (shape [] as torch stores it), got [${e.shape.join(', ')}]`);
+          return { out: counts, offset: ordinal.get(name)!, count: 1, path };
         }
         checkEntry(e, leaf, dtype, path);
-        return { out: targets[slot]!, offset: leaf.offset, count: leaf.size, path };
+        return { out: slot === 'params' ? memory.params : roomFor(memory, slot), offset: leaf.offset, count: leaf.size, path };
       });
     });
     const p = plan!;
-    // One step count: the metadata's, the step tensors' (all equal, as adam-api keeps one), or both agreeing.
-    let step = p.step;
-    if (p.steps) {
-      const first = p.steps[0]!;
-      const odd = p.steps.findIndex((x) => x !== first);
-      if (odd >= 0) throw new WireError(422, ['safetensors', slotName('step', p.leaves[odd]!.name)], `step counts differ between tensors (${first} and ${p.steps[odd]}): adam-api keeps one step count per optimizer`);
-      if (!Number.isInteger(first) || first < 0 || first > MAX_STEP) throw new WireError(422, ['safetensors', slotName('step', p.leaves[0]!.name)], `a step count must be an integer in [0, 2^24], got ${first}`);
-      if (step !== undefined && step !== first) throw new WireError(422, ['__metadata__', 'step'], `the metadata says step ${step} but the step tensors say ${first}`);
-      step = first;
+    // One value per optimizer: the metadata's, the tensors' (all equal, as adam-api keeps one), or both agreeing.
+    const one = (what: string, values: Float64Array | null | undefined, fromMeta: number | undefined): number | undefined => {
+      if (!values) return fromMeta;
+      const first = values[0]!;
+      const odd = values.findIndex((x) => !Object.is(x, first));
+      if (odd >= 0) throw new WireError(422, ['safetensors', slotName(what, p.leaves[odd]!.name)], `${what} differs between tensors (${first} and ${values[odd]}): adam-api keeps one ${what} per optimizer`);
+      if (fromMeta !== undefined && !Object.is(fromMeta, first)) throw new WireError(422, ['__metadata__', what], `the metadata says ${what} ${fromMeta} but the ${what} tensors say ${first}`);
+      return first;
+    };
+    const step = one('step', p.steps, p.step);
+    if (p.steps && (!Number.isInteger(step) || step! < 0 || step! > maxStep(def.stepCounter))) {
+      throw new WireError(422, ['safetensors', slotName('step', p.leaves[0]!.name)], `a step count must be an integer in [0, ${maxStep(def.stepCounter)}], got ${step}`);
     }
-    if (step === undefined) throw new WireError(422, ['__metadata__', 'step'], 'the step count is required: __metadata__.step, or step/<name> tensors as torch saves them');
-    const { arrays } = p.memory;
-    if (p.hyperparams.amsgrad && !p.sentVMax && step > 0) throw new WireError(422, ['safetensors', 'max_exp_avg_sq'], 'max_exp_avg_sq tensors are required when amsgrad is true and step > 0');
-    for (const [slot, a] of [['exp_avg_sq', arrays.v], ['max_exp_avg_sq', arrays.vMax]] as const) {
-      const i = a ? firstNegative(a) : -1;
-      if (i >= 0) {
-        const leaf = p.leaves.find((l) => i < l.offset + l.size)!;
-        throw new WireError(422, ['safetensors', slotName(slot, leaf.name), i - leaf.offset], `must be >= 0 (a second moment is never negative), got ${a![i]}`);
-      }
+    if (step === undefined) {
+      if (def.stepCounter !== 'none') throw new WireError(422, ['__metadata__', 'step'], 'the step count is required: __metadata__.step, or step/<name> tensors as torch saves them');
     }
-    return { ...p, step };
+    const scalars = Object.fromEntries(def.scalars.map((s) => [s.name, one(s.name, p.scalarValues.get(s.name), p.metaScalars[s.name])]));
+    const sent = new Map([...p.sent].map((n) => [n, p.memory.room[n]!]));
+    const where = (name: string, leafIndexAt?: number): Array<string | number> => {
+      if (leafIndexAt === undefined) return ['safetensors', name];
+      const leaf = p.leaves.find((l) => leafIndexAt < l.offset + l.size)!;
+      return ['safetensors', slotName(name, leaf.name), leafIndexAt - leaf.offset];
+    };
+    const state = restoredState(def, p.hyperparams, p.memory, step ?? 0, sent, scalars, where);
+    const { step: _s, steps: _st, scalarValues: _sv, leaves: _l, sent: _se, metaScalars: _m, ...rest } = p;
+    return { ...rest, state };
   }
 
   /**
@@ -647,7 +799,8 @@ export class HostedOptimizer extends DurableObject<Env> {
   upload(tokenHash: string | null, args: UploadArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
     return this.#locked(tokenHash, async (loaded) => {
       checkIfMatch(args.ifMatch, etagOf(loaded.meta), loaded.meta.step);
-      const { meta, layout, arrays, grads: staging } = loaded;
+      const { meta, layout, grads: staging } = loaded;
+      const arrays = arraysOf(loaded, loaded.state);
       const ranges: Range[] = [];
       const input = args.body;
       if (input.format === 'raw') {
@@ -719,35 +872,45 @@ export class HostedOptimizer extends DurableObject<Env> {
   update(tokenHash: string | null, args: PatchArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
     return this.#locked(tokenHash, async (loaded) => {
       checkIfMatch(args.ifMatch, etagOf(loaded.meta), loaded.meta.step);
-      const { meta } = loaded;
-      const hyperparams = { ...meta.hyperparams, ...args.hyperparams };
+      const { meta, def } = loaded;
+      let changes: Hyperparams = {};
+      if (args.hyperparams !== undefined) {
+        const parsed = familySchemas(def).hyperparamsPatch.safeParse(args.hyperparams);
+        if (!parsed.success) throw validationProblem(zodFieldErrors(parsed.error, args.hyperparams).map((e) => ({ ...e, field: `hyperparams.${e.field}`, pointer: undefined })));
+        changes = Object.fromEntries(Object.entries(parsed.data as Hyperparams).filter(([, v]) => v !== undefined));
+      }
+      const hyperparams = { ...meta.hyperparams, ...changes };
       const schedule = args.schedule === undefined ? meta.schedule : args.schedule;
+      checkHyperparams(def, hyperparams, schedule, ['hyperparams']);
       const scheduleChanged = JSON.stringify(schedule) !== JSON.stringify(meta.schedule);
+      // The slots the new hyperparameters keep: kept ones keep their values, new eager ones start
+      // from their initial value (amsgrad's running max from zero: max(0, v) = v at the next step),
+      // dropped ones are gone (as amsgrad off drops max_exp_avg_sq).
+      const slots = slotsFor(def, hyperparams, loaded, loaded.state.slots);
+      const arrays = arraysOf(loaded, { ...loaded.state, slots });
       const next: StoredMeta = {
         ...meta,
         hyperparams,
+        slots: Object.keys(arrays.slots),
         schedule,
         plateau: scheduleChanged ? initialSchedulerState(schedule) : meta.plateau,
         revision: meta.revision + 1,
         updatedAt: new Date().toISOString(),
         ttl: args.ttl ?? meta.ttl,
       };
-      if (hyperparams.amsgrad === meta.hyperparams.amsgrad) {
-        // Journalled steps carry their own hyperparameters, so only the metadata changes.
-        this.#store.transaction(() => this.#store.writeMeta(next));
-      } else {
-        // amsgrad adds or drops the v_max slot: a full checkpoint. Switching it on starts the running
-        // max from zero (max(0, v) = v at the next step).
-        const arrays = { ...loaded.arrays, vMax: hyperparams.amsgrad ? loaded.vMaxSpace.fill(0) : null };
-        try {
+      try {
+        if (next.slots!.join(',') === Object.keys(arraysOf(loaded, loaded.state).slots).join(',')) {
+          // Journalled steps carry their own hyperparameters, so only the metadata changes.
+          this.#store.transaction(() => this.#store.writeMeta(next));
+        } else {
           this.#store.transaction(() => this.#store.writeCheckpoint(next, arrays, null));
-        } catch (e) {
-          this.#load();
-          throw e;
         }
-        loaded.arrays = arrays;
+      } catch (e) {
+        this.#load();
+        throw e;
       }
       loaded.meta = next;
+      loaded.state.slots = slots;
       // A shorter time-to-live may bring the deadline before the alarm: move it.
       if (args.ttl !== undefined) await this.ctx.storage.setAlarm(deadlineOf(next));
       return this.#versionedInfo(loaded);
@@ -809,6 +972,7 @@ export class HostedOptimizer extends DurableObject<Env> {
     if (!meta || meta.owner !== owner) return null;
     return {
       id: meta.id,
+      optimizer: meta.optimizer ?? 'adam',
       step: meta.step,
       size: meta.size,
       dtype: meta.dtype,
@@ -902,17 +1066,85 @@ interface Narrow {
 
 /** What a restore writes, decoded and checked, before it is stored. */
 interface Planned {
-  step: number;
   dtype: Dtype;
-  hyperparams: AdamHyperparams;
+  hyperparams: Hyperparams;
   schedule: ScheduleSpec | null;
   schedulerState: PlateauState | null;
   layout: TensorLayout;
   memory: Memory;
+  state: OptimizerState;
 }
 
-/** Tensor name prefixes of a checkpoint: params and torch's Adam state names. */
-export const CHECKPOINT_SLOTS = ['params', 'exp_avg', 'exp_avg_sq', 'max_exp_avg_sq', 'step'] as const;
+/** `exp_avg, exp_avg_sq, max_exp_avg_sq`: an optimizer's slot names, for messages. */
+const slotList = (def: AnyDef) => (def.slots.length === 0 ? 'it keeps none' : `its slots are ${def.slots.map((s) => s.name).join(', ')}`);
+
+/** 422 when a snapshot names another optimizer than the object's (optimizers cannot be converted). */
+function sameOptimizer(def: AnyDef, name: string | undefined, path: Array<string | number>): void {
+  const sent = name ?? 'adam';
+  if (sent !== def.name) {
+    throw validationProblem([
+      fieldError(path, `this is a snapshot of ${sent}, but the optimizer is ${def.name} (${def.torch}); the state of one cannot be used by another: create a new ${sent} optimizer to restore it`, sent),
+    ]);
+  }
+}
+
+/** A required hyperparameter (SGD's lr) must be set unless a schedule sets lr; torch's cross-field rules (def.check). */
+function checkHyperparams(def: AnyDef, hp: Hyperparams, schedule: ScheduleSpec | null | undefined, path: Array<string | number>): void {
+  const missing = Object.entries(def.hyperparams).filter(([k, d]) => d.type === 'number' && d.default === undefined && hp[k] === undefined && !(k === 'lr' && schedule));
+  if (missing.length > 0) throw validationProblem(missing.map(([k]) => fieldError([...path, k], `is required: ${def.torch} has no default ${k} (or set a schedule)`)));
+  const rule = def.check?.(hp);
+  if (rule) throw validationProblem([fieldError([...path, rule.field], rule.message, hp[rule.field])]);
+}
+
+/** 422 for a tensor the optimizer cannot step (Muon: 2-D only). */
+export function checkShapes(def: AnyDef, layout: TensorLayout, path: Array<string | number>): void {
+  if (!def.checkShape) return;
+  for (const t of leaves(layout)) {
+    const message = def.checkShape(t.shape);
+    if (message) throw validationProblem([fieldError([...path, ...t.path], message, `[${t.shape.join(', ')}]`)]);
+  }
+}
+
+/**
+ * The state a restore installs, from the slots sent (already in `memory`) and scalars: each slot
+ * `hp` keeps is the sent one (checked >= 0 where it must be), or, when not sent, its initial value
+ * at step 0 and, at step > 0, required unless torch creates it from the first gradient (SGD's
+ * momentum_buffer). A sent slot `hp` does not keep is ignored, as torch ignores it. Scalars are
+ * required at step > 0.
+ */
+function restoredState(
+  def: AnyDef,
+  hp: Hyperparams,
+  memory: Memory,
+  step: number,
+  sent: ReadonlyMap<string, FloatArray>,
+  scalars: Record<string, number | undefined>,
+  where: (slot: string, index?: number) => Array<string | number>,
+): OptimizerState {
+  const slots: Record<string, FloatArray | null> = {};
+  for (const slot of def.slots) {
+    if (!slot.present(hp)) continue;
+    const a = sent.get(slot.name);
+    if (a) {
+      const i = slot.nonNegative ? firstNegative(a) : -1;
+      if (i >= 0) throw validationProblem([fieldError(where(slot.name, i), 'must be >= 0 (it is a square, a sum of squares or a magnitude)', a[i])]);
+      slots[slot.name] = a;
+      continue;
+    }
+    const initial = slot.initial(hp);
+    if (initial !== null && step > 0) {
+      throw validationProblem([fieldError(where(slot.name), `is required when step > 0 (${def.torch} keeps it with these hyperparameters)`)]);
+    }
+    slots[slot.name] = initial === null ? null : roomFor(memory, slot.name).fill(initial);
+  }
+  const values: Record<string, number> = {};
+  for (const s of def.scalars) {
+    const v = scalars[s.name];
+    if (v === undefined && step > 0) throw validationProblem([fieldError(where(s.name), 'is required when step > 0')]);
+    values[s.name] = v ?? s.initial;
+  }
+  return { step, slots, scalars: values };
+}
 
 /** `<slot>/<name>` (or just `<slot>` for a single unnamed tensor). */
 const slotName = (slot: string, name: string) => (name === '' ? slot : `${slot}/${name}`);
@@ -930,17 +1162,20 @@ const CHECKPOINT_METADATA_BYTES = 256 * 1024;
 /**
  * 422 unless the safetensors checkpoint of `layout` has a header within MAX_HEADER_BYTES, so
  * GET state → PUT state round-trips at every size: each tensor is named once per slot
- * (`params/…`, `exp_avg/…`, `exp_avg_sq/…`, `max_exp_avg_sq/…`, `step/…`) and once more in
+ * (`params/…`, the optimizer's slots such as `exp_avg/…`, `step/…`, scalars) and once more in
  * `__metadata__.layout` (JSON text in a JSON string: escaped twice). Runs before anything changes.
  */
-function checkCheckpointHeader(layout: TensorLayout, path: Array<string | number>): void {
+function checkCheckpointHeader(def: AnyDef, layout: TensorLayout, path: Array<string | number>): void {
+  // The optimizer's tensor prefixes: params, its slots, the step count and its scalars (0-d).
+  const scalarNames = new Set(['step', ...def.scalars.map((s) => s.name)]);
+  const prefixes = ['params', ...def.slots.map((s) => s.name), ...scalarNames];
   // Data offsets count bytes of the data section: every slot in float64 bounds them.
-  const offsetDigits = String(CHECKPOINT_SLOTS.length * 8 * layoutSize(layout)).length;
+  const offsetDigits = String(prefixes.length * 8 * layoutSize(layout)).length;
   let bytes = CHECKPOINT_METADATA_BYTES;
   for (const leaf of namedLeaves(layout)) {
     const quoted = JSON.stringify(leaf.name);
     const nameBytes = utf8Length(quoted);
-    for (const slot of CHECKPOINT_SLOTS) bytes += entryBytesBound(slot.length + 1 + nameBytes, slot === 'step' ? [] : leaf.shape, offsetDigits);
+    for (const slot of prefixes) bytes += entryBytesBound(slot.length + 1 + nameBytes, scalarNames.has(slot) ? [] : leaf.shape, offsetDigits);
     bytes += utf8Length(JSON.stringify(quoted)) - 1; // in __metadata__.layout: JSON text inside a JSON string, a comma between
   }
   if (bytes > MAX_HEADER_BYTES) {
@@ -972,8 +1207,8 @@ function checkSchedulerState(state: PlateauState | null | undefined, schedule: S
   }
 }
 
-/** A checkpoint's `__metadata__` parsed (JSON values) and checked like a JSON snapshot's fields. */
-function checkpointOptions(metadata: Record<string, string> | null) {
+/** A checkpoint's `__metadata__` parsed (JSON values) and checked like a JSON snapshot's fields, hyperparams by `def`'s schema. */
+function checkpointOptions(def: AnyDef, metadata: Record<string, string> | null) {
   const m = metadata ?? {};
   const json = (key: string): unknown => {
     if (!Object.hasOwn(m, key)) return undefined;
@@ -984,7 +1219,15 @@ function checkpointOptions(metadata: Record<string, string> | null) {
     }
   };
   if (m.step !== undefined && !/^\d+$/.test(m.step)) throw validationProblem([fieldError(['__metadata__', 'step'], 'must be a decimal integer', m.step)]);
+  const scalars: Record<string, number | undefined> = {};
+  for (const s of def.scalars) {
+    if (m[s.name] === undefined) continue;
+    const x = Number(m[s.name]);
+    if (m[s.name]!.trim() === '' || !Number.isFinite(x)) throw validationProblem([fieldError(['__metadata__', s.name], 'must be a finite decimal number', m[s.name]!)]);
+    scalars[s.name] = x;
+  }
   const parsed = CheckpointOptionsSchema.safeParse({
+    optimizer: m.optimizer,
     step: m.step === undefined ? undefined : Number(m.step),
     dtype: m.dtype,
     hyperparams: json('hyperparams'),
@@ -995,12 +1238,18 @@ function checkpointOptions(metadata: Record<string, string> | null) {
   if (!parsed.success) {
     throw validationProblem(zodFieldErrors(parsed.error, undefined).map((e) => ({ ...e, field: `__metadata__.${e.field}`, pointer: undefined })));
   }
-  return parsed.data;
+  sameOptimizer(def, parsed.data.optimizer, ['__metadata__', 'optimizer']);
+  const hp = familySchemas(def).hyperparams.safeParse(parsed.data.hyperparams);
+  if (!hp.success) {
+    throw validationProblem(zodFieldErrors(hp.error, undefined).map((e) => ({ ...e, field: `__metadata__.hyperparams.${e.field}`, pointer: undefined })));
+  }
+  return { ...parsed.data, hyperparams: hp.data as Hyperparams, scalars };
 }
 
-/** 413 for a state larger than one optimizer holds. */
-export function tooLarge(size: number, dtype: Dtype, most: number): ProblemError {
-  return new ProblemError(413, 'payload-too-large', `${size} ${dtype} elements are more than one optimizer holds (${most}: params, m, v, v_max and the gradient buffer in MAX_HOSTED_BYTES)`, [
+/** 413 for a state larger than one optimizer of `def` holds. */
+export function tooLarge(def: AnyDef, size: number, dtype: Dtype, most: number): ProblemError {
+  const arrays = ['params', 'the gradient buffer', ...def.slots.map((s) => s.name)].join(', ');
+  return new ProblemError(413, 'payload-too-large', `${size} ${dtype} elements are more than one ${def.name} optimizer holds (${most}: ${arrays} in MAX_HOSTED_BYTES)`, [
     fieldError(['params'], `more than ${most} elements`),
   ], { limit: most });
 }

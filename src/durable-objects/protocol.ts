@@ -4,7 +4,7 @@
 
 import type { KeyQuota } from '../lib/config.ts';
 import type { ProblemData } from '../lib/problem.ts';
-import type { AdamHyperparams, Dtype, FloatArray } from '../optim/adam.ts';
+import type { Dtype, FloatArray, Hyperparams } from '../optim/optimizer.ts';
 import type { PlateauState } from '../schedules/plateau.ts';
 import type { ScheduleSpec } from '../schedules/types.ts';
 import type { FlatTensors, TensorLayout } from '../tensors/tree.ts';
@@ -27,8 +27,14 @@ export interface LayoutEntry {
 /** Metadata of a hosted optimizer; the Worker answers GET /v1/optimizers/{id} with it. */
 export interface OptimizerInfo {
   id: string;
+  /** The registry name (`adam`, `sgd`, …). */
+  optimizer: string;
   step: number;
-  hyperparams: AdamHyperparams;
+  hyperparams: Hyperparams;
+  /** Scalar state (NAdam's `mu_product`), by torch's name; empty for most optimizers. */
+  scalars: Record<string, number>;
+  /** Most elements an optimizer of this kind and dtype holds (MAX_HOSTED_BYTES over its arrays). */
+  max_elements: number;
   schedule: ScheduleSpec | null;
   next_lr: number | null;
   dtype: Dtype;
@@ -91,10 +97,12 @@ export interface StepOut {
 
 export interface CreateArgs {
   tokenHash: string;
+  /** The registry name; the Worker has validated `hyperparams` with its schema. */
+  optimizer: string;
   layout: TensorLayout;
   /** Initial params; null: zeros, and every element must be uploaded (PUT params) before a step. */
   params: FloatArray | null;
-  hyperparams: AdamHyperparams;
+  hyperparams: Hyperparams;
   schedule: ScheduleSpec | null;
   dtype: Dtype;
   /** Time-to-live in seconds. */
@@ -105,18 +113,22 @@ export interface CreateArgs {
 
 /** A snapshot to restore, already validated and flattened by the Worker. */
 export interface RestoreArgs {
+  /** The snapshot's optimizer: must be the object's (422 otherwise). */
+  optimizer: string;
   /** An If-Match header: the change is made only in that state (412 otherwise). */
   ifMatch?: string | undefined;
   step: number;
   dtype: Dtype;
-  hyperparams: AdamHyperparams;
+  /** Validated with the optimizer's schema (defaults filled in). */
+  hyperparams: Hyperparams;
   schedule: ScheduleSpec | null;
   schedulerState?: PlateauState | null | undefined;
   layout: TensorLayout;
   params: FloatArray;
-  m: FloatArray;
-  v: FloatArray;
-  vMax: FloatArray | null;
+  /** Slots sent, by torch's name, each with the field name the client used (for errors). */
+  slots: Record<string, { field: string; values: FloatArray }>;
+  /** Scalars sent, by torch's name. */
+  scalars: Record<string, number>;
   /** The owner key's quota, should the restore change the optimizer's size. */
   quota: KeyQuota;
 }
@@ -147,13 +159,14 @@ export interface UploadArgs {
 export interface PatchArgs {
   /** An If-Match header: the change is made only in that state (412 otherwise). */
   ifMatch?: string | undefined;
-  hyperparams?: Partial<AdamHyperparams> | undefined;
+  /** As sent: the object validates it with its optimizer's schema. */
+  hyperparams?: Record<string, unknown> | undefined;
   schedule?: ScheduleSpec | null | undefined;
   ttl?: number | undefined;
 }
 
-/** The state tensors of a snapshot, in stream order; each is `size` elements in the layout. */
-export type SnapshotSlot = 'params' | 'm' | 'v' | 'v_max';
+/** A state tensor of a snapshot: `params` or a slot's torch name; each is `size` elements in the layout. */
+export type SnapshotSlot = string;
 
 /**
  * A full snapshot: metadata, then the bytes of every state tensor (little-endian, the optimizer's
@@ -165,6 +178,8 @@ export interface SnapshotOut {
   info: OptimizerInfo;
   schedulerState: PlateauState | null;
   layout: TensorLayout;
+  /** How the optimizer counts steps (safetensors `step/…` tensors: none, float32 or integer). */
+  stepCounter: 'float32' | 'integer' | 'none';
   slots: SnapshotSlot[];
   data: ReadableStream<Uint8Array>;
 }
@@ -179,6 +194,8 @@ export interface HistoryEntry {
 /** A hosted optimizer as the listing of its owner's optimizers shows it. */
 export interface OptimizerSummary {
   id: string;
+  /** The registry name (`adam` for optimizers stored before there were others). */
+  optimizer: string;
   step: number;
   size: number;
   dtype: Dtype;

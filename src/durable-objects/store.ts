@@ -6,13 +6,14 @@
 // gradient to a journal and rewrites the next few chunks in turn, so each chunk is at most
 // JOURNAL_DEPTH steps old and a step writes about its gradient's bytes plus 1/JOURNAL_DEPTH of
 // the state, instead of the whole state. Loading replays, on each chunk's element range, the
-// journalled steps it has not seen: Adam is elementwise and its kernel is deterministic, so the
-// replay reproduces the state bit for bit. Everything one operation writes commits in one
+// journalled steps it has not seen: the optimizers are elementwise and their steps deterministic,
+// so the replay reproduces the state bit for bit (an optimizer that steps whole tensors, like
+// Muon, is never journalled: each of its steps rewrites every chunk). Everything one operation writes commits in one
 // transaction, so a crash leaves the state before or after it, never between.
 //
 // Synchronous: callers wrap writes in `transaction`. Pure storage: no HTTP, no problems.
 
-import type { AdamHyperparams, Dtype, FloatArray } from '../optim/adam.ts';
+import type { Dtype, FloatArray, Hyperparams } from '../optim/optimizer.ts';
 import type { PlateauState } from '../schedules/plateau.ts';
 import type { ScheduleSpec } from '../schedules/types.ts';
 import type { TensorLayout } from '../tensors/tree.ts';
@@ -29,15 +30,19 @@ export const JOURNAL_PART_BYTES = 1 << 20;
 /** Most steps a checkpoint chunk may lag behind the state (and so most journal entries kept). */
 export const JOURNAL_DEPTH = 8;
 
-/** A state tensor: params, or one of Adam's slots. Stored under torch's state_dict names. */
-export type SlotKey = 'params' | 'm' | 'v' | 'vMax';
-export const STORED_SLOT_NAME: Readonly<Record<SlotKey, string>> = { params: 'params', m: 'exp_avg', v: 'exp_avg_sq', vMax: 'max_exp_avg_sq' };
-
+/**
+ * The state tensors in memory: params and the optimizer's slots that exist, by torch's
+ * `state_dict` names (`exp_avg`, `momentum_buffer`, …). Stored rows carry the same names, also
+ * for optimizers written before other optimizers existed (Adam's exp_avg, exp_avg_sq, max_exp_avg_sq).
+ */
 export interface SlotArrays {
   params: FloatArray;
-  m: FloatArray;
-  v: FloatArray;
-  vMax: FloatArray | null;
+  slots: Record<string, FloatArray>;
+}
+
+/** Adam's slots, which an optimizer stored before `meta.optimizer` existed holds. */
+export function legacyAdamSlots(amsgrad: boolean): string[] {
+  return amsgrad ? ['exp_avg', 'exp_avg_sq', 'max_exp_avg_sq'] : ['exp_avg', 'exp_avg_sq'];
 }
 
 /** The optimizer's metadata row. */
@@ -55,7 +60,14 @@ export interface StoredMeta {
   revision: number;
   dtype: Dtype;
   size: number;
-  hyperparams: AdamHyperparams;
+  /** The registry name (src/optim/registry.ts); absent: `adam` (stored before other optimizers). */
+  optimizer?: string;
+  /** The optimizer's hyperparameters (torch's names; a required one may be absent when a schedule sets lr). */
+  hyperparams: Hyperparams;
+  /** Names of the slots stored; absent: Adam's (`legacyAdamSlots`). */
+  slots?: string[];
+  /** Scalar state (NAdam's `mu_product`); absent: none yet (each at its initial value). */
+  scalars?: Record<string, number>;
   schedule: ScheduleSpec | null;
   plateau: PlateauState | null;
   /** Next checkpoint chunk a step rewrites. */
@@ -82,7 +94,7 @@ export interface StoredMeta {
 }
 
 /** Version 1 (before the journal): tensors params/m/v/v_max stored whole in tensor_chunks. */
-interface StoredMetaV1 extends Omit<StoredMeta, 'version' | 'revision' | 'cursor' | 'missing' | 'ttl' | 'touchedAt'> {
+interface StoredMetaV1 extends Omit<StoredMeta, 'version' | 'revision' | 'cursor' | 'missing' | 'optimizer' | 'slots' | 'scalars' | 'ttl' | 'touchedAt'> {
   version: 1;
 }
 
@@ -97,7 +109,9 @@ export interface JournalEntry {
   /** Completed steps before this step. */
   step: number;
   lr: number;
-  hyperparams: AdamHyperparams;
+  hyperparams: Hyperparams;
+  /** Scalar state before this step (absent: none, as Adam stored it). */
+  scalars?: Record<string, number>;
 }
 
 /** When an optimizer expires (ms since the epoch): its last successful call plus its time-to-live. */
@@ -135,9 +149,9 @@ export const chunkElements = (dtype: Dtype) => CHUNK_BYTES / itemSize(dtype);
 /** Number of checkpoint chunks of a state of `size` elements (at least one, even when empty). */
 export const chunkCount = (dtype: Dtype, size: number) => Math.max(1, Math.ceil(size / chunkElements(dtype)));
 
-/** The slots a state holds, in storage and snapshot order. */
-export function slotKeys(arrays: { vMax: FloatArray | null }): SlotKey[] {
-  return arrays.vMax ? ['params', 'm', 'v', 'vMax'] : ['params', 'm', 'v'];
+/** The stored tensors of a state, by stored name, in storage order: params, then the slots. */
+export function storedTensors(arrays: SlotArrays): Array<[string, FloatArray]> {
+  return [['params', arrays.params], ...Object.entries(arrays.slots)];
 }
 
 function bytesOf(a: FloatArray, start = 0, end = a.length): Uint8Array {
@@ -194,9 +208,8 @@ export class OptimizerStore {
     const per = chunkElements(meta.dtype);
     const count = chunkCount(meta.dtype, meta.size);
     const seqs = new Array<number>(count).fill(-1);
-    for (const key of slotKeys(arrays)) {
-      const target = arrays[key]!;
-      const rows = this.#sql.exec<{ idx: number; seq: number; bytes: ArrayBuffer }>('SELECT idx, seq, bytes FROM slot_chunks WHERE slot = ?', STORED_SLOT_NAME[key]);
+    for (const [key, target] of storedTensors(arrays)) {
+      const rows = this.#sql.exec<{ idx: number; seq: number; bytes: ArrayBuffer }>('SELECT idx, seq, bytes FROM slot_chunks WHERE slot = ?', key);
       let seen = 0;
       for (const row of rows) {
         const start = row.idx * per;
@@ -237,8 +250,8 @@ export class OptimizerStore {
     const per = chunkElements(meta.dtype);
     const start = idx * per;
     const end = Math.min(meta.size, start + per);
-    for (const key of slotKeys(arrays)) {
-      this.#sql.exec('INSERT OR REPLACE INTO slot_chunks (slot, idx, seq, bytes) VALUES (?, ?, ?, ?)', STORED_SLOT_NAME[key], idx, meta.seq, bytesOf(arrays[key]!, start, end));
+    for (const [key, a] of storedTensors(arrays)) {
+      this.#sql.exec('INSERT OR REPLACE INTO slot_chunks (slot, idx, seq, bytes) VALUES (?, ?, ?, ?)', key, idx, meta.seq, bytesOf(a, start, end));
     }
   }
 
@@ -252,7 +265,8 @@ export class OptimizerStore {
     const count = chunkCount(meta.dtype, meta.size);
     for (let idx = 0; idx < count; idx++) this.#writeChunk(meta, arrays, idx);
     this.#sql.exec('DELETE FROM slot_chunks WHERE idx >= ?', count);
-    if (!arrays.vMax) this.#sql.exec('DELETE FROM slot_chunks WHERE slot = ?', STORED_SLOT_NAME.vMax);
+    const kept = storedTensors(arrays).map(([k]) => k);
+    this.#sql.exec(`DELETE FROM slot_chunks WHERE slot NOT IN (${kept.map(() => '?').join(', ')})`, ...kept);
     this.#sql.exec('DELETE FROM journal');
     this.#sql.exec('DELETE FROM journal_parts');
   }
@@ -271,11 +285,12 @@ export class OptimizerStore {
    * dtype, or `entry.dtype`) and scalars in the journal,
    * then the next chunks in turn, so no chunk lags more than JOURNAL_DEPTH steps; journal entries
    * every chunk has passed are dropped. Returns the cursor for the next step. When a step
-   * rewrites every chunk anyway (small states), nothing is journalled.
+   * rewrites every chunk anyway (small states), or `whole` asks for it (a step that created a
+   * slot, or an optimizer whose steps cannot be replayed chunk by chunk), nothing is journalled.
    */
-  appendStep(meta: StoredMeta, arrays: SlotArrays, grads: Uint8Array, entry: JournalEntry): number {
+  appendStep(meta: StoredMeta, arrays: SlotArrays, grads: Uint8Array, entry: JournalEntry, whole = false): number {
     const count = chunkCount(meta.dtype, meta.size);
-    const perStep = Math.ceil(count / JOURNAL_DEPTH);
+    const perStep = whole ? count : Math.ceil(count / JOURNAL_DEPTH);
     if (perStep >= count) {
       for (let idx = 0; idx < count; idx++) this.#writeChunk(meta, arrays, idx);
       this.#sql.exec('DELETE FROM journal');
@@ -304,11 +319,12 @@ export class OptimizerStore {
    * dropVersion1.
    */
   readVersion1(meta: StoredMetaV1, allocate: (dtype: Dtype, size: number, amsgrad: boolean) => SlotArrays): { meta: StoredMeta; arrays: SlotArrays } {
-    const arrays = allocate(meta.dtype, meta.size, meta.hyperparams.amsgrad);
+    const amsgrad = meta.hyperparams.amsgrad === true;
+    const arrays = allocate(meta.dtype, meta.size, amsgrad);
     arrays.params.set(readTensor(this.#sql, 'params', meta.dtype, meta.size));
-    arrays.m.set(readTensor(this.#sql, 'm', meta.dtype, meta.size));
-    arrays.v.set(readTensor(this.#sql, 'v', meta.dtype, meta.size));
-    if (arrays.vMax) arrays.vMax.set(readTensor(this.#sql, 'v_max', meta.dtype, meta.size));
+    arrays.slots.exp_avg!.set(readTensor(this.#sql, 'm', meta.dtype, meta.size));
+    arrays.slots.exp_avg_sq!.set(readTensor(this.#sql, 'v', meta.dtype, meta.size));
+    if (amsgrad) arrays.slots.max_exp_avg_sq!.set(readTensor(this.#sql, 'v_max', meta.dtype, meta.size));
     // Old ETags were "step-<n>"; new ones can never equal them.
     // No ttl yet: the object gives it the default when it starts.
     return { meta: { ...meta, version: 2, revision: meta.seq, cursor: 0, missing: [] } as unknown as StoredMeta, arrays };

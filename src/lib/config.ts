@@ -8,8 +8,9 @@ export interface Limits {
   /** Most tensor elements in one tensor tree of a JSON stateless step (413 above it). */
   maxElements: number;
   /**
-   * Most bytes of kernel memory one hosted optimizer's tensors take: params, m, v, v_max and the
-   * gradient buffer, 5 × elements × 4 (float32) or 8 (float64) bytes (413 above it).
+   * Most bytes one hosted optimizer's tensors take: params, the gradient buffer and every state
+   * slot its optimizer can keep, (2 + slots) × elements × 4 (float32) or 8 (float64) bytes (Adam:
+   * exp_avg, exp_avg_sq, max_exp_avg_sq, so 5 arrays; 413 above it).
    */
   maxHostedBytes: number;
 }
@@ -27,12 +28,19 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
  */
 export const MAX_JSON_HOSTED_ELEMENTS = 3_000_000;
 
-/** Arrays a hosted optimizer keeps per element: params, m, v, v_max and the gradient buffer. */
+/** Arrays a hosted Adam keeps per element: params, exp_avg, exp_avg_sq, max_exp_avg_sq and the gradient buffer. */
 export const HOSTED_ARRAYS = 5;
 
-/** Most elements a hosted optimizer of `dtype` may have. */
-export function maxHostedElements(limits: Limits, dtype: Dtype): number {
-  return Math.floor(limits.maxHostedBytes / (HOSTED_ARRAYS * (dtype === 'float32' ? 4 : 8)));
+/**
+ * Arrays a hosted optimizer with `slots` possible state slots keeps per element: params, the
+ * gradient buffer and every slot, whether or not its hyperparameters keep it now (so a PATCH that
+ * turns one on never needs more memory than creation allowed).
+ */
+export const hostedArrays = (slots: number) => 2 + slots;
+
+/** Most elements a hosted optimizer of `dtype` may have, keeping `arrays` arrays per element (Adam's 5 by default). */
+export function maxHostedElements(limits: Limits, dtype: Dtype, arrays = HOSTED_ARRAYS): number {
+  return Math.floor(limits.maxHostedBytes / (arrays * (dtype === 'float32' ? 4 : 8)));
 }
 
 /** The subset of bindings this module reads; values come from wrangler vars as strings. */

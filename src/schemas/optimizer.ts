@@ -1,10 +1,22 @@
 // zod schemas of the hosted-optimizer resources: creation, steps, metadata, snapshots, history.
 
 import { z } from '@hono/zod-openapi';
-import { AdamHyperparamsPatchSchema, AdamHyperparamsSchema, StepCountSchema } from './adam.ts';
+import { StepCountSchema } from './adam.ts';
 import { DtypeSchema, TensorTreeSchema, requiredTree } from './common.ts';
-import { hyperparamQueryShape, queryBoolean, queryEnum, queryInteger, queryOptionalInteger, queryOptionalNumber, queryText, strictQuery } from './query.ts';
+import {
+  queryBoolean,
+  queryEnum,
+  queryInteger,
+  queryOptionalBoolean,
+  queryOptionalEnum,
+  queryOptionalInteger,
+  queryOptionalNumber,
+  queryText,
+  strictQuery,
+} from './query.ts';
 import { MAX_STEP } from '../optim/adam.ts';
+import type { HyperparamDef } from '../optim/optimizer.ts';
+import { OPTIMIZERS, OPTIMIZER_NAMES } from '../optim/registry.ts';
 import { MAX_TTL_SECONDS, MIN_TTL_SECONDS } from '../lib/config.ts';
 import { ScheduleSpecSchema } from './schedule.ts';
 
@@ -31,6 +43,47 @@ export const ShapesSchema = z.unknown().refine((v) => v !== undefined).openapi('
 const nullableSchedule = (description: string) => z.union([ScheduleSpecSchema, z.null()]).openapi({ description });
 const SCHEDULE_FIELD = 'Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none.'
 
+const NAMES = OPTIMIZER_NAMES as [string, ...string[]];
+
+export const OptimizerNameSchema = z.enum(NAMES).openapi({
+  description: `The optimizer (GET /v1/algorithms lists each with its hyperparameters and state): ${OPTIMIZER_NAMES.join(', ')}.`,
+  example: 'sgd',
+});
+
+const HYPERPARAMS_OF = 'the optimizer\'s hyperparameters with torch\'s names (the `<Name>Hyperparams` component of each optimizer, e.g. `SgdHyperparams`; GET /v1/algorithms)';
+
+/**
+ * Hyperparameters as sent: which fields are valid depends on `optimizer`, so the handler (create,
+ * restore) or the object (PATCH) validates them with that optimizer's schema (src/schemas/family.ts).
+ */
+const HyperparamsInputSchema = (description: string) =>
+  z.record(z.string(), z.unknown()).openapi({ description: `${description}: ${HYPERPARAMS_OF}; torch's \`betas: [b1, b2]\` is accepted too.` });
+
+/** Hyperparameters as answered: numbers and flags by torch's names. */
+export const HostedHyperparamsSchema = z
+  .record(z.string(), z.union([z.number(), z.boolean(), z.string()]))
+  .openapi('HostedHyperparams', { description: `The hyperparameters in force: ${HYPERPARAMS_OF}, defaults filled in.` });
+
+/** Every slot and scalar name of the registry, with the optimizers that keep it: the snapshot's optional fields. */
+function stateFields(kind: 'slot' | 'scalar') {
+  const owners = new Map<string, { description: string; names: string[] }>();
+  for (const def of OPTIMIZERS) {
+    for (const entry of kind === 'slot' ? def.slots : def.scalars) {
+      const o = owners.get(entry.name) ?? { description: entry.description, names: [] };
+      o.names.push(def.name);
+      owners.set(entry.name, o);
+    }
+  }
+  return [...owners].map(([name, o]) => [name, `${o.description} (${o.names.join(', ')}${name === 'exp_avg' || name === 'exp_avg_sq' || name === 'max_exp_avg_sq' ? '; `adam` snapshots name it ' + ({ exp_avg: '`m`', exp_avg_sq: '`v`', max_exp_avg_sq: '`v_max`' } as Record<string, string>)[name] : ''})`] as const);
+}
+const SLOT_FIELDS = stateFields('slot');
+const SCALAR_FIELDS = stateFields('scalar');
+/** The snapshot fields holding state slots (every registry slot name) and scalars. */
+export const SNAPSHOT_SLOT_FIELDS = SLOT_FIELDS.map(([name]) => name);
+export const SNAPSHOT_SCALAR_FIELDS = SCALAR_FIELDS.map(([name]) => name);
+const slotTrees = (extra: string) => Object.fromEntries(SLOT_FIELDS.map(([name, d]) => [name, TensorTreeSchema.nullable().optional().openapi({ description: `${d}.${extra}` })]));
+const scalarNumbers = () => Object.fromEntries(SCALAR_FIELDS.map(([name, d]) => [name, z.number().optional().openapi({ description: `${d}.` })]));
+
 const TTL_RULE =
   `Time-to-live in seconds (${MIN_TTL_SECONDS}..${MAX_TTL_SECONDS}): the optimizer deletes itself, with everything stored for it, once this long ` +
   'has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH).';
@@ -48,7 +101,8 @@ export const CreateOptimizerSchema = z
         'or one shape array for a single tensor). The params start as `init` and must all be uploaded with PUT .../params before the first step (409 until then).',
     }),
     init: z.enum(['zeros']).optional().openapi({ description: 'With `shapes`: what the params hold until uploaded (`zeros`, the default).' }),
-    hyperparams: AdamHyperparamsSchema.prefault({}),
+    optimizer: OptimizerNameSchema.default('adam'),
+    hyperparams: HyperparamsInputSchema('Of `optimizer`; every field has torch\'s default except a required one (SGD\'s `lr`, unless a schedule sets it)').optional(),
     schedule: nullableSchedule(SCHEDULE_FIELD).optional(),
     dtype: DtypeSchema.default('float32'),
     ttl: TtlSchema.optional().openapi({ description: `${TTL_RULE} Default: the server's OPTIMIZER_TTL (30 days unless configured).` }),
@@ -62,8 +116,8 @@ export const CreateOptimizerSchema = z
   })
   .openapi('CreateOptimizer', {
     description:
-      'A new hosted optimizer, from `params` or from `shapes` (then uploaded in parts). `schedule` (optional, null for none) sets the learning rate of each step instead of `hyperparams.lr`.',
-    example: { params: { w: [0, 0], b: 0 }, hyperparams: { lr: 0.1 }, dtype: 'float32' },
+      'A new hosted optimizer of any kind (`optimizer`, default `adam`), from `params` or from `shapes` (then uploaded in parts). `schedule` (optional, null for none) sets the learning rate of each step instead of `hyperparams.lr`.',
+    example: { optimizer: 'sgd', params: { w: [0, 0], b: 0 }, hyperparams: { lr: 0.1, momentum: 0.9 }, dtype: 'float32' },
   });
 
 export const LayoutEntrySchema = z
@@ -90,8 +144,13 @@ const Timestamp = z.string().openapi({ description: 'ISO 8601 time (UTC).', exam
 export const OptimizerInfoSchema = z
   .object({
     id: z.string().openapi({ description: 'Optimizer id (the Durable Object id).' }),
+    optimizer: OptimizerNameSchema,
     step: StepCountSchema,
-    hyperparams: AdamHyperparamsSchema,
+    hyperparams: HostedHyperparamsSchema,
+    max_elements: z.number().int().openapi({
+      description:
+        'Most parameter elements an optimizer of this kind and dtype holds: MAX_HOSTED_BYTES / ((2 + slots) × 4 or 8 bytes), params, the gradient buffer and every state slot the optimizer can keep (larger states are a 413).',
+    }),
     schedule: nullableSchedule(SCHEDULE_FIELD),
     next_lr: z.number().nullable().openapi({ description: 'Learning rate the next step will apply; null when the schedule overflows there (that step would be rejected).' }),
     dtype: DtypeSchema,
@@ -121,6 +180,7 @@ export const CreatedOptimizerSchema = OptimizerInfoSchema.extend({
 export const OptimizerSummarySchema = z
   .object({
     id: z.string().openapi({ description: 'Optimizer id.' }),
+    optimizer: OptimizerNameSchema,
     step: StepCountSchema,
     size: z.number().int().openapi({ description: 'Total number of parameter elements (what counts against KEY_MAX_ELEMENTS).' }),
     dtype: DtypeSchema,
@@ -193,9 +253,31 @@ export const HostedStepQuerySchema = strictQuery({
   expected_step: queryOptionalInteger({ min: 0, max: MAX_STEP, description: 'Binary bodies only: apply only at this step (409 otherwise), as in the JSON body.' }),
 });
 
-/** Create's query: hyperparameters, dtype and time-to-live for a safetensors body. */
+/** Every hyperparameter name of the registry as a query parameter (validated by the chosen optimizer's schema). */
+function registryHyperparamQuery(what: string) {
+  const seen = new Map<string, { def: HyperparamDef; names: string[] }>();
+  for (const def of OPTIMIZERS) {
+    for (const [k, d] of Object.entries(def.hyperparams) as Array<[string, HyperparamDef]>) {
+      const o = seen.get(k) ?? { def: d, names: [] };
+      o.names.push(def.name);
+      seen.set(k, o);
+    }
+  }
+  return Object.fromEntries(
+    [...seen].map(([k, o]) => {
+      const description = `${what}: torch \`${k}\` (${o.names.length === OPTIMIZERS.length ? 'every optimizer' : o.names.join(', ')}).`;
+      if (o.def.type === 'boolean') return [k, queryOptionalBoolean({ description })];
+      if (o.def.type === 'enum') return [k, queryOptionalEnum(o.def.values as [string, ...string[]], { description })];
+      return [k, o.def.integer ? queryOptionalInteger({ min: Number.MIN_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER, description }) : queryOptionalNumber({ description })];
+    }),
+  );
+}
+
+/** Create's query: optimizer, hyperparameters and dtype for a safetensors body. */
 export const CreateQuerySchema = strictQuery({
-  ...hyperparamQueryShape('Safetensors bodies only'),
+  optimizer: queryOptionalEnum(NAMES, { description: 'Safetensors bodies only: the optimizer (default `adam`, or `__metadata__.optimizer`).' }),
+  ...registryHyperparamQuery('Safetensors bodies only'),
+  dtype: queryOptionalEnum(['float32', 'float64'], { description: 'Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32).' }),
   ttl: queryOptionalInteger({ min: MIN_TTL_SECONDS, max: MAX_TTL_SECONDS, description: `Safetensors bodies only: ${TTL_RULE}` }),
 });
 
@@ -262,47 +344,57 @@ export const PlateauStateSchema = z
 export const SnapshotSchema = z
   .object({
     id: z.string().optional().openapi({ description: 'Read-only; ignored by PUT.' }),
+    optimizer: OptimizerNameSchema,
     step: StepCountSchema,
     dtype: DtypeSchema,
-    hyperparams: AdamHyperparamsSchema,
+    hyperparams: HostedHyperparamsSchema,
     schedule: nullableSchedule(SCHEDULE_FIELD),
     scheduler_state: PlateauStateSchema.optional(),
     params: requiredTree('Current parameters.'),
-    m: requiredTree('First moment (torch `exp_avg`).'),
-    v: requiredTree('Second moment (torch `exp_avg_sq`).'),
-    v_max: TensorTreeSchema.optional().openapi({ description: 'Running max of v (torch `max_exp_avg_sq`); present with amsgrad.' }),
+    m: TensorTreeSchema.optional().openapi({ description: '`adam` only: first moment (torch `exp_avg`).' }),
+    v: TensorTreeSchema.optional().openapi({ description: '`adam` only: second moment (torch `exp_avg_sq`).' }),
+    v_max: TensorTreeSchema.optional().openapi({ description: '`adam` only: running max of v (torch `max_exp_avg_sq`); present with amsgrad.' }),
+    ...slotTrees(' Present when the optimizer keeps it; same structure as `params`'),
+    ...scalarNumbers(),
     created_at: Timestamp.optional().openapi({ description: 'Read-only; ignored by PUT.' }),
     updated_at: Timestamp.optional().openapi({ description: 'Read-only; ignored by PUT.' }),
   })
   .strict()
-  .openapi('OptimizerSnapshot', { description: 'Everything the optimizer holds. GET it to back up; PUT it (or an edited copy) to restore.' });
+  .openapi('OptimizerSnapshot', {
+    description:
+      'Everything the optimizer holds, its state by torch\'s `state_dict` names (`momentum_buffer`, `square_avg`, `sum`, `exp_avg`, …, and scalars like `mu_product`); ' +
+      '`adam` keeps the names `m`, `v`, `v_max` of /v1/adam/step. GET it to back up; PUT it (or an edited copy) to restore.',
+  });
 
 export const SnapshotInputSchema = z
   .object({
     id: z.string().optional().openapi({ description: 'Ignored.' }),
+    optimizer: OptimizerNameSchema.optional().openapi({ description: 'The optimizer the snapshot belongs to (absent: `adam`, as snapshots made before other optimizers); it must be the optimizer\'s own (422 otherwise).' }),
     step: StepCountSchema,
     // A snapshot is complete: nothing silently falls back to a default or to the current value.
     dtype: DtypeSchema,
-    hyperparams: AdamHyperparamsSchema,
+    hyperparams: HyperparamsInputSchema('Of the snapshot\'s optimizer (fields it does not name take torch\'s defaults)'),
     schedule: nullableSchedule('Schedule to restore (null: none).'),
     scheduler_state: PlateauStateSchema.optional(),
     params: requiredTree('Parameters; may change shapes, within the element limit.'),
-    m: requiredTree('First moment, structure of `params`.'),
-    v: requiredTree('Second moment, structure of `params`, non-negative.'),
-    v_max: TensorTreeSchema.optional().openapi({ description: 'Running max of v; required with amsgrad when step > 0.' }),
+    m: TensorTreeSchema.optional().openapi({ description: '`adam`: first moment (or `exp_avg`), structure of `params`.' }),
+    v: TensorTreeSchema.optional().openapi({ description: '`adam`: second moment (or `exp_avg_sq`), structure of `params`, non-negative.' }),
+    v_max: TensorTreeSchema.optional().openapi({ description: '`adam`: running max of v (or `max_exp_avg_sq`); required with amsgrad when step > 0.' }),
+    ...slotTrees(' Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD\'s momentum_buffer), which may be null or absent'),
+    ...scalarNumbers(),
     created_at: z.string().optional().openapi({ description: 'Ignored.' }),
     updated_at: z.string().optional().openapi({ description: 'Ignored.' }),
   })
   .strict()
   .openapi('OptimizerSnapshotInput', {
     description:
-      'A complete snapshot to restore atomically, as returned by GET .../state: step, dtype, hyperparams, schedule, params, m and v are required ' +
-      '(fields inside hyperparams default as usual); read-only fields are ignored.',
+      'A complete snapshot to restore atomically, as returned by GET .../state: step, dtype, hyperparams, schedule, params and, with step > 0, the state ' +
+      'the hyperparameters keep, by torch\'s names (`adam`: m, v, v_max) are required (fields inside hyperparams default as usual); read-only fields are ignored.',
   });
 
 export const PatchOptimizerSchema = z
   .object({
-    hyperparams: AdamHyperparamsPatchSchema.optional(),
+    hyperparams: HyperparamsInputSchema('Hyperparameters to change (the ones not named keep their values), validated against the optimizer\'s schema; a change that adds a state slot starts it fresh, one that drops a slot discards it').optional(),
     schedule: nullableSchedule('New schedule (null removes it; omitted: unchanged). A new schedule restarts reduce_on_plateau\'s state.').optional(),
     ttl: TtlSchema.optional().openapi({ description: `New time-to-live (omitted: unchanged). ${TTL_RULE} The deadline becomes now plus this.` }),
   })
@@ -344,9 +436,10 @@ export const HistoryResponseSchema = z
  */
 export const CheckpointOptionsSchema = z
   .object({
+    optimizer: OptimizerNameSchema.optional(),
     step: StepCountSchema.optional(),
     dtype: DtypeSchema.optional(),
-    hyperparams: AdamHyperparamsSchema,
+    hyperparams: z.record(z.string(), z.unknown()),
     schedule: z.union([ScheduleSpecSchema, z.null()]),
     scheduler_state: PlateauStateSchema.optional(),
     layout: z.array(z.string()).optional(),

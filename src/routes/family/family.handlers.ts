@@ -3,6 +3,7 @@
 // the client accepts, with torch's state names either way.
 
 import type { Context } from 'hono';
+import { hostedArrays, maxHostedElements, type Limits } from '../../lib/config.ts';
 import type { AppEnv } from '../../lib/router.ts';
 import { scheduleOverflow, statelessLearningRate } from '../../lib/learning-rate.ts';
 import { timing } from '../../lib/observability.ts';
@@ -500,7 +501,7 @@ async function fromSafetensors(def: AnyDef, c: Context<AppEnv>): Promise<StepInp
 }
 
 /** The catalogue entry of one optimizer. */
-export function describeAlgorithm(def: AnyDef) {
+export function describeAlgorithm(def: AnyDef, limits: Limits) {
   return {
     name: def.name,
     torch: def.torch,
@@ -525,10 +526,15 @@ export function describeAlgorithm(def: AnyDef) {
       slots: def.slots.map((s) => ({ name: s.name, description: s.description })),
       scalars: def.scalars.map((s) => ({ name: s.name, description: s.description, initial: s.initial })),
     },
+    // What one hosted optimizer holds: MAX_HOSTED_BYTES over params, the gradient buffer and every slot.
+    hosted_max_elements: {
+      float32: maxHostedElements(limits, 'float32', hostedArrays(def.slots.length)),
+      float64: maxHostedElements(limits, 'float64', hostedArrays(def.slots.length)),
+    },
   };
 }
 
-export const listAlgorithmsHandler = (c: Context<AppEnv>) => c.json({ algorithms: OPTIMIZERS.map(describeAlgorithm) }, 200);
+export const listAlgorithmsHandler = (c: Context<AppEnv>) => c.json({ algorithms: OPTIMIZERS.map((d) => describeAlgorithm(d, c.get('limits'))) }, 200);
 
 export const getAlgorithmHandler = (c: Context<AppEnv>) => {
   const name = c.req.param('name')!;
@@ -538,5 +544,5 @@ export const getAlgorithmHandler = (c: Context<AppEnv>) => {
       fieldError(['name'], `must be one of ${OPTIMIZERS.map((d) => d.name).join(', ')}`, name),
     ]);
   }
-  return c.json(describeAlgorithm(def), 200);
+  return c.json(describeAlgorithm(def, c.get('limits')), 200);
 };

@@ -125,6 +125,16 @@ export const AlgorithmSchema = z
       })
       .strict()
       .openapi({ description: 'The state it keeps, with torch\'s names.' }),
+    hosted_max_elements: z
+      .object({
+        float32: z.number().int().openapi({ description: 'Most float32 parameter elements of one hosted optimizer of this kind.' }),
+        float64: z.number().int().openapi({ description: 'Most float64 parameter elements of one hosted optimizer of this kind.' }),
+      })
+      .strict()
+      .openapi({
+        description:
+          'What one hosted optimizer of this kind holds: MAX_HOSTED_BYTES / ((2 + slots) × 4 or 8 bytes), for params, the gradient buffer and every state slot it can keep (413 above it).',
+      }),
   })
   .strict()
   .openapi('Algorithm', { description: 'One optimizer the API serves.' });

@@ -31,8 +31,10 @@ export function infoJson(info: OptimizerInfo) {
   const waiting = missing.length ? leaves.filter((l) => missing.some(([a, b]) => a < l.offset + l.size && l.offset < b)) : [];
   return {
     id: info.id,
+    optimizer: info.optimizer,
     step: info.step,
     hyperparams: info.hyperparams,
+    max_elements: info.max_elements,
     schedule: info.schedule,
     next_lr: info.next_lr,
     dtype: info.dtype,
@@ -99,24 +101,27 @@ export function paramsResponse(format: Format, step: number, params: TensorsOut,
   return tensorsAnswer(format, { step }, params, headers);
 }
 
-/** Checkpoint tensor prefixes for snapshot slots (torch's state_dict names). */
-const CHECKPOINT_NAME = { params: 'params', m: 'exp_avg', v: 'exp_avg_sq', v_max: 'max_exp_avg_sq' } as const;
-
 /**
- * The snapshot as a safetensors checkpoint: `params/<name>` and torch's `exp_avg/…`,
- * `exp_avg_sq/…`, `max_exp_avg_sq/…` and `step/…` (float32 scalars, as torch keeps them), with
- * hyperparams and schedule in `__metadata__`. Streamed: the object's bytes pass straight through.
+ * The snapshot as a safetensors checkpoint: `params/<name>`, the optimizer's slots by torch's
+ * state_dict names (`exp_avg/…`, `momentum_buffer/…`), `step/…` (float32 scalars for a float32
+ * counter as torch keeps them, float64 for torch's Python-int counters, none for SGD) and scalar
+ * state (`mu_product/…`, float32 as torch keeps it), with optimizer, hyperparams and schedule in
+ * `__metadata__`. Streamed: the object's bytes pass straight through.
  */
 export function checkpointResponse(snapshot: SnapshotOut, headers: Record<string, string>): never {
   const { info, layout } = snapshot;
   const leaves = namedOrRefuse(layout);
   const dtype = wireDtypeOf(info.dtype);
   const specs: EntrySpec[] = [];
-  for (const slot of snapshot.slots) for (const l of leaves) specs.push({ name: slotName(CHECKPOINT_NAME[slot], l.name), dtype, shape: l.shape });
-  for (const l of leaves) specs.push({ name: slotName('step', l.name), dtype: 'F32', shape: [] });
+  for (const slot of snapshot.slots) for (const l of leaves) specs.push({ name: slotName(slot, l.name), dtype, shape: l.shape });
+  const stepType = snapshot.stepCounter === 'none' ? null : snapshot.stepCounter === 'float32' ? 'F32' : 'F64';
+  if (stepType) for (const l of leaves) specs.push({ name: slotName('step', l.name), dtype: stepType, shape: [] });
+  const scalarNames = Object.keys(info.scalars);
+  for (const name of scalarNames) for (const l of leaves) specs.push({ name: slotName(name, l.name), dtype: 'F32', shape: [] });
   const metadata = {
-    optimizer: 'adam',
+    optimizer: info.optimizer,
     step: String(info.step),
+    ...Object.fromEntries(scalarNames.map((n) => [n, String(info.scalars[n])])),
     dtype: info.dtype,
     hyperparams: JSON.stringify(info.hyperparams),
     schedule: JSON.stringify(info.schedule),
@@ -135,7 +140,9 @@ export function checkpointResponse(snapshot: SnapshotOut, headers: Record<string
     void snapshot.data.cancel();
     throw e;
   }
-  const steps = new Float32Array(leaves.length).fill(info.step);
+  const tail: Uint8Array[] = [];
+  if (stepType) tail.push(bytesOf((stepType === 'F32' ? new Float32Array(leaves.length) : new Float64Array(leaves.length)).fill(info.step)));
+  for (const name of scalarNames) tail.push(bytesOf(new Float32Array(leaves.length).fill(info.scalars[name]!)));
   const source = snapshot.data.getReader();
   let stage = 0;
   const body = new ReadableStream<Uint8Array>({
@@ -152,7 +159,7 @@ export function checkpointResponse(snapshot: SnapshotOut, headers: Record<string
           return;
         }
         stage = 2;
-        controller.enqueue(bytesOf(steps));
+        for (const bytes of tail) controller.enqueue(bytes);
         return;
       }
       controller.close();
@@ -178,8 +185,8 @@ function withTree(head: ReadonlyArray<readonly [string, JsonField]>, key: string
   return new Response(textStream(pieces()), { status: 200, headers: { ...JSON_TYPE, vary: 'Accept', ...headers } }) as never;
 }
 
-/** JSON names of the snapshot slots. */
-const SLOT_FIELD = { params: 'params', m: 'm', v: 'v', v_max: 'v_max' } as const;
+/** JSON names of Adam's snapshot slots (those of /v1/adam/step); every other optimizer's are torch's. */
+const ADAM_FIELD: Readonly<Record<string, string>> = { exp_avg: 'm', exp_avg_sq: 'v', max_exp_avg_sq: 'v_max' };
 
 /** The JSON snapshot, streamed: each state tensor is read from the object's stream and written in turn. */
 export function snapshotJsonStream(snapshot: SnapshotOut, headers: Record<string, string> = {}): never {
@@ -188,16 +195,17 @@ export function snapshotJsonStream(snapshot: SnapshotOut, headers: Record<string
   const field = (name: string, value: unknown) => `,${JSON.stringify(name)}:${JSON.stringify(value)}`;
   async function* pieces(): AsyncGenerator<string> {
     try {
-      yield `{"id":${JSON.stringify(info.id)}` + field('step', info.step) + field('dtype', info.dtype) + field('hyperparams', info.hyperparams);
+      yield `{"id":${JSON.stringify(info.id)}` + field('optimizer', info.optimizer) + field('step', info.step) + field('dtype', info.dtype) + field('hyperparams', info.hyperparams);
       yield field('schedule', info.schedule) + field('scheduler_state', snapshot.schedulerState);
       for (const slot of snapshot.slots) {
         const values = info.dtype === 'float32' ? new Float32Array(info.size) : new Float64Array(info.size);
         const bytes = new Uint8Array(values.buffer);
         await reader.read(bytes.length, (piece, offset) => bytes.set(piece, offset));
-        yield `,${JSON.stringify(SLOT_FIELD[slot])}:`;
+        yield `,${JSON.stringify(info.optimizer === 'adam' ? (ADAM_FIELD[slot] ?? slot) : slot)}:`;
         yield* treeJsonPieces(layout, values);
       }
-      yield field('created_at', info.created_at) + field('updated_at', info.updated_at) + '}';
+      // Scalar state (NAdam's mu_product) is a float32 number in torch: exact as a double.
+      yield Object.entries(info.scalars).map(([k, v]) => field(k, v)).join('') + field('created_at', info.created_at) + field('updated_at', info.updated_at) + '}';
     } finally {
       await reader.cancel();
     }

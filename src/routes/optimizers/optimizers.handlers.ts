@@ -5,18 +5,19 @@
 import type { RouteHandler } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import type { TensorsIn } from '../../durable-objects/protocol.ts';
-import { MAX_JSON_HOSTED_ELEMENTS, maxHostedElements, readDefaultTtl, readKeyQuota } from '../../lib/config.ts';
+import { MAX_JSON_HOSTED_ELEMENTS, hostedArrays, maxHostedElements, readDefaultTtl, readKeyQuota, type Limits } from '../../lib/config.ts';
 import { registryOf } from '../../durable-objects/stubs.ts';
 import { ProblemError, fieldError, validationProblem } from '../../lib/problem.ts';
 import { timing } from '../../lib/observability.ts';
 import type { AppEnv } from '../../lib/router.ts';
-import { flattenAlone, parseParams, parseState, withTensorProblems } from '../../lib/tensor-input.ts';
+import { flattenAlone, parseLike, parseParams, withTensorProblems } from '../../lib/tensor-input.ts';
 import { zodFieldErrors } from '../../lib/validation.ts';
-import type { AdamHyperparams, Dtype, FloatArray } from '../../optim/adam.ts';
+import type { Dtype, FloatArray, Hyperparams, OptimizerDef } from '../../optim/optimizer.ts';
+import { optimizerDef } from '../../optim/registry.ts';
+import { familySchemas } from '../../schemas/family.ts';
 import type { ScheduleSpec } from '../../schedules/types.ts';
-import type { CreateOptimizer, CreateQuery, HostedStepRequest, SnapshotInput } from '../../schemas/optimizer.ts';
+import { SNAPSHOT_SCALAR_FIELDS, SNAPSHOT_SLOT_FIELDS, type CreateOptimizer, type CreateQuery, type HostedStepRequest, type SnapshotInput } from '../../schemas/optimizer.ts';
 import { ChartError, renderLineChart, type Series } from '../../plot/line-chart.ts';
-import { AdamHyperparamsSchema } from '../../schemas/adam.ts';
 import { DtypeSchema } from '../../schemas/common.ts';
 import { ScheduleSpecSchema } from '../../schemas/schedule.ts';
 import { layoutOfNamed } from '../../tensors/names.ts';
@@ -52,7 +53,27 @@ async function bodySource(c: Context<AppEnv>, format: 'raw' | 'safetensors', dty
   return input;
 }
 
-/** Options of a safetensors body for create: the query's hyperparameters, dtype, and `__metadata__`. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyDef = OptimizerDef<any>;
+
+/** The registry definition of `name` (the schemas have checked it is one). */
+function defOf(name: string, path: string[]): AnyDef {
+  const def = optimizerDef(name);
+  if (!def) throw validationProblem([fieldError(path, 'is not an optimizer of the registry (GET /v1/algorithms)', name)]);
+  return def;
+}
+
+/** Hyperparameters validated by `def`'s schema (torch's defaults filled in, `betas` accepted); errors under `prefix`. */
+function hyperparamsOf(def: AnyDef, value: unknown, prefix: string): Hyperparams {
+  const parsed = familySchemas(def).hyperparams.safeParse(value ?? {});
+  if (!parsed.success) throw validationProblem(zodFieldErrors(parsed.error, value).map((e) => ({ ...e, field: e.field === '(body)' ? prefix : `${prefix}.${e.field}`, pointer: undefined })));
+  return Object.fromEntries(Object.entries(parsed.data as Record<string, number | boolean | undefined>).filter(([, v]) => v !== undefined)) as Hyperparams;
+}
+
+/** Most elements one optimizer of `def` holds in `dtype`: MAX_HOSTED_BYTES over params, gradient buffer and every slot. */
+const mostOf = (limits: Limits, def: AnyDef, dtype: Dtype) => maxHostedElements(limits, dtype, hostedArrays(def.slots.length));
+
+/** Options of a safetensors body for create: the query's optimizer, hyperparameters, dtype, and `__metadata__`. */
 function createOptions(query: CreateQuery, metadata: Record<string, string> | null) {
   const m = metadata ?? {};
   const json = (key: string): unknown => {
@@ -63,7 +84,11 @@ function createOptions(query: CreateQuery, metadata: Record<string, string> | nu
       throw validationProblem([fieldError(['__metadata__', key], 'must be JSON text', m[key]!.slice(0, 200))]);
     }
   };
-  const { dtype: queryDtype, ttl: _ttl, ...rest } = query;
+  const { dtype: queryDtype, optimizer: queryOptimizer, ttl: _ttl, ...rest } = query as { dtype?: string; optimizer?: string; ttl?: number } & Record<string, unknown>;
+  if (queryOptimizer !== undefined && m.optimizer !== undefined && m.optimizer !== queryOptimizer) {
+    throw validationProblem([fieldError(['optimizer'], `the query says ${queryOptimizer} but __metadata__.optimizer says ${m.optimizer}`, queryOptimizer)]);
+  }
+  const def = defOf(queryOptimizer ?? m.optimizer ?? 'adam', ['__metadata__', 'optimizer']);
   const fromQuery = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)) as Record<string, number | boolean>;
   let dtype: string | undefined = m.dtype;
   if (queryDtype !== undefined) {
@@ -75,8 +100,7 @@ function createOptions(query: CreateQuery, metadata: Record<string, string> | nu
   for (const key of Object.keys(fromQuery)) {
     if (Object.hasOwn(fromMeta, key)) throw validationProblem([fieldError([key], 'is given both in the query and in __metadata__.hyperparams: give it once', fromQuery[key])]);
   }
-  const hyperparams = AdamHyperparamsSchema.safeParse({ ...fromMeta, ...fromQuery });
-  if (!hyperparams.success) throw validationProblem(zodFieldErrors(hyperparams.error, undefined).map((e) => ({ ...e, field: `hyperparams.${e.field}`, pointer: undefined })));
+  const hyperparams = hyperparamsOf(def, { ...fromMeta, ...fromQuery }, 'hyperparams');
   const schedule = scheduleFromMetadata(json('schedule'));
   const parsedDtype = dtype === undefined ? undefined : DtypeSchema.safeParse(dtype);
   if (parsedDtype && !parsedDtype.success) throw validationProblem([fieldError(['dtype'], 'must be "float32" or "float64"', dtype)]);
@@ -84,7 +108,7 @@ function createOptions(query: CreateQuery, metadata: Record<string, string> | nu
   if (layout !== undefined && !(Array.isArray(layout) && layout.every((n) => typeof n === 'string'))) {
     throw validationProblem([fieldError(['__metadata__', 'layout'], 'must be a JSON array of the tensor names, in storage order')]);
   }
-  return { hyperparams: hyperparams.data, schedule, dtype: parsedDtype?.data, layout: layout as string[] | undefined };
+  return { def, hyperparams, schedule, dtype: parsedDtype?.data, layout: layout as string[] | undefined };
 }
 
 function scheduleFromMetadata(value: unknown) {
@@ -98,26 +122,29 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
   const { format } = withTensorProblems(() => bodyFormat(c.req.header('content-type'), ['json', 'safetensors']));
   withTensorProblems(() => acceptFormat(c.req.header('accept'), ['json'], 'json'));
   const limits = c.get('limits');
-  let args: { layout: TensorLayout; params: FloatArray | null; hyperparams: AdamHyperparams; schedule: ScheduleSpec | null; dtype: Dtype };
+  let args: { optimizer: string; layout: TensorLayout; params: FloatArray | null; hyperparams: Hyperparams; schedule: ScheduleSpec | null; dtype: Dtype };
   let ttl: number | undefined;
   if (format === 'json') {
     const given = Object.keys(c.req.query());
     if (given.length > 0) throw validationProblem(given.map((k) => fieldError([k], 'query parameters configure safetensors bodies; a JSON body carries its hyperparams and dtype itself', c.req.query(k))));
     const body = validJson<CreateOptimizer>(c);
     ttl = body.ttl;
-    const most = Math.min(maxHostedElements(limits, body.dtype), MAX_JSON_HOSTED_ELEMENTS);
+    const def = defOf(body.optimizer, ['optimizer']);
+    const hyperparams = hyperparamsOf(def, body.hyperparams, 'hyperparams');
+    const most = Math.min(mostOf(limits, def, body.dtype), MAX_JSON_HOSTED_ELEMENTS);
+    const common = { optimizer: def.name, hyperparams, schedule: body.schedule ?? null, dtype: body.dtype };
     if (body.shapes !== undefined) {
-      const layout = withTensorProblems(() => layoutFromShapes(body.shapes, ['shapes'], maxHostedElements(limits, body.dtype)));
-      args = { layout, params: null, hyperparams: body.hyperparams, schedule: body.schedule ?? null, dtype: body.dtype };
+      const layout = withTensorProblems(() => layoutFromShapes(body.shapes, ['shapes'], mostOf(limits, def, body.dtype)));
+      args = { ...common, layout, params: null };
     } else {
       // JSON is turned into typed arrays here, in the Worker; the object receives compact binary data.
       const params = parseParams(body.params, ['params'], most, body.dtype);
-      args = { layout: params.layout, params: params.values, hyperparams: body.hyperparams, schedule: body.schedule ?? null, dtype: body.dtype };
+      args = { ...common, layout: params.layout, params: params.values };
     }
   } else {
     // A safetensors file of the params (plain names, as model.state_dict() has them); options in the query or __metadata__.
     const bytes = new Uint8Array(await c.req.arrayBuffer());
-    ttl = c.req.valid('query').ttl;
+    ttl = (c.req.valid('query') as { ttl?: number }).ttl;
     args = withTensorProblems(() => {
       const { entries, metadata, dataStart } = readHeader(bytes);
       const options = createOptions(c.req.valid('query'), metadata);
@@ -125,9 +152,9 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
       const ordered = inLayoutOrder(entries, options.layout);
       const layout = layoutOfNamed(ordered.map((e) => ({ name: e.name, shape: e.shape })));
       const size = layoutSize(layout);
-      const most = maxHostedElements(limits, dtype);
+      const most = mostOf(limits, options.def, dtype);
       const weight = layoutWeight(layout);
-      if (weight > most) throw new WireError(413, ['safetensors'], `${weight} ${dtype} elements (a dimension of 0 counting as 1) are more than one optimizer holds (${most})`);
+      if (weight > most) throw new WireError(413, ['safetensors'], `${weight} ${dtype} elements (a dimension of 0 counting as 1) are more than one ${options.def.name} optimizer holds (${most})`);
       const params = dtype === 'float32' ? new Float32Array(size) : new Float64Array(size);
       let offset = 0;
       for (const e of ordered) {
@@ -139,7 +166,7 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
         offset += count;
       }
       if (entries.length === 0) throw new WireError(422, ['safetensors'], 'the file holds no tensors: send the params');
-      return { layout, params, hyperparams: options.hyperparams, schedule: options.schedule, dtype };
+      return { optimizer: options.def.name, layout, params, hyperparams: options.hyperparams, schedule: options.schedule, dtype };
     });
   }
   const ns = c.env.HOSTED_OPTIMIZER;
@@ -290,13 +317,16 @@ export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async
     );
     return jsonResponse(200, infoJson(value), { etag });
   }
-  const body = validJson<SnapshotInput>(c);
-  const { dtype, hyperparams } = body;
-  const most = Math.min(maxHostedElements(c.get('limits'), dtype), MAX_JSON_HOSTED_ELEMENTS);
+  const body = validJson<SnapshotInput>(c) as SnapshotInput & Record<string, unknown>;
+  const def = defOf(body.optimizer ?? 'adam', ['optimizer']);
+  const { dtype } = body;
+  const hyperparams = hyperparamsOf(def, body.hyperparams, 'hyperparams');
+  const most = Math.min(mostOf(c.get('limits'), def, dtype), MAX_JSON_HOSTED_ELEMENTS);
   const params = parseParams(body.params, ['params'], most, dtype);
-  const state = parseState({ step: body.step, m: body.m, v: body.v, v_max: body.v_max }, params.layout, params.size, dtype, hyperparams, []);
+  const { slots, scalars } = snapshotState(def, body, params.layout, dtype);
   const { etag, value } = unwrap(
     await stub.restore(await tokenHash(c), {
+      optimizer: def.name,
       step: body.step,
       dtype,
       hyperparams,
@@ -304,15 +334,47 @@ export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async
       schedulerState: body.scheduler_state,
       layout: params.layout,
       params: params.values,
-      m: state.m,
-      v: state.v,
-      vMax: state.vMax,
+      slots,
+      scalars,
       quota: readKeyQuota(c.env),
       ifMatch: c.req.valid('header')['if-match'],
     }),
   );
   return jsonResponse(200, infoJson(value), { etag });
 };
+
+/** Adam's snapshot names (those of /v1/adam/step) for its torch state names. */
+export const ADAM_SNAPSHOT_FIELDS: Readonly<Record<string, string>> = { exp_avg: 'm', exp_avg_sq: 'v', max_exp_avg_sq: 'v_max' };
+
+/**
+ * The slots and scalars of a JSON snapshot for `def`: torch's names (and, for adam, m/v/v_max),
+ * each slot tree shaped like the params. A slot field of another optimizer is a 422 naming it;
+ * null stands for a slot torch has not created (SGD's momentum_buffer before momentum).
+ */
+function snapshotState(def: AnyDef, body: Record<string, unknown>, layout: TensorLayout, dtype: Dtype) {
+  const own = new Map(def.slots.map((s) => [s.name, s.name]));
+  if (def.name === 'adam') for (const [torch, field] of Object.entries(ADAM_SNAPSHOT_FIELDS)) own.set(field, torch);
+  const slots: Record<string, { field: string; values: FloatArray }> = {};
+  for (const field of [...SNAPSHOT_SLOT_FIELDS, 'm', 'v', 'v_max']) {
+    const tree = body[field];
+    if (tree === undefined || tree === null) continue;
+    const name = own.get(field);
+    if (name === undefined) {
+      const slotsList = def.slots.map((s) => (def.name === 'adam' ? `${ADAM_SNAPSHOT_FIELDS[s.name]} (or ${s.name})` : s.name)).join(', ') || 'none';
+      throw validationProblem([fieldError([field], `is not state of ${def.name} (${def.torch} keeps: ${slotsList})`)]);
+    }
+    if (slots[name]) throw validationProblem([fieldError([field], `gives ${name} a second time (as ${slots[name].field}): send one of the two names`)]);
+    slots[name] = { field, values: parseLike(tree, layout, [field], dtype) };
+  }
+  const scalars: Record<string, number> = {};
+  for (const field of SNAPSHOT_SCALAR_FIELDS) {
+    const v = body[field];
+    if (v === undefined) continue;
+    if (!def.scalars.some((s) => s.name === field)) throw validationProblem([fieldError([field], `is not state of ${def.name} (${def.torch} keeps no ${field})`, v as number)]);
+    scalars[field] = v as number;
+  }
+  return { slots, scalars };
+}
 
 export const patchOptimizer: RouteHandler<typeof routes.patchOptimizerRoute, AppEnv> = async (c) => {
   const body = c.req.valid('json');
