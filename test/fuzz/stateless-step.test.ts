@@ -145,7 +145,13 @@ function withState(body: Json): Json {
   return setAt(setAt(body, ['hyperparams', 'amsgrad'], false), ['state'], new Obj([['step', 0], ['m', zeros], ['v', zeros]]));
 }
 
-const scheduleLr = (s: Schedule, step: number) => (s.type === 'constant' ? s.lr : s.lr * s.gamma ** Math.floor(step / s.step_size));
+/** torch 1.13's StepLR, recursively (get_lr multiplies the previous lr by gamma at each multiple of step_size). */
+function scheduleLr(s: Schedule, step: number): number {
+  if (s.type === 'constant') return s.lr;
+  let lr = s.lr;
+  for (let k = Math.floor(step / s.step_size); k > 0; k--) lr *= s.gamma;
+  return lr;
+}
 
 type Expected =
   | { ok: true; lr: number; step: number; params: FloatArray; m: FloatArray; v: FloatArray; vMax: FloatArray | null }
