@@ -78,8 +78,8 @@ describe('examples/curl.sh', () => {
     expect(invalid.errors[0]).toMatchObject({ field: 'hyperparams.lr', pointer: '/hyperparams/lr' });
 
     // Schedules.
-    expect(json(get('evaluate a cosine schedule at steps 0, 50, 100'))).toEqual({ steps: [0, 50, 100], lr: [0.1, 0.05, 0] });
-    expect(json(get('the same schedule as a GET with query parameters'))).toEqual({ steps: [0, 50, 100], lr: [0.1, 0.05, 0] });
+    expect(json(get('evaluate a cosine schedule at steps 0, 50, 100'))).toEqual({ steps: [0, 50, 100], lr: [0.1, 0.05000000000000004, 0] });
+    expect(json(get('the same schedule as a GET with query parameters'))).toEqual({ steps: [0, 50, 100], lr: [0.1, 0.05000000000000004, 0] });
     const multistep = json(get('multistep schedule, GET form with a range of steps'));
     expect(multistep.steps).toEqual([0, 10, 20, 30, 40, 50, 60, 70, 80, 90]);
     expect(multistep.lr[2]).toBe(0.1);
