@@ -7,6 +7,7 @@ import { clipGradNorm, clipGradValue } from '../src/optim/clip.ts';
 import clipFile from './fixtures/optim/clip.json';
 import groupsFile from './fixtures/optim/param_groups.json';
 import { callBytes, postJson } from './helpers/http.ts';
+import { createOptimizer, opCall } from './helpers/optimizers.ts';
 import { decodeValues, encodeValues, readSafetensors, writeSafetensors } from './helpers/safetensors.ts';
 import { leavesOf, zipLeaves } from './helpers/trees.ts';
 
@@ -277,5 +278,25 @@ describe('hyperparameter rules with no tensor to step', () => {
     expect(noLr.body.errors[0].field).toBe('hyperparams.lr');
     const inGroups = await postJson('/v1/sgd/step', { params: { a: [1] }, grads: { a: [1] }, hyperparams: { lr: 0.1, nesterov: true }, param_groups: [{ params: ['a'], momentum: 0.9 }] });
     expect(inGroups.status).toBe(422); // the top-level set is invalid whether or not a tensor uses it
+  });
+});
+
+describe('gradient controls on hosted optimizers', () => {
+  it('are refused (422 naming the field) rather than stored and ignored: hosted optimizers do not apply them yet', async () => {
+    const res = await postJson('/v1/optimizers', { optimizer: 'sgd', params: { w: [1] }, hyperparams: { lr: 0.1, clip_grad_norm: 1 } });
+    expect(res.status).toBe(422);
+    expect(res.body.errors[0].field).toBe('hyperparams.clip_grad_norm');
+    const opt = await createOptimizer({ optimizer: 'sgd', params: { w: [1] }, hyperparams: { lr: 0.1 } });
+    const patch = await opCall('PATCH', opt, '', { hyperparams: { nonfinite: 'skip' } });
+    expect(patch.status).toBe(422);
+    expect(patch.body.errors[0].field).toBe('hyperparams.nonfinite');
+  });
+});
+
+describe('sparse_adam is stateless only', () => {
+  it('a hosted sparse_adam is a 422 naming the optimizer field', async () => {
+    const res = await postJson('/v1/optimizers', { optimizer: 'sparse_adam', params: { w: [[1, 2]] } });
+    expect(res.status).toBe(422);
+    expect(res.body.errors[0].field).toBe('optimizer');
   });
 });

@@ -22,7 +22,7 @@ import type { PlateauState } from '../schedules/plateau.ts';
 import type { ScheduleSpec } from '../schedules/types.ts';
 import adamWasm from '../optim/wasm/adam.wasm';
 import { createWasmAdam, type WasmAdam } from '../optim/wasm/kernel.ts';
-import { familySchemas, maxStep } from '../schemas/family.ts';
+import { familySchemas, HOSTED_CONTROL_MESSAGE, hostedControlIn, maxStep } from '../schemas/family.ts';
 import { CheckpointOptionsSchema } from '../schemas/optimizer.ts';
 import { layoutOfNamed, leafIndex, namedLeaves, type NamedLeaf } from '../tensors/names.ts';
 import { layoutSize, layoutWeight, leaves, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
@@ -878,6 +878,8 @@ export class HostedOptimizer extends DurableObject<Env> {
         const parsed = familySchemas(def).hyperparamsPatch.safeParse(args.hyperparams);
         if (!parsed.success) throw validationProblem(zodFieldErrors(parsed.error, args.hyperparams).map((e) => ({ ...e, field: `hyperparams.${e.field}`, pointer: undefined })));
         changes = Object.fromEntries(Object.entries(parsed.data as Hyperparams).filter(([, v]) => v !== undefined));
+        const control = hostedControlIn(changes);
+        if (control) throw validationProblem([fieldError(['hyperparams', control], HOSTED_CONTROL_MESSAGE, changes[control])]);
       }
       const hyperparams = { ...meta.hyperparams, ...changes };
       const schedule = args.schedule === undefined ? meta.schedule : args.schedule;
@@ -1243,6 +1245,8 @@ function checkpointOptions(def: AnyDef, metadata: Record<string, string> | null)
   if (!hp.success) {
     throw validationProblem(zodFieldErrors(hp.error, undefined).map((e) => ({ ...e, field: `__metadata__.hyperparams.${e.field}`, pointer: undefined })));
   }
+  const control = hostedControlIn(hp.data as Record<string, unknown>);
+  if (control) throw validationProblem([fieldError(['__metadata__', 'hyperparams', control], HOSTED_CONTROL_MESSAGE, (hp.data as Record<string, unknown>)[control])]);
   return { ...parsed.data, hyperparams: hp.data as Hyperparams, scalars };
 }
 
