@@ -290,6 +290,9 @@ describe('gradient controls on hosted optimizers', () => {
     const patch = await opCall('PATCH', opt, '', { hyperparams: { nonfinite: 'skip' } });
     expect(patch.status).toBe(422);
     expect(patch.body.errors[0].field).toBe('hyperparams.nonfinite');
+    const groups = await postJson('/v1/optimizers', { optimizer: 'sgd', params: { w: [1] }, hyperparams: { lr: 0.1 }, param_groups: [{ params: ['w'], lr: 1 }] });
+    expect(groups.status).toBe(422);
+    expect(groups.body.errors[0].field).toBe('param_groups');
   });
 });
 
