@@ -282,14 +282,37 @@ describe('hyperparameter rules with no tensor to step', () => {
 });
 
 describe('gradient controls on hosted optimizers', () => {
-  it('are refused (422 naming the field) rather than stored and ignored: hosted optimizers do not apply them yet', async () => {
-    const res = await postJson('/v1/optimizers', { optimizer: 'sgd', params: { w: [1] }, hyperparams: { lr: 0.1, clip_grad_norm: 1 } });
-    expect(res.status).toBe(422);
-    expect(res.body.errors[0].field).toBe('hyperparams.clip_grad_norm');
-    const opt = await createOptimizer({ optimizer: 'sgd', params: { w: [1] }, hyperparams: { lr: 0.1 } });
-    const patch = await opCall('PATCH', opt, '', { hyperparams: { nonfinite: 'skip' } });
-    expect(patch.status).toBe(422);
-    expect(patch.body.errors[0].field).toBe('hyperparams.nonfinite');
+  it('clip as torch does (grad_norm in the answer), the same as the stateless step, and keep it across steps and PATCH', async () => {
+    const hp = { lr: 0.1, momentum: 0.9, clip_grad_norm: 1 };
+    const p0 = { w: [0.5, -0.5], b: [0.25] };
+    const opt = await createOptimizer({ optimizer: 'sgd', dtype: 'float32', params: p0, hyperparams: hp });
+    let stateless = { params: p0 as unknown, state: undefined as unknown };
+    for (const g of [{ w: [3, 4], b: [1] }, { w: [0.1, 0.1], b: [0.1] }]) {
+      const hosted = await opCall('POST', opt, '/step', { grads: g });
+      expect(hosted.status, JSON.stringify(hosted.body)).toBe(200);
+      const s = await postJson('/v1/sgd/step', { params: stateless.params, grads: g, dtype: 'float32', hyperparams: hp, ...(stateless.state ? { state: stateless.state } : {}) });
+      expect(hosted.body.params).toEqual(s.body.params);
+      expect(hosted.body.grad_norm).toBe(s.body.grad_norm);
+      stateless = { params: s.body.params, state: s.body.state };
+    }
+    expect((await opCall('PATCH', opt, '', { hyperparams: { clip_grad_value: 0.01 } })).status).toBe(200);
+    const clamped = await opCall('POST', opt, '/step', { grads: { w: [5, -5], b: [0] } });
+    const s = await postJson('/v1/sgd/step', { params: stateless.params, grads: { w: [5, -5], b: [0] }, dtype: 'float32', hyperparams: { ...hp, clip_grad_value: 0.01 }, state: stateless.state });
+    expect(clamped.body.params).toEqual(s.body.params);
+  });
+
+  it('skip a step whose result is not finite with nonfinite: skip; refuse it (422) otherwise; nothing changes either way', async () => {
+    const opt = await createOptimizer({ optimizer: 'sgd', dtype: 'float64', params: { w: [1e308] }, hyperparams: { lr: 10 } });
+    expect((await opCall('POST', opt, '/step', { grads: { w: [-1e308] } })).status).toBe(422);
+    expect((await opCall('PATCH', opt, '', { hyperparams: { nonfinite: 'skip' } })).status).toBe(200);
+    const skipped = await opCall('POST', opt, '/step', { grads: { w: [-1e308] } });
+    expect(skipped.status).toBe(200);
+    expect(skipped.body).toMatchObject({ step: 0, skipped: true, params: { w: [1e308] } });
+    const fine = await opCall('POST', opt, '/step', { grads: { w: [1] } });
+    expect(fine.body).toMatchObject({ step: 1, skipped: false, params: { w: [1e308 - 10] } });
+  });
+
+  it('refuse param_groups (422 naming the field): hosted optimizers have one set of hyperparameters for now', async () => {
     const groups = await postJson('/v1/optimizers', { optimizer: 'sgd', params: { w: [1] }, hyperparams: { lr: 0.1 }, param_groups: [{ params: ['w'], lr: 1 }] });
     expect(groups.status).toBe(422);
     expect(groups.body.errors[0].field).toBe('param_groups');

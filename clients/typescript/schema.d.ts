@@ -3393,6 +3393,10 @@ export interface components {
             params?: components["schemas"]["TensorTree"] & unknown;
             /** @description true when this answers a retried Idempotency-Key: nothing was applied again. */
             replayed?: boolean;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
+            grad_norm?: number;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params, state and step unchanged). */
+            skipped?: boolean;
         };
         /**
          * @description One gradient for a hosted optimizer.
@@ -6465,6 +6469,10 @@ export interface operations {
                     step?: string;
                     /** @description The learning rate the step applied (step answers only). */
                     lr?: string;
+                    /** @description With `clip_grad_norm`: the total gradient norm before clipping (step answers only). */
+                    grad_norm?: string;
+                    /** @description With `nonfinite: "skip"`: `true` when the step was skipped (step answers only). */
+                    skipped?: string;
                     /** @description `Accept`: the format depends on it. */
                     vary?: string;
                     /** @description `true` on a replay. */

@@ -22,7 +22,8 @@ import type { PlateauState } from '../schedules/plateau.ts';
 import type { ScheduleSpec } from '../schedules/types.ts';
 import adamWasm from '../optim/wasm/adam.wasm';
 import { createWasmAdam, type WasmAdam } from '../optim/wasm/kernel.ts';
-import { familySchemas, HOSTED_CONTROL_MESSAGE, hostedControlIn, maxStep } from '../schemas/family.ts';
+import { familySchemas, maxStep } from '../schemas/family.ts';
+import { clipGradNorm, clipGradValue } from '../optim/clip.ts';
 import { CheckpointOptionsSchema } from '../schemas/optimizer.ts';
 import { layoutOfNamed, leafIndex, namedLeaves, type NamedLeaf } from '../tensors/names.ts';
 import { layoutSize, layoutWeight, leaves, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
@@ -537,6 +538,23 @@ export class HostedOptimizer extends DurableObject<Env> {
       if (!Number.isFinite(lr)) throw scheduleOverflow(meta.step, lr);
       const scalarsBefore = state.scalars;
       const slotsBefore = Object.keys(arraysOf(loaded, state).slots).join(',');
+      // Gradient controls, as the stateless step applies them (src/optim/engine.ts): GradScaler's
+      // skip looks at the gradients first; then clip_grad_norm_, clip_grad_value_.
+      const hp = meta.hyperparams;
+      const skipMode = hp.nonfinite === 'skip';
+      const skippedAnswer = (gradNorm?: number) => {
+        lap('kernel');
+        return { etag: etagOf(meta), value: { step: meta.step, lr, replayed: false, gradNorm, skipped: true, params: args.returnParams ? this.#paramsOut(this.#loaded ?? loaded) : null, timings } };
+      };
+      if (skipMode && this.#scan(grads) >= 0) return skippedAnswer();
+      let gradNorm: number | undefined;
+      let journalNarrow = narrow;
+      if (hp.clip_grad_norm !== undefined || hp.clip_grad_value !== undefined) {
+        const views = loaded.tensors.map((t) => grads.subarray(t.offset, t.offset + t.size));
+        if (hp.clip_grad_norm !== undefined) gradNorm = clipGradNorm(meta.dtype, views, hp.clip_grad_norm as number);
+        if (hp.clip_grad_value !== undefined) clipGradValue(meta.dtype, views, hp.clip_grad_value as number);
+        journalNarrow = null; // the journal keeps the clipped gradient: a replay steps it as it is
+      }
       lap('decode');
       // In place: storage is the undo log. A non-finite result reloads the stored state.
       stepState({ def, dtype: meta.dtype, hp: { ...meta.hyperparams, lr }, tensors: loaded.tensors, params: loaded.params, grads, state, adamKernel: this.#kernel });
@@ -547,6 +565,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       const bad = [arrays.params, ...Object.values(arrays.slots)].map((a) => this.#scan(a)).find((i) => i >= 0);
       if (bad !== undefined) {
         this.#load();
+        if (skipMode) return skippedAnswer(gradNorm);
         throw new ProblemError(422, 'non-finite-result', 'the step would produce a non-finite value (overflow); nothing was changed', [
           fieldError(['grads', ...pathOfIndex(layout, bad)], 'leads to a non-finite parameter or moment'),
         ]);
@@ -567,7 +586,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       };
       try {
         this.#store.transaction(() => {
-          const journalled = narrow ?? { dtype: undefined, bytes: new Uint8Array(grads.buffer, grads.byteOffset, grads.byteLength) };
+          const journalled = journalNarrow ?? { dtype: undefined, bytes: new Uint8Array(grads.buffer, grads.byteOffset, grads.byteLength) };
           const entry = { seq: next.seq, dtype: journalled.dtype, step: meta.step, lr, hyperparams: meta.hyperparams, ...(def.scalars.length > 0 ? { scalars: scalarsBefore } : {}) };
           // Not journalled: a step that created a slot (older chunks have no row of it), and optimizers that step whole tensors.
           next.cursor = this.#store.appendStep(next, arrays, journalled.bytes, entry, created || def.perTensor === true);
@@ -583,7 +602,10 @@ export class HostedOptimizer extends DurableObject<Env> {
       }
       loaded.meta = next;
       lap('storage');
-      return { etag: etagOf(next), value: { step: next.step, lr, replayed: false, params: args.returnParams ? this.#paramsOut(loaded) : null, timings } };
+      return {
+        etag: etagOf(next),
+        value: { step: next.step, lr, replayed: false, gradNorm, ...(skipMode ? { skipped: false } : {}), params: args.returnParams ? this.#paramsOut(loaded) : null, timings },
+      };
     });
   }
 
@@ -878,8 +900,6 @@ export class HostedOptimizer extends DurableObject<Env> {
         const parsed = familySchemas(def).hyperparamsPatch.safeParse(args.hyperparams);
         if (!parsed.success) throw validationProblem(zodFieldErrors(parsed.error, args.hyperparams).map((e) => ({ ...e, field: `hyperparams.${e.field}`, pointer: undefined })));
         changes = Object.fromEntries(Object.entries(parsed.data as Hyperparams).filter(([, v]) => v !== undefined));
-        const control = hostedControlIn(changes);
-        if (control) throw validationProblem([fieldError(['hyperparams', control], HOSTED_CONTROL_MESSAGE, changes[control])]);
       }
       const hyperparams = { ...meta.hyperparams, ...changes };
       const schedule = args.schedule === undefined ? meta.schedule : args.schedule;
@@ -1245,8 +1265,6 @@ function checkpointOptions(def: AnyDef, metadata: Record<string, string> | null)
   if (!hp.success) {
     throw validationProblem(zodFieldErrors(hp.error, undefined).map((e) => ({ ...e, field: `__metadata__.hyperparams.${e.field}`, pointer: undefined })));
   }
-  const control = hostedControlIn(hp.data as Record<string, unknown>);
-  if (control) throw validationProblem([fieldError(['__metadata__', 'hyperparams', control], HOSTED_CONTROL_MESSAGE, (hp.data as Record<string, unknown>)[control])]);
   return { ...parsed.data, hyperparams: hp.data as Hyperparams, scalars };
 }
 

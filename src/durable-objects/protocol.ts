@@ -89,6 +89,10 @@ export interface StepOut {
   lr: number;
   /** True when this answers a retried Idempotency-Key: nothing was applied again. */
   replayed: boolean;
+  /** With clip_grad_norm: the gradients' total norm before clipping. */
+  gradNorm?: number;
+  /** With nonfinite: skip: whether the step was skipped (nothing changed). */
+  skipped?: boolean;
   /** New params (when asked for, and not on a replay whose params have since changed). */
   params: TensorsOut | null;
   /** Milliseconds spent in the object: reading the gradient, the kernel, storage (Server-Timing). */

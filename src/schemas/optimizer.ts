@@ -320,6 +320,8 @@ export const HostedStepResponseSchema = z
       description: 'Parameters after the step (omitted with `?return=none`, and on a replay once later steps have been applied).',
     }),
     replayed: z.boolean().optional().openapi({ description: 'true when this answers a retried Idempotency-Key: nothing was applied again.' }),
+    grad_norm: z.number().optional().openapi({ description: 'With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch\'s return value).' }),
+    skipped: z.boolean().optional().openapi({ description: 'With `nonfinite: "skip"`: whether the step was skipped (params, state and step unchanged).' }),
   })
   .strict()
   .openapi('HostedStepResponse', { description: 'The result of one hosted step.' });

@@ -94,6 +94,8 @@ function tensorsAnswer(format: Format, head: Record<string, number | boolean>, p
 export function stepResponse(format: Format, out: StepOut, headers: Record<string, string>): never {
   const head: Record<string, number | boolean> = { step: out.step, lr: out.lr };
   if (out.replayed) head.replayed = true;
+  if (out.gradNorm !== undefined) head.grad_norm = out.gradNorm;
+  if (out.skipped !== undefined) head.skipped = out.skipped;
   return tensorsAnswer(format, head, out.params, headers);
 }
 

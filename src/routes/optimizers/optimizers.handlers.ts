@@ -14,7 +14,7 @@ import { flattenAlone, parseLike, parseParams, withTensorProblems } from '../../
 import { zodFieldErrors } from '../../lib/validation.ts';
 import type { Dtype, FloatArray, Hyperparams, OptimizerDef } from '../../optim/optimizer.ts';
 import { optimizerDef } from '../../optim/registry.ts';
-import { familySchemas, HOSTED_CONTROL_MESSAGE, hostedControlIn } from '../../schemas/family.ts';
+import { familySchemas } from '../../schemas/family.ts';
 import type { ScheduleSpec } from '../../schedules/types.ts';
 import { SNAPSHOT_SCALAR_FIELDS, SNAPSHOT_SLOT_FIELDS, type CreateOptimizer, type CreateQuery, type HostedStepRequest, type SnapshotInput } from '../../schemas/optimizer.ts';
 import { ChartError, renderLineChart, type Series } from '../../plot/line-chart.ts';
@@ -69,8 +69,6 @@ function defOf(name: string, path: string[]): AnyDef {
 function hyperparamsOf(def: AnyDef, value: unknown, prefix: string): Hyperparams {
   const parsed = familySchemas(def).hyperparams.safeParse(value ?? {});
   if (!parsed.success) throw validationProblem(zodFieldErrors(parsed.error, value).map((e) => ({ ...e, field: e.field === '(body)' ? prefix : `${prefix}.${e.field}`, pointer: undefined })));
-  const control = hostedControlIn(parsed.data as Record<string, unknown>);
-  if (control) throw validationProblem([fieldError([prefix, control], HOSTED_CONTROL_MESSAGE, (parsed.data as Record<string, unknown>)[control])]);
   return Object.fromEntries(Object.entries(parsed.data as Record<string, number | boolean | undefined>).filter(([, v]) => v !== undefined)) as Hyperparams;
 }
 

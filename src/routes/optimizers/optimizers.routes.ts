@@ -45,6 +45,8 @@ const VARY = { vary: { description: '`Accept`: the format depends on it.', schem
 const STEP_HEADERS = {
   step: { description: 'Completed steps after this answer (also in JSON bodies and safetensors `__metadata__`).', schema: { type: 'string' as const } },
   lr: { description: 'The learning rate the step applied (step answers only).', schema: { type: 'string' as const } },
+  grad_norm: { description: 'With `clip_grad_norm`: the total gradient norm before clipping (step answers only).', schema: { type: 'string' as const } },
+  skipped: { description: 'With `nonfinite: "skip"`: `true` when the step was skipped (step answers only).', schema: { type: 'string' as const } },
 };
 
 /** Errors every authenticated call can return. */
