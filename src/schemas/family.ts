@@ -83,17 +83,6 @@ export const CONTROL_FIELDS = {
     }),
 };
 
-/** The gradient controls' names (CONTROL_FIELDS). */
-export const CONTROL_KEYS = Object.keys(CONTROL_FIELDS);
-
-/** The first gradient control set in `hp`, if any: hosted optimizers do not apply them yet. */
-export function hostedControlIn(hp: Record<string, unknown> | undefined): string | undefined {
-  return hp ? CONTROL_KEYS.find((k) => hp[k] !== undefined) : undefined;
-}
-
-export const HOSTED_CONTROL_MESSAGE =
-  'is not applied by hosted optimizers yet: clip or skip before sending the gradients, or use the stateless POST /v1/{optimizer}/step, which applies it';
-
 export interface FamilySchemas {
   hyperparams: z.ZodType;
   hyperparamsPatch: z.ZodType;
