@@ -370,6 +370,8 @@ export const rotateTokenRoute = createRoute({
     200: { description: 'The new token.', headers: NO_STORE, content: { 'application/json': { schema: TokenSchema } } },
     ...authErrors,
     406: problem('`Accept` does not allow application/json (checked first: the token is unchanged).'),
+    413: problem('A body larger than MAX_BODY_BYTES (none is expected).'),
+    415: problem('A compressed body or an unsupported Content-Type (none is expected; the token is unchanged).'),
   },
 });
 
