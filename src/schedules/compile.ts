@@ -11,6 +11,7 @@ import { linearSchedule } from './linear.ts';
 import { oneCycleSchedule } from './one-cycle.ts';
 import { plateauTrajectory } from './plateau.ts';
 import { polynomialSchedule } from './polynomial.ts';
+import { ReplayBudget } from './recurrence.ts';
 import { sequentialSchedule } from './sequential.ts';
 import { multistepSchedule, stepSchedule } from './step.ts';
 import type { BuildOptions, Schedule, ScheduleSpec, StepScheduleSpec } from './types.ts';
@@ -76,13 +77,14 @@ function build(spec: StepScheduleSpec, options: BuildOptions): Schedule {
  *   (which needs metrics: use {@link evaluateSchedule} or `plateauUpdate`).
  * @example compileSchedule({ type: 'step', lr: 0.1, step_size: 30, gamma: 0.1 })(30) // 0.010000000000000002
  */
-export function compileSchedule(spec: ScheduleSpec, options: Pick<BuildOptions, 'libm' | 'replayBudget'> = {}): Schedule {
+export function compileSchedule(spec: ScheduleSpec, options: { libm?: BuildOptions['libm']; replayBudget?: number | ReplayBudget } = {}): Schedule {
   if (spec.type === 'reduce_on_plateau') {
     throw new ScheduleSpecError([{ path: ['type'], message: 'reduce_on_plateau depends on metrics, not on the step; use plateauUpdate or evaluateSchedule' }]);
   }
   const issues = allSpecIssues(spec);
   if (issues.length > 0) throw new ScheduleSpecError(issues);
-  return build(spec, { libm: options.libm ?? CORRECTLY_ROUNDED, start: 'initial', replayBudget: options.replayBudget });
+  const { replayBudget } = options;
+  return build(spec, { libm: options.libm ?? CORRECTLY_ROUNDED, start: 'initial', replayBudget: typeof replayBudget === 'number' ? new ReplayBudget(replayBudget) : replayBudget });
 }
 
 /**
@@ -95,7 +97,7 @@ export function compileSchedule(spec: ScheduleSpec, options: Pick<BuildOptions, 
  * @returns one rate per entry of `steps`.
  * @throws {ScheduleSpecError} as compileSchedule, or when reduce_on_plateau lacks metrics for a step.
  */
-export function evaluateSchedule(spec: ScheduleSpec, steps: readonly number[], metrics?: readonly number[], options: Pick<BuildOptions, 'replayBudget'> = {}): number[] {
+export function evaluateSchedule(spec: ScheduleSpec, steps: readonly number[], metrics?: readonly number[], options: { replayBudget?: number | ReplayBudget } = {}): number[] {
   if (spec.type === 'reduce_on_plateau') {
     if (metrics === undefined) throw new ScheduleSpecError([{ path: ['metrics'], message: 'reduce_on_plateau needs metrics' }]);
     const trajectory = plateauTrajectory(spec, metrics);

@@ -14,7 +14,7 @@ export { linearSchedule } from './linear.ts';
 export { oneCycleSchedule } from './one-cycle.ts';
 export { plateauInit, plateauTrajectory, plateauUpdate, type PlateauState } from './plateau.ts';
 export { polynomialSchedule } from './polynomial.ts';
-export { CHECKPOINT_STRIDE, COS_WEIGHT, POW_WEIGHT, ReplayLimitError, recurrence, type RecurrenceOptions } from './recurrence.ts';
+export { CHECKPOINT_STRIDE, COS_WEIGHT, POW_WEIGHT, ReplayBudget, ReplayLimitError, recurrence, type RecurrenceOptions } from './recurrence.ts';
 export { sequentialSchedule } from './sequential.ts';
 export { multistepSchedule, stepSchedule } from './step.ts';
 export * from './types.ts';

@@ -1,6 +1,7 @@
 // Schedule function type, one spec type per `type`, and the public names and defaults.
 
 import type { Libm } from './libm.ts';
+import type { ReplayBudget } from './recurrence.ts';
 
 /**
  * A learning-rate schedule: `lr(k)` is the rate used by the optimizer step taken after `k`
@@ -23,8 +24,8 @@ export type Schedule = (step: number) => number;
 export interface BuildOptions {
   start?: 'initial' | 'milestone';
   libm?: Libm;
-  /** Work units one evaluation may spend replaying torch's recursion (default Infinity); see `recurrence`. */
-  replayBudget?: number;
+  /** Work units replays of torch's recursion may spend, shared by the whole spec (default Infinity); see `recurrence`. */
+  replayBudget?: ReplayBudget;
 }
 
 export interface ConstantSpec {

@@ -108,6 +108,13 @@ function queryOf(r: Request): string {
   return `?${q}`;
 }
 
+/** A 422 for an overflowing rate, or for a rate beyond the replay budget of torch's recursion. */
+function expectDocumentedRefusal(text: string): void {
+  const problem = JSON.parse(text) as { type: string; detail: string };
+  if (problem.type === 'urn:adam-api:problem:validation-error') expect(problem.detail, text.slice(0, 300)).toContain("torch's recursive get_lr()");
+  else expect(problem.type, text.slice(0, 300)).toBe('urn:adam-api:problem:non-finite-result');
+}
+
 /** Bitwise equality of two rate lists. */
 function sameRates(a: number[], b: number[], what: string): void {
   expect(a.length, what).toBe(b.length);
@@ -116,20 +123,16 @@ function sameRates(a: number[], b: number[], what: string): void {
   });
 }
 
-// SKIPPED, a known defect to fix first: since schedules replay torch's recursion (merge of `sched`),
-// this property runs for more than 5 minutes without finishing on this machine (found at the end of
-// the stop; the input that stalls it is not isolated yet: suspect a recursive schedule evaluated
-// at a step near 2^24 or beyond with total_steps up to 2^53, whose replay budget is measured in
-// work units that undercount pow/cos). Production bounds it by the Worker's CPU limit; CI cannot.
-describe.skip('schedule routes', () => {
+describe('schedule routes', () => {
   it('a valid spec evaluates (or overflows as documented), and gives the same rates as query parameters, in a one-child sequential, and in a step', { timeout: PROPERTY_TIMEOUT_MS }, async () => {
     await fuzz(
       fc.asyncProperty(request, textStyle, fc.boolean(), async (r, style, logScale) => {
         const posted = await sendSane({ method: 'POST', path: '/v1/schedules/evaluate', headers: JSON_TYPE, body: writeJson(toJson(body(r)), style) });
         if (posted.status !== 200) {
-          // Only an overflowing rate (exponential growth, a huge lr times a factor) is refused.
+          // Only an overflowing rate (exponential growth, a huge lr times a factor), or a step whose
+          // rate needs more of torch's recursion replayed than one request may, is refused.
           expect(posted.status, posted.text.slice(0, 300)).toBe(422);
-          expect(JSON.parse(posted.text).type, posted.text.slice(0, 300)).toBe('urn:adam-api:problem:non-finite-result');
+          expectDocumentedRefusal(posted.text);
           return;
         }
         const out = JSON.parse(posted.text) as { steps: number[]; lr: number[] };
@@ -146,7 +149,7 @@ describe.skip('schedule routes', () => {
           if (k <= 2 ** 24) {
             const step = await sendSane({ method: 'POST', path: '/v1/adam/step', headers: JSON_TYPE, body: JSON.stringify({ params: [1], grads: [1], state: { step: k, m: [0], v: [0] }, schedule: r.schedule, dtype: 'float64' }) });
             if (step.status === 200) expect(Object.is(JSON.parse(step.text).lr, out.lr[0]), `step lr ${JSON.parse(step.text).lr} vs ${out.lr[0]}`).toBe(true);
-            else expect(JSON.parse(step.text).type, step.text.slice(0, 300)).toBe('urn:adam-api:problem:non-finite-result');
+            else expectDocumentedRefusal(step.text);
           }
         }
         const plot = await sendSane({ method: 'POST', path: '/v1/schedules/plot', headers: JSON_TYPE, body: JSON.stringify(body(r, { log_scale: logScale })) });

@@ -6,6 +6,7 @@ import type { AppEnv } from '../../lib/router.ts';
 import { ChartError, renderLineChart } from '../../plot/line-chart.ts';
 import type { EvaluateRequest, PlotRequest } from '../../schemas/schedule.ts';
 import { evaluateSchedule, ReplayLimitError } from '../../schedules/index.ts';
+import { numberText, objectJson } from '../../wire/json.ts';
 import { defaultStepCount, describeSpec, expandSteps, parseScheduleQuery } from './schedules.input.ts';
 import type { evaluateQueryRoute, evaluateRoute, plotQueryRoute, plotRoute } from './schedules.routes.ts';
 
@@ -13,8 +14,8 @@ const SVG_TYPE = 'image/svg+xml; charset=utf-8';
 
 /**
  * Work one evaluate or plot request may spend replaying torch's recursive schedules (units of one
- * multiply; a step with a cos costs 16, with a pow 64: see src/schedules/recurrence.ts): 2^25, about
- * 33 million exponential/step/linear steps, 2 million cosine steps or 500 000 polynomial steps.
+ * multiply; a step with a cos costs 16, with a pow 160: see src/schedules/recurrence.ts): 2^25, about
+ * 33 million exponential/step/linear steps, 2 million cosine steps or 210 000 polynomial steps.
  */
 export const EVALUATE_REPLAY_BUDGET = 2 ** 25;
 
@@ -73,13 +74,24 @@ function plot(request: PlotRequest): string {
   }
 }
 
-export const evaluateHandler: RouteHandler<typeof evaluateRoute, AppEnv> = (c) => c.json(evaluate(c.req.valid('json')), 200);
+const JSON_TYPE = 'application/json';
+
+/** The evaluate answer as JSON text, keeping the sign of a zero rate (torch's rate can be -0.0, as the step routes report it). */
+function evaluateJson({ steps, lr }: { steps: number[]; lr: number[] }): string {
+  return objectJson([
+    ['steps', { value: steps }],
+    ['lr', { json: `[${lr.map(numberText).join(',')}]` }],
+  ]);
+}
+
+export const evaluateHandler: RouteHandler<typeof evaluateRoute, AppEnv> = (c) =>
+  c.body(evaluateJson(evaluate(c.req.valid('json'))), 200, { 'content-type': JSON_TYPE }) as never; // text, as the step routes: -0.0
 
 export const plotHandler: RouteHandler<typeof plotRoute, AppEnv> = (c) => c.body(plot(c.req.valid('json')), 200, { 'content-type': SVG_TYPE });
 
 export const evaluateQueryHandler: RouteHandler<typeof evaluateQueryRoute, AppEnv> = (c) => {
   const request = parseScheduleQuery(c.req.valid('param').type, c.req.valid('query'), false);
-  return c.json(evaluate(request), 200);
+  return c.body(evaluateJson(evaluate(request)), 200, { 'content-type': JSON_TYPE }) as never;
 };
 
 export const plotQueryHandler: RouteHandler<typeof plotQueryRoute, AppEnv> = (c) => {
