@@ -109,6 +109,48 @@ describe('stateless step with a schedule', () => {
   });
 });
 
+describe("a rate out of reach of torch's recursion", () => {
+  // PolynomialLR is recursive in torch (each rate from the previous one, with pow); reaching step
+  // k replays k factors. One stateless step may spend 2^25 units (about 210,000 pow steps), a
+  // hosted one 2^28 (src/lib/learning-rate.ts).
+  const FAR = { type: 'polynomial', lr: 0.1, total_steps: 100_000_000, power: 2 };
+  const adamState = (step: number) => ({ step, m: [0.1], v: [0.01] });
+
+  it('is a 422 naming the schedule in a stateless step, and a near step still answers', async () => {
+    const far = await postJson('/v1/adam/step', { params: [1], grads: [0.5], state: adamState(300_000), schedule: FAR });
+    expectProblem(far, 422, 'schedule');
+    expect(far.body.detail).toContain("torch's recursive get_lr()");
+    const near = await postJson('/v1/adam/step', { params: [1], grads: [0.5], state: adamState(1000), schedule: FAR });
+    expect(near.status, JSON.stringify(near.body)).toBe(200);
+    expect(near.body.lr).toBe((await evaluate(FAR, [1000]))[0]);
+    // A closed form is never out of reach: the step that comes after T is 0 at any distance.
+    const settled = await postJson('/v1/adam/step', { params: [1], grads: [0.5], state: adamState(2 ** 24), schedule: { ...FAR, total_steps: 10 } });
+    expect(settled.status, JSON.stringify(settled.body)).toBe(200);
+    expect(settled.body.lr).toBe(0);
+  });
+
+  it('is a 422 for a hosted step restored far away, which changes nothing; next_lr is null', async () => {
+    const opt = await createOptimizer({ params: [1], schedule: FAR });
+    expect((await opCall('POST', opt, '/step', { grads: [0.5] })).status).toBe(200);
+    const snap = (await opCall('GET', opt, '/state')).body;
+    const put = await opCall('PUT', opt, '/state', { ...snap, step: 16_000_000 });
+    expect(put.status, JSON.stringify(put.body)).toBe(200);
+    const info = await opCall('GET', opt, '');
+    expect(info.body.next_lr).toBeNull();
+    const before = (await opCall('GET', opt, '/state')).body;
+    const step = await opCall('POST', opt, '/step', { grads: [0.5] });
+    expectProblem(step, 422, 'schedule');
+    expect((await opCall('GET', opt, '/state')).body).toEqual(before);
+    // Back near: the hosted budget covers far more than a stateless step's (300,000 pow steps).
+    expect((await opCall('PUT', opt, '/state', { ...snap, step: 300_000 })).status).toBe(200);
+    const ok = await opCall('POST', opt, '/step', { grads: [0.5] });
+    expect(ok.status, JSON.stringify(ok.body)).toBe(200);
+    // Beyond what evaluate may replay, so checked against the closed form; 300,000 rounded factors drift from it by ~1e-12.
+    const closed = 0.1 * (1 - 300_000 / 100_000_000) ** 2;
+    expect(Math.abs(ok.body.lr / closed - 1)).toBeLessThan(1e-10);
+  });
+});
+
 describe('hosted optimizer with a schedule', () => {
   it('applies the schedule at each step, reports next_lr, and follows a PATCHed schedule', async () => {
     const expected = await evaluate(COSINE, [0, 1, 2, 3, 4]);

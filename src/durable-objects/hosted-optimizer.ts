@@ -176,6 +176,16 @@ async function outcome<T>(fn: () => Promise<T>): Promise<Outcome<T>> {
   }
 }
 
+/** The rate of the next step, or null when it is not finite or out of the replay budget (the step then answers 422 saying why). */
+function nextLr(meta: StoredMeta): number | null {
+  try {
+    return finiteOrNull(learningRate(fixedLr(meta.hyperparams), meta.schedule, meta.step, meta.plateau));
+  } catch (err) {
+    if (err instanceof ProblemError) return null;
+    throw err;
+  }
+}
+
 const NOT_FOUND = () => new ProblemError(404, 'not-found', 'no optimizer with this id (never created, or deleted)');
 
 export class HostedOptimizer extends DurableObject<Env> {
@@ -377,7 +387,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       scalars: { ...initialScalars(def), ...meta.scalars },
       max_elements: maxElementsOf(readLimits(this.env), def, meta.dtype),
       schedule: meta.schedule,
-      next_lr: finiteOrNull(learningRate(fixedLr(meta.hyperparams), meta.schedule, meta.step, meta.plateau)),
+      next_lr: nextLr(meta),
       dtype: meta.dtype,
       layout,
       size: meta.size,

@@ -152,7 +152,7 @@ export const OptimizerInfoSchema = z
         'Most parameter elements an optimizer of this kind and dtype holds: MAX_HOSTED_BYTES / ((2 + slots) × 4 or 8 bytes), params, the gradient buffer and every state slot the optimizer can keep (larger states are a 413).',
     }),
     schedule: nullableSchedule(SCHEDULE_FIELD),
-    next_lr: z.number().nullable().openapi({ description: 'Learning rate the next step will apply; null when the schedule overflows there (that step would be rejected).' }),
+    next_lr: z.number().nullable().openapi({ description: 'Learning rate the next step will apply; null when the schedule overflows there, or when reaching it would replay more of torch\'s recursive schedule than one step may (that step would be rejected with a 422).' }),
     dtype: DtypeSchema,
     shapes: ShapesSchema,
     size: z.number().int().openapi({ description: 'Total number of parameter elements.' }),
