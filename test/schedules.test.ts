@@ -204,6 +204,21 @@ describe('POST /v1/schedules/evaluate', () => {
     expect(r.body).toEqual({ steps: [3, 0], lr: [0.25, 1] });
   });
 
+  it('keeps the sign of a zero rate, as the step does (found by test/fuzz/schedules.test.ts)', async () => {
+    // torch's LinearLR factor at k = T = 4: 1 + (0 - 0.1) / (4 * 0.1 + 3 * (0 - 0.1)); in doubles
+    // 0.4 - 0.30000000000000004 = 0.09999999999999998, so the factor is 1 - 1.0000000000000002 < 0
+    // and lr = 0 * factor = -0.0, which every later step keeps.
+    const schedule = { type: 'linear', lr: 0, start_factor: 0.1, end_factor: 0, total_steps: 4 };
+    const want = [0, 0, 0, 0, -0, -0];
+    const posted = await postJson('/v1/schedules/evaluate', { schedule, steps: [0, 1, 2, 3, 4, 5] });
+    const query = await getJson('/v1/schedules/linear?lr=0&start_factor=0.1&end_factor=0&total_steps=4&steps=0:6');
+    const step = await postJson('/v1/adam/step', { params: [1], grads: [1], state: { step: 4, m: [0], v: [0] }, schedule, dtype: 'float64' });
+    for (const [what, lr] of [['POST', posted.body.lr], ['GET', query.body.lr]] as const) {
+      expect(lr.map((v: number) => (Object.is(v, -0) ? '-0' : String(v))), what).toEqual(want.map((v) => (Object.is(v, -0) ? '-0' : String(v))));
+    }
+    expect(Object.is(step.body.lr, -0)).toBe(true);
+  });
+
   it('nests sequential schedules', async () => {
     const inner = { type: 'sequential', schedules: [{ type: 'constant', lr: 1 }, { type: 'constant', lr: 2 }], milestones: [1] };
     const r = await postJson('/v1/schedules/evaluate', { schedule: { type: 'sequential', schedules: [inner, { type: 'constant', lr: 3 }], milestones: [3] }, steps: [0, 1, 2, 3] });
