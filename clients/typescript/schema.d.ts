@@ -446,7 +446,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Metadata: step, hyperparameters, schedule, next lr, layout, upload status */
+        /** Metadata: step, skipped steps, hyperparameters, schedule, next lr, layout, upload status */
         get: operations["getOptimizer"];
         put?: never;
         post?: never;
@@ -472,7 +472,7 @@ export interface paths {
         put?: never;
         /**
          * Apply one gradient
-         * @description Applies one Adam step with the stored hyperparameters and schedule, exactly as POST /v1/adam/step would with the stored state. Steps on one optimizer are applied one at a time, each exactly once. Use `Idempotency-Key` to make retries safe and `If-Match` or `expected_step` to refuse a gradient computed against stale params. The gradients come as JSON, raw bytes or safetensors; the new params go back in the format `Accept` asks for (default: the body's), with `step` and `lr` as headers too.
+         * @description Applies one Adam step with the stored hyperparameters and schedule, exactly as POST /v1/adam/step would with the stored state. Steps on one optimizer are applied one at a time, each exactly once. Use `Idempotency-Key` to make retries safe and `If-Match` or `expected_step` to refuse a gradient computed against stale params. The gradients come as JSON, raw bytes or safetensors; the new params go back in the format `Accept` asks for (default: the body's), with `step` and `lr` as headers too. With the hyperparameter `nonfinite: "skip"`, a step with a non-finite gradient or result is skipped (200, `skipped: true`): nothing changes but `skipped_steps` and the history.
          */
         post: operations["stepOptimizer"];
         delete?: never;
@@ -556,7 +556,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Loss and learning rate per step */
+        /**
+         * Loss and learning rate per step
+         * @description One entry per step, applied or (with `nonfinite: "skip"`) skipped (`skipped: true`, the step count unchanged); with `clip_grad_norm`, each carries `grad_norm`. The last 10,000 entries are kept, skipped ones included; a restore (PUT /state) keeps them.
+         */
         get: operations["getOptimizerHistory"];
         put?: never;
         post?: never;
@@ -575,7 +578,7 @@ export interface paths {
         };
         /**
          * Loss and learning rate per step as an SVG chart
-         * @description Loss (left axis, when losses were reported) and learning rate (right axis) over the most recent `limit` steps.
+         * @description Loss (left axis, when losses were reported) and learning rate (right axis) over the most recent `limit` history entries. Skipped steps (`nonfinite: "skip"`) are not drawn; the title counts them.
          */
         get: operations["plotOptimizerHistory"];
         put?: never;
@@ -3154,12 +3157,14 @@ export interface components {
             optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon" | "sparse_adam";
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
+            /** @description Steps skipped by `nonfinite: "skip"` since creation (each is also in the history with `skipped: true`); a retried Idempotency-Key does not count again. A counter of this hosted optimizer, like its history, not torch state: snapshots do not carry it and PUT /state keeps it. 0 for optimizers stored before it was counted. */
+            skipped_steps: number;
             hyperparams: components["schemas"]["HostedHyperparams"];
             /** @description Most parameter elements an optimizer of this kind and dtype holds: MAX_HOSTED_BYTES / ((2 + slots) × 4 or 8 bytes), params, the gradient buffer and every state slot the optimizer can keep (larger states are a 413). */
             max_elements: number;
             /** @description Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none. */
             schedule: components["schemas"]["ScheduleSpec"] | null;
-            /** @description Learning rate the next step will apply; null when the schedule overflows there (that step would be rejected). */
+            /** @description Learning rate the next step will apply; null when the schedule overflows there, or when reaching it would replay more of torch's recursive schedule than one step may (that step would be rejected with a 422). */
             next_lr: number | null;
             dtype: components["schemas"]["Dtype"];
             shapes: components["schemas"]["Shapes"];
@@ -3334,12 +3339,14 @@ export interface components {
             optimizer: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon" | "sparse_adam";
             /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
             step: number;
+            /** @description Steps skipped by `nonfinite: "skip"` since creation (each is also in the history with `skipped: true`); a retried Idempotency-Key does not count again. A counter of this hosted optimizer, like its history, not torch state: snapshots do not carry it and PUT /state keeps it. 0 for optimizers stored before it was counted. */
+            skipped_steps: number;
             hyperparams: components["schemas"]["HostedHyperparams"];
             /** @description Most parameter elements an optimizer of this kind and dtype holds: MAX_HOSTED_BYTES / ((2 + slots) × 4 or 8 bytes), params, the gradient buffer and every state slot the optimizer can keep (larger states are a 413). */
             max_elements: number;
             /** @description Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none. */
             schedule: components["schemas"]["ScheduleSpec"] | null;
-            /** @description Learning rate the next step will apply; null when the schedule overflows there (that step would be rejected). */
+            /** @description Learning rate the next step will apply; null when the schedule overflows there, or when reaching it would replay more of torch's recursive schedule than one step may (that step would be rejected with a 422). */
             next_lr: number | null;
             dtype: components["schemas"]["Dtype"];
             shapes: components["schemas"]["Shapes"];
@@ -3393,9 +3400,9 @@ export interface components {
             params?: components["schemas"]["TensorTree"] & unknown;
             /** @description true when this answers a retried Idempotency-Key: nothing was applied again. */
             replayed?: boolean;
-            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
-            grad_norm?: number;
-            /** @description With `nonfinite: "skip"`: whether the step was skipped (params, state and step unchanged). */
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value); null when it overflows the dtype (torch returns inf, and every gradient is then multiplied by 0). A replay answers the original step's. */
+            grad_norm?: number | null;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params, state, step and ETag unchanged; counted in `skipped_steps` and recorded in the history); a replay answers the original step's. */
             skipped?: boolean;
         };
         /**
@@ -3919,26 +3926,33 @@ export interface components {
             /** @description The new bearer token for every later call; shown only here. The previous token no longer works. */
             token: string;
         };
-        /** @description Learning rate and loss per step. */
+        /** @description Learning rate and loss per step, with grad_norm under clip_grad_norm, and the steps nonfinite: "skip" skipped. */
         OptimizerHistory: {
-            /** @description Recorded steps, oldest first. */
+            /** @description Recorded steps, applied and skipped, oldest first. */
             entries: components["schemas"]["HistoryEntry"][];
-            /** @description How many entries the optimizer keeps (older ones are dropped). */
+            /** @description How many entries the optimizer keeps, skipped steps included (older ones are dropped). */
             kept: number;
         };
-        /** @description One applied step. */
+        /** @description One step: applied, or skipped by `nonfinite: "skip"` (`skipped: true`). */
         HistoryEntry: {
-            /** @description Step number after the update (1 for the first step). */
+            /** @description Step number after the update (1 for the first step); for a skipped step, the count it left unchanged. */
             step: number;
-            /** @description Learning rate applied. */
+            /** @description Learning rate applied (for a skipped step: the rate it would have applied). */
             lr: number;
-            /** @description Loss reported with the step, or null. */
+            /** @description Loss reported with the step, or null (a skipped step's loss is recorded but not reported to reduce_on_plateau). */
             loss: number | null;
             /**
              * @description ISO 8601 time (UTC).
              * @example 2026-11-26T00:00:00.000Z
              */
             at: string;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value); null when it overflows the dtype (torch returns inf, and every gradient is then multiplied by 0). Absent for steps taken without it (and for a step skipped for a non-finite gradient, whose norm was not taken), as in the step's answer. */
+            grad_norm?: number | null;
+            /**
+             * @description Present (true) on a step skipped by `nonfinite: "skip"`: it changed no params, state or step count. Absent on applied steps.
+             * @enum {boolean}
+             */
+            skipped?: true;
         };
     };
     responses: never;
@@ -6073,7 +6087,7 @@ export interface operations {
                 headers: {
                     /** @description URL of the new optimizer. */
                     location?: string;
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload; not a skipped step, which changes no state); send it as If-Match with a step. */
                     etag?: string;
                     /** @description `no-store`: the answer holds a token. */
                     "cache-control"?: string;
@@ -6179,7 +6193,7 @@ export interface operations {
             /** @description Metadata. */
             200: {
                 headers: {
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload; not a skipped step, which changes no state); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -6285,7 +6299,7 @@ export interface operations {
             /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
             412: {
                 headers: {
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload; not a skipped step, which changes no state); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -6339,7 +6353,7 @@ export interface operations {
             /** @description Updated metadata. */
             200: {
                 headers: {
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload; not a skipped step, which changes no state); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -6379,7 +6393,7 @@ export interface operations {
             /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
             412: {
                 headers: {
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload; not a skipped step, which changes no state); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -6463,7 +6477,7 @@ export interface operations {
             /** @description The step was applied (or, with `replayed: true` / `Idempotent-Replayed: true`, had already been applied for this Idempotency-Key). The params after the step: JSON (HostedStepResponse), raw bytes (the optimizer's dtype, in `layout` order; empty with `?return=none`) or safetensors (`__metadata__` holds `step` and `lr`; no tensors with `?return=none`). */
             200: {
                 headers: {
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload; not a skipped step, which changes no state); send it as If-Match with a step. */
                     etag?: string;
                     /** @description Completed steps after this answer (also in JSON bodies and safetensors `__metadata__`). */
                     step?: string;
@@ -6544,7 +6558,7 @@ export interface operations {
             /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
             412: {
                 headers: {
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload; not a skipped step, which changes no state); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -6610,7 +6624,7 @@ export interface operations {
             /** @description Parameters: JSON (in the structure given at creation), raw bytes (the optimizer's dtype in `layout` order, e.g. `np.frombuffer(body, "<f4")`), or safetensors named as in `layout` (loadable with `safetensors.torch.load_file` into `model.load_state_dict`). */
             200: {
                 headers: {
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload; not a skipped step, which changes no state); send it as If-Match with a step. */
                     etag?: string;
                     /** @description Completed steps after this answer (also in JSON bodies and safetensors `__metadata__`). */
                     step?: string;
@@ -6707,7 +6721,7 @@ export interface operations {
             /** @description Written; the new metadata (see `upload`). */
             200: {
                 headers: {
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload; not a skipped step, which changes no state); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -6765,7 +6779,7 @@ export interface operations {
             /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
             412: {
                 headers: {
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload; not a skipped step, which changes no state); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -6831,7 +6845,7 @@ export interface operations {
             /** @description Snapshot; PUT it back to restore. */
             200: {
                 headers: {
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload; not a skipped step, which changes no state); send it as If-Match with a step. */
                     etag?: string;
                     /** @description `Accept`: the format depends on it. */
                     vary?: string;
@@ -6919,7 +6933,7 @@ export interface operations {
             /** @description Restored; the new metadata. */
             200: {
                 headers: {
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload; not a skipped step, which changes no state); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -6986,7 +7000,7 @@ export interface operations {
             /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
             412: {
                 headers: {
-                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step. */
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload; not a skipped step, which changes no state); send it as If-Match with a step. */
                     etag?: string;
                     [name: string]: unknown;
                 };
@@ -7247,7 +7261,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description No step has been recorded yet. */
+            /** @description No step has been applied yet (among the most recent `limit` entries). */
             409: {
                 headers: {
                     [name: string]: unknown;

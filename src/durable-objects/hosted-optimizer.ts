@@ -63,7 +63,7 @@ export const MAX_MISSING_RANGES = 10_000;
 
 /** Idempotency keys remembered per optimizer. */
 export const IDEMPOTENCY_KEYS_KEPT = 256;
-/** History entries (step, lr, loss) kept per optimizer. */
+/** History entries (applied and skipped steps) kept per optimizer. */
 export const HISTORY_KEPT = 10_000;
 
 /**
@@ -210,6 +210,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         this.#readTensors(); // rewrites it in today's layout
         meta = this.#loaded!.meta;
       }
+      this.#store.upgradeTables(); // history and idempotency columns added since it was stored
       // The alarm is set at or before the deadline whenever an optimizer exists. Calls push the
       // deadline later without moving it (an early alarm re-arms itself: see alarm()), so a step
       // costs no alarm write. Stored before optimizers expired: the default time-to-live from now.
@@ -383,6 +384,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       id: meta.id,
       optimizer: def.name,
       step: meta.step,
+      skipped_steps: meta.skippedSteps ?? 0,
       hyperparams: meta.hyperparams,
       scalars: { ...initialScalars(def), ...meta.scalars },
       max_elements: maxElementsOf(readLimits(this.env), def, meta.dtype),
@@ -491,6 +493,7 @@ export class HostedOptimizer extends DurableObject<Env> {
           ttl: args.ttl,
           touchedAt: at,
           owner: args.owner,
+          skippedSteps: 0,
         };
         this.#store.transaction(() => {
           this.#store.createTables();
@@ -533,11 +536,13 @@ export class HostedOptimizer extends DurableObject<Env> {
           if (seen.fingerprint !== print) {
             throw validationProblem([headerError('Idempotency-Key', 'was already used for a step with different gradients or loss', args.idempotencyKey)]);
           }
-          // The params this step produced: still current unless a later step or an upload replaced them.
+          // The params this step produced (or left, when skipped): still current unless a later step or
+          // an upload replaced them (an upload at the seq of a skipped step, before or after it, counts).
           const current = seen.seq === meta.seq && (meta.uploadedAtSeq ?? -1) < seen.seq;
           const params = args.returnParams && current ? this.#paramsOut(loaded) : null;
           lap('decode');
-          return { etag: etagOf(meta), value: { step: seen.step, lr: seen.lr, replayed: true, params, timings } };
+          const controls = { ...(seen.grad_norm === null ? {} : { gradNorm: seen.grad_norm }), ...(seen.skipped === null ? {} : { skipped: seen.skipped === 1 }) };
+          return { etag: etagOf(meta), value: { step: seen.step, lr: seen.lr, replayed: true, ...controls, params, timings } };
         }
       }
       checkIfMatch(args.ifMatch, etagOf(meta), meta.step);
@@ -552,9 +557,23 @@ export class HostedOptimizer extends DurableObject<Env> {
       // skip looks at the gradients first; then clip_grad_norm_, clip_grad_value_.
       const hp = meta.hyperparams;
       const skipMode = hp.nonfinite === 'skip';
+      // A skipped step changes no state (so no ETag) but is counted, recorded in the history and
+      // remembers its key, so a retry answers it without counting it again.
       const skippedAnswer = (gradNorm?: number) => {
         lap('kernel');
-        return { etag: etagOf(meta), value: { step: meta.step, lr, replayed: false, gradNorm, skipped: true, params: args.returnParams ? this.#paramsOut(this.#loaded ?? loaded) : null, timings } };
+        const current = this.#loaded ?? loaded; // a reload after a non-finite result replaced it
+        const next: StoredMeta = { ...meta, skippedSteps: (meta.skippedSteps ?? 0) + 1 };
+        const controls = { grad_norm: gradNorm ?? null, skipped: 1 };
+        this.#store.transaction(() => {
+          this.#store.writeMeta(next);
+          this.#store.addHistory({ step: meta.step, lr, loss: args.loss ?? null, at: new Date().toISOString(), ...controls }, HISTORY_KEPT);
+          if (args.idempotencyKey !== undefined) {
+            this.#store.rememberKey(args.idempotencyKey, { seq: meta.seq, fingerprint: print, step: meta.step, lr, ...controls }, IDEMPOTENCY_KEYS_KEPT);
+          }
+        });
+        current.meta = next;
+        lap('storage');
+        return { etag: etagOf(meta), value: { step: meta.step, lr, replayed: false, gradNorm, skipped: true, params: args.returnParams ? this.#paramsOut(current) : null, timings } };
       };
       if (skipMode && this.#scan(grads) >= 0) return skippedAnswer();
       let gradNorm: number | undefined;
@@ -601,9 +620,10 @@ export class HostedOptimizer extends DurableObject<Env> {
           // Not journalled: a step that created a slot (older chunks have no row of it), and optimizers that step whole tensors.
           next.cursor = this.#store.appendStep(next, arrays, journalled.bytes, entry, created || def.perTensor === true);
           this.#store.writeMeta(next);
-          this.#store.addHistory(next.seq, { step: next.step, lr, loss: args.loss ?? null, at }, HISTORY_KEPT);
+          const controls = { grad_norm: gradNorm ?? null, skipped: skipMode ? 0 : null };
+          this.#store.addHistory({ step: next.step, lr, loss: args.loss ?? null, at, grad_norm: controls.grad_norm, skipped: null }, HISTORY_KEPT);
           if (args.idempotencyKey !== undefined) {
-            this.#store.rememberKey(args.idempotencyKey, { seq: next.seq, fingerprint: print, step: next.step, lr }, IDEMPOTENCY_KEYS_KEPT);
+            this.#store.rememberKey(args.idempotencyKey, { seq: next.seq, fingerprint: print, step: next.step, lr, ...controls }, IDEMPOTENCY_KEYS_KEPT);
           }
         });
       } catch (e) {
@@ -963,7 +983,10 @@ export class HostedOptimizer extends DurableObject<Env> {
   }
 
   history(tokenHash: string | null, limit: number): Promise<Outcome<{ entries: HistoryEntry[]; kept: number }>> {
-    return this.#locked(tokenHash, () => ({ entries: this.#store.history(limit), kept: HISTORY_KEPT }));
+    return this.#locked(tokenHash, () => ({
+      entries: this.#store.history(limit).map(({ grad_norm, skipped, ...row }) => ({ ...row, ...(grad_norm === null ? {} : { grad_norm }), ...(skipped === 1 ? { skipped: true as const } : {}) })),
+      kept: HISTORY_KEPT,
+    }));
   }
 
   remove(tokenHash: string | null, ifMatch?: string): Promise<Outcome<null>> {

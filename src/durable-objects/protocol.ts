@@ -30,6 +30,8 @@ export interface OptimizerInfo {
   /** The registry name (`adam`, `sgd`, …). */
   optimizer: string;
   step: number;
+  /** Steps skipped by `nonfinite: "skip"` since creation. */
+  skipped_steps: number;
   hyperparams: Hyperparams;
   /** Scalar state (NAdam's `mu_product`), by torch's name; empty for most optimizers. */
   scalars: Record<string, number>;
@@ -89,9 +91,9 @@ export interface StepOut {
   lr: number;
   /** True when this answers a retried Idempotency-Key: nothing was applied again. */
   replayed: boolean;
-  /** With clip_grad_norm: the gradients' total norm before clipping. */
+  /** With clip_grad_norm: the gradients' total norm before clipping (Infinity when it overflowed the dtype). Replays answer the original's. */
   gradNorm?: number;
-  /** With nonfinite: skip: whether the step was skipped (nothing changed). */
+  /** With nonfinite: skip: whether the step was skipped (nothing changed). Replays answer the original's. */
   skipped?: boolean;
   /** New params (when asked for, and not on a replay whose params have since changed). */
   params: TensorsOut | null;
@@ -188,11 +190,16 @@ export interface SnapshotOut {
   data: ReadableStream<Uint8Array>;
 }
 
+/** One history entry: an applied step, or (`skipped: true`) one skipped by `nonfinite: "skip"`. */
 export interface HistoryEntry {
+  /** Completed steps after it (a skipped step leaves the count unchanged). */
   step: number;
   lr: number;
   loss: number | null;
   at: string;
+  /** With clip_grad_norm: the total norm before clipping (Infinity when it overflowed the dtype). */
+  grad_norm?: number;
+  skipped?: true;
 }
 
 /** A hosted optimizer as the listing of its owner's optimizers shows it. */

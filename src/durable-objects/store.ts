@@ -91,6 +91,11 @@ export interface StoredMeta {
    * if neither a step nor an upload came after it.
    */
   uploadedAtSeq?: number;
+  /**
+   * Steps skipped by `nonfinite: "skip"` since creation (restores keep it, as they keep the
+   * history); absent in rows stored before it was counted: 0.
+   */
+  skippedSteps?: number;
 }
 
 /** Version 1 (before the journal): tensors params/m/v/v_max stored whole in tensor_chunks. */
@@ -117,18 +122,29 @@ export interface JournalEntry {
 /** When an optimizer expires (ms since the epoch): its last successful call plus its time-to-live. */
 export const deadlineOf = (meta: Pick<StoredMeta, 'ttl' | 'touchedAt'>) => meta.touchedAt + meta.ttl * 1000;
 
+/** One history entry: an applied step, or one skipped by `nonfinite: "skip"`. */
 export type HistoryRow = {
   step: number;
   lr: number;
   loss: number | null;
   at: string;
+  /** With clip_grad_norm: the total norm before clipping (Infinity when it overflowed); null otherwise, and in rows stored before. */
+  grad_norm: number | null;
+  /** 1 for a skipped step; null for an applied one (and in rows stored before). */
+  skipped: number | null;
 };
 
+/** What a retried Idempotency-Key answers: the original step's outcome. */
 export type IdempotencyRow = {
+  /** `meta.seq` after the step (a skipped step leaves it unchanged). */
   seq: number;
   fingerprint: string;
   step: number;
   lr: number;
+  /** As in HistoryRow; null in rows stored before. */
+  grad_norm: number | null;
+  /** With nonfinite: skip, 1 when skipped, 0 when applied; null without it (and in rows stored before). */
+  skipped: number | null;
 };
 
 const SCHEMA = [
@@ -137,8 +153,17 @@ const SCHEMA = [
   'CREATE TABLE IF NOT EXISTS slot_chunks (slot TEXT NOT NULL, idx INTEGER NOT NULL, seq INTEGER NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (slot, idx))',
   'CREATE TABLE IF NOT EXISTS journal (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL)',
   'CREATE TABLE IF NOT EXISTS journal_parts (seq INTEGER NOT NULL, part INTEGER NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (seq, part))',
-  'CREATE TABLE IF NOT EXISTS history (seq INTEGER PRIMARY KEY, step INTEGER NOT NULL, lr REAL NOT NULL, loss REAL, at TEXT NOT NULL)',
-  'CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, fingerprint TEXT NOT NULL, step INTEGER NOT NULL, lr REAL NOT NULL)',
+  // history.seq numbers the entries (it was the applied step's seq before skipped steps were recorded: still increasing).
+  'CREATE TABLE IF NOT EXISTS history (seq INTEGER PRIMARY KEY, step INTEGER NOT NULL, lr REAL NOT NULL, loss REAL, at TEXT NOT NULL, grad_norm REAL, skipped INTEGER)',
+  'CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, fingerprint TEXT NOT NULL, step INTEGER NOT NULL, lr REAL NOT NULL, grad_norm REAL, skipped INTEGER)',
+];
+
+/** Columns added since the tables were first created: added to tables stored before (NULL in their rows). */
+const ADDED_COLUMNS: ReadonlyArray<readonly [table: string, column: string, type: string]> = [
+  ['history', 'grad_norm', 'REAL'],
+  ['history', 'skipped', 'INTEGER'],
+  ['idempotency', 'grad_norm', 'REAL'],
+  ['idempotency', 'skipped', 'INTEGER'],
 ];
 
 export const itemSize = (dtype: Dtype) => (dtype === 'float32' ? 4 : 8);
@@ -177,6 +202,15 @@ export class OptimizerStore {
 
   createTables(): void {
     for (const statement of SCHEMA) this.#sql.exec(statement);
+  }
+
+  /** Adds the columns of ADDED_COLUMNS that tables stored by earlier code lack (an optimizer lives here). */
+  upgradeTables(): void {
+    const columns = new Map<string, string[]>();
+    for (const [table, column, type] of ADDED_COLUMNS) {
+      if (!columns.has(table)) columns.set(table, this.#sql.exec(`SELECT * FROM ${table} LIMIT 0`).columnNames);
+      if (!columns.get(table)!.includes(column)) this.#sql.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`);
+    }
   }
 
   /** The metadata row, or null when no optimizer lives here. Version 1 rows are returned as they are. */
@@ -334,22 +368,34 @@ export class OptimizerStore {
     for (const name of ['params', 'm', 'v', 'v_max']) deleteBlob(this.#sql, name);
   }
 
-  addHistory(seq: number, row: HistoryRow, kept: number): void {
-    this.#sql.exec('INSERT INTO history (seq, step, lr, loss, at) VALUES (?, ?, ?, ?, ?)', seq, row.step, row.lr, row.loss, row.at);
+  /** Appends an entry (numbered after the last one: SQLite's next rowid) and keeps the last `kept`. */
+  addHistory(row: HistoryRow, kept: number): void {
+    const { seq } = this.#sql
+      .exec<{ seq: number }>('INSERT INTO history (step, lr, loss, at, grad_norm, skipped) VALUES (?, ?, ?, ?, ?, ?) RETURNING seq', row.step, row.lr, row.loss, row.at, row.grad_norm, row.skipped)
+      .one();
     this.#sql.exec('DELETE FROM history WHERE seq <= ?', seq - kept);
   }
 
   history(limit: number): HistoryRow[] {
-    return this.#sql.exec<HistoryRow>('SELECT step, lr, loss, at FROM history ORDER BY seq DESC LIMIT ?', limit).toArray().reverse();
+    return this.#sql.exec<HistoryRow>('SELECT step, lr, loss, at, grad_norm, skipped FROM history ORDER BY seq DESC LIMIT ?', limit).toArray().reverse();
   }
 
   idempotency(key: string): IdempotencyRow | undefined {
-    return this.#sql.exec<IdempotencyRow>('SELECT seq, fingerprint, step, lr FROM idempotency WHERE key = ?', key).toArray()[0];
+    return this.#sql.exec<IdempotencyRow>('SELECT seq, fingerprint, step, lr, grad_norm, skipped FROM idempotency WHERE key = ?', key).toArray()[0];
   }
 
+  /**
+   * Remembers a key and keeps the last `kept`, by insertion order (rowid): skipped steps share
+   * their seq with the applied step before them, so seq cannot bound the count.
+   */
   rememberKey(key: string, row: IdempotencyRow, kept: number): void {
-    this.#sql.exec('INSERT INTO idempotency (key, seq, fingerprint, step, lr) VALUES (?, ?, ?, ?, ?)', key, row.seq, row.fingerprint, row.step, row.lr);
-    this.#sql.exec('DELETE FROM idempotency WHERE seq <= ?', row.seq - kept);
+    const { id } = this.#sql
+      .exec<{ id: number }>(
+        'INSERT INTO idempotency (key, seq, fingerprint, step, lr, grad_norm, skipped) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING rowid AS id',
+        key, row.seq, row.fingerprint, row.step, row.lr, row.grad_norm, row.skipped,
+      )
+      .one();
+    this.#sql.exec('DELETE FROM idempotency WHERE rowid <= ?', id - kept);
   }
 
   forgetKeys(): void {

@@ -43,6 +43,10 @@ export const ShapesSchema = z.unknown().refine((v) => v !== undefined).openapi('
 const nullableSchedule = (description: string) => z.union([ScheduleSpecSchema, z.null()]).openapi({ description });
 const SCHEDULE_FIELD = 'Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none.'
 
+/** grad_norm, in step answers and history entries. */
+const GRAD_NORM =
+  'With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch\'s return value); null when it overflows the dtype (torch returns inf, and every gradient is then multiplied by 0).';
+
 const NAMES = OPTIMIZER_NAMES as [string, ...string[]];
 
 export const OptimizerNameSchema = z.enum(NAMES).openapi({
@@ -146,6 +150,11 @@ export const OptimizerInfoSchema = z
     id: z.string().openapi({ description: 'Optimizer id (the Durable Object id).' }),
     optimizer: OptimizerNameSchema,
     step: StepCountSchema,
+    skipped_steps: z.number().int().min(0).openapi({
+      description:
+        'Steps skipped by `nonfinite: "skip"` since creation (each is also in the history with `skipped: true`); a retried Idempotency-Key does not count again. ' +
+        'A counter of this hosted optimizer, like its history, not torch state: snapshots do not carry it and PUT /state keeps it. 0 for optimizers stored before it was counted.',
+    }),
     hyperparams: HostedHyperparamsSchema,
     max_elements: z.number().int().openapi({
       description:
@@ -320,8 +329,11 @@ export const HostedStepResponseSchema = z
       description: 'Parameters after the step (omitted with `?return=none`, and on a replay once later steps have been applied).',
     }),
     replayed: z.boolean().optional().openapi({ description: 'true when this answers a retried Idempotency-Key: nothing was applied again.' }),
-    grad_norm: z.number().optional().openapi({ description: 'With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch\'s return value).' }),
-    skipped: z.boolean().optional().openapi({ description: 'With `nonfinite: "skip"`: whether the step was skipped (params, state and step unchanged).' }),
+    grad_norm: z.number().nullable().optional().openapi({ description: `${GRAD_NORM} A replay answers the original step's.` }),
+    skipped: z.boolean().optional().openapi({
+      description:
+        'With `nonfinite: "skip"`: whether the step was skipped (params, state, step and ETag unchanged; counted in `skipped_steps` and recorded in the history); a replay answers the original step\'s.',
+    }),
   })
   .strict()
   .openapi('HostedStepResponse', { description: 'The result of one hosted step.' });
@@ -416,21 +428,23 @@ export const HistoryPlotQuerySchema = strictQuery({
 
 export const HistoryEntrySchema = z
   .object({
-    step: z.number().int().openapi({ description: 'Step number after the update (1 for the first step).' }),
-    lr: z.number().openapi({ description: 'Learning rate applied.' }),
-    loss: z.number().nullable().openapi({ description: 'Loss reported with the step, or null.' }),
+    step: z.number().int().openapi({ description: 'Step number after the update (1 for the first step); for a skipped step, the count it left unchanged.' }),
+    lr: z.number().openapi({ description: 'Learning rate applied (for a skipped step: the rate it would have applied).' }),
+    loss: z.number().nullable().openapi({ description: 'Loss reported with the step, or null (a skipped step\'s loss is recorded but not reported to reduce_on_plateau).' }),
     at: Timestamp,
+    grad_norm: z.number().nullable().optional().openapi({ description: `${GRAD_NORM} Absent for steps taken without it (and for a step skipped for a non-finite gradient, whose norm was not taken), as in the step's answer.` }),
+    skipped: z.literal(true).optional().openapi({ description: 'Present (true) on a step skipped by `nonfinite: "skip"`: it changed no params, state or step count. Absent on applied steps.' }),
   })
   .strict()
-  .openapi('HistoryEntry', { description: 'One applied step.' });
+  .openapi('HistoryEntry', { description: 'One step: applied, or skipped by `nonfinite: "skip"` (`skipped: true`).' });
 
 export const HistoryResponseSchema = z
   .object({
-    entries: z.array(HistoryEntrySchema).openapi({ description: 'Recorded steps, oldest first.' }),
-    kept: z.number().int().openapi({ description: 'How many entries the optimizer keeps (older ones are dropped).' }),
+    entries: z.array(HistoryEntrySchema).openapi({ description: 'Recorded steps, applied and skipped, oldest first.' }),
+    kept: z.number().int().openapi({ description: 'How many entries the optimizer keeps, skipped steps included (older ones are dropped).' }),
   })
   .strict()
-  .openapi('OptimizerHistory', { description: 'Learning rate and loss per step.' });
+  .openapi('OptimizerHistory', { description: 'Learning rate and loss per step, with grad_norm under clip_grad_norm, and the steps nonfinite: "skip" skipped.' });
 
 /**
  * The options of a safetensors checkpoint (its `__metadata__`, JSON values parsed), checked like

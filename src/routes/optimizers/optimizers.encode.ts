@@ -33,6 +33,7 @@ export function infoJson(info: OptimizerInfo) {
     id: info.id,
     optimizer: info.optimizer,
     step: info.step,
+    skipped_steps: info.skipped_steps,
     hyperparams: info.hyperparams,
     max_elements: info.max_elements,
     schedule: info.schedule,

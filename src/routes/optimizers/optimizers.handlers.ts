@@ -412,8 +412,11 @@ export const getHistory: RouteHandler<typeof routes.historyRoute, AppEnv> = asyn
 
 export const plotHistory: RouteHandler<typeof routes.historyPlotRoute, AppEnv> = async (c) => {
   const { limit, log_scale: logScale } = c.req.valid('query');
-  const { entries } = unwrap(await stubFor(c, c.req.valid('param').id).history(await tokenHash(c), limit));
-  if (entries.length === 0) throw new ProblemError(409, 'conflict', 'no step has been recorded yet: plot after the first step');
+  const { entries: recorded } = unwrap(await stubFor(c, c.req.valid('param').id).history(await tokenHash(c), limit));
+  // The lines join applied steps; a skipped step (which left the step count as it was) is only counted in the title.
+  const entries = recorded.filter((e) => e.skipped !== true);
+  const skipped = recorded.length - entries.length;
+  if (entries.length === 0) throw new ProblemError(409, 'conflict', `no step has been applied yet${skipped ? ` (${skipped} skipped)` : ''}: plot after the first step`);
   const withLoss = entries.filter((e) => e.loss !== null);
   if (logScale) {
     const bad = withLoss.find((e) => e.loss! <= 0);
@@ -426,7 +429,7 @@ export const plotHistory: RouteHandler<typeof routes.historyPlotRoute, AppEnv> =
   let svg: string;
   try {
     svg = renderLineChart(series, {
-      title: `Optimizer ${c.req.valid('param').id.slice(0, 12)}…: ${withLoss.length ? 'loss and learning rate' : 'learning rate'}`,
+      title: `Optimizer ${c.req.valid('param').id.slice(0, 12)}…: ${withLoss.length ? 'loss and learning rate' : 'learning rate'}${skipped ? ` (${skipped} skipped step${skipped === 1 ? '' : 's'} not drawn)` : ''}`,
       xLabel: 'step',
       yLabel: withLoss.length ? 'loss' : 'learning rate',
       y2Label: 'learning rate',

@@ -37,7 +37,7 @@ const SECURITY = [{ bearerAuth: [] }];
 
 const ETAG = {
   etag: {
-    description: 'The state version: a new, never reused tag after every change (step, restore, PATCH, upload); send it as If-Match with a step.',
+    description: 'The state version: a new, never reused tag after every change (step, restore, PATCH, upload; not a skipped step, which changes no state); send it as If-Match with a step.',
     schema: { type: 'string' as const },
   },
 };
@@ -156,7 +156,8 @@ export const stepOptimizerRoute = createRoute({
     'Applies one Adam step with the stored hyperparameters and schedule, exactly as POST /v1/adam/step would with the stored state. ' +
     'Steps on one optimizer are applied one at a time, each exactly once. Use `Idempotency-Key` to make retries safe and ' +
     '`If-Match` or `expected_step` to refuse a gradient computed against stale params. The gradients come as JSON, raw bytes or safetensors; ' +
-    'the new params go back in the format `Accept` asks for (default: the body\'s), with `step` and `lr` as headers too.',
+    'the new params go back in the format `Accept` asks for (default: the body\'s), with `step` and `lr` as headers too. With the hyperparameter ' +
+    '`nonfinite: "skip"`, a step with a non-finite gradient or result is skipped (200, `skipped: true`): nothing changes but `skipped_steps` and the history.',
   request: {
     params: OptimizerIdParam,
     query: HostedStepQuerySchema,
@@ -194,7 +195,7 @@ export const getOptimizerRoute = createRoute({
   tags: TAGS,
   security: SECURITY,
   middleware: [requireBearer] as const,
-  summary: 'Metadata: step, hyperparameters, schedule, next lr, layout, upload status',
+  summary: 'Metadata: step, skipped steps, hyperparameters, schedule, next lr, layout, upload status',
   request: { params: OptimizerIdParam, headers: AuthHeaderSchema },
   responses: {
     200: { description: 'Metadata.', headers: ETAG, content: { 'application/json': { schema: OptimizerInfoSchema } } },
@@ -383,6 +384,9 @@ export const historyRoute = createRoute({
   security: SECURITY,
   middleware: [requireBearer] as const,
   summary: 'Loss and learning rate per step',
+  description:
+    'One entry per step, applied or (with `nonfinite: "skip"`) skipped (`skipped: true`, the step count unchanged); with `clip_grad_norm`, ' +
+    'each carries `grad_norm`. The last 10,000 entries are kept, skipped ones included; a restore (PUT /state) keeps them.',
   request: { params: OptimizerIdParam, query: HistoryQuerySchema, headers: AuthHeaderSchema },
   responses: {
     200: { description: 'The most recent entries, oldest first.', content: { 'application/json': { schema: HistoryResponseSchema } } },
@@ -399,12 +403,14 @@ export const historyPlotRoute = createRoute({
   security: SECURITY,
   middleware: [requireBearer] as const,
   summary: 'Loss and learning rate per step as an SVG chart',
-  description: 'Loss (left axis, when losses were reported) and learning rate (right axis) over the most recent `limit` steps.',
+  description:
+    'Loss (left axis, when losses were reported) and learning rate (right axis) over the most recent `limit` history entries. Skipped steps ' +
+    '(`nonfinite: "skip"`) are not drawn; the title counts them.',
   request: { params: OptimizerIdParam, query: HistoryPlotQuerySchema, headers: AuthHeaderSchema },
   responses: {
     200: { description: 'SVG line chart.', content: { 'image/svg+xml': { schema: z.string() } } },
     ...authErrors,
-    409: problem('No step has been recorded yet.'),
+    409: problem('No step has been applied yet (among the most recent `limit` entries).'),
     422: problem('Invalid `limit` or `log_scale`, or a log scale with a loss <= 0.'),
   },
 });
