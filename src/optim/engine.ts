@@ -184,7 +184,7 @@ export function engineStep<H extends Hyperparams>(args: EngineArgs<H>): EngineOu
       }
       const counter = before[first]!;
       const scalars = rows
-        ? def.sparseStep!({ dtype, hp, params: params.subarray(from, to), grad: rows, shape: tensors[first]!.shape, slots, step: counter.step, scalars: { ...counter.scalars } })
+        ? def.sparseStep!({ dtype, hp, params: params.subarray(from, to), grad: rows, shape: tensors[first]!.shape, slots, fresh, step: counter.step, scalars: { ...counter.scalars } })
         : def.step({
         dtype,
         hp,

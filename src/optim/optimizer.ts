@@ -134,6 +134,13 @@ export interface OptimizerDef<H extends Hyperparams = Hyperparams> {
   sparse?: 'only' | 'also';
   /** One step on one tensor from a sparse gradient (rows as sent, not coalesced); returns the new scalars. */
   sparseStep?(args: SparseStepArgs<H>): Record<string, number>;
+  /**
+   * What torch refuses with a sparse gradient although it takes it dense (Adagrad's weight_decay):
+   * the hyperparameter and why, or null.
+   */
+  checkSparse?(hp: H): { field: string; message: string } | null;
+  /** Sparse gradients torch cannot step on a tensor of this shape (`rows` entries): why, or null. */
+  checkSparseGrad?(shape: readonly number[], rows: number): string | null;
 }
 
 /** Arguments of a sparse step: one whole tensor and its gradient's rows. */
@@ -146,6 +153,8 @@ export interface SparseStepArgs<H extends Hyperparams> {
   shape: readonly number[];
   /** Present slots for this tensor. */
   slots: Record<string, FloatArray>;
+  /** Lazily created slots this tensor does not hold yet (see SlotDef.initial). */
+  fresh: ReadonlySet<string>;
   step: number;
   scalars: Record<string, number>;
 }

@@ -1,6 +1,7 @@
 // Sparse (row) gradients as torch's embedding backward makes them: row indices of the first
 // dimension and one value row each, possibly repeated. Pure.
 
+import { dtypeOps } from './dtype-ops.ts';
 import type { Dtype, FloatArray } from './optimizer.ts';
 
 /** A gradient given as rows: `values` holds rows.length rows of `rowSize` elements. */
@@ -37,4 +38,30 @@ export function coalesce(dtype: Dtype, g: SparseRows): SparseRows {
     }
   }
   return { rows: Int32Array.from(unique), values, rowSize };
+}
+
+/** torch's `-grad` of a sparse gradient (maximize): the values negated, the rows as they were. */
+export function negated(g: SparseRows): SparseRows {
+  return { ...g, values: g.values.map((x) => -x) };
+}
+
+/**
+ * ATen's `dense.add_(sparse, alpha=alpha)` (add_out_dense_sparse_cpu) for a gradient made as
+ * `torch.sparse_coo_tensor(indices, values)`: every entry is added on its own, in the order given
+ * (a repeated row is not summed first), as `fma(v, alpha, dst)` (an axpy per row). torch flags a
+ * sparse tensor of one entry coalesced, and adds that to a 1-D tensor without fusion:
+ * `dst + r(alpha·v)`. Measured against torch 1.13 (test/fixtures/optim/README.md, "Sparse SGD").
+ */
+export function addSparse(dtype: Dtype, dst: FloatArray, g: SparseRows, alpha: number, shape: readonly number[]): void {
+  const { r, fma } = dtypeOps(dtype);
+  const { rows, values, rowSize } = g;
+  const fused = shape.length > 1 || rows.length !== 1;
+  for (let k = 0; k < rows.length; k++) {
+    const base = rows[k]! * rowSize;
+    for (let j = 0; j < rowSize; j++) {
+      const i = base + j;
+      const v = values[k * rowSize + j]!;
+      dst[i] = fused ? fma(v, alpha, dst[i]!) : r(dst[i]! + r(alpha * v));
+    }
+  }
 }

@@ -1,7 +1,8 @@
-// torch.optim.SGD, torch 1.13 single-tensor path (sgd.py:225-245).
+// torch.optim.SGD, torch 1.13 single-tensor path (sgd.py:225-245), dense and sparse gradients.
 
 import { dtypeOps } from '../dtype-ops.ts';
-import { flag, MAXIMIZE, nonNegative, type OptimizerDef, type StepArgs } from '../optimizer.ts';
+import { flag, MAXIMIZE, nonNegative, type OptimizerDef, type SparseStepArgs, type StepArgs } from '../optimizer.ts';
+import { addSparse, negated } from '../sparse.ts';
 
 export interface SgdHyperparams {
   [key: string]: number | boolean;
@@ -40,11 +41,45 @@ function step({ dtype, hp, params, grads, slots, fresh }: StepArgs<SgdHyperparam
   return {};
 }
 
+/**
+ * The same lines with d_p sparse (sgd.py:225-245): nothing coalesces it, so each row sent is added
+ * on its own, in the order sent (see addSparse). With momentum, torch's first step makes a sparse
+ * buffer (a clone of d_p), returned as its `to_dense()`; from a dense buffer, torch's
+ * `buf.mul_(momentum).add_(d_p)` scales every row and adds the sent ones, and the param moves by
+ * the whole buffer. weight_decay and nesterov are refused (checkSparse).
+ */
+function sparseStep({ dtype, hp, params, grad, shape, slots, fresh }: SparseStepArgs<SgdHyperparams>): Record<string, number> {
+  const { r, fma } = dtypeOps(dtype);
+  const negLr = r(-hp.lr), mom = r(hp.momentum), oneMinusDamp = r(1 - hp.dampening);
+  const d_p = hp.maximize ? negated(grad) : grad; // :226 -d_p_list[i]
+  if (hp.momentum === 0) {
+    addSparse(dtype, params, d_p, negLr, shape); // :245 param.add_(d_p, alpha=-lr)
+    return {};
+  }
+  const buf = slots.momentum_buffer!;
+  if (fresh.has('momentum_buffer')) {
+    // :235 torch.clone(d_p), sparse; its to_dense() is zeros with each row added in turn.
+    buf.fill(0);
+    addSparse(dtype, buf, d_p, 1, shape);
+    addSparse(dtype, params, d_p, negLr, shape); // :245 param.add_(buf, alpha=-lr), buf the sparse clone
+    return {};
+  }
+  const n = params.length;
+  for (let i = 0; i < n; i++) buf[i] = r(buf[i]! * mom); // :238 buf.mul_(momentum)
+  addSparse(dtype, buf, d_p, oneMinusDamp, shape); // :238 .add_(d_p, alpha=1 - dampening)
+  for (let i = 0; i < n; i++) params[i] = fma(buf[i]!, negLr, params[i]!); // :243 d_p = buf; :245 param.add_(d_p, alpha=-lr)
+  return {};
+}
+
 export const sgd: OptimizerDef<SgdHyperparams> = {
   name: 'sgd',
   torch: 'torch.optim.SGD',
   description:
-    'Stochastic gradient descent with optional momentum, dampening, Nesterov momentum and L2 weight decay. `lr` is required, as in torch.',
+    'Stochastic gradient descent with optional momentum, dampening, Nesterov momentum and L2 weight decay. `lr` is required, as in torch. ' +
+    'A gradient may also be sparse rows, `{"indices": [...], "values": [[row], ...]}` (JSON, stateless step), as an embedding\'s backward makes ' +
+    'them: each row sent is added on its own, as torch adds an uncoalesced gradient, and the momentum buffer stays dense (torch\'s first sparse ' +
+    'step keeps a sparse clone, returned as its to_dense()). With a sparse gradient, weight_decay (torch raises) and nesterov (torch needs its ' +
+    'sparse buffer) are refused.',
   hyperparams: {
     lr: nonNegative(undefined, 'Learning rate (torch `lr`), required: torch.optim.SGD has no default.'),
     momentum: nonNegative(0, 'Momentum factor (torch `momentum`); 0 keeps no buffer.'),
@@ -53,13 +88,27 @@ export const sgd: OptimizerDef<SgdHyperparams> = {
       default: 0,
       description: 'Dampening for momentum (torch `dampening`), not range-checked, as in torch; ignored on the step that creates the buffer.',
     },
-    weight_decay: nonNegative(0, 'L2 penalty added to the gradient (torch `weight_decay`).'),
-    nesterov: flag(false, 'Nesterov momentum (torch `nesterov`); needs momentum > 0 and dampening = 0.'),
+    weight_decay: nonNegative(0, 'L2 penalty added to the gradient (torch `weight_decay`); 0 with a sparse gradient (torch raises).'),
+    nesterov: flag(false, 'Nesterov momentum (torch `nesterov`); needs momentum > 0 and dampening = 0, and a dense gradient.'),
     maximize: MAXIMIZE,
   },
   check(hp) {
     if (hp.nesterov && (hp.momentum <= 0 || hp.dampening !== 0)) {
       return { field: 'nesterov', message: 'Nesterov momentum requires a momentum and zero dampening (as torch.optim.SGD).' };
+    }
+    return null;
+  },
+  checkSparse(hp) {
+    if (hp.weight_decay !== 0) {
+      // sgd.py:229 d_p.add(param, alpha=weight_decay) with d_p sparse
+      return { field: 'weight_decay', message: 'torch.optim.SGD cannot apply weight_decay to a sparse gradient (torch raises "add(sparse, dense) is not supported"); use 0, or a dense gradient' };
+    }
+    if (hp.nesterov) {
+      // sgd.py:241 d_p.add(buf, alpha=momentum): torch raises as above once the buffer is dense, as the API keeps it
+      return {
+        field: 'nesterov',
+        message: 'Nesterov momentum with a sparse gradient needs torch\'s sparse momentum buffer, which the API keeps dense (from a dense buffer torch raises "add(sparse, dense) is not supported"); use false, or a dense gradient',
+      };
     }
     return null;
   },
@@ -74,4 +123,6 @@ export const sgd: OptimizerDef<SgdHyperparams> = {
   scalars: [],
   stepCounter: 'none',
   step,
+  sparse: 'also',
+  sparseStep,
 };
