@@ -16,7 +16,7 @@ import { OPENAPI_CONFIG, SERVICE_DESCRIPTION } from './lib/openapi.ts';
 import { ProblemError, headerError, problemResponse, type ProblemType } from './lib/problem.ts';
 import { createRouter } from './lib/router.ts';
 import { activeKernel } from './optim/adam.ts';
-import { TensorSchema } from './schemas/common.ts';
+import { PartialTensorTreeSchema, TensorSchema, TensorTreeSchema } from './schemas/common.ts';
 import { healthRoute, indexRoute, openapiJsonRoute, openapiYamlRoute } from './routes/meta/meta.routes.ts';
 import { docsRouter } from './routes/docs/docs.index.ts';
 import { optimizersRouter } from './routes/optimizers/optimizers.index.ts';
@@ -144,6 +144,10 @@ export function createApp() {
   );
   app.openapi(healthRoute, (c) => c.json({ status: 'ok' as const }, 200));
 
+  // The tree components first: a field that describes itself with `.openapi({ description })` then
+  // refers to them (allOf) instead of lending the shared component its own description.
+  app.openAPIRegistry.register('TensorTree', TensorTreeSchema);
+  app.openAPIRegistry.register('PartialTensorTree', PartialTensorTreeSchema);
   app.route('/', stepRouter);
   app.route('/', familyRouter);
   app.route('/', compareRouter);

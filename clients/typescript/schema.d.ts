@@ -48,8 +48,8 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * One Adam/AdamW step on parameters, gradients and state you send
-         * @description Applies one step of torch.optim.Adam (or AdamW with `decoupled_weight_decay`) with torch 1.13's single-tensor (`foreach=False`) semantics and returns the new parameters and state. Send the returned `state` with the next call to continue the same trajectory. float32 results are bit-identical to torch on AVX2 CPUs; float64 results agree to within 1e-12 of scale. The body is JSON or safetensors; the answer comes in the format `Accept` asks for (default: the body's), with the same values either way.
+         * One torch.optim.Adam step on parameters, gradients and state you send
+         * @description Adam (Kingma and Ba 2015), or AdamW with `decoupled_weight_decay`. Applies one step of torch.optim.Adam with torch 1.13's single-tensor (`foreach=False`) operation order and returns the new parameters and state, named as torch's `state_dict` names them (JSON state: `m` for torch's `exp_avg`, `v` for torch's `exp_avg_sq`, `v_max` for torch's `max_exp_avg_sq`). Send the returned `state` with the next call to continue the trajectory. float32 and float64 results are bit-identical to torch on AVX2 CPUs. The body is JSON or safetensors; the answer comes in the format `Accept` asks for (default: the body's).
          */
         post: operations["adamStep"];
         delete?: never;
@@ -662,6 +662,47 @@ export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
         /**
+         * @description Parameters (or gradients, moments) as one tensor, or as an object of names to tensors, e.g. `{"layer1.weight": [[...], [...]], "layer1.bias": [...]}`. Objects may nest. Trees that must match `params` need the same names (in any order) and the same shapes.
+         * @example {
+         *       "layer1.weight": [
+         *         [
+         *           0.1,
+         *           -0.2
+         *         ],
+         *         [
+         *           0.3,
+         *           0.4
+         *         ]
+         *       ],
+         *       "layer1.bias": [
+         *         0,
+         *         0
+         *       ]
+         *     }
+         */
+        TensorTree: components["schemas"]["Tensor"] | {
+            [key: string]: components["schemas"]["TensorTree"];
+        };
+        /**
+         * @description A tensor tree like `TensorTree` in which any tensor may be `null`: in `grads`, a frozen tensor (torch skips a parameter whose `.grad` is None); in state, a tensor for which torch keeps no such state yet.
+         * @example {
+         *       "layer1.weight": [
+         *         [
+         *           0.1,
+         *           -0.2
+         *         ],
+         *         [
+         *           0.3,
+         *           0.4
+         *         ]
+         *       ],
+         *       "layer1.bias": null
+         *     }
+         */
+        PartialTensorTree: components["schemas"]["Tensor"] | null | {
+            [key: string]: components["schemas"]["PartialTensorTree"];
+        };
+        /**
          * @description A tensor: a number (0-d), a flat array of numbers, or a rectangular nested array (as numpy's `tolist()` gives). Every element must be a finite JSON number; nested arrays must not be ragged.
          * @example [
          *       [
@@ -754,133 +795,145 @@ export interface components {
              */
             status: "ok";
         };
-        /** @description Parameters and state after one step, in the structure of the request. */
+        /** @description Parameters and torch.optim.Adam state after one step. */
         StepResponse: {
-            params: components["schemas"]["TensorTree"];
+            params: components["schemas"]["TensorTree"] & unknown;
             state: components["schemas"]["AdamStateOut"];
-            /** @description The learning rate applied in this step. */
+            /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
-        };
-        /**
-         * @description Parameters after the step, in the structure of the request.
-         * @example {
-         *       "layer1.weight": [
-         *         [
-         *           0.1,
-         *           -0.2
-         *         ],
-         *         [
-         *           0.3,
-         *           0.4
-         *         ]
-         *       ],
-         *       "layer1.bias": [
-         *         0,
-         *         0
-         *       ]
-         *     }
-         */
-        TensorTree: components["schemas"]["Tensor"] | {
-            [key: string]: components["schemas"]["TensorTree"];
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value); null when it overflows the dtype (torch returns inf, and every gradient is then multiplied by 0). In safetensors `__metadata__` it is then `Infinity`. */
+            grad_norm?: number | null;
+            /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
+            skipped?: boolean;
         };
         /** @description State to send back with the next step. */
         AdamStateOut: {
-            /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
+            /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            m: components["schemas"]["TensorTree"] & unknown;
-            v: components["schemas"]["TensorTree"] & unknown;
-            v_max?: components["schemas"]["TensorTree"] & unknown;
+            m?: components["schemas"]["PartialTensorTree"] & unknown;
+            v?: components["schemas"]["PartialTensorTree"] & unknown;
+            v_max?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                };
+            };
         };
-        /**
-         * @description One step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); the schedule sets the rate, so `hyperparams.lr` must then be omitted.
-         * @example {
-         *       "params": [
-         *         1,
-         *         -2,
-         *         3
-         *       ],
-         *       "grads": [
-         *         0.1,
-         *         -0.2,
-         *         0.3
-         *       ],
-         *       "hyperparams": {
-         *         "lr": 0.01
-         *       },
-         *       "dtype": "float64"
-         *     }
-         */
+        /** @description One torch.optim.Adam step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         StepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             state?: components["schemas"]["AdamState"];
             hyperparams?: components["schemas"]["AdamHyperparams"];
+            param_groups?: components["schemas"]["AdamParamGroups"];
             dtype?: components["schemas"]["Dtype"];
             schedule?: components["schemas"]["ScheduleSpec"];
-            /**
-             * @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000).
-             * @example [
-             *       0.9,
-             *       0.7,
-             *       0.71
-             *     ]
-             */
+            /** @description Metric reports so far (e.g. validation losses), oldest first, for a `reduce_on_plateau` schedule (required with it, and only with it; at most 100000). */
             metrics?: number[];
         };
-        /** @description Optimizer state exactly as returned by the previous step. Omit it for a fresh optimizer (step 0, zero moments). */
+        /** @description State of torch.optim.Adam (`m` is torch's `exp_avg`, `v` is torch's `exp_avg_sq`, `v_max` is torch's `max_exp_avg_sq`), as the previous step returned it. Omit it for a fresh optimizer. With step > 0, every slot these hyperparameters keep is required (`m`, `v`, `v_max`). */
         AdamState: {
-            /** @description Completed optimizer steps (torch `state["step"]`). torch keeps it in a float32, so it saturates at 2^24 = 16777216. */
+            /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            m: components["schemas"]["TensorTree"] & unknown;
-            v: components["schemas"]["TensorTree"] & unknown;
-            v_max?: components["schemas"]["TensorTree"] & unknown;
+            m?: components["schemas"]["PartialTensorTree"] & unknown;
+            v?: components["schemas"]["PartialTensorTree"] & unknown;
+            v_max?: components["schemas"]["PartialTensorTree"] & unknown;
+            /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
+            tensors?: {
+                [key: string]: {
+                    /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
+                    step: number;
+                };
+            };
         };
         /**
-         * @description Hyperparameters of torch.optim.Adam / AdamW. Every field is optional and defaults as shown.
+         * @description Hyperparameters of torch.optim.Adam, with torch's names and defaults. Every field is optional.
          * @default {}
          */
         AdamHyperparams: {
             /**
-             * @description Learning rate (torch `lr`). Finite and >= 0: a negative rate would ascend. Ignored when a `schedule` sets it.
+             * @description Learning rate (torch `lr`).
              * @default 0.001
              */
             lr?: number;
             /**
-             * @description Exponential decay of the first moment (torch `betas[0]`), in [0, 1).
+             * @description Decay of the first moment (torch `betas[0]`), in [0, 1).
              * @default 0.9
              */
             beta1?: number;
             /**
-             * @description Exponential decay of the second moment (torch `betas[1]`), in [0, 1).
+             * @description Decay of the second moment (torch `betas[1]`), in [0, 1).
              * @default 0.999
              */
             beta2?: number;
             /**
-             * @description Added to the bias-corrected sqrt(v) in the denominator (torch `eps`), >= 0.
+             * @description Added to the bias-corrected sqrt(v) (torch `eps`).
              * @default 1e-8
              */
             eps?: number;
             /**
-             * @description Weight decay (torch `weight_decay`), >= 0: an L2 term added to the gradient, or decoupled decay with `decoupled_weight_decay`.
+             * @description L2 penalty added to the gradient, or decoupled decay with decoupled_weight_decay (torch `weight_decay`).
              * @default 0
              */
             weight_decay?: number;
             /**
-             * @description true: AdamW (torch.optim.AdamW), p *= 1 - lr*weight_decay before the update; false: Adam, grad += weight_decay*p.
+             * @description AdamW: p *= 1 - lr·weight_decay before the update instead of an L2 term.
              * @default false
              */
             decoupled_weight_decay?: boolean;
             /**
-             * @description AMSGrad (torch `amsgrad`): normalise by the running max of v, kept in `state.v_max`.
+             * @description AMSGrad: normalise by the running max of exp_avg_sq (torch `amsgrad`).
              * @default false
              */
             amsgrad?: boolean;
             /**
-             * @description Maximise the objective instead of minimising it (torch `maximize`).
+             * @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first.
              * @default false
              */
             maximize?: boolean;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+            /** @description Clip the gradients together to this L2 norm first, as `torch.nn.utils.clip_grad_norm_(params, max_norm)` (scale = min(max_norm / (total + 1e-6), 1), over the tensors that have a gradient); the answer then carries `grad_norm`, the total norm before clipping. */
+            clip_grad_norm?: number;
+            /** @description Clamp every gradient element to [-v, v] first, as `torch.nn.utils.clip_grad_value_` (after clip_grad_norm when both are given). */
+            clip_grad_value?: number;
+            /**
+             * @description `error` (default): a step whose result is not finite is a 422. `skip`: a step with a non-finite gradient (NaN, ±Inf) or result is skipped as torch.cuda.amp.GradScaler skips it: params, state and step unchanged, and the answer says `skipped: true`.
+             * @enum {string}
+             */
+            nonfinite?: "error" | "skip";
         };
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.Adam for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        AdamParamGroups: {
+            /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
+            params: string[];
+            /** @description Learning rate (torch `lr`). */
+            lr?: number;
+            /** @description Decay of the first moment (torch `betas[0]`), in [0, 1). */
+            beta1?: number;
+            /** @description Decay of the second moment (torch `betas[1]`), in [0, 1). */
+            beta2?: number;
+            /** @description Added to the bias-corrected sqrt(v) (torch `eps`). */
+            eps?: number;
+            /** @description L2 penalty added to the gradient, or decoupled decay with decoupled_weight_decay (torch `weight_decay`). */
+            weight_decay?: number;
+            /** @description AdamW: p *= 1 - lr·weight_decay before the update instead of an L2 term. */
+            decoupled_weight_decay?: boolean;
+            /** @description AMSGrad: normalise by the running max of exp_avg_sq (torch `amsgrad`). */
+            amsgrad?: boolean;
+            /** @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
+            maximize?: boolean;
+            /** @description torch's spelling of beta1 and beta2, `[beta1, beta2]`; give one spelling or the other. */
+            betas?: [
+                number,
+                number
+            ];
+        }[];
         /**
          * @description Element type of the computation and of the returned values. `float32` reproduces torch float32 (the torch default dtype) bit for bit: inputs are rounded to float32 and every result is a float32 value, printed as its exact double. `float64` computes in doubles (torch float64).
          * @default float32
@@ -1326,12 +1379,12 @@ export interface components {
         };
         /** @description Parameters and torch.optim.AdamW state after one step. */
         AdamwStepResponse: {
-            params: components["schemas"]["TensorTree"];
+            params: components["schemas"]["TensorTree"] & unknown;
             state: components["schemas"]["AdamwStateOut"];
             /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
-            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
-            grad_norm?: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value); null when it overflows the dtype (torch returns inf, and every gradient is then multiplied by 0). In safetensors `__metadata__` it is then `Infinity`. */
+            grad_norm?: number | null;
             /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
             skipped?: boolean;
         };
@@ -1339,7 +1392,7 @@ export interface components {
         AdamwStateOut: {
             /** @description Completed steps (torch `state["step"]`, a float32 tensor: it saturates at 2^24 = 16777216). */
             step: number;
-            exp_avg?: components["schemas"]["PartialTensorTree"];
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
             exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
             max_exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
             /** @description Tensors whose own step count differs from the top-level ones, by name (torch counts per parameter: a frozen tensor, whose gradient was null, is not counted). Absent when every tensor agrees. */
@@ -1349,25 +1402,6 @@ export interface components {
                     step: number;
                 };
             };
-        };
-        /**
-         * @description First moment (torch `exp_avg`), without bias correction. Present when kept.
-         * @example {
-         *       "layer1.weight": [
-         *         [
-         *           0.1,
-         *           -0.2
-         *         ],
-         *         [
-         *           0.3,
-         *           0.4
-         *         ]
-         *       ],
-         *       "layer1.bias": null
-         *     }
-         */
-        PartialTensorTree: components["schemas"]["Tensor"] | null | {
-            [key: string]: components["schemas"]["PartialTensorTree"];
         };
         /** @description One torch.optim.AdamW step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
         AdamwStepRequest: {
@@ -1477,12 +1511,12 @@ export interface components {
         }[];
         /** @description Parameters and torch.optim.SGD state after one step. */
         SgdStepResponse: {
-            params: components["schemas"]["TensorTree"];
+            params: components["schemas"]["TensorTree"] & unknown;
             state: components["schemas"]["SgdStateOut"];
             /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
-            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
-            grad_norm?: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value); null when it overflows the dtype (torch returns inf, and every gradient is then multiplied by 0). In safetensors `__metadata__` it is then `Infinity`. */
+            grad_norm?: number | null;
             /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
             skipped?: boolean;
         };
@@ -1588,12 +1622,12 @@ export interface components {
         }[];
         /** @description Parameters and torch.optim.RMSprop state after one step. */
         RmspropStepResponse: {
-            params: components["schemas"]["TensorTree"];
+            params: components["schemas"]["TensorTree"] & unknown;
             state: components["schemas"]["RmspropStateOut"];
             /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
-            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
-            grad_norm?: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value); null when it overflows the dtype (torch returns inf, and every gradient is then multiplied by 0). In safetensors `__metadata__` it is then `Infinity`. */
+            grad_norm?: number | null;
             /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
             skipped?: boolean;
         };
@@ -1710,12 +1744,12 @@ export interface components {
         }[];
         /** @description Parameters and torch.optim.Adagrad state after one step. */
         AdagradStepResponse: {
-            params: components["schemas"]["TensorTree"];
+            params: components["schemas"]["TensorTree"] & unknown;
             state: components["schemas"]["AdagradStateOut"];
             /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
-            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
-            grad_norm?: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value); null when it overflows the dtype (torch returns inf, and every gradient is then multiplied by 0). In safetensors `__metadata__` it is then `Infinity`. */
+            grad_norm?: number | null;
             /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
             skipped?: boolean;
         };
@@ -1821,12 +1855,12 @@ export interface components {
         }[];
         /** @description Parameters and torch.optim.Adamax state after one step. */
         AdamaxStepResponse: {
-            params: components["schemas"]["TensorTree"];
+            params: components["schemas"]["TensorTree"] & unknown;
             state: components["schemas"]["AdamaxStateOut"];
             /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
-            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
-            grad_norm?: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value); null when it overflows the dtype (torch returns inf, and every gradient is then multiplied by 0). In safetensors `__metadata__` it is then `Infinity`. */
+            grad_norm?: number | null;
             /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
             skipped?: boolean;
         };
@@ -1944,12 +1978,12 @@ export interface components {
         }[];
         /** @description Parameters and torch.optim.NAdam state after one step. */
         NadamStepResponse: {
-            params: components["schemas"]["TensorTree"];
+            params: components["schemas"]["TensorTree"] & unknown;
             state: components["schemas"]["NadamStateOut"];
             /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
-            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
-            grad_norm?: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value); null when it overflows the dtype (torch returns inf, and every gradient is then multiplied by 0). In safetensors `__metadata__` it is then `Infinity`. */
+            grad_norm?: number | null;
             /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
             skipped?: boolean;
         };
@@ -2075,12 +2109,12 @@ export interface components {
         }[];
         /** @description Parameters and torch.optim.RAdam state after one step. */
         RadamStepResponse: {
-            params: components["schemas"]["TensorTree"];
+            params: components["schemas"]["TensorTree"] & unknown;
             state: components["schemas"]["RadamStateOut"];
             /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
-            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
-            grad_norm?: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value); null when it overflows the dtype (torch returns inf, and every gradient is then multiplied by 0). In safetensors `__metadata__` it is then `Infinity`. */
+            grad_norm?: number | null;
             /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
             skipped?: boolean;
         };
@@ -2191,12 +2225,12 @@ export interface components {
         }[];
         /** @description Parameters and torch.optim.Adadelta state after one step. */
         AdadeltaStepResponse: {
-            params: components["schemas"]["TensorTree"];
+            params: components["schemas"]["TensorTree"] & unknown;
             state: components["schemas"]["AdadeltaStateOut"];
             /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
-            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
-            grad_norm?: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value); null when it overflows the dtype (torch returns inf, and every gradient is then multiplied by 0). In safetensors `__metadata__` it is then `Infinity`. */
+            grad_norm?: number | null;
             /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
             skipped?: boolean;
         };
@@ -2297,12 +2331,12 @@ export interface components {
         }[];
         /** @description Parameters and optax.lion (torch has no Lion) state after one step. */
         LionStepResponse: {
-            params: components["schemas"]["TensorTree"];
+            params: components["schemas"]["TensorTree"] & unknown;
             state: components["schemas"]["LionStateOut"];
             /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
-            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
-            grad_norm?: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value); null when it overflows the dtype (torch returns inf, and every gradient is then multiplied by 0). In safetensors `__metadata__` it is then `Infinity`. */
+            grad_norm?: number | null;
             /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
             skipped?: boolean;
         };
@@ -2414,12 +2448,12 @@ export interface components {
         }[];
         /** @description Parameters and torch.optim.Muon state after one step. */
         MuonStepResponse: {
-            params: components["schemas"]["TensorTree"];
+            params: components["schemas"]["TensorTree"] & unknown;
             state: components["schemas"]["MuonStateOut"];
             /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
-            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
-            grad_norm?: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value); null when it overflows the dtype (torch returns inf, and every gradient is then multiplied by 0). In safetensors `__metadata__` it is then `Infinity`. */
+            grad_norm?: number | null;
             /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
             skipped?: boolean;
         };
@@ -2560,12 +2594,12 @@ export interface components {
         }[];
         /** @description Parameters and torch.optim.SparseAdam state after one step. */
         SparseAdamStepResponse: {
-            params: components["schemas"]["TensorTree"];
+            params: components["schemas"]["TensorTree"] & unknown;
             state: components["schemas"]["SparseAdamStateOut"];
             /** @description The learning rate applied in this step (to the tensors no group names). */
             lr: number;
-            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value). */
-            grad_norm?: number;
+            /** @description With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch's return value); null when it overflows the dtype (torch returns inf, and every gradient is then multiplied by 0). In safetensors `__metadata__` it is then `Infinity`. */
+            grad_norm?: number | null;
             /** @description With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent). */
             skipped?: boolean;
         };
@@ -2888,7 +2922,7 @@ export interface components {
              * @enum {string}
              */
             optimizer: "adam";
-            hyperparams?: components["schemas"]["AdamHyperparams"] & unknown;
+            hyperparams?: components["schemas"]["AdamHyperparams"];
             schedule?: Omit<components["schemas"]["ScheduleSpec"], "type"> & unknown;
             /** @description Legend label (default: the optimizer and the hyperparameters given). Labels must differ between runs. */
             label?: string;
@@ -4024,21 +4058,21 @@ export interface operations {
     adamStep: {
         parameters: {
             query?: {
-                /** @description Safetensors bodies only: learning rate (torch `lr`). */
+                /** @description Safetensors bodies only: Learning rate (torch `lr`). */
                 lr?: number;
-                /** @description Safetensors bodies only: torch `betas[0]`. */
+                /** @description Safetensors bodies only: Decay of the first moment (torch `betas[0]`), in [0, 1). */
                 beta1?: number;
-                /** @description Safetensors bodies only: torch `betas[1]`. */
+                /** @description Safetensors bodies only: Decay of the second moment (torch `betas[1]`), in [0, 1). */
                 beta2?: number;
-                /** @description Safetensors bodies only: torch `eps`. */
+                /** @description Safetensors bodies only: Added to the bias-corrected sqrt(v) (torch `eps`). */
                 eps?: number;
-                /** @description Safetensors bodies only: torch `weight_decay`. */
+                /** @description Safetensors bodies only: L2 penalty added to the gradient, or decoupled decay with decoupled_weight_decay (torch `weight_decay`). */
                 weight_decay?: number;
-                /** @description Safetensors bodies only: `true` for AdamW. */
+                /** @description Safetensors bodies only: AdamW: p *= 1 - lr·weight_decay before the update instead of an L2 term. */
                 decoupled_weight_decay?: "true" | "false" | "1" | "0";
-                /** @description Safetensors bodies only: torch `amsgrad`. */
+                /** @description Safetensors bodies only: AMSGrad: normalise by the running max of exp_avg_sq (torch `amsgrad`). */
                 amsgrad?: "true" | "false" | "1" | "0";
-                /** @description Safetensors bodies only: torch `maximize`. */
+                /** @description Safetensors bodies only: Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
                 maximize?: "true" | "false" | "1" | "0";
                 /** @description Safetensors bodies only: `float32` or `float64` (default: float64 if any params tensor is F64, else float32). */
                 dtype?: "float32" | "float64";
@@ -4047,7 +4081,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (StepRequest), or A safetensors file (Hugging Face format) whose tensors are named `<slot>/<name>`: `params/…` and `grads/…` (required), and the state as torch names it, `exp_avg/…`, `exp_avg_sq/…` and `max_exp_avg_sq/…` (all or none; with amsgrad and step > 0 also max_exp_avg_sq). A single unnamed tensor is just `params`, `grads`, …. `__metadata__` may hold `step` (completed steps, default 0), `hyperparams` (JSON text of AdamHyperparams), `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. Tensors are F32 or F64 (the step's dtype) or narrower (F16, BF16; F32 for a float64 step), widened exactly. */
+        /** @description JSON (StepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…`, `max_exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["StepRequest"];
@@ -4055,7 +4089,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The parameters and state after the step. In safetensors: `params/…`, `exp_avg/…`, `exp_avg_sq/…` (and `max_exp_avg_sq/…` with amsgrad) in the step's dtype, and `__metadata__` `step`, `lr` and `dtype`. */
+            /** @description The parameters and state after the step. In safetensors: `params/…` and the state slots in the step's dtype, and `__metadata__` `step`, `lr`, `dtype`. */
             200: {
                 headers: {
                     /** @description `Accept`: the format depends on it. */
@@ -4105,7 +4139,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed (Content-Encoding), or its charset is not UTF-8. */
+            /** @description Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8. */
             415: {
                 headers: {
                     [name: string]: unknown;

@@ -95,6 +95,24 @@ export interface FamilySchemas {
   stepOptions: z.ZodType;
 }
 
+/**
+ * Another spelling of one optimizer's JSON step: its state slots under other names (Adam's
+ * `/v1/adam/step` keeps the m/v/v_max it was born with) and its own component names. Hyperparameters,
+ * groups and the safetensors options are the optimizer's own (torch's names in files either way).
+ */
+export interface JsonDialect {
+  /** Distinguishes the dialect's schemas from the optimizer's own in the cache. */
+  key: string;
+  /** The JSON name of each torch slot name that is spelled differently. */
+  slotNames: Readonly<Record<string, string>>;
+  /** OpenAPI component names of the step's request and response. */
+  stepRequest: string;
+  stepResponse: string;
+}
+
+/** A slot's name in JSON under `dialect` (torch's when the dialect does not rename it). */
+export const jsonSlotName = (slot: string, dialect?: JsonDialect): string => dialect?.slotNames[slot] ?? slot;
+
 const cache = new Map<string, FamilySchemas>();
 
 /** `metrics` is required with a reduce_on_plateau schedule and only with it. */
@@ -116,10 +134,14 @@ const MetricsSchema = z
     description: `Metric reports so far (e.g. validation losses), oldest first, for a \`reduce_on_plateau\` schedule (required with it, and only with it; at most ${MAX_METRICS}).`,
   });
 
-/** The schemas of one optimizer (built once). */
-export function familySchemas(def: AnyDef): FamilySchemas {
-  const cached = cache.get(def.name);
+/** The schemas of one optimizer (built once), in its own JSON spelling or a dialect's. */
+export function familySchemas(def: AnyDef, dialect?: JsonDialect): FamilySchemas {
+  const cacheKey = dialect ? `${def.name} ${dialect.key}` : def.name;
+  const cached = cache.get(cacheKey);
   if (cached) return cached;
+  // A dialect shares the optimizer's hyperparameter components (one schema per component name).
+  const base = dialect ? familySchemas(def) : null;
+  const slotName = (name: string) => jsonSlotName(name, dialect);
   const P = componentPrefix(def.name);
   const entries = Object.entries(def.hyperparams) as Array<[string, HyperparamDef]>;
   const hasBetas = Object.hasOwn(def.hyperparams, 'beta1') && Object.hasOwn(def.hyperparams, 'beta2');
@@ -142,16 +164,16 @@ export function familySchemas(def: AnyDef): FamilySchemas {
     }),
   );
   const required = entries.filter(([, d]) => d.default === undefined).map(([k]) => k);
-  const hyperparams = withBetas(z.object({ ...fields, ...betasField, ...CONTROL_FIELDS }).strict()).openapi(`${P}Hyperparams`, {
+  const hyperparams = base?.hyperparams ?? withBetas(z.object({ ...fields, ...betasField, ...CONTROL_FIELDS }).strict()).openapi(`${P}Hyperparams`, {
     description:
       `Hyperparameters of ${def.torch}, with torch's names and defaults.` +
       (required.length > 0 ? ` ${required.join(', ')} has no default (torch requires it) unless a schedule sets it.` : ' Every field is optional.'),
   });
-  const hyperparamsPatch = withBetas(
+  const hyperparamsPatch = base?.hyperparamsPatch ?? withBetas(
     z.object({ ...Object.fromEntries(entries.map(([k, d]) => [k, hyperparamRule(d).optional()])), ...betasField, ...CONTROL_FIELDS }).strict(),
   ).openapi(`${P}HyperparamsPatch`, { description: `Hyperparameters of ${def.torch} to change; the ones not named keep their values.` });
 
-  const paramGroups = z
+  const paramGroups = base?.paramGroups ?? z
     .array(
       withBetas(
         z
@@ -191,7 +213,7 @@ export function familySchemas(def: AnyDef): FamilySchemas {
     });
   const slotFields = Object.fromEntries(
     def.slots.map((s) => [
-      s.name,
+      slotName(s.name),
       PartialTensorTreeSchema.optional().openapi({ description: `${s.description} Same structure as \`params\`; \`null\` for a tensor torch keeps none for.` }),
     ]),
   );
@@ -221,19 +243,24 @@ export function familySchemas(def: AnyDef): FamilySchemas {
   const slotRule =
     def.slots.length === 0
       ? ''
-      : ` With step > 0, every slot these hyperparameters keep is required (${def.slots.map((s) => `\`${s.name}\``).join(', ')})` +
+      : ` With step > 0, every slot these hyperparameters keep is required (${def.slots.map((s) => `\`${slotName(s.name)}\``).join(', ')})` +
         (def.slots.some((s) => s.initial({} as never) === null) ? ', except one torch creates from the first gradient, which may be absent or null' : '') +
         '.';
   const state = z
     .object(stateShape)
     .strict()
     .openapi(`${P}State`, {
-      description: `State of ${def.torch} with torch's \`state_dict\` names, as the previous step returned it. Omit it for a fresh optimizer.${slotRule}`,
+      description:
+        `State of ${def.torch} ` +
+        (dialect
+          ? `(${Object.entries(dialect.slotNames).map(([torch, json]) => `\`${json}\` is torch's \`${torch}\``).join(', ')})`
+          : "with torch's `state_dict` names") +
+        `, as the previous step returned it. Omit it for a fresh optimizer.${slotRule}`,
     });
   const stateOut = z
     .object({
       step: stepCount,
-      ...Object.fromEntries(def.slots.map((s) => [s.name, PartialTensorTreeSchema.optional().openapi({ description: `${s.description} Present when kept.` })])),
+      ...Object.fromEntries(def.slots.map((s) => [slotName(s.name), PartialTensorTreeSchema.optional().openapi({ description: `${s.description} Present when kept.` })])),
       ...scalarFields,
       ...counterFields,
     })
@@ -255,7 +282,7 @@ export function familySchemas(def: AnyDef): FamilySchemas {
     })
     .strict()
     .superRefine(metricsGoWithPlateau)
-    .openapi(`${P}StepRequest`, {
+    .openapi(dialect?.stepRequest ?? `${P}StepRequest`, {
       description:
         `One ${def.torch} step's input. With \`schedule\`, the step applies \`lr = schedule(state.step)\` (for \`reduce_on_plateau\`, the ` +
         'rate after replaying `metrics`); `hyperparams.lr` must then be omitted.',
@@ -265,12 +292,20 @@ export function familySchemas(def: AnyDef): FamilySchemas {
       params: requiredTree('Parameters after the step, in the structure of the request.'),
       state: stateOut,
       lr: z.number().openapi({ description: 'The learning rate applied in this step (to the tensors no group names).' }),
-      grad_norm: z.number().optional().openapi({ description: 'With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch\'s return value).' }),
+      grad_norm: z
+        .number()
+        .nullable()
+        .optional()
+        .openapi({
+          description:
+            'With `clip_grad_norm`: the total L2 norm of the gradients before clipping (torch\'s return value); null when it overflows the dtype ' +
+            '(torch returns inf, and every gradient is then multiplied by 0). In safetensors `__metadata__` it is then `Infinity`.',
+        }),
       skipped: z.boolean().optional().openapi({ description: 'With `nonfinite: "skip"`: whether the step was skipped (params and state are then as sent).' }),
     })
     .strict()
-    .openapi(`${P}StepResponse`, { description: `Parameters and ${def.torch} state after one step.` });
-  const stepOptions = z
+    .openapi(dialect?.stepResponse ?? `${P}StepResponse`, { description: `Parameters and ${def.torch} state after one step.` });
+  const stepOptions = base?.stepOptions ?? z
     .object({
       step: stepCount.default(0),
       hyperparams: hyperparams.prefault({}),
@@ -284,6 +319,6 @@ export function familySchemas(def: AnyDef): FamilySchemas {
     .strict()
     .superRefine(metricsGoWithPlateau);
   const out = { hyperparams, hyperparamsPatch, paramGroups, state, stateOut, stepRequest, stepResponse, stepOptions };
-  cache.set(def.name, out);
+  cache.set(cacheKey, out);
   return out;
 }

@@ -16,13 +16,13 @@ import type { SparseRows } from '../../optim/sparse.ts';
 import { initState, type Dtype, type FloatArray, type OptimizerDef } from '../../optim/optimizer.ts';
 import { OPTIMIZERS, optimizerDef } from '../../optim/registry.ts';
 import type { ScheduleSpec } from '../../schedules/types.ts';
-import { familySchemas } from '../../schemas/family.ts';
+import { familySchemas, jsonSlotName, type JsonDialect } from '../../schemas/family.ts';
 import { describeValue, leaves, pathOfIndex, type FieldPath, type TensorLayout } from '../../tensors/tree.ts';
 import { leafIndex, namedLeaves, type NamedLeaf } from '../../tensors/names.ts';
 import { objectJson, partialTreeJson, treeJson } from '../../wire/json.ts';
 import { MEDIA_TYPES, acceptFormat, bodyFormat } from '../../wire/media.ts';
 import { wireDtypeOf } from '../../wire/dtypes.ts';
-import { decodeSlotsFile, encodeSlots, throwCollision } from '../step/step.safetensors.ts';
+import { decodeSlotsFile, encodeSlots, throwCollision } from '../../wire/slots-file.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDef = OptimizerDef<any>;
@@ -56,6 +56,8 @@ interface StepInput {
   statePath: FieldPath;
   /** Where param_groups are in the request. */
   groupsPath: FieldPath;
+  /** A state slot's name in the request and the answer (a JSON dialect may rename torch's). */
+  slotName: (slot: string) => string;
 }
 
 /** A parameter group as validated: its patterns and hyperparameter overrides. */
@@ -68,11 +70,15 @@ function withBaseLr(spec: unknown, lr: number): unknown {
   return Object.fromEntries(Object.entries(spec).map(([k, v]) => [k, k === 'lr' ? lr : withBaseLr(v, lr)]));
 }
 
-export function familyStepHandler(def: AnyDef) {
+/**
+ * The stateless step of `def`, `POST /v1/<name>/step`. With `dialect`, JSON state slots go by the
+ * dialect's names (Adam's m/v/v_max); safetensors files keep torch's names either way.
+ */
+export function familyStepHandler(def: AnyDef, dialect?: JsonDialect) {
   return async (c: Context<AppEnv>) => {
     const { format } = withTensorProblems(() => bodyFormat(c.req.header('content-type'), ['json', 'safetensors']));
     const answer = withTensorProblems(() => acceptFormat(c.req.header('accept'), ['json', 'safetensors'], format));
-    const input = format === 'json' ? await fromJson(def, c) : await fromSafetensors(def, c);
+    const input = format === 'json' ? await fromJson(def, c, dialect) : await fromSafetensors(def, c);
     const { dtype, layout, params, grads } = input;
     const named = namedLeaves(layout);
     const tensors = leaves(layout);
@@ -191,7 +197,7 @@ export function familyStepHandler(def: AnyDef) {
     if (!outcome.applied && !skipMode) {
       const { in: label0, index } = outcome.nonFinite;
       const where = pathOfIndex(layout, index);
-      const label = label0 === 'params' ? 'params' : `state.${label0}`;
+      const label = label0 === 'params' ? 'params' : `state.${input.slotName(label0)}`;
       throw new ProblemError(422, 'non-finite-result', `the step produced a non-finite ${label} value (overflow, or a zero denominator) at ${label}${where.map((p) => `[${JSON.stringify(p)}]`).join('')}; it cannot be sent`, [
         fieldError(['grads', ...where], `leads to a non-finite ${label} value`),
       ]);
@@ -208,7 +214,8 @@ export function familyStepHandler(def: AnyDef) {
       ...(top.clip_grad_norm !== undefined && outcome.gradNorm !== undefined ? { grad_norm: outcome.gradNorm } : {}),
       ...(skipMode ? { skipped: !outcome.applied } : {}),
     };
-    const kept = Object.entries(state.slots).filter((e): e is [string, FloatArray] => e[1] !== null && state.held[e[0]]!.some(Boolean));
+    // A slot no tensor holds is left out (torch has None), unless there are no tensors at all.
+    const kept = Object.entries(state.slots).filter((e): e is [string, FloatArray] => e[1] !== null && (named.length === 0 || state.held[e[0]]!.some(Boolean)));
     const counters = state.counters.size === 0 ? undefined : Object.fromEntries([...state.counters].map(([i, k]) => [named[i]!.name, { step: k.step, ...k.scalars }]));
     const lr = groupHp[0]!.lr as number;
     const headers = { vary: 'Accept' };
@@ -229,7 +236,7 @@ export function familyStepHandler(def: AnyDef) {
     const text = t.phase('encode', () => {
       const stateText = objectJson([
         ['step', { value: state.step }],
-        ...kept.map(([name, a]) => [name, { json: partialTreeJson(layout, a, state.held[name]!) }] as const),
+        ...kept.map(([name, a]) => [jsonSlotName(name, dialect), { json: partialTreeJson(layout, a, state.held[name]!) }] as const),
         ...def.scalars.map((s) => [s.name, { value: state.scalars[s.name]! }] as const),
         ['tensors', { value: counters }],
       ]);
@@ -265,16 +272,25 @@ function checkedState(def: AnyDef, hps: Hp[], dtype: Dtype, layout: TensorLayout
   const state = treeState(fresh, named.length);
   if (sent === null) return state;
   state.step = sent.step;
+  // The slots every configuration keeps come together, whatever the step: half a state is a mistake.
+  // (With step > 0 every kept slot is required below; at step 0 an option's slot, e.g. amsgrad's,
+  // may be left out, as a state saved before the option was turned on has none.)
+  const eager = def.slots.filter((slot) => keeps(slot) && slot.present({} as never) && slot.initial(hps.find((hp) => slot.present(hp))!) !== null);
+  const given = eager.find((slot) => sent.slots[slot.name]);
+  const missing = eager.find((slot) => !sent.slots[slot.name]);
+  if (given && missing) {
+    throw validationProblem([fieldError([...path, input.slotName(missing.name)], `is missing while ${input.slotName(given.name)} is sent: ${eager.map((x) => input.slotName(x.name)).join(' and ')} come together, or not at all`)]);
+  }
   for (const slot of def.slots) {
     if (!keeps(slot)) continue; // torch keeps no such slot: a sent one is ignored
     const a = sent.slots[slot.name] ?? null;
     if (a === null) {
-      if (slot.initial(hps[0] ?? {}) !== null && sent.step > 0) throw validationProblem([fieldError([...path, slot.name], `is required when step > 0 (${def.torch} keeps it with these hyperparameters)`)]);
+      if (slot.initial(hps[0] ?? {}) !== null && sent.step > 0) throw validationProblem([fieldError([...path, input.slotName(slot.name)], `is required when step > 0 (${def.torch} keeps it with these hyperparameters)`)]);
       continue;
     }
     if (slot.nonNegative) {
       for (let i = 0; i < a.length; i++) {
-        if (a[i]! < 0) throw validationProblem([fieldError([...path, slot.name, ...pathOfIndex(layout, i)], 'must be >= 0 (it is a square, a sum of squares or a magnitude)', a[i])]);
+        if (a[i]! < 0) throw validationProblem([fieldError([...path, input.slotName(slot.name), ...pathOfIndex(layout, i)], 'must be >= 0 (it is a square, a sum of squares or a magnitude)', a[i])]);
       }
     }
     state.slots[slot.name] = a;
@@ -370,7 +386,8 @@ function countersOf(def: AnyDef, tensors: Record<string, Record<string, number>>
   );
 }
 
-async function fromJson(def: AnyDef, c: Context<AppEnv>): Promise<StepInput> {
+async function fromJson(def: AnyDef, c: Context<AppEnv>, dialect: JsonDialect | undefined): Promise<StepInput> {
+  const slotName = (slot: string) => jsonSlotName(slot, dialect);
   const queryKeys = Object.keys(c.req.query()).filter((k) => k === 'dtype' || Object.hasOwn(def.hyperparams, k));
   if (queryKeys.length > 0) {
     throw validationProblem(queryKeys.map((k) => fieldError([k], 'query parameters configure safetensors bodies; a JSON body carries its hyperparams itself', c.req.query(k))));
@@ -397,7 +414,7 @@ async function fromJson(def: AnyDef, c: Context<AppEnv>): Promise<StepInput> {
     const slots: Record<string, FloatArray | null> = {};
     const held: Record<string, boolean[]> = {};
     for (const slot of def.slots) {
-      const v = st[slot.name];
+      const v = st[slotName(slot.name)];
       // A slot torch keeps as None (SGD's buffer before its first momentum step) may come as null,
       // for every tensor or for some.
       if (v === undefined || v === null) {
@@ -405,7 +422,7 @@ async function fromJson(def: AnyDef, c: Context<AppEnv>): Promise<StepInput> {
         continue;
       }
       const filled = fillNulls(v, layout);
-      slots[slot.name] = parseLike(filled.value, layout, ['state', slot.name], dtype);
+      slots[slot.name] = parseLike(filled.value, layout, ['state', slotName(slot.name)], dtype);
       held[slot.name] = filled.isNull.map((x) => !x);
     }
     const scalars = Object.fromEntries(def.scalars.map((s) => [s.name, st[s.name] as number | undefined]));
@@ -427,6 +444,7 @@ async function fromJson(def: AnyDef, c: Context<AppEnv>): Promise<StepInput> {
     sent,
     statePath: ['state'],
     groupsPath: ['param_groups'],
+    slotName,
   };
 }
 
@@ -510,6 +528,7 @@ async function fromSafetensors(def: AnyDef, c: Context<AppEnv>): Promise<StepInp
         : null,
     statePath: ['safetensors'],
     groupsPath: ['__metadata__', 'param_groups'],
+    slotName: (slot) => slot,
   };
 }
 

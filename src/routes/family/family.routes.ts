@@ -5,7 +5,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import type { OptimizerDef } from '../../optim/optimizer.ts';
 import { serviceRoute } from '../../lib/access.ts';
 import { binaryContent, problem } from '../../schemas/common.ts';
-import { componentPrefix, familySchemas } from '../../schemas/family.ts';
+import { componentPrefix, familySchemas, type JsonDialect } from '../../schemas/family.ts';
 import { queryOptionalBoolean, queryOptionalEnum, queryOptionalNumber, strictQuery } from '../../schemas/query.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -29,8 +29,9 @@ export function familyQueryShape(def: AnyDef) {
   };
 }
 
-export function familyStepRoute(def: AnyDef) {
-  const s = familySchemas(def);
+export function familyStepRoute(def: AnyDef, dialect?: JsonDialect) {
+  const s = familySchemas(def, dialect);
+  const jsonSlots = dialect ? ` (JSON state: ${Object.entries(dialect.slotNames).map(([torch, json]) => `\`${json}\` for torch's \`${torch}\``).join(', ')})` : '';
   const slotNames = def.slots.map((x) => `\`${x.name}/…\``).join(', ');
   const scalarNames = def.scalars.map((x) => `\`${x.name}\``).join(', ');
   return createRoute(serviceRoute({
@@ -41,14 +42,14 @@ export function familyStepRoute(def: AnyDef) {
     summary: `One ${def.torch} step on parameters, gradients and state you send`,
     description:
       `${def.description} Applies one step of ${def.torch} with torch 1.13's single-tensor (\`foreach=False\`) operation order and returns ` +
-      'the new parameters and state, named as torch\'s `state_dict` names them. Send the returned `state` with the next call to continue ' +
+      `the new parameters and state, named as torch's \`state_dict\` names them${jsonSlots}. Send the returned \`state\` with the next call to continue ` +
       'the trajectory. float32 and float64 results are bit-identical to torch on AVX2 CPUs. The body is JSON or safetensors; the answer ' +
       'comes in the format `Accept` asks for (default: the body\'s).',
     request: {
       query: strictQuery(familyQueryShape(def)),
       body: {
         description:
-          `JSON (${componentPrefix(def.name)}StepRequest), or a safetensors file whose tensors are \`params/…\` and \`grads/…\` (required)` +
+          `JSON (${dialect?.stepRequest ?? `${componentPrefix(def.name)}StepRequest`}), or a safetensors file whose tensors are \`params/…\` and \`grads/…\` (required)` +
           (slotNames ? ` and the state ${slotNames} (each slot for every parameter, or not at all)` : '') +
           '; `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text)' +
           (scalarNames ? `, ${scalarNames}` : '') +

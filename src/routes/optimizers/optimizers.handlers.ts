@@ -25,7 +25,7 @@ import { layoutFromShapes, layoutSize, layoutWeight, type TensorLayout } from '.
 import { WIRE_DTYPES, elementSink, firstNonFiniteIn, fitsInto, type WireDtype } from '../../wire/dtypes.ts';
 import { acceptFormat, bodyFormat, type Format } from '../../wire/media.ts';
 import { WireError, inLayoutOrder } from '../../wire/safetensors.ts';
-import { readHeader } from '../step/step.safetensors.ts';
+import { readHeader } from '../../wire/slots-file.ts';
 import { checkpointResponse, infoJson, jsonResponse, paramsResponse, snapshotJsonStream, stepResponse } from './optimizers.encode.ts';
 import { sha256Hex } from '../../lib/digest.ts';
 import { newToken, stubFor, tokenHash, unwrap } from './optimizers.stub.ts';

@@ -1,15 +1,12 @@
-// The stateless step in safetensors: tensors named `<slot>/<name>` (params, grads, and torch's
-// state names exp_avg, exp_avg_sq, max_exp_avg_sq), the step count and options in `__metadata__`
+// Stateless steps in safetensors: tensors named `<slot>/<name>` (params, grads, and the state
+// under torch's names: exp_avg, momentum_buffer, …), the step count and options in `__metadata__`
 // or the query string. Decoding checks everything the JSON path checks, naming the tensor.
 
-import type { AdamState, Dtype, FloatArray } from '../../optim/adam.ts';
-import { type NamedLeaf, layoutOfNamed, leafIndex } from '../../tensors/names.ts';
-import { MAX_TENSORS, type TensorLayout, layoutSize, layoutWeight } from '../../tensors/tree.ts';
-import { WIRE_DTYPES, bytesOf, elementSink, firstNonFiniteIn, fitsInto, wireDtypeOf, type WireDtype } from '../../wire/dtypes.ts';
-import { WireError, encodeHeader, headerLength, parseHeader, type EntrySpec, type TensorEntry } from '../../wire/safetensors.ts';
-
-/** Tensor name prefixes of an Adam stateless step file (torch's state names). */
-export const STEP_SLOTS = ['params', 'grads', 'exp_avg', 'exp_avg_sq', 'max_exp_avg_sq'] as const;
+import type { Dtype, FloatArray } from '../optim/optimizer.ts';
+import { type NamedLeaf, layoutOfNamed, leafIndex } from '../tensors/names.ts';
+import { MAX_TENSORS, type TensorLayout, layoutSize, layoutWeight } from '../tensors/tree.ts';
+import { WIRE_DTYPES, bytesOf, elementSink, firstNonFiniteIn, fitsInto, wireDtypeOf, type WireDtype } from './dtypes.ts';
+import { WireError, encodeHeader, headerLength, parseHeader, type EntrySpec, type TensorEntry } from './safetensors.ts';
 
 /** `<slot>/<name>` (or just `<slot>` for a single unnamed tensor). */
 export const slotTensorName = (slot: string, name: string) => (name === '' ? slot : `${slot}/${name}`);
@@ -21,18 +18,6 @@ function splitName(name: string, slots: readonly string[]): { slot: string; leaf
     throw new WireError(422, ['safetensors', name], `tensor "${name}" is not named <slot>/<name> with a slot among ${slots.join(', ')}`, name);
   }
   return { slot, leaf: cut < 0 ? '' : name.slice(cut + 1) };
-}
-
-/** A safetensors step request, decoded. */
-export interface StepFile {
-  layout: TensorLayout;
-  dtype: Dtype;
-  params: FloatArray;
-  grads: FloatArray;
-  /** m, v and (when sent) v_max; null when the file has no state tensors (a fresh optimizer). */
-  state: Omit<AdamState, 'step'> | null;
-  /** The `__metadata__` strings (options are read from them by the handler). */
-  metadata: Record<string, string>;
 }
 
 /** The header and where its data starts, for a whole body. */
@@ -112,21 +97,11 @@ export function decodeSlotsFile(body: Uint8Array, slots: readonly string[], requ
     return out;
   };
 
+  if (bySlot.get('grads')!.size === 0) throw new WireError(422, ['safetensors', 'grads'], 'no grads/<name> tensors: the file must hold the gradients (a frozen tensor\'s may be left out)');
   const params = decodeSlot('params', true)!;
   const grads = decodeSlot('grads', true)!;
   const decoded = Object.fromEntries(slots.map((s) => [s, decodeSlot(s, false)]));
   return { layout, dtype, params, grads, slots: decoded, present, metadata: metadata ?? {} };
-}
-
-/** Decodes an Adam stateless step body (see decodeSlotsFile). */
-export function decodeStepFile(body: Uint8Array, requestedDtype: Dtype | undefined, maxBytes: number): StepFile {
-  const file = decodeSlotsFile(body, STEP_SLOTS.slice(2), requestedDtype, maxBytes);
-  const { exp_avg: m, exp_avg_sq: v, max_exp_avg_sq: vMax } = file.slots as Record<string, FloatArray | null>;
-  if ((m === null) !== (v === null) || (vMax !== null && m === null)) {
-    throw new WireError(422, ['safetensors', m === null ? 'exp_avg' : 'exp_avg_sq'], 'state tensors come together: exp_avg and exp_avg_sq for every parameter (and max_exp_avg_sq with amsgrad), or none');
-  }
-  const { layout, dtype, params, grads, metadata } = file;
-  return { layout, dtype, params, grads, state: m && v ? { m, v, vMax: vMax ?? null } : null, metadata };
 }
 
 /** A tensor of the file must have its parameter's shape and a dtype that widens into the optimizer's. */
@@ -137,20 +112,6 @@ function checkEntry(e: TensorEntry, leaf: NamedLeaf, dtype: Dtype, where: Array<
   if (!fitsInto(e.dtype, dtype)) {
     throw new WireError(422, [...where, 'dtype'], `dtype ${e.dtype} does not fit a ${dtype} step (it would round); send ${wireDtypeOf(dtype)} or narrower`, e.dtype);
   }
-}
-
-/** The tensors of a step's answer: params and state, slot after slot, each in layout order. */
-export function encodeStepFile(
-  layout: TensorLayout,
-  dtype: Dtype,
-  params: FloatArray,
-  state: AdamState,
-  metadata: Record<string, string>,
-): Uint8Array {
-  const leaves = [...(leafIndex(layout) ?? throwCollision()).values()];
-  const slots: Array<[string, FloatArray]> = [['params', params], ['exp_avg', state.m], ['exp_avg_sq', state.v]];
-  if (state.vMax) slots.push(['max_exp_avg_sq', state.vMax]);
-  return encodeSlots(slots, leaves, wireDtypeOf(dtype), metadata);
 }
 
 /** A safetensors file of `slots` (name prefix, values) over the layout's leaves, data slot after slot. */
