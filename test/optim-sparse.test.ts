@@ -183,7 +183,7 @@ describe('what torch refuses with a sparse gradient', () => {
   });
 
   it('a sparse gradient to an optimizer without a sparse branch names the ones that take it', async () => {
-    for (const name of ['adamw', 'rmsprop', 'adadelta']) {
+    for (const name of ['adam', 'adamw', 'rmsprop', 'adadelta']) {
       const r = await postJson(`/v1/${name}/step`, { params, grads: { emb, w: [1] } });
       expect(r.status).toBe(422);
       expect(r.body.errors[0].field).toBe('grads.emb');
