@@ -11,8 +11,9 @@ import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { OptimizerStore } from '../src/durable-objects/store.ts';
 import clipFile from './fixtures/optim/clip.json';
-import { call, callBytes } from './helpers/http.ts';
+import { call, callBytes, postJson } from './helpers/http.ts';
 import { authed, createOptimizer, expectProblem, opCall, type Created } from './helpers/optimizers.ts';
+import { encodeValues, writeSafetensors, type Dt } from './helpers/safetensors.ts';
 
 const stubOf = (id: string) => env.HOSTED_OPTIMIZER.get(env.HOSTED_OPTIMIZER.idFromString(id));
 
@@ -193,7 +194,10 @@ describe('skipped steps', () => {
     expectProblem(await opCall('POST', opt, '/step', { ...OVERFLOW, expected_step: 0 }), 409);
     expectProblem(await opCall('POST', opt, '/step', { grads: { w: [-1, 0, 0] }, loss: 3 }), 422, 'grads.w');
     expectProblem(await opCall('POST', opt, '/step', { ...OVERFLOW, extra: 1 }), 422);
-    expectProblem(await callBytes('POST', path, new Uint8Array(Float64Array.from([Number.NaN, 0]).buffer), authed(opt.token, { 'content-type': 'application/octet-stream' })), 422);
+    // A NaN gradient would be skipped, but a body of the wrong length or shape is refused first.
+    expectProblem(await callBytes('POST', path, new Uint8Array(Float64Array.from([Number.NaN, 0, 0]).buffer), authed(opt.token, { 'content-type': 'application/octet-stream' })), 422, 'body');
+    const wrongShape = writeSafetensors([{ name: 'w', dtype: 'F64', shape: [1, 2], data: encodeValues([Number.NaN, 0], 'F64') }]);
+    expectProblem(await callBytes('POST', path, wrongShape, authed(opt.token, { 'content-type': 'application/vnd.safetensors' })), 422, 'grads.w.shape');
     const after = await everything(opt);
     expect(after).toEqual(before);
     expect(after.info.skipped_steps).toBe(0);
@@ -242,6 +246,91 @@ describe('skipped steps', () => {
     const never = await createOptimizer({ optimizer: 'sgd', dtype: 'float32', params: { w: [3e38] }, hyperparams: { lr: 1, nonfinite: 'skip' } });
     expect((await opCall('POST', never, '/step', { grads: { w: [-1e38] } })).body).toMatchObject({ step: 0, skipped: true });
     expectProblem(await opCall('GET', never, '/history/plot'), 409);
+  });
+});
+
+describe('NaN and ±Inf gradients in raw and safetensors bodies (JSON cannot carry them)', () => {
+  const RAW = 'application/octet-stream';
+  const ST = 'application/vnd.safetensors';
+  const G1 = { w: [0.5, -0.25], b: [2] };
+  const G2 = { w: [-0.125, 1], b: [0.5] };
+  /** Bodies of non-finite gradients for params {w: [2], b: [1]}, each in another wire format. */
+  const bodies = (own: Dt): Array<[string, Uint8Array, string]> => [
+    [`raw ${own}, NaN`, encodeValues([Number.NaN, 0, 1], own), RAW],
+    ['raw bfloat16, +Inf', encodeValues([0, Infinity, 1], 'BF16'), `${RAW}; dtype=bfloat16`],
+    [`safetensors ${own}, -Inf`, writeSafetensors([{ name: 'w', dtype: own, shape: [2], data: encodeValues([1, -Infinity], own) }, { name: 'b', dtype: own, shape: [1], data: encodeValues([0], own) }]), ST],
+    ['safetensors F16 and F32, NaN in b', writeSafetensors([{ name: 'b', dtype: 'F32', shape: [1], data: encodeValues([Number.NaN], 'F32') }, { name: 'w', dtype: 'F16', shape: [2], data: encodeValues([0.5, 1], 'F16') }]), ST],
+  ];
+  const cases = [
+    { optimizer: 'adamw', dtype: 'float32' as const, own: 'F32' as Dt, hp: { lr: 0.1, clip_grad_norm: 1 }, slots: ['exp_avg', 'exp_avg_sq'] },
+    { optimizer: 'sgd', dtype: 'float64' as const, own: 'F64' as Dt, hp: { lr: 0.1, momentum: 0.9, clip_grad_norm: 1 }, slots: ['momentum_buffer'] },
+  ];
+
+  it.each(cases.map((c) => [`${c.optimizer} ${c.dtype}`, c] as const))('%s with nonfinite: "skip": skipped as the stateless step skips it (nothing changes; counted, recorded, not counted again on a retry); then steps on as the stateless step does', async (_label, c) => {
+    const hp = { ...c.hp, nonfinite: 'skip' };
+    const opt = await createOptimizer({ optimizer: c.optimizer, dtype: c.dtype, params: { w: [1, -1], b: [0.5] }, hyperparams: hp });
+    const first = await opCall('POST', opt, '/step', { grads: G1, loss: 1 });
+    expect(first.body).toMatchObject({ step: 1, skipped: false });
+    const before = await everything(opt);
+    const sent = bodies(c.own);
+    for (const [label, body, type] of sent) {
+      const r = await callBytes('POST', `/v1/optimizers/${opt.id}/step?loss=2`, body, authed(opt.token, { 'content-type': type, accept: 'application/json', 'idempotency-key': label }));
+      expect(r.status, `${label}: ${JSON.stringify(r.body)}`).toBe(200);
+      // GradScaler looks at the gradients before clipping: no norm is taken, as in the stateless answer.
+      expect(r.body, label).toEqual({ step: 1, lr: 0.1, skipped: true, params: JSON.parse(before.params).params });
+      expect(r.headers.get('etag'), label).toBe(before.etag);
+    }
+    // A retry is answered, not counted again.
+    const [label, body, type] = sent[0]!;
+    const again = await callBytes('POST', `/v1/optimizers/${opt.id}/step?loss=2`, body, authed(opt.token, { 'content-type': type, accept: 'application/json', 'idempotency-key': label }));
+    expect(again.body).toMatchObject({ step: 1, skipped: true, replayed: true });
+    const after = await everything(opt);
+    expect(after.state).toBe(before.state);
+    expect(after.params).toBe(before.params);
+    expect(after.etag).toBe(before.etag);
+    expect(after.info).toEqual({ ...before.info, skipped_steps: sent.length });
+    expect((await history(opt)).map(({ at: _a, ...e }) => e)).toEqual([
+      { step: 1, lr: 0.1, loss: 1, grad_norm: first.body.grad_norm },
+      ...sent.map(() => ({ step: 1, lr: 0.1, loss: 2, skipped: true })),
+    ]);
+
+    // The skipped steps left no trace: the next step is the stateless step's second one.
+    const hosted = await opCall('POST', opt, '/step', { grads: G2 });
+    expect(hosted.body).toMatchObject({ step: 2, skipped: false });
+    const s1 = await postJson(`/v1/${c.optimizer}/step`, { params: { w: [1, -1], b: [0.5] }, grads: G1, dtype: c.dtype, hyperparams: hp });
+    const s2 = await postJson(`/v1/${c.optimizer}/step`, { params: s1.body.params, grads: G2, dtype: c.dtype, hyperparams: hp, state: s1.body.state });
+    expect(hosted.body.params).toEqual(s2.body.params);
+    expect(hosted.body.grad_norm).toBe(s2.body.grad_norm);
+    const snapshot = (await opCall('GET', opt, '/state')).body;
+    for (const slot of c.slots) expect(snapshot[slot], slot).toEqual(s2.body.state[slot]);
+    // The stateless step skips such a gradient too (in safetensors, which can carry it).
+    const file = writeSafetensors([
+      { name: 'params/w', dtype: c.own, shape: [2], data: encodeValues([1, -1], c.own) },
+      { name: 'params/b', dtype: c.own, shape: [1], data: encodeValues([0.5], c.own) },
+      { name: 'grads/w', dtype: c.own, shape: [2], data: encodeValues([Number.NaN, 0], c.own) },
+      { name: 'grads/b', dtype: c.own, shape: [1], data: encodeValues([1], c.own) },
+    ], { hyperparams: JSON.stringify(hp) });
+    const stateless = await callBytes('POST', `/v1/${c.optimizer}/step`, file, { 'content-type': ST, accept: 'application/json' });
+    expect(stateless.body).toMatchObject({ params: { w: [1, -1], b: [0.5] }, state: { step: 0 }, skipped: true });
+  });
+
+  it.each(cases.map((c) => [`${c.optimizer} ${c.dtype}`, c] as const))('%s without it: a 422 naming the element (and how to skip instead), changing nothing', async (_label, c) => {
+    const opt = await createOptimizer({ optimizer: c.optimizer, dtype: c.dtype, params: { w: [1, -1], b: [0.5] }, hyperparams: c.hp });
+    expect((await opCall('POST', opt, '/step', { grads: G1 })).status).toBe(200);
+    const before = await everything(opt);
+    const fields = ['grads[0]', 'grads[1]', 'grads.w[1]', 'grads.b[0]'];
+    for (const [i, [label, body, type]] of bodies(c.own).entries()) {
+      const r = await callBytes('POST', `/v1/optimizers/${opt.id}/step`, body, authed(opt.token, { 'content-type': type }));
+      expectProblem(r, 422, fields[i]);
+      expect(r.body.detail, label).toMatch(/must be finite.*nonfinite.*skip/);
+    }
+    expect(await everything(opt)).toEqual(before);
+    expect(await history(opt)).toHaveLength(1);
+    // Switched on by PATCH, the same body is skipped.
+    expect((await opCall('PATCH', opt, '', { hyperparams: { nonfinite: 'skip' } })).status).toBe(200);
+    const [, body, type] = bodies(c.own)[0]!;
+    const skipped = await callBytes('POST', `/v1/optimizers/${opt.id}/step`, body, authed(opt.token, { 'content-type': type, accept: 'application/json' }));
+    expect(skipped.body).toMatchObject({ step: 1, skipped: true });
   });
 });
 

@@ -472,7 +472,7 @@ export interface paths {
         put?: never;
         /**
          * Apply one gradient
-         * @description Applies one Adam step with the stored hyperparameters and schedule, exactly as POST /v1/adam/step would with the stored state. Steps on one optimizer are applied one at a time, each exactly once. Use `Idempotency-Key` to make retries safe and `If-Match` or `expected_step` to refuse a gradient computed against stale params. The gradients come as JSON, raw bytes or safetensors; the new params go back in the format `Accept` asks for (default: the body's), with `step` and `lr` as headers too. With the hyperparameter `nonfinite: "skip"`, a step with a non-finite gradient or result is skipped (200, `skipped: true`): nothing changes but `skipped_steps` and the history.
+         * @description Applies one Adam step with the stored hyperparameters and schedule, exactly as POST /v1/adam/step would with the stored state. Steps on one optimizer are applied one at a time, each exactly once. Use `Idempotency-Key` to make retries safe and `If-Match` or `expected_step` to refuse a gradient computed against stale params. The gradients come as JSON, raw bytes or safetensors; the new params go back in the format `Accept` asks for (default: the body's), with `step` and `lr` as headers too. With the hyperparameter `nonfinite: "skip"`, a step with a non-finite gradient (NaN or ±Infinity, which raw and safetensors bodies can carry) or result is skipped (200, `skipped: true`): nothing changes but `skipped_steps` and the history.
          */
         post: operations["stepOptimizer"];
         delete?: never;
@@ -6618,7 +6618,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Gradients whose structure, shapes, length or dtype differ from the optimizer's, non-finite numbers, a malformed safetensors file, an Idempotency-Key reused with other gradients, or a step that would overflow. Nothing is changed. */
+            /** @description Gradients whose structure, shapes, length or dtype differ from the optimizer's, non-finite numbers (unless `nonfinite: "skip"`), a malformed safetensors file, an Idempotency-Key reused with other gradients, or a step that would overflow. Nothing is changed. */
             422: {
                 headers: {
                     [name: string]: unknown;

@@ -22,6 +22,13 @@ export interface Placement {
   keep?: Uint8Array | undefined;
   /** A faster scan for non-finite values (the kernel's, for arrays in its memory). */
   scan?: ((values: FloatArray) => number) | undefined;
+  /**
+   * Let NaN and ±Infinity through (gradients of an optimizer with `nonfinite: "skip"`, whose step
+   * looks at them itself and skips); every other check still applies.
+   */
+  allowNonFinite?: boolean | undefined;
+  /** Appended to the message of a non-finite value (what the client can do about it). */
+  nonFiniteHint?: string | undefined;
 }
 
 /** A sink writing pieces widened into the placement and, when asked, as they came into `keep`. */
@@ -36,10 +43,11 @@ function placementSink(src: WireDtype, p: Placement, count: number) {
   };
 }
 
-/** 422 unless every element of a placed range is finite. */
+/** 422 unless every element of a placed range is finite (or the placement allows them). */
 export function checkFinite(p: Placement): void {
+  if (p.allowNonFinite) return;
   const at = p.scan ? p.scan(p.out.subarray(p.offset, p.offset + p.count)) : firstNonFiniteIn(p.out, p.offset, p.offset + p.count) - p.offset;
-  if (at >= 0) throw new WireError(422, [...p.path, at], `element ${at} is ${p.out[p.offset + at]}: every value must be finite`);
+  if (at >= 0) throw new WireError(422, [...p.path, at], `element ${at} is ${p.out[p.offset + at]}: every value must be finite${p.nonFiniteHint ?? ''}`);
 }
 
 /** 422 unless `src` widens exactly into `dtype`. */
@@ -84,7 +92,7 @@ export async function readRaw(source: ByteSource, length: number | null, src: Wi
 /**
  * A safetensors body. After the header is read, `place` maps each tensor (in data order) to where
  * its values go (it checks names, shapes and dtypes and may allocate); then the data streams into
- * those places, each checked finite. Returns the header.
+ * those places, each checked finite (unless it allows non-finite values). Returns the header.
  */
 export async function readSafetensors(
   source: ByteSource,

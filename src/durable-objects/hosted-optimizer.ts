@@ -412,12 +412,15 @@ export class HostedOptimizer extends DurableObject<Env> {
 
   /**
    * Decodes a complete tree (every tensor of the layout, as gradients are) into `target`, which
-   * holds `meta.size` elements of the optimizer's dtype; 4xx problems name what is wrong.
+   * holds `meta.size` elements of the optimizer's dtype; 4xx problems name what is wrong. With
+   * `nonfinite: "skip"`, NaN and ±Infinity (which raw and safetensors bodies can carry; JSON cannot)
+   * pass, for the step to skip as GradScaler does; without it they are a 422 naming the element.
    */
   async #decodeAll(input: TensorsIn, loaded: Loaded, target: FloatArray, name: string): Promise<Narrow | null> {
     const { meta, layout } = loaded;
     const own = wireDtypeOf(meta.dtype);
     const narrowBuffer = (dtype: WireDtype) => (dtype === own ? undefined : new Uint8Array(meta.size * WIRE_DTYPES[dtype].bytes));
+    const finiteness = meta.hyperparams.nonfinite === 'skip' ? { allowNonFinite: true } : { nonFiniteHint: ' (or PATCH hyperparams.nonfinite to "skip" to skip such steps)' };
     if (input.format === 'json') {
       target.set(alignTo(input.flat, layout, [name], meta.dtype));
       return null;
@@ -426,7 +429,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       const src = input.dtype ?? own;
       checkFits(src, meta.dtype, ['Content-Type']);
       const keep = narrowBuffer(src);
-      await readRaw(input.body, input.length, src, { out: target, offset: 0, count: meta.size, path: [name], keep, scan: this.#scan });
+      await readRaw(input.body, input.length, src, { out: target, offset: 0, count: meta.size, path: [name], keep, scan: this.#scan, ...finiteness });
       return keep ? { dtype: src, bytes: keep } : null;
     }
     const index = namesOf(layout);
@@ -437,7 +440,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       const [only] = types;
       const keep = types.size === 1 && only !== undefined ? narrowBuffer(only) : undefined;
       if (keep) narrow = { dtype: only!, bytes: keep };
-      const places = header.entries.map((e) => ({ ...placeByName(e, index, meta.dtype, target, name), keep, scan: this.#scan }));
+      const places = header.entries.map((e) => ({ ...placeByName(e, index, meta.dtype, target, name), keep, scan: this.#scan, ...finiteness }));
       const sent = new Set(header.entries.map((e) => e.name));
       const absent = [...index.keys()].find((n) => !sent.has(n));
       if (absent !== undefined) throw new WireError(422, [name, absent], `tensor "${absent}" is missing: the ${name} need every tensor of the optimizer`);

@@ -157,7 +157,8 @@ export const stepOptimizerRoute = createRoute({
     'Steps on one optimizer are applied one at a time, each exactly once. Use `Idempotency-Key` to make retries safe and ' +
     '`If-Match` or `expected_step` to refuse a gradient computed against stale params. The gradients come as JSON, raw bytes or safetensors; ' +
     'the new params go back in the format `Accept` asks for (default: the body\'s), with `step` and `lr` as headers too. With the hyperparameter ' +
-    '`nonfinite: "skip"`, a step with a non-finite gradient or result is skipped (200, `skipped: true`): nothing changes but `skipped_steps` and the history.',
+    '`nonfinite: "skip"`, a step with a non-finite gradient (NaN or ±Infinity, which raw and safetensors bodies can carry) or result is skipped ' +
+    '(200, `skipped: true`): nothing changes but `skipped_steps` and the history.',
   request: {
     params: OptimizerIdParam,
     query: HostedStepQuerySchema,
@@ -182,7 +183,7 @@ export const stepOptimizerRoute = createRoute({
     413: problem('Body larger than MAX_BODY_BYTES (JSON), or holding more JSON values than the route can use.'),
     415: problem('Content-Type is not one of the three formats (or names an unknown dtype), the body is compressed, or its charset is not UTF-8.'),
     422: problem(
-      'Gradients whose structure, shapes, length or dtype differ from the optimizer\'s, non-finite numbers, a malformed safetensors file, ' +
+      'Gradients whose structure, shapes, length or dtype differ from the optimizer\'s, non-finite numbers (unless `nonfinite: "skip"`), a malformed safetensors file, ' +
         'an Idempotency-Key reused with other gradients, or a step that would overflow. Nothing is changed.',
     ),
   },
