@@ -227,6 +227,10 @@ function reference(c: FamilyCase): Expected {
   }
   if (c.state) {
     state.step = c.state.step;
+    // The slots every configuration keeps (Adam's exp_avg and exp_avg_sq) come together at any step.
+    const core = def.slots.filter((slot) => slot.present(hp) && slot.present({} as never) && slot.initial(hp) !== null);
+    const sentCore = core.filter((slot) => (c.state!.slots[slot.name] ?? null) !== null);
+    if (sentCore.length > 0 && sentCore.length < core.length) return { ok: false, why: 'half of the state' };
     for (const slot of def.slots) {
       if (!slot.present(hp)) continue;
       const sent = c.state.slots[slot.name] ?? null;
