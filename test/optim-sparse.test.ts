@@ -151,6 +151,16 @@ describe('what torch refuses with a sparse gradient', () => {
     expect(oneD.body).toMatchObject({ params: [1, 2], state: { step: 1, sum: [0, 0] } });
   });
 
+  it('SparseAdam: a gradient without rows on a 2-D tensor (torch 1.13 raises a size mismatch); on a 1-D tensor it only counts the step', async () => {
+    const empty = await postJson('/v1/sparse_adam/step', { params: { emb: [[1, 2], [3, 4], [5, 6]] }, grads: { emb: { indices: [], values: [] } } });
+    expect(empty.status).toBe(422);
+    expect(empty.body.errors[0].field).toBe('grads.emb.indices');
+    // torch: p stays [1, 1, 1] and state["step"] becomes 1 (checked with torch 1.13).
+    const oneD = await postJson('/v1/sparse_adam/step', { params: [1, 1, 1], grads: { indices: [], values: [] } });
+    expect(oneD.status, JSON.stringify(oneD.body)).toBe(200);
+    expect(oneD.body).toMatchObject({ params: [1, 1, 1], state: { step: 1 } });
+  });
+
   it('SGD: weight_decay (torch raises add(sparse, dense)) and nesterov (needs torch\'s sparse buffer)', async () => {
     const wd = await postJson('/v1/sgd/step', { params, grads: { emb, w: [1] }, hyperparams: { lr: 0.1, weight_decay: 1e-4 } });
     expect(wd.status).toBe(422);

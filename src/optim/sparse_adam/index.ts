@@ -78,4 +78,9 @@ export const sparseAdam: OptimizerDef<SparseAdamHyperparams> = {
     throw new Error('internal: SparseAdam steps sparse gradients only (sparseStep)');
   },
   sparseStep,
+  checkSparseGrad(shape, rows) {
+    if (rows > 0 || shape.length < 2) return null;
+    // sparse_adam.py: grad.coalesce() of no rows has values of shape [0], which do not broadcast with exp_avg's rows
+    return 'torch.optim.SparseAdam raises for a sparse gradient without rows on a tensor of two or more dimensions (a size mismatch); send null to leave the tensor as it is';
+  },
 };
