@@ -41,6 +41,28 @@ describe('flattenTree', () => {
   });
 });
 
+describe('a ragged tree that claims more than it holds (found in review: 875 bytes claimed 24 MB)', () => {
+  it('is refused before its claimed array is allocated', () => {
+    // First elements say [144, 144, 144] (2,985,984 elements); the value holds 144 + 2 numbers.
+    const claim = [[Array.from({ length: 144 }, () => 0), ...Array.from({ length: 143 }, () => [])], ...Array.from({ length: 143 }, () => [[1]])];
+    expect(JSON.stringify(claim).length).toBeLessThan(2000);
+    const sizes: number[] = [];
+    const RealFloat64Array = globalThis.Float64Array;
+    globalThis.Float64Array = new Proxy(RealFloat64Array, {
+      construct(target, args) {
+        if (typeof args[0] === 'number') sizes.push(args[0]);
+        return Reflect.construct(target, args);
+      },
+    });
+    try {
+      expect(() => flattenTree(claim, ['grads'])).toThrow(TensorError);
+    } finally {
+      globalThis.Float64Array = RealFloat64Array;
+    }
+    expect(Math.max(0, ...sizes)).toBeLessThan(65_536);
+  });
+});
+
 describe('flattenLike', () => {
   it('follows the reference layout, whatever the key order', () => {
     const ref = flattenTree({ w: [1, 2], b: [3] }, []);

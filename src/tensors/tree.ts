@@ -208,6 +208,10 @@ function flattenArray(
   return offset;
 }
 
+/** Elements above which a tree is checked before its array is allocated (64 Ki: 512 KB of float64). */
+const DRY_RUN_ABOVE = 65_536;
+const NOWHERE = new Float64Array(0);
+
 /** Flattens a tree whose layout is discovered from the value itself (the `params` of a request). */
 export function flattenTree(value: unknown, path: FieldPath, elementLimit = Infinity): FlatTensors {
   const layout = inferLayout(value, path, elementLimit);
@@ -217,6 +221,10 @@ export function flattenTree(value: unknown, path: FieldPath, elementLimit = Infi
 /** Flattens a tree that must have exactly `layout` (grads and state, which mirror params). */
 export function flattenLike(value: unknown, layout: TensorLayout, path: FieldPath): FlatTensors {
   const size = layoutSize(layout);
+  // A layout read off first elements can claim far more than the value holds (a few hundred bytes
+  // of ragged arrays claim millions of elements): a large one is checked in full, writing nowhere
+  // (stores past a typed array's end are dropped), before its memory is taken.
+  if (size > DRY_RUN_ABOVE) flattenInto(value, layout, path, NOWHERE, 0);
   const values = new Float64Array(size);
   const end = flattenInto(value, layout, path, values, 0);
   if (end !== size) throw new Error(`internal: flattened ${end} of ${size} elements`);
