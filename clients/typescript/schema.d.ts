@@ -472,7 +472,7 @@ export interface paths {
         put?: never;
         /**
          * Apply one gradient
-         * @description Applies one Adam step with the stored hyperparameters and schedule, exactly as POST /v1/adam/step would with the stored state. Steps on one optimizer are applied one at a time, each exactly once. Use `Idempotency-Key` to make retries safe and `If-Match` or `expected_step` to refuse a gradient computed against stale params. The gradients come as JSON, raw bytes or safetensors; the new params go back in the format `Accept` asks for (default: the body's), with `step` and `lr` as headers too. With the hyperparameter `nonfinite: "skip"`, a step with a non-finite gradient (NaN or ±Infinity, which raw and safetensors bodies can carry) or result is skipped (200, `skipped: true`): nothing changes but `skipped_steps` and the history.
+         * @description Applies one step of the optimizer it was created with (`optimizer`: Adam, SGD, …) with the stored hyperparameters, param groups, gradient controls and schedule, exactly as that optimizer's stateless step (`POST /v1/{optimizer}/step`) would with the stored state. Steps on one optimizer are applied one at a time, each exactly once. Use `Idempotency-Key` to make retries safe and `If-Match` or `expected_step` to refuse a gradient computed against stale params. The gradients come as JSON, raw bytes or safetensors; the new params go back in the format `Accept` asks for (default: the body's), with `step` and `lr` as headers too. With the hyperparameter `nonfinite: "skip"`, a step with a non-finite gradient (NaN or ±Infinity, which raw and safetensors bodies can carry) or result is skipped (200, `skipped: true`): nothing changes but `skipped_steps` and the history.
          */
         post: operations["stepOptimizer"];
         delete?: never;
@@ -519,7 +519,7 @@ export interface paths {
         get: operations["getOptimizerState"];
         /**
          * Restore a snapshot (validated, atomic)
-         * @description Replaces params, moments, step, dtype, hyperparameters and schedule with the snapshot's, in one transaction (shapes may change within the optimizer's size limit). Read-only fields of a GET snapshot (`id`, times) are ignored, so GET → PUT round-trips, in JSON and in safetensors. A safetensors checkpoint is streamed into the optimizer, so it may hold the largest state one optimizer keeps. The history is a log of applied steps and keeps its entries.
+         * @description Replaces params, moments, step, dtype, hyperparameters and schedule with the snapshot's, in one transaction (shapes may change within the optimizer's size limit). Read-only fields of a GET snapshot (`id`, times) are ignored, so GET → PUT round-trips: in safetensors up to the optimizer's size limit, in JSON up to what one JSON body may carry (MAX_BODY_BYTES, 32 MiB by default: about 500,000 float32 elements of params and two moments). A safetensors checkpoint is streamed into the optimizer, so it may hold the largest state one optimizer keeps. The history is a log of applied steps and keeps its entries.
          */
         put: operations["restoreOptimizerState"];
         post?: never;
@@ -6235,7 +6235,7 @@ export interface operations {
                     "application/json": components["schemas"]["OptimizerInfo"];
                 };
             };
-            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
+            /** @description Missing or wrong bearer token. It is checked before a binary body is read and before a JSON body over 64 KiB is parsed; a smaller JSON body is parsed first (bounded by its size), so a malformed one may answer 400 or 422 first. A missing token is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
@@ -6310,7 +6310,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
+            /** @description Missing or wrong bearer token. It is checked before a binary body is read and before a JSON body over 64 KiB is parsed; a smaller JSON body is parsed first (bounded by its size), so a malformed one may answer 400 or 422 first. A missing token is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
@@ -6404,7 +6404,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
+            /** @description Missing or wrong bearer token. It is checked before a binary body is read and before a JSON body over 64 KiB is parsed; a smaller JSON body is parsed first (bounded by its size), so a malformed one may answer 400 or 422 first. A missing token is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
@@ -6542,7 +6542,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
+            /** @description Missing or wrong bearer token. It is checked before a binary body is read and before a JSON body over 64 KiB is parsed; a smaller JSON body is parsed first (bounded by its size), so a malformed one may answer 400 or 422 first. A missing token is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
@@ -6672,7 +6672,7 @@ export interface operations {
                     "application/vnd.safetensors": string;
                 };
             };
-            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
+            /** @description Missing or wrong bearer token. It is checked before a binary body is read and before a JSON body over 64 KiB is parsed; a smaller JSON body is parsed first (bounded by its size), so a malformed one may answer 400 or 422 first. A missing token is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
@@ -6772,7 +6772,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
+            /** @description Missing or wrong bearer token. It is checked before a binary body is read and before a JSON body over 64 KiB is parsed; a smaller JSON body is parsed first (bounded by its size), so a malformed one may answer 400 or 422 first. A missing token is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
@@ -6890,7 +6890,7 @@ export interface operations {
                     "application/vnd.safetensors": string;
                 };
             };
-            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
+            /** @description Missing or wrong bearer token. It is checked before a binary body is read and before a JSON body over 64 KiB is parsed; a smaller JSON body is parsed first (bounded by its size), so a malformed one may answer 400 or 422 first. A missing token is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
@@ -6984,7 +6984,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
+            /** @description Missing or wrong bearer token. It is checked before a binary body is read and before a JSON body over 64 KiB is parsed; a smaller JSON body is parsed first (bounded by its size), so a malformed one may answer 400 or 422 first. A missing token is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
@@ -7108,7 +7108,7 @@ export interface operations {
                     "application/json": components["schemas"]["OptimizerToken"];
                 };
             };
-            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
+            /** @description Missing or wrong bearer token. It is checked before a binary body is read and before a JSON body over 64 KiB is parsed; a smaller JSON body is parsed first (bounded by its size), so a malformed one may answer 400 or 422 first. A missing token is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
@@ -7204,7 +7204,7 @@ export interface operations {
                     "application/json": components["schemas"]["OptimizerHistory"];
                 };
             };
-            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
+            /** @description Missing or wrong bearer token. It is checked before a binary body is read and before a JSON body over 64 KiB is parsed; a smaller JSON body is parsed first (bounded by its size), so a malformed one may answer 400 or 422 first. A missing token is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */
@@ -7275,7 +7275,7 @@ export interface operations {
                     "image/svg+xml": string;
                 };
             };
-            /** @description Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation. */
+            /** @description Missing or wrong bearer token. It is checked before a binary body is read and before a JSON body over 64 KiB is parsed; a smaller JSON body is parsed first (bounded by its size), so a malformed one may answer 400 or 422 first. A missing token is reported before any validation. */
             401: {
                 headers: {
                     /** @description `Bearer realm="adam-api"` */

@@ -52,7 +52,7 @@ const STEP_HEADERS = {
 /** Errors every authenticated call can return. */
 const authErrors = {
   401: {
-    ...problem('Missing or wrong bearer token, checked before the body is read or parsed. A missing one is reported before any validation.'),
+    ...problem('Missing or wrong bearer token. It is checked before a binary body is read and before a JSON body over 64 KiB is parsed; a smaller JSON body is parsed first (bounded by its size), so a malformed one may answer 400 or 422 first. A missing token is reported before any validation.'),
     headers: { 'www-authenticate': { description: '`Bearer realm="adam-api"`', schema: { type: 'string' as const } } },
   },
   404: problem('No optimizer with this id (never created, deleted, or not a valid id).'),
@@ -153,7 +153,8 @@ export const stepOptimizerRoute = createRoute({
   middleware: [requireBearer, authorizeBeforeParsing] as const,
   summary: 'Apply one gradient',
   description:
-    'Applies one Adam step with the stored hyperparameters and schedule, exactly as POST /v1/adam/step would with the stored state. ' +
+    'Applies one step of the optimizer it was created with (`optimizer`: Adam, SGD, …) with the stored hyperparameters, param groups, gradient ' +
+    'controls and schedule, exactly as that optimizer\'s stateless step (`POST /v1/{optimizer}/step`) would with the stored state. ' +
     'Steps on one optimizer are applied one at a time, each exactly once. Use `Idempotency-Key` to make retries safe and ' +
     '`If-Match` or `expected_step` to refuse a gradient computed against stale params. The gradients come as JSON, raw bytes or safetensors; ' +
     'the new params go back in the format `Accept` asks for (default: the body\'s), with `step` and `lr` as headers too. With the hyperparameter ' +
@@ -293,7 +294,8 @@ export const putStateRoute = createRoute({
   summary: 'Restore a snapshot (validated, atomic)',
   description:
     'Replaces params, moments, step, dtype, hyperparameters and schedule with the snapshot\'s, in one transaction (shapes may change within ' +
-    'the optimizer\'s size limit). Read-only fields of a GET snapshot (`id`, times) are ignored, so GET → PUT round-trips, in JSON and in safetensors. ' +
+    'the optimizer\'s size limit). Read-only fields of a GET snapshot (`id`, times) are ignored, so GET → PUT round-trips: in safetensors up to the optimizer\'s size limit, in JSON up to what one JSON body may carry ' +
+    '(MAX_BODY_BYTES, 32 MiB by default: about 500,000 float32 elements of params and two moments). ' +
     'A safetensors checkpoint is streamed into the optimizer, so it may hold the largest state one optimizer keeps. The history is a log of applied ' +
     'steps and keeps its entries.',
   request: {
