@@ -161,10 +161,7 @@ function familyCaseOf(tree: fc.Arbitrary<Tree>, defs: AnyDef[] = FAMILY): fc.Arb
   );
 }
 
-// Trees of one tensor at least: since main's param_groups engine (e649e54) a tree without tensors
-// skips every hyperparameter rule (SGD without lr, nesterov without momentum: 200; torch raises).
-// Reported to the lead; put empty trees back once that is settled.
-const familyCase = familyCaseOf(treeOf(finite).filter((t) => leavesOf(t).length > 0));
+const familyCase = familyCaseOf(treeOf(finite));
 
 /** The JSON model of a case's request (fields in a permuted order). */
 function familyBody(c: FamilyCase): Obj {
