@@ -249,8 +249,9 @@ function reference(c: FamilyCase): Expected {
   }
   const tensors = leavesOf(c.params).map((l) => ({ offset: l.offset, size: l.size, shape: l.shape }));
   stepTensors({ def, dtype: c.dtype, hp, params, grads, state, tensors });
-  // Slots are held per tensor: a tree without tensors keeps none.
-  const kept = tensors.length === 0 ? [] : def.slots.filter((s) => s.present(hp)).map((s) => s.name);
+  // A tree without tensors answers the slots it has (eager ones empty; a lazy one only when sent), so
+  // its state can be sent back as it came.
+  const kept = def.slots.filter((s) => s.present(hp) && (tensors.length > 0 || s.initial(hp) !== null || (c.state?.slots[s.name] ?? null) !== null)).map((s) => s.name);
   if ([params, ...kept.map((k) => state.slots[k]!)].some((a) => a.some((x) => !Number.isFinite(x)))) return { ok: false, why: 'a non-finite result' };
   if (Object.values(state.scalars).some((x) => !Number.isFinite(x))) return { ok: false, why: 'a non-finite scalar' };
   return { ok: true, lr: hp.lr as number, state, params, kept };
