@@ -6,7 +6,8 @@
 import { describe, expect, it } from 'vitest';
 import adagradSparseFile from './fixtures/optim/adagrad_sparse.json';
 import sgdSparseFile from './fixtures/optim/sgd_sparse.json';
-import { getJson, postJson } from './helpers/http.ts';
+import { callBytes, getJson, postJson } from './helpers/http.ts';
+import { encodeValues, writeSafetensors, type Dt, type TestTensor } from './helpers/safetensors.ts';
 import { leavesOf, zipLeaves } from './helpers/trees.ts';
 
 interface Case {
@@ -37,13 +38,58 @@ function expectedState(state: Record<string, unknown>): Record<string, unknown> 
 /** A "defaults" case sends no hyperparameters: the API's defaults must be torch's. */
 const hyperparamsToSend = (c: Case) => (/defaults/.test(c.name) ? {} : c.hyperparams);
 
-async function replay(c: Case): Promise<string[]> {
+type Body = { params: unknown; grads: unknown; dtype: string; hyperparams: Record<string, unknown>; state?: Record<string, unknown> };
+type Send = (optimizer: string, body: Body) => Promise<{ status: number; body: any }>;
+
+const sendJson: Send = (optimizer, body) => postJson(`/v1/${optimizer}/step`, body);
+
+/** Named tensors of a tree; a gradient given as rows is `{indices, values}`, a null one absent. */
+function tensorsOf(tree: unknown, prefix: string[] = []): Array<{ name: string; value: unknown }> {
+  if (tree !== null && typeof tree === 'object' && !Array.isArray(tree) && !('indices' in tree)) {
+    return Object.entries(tree as Record<string, unknown>).flatMap(([k, v]) => tensorsOf(v, [...prefix, k]));
+  }
+  return [{ name: prefix.join('.'), value: tree }];
+}
+
+const shapeOf = (t: unknown): number[] => (Array.isArray(t) ? [t.length, ...(t.length > 0 ? shapeOf(t[0]) : [])] : []);
+const flatOf = (t: unknown): number[] => (Array.isArray(t) ? t.flatMap(flatOf) : [t as number]);
+const slotName = (slot: string, name: string) => (name === '' ? slot : `${slot}/${name}`);
+
+/**
+ * The same request as a safetensors file (answered in JSON): rows as `grads.indices/<name>` (I64,
+ * torch's `_indices()` shape [1, k]) and `grads.values/<name>`; the state's slots and step in the file.
+ */
+const sendSafetensors: Send = async (optimizer, body) => {
+  const dt: Dt = body.dtype === 'float32' ? 'F32' : 'F64';
+  const tensors: TestTensor[] = [];
+  const dense = (slot: string, tree: unknown) => {
+    for (const { name, value } of tensorsOf(tree)) if (value !== null) tensors.push({ name: slotName(slot, name), dtype: dt, shape: shapeOf(value), data: encodeValues(flatOf(value), dt) });
+  };
+  dense('params', body.params);
+  for (const { name, value } of tensorsOf(body.grads)) {
+    if (value === null) continue;
+    if (typeof value === 'object' && !Array.isArray(value)) {
+      const { indices, values } = value as { indices: number[]; values: unknown[] };
+      const ints = new Uint8Array(BigInt64Array.from(indices.map(BigInt)).buffer);
+      tensors.push({ name: slotName('grads.indices', name), dtype: 'I64' as Dt, shape: [1, indices.length], data: ints });
+      const rowShape = shapeOf(values[0] ?? []);
+      tensors.push({ name: slotName('grads.values', name), dtype: dt, shape: [indices.length, ...(values.length > 0 ? rowShape : shapeOf(body.params).slice(1))], data: encodeValues(values.flatMap(flatOf), dt) });
+    } else tensors.push({ name: slotName('grads', name), dtype: dt, shape: shapeOf(value), data: encodeValues(flatOf(value), dt) });
+  }
+  const { step, ...slots } = body.state ?? {};
+  for (const [slot, tree] of Object.entries(slots)) dense(slot, tree);
+  const metadata = { hyperparams: JSON.stringify(body.hyperparams), dtype: body.dtype, ...(step === undefined ? {} : { step: String(step) }) };
+  const r = await callBytes('POST', `/v1/${optimizer}/step`, writeSafetensors(tensors, metadata), { 'content-type': 'application/vnd.safetensors', accept: 'application/json' });
+  return { status: r.status, body: r.body };
+};
+
+async function replay(c: Case, send: Send = sendJson): Promise<string[]> {
   let state: Record<string, unknown> | undefined = c.state ?? undefined;
   let params = c.params;
   const out: string[] = [];
   const byIndex = new Map(c.expected.map((e) => [e.step_index, e]));
   for (let s = 0; s < c.grads.length; s++) {
-    const r = await postJson(`/v1/${c.optimizer}/step`, { params, grads: c.grads[s], dtype: c.dtype, hyperparams: hyperparamsToSend(c), ...(state ? { state } : {}) });
+    const r = await send(c.optimizer, { params, grads: c.grads[s], dtype: c.dtype, hyperparams: hyperparamsToSend(c), ...(state ? { state } : {}) });
     if (r.status !== 200) return [`step ${s}: HTTP ${r.status} ${JSON.stringify(r.body)}`];
     ({ params, state } = r.body);
     const e = byIndex.get(s);
@@ -68,6 +114,10 @@ describe('sparse gradients against torch 1.13', () => {
 
   it.each(CASES.map((c) => ({ c, name: c.name })))('$name', async ({ c }) => {
     expect((await replay(c)).slice(0, 10)).toEqual([]);
+  });
+
+  it.each(CASES.filter((_, i) => i % 3 === 0).map((c) => ({ c, name: c.name })))('$name, in safetensors', async ({ c }) => {
+    expect((await replay(c, sendSafetensors)).slice(0, 10)).toEqual([]);
   });
 });
 
@@ -206,6 +256,48 @@ describe('what torch refuses with a sparse gradient', () => {
       const r = await getJson(`/v1/algorithms/${name}`);
       expect(r.status).toBe(200);
       expect(r.body.description).toMatch(/\{"indices": \[\.\.\.\], "values": \[\[row\], \.\.\.\]\}/);
+    }
+  });
+});
+
+describe('sparse gradients in safetensors', () => {
+  const f32 = (v: number[]) => encodeValues(v, 'F32');
+  const i64 = (v: number[]) => new Uint8Array(BigInt64Array.from(v.map(BigInt)).buffer);
+  const emb = { name: 'params/emb', dtype: 'F32' as Dt, shape: [3, 2], data: f32([1, 2, 3, 4, 5, 6]) };
+  const indices = (v: number[], dtype: Dt = 'I64' as Dt): TestTensor => ({ name: 'grads.indices/emb', dtype, shape: [v.length], data: dtype === ('I64' as Dt) ? i64(v) : f32(v) });
+  const values = (rows: number[][]): TestTensor => ({ name: 'grads.values/emb', dtype: 'F32', shape: [rows.length, 2], data: f32(rows.flat()) });
+  const send = (optimizer: string, tensors: TestTensor[], hyperparams: Record<string, unknown> = { lr: 0.5 }) =>
+    callBytes('POST', `/v1/${optimizer}/step`, writeSafetensors([emb, ...tensors], { hyperparams: JSON.stringify(hyperparams) }), { 'content-type': 'application/vnd.safetensors', accept: 'application/json' });
+
+  it('equal the JSON rows, I64 or I32 indices, [k] or [1, k]', async () => {
+    const json = await postJson('/v1/sgd/step', { params: { emb: [[1, 2], [3, 4], [5, 6]] }, grads: { emb: { indices: [2, 0, 2], values: [[1, 1], [0.5, 0.25], [2, 2]] } }, hyperparams: { lr: 0.5 } });
+    expect(json.status, JSON.stringify(json.body)).toBe(200);
+    // SGD adds each row sent on its own: row 2 gets −0.5 and −1, row 0 −0.25 and −0.125; row 1 stays.
+    expect(json.body.params).toEqual({ emb: [[0.75, 1.875], [3, 4], [3.5, 4.5]] });
+    const i32 = new Uint8Array(Int32Array.from([2, 0, 2]).buffer);
+    for (const ix of [indices([2, 0, 2]), { ...indices([2, 0, 2]), shape: [1, 3] }, { name: 'grads.indices/emb', dtype: 'I32' as Dt, shape: [3], data: i32 }]) {
+      const r = await send('sgd', [ix, values([[1, 1], [0.5, 0.25], [2, 2]])]);
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      expect(r.body.params).toEqual(json.body.params);
+    }
+  });
+
+  it('refuse half a sparse gradient, rows beside a dense gradient, bad indices and dense-only optimizers, naming the tensor', async () => {
+    const cases: Array<[string, TestTensor[], string, string?]> = [
+      ['indices without values', [indices([0])], 'safetensors["grads.values/emb"]'],
+      ['values without indices', [values([[1, 1]])], 'safetensors["grads.indices/emb"]'],
+      ['rows and a dense gradient', [indices([0]), values([[1, 1]]), { name: 'grads/emb', dtype: 'F32', shape: [3, 2], data: f32([0, 0, 0, 0, 0, 0]) }], 'safetensors["grads/emb"]'],
+      ['an index past the last row', [indices([3]), values([[1, 1]])], 'safetensors["grads.indices/emb"][0]'],
+      ['a negative index', [indices([-1]), values([[1, 1]])], 'safetensors["grads.indices/emb"][0]'],
+      ['float indices', [indices([0], 'F32'), values([[1, 1]])], 'safetensors["grads.indices/emb"].dtype'],
+      ['values of the wrong row shape', [indices([0]), { name: 'grads.values/emb', dtype: 'F32', shape: [1, 3], data: f32([1, 1, 1]) }], 'safetensors["grads.values/emb"].shape'],
+      ['a dense-only optimizer', [indices([0]), values([[1, 1]])], 'safetensors["grads.indices/emb"]', 'adamw'],
+    ];
+    for (const [what, tensors, field, optimizer] of cases) {
+      const r = await send(optimizer ?? 'sgd', tensors);
+      expect(r.status, `${what}: ${JSON.stringify(r.body)}`).toBe(422);
+      expect(r.body.errors[0].field, what).toBe(field);
+      if (optimizer) expect(r.body.errors[0].message).toMatch(/sgd, adagrad, sparse_adam/);
     }
   });
 });

@@ -35,9 +35,24 @@ export interface TensorEntry {
   end: number;
 }
 
+/** An integer tensor (a sparse gradient's row indices), accepted only where the caller allows one. */
+export interface IndexEntry {
+  name: string;
+  dtype: IndexDtype;
+  shape: number[];
+  start: number;
+  end: number;
+}
+
+/** Integer element types of row indices: safetensors' I64 (torch's `long`) and I32. */
+export type IndexDtype = 'I64' | 'I32';
+export const INDEX_DTYPES: Readonly<Record<IndexDtype, { bytes: number }>> = { I64: { bytes: 8 }, I32: { bytes: 4 } };
+
 export interface SafetensorsHeader {
   /** The tensors in data order (by start offset). */
   entries: TensorEntry[];
+  /** With `options.indices`: the integer tensors it allowed, in data order. */
+  indexEntries: IndexEntry[];
   metadata: Record<string, string> | null;
   /** Bytes of the data section: the end of the last tensor. */
   dataLength: number;
@@ -90,7 +105,7 @@ const isIndex = (x: unknown): x is number => typeof x === 'number' && Number.isS
  * Parses and checks a header. `dataLength`, when known (the body's length minus the header),
  * must equal the end of the last tensor.
  */
-export function parseHeader(json: Uint8Array, dataLength: number | null): SafetensorsHeader {
+export function parseHeader(json: Uint8Array, dataLength: number | null, options: { indices?: (name: string) => boolean } = {}): SafetensorsHeader {
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(json);
@@ -123,6 +138,7 @@ export function parseHeader(json: Uint8Array, dataLength: number | null): Safete
   }
 
   const entries: TensorEntry[] = [];
+  const indexEntries: IndexEntry[] = [];
   for (const [name, info] of Object.entries(record)) {
     if (name === '__metadata__') continue;
     if (entries.length === MAX_ENTRIES) throw new WireError(413, at('header'), `more than ${MAX_ENTRIES} tensors`);
@@ -133,7 +149,9 @@ export function parseHeader(json: Uint8Array, dataLength: number | null): Safete
     const extra = Object.keys(rest)[0];
     if (extra !== undefined) throw new WireError(422, at(name, extra), `unknown field "${extra}" (a tensor has dtype, shape and data_offsets)`);
     if (typeof dtype !== 'string') throw new WireError(422, at(name, 'dtype'), 'dtype is required (e.g. "F32")');
-    if (!isWireDtype(dtype)) {
+    const isIndices = options.indices?.(name) ?? false;
+    if (isIndices && !Object.hasOwn(INDEX_DTYPES, dtype)) throw new WireError(422, at(name, 'dtype'), `row indices are I64 or I32, got ${dtype}`, dtype);
+    if (!isIndices && !isWireDtype(dtype)) {
       throw new WireError(422, at(name, 'dtype'), `dtype ${dtype} is not supported; use one of ${Object.keys(WIRE_DTYPES).join(', ')}`, dtype);
     }
     if (!Array.isArray(shape) || !shape.every(isIndex)) throw new WireError(422, at(name, 'shape'), 'shape must be an array of non-negative integers');
@@ -145,16 +163,19 @@ export function parseHeader(json: Uint8Array, dataLength: number | null): Safete
     if (end < start) throw new WireError(422, at(name, 'data_offsets'), `data_offsets [${start}, ${end}] end before they begin`);
     let elements = 1;
     for (const d of shape as number[]) elements *= d;
-    const bytes = elements * WIRE_DTYPES[dtype].bytes;
+    const bytes = elements * (isIndices ? INDEX_DTYPES[dtype as IndexDtype] : WIRE_DTYPES[dtype as WireDtype]).bytes;
     if (!Number.isSafeInteger(bytes) || bytes !== end - start) {
       throw new WireError(422, at(name, 'data_offsets'), `shape [${(shape as number[]).join(', ')}] of ${dtype} needs ${bytes} bytes, but data_offsets [${start}, ${end}] hold ${end - start}`);
     }
-    entries.push({ name, dtype, shape: shape as number[], start, end });
+    if (isIndices) indexEntries.push({ name, dtype: dtype as IndexDtype, shape: shape as number[], start, end });
+    else entries.push({ name, dtype: dtype as WireDtype, shape: shape as number[], start, end });
   }
 
   entries.sort((a, b) => a.start - b.start || a.end - b.end);
+  indexEntries.sort((a, b) => a.start - b.start || a.end - b.end);
+  const all: Array<{ name: string; start: number; end: number }> = [...entries, ...indexEntries].sort((a, b) => a.start - b.start || a.end - b.end);
   let cursor = 0;
-  for (const e of entries) {
+  for (const e of all) {
     if (e.start < cursor) throw new WireError(422, at(e.name, 'data_offsets'), `data_offsets [${e.start}, ${e.end}] overlap another tensor's bytes`);
     if (e.start > cursor) throw new WireError(422, at(e.name, 'data_offsets'), `data_offsets [${e.start}, ${e.end}] leave bytes ${cursor}–${e.start} unused (the data must have no holes)`);
     cursor = e.end;
@@ -162,7 +183,7 @@ export function parseHeader(json: Uint8Array, dataLength: number | null): Safete
   if (dataLength !== null && cursor !== dataLength) {
     throw new WireError(422, at('data'), `the tensors cover ${cursor} bytes of data but the body holds ${dataLength} after the header`);
   }
-  return { entries, metadata, dataLength: cursor };
+  return { entries, indexEntries, metadata, dataLength: cursor };
 }
 
 /** One tensor to write: its name, type, shape (its bytes follow in the same order). */

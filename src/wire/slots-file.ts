@@ -3,10 +3,19 @@
 // or the query string. Decoding checks everything the JSON path checks, naming the tensor.
 
 import type { Dtype, FloatArray } from '../optim/optimizer.ts';
+import type { SparseRows } from '../optim/sparse.ts';
 import { type NamedLeaf, layoutOfNamed, leafIndex } from '../tensors/names.ts';
 import { MAX_TENSORS, type TensorLayout, layoutSize, layoutWeight } from '../tensors/tree.ts';
 import { WIRE_DTYPES, bytesOf, elementSink, firstNonFiniteIn, fitsInto, wireDtypeOf, type WireDtype } from './dtypes.ts';
-import { WireError, encodeHeader, headerLength, parseHeader, type EntrySpec, type TensorEntry } from './safetensors.ts';
+import { WireError, encodeHeader, headerLength, parseHeader, type EntrySpec, type IndexEntry, type TensorEntry } from './safetensors.ts';
+
+/**
+ * A sparse (row) gradient in a step file: `grads.indices/<name>` (I64 or I32, shape [k] or torch's
+ * `_indices()` shape [1, k]) and `grads.values/<name>` (shape [k, …the row's shape]), in place of
+ * `grads/<name>`.
+ */
+export const SPARSE_INDICES = 'grads.indices';
+export const SPARSE_VALUES = 'grads.values';
 
 /** `<slot>/<name>` (or just `<slot>` for a single unnamed tensor). */
 export const slotTensorName = (slot: string, name: string) => (name === '' ? slot : `${slot}/${name}`);
@@ -20,11 +29,12 @@ function splitName(name: string, slots: readonly string[]): { slot: string; leaf
   return { slot, leaf: cut < 0 ? '' : name.slice(cut + 1) };
 }
 
-/** The header and where its data starts, for a whole body. */
-export function readHeader(body: Uint8Array) {
+/** The header and where its data starts, for a whole body (with `sparse`, `grads.indices/…` may be integers). */
+export function readHeader(body: Uint8Array, sparse = false) {
   if (body.length < 8) throw new WireError(422, ['safetensors'], `a safetensors body has at least 8 bytes, got ${body.length}`);
   const n = headerLength(body.subarray(0, 8), body.length);
-  const header = parseHeader(body.subarray(8, 8 + n), body.length - 8 - n);
+  const indices = sparse ? (name: string) => name === SPARSE_INDICES || name.startsWith(`${SPARSE_INDICES}/`) : undefined;
+  const header = parseHeader(body.subarray(8, 8 + n), body.length - 8 - n, { indices });
   return { ...header, dataStart: 8 + n };
 }
 
@@ -38,6 +48,8 @@ export interface SlotsFile {
   slots: Record<string, FloatArray | null>;
   /** With `partial`: for grads and each non-null slot, which params tensors (in order) have one. */
   present: Record<string, boolean[]>;
+  /** With `partial`: per params tensor (in order), its gradient's rows when sent sparse, else null. */
+  sparse: Array<SparseRows | null>;
   metadata: Record<string, string>;
 }
 
@@ -47,15 +59,16 @@ export interface SlotsFile {
  * otherwise float64 when any params tensor is F64, else float32. `maxBytes` bounds the decoded arrays.
  */
 export function decodeSlotsFile(body: Uint8Array, slots: readonly string[], requestedDtype: Dtype | undefined, maxBytes: number, partial = false): SlotsFile {
-  const { entries, metadata, dataStart } = readHeader(body);
+  const { entries, indexEntries, metadata, dataStart } = readHeader(body, partial);
   // Any other metadata dtype is refused by the handler's options schema.
   const metadataDtype = metadata?.dtype === 'float32' || metadata?.dtype === 'float64' ? metadata.dtype : undefined;
-  const names = ['params', 'grads', ...slots];
+  const names = ['params', 'grads', ...(partial ? [SPARSE_VALUES] : []), ...slots];
   const bySlot = new Map<string, Map<string, TensorEntry>>(names.map((s) => [s, new Map()]));
   for (const e of entries) {
     const { slot, leaf } = splitName(e.name, names);
     bySlot.get(slot)!.set(leaf, e);
   }
+  const indicesByName = new Map<string, IndexEntry>(indexEntries.map((e) => [splitName(e.name, [SPARSE_INDICES]).leaf, e]));
   const paramEntries = [...bySlot.get('params')!.entries()].map(([name, e]) => ({ name, shape: e.shape, entry: e }));
   if (paramEntries.length === 0) throw new WireError(422, ['safetensors', 'params'], 'no params/<name> tensors: the file must hold the parameters');
   if (paramEntries.length > MAX_TENSORS) throw new WireError(422, ['safetensors', 'params'], `more than ${MAX_TENSORS} parameter tensors`);
@@ -97,11 +110,64 @@ export function decodeSlotsFile(body: Uint8Array, slots: readonly string[], requ
     return out;
   };
 
-  if (bySlot.get('grads')!.size === 0) throw new WireError(422, ['safetensors', 'grads'], 'no grads/<name> tensors: the file must hold the gradients (a frozen tensor\'s may be left out)');
+  if (bySlot.get('grads')!.size === 0 && indicesByName.size === 0 && (bySlot.get(SPARSE_VALUES)?.size ?? 0) === 0) {
+    throw new WireError(422, ['safetensors', 'grads'], 'no grads/<name> tensors: the file must hold the gradients (a frozen tensor\'s may be left out)');
+  }
   const params = decodeSlot('params', true)!;
   const grads = decodeSlot('grads', true)!;
+  const sparse = partial ? decodeSparse(body, dataStart, index, bySlot.get(SPARSE_VALUES)!, indicesByName, bySlot.get('grads')!, dtype) : [];
   const decoded = Object.fromEntries(slots.map((s) => [s, decodeSlot(s, false)]));
-  return { layout, dtype, params, grads, slots: decoded, present, metadata: metadata ?? {} };
+  return { layout, dtype, params, grads, slots: decoded, present, sparse, metadata: metadata ?? {} };
+}
+
+/** Each params tensor's gradient rows (`grads.indices/…` with `grads.values/…`), or null; checked as the JSON form is. */
+function decodeSparse(
+  body: Uint8Array,
+  dataStart: number,
+  index: Map<string, NamedLeaf>,
+  values: Map<string, TensorEntry>,
+  indices: Map<string, IndexEntry>,
+  dense: Map<string, TensorEntry>,
+  dtype: Dtype,
+): Array<SparseRows | null> {
+  for (const [slot, names] of [[SPARSE_VALUES, values.keys()], [SPARSE_INDICES, indices.keys()]] as const) {
+    for (const name of names) {
+      if (!index.has(name)) throw new WireError(422, ['safetensors', slotTensorName(slot, name)], `"${slotTensorName(slot, name)}" has no params/${name} to match`);
+    }
+  }
+  return [...index.values()].map((leaf) => {
+    const v = values.get(leaf.name);
+    const ix = indices.get(leaf.name);
+    if (!v && !ix) return null;
+    const at = (slot: string) => ['safetensors', slotTensorName(slot, leaf.name)];
+    if (!v || !ix) {
+      const missing = v ? SPARSE_INDICES : SPARSE_VALUES;
+      throw new WireError(422, at(missing), `"${slotTensorName(missing, leaf.name)}" is missing: a sparse gradient is ${SPARSE_INDICES}/… and ${SPARSE_VALUES}/… together`);
+    }
+    if (dense.has(leaf.name)) throw new WireError(422, at('grads'), `tensor "${leaf.name}" has a dense gradient (grads/…) and rows (${SPARSE_INDICES}/…): send one`);
+    if (leaf.shape.length === 0) throw new WireError(422, at(SPARSE_INDICES), 'a 0-d tensor has no rows: send its gradient as grads/…');
+    const k = ix.shape.length === 1 ? ix.shape[0]! : ix.shape.length === 2 && ix.shape[0] === 1 ? ix.shape[1]! : -1;
+    if (k < 0) throw new WireError(422, [...at(SPARSE_INDICES), 'shape'], `row indices have shape [k] or [1, k] (torch's _indices()), got [${ix.shape.join(', ')}]`);
+    const rowShape = leaf.shape.slice(1);
+    const want = [k, ...rowShape];
+    if (v.shape.length !== want.length || v.shape.some((d, i) => d !== want[i])) {
+      throw new WireError(422, [...at(SPARSE_VALUES), 'shape'], `shape [${v.shape.join(', ')}] is not [${want.join(', ')}]: one row of the parameter's shape per index`);
+    }
+    if (!fitsInto(v.dtype, dtype)) throw new WireError(422, [...at(SPARSE_VALUES), 'dtype'], `dtype ${v.dtype} does not fit a ${dtype} step (it would round); send ${wireDtypeOf(dtype)} or narrower`, v.dtype);
+    // Copied: the data section need not be aligned for the integer view.
+    const raw = body.slice(dataStart + ix.start, dataStart + ix.end);
+    const ints = ix.dtype === 'I64' ? new BigInt64Array(raw.buffer, 0, k) : new Int32Array(raw.buffer, 0, k);
+    const rows = new Int32Array(k);
+    for (let i = 0; i < k; i++) {
+      const r = Number(ints[i]!);
+      if (!(r >= 0 && r < leaf.shape[0]!)) throw new WireError(422, [...at(SPARSE_INDICES), i], `must be a row index: an integer in [0, ${leaf.shape[0]! - 1}]`, String(ints[i]));
+      rows[i] = r;
+    }
+    const rowSize = rowShape.reduce((a, b) => a * b, 1);
+    const out = dtype === 'float32' ? new Float32Array(k * rowSize) : new Float64Array(k * rowSize);
+    elementSink(v.dtype, out, 0, out.length).write(body.subarray(dataStart + v.start, dataStart + v.end));
+    return { rows, values: out, rowSize };
+  });
 }
 
 /** A tensor of the file must have its parameter's shape and a dtype that widens into the optimizer's. */

@@ -139,6 +139,12 @@ export function familyStepHandler(def: AnyDef, dialect?: JsonDialect) {
         const message = def.checkShape(t.shape);
         if (message) throw validationProblem([fieldError(['params', ...t.path], message, `[${t.shape.join(', ')}]`)]);
       }
+      input.sparse.forEach((rows, i) => {
+        const bad = rows ? rows.values.findIndex((x) => x - x !== 0) : -1;
+        if (bad < 0) return;
+        const where = format === 'json' ? ['grads', ...tensors[i]!.path, 'values'] : ['safetensors', `grads.values/${named[i]!.name}`];
+        throw validationProblem([fieldError([...where, bad], `is ${rows!.values[bad]}: every value must be finite (or set hyperparams.nonfinite to "skip")`, String(rows!.values[bad]))]);
+      });
     }
     const state = checkedState(def, groupHp.filter((_, g) => tensorGroups.has(g) || (g === 0 && tensors.length === 0)), dtype, layout, params.length, input, named);
 
@@ -150,6 +156,14 @@ export function familyStepHandler(def: AnyDef, dialect?: JsonDialect) {
         throw validationProblem([
           fieldError([...(format === 'json' ? ['grads'] : ['safetensors', 'grads']), ...tensors[dense]!.path], `${def.torch} takes sparse gradients only: {"indices": [rows], "values": [[row], ...]} (JSON)`),
         ]);
+      }
+    }
+    // Rows in a safetensors file reach here unchecked against the optimizer (JSON's are checked while parsed).
+    if (format === 'safetensors' && !def.sparse) {
+      const i = input.sparse.findIndex((r) => r !== null);
+      if (i >= 0) {
+        const takers = OPTIMIZERS.filter((d) => d.sparse).map((d) => d.name).join(', ');
+        throw validationProblem([fieldError(['safetensors', `grads.indices/${named[i]!.name}`], `${def.torch} takes dense gradients only; sparse (row) gradients go to ${takers}`)]);
       }
     }
     // What torch refuses with a sparse gradient only (Adagrad's weight_decay), by the tensor's group.
@@ -520,8 +534,8 @@ async function fromSafetensors(def: AnyDef, c: Context<AppEnv>): Promise<StepInp
     layout: file.layout,
     params: file.params,
     grads: file.grads,
-    frozen: file.present.grads!.map((x) => !x),
-    sparse: file.present.grads!.map(() => null),
+    frozen: file.present.grads!.map((x, i) => !x && file.sparse[i] === null),
+    sparse: file.sparse,
     sent:
       anyState || o.step > 0
         ? { step: o.step, slots: file.slots, held: Object.fromEntries(Object.entries(file.present).filter(([k]) => k !== 'params' && k !== 'grads')), scalars, tensors: countersOf(def, o.tensors) }
