@@ -4397,7 +4397,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (SgdStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `momentum_buffer/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (SgdStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `momentum_buffer/…` (each slot for every parameter, or not at all); a tensor's gradient may come as rows instead of `grads/<name>`: `grads.indices/<name>` (I64 or I32, shape [k] or torch's `_indices()` shape [1, k]) with `grads.values/<name>` (shape [k, …the row's shape]); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["SgdStepRequest"];
@@ -4621,7 +4621,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (AdagradStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `sum/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (AdagradStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `sum/…` (each slot for every parameter, or not at all); a tensor's gradient may come as rows instead of `grads/<name>`: `grads.indices/<name>` (I64 or I32, shape [k] or torch's `_indices()` shape [1, k]) with `grads.values/<name>` (shape [k, …the row's shape]); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["AdagradStepRequest"];
@@ -5398,7 +5398,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (SparseAdamStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (SparseAdamStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…` (each slot for every parameter, or not at all); a tensor's gradient may come as rows instead of `grads/<name>`: `grads.indices/<name>` (I64 or I32, shape [k] or torch's `_indices()` shape [1, k]) with `grads.values/<name>` (shape [k, …the row's shape]); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["SparseAdamStepRequest"];

@@ -51,6 +51,10 @@ export function familyStepRoute(def: AnyDef, dialect?: JsonDialect) {
         description:
           `JSON (${dialect?.stepRequest ?? `${componentPrefix(def.name)}StepRequest`}), or a safetensors file whose tensors are \`params/…\` and \`grads/…\` (required)` +
           (slotNames ? ` and the state ${slotNames} (each slot for every parameter, or not at all)` : '') +
+          (def.sparse
+            ? '; a tensor\'s gradient may come as rows instead of `grads/<name>`: `grads.indices/<name>` (I64 or I32, shape [k] or torch\'s ' +
+              '`_indices()` shape [1, k]) with `grads.values/<name>` (shape [k, …the row\'s shape])'
+            : '') +
           '; `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text)' +
           (scalarNames ? `, ${scalarNames}` : '') +
           ' and `dtype`; hyperparameters may also be query parameters.',
