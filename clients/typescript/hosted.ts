@@ -1,0 +1,296 @@
+// A hosted optimizer from TypeScript in a few lines, binary on the wire: typed arrays in, typed
+// arrays out. Built on fetch only (Node 18+, Deno, Bun, browsers, Workers).
+//
+//   import { createHostedOptimizer } from './clients/typescript/hosted.ts';
+//   const opt = await createHostedOptimizer({ baseUrl, params: { 'fc.weight': { shape: [2, 3], values: w }, 'fc.bias': b },
+//                                             optimizer: 'adamw', hyperparams: { lr: 1e-3 } });
+//   for (…) params = await opt.step(grads);          // Float32Array in layout order, or by name
+//   const checkpoint = await opt.snapshot();          // safetensors bytes torch can load
+//
+// Creation sends only the layout (create by shapes), then the initial values as raw bytes in parts,
+// so no request carries more than `partBytes`. Steps send raw little-endian gradients and read the
+// new params back raw. Every call that changes something carries an Idempotency-Key and is retried
+// on network errors, 5xx and 429 (after Retry-After), so a retried step is applied exactly once.
+
+import type { components } from './schema.d.ts';
+
+export type Problem = components['schemas']['Problem'];
+export type Dtype = 'float32' | 'float64';
+type Floats = Float32Array | Float64Array;
+
+/** A tensor: a 1-D typed array, or values with a shape (row-major). */
+export type TensorInput = Floats | { shape: number[]; values: Floats };
+
+export interface LayoutEntry {
+  name: string;
+  shape: number[];
+  offset: number;
+  size: number;
+}
+
+export interface HostedOptimizerOptions {
+  /** The adam-api server (default `http://localhost:8787`, `npm run dev`'s address). */
+  baseUrl?: string;
+  /** The parameters by name, in the order the layout keeps (one unnamed tensor: a bare array). */
+  params: Record<string, TensorInput> | TensorInput;
+  /** An optimizer of `GET /v1/algorithms` (default `adam`). */
+  optimizer?: string;
+  /** Its hyperparameters, torch's names (and gradient controls: clip_grad_norm, nonfinite, …). */
+  hyperparams?: Record<string, number | boolean | string>;
+  /** torch's param_groups by tensor name or pattern. */
+  paramGroups?: Array<{ params: string[] } & Record<string, unknown>>;
+  /** A server-side learning-rate schedule (`POST /v1/schedules/evaluate` describes them). */
+  schedule?: Record<string, unknown>;
+  dtype?: Dtype;
+  /** An API key, when the server requires one (`API_KEYS`): sent to create the optimizer. */
+  apiKey?: string;
+  /** Largest request body of an upload part (default 8 MiB). */
+  partBytes?: number;
+  /** Attempts per call on network errors, 5xx and 429 (default 5). */
+  attempts?: number;
+  fetch?: typeof fetch;
+}
+
+/** A 4xx/5xx answer, with its RFC 9457 problem when it had one. */
+export class HostedOptimizerError extends Error {
+  readonly status: number;
+  readonly problem: Problem | undefined;
+  constructor(status: number, problem: Problem | undefined, what: string) {
+    super(`${what}: ${status}${problem ? ` ${problem.title}: ${problem.detail}` : ''}`);
+    this.name = 'HostedOptimizerError';
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+const RAW = 'application/octet-stream';
+const SAFETENSORS = 'application/vnd.safetensors';
+
+/** The little-endian bytes of a typed array (every platform fetch runs on here is little-endian). */
+const bytesOf = (a: Floats): Uint8Array<ArrayBuffer> => new Uint8Array(a.buffer as ArrayBuffer, a.byteOffset, a.byteLength);
+
+interface Connection {
+  baseUrl: string;
+  apiKey: string | undefined;
+  attempts: number;
+  fetch: typeof fetch;
+}
+
+/** One call: retried (same Idempotency-Key) on network errors, 5xx and 429; a 4xx problem is thrown. */
+async function call(conn: Connection, method: string, path: string, init: { token?: string; headers?: Record<string, string>; body?: BodyInit; idempotent?: boolean } = {}): Promise<Response> {
+  const headers: Record<string, string> = { ...init.headers };
+  // A hosted optimizer's routes take its token; the service routes (create) the API key, if any.
+  const bearer = init.token ?? conn.apiKey;
+  if (bearer) headers.authorization = `Bearer ${bearer}`;
+  if (init.idempotent) headers['idempotency-key'] = crypto.randomUUID();
+  // GET, PUT and DELETE are idempotent by nature; POST only with its key.
+  const retriable = method !== 'POST' || init.idempotent === true;
+  let lastError: unknown;
+  for (let attempt = 1; attempt <= conn.attempts; attempt++) {
+    let res: Response;
+    try {
+      res = await conn.fetch(conn.baseUrl + path, { method, headers, body: init.body });
+    } catch (err) {
+      lastError = err;
+      if (!retriable || attempt === conn.attempts) throw err;
+      await sleep(backoff(attempt));
+      continue;
+    }
+    if (res.ok) return res;
+    const retry = retriable && (res.status >= 500 || res.status === 429) && attempt < conn.attempts;
+    const problem = (await res.json().catch(() => undefined)) as Problem | undefined;
+    if (!retry) throw new HostedOptimizerError(res.status, problem, `${method} ${path}`);
+    const after = Number(res.headers.get('retry-after'));
+    await sleep(Number.isFinite(after) && after > 0 ? after * 1000 : backoff(attempt));
+  }
+  throw lastError;
+}
+
+const backoff = (attempt: number) => Math.min(8000, 100 * 2 ** attempt) * (0.5 + Math.random() / 2);
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function normalize(params: HostedOptimizerOptions['params']): Array<{ name: string; shape: number[]; values: Floats }> {
+  const one = (t: TensorInput): { shape: number[]; values: Floats } => (ArrayBuffer.isView(t) ? { shape: [t.length], values: t } : t);
+  if (ArrayBuffer.isView(params) || (typeof params === 'object' && 'shape' in params && 'values' in params && ArrayBuffer.isView(params.values))) {
+    return [{ name: '', ...one(params as TensorInput) }];
+  }
+  return Object.entries(params as Record<string, TensorInput>).map(([name, t]) => ({ name, ...one(t) }));
+}
+
+/** A hosted optimizer: its params and state live in adam-api; steps send gradients only. */
+export class HostedOptimizer {
+  readonly id: string;
+  /** The bearer token (shown once at creation: keep it to attach from elsewhere). */
+  readonly token: string;
+  readonly dtype: Dtype;
+  /** Where each named tensor sits in the flat params (layout order). */
+  readonly layout: LayoutEntry[];
+  readonly size: number;
+  readonly #conn: Connection;
+
+  private constructor(conn: Connection, id: string, token: string, dtype: Dtype, layout: LayoutEntry[]) {
+    this.#conn = conn;
+    this.id = id;
+    this.token = token;
+    this.dtype = dtype;
+    this.layout = layout;
+    this.size = layout.reduce((n, t) => n + t.size, 0);
+  }
+
+  /** Creates it by shapes, then uploads the params in raw parts. */
+  static async create(options: HostedOptimizerOptions): Promise<HostedOptimizer> {
+    const conn = connection(options);
+    const dtype = options.dtype ?? 'float32';
+    const tensors = normalize(options.params);
+    const shapes = tensors.length === 1 && tensors[0]!.name === '' ? tensors[0]!.shape : Object.fromEntries(tensors.map((t) => [t.name, t.shape]));
+    const body = {
+      shapes,
+      init: 'zeros',
+      dtype,
+      ...(options.optimizer ? { optimizer: options.optimizer } : {}),
+      ...(options.hyperparams ? { hyperparams: options.hyperparams } : {}),
+      ...(options.paramGroups ? { param_groups: options.paramGroups } : {}),
+      ...(options.schedule ? { schedule: options.schedule } : {}),
+    };
+    const created = (await (await call(conn, 'POST', '/v1/optimizers', { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), idempotent: true })).json()) as {
+      id: string;
+      token: string;
+      layout: LayoutEntry[];
+    };
+    const opt = new HostedOptimizer(conn, created.id, created.token, dtype, created.layout);
+    const flat = dtype === 'float32' ? new Float32Array(opt.size) : new Float64Array(opt.size);
+    const byName = new Map(tensors.map((t) => [t.name, t]));
+    for (const entry of opt.layout) {
+      const t = byName.get(entry.name);
+      if (!t || t.values.length !== entry.size) throw new Error(`tensor "${entry.name}" must have ${entry.size} values`);
+      flat.set(t.values, entry.offset);
+    }
+    await opt.setParams(flat, options.partBytes);
+    return opt;
+  }
+
+  /** An optimizer created elsewhere (another process, a restart), by its id and token. */
+  static async attach(id: string, token: string, options: Omit<HostedOptimizerOptions, 'params'> = {}): Promise<HostedOptimizer> {
+    const conn = connection(options);
+    const info = (await (await call(conn, 'GET', `/v1/optimizers/${id}`, { token })).json()) as { dtype: Dtype; layout: LayoutEntry[] };
+    return new HostedOptimizer(conn, id, token, info.dtype, info.layout);
+  }
+
+  /** Uploads all params (flat, layout order) in raw parts of at most `partBytes`; the state is kept. */
+  async setParams(values: Floats, partBytes = 8 << 20): Promise<void> {
+    if (values.length !== this.size) throw new Error(`params must have ${this.size} values, got ${values.length}`);
+    const typed = this.#typed(values);
+    const per = Math.max(1, Math.floor(partBytes / typed.BYTES_PER_ELEMENT));
+    for (let offset = 0; offset < typed.length || offset === 0; offset += per) {
+      const part = typed.subarray(offset, Math.min(typed.length, offset + per));
+      await call(this.#conn, 'PUT', `/v1/optimizers/${this.id}/params?offset=${offset}`, { token: this.token, headers: { 'content-type': `${RAW}; dtype=${this.dtype}` }, body: bytesOf(part) });
+      if (typed.length === 0) break;
+    }
+  }
+
+  /**
+   * One step: the gradients (flat in layout order as raw bytes, or by name in a safetensors file)
+   * go up and the new params come back flat. `loss` feeds a reduce_on_plateau schedule.
+   */
+  async step(grads: Floats | Record<string, Floats>, options: { loss?: number } = {}): Promise<Floats> {
+    let body: Uint8Array<ArrayBuffer>;
+    let contentType: string;
+    if (ArrayBuffer.isView(grads)) {
+      body = bytesOf(this.#typed(grads));
+      contentType = `${RAW}; dtype=${this.dtype}`;
+    } else {
+      body = this.#safetensors(grads);
+      contentType = SAFETENSORS;
+    }
+    const query = options.loss === undefined ? '' : `?loss=${encodeURIComponent(String(options.loss))}`;
+    const res = await call(this.#conn, 'POST', `/v1/optimizers/${this.id}/step${query}`, { token: this.token, headers: { 'content-type': contentType, accept: RAW }, body, idempotent: true });
+    return this.#floats(await res.arrayBuffer());
+  }
+
+  /** The current params, flat in layout order. */
+  async params(): Promise<Floats> {
+    return this.#floats(await (await call(this.#conn, 'GET', `/v1/optimizers/${this.id}/params`, { token: this.token, headers: { accept: RAW } })).arrayBuffer());
+  }
+
+  /** One tensor of `flat` (params as `step` and `params` return them), by name. */
+  tensor(flat: Floats, name: string): Floats {
+    const entry = this.layout.find((t) => t.name === name);
+    if (!entry) throw new Error(`no tensor "${name}" (the tensors are ${this.layout.map((t) => t.name).join(', ')})`);
+    return flat.subarray(entry.offset, entry.offset + entry.size);
+  }
+
+  /** A safetensors checkpoint of params and state, with torch's names (torch loads it). */
+  async snapshot(): Promise<Uint8Array> {
+    return new Uint8Array(await (await call(this.#conn, 'GET', `/v1/optimizers/${this.id}/state`, { token: this.token, headers: { accept: SAFETENSORS } })).arrayBuffer());
+  }
+
+  /** Restores a checkpoint that `snapshot()` (or torch, see the README) wrote. */
+  async restore(checkpoint: Uint8Array): Promise<void> {
+    await call(this.#conn, 'PUT', `/v1/optimizers/${this.id}/state`, { token: this.token, headers: { 'content-type': SAFETENSORS }, body: checkpoint as Uint8Array<ArrayBuffer> });
+  }
+
+  /** The optimizer's description (step, next_lr, hyperparams, layout, …). */
+  async info(): Promise<Record<string, unknown>> {
+    return (await (await call(this.#conn, 'GET', `/v1/optimizers/${this.id}`, { token: this.token })).json()) as Record<string, unknown>;
+  }
+
+  /** Changes hyperparameters, param groups or the schedule (PATCH). */
+  async update(patch: { hyperparams?: Record<string, unknown>; param_groups?: unknown; schedule?: unknown }): Promise<void> {
+    await call(this.#conn, 'PATCH', `/v1/optimizers/${this.id}`, { token: this.token, headers: { 'content-type': 'application/json' }, body: JSON.stringify(patch) });
+  }
+
+  async delete(): Promise<void> {
+    await call(this.#conn, 'DELETE', `/v1/optimizers/${this.id}`, { token: this.token });
+  }
+
+  #typed(values: Floats): Floats {
+    if ((this.dtype === 'float32') === values instanceof Float32Array) return values;
+    if (this.dtype === 'float64') return Float64Array.from(values);
+    throw new Error('a float32 optimizer takes Float32Array values (float64 would round)');
+  }
+
+  #floats(buffer: ArrayBuffer): Floats {
+    return this.dtype === 'float32' ? new Float32Array(buffer) : new Float64Array(buffer);
+  }
+
+  /** A safetensors file of the gradients given, named as their tensors (the others are frozen). */
+  #safetensors(grads: Record<string, Floats>): Uint8Array<ArrayBuffer> {
+    if (this.layout.some((t) => t.name === '')) throw new Error('an optimizer of one unnamed tensor takes its gradient as a typed array');
+    const dt = this.dtype === 'float32' ? 'F32' : 'F64';
+    const header: Record<string, unknown> = {};
+    const parts: Uint8Array[] = [];
+    let offset = 0;
+    for (const entry of this.layout) {
+      const g = grads[entry.name];
+      if (g === undefined) continue;
+      if (g.length !== entry.size) throw new Error(`gradient "${entry.name}" must have ${entry.size} values, got ${g.length}`);
+      const b = bytesOf(this.#typed(g));
+      header[entry.name] = { dtype: dt, shape: entry.shape, data_offsets: [offset, offset + b.length] };
+      parts.push(b);
+      offset += b.length;
+    }
+    for (const name of Object.keys(grads)) if (!this.layout.some((t) => t.name === name)) throw new Error(`no tensor "${name}"`);
+    const json = new TextEncoder().encode(JSON.stringify(header));
+    const out = new Uint8Array(8 + json.length + offset);
+    new DataView(out.buffer).setUint32(0, json.length, true);
+    out.set(json, 8);
+    let at = 8 + json.length;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
+  }
+}
+
+function connection(options: { baseUrl?: string; apiKey?: string; attempts?: number; fetch?: typeof fetch }): Connection {
+  return {
+    baseUrl: (options.baseUrl ?? 'http://localhost:8787').replace(/\/+$/, ''),
+    apiKey: options.apiKey,
+    attempts: options.attempts ?? 5,
+    fetch: options.fetch ?? ((input, init) => fetch(input, init)),
+  };
+}
+
+/** Creates a hosted optimizer (see HostedOptimizer.create). */
+export const createHostedOptimizer = (options: HostedOptimizerOptions) => HostedOptimizer.create(options);
