@@ -84,6 +84,30 @@ describe('param_groups against torch 1.13', () => {
     expect(some.body.errors[0].field).toBe('hyperparams.lr');
   });
 
+  it('starts a fresh tensor\'s state from its own group\'s settings, as torch creates it: Adagrad\'s initial_accumulator_value, amsgrad\'s slot only in its group', async () => {
+    // Each tensor equals a step of it alone with its group's settings (torch's per-parameter state).
+    const alone = async (route: string, params: number[], grads: number[], hyperparams: Record<string, unknown>) =>
+      (await postJson(route, { params, grads, dtype: 'float64', hyperparams })).body;
+    const adagrad = await postJson('/v1/adagrad/step', {
+      params: { a: [1, 2], b: [3] },
+      grads: { a: [0.5, -1], b: [2] },
+      dtype: 'float64',
+      hyperparams: { lr: 0.1, initial_accumulator_value: 2 },
+      param_groups: [{ params: ['b'], initial_accumulator_value: 0.5 }],
+    });
+    expect(adagrad.status, JSON.stringify(adagrad.body)).toBe(200);
+    const a = await alone('/v1/adagrad/step', [1, 2], [0.5, -1], { lr: 0.1, initial_accumulator_value: 2 });
+    const b = await alone('/v1/adagrad/step', [3], [2], { lr: 0.1, initial_accumulator_value: 0.5 });
+    expect(adagrad.body.params).toEqual({ a: a.params, b: b.params });
+    expect(adagrad.body.state.sum).toEqual({ a: a.state.sum, b: b.state.sum });
+    expect(b.state.sum).toEqual([0.5 + 4]);
+
+    const adamw = await postJson('/v1/adamw/step', { params: { a: [1, 2], b: [3] }, grads: { a: [0.5, -1], b: [2] }, dtype: 'float64', param_groups: [{ params: ['b'], amsgrad: true }] });
+    expect(adamw.status, JSON.stringify(adamw.body)).toBe(200);
+    // torch keeps max_exp_avg_sq only for the parameters of an amsgrad group: None (null) for a.
+    expect(adamw.body.state.max_exp_avg_sq).toEqual({ a: null, b: (await alone('/v1/adamw/step', [3], [2], { amsgrad: true })).state.max_exp_avg_sq });
+  });
+
   it('drives each group\'s lr by the schedule from the group\'s own lr (torch: base_lrs per group)', async () => {
     // StepLR(step_size=2, gamma=0.1) at step 2: base_lr · 0.1 for each group.
     const r = await postJson('/v1/sgd/step', {

@@ -68,6 +68,8 @@ export interface CollectOptions {
    * (`milestones[1]`).
    */
   asSent?: boolean;
+  /** Where the validated value is in the request: prepended to every path (e.g. `['__metadata__', 'param_groups']`). */
+  prefix?: FieldPath;
 }
 
 /**
@@ -79,9 +81,11 @@ export function collectFieldErrors(error: z.ZodError, input: unknown, options: C
   const limit = options.limit ?? MAX_LISTED_ERRORS;
   const out: FieldError[] = [];
   let total = 0;
-  const add = (path: Array<string | number>, message: () => string, value: unknown) => {
+  const prefix = options.prefix ?? [];
+  const add = (at: Array<string | number>, message: () => string, value: unknown) => {
     total++;
     if (out.length >= limit) return;
+    const path = [...prefix, ...at];
     if (!options.asSent) out.push(fieldError(path, message(), value));
     else out.push(headerError(path.length === 1 ? String(path[0]) : formatPath(path), message(), value));
   };
@@ -118,8 +122,8 @@ export function collectFieldErrors(error: z.ZodError, input: unknown, options: C
 }
 
 /** The first field errors of the zod issues (at most MAX_LISTED_ERRORS). */
-export function zodFieldErrors(error: z.ZodError, input: unknown): FieldError[] {
-  return collectFieldErrors(error, input).errors;
+export function zodFieldErrors(error: z.ZodError, input: unknown, prefix?: FieldPath): FieldError[] {
+  return collectFieldErrors(error, input, prefix ? { prefix } : {}).errors;
 }
 
 /** A 422 for the zod issues: the first errors listed, all of them counted. */

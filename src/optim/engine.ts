@@ -7,7 +7,7 @@
 
 import { clipGradNorm, clipGradValue } from './clip.ts';
 import type { SparseRows } from './sparse.ts';
-import { nextStepCount, type Dtype, type FloatArray, type Hyperparams, type OptimizerDef, type OptimizerState } from './optimizer.ts';
+import { nextStepCount, type Dtype, type FloatArray, type Hyperparams, type OptimizerDef, type OptimizerState, type StepArgs, type TensorSpan } from './optimizer.ts';
 
 /** One tensor of the flat tree. */
 export interface EngineTensor {
@@ -64,6 +64,15 @@ export interface EngineArgs<H extends Hyperparams> {
   clipGradValue?: number | undefined;
   /** `skip`: a non-finite gradient or result leaves everything unchanged (GradScaler). */
   nonfinite: 'error' | 'skip';
+  /**
+   * Room for a slot no tensor held before this step (default: a new zeroed array); its contents
+   * are not read before the step writes them. A hosted optimizer gives its kernel's memory.
+   */
+  allocate?: (slot: string, length: number) => FloatArray;
+  /** The fused step of a run of tensors (default `def.step`); a hosted Adam runs its own WebAssembly instance. */
+  stepRun?: (args: StepArgs<H>) => Record<string, number>;
+  /** Index of the first non-finite element of an array, or -1 (default: a plain loop); a faster scan may be given. */
+  scan?: (a: FloatArray) => number;
 }
 
 /** Where a non-finite number is: in the gradients as sent, or in what the step produced. */
@@ -113,6 +122,13 @@ function restore(params: FloatArray, state: TreeState, saved: ReturnType<typeof 
 /** One step: controls, then each group's tensors through the optimizer's fused kernel. */
 export function engineStep<H extends Hyperparams>(args: EngineArgs<H>): EngineOutcome {
   const { def, dtype, tensors, groupHp, groupOf, params, grads, frozen, state, nonfinite } = args;
+  const stepRun = args.stepRun ?? ((a: StepArgs<H>) => def.step(a));
+  const scan = args.scan;
+  const firstBad = (a: FloatArray, from: number, to: number): number => {
+    if (!scan) return firstNonFinite(a, from, to);
+    const at = scan(a.subarray(from, to));
+    return at < 0 ? -1 : from + at;
+  };
   const active = tensors.map((_, i) => !frozen[i]);
   const gradViews = tensors.flatMap((t, i) => (active[i] ? [grads.subarray(t.offset, t.offset + t.size)] : []));
 
@@ -147,7 +163,7 @@ export function engineStep<H extends Hyperparams>(args: EngineArgs<H>): EngineOu
     const present = def.slots.filter((s) => s.present(hp));
     for (const slot of present) {
       if (state.slots[slot.name]) continue;
-      state.slots[slot.name] = dtype === 'float32' ? new Float32Array(params.length) : new Float64Array(params.length);
+      state.slots[slot.name] = args.allocate ? args.allocate(slot.name, params.length) : dtype === 'float32' ? new Float32Array(params.length) : new Float64Array(params.length);
       state.held[slot.name] = new Array<boolean>(tensors.length).fill(false);
     }
     // Runs of adjacent tensors that step alike (same counter, same slots held) go in one call.
@@ -185,7 +201,7 @@ export function engineStep<H extends Hyperparams>(args: EngineArgs<H>): EngineOu
       const counter = before[first]!;
       const scalars = rows
         ? def.sparseStep!({ dtype, hp, params: params.subarray(from, to), grad: rows, shape: tensors[first]!.shape, slots, fresh, step: counter.step, scalars: { ...counter.scalars } })
-        : def.step({
+        : stepRun({
         dtype,
         hp,
         params: params.subarray(from, to),
@@ -228,7 +244,7 @@ export function engineStep<H extends Hyperparams>(args: EngineArgs<H>): EngineOu
       const { offset, size } = tensors[t]!;
       for (const [name, a] of [['params', params] as const, ...Object.entries(state.slots)]) {
         if (a === null || (name !== 'params' && !state.held[name]![t])) continue;
-        const at = firstNonFinite(a, offset, offset + size);
+        const at = firstBad(a, offset, offset + size);
         if (at >= 0) {
           if (saved) restore(params, state, saved);
           return { applied: false, gradNorm, nonFinite: { in: name, index: at } };
@@ -247,4 +263,47 @@ export function engineStep<H extends Hyperparams>(args: EngineArgs<H>): EngineOu
   }
   state.counters = counters;
   return { applied: true, gradNorm };
+}
+
+/** The groups the tensors are in (0: the top-level hyperparameters); the top-level set alone when there is no tensor. */
+export const usedGroups = (groupOf: readonly number[]): Set<number> => (groupOf.length === 0 ? new Set([0]) : new Set(groupOf));
+
+/**
+ * Brings `state`'s slots to what the groups keep, in place: a slot no used group keeps is dropped
+ * (as a PATCH that turns momentum off discards the buffer); a tensor whose group keeps an eager
+ * slot it does not hold gets the slot's initial value for its group (Adagrad's
+ * initial_accumulator_value, zeros elsewhere); a lazy slot (SGD's momentum_buffer, a clone of the
+ * first gradient) stays unheld until the step creates it. `allocate` gives a slot's array.
+ * torch creates state per parameter from its own group's settings, so a fresh state is this too.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function keepSlots(def: OptimizerDef<any>, hps: readonly Hyperparams[], groupOf: readonly number[], tensors: readonly TensorSpan[], state: TreeState, allocate: (slot: string) => FloatArray): void {
+  const used = usedGroups(groupOf);
+  for (const slot of def.slots) {
+    if (![...used].some((g) => slot.present(hps[g]!))) {
+      delete state.slots[slot.name];
+      delete state.held[slot.name];
+      continue;
+    }
+    let a = state.slots[slot.name] ?? null;
+    // No tensor at all: an eager slot exists all the same (an empty tree in answers and snapshots).
+    if (tensors.length === 0 && slot.initial(hps[0]!) !== null) a ??= allocate(slot.name);
+    const held = a ? (state.held[slot.name] ?? tensors.map(() => true)) : tensors.map(() => false);
+    for (let t = 0; t < tensors.length; t++) {
+      const hp = hps[groupOf[t]!]!;
+      if (held[t] || !slot.present(hp)) continue;
+      const initial = slot.initial(hp);
+      if (initial === null) continue;
+      a ??= allocate(slot.name);
+      a.subarray(tensors[t]!.offset, tensors[t]!.offset + tensors[t]!.size).fill(initial);
+      held[t] = true;
+    }
+    if (a && (held.some(Boolean) || tensors.length === 0)) {
+      state.slots[slot.name] = a;
+      state.held[slot.name] = held;
+    } else {
+      delete state.slots[slot.name];
+      delete state.held[slot.name];
+    }
+  }
 }

@@ -6,12 +6,12 @@ import type { Context } from 'hono';
 import { hostedArrays, maxHostedElements, type Limits } from '../../lib/config.ts';
 import type { AppEnv } from '../../lib/router.ts';
 import { scheduleOverflow, statelessLearningRate } from '../../lib/learning-rate.ts';
+import { groupHyperparams, groupOfTensors, withBaseLr, type ParamGroup } from '../../lib/param-groups.ts';
 import { timing } from '../../lib/observability.ts';
 import { ProblemError, fieldError, validationProblem } from '../../lib/problem.ts';
 import { parseLike, parseParams, withTensorProblems } from '../../lib/tensor-input.ts';
 import { zodFieldErrors } from '../../lib/validation.ts';
-import { engineStep, treeState, type Counter, type TreeState } from '../../optim/engine.ts';
-import { assignGroups } from '../../optim/groups.ts';
+import { engineStep, keepSlots, usedGroups, type Counter, type TreeState } from '../../optim/engine.ts';
 import type { SparseRows } from '../../optim/sparse.ts';
 import { initState, type Dtype, type FloatArray, type OptimizerDef } from '../../optim/optimizer.ts';
 import { OPTIMIZERS, optimizerDef } from '../../optim/registry.ts';
@@ -61,14 +61,7 @@ interface StepInput {
 }
 
 /** A parameter group as validated: its patterns and hyperparameter overrides. */
-type GroupInput = { params: string[] } & Record<string, unknown>;
-
-/** `spec` with every `lr` (the optimizer's lr in torch; each child's in a sequential schedule) set to `lr`. */
-function withBaseLr(spec: unknown, lr: number): unknown {
-  if (Array.isArray(spec)) return spec.map((s) => withBaseLr(s, lr));
-  if (spec === null || typeof spec !== 'object') return spec;
-  return Object.fromEntries(Object.entries(spec).map(([k, v]) => [k, k === 'lr' ? lr : withBaseLr(v, lr)]));
-}
+type GroupInput = ParamGroup;
 
 /**
  * The stateless step of `def`, `POST /v1/<name>/step`. With `dialect`, JSON state slots go by the
@@ -87,28 +80,7 @@ export function familyStepHandler(def: AnyDef, dialect?: JsonDialect) {
       throw validationProblem([fieldError(['hyperparams', 'lr'], 'must be omitted when a schedule sets the learning rate', input.hyperparams.lr)]);
     }
     // Groups: each tensor's group (0: the top-level hyperparameters, g + 1: param_groups[g]).
-    let groupOf = tensors.map(() => 0);
-    if (input.groups.length > 0) {
-      const assigned = assignGroups(
-        named.map((l) => l.name),
-        input.groups.map((g) => ({ params: g.params, overrides: {} })),
-      );
-      if ('error' in assigned) {
-        const e = assigned.error;
-        const where = [...input.groupsPath, e.group, 'params', e.pattern];
-        throw validationProblem([
-          e.kind === 'no-match'
-            ? fieldError(where, `matches no tensor (the tensors are ${named.slice(0, 20).map((l) => JSON.stringify(l.name)).join(', ')}${named.length > 20 ? ', …' : ''})`, e.text)
-            : fieldError(where, `names tensor "${e.tensor}", which param_groups[${e.other}] names too: a tensor belongs to one group`, e.text),
-        ]);
-      }
-      groupOf = assigned.groupOf.map((g) => g + 1);
-    }
-    // The top-level set is checked whatever uses it (torch validates the constructor's defaults);
-    // its required ones (SGD's lr) only when a tensor uses it, or when there is no tensor at all.
-    const tensorGroups = new Set(groupOf);
-    const topChecked = tensorGroups.has(0) || tensors.length === 0;
-    const used = new Set([0, ...tensorGroups]);
+    const groupOf = groupOfTensors(named.map((l) => l.name), input.groups, input.groupsPath);
     const step = input.sent?.step ?? 0;
     const top = input.hyperparams;
     const lrOf = (groupLr: number | undefined): number => {
@@ -118,35 +90,23 @@ export function familyStepHandler(def: AnyDef, dialect?: JsonDialect) {
       if (!Number.isFinite(lr)) throw scheduleOverflow(step, lr);
       return lr;
     };
-    const groupHp: Hp[] = [];
-    for (let g = 0; g <= input.groups.length; g++) {
-      const { params: _names, ...overrides } = g === 0 ? { params: [] } : input.groups[g - 1]!;
-      const merged = { ...top, ...Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined)) };
-      const where = (k: string) => (g === 0 ? ['hyperparams', k] : [...input.groupsPath, g - 1, k]);
-      if (g === 0 ? topChecked : used.has(g)) {
-        const missing = Object.entries(def.hyperparams).filter(([k, d]) => d.type === 'number' && d.default === undefined && merged[k] === undefined && !(k === 'lr' && input.schedule));
-        if (missing.length > 0) {
-          throw validationProblem(missing.map(([k]) => fieldError(where(k), `is required: ${def.torch} has no default ${k} (or send a schedule)`)));
-        }
-      }
-      const hp = { ...merged, lr: lrOf(g === 0 ? undefined : (overrides as Record<string, number | undefined>).lr) } as Hp;
-      const rule = used.has(g) ? def.check?.(hp) : null;
-      if (rule) throw validationProblem([fieldError(where(rule.field), rule.message, hp[rule.field])]);
-      groupHp.push(hp);
-    }
+    const groupHp: Hp[] = groupHyperparams({
+      def,
+      top,
+      groups: input.groups,
+      groupOf,
+      scheduled: input.schedule !== undefined,
+      lrOf,
+      where: (g, k) => (g === 0 ? ['hyperparams', k] : [...input.groupsPath, g - 1, k]),
+      orElse: 'or send a schedule',
+    });
     if (def.checkShape) {
       for (const t of tensors) {
         const message = def.checkShape(t.shape);
         if (message) throw validationProblem([fieldError(['params', ...t.path], message, `[${t.shape.join(', ')}]`)]);
       }
-      input.sparse.forEach((rows, i) => {
-        const bad = rows ? rows.values.findIndex((x) => x - x !== 0) : -1;
-        if (bad < 0) return;
-        const where = format === 'json' ? ['grads', ...tensors[i]!.path, 'values'] : ['safetensors', `grads.values/${named[i]!.name}`];
-        throw validationProblem([fieldError([...where, bad], `is ${rows!.values[bad]}: every value must be finite (or set hyperparams.nonfinite to "skip")`, String(rows!.values[bad]))]);
-      });
     }
-    const state = checkedState(def, groupHp.filter((_, g) => tensorGroups.has(g) || (g === 0 && tensors.length === 0)), dtype, layout, params.length, input, named);
+    const state = checkedState(def, groupHp, groupOf, dtype, layout, params.length, input, named);
 
     const t = timing(c);
     t.lap('decode');
@@ -190,6 +150,12 @@ export function familyStepHandler(def: AnyDef, dialect?: JsonDialect) {
         const where = pathOfIndex(layout, i);
         throw validationProblem([fieldError([...(format === 'json' ? ['grads'] : ['safetensors', 'grads']), ...where], `is ${x}: every value must be finite (or set hyperparams.nonfinite to "skip")`, String(x))]);
       }
+      input.sparse.forEach((rows, i) => {
+        const bad = rows ? rows.values.findIndex((x) => x - x !== 0) : -1;
+        if (bad < 0) return;
+        const where = format === 'json' ? ['grads', ...tensors[i]!.path, 'values'] : ['safetensors', `grads.values/${named[i]!.name}`];
+        throw validationProblem([fieldError([...where, bad], `is ${rows!.values[bad]}: every value must be finite (or set hyperparams.nonfinite to "skip")`, String(rows!.values[bad]))]);
+      });
     }
     const outcome = t.phase('kernel', () =>
       engineStep({
@@ -272,18 +238,15 @@ export function familyStepHandler(def: AnyDef, dialect?: JsonDialect) {
  * one (SGD's momentum_buffer) may be absent or null per tensor; scalars are required; second
  * moments are >= 0; per-tensor counters name tensors that exist.
  */
-function checkedState(def: AnyDef, hps: Hp[], dtype: Dtype, layout: TensorLayout, n: number, input: StepInput, named: NamedLeaf[]): TreeState {
+function checkedState(def: AnyDef, groupHp: Hp[], groupOf: readonly number[], dtype: Dtype, layout: TensorLayout, n: number, input: StepInput, named: NamedLeaf[]): TreeState {
   const { sent, statePath: path } = input;
+  // The hyperparameters of the groups a tensor is in (the top-level set alone without tensors).
+  const hps = [...usedGroups(groupOf)].sort((a, b) => a - b).map((g) => groupHp[g]!);
   const keeps = (slot: AnyDef['slots'][number]) => hps.some((hp) => slot.present(hp));
-  const fresh = initState(def, hps[0] ?? {}, dtype, n);
-  for (const slot of def.slots) {
-    if (fresh.slots[slot.name] === undefined && keeps(slot)) {
-      const initial = slot.initial(hps.find((hp) => slot.present(hp))!);
-      fresh.slots[slot.name] = initial === null ? null : (dtype === 'float32' ? new Float32Array(n) : new Float64Array(n)).fill(initial);
-    }
-    if (!keeps(slot)) delete fresh.slots[slot.name];
-  }
-  const state = treeState(fresh, named.length);
+  // Fresh: each tensor gets the eager slots its own group keeps, with that group's initial value
+  // (torch creates a parameter's state from its group's settings: Adagrad's initial_accumulator_value).
+  const state: TreeState = { step: 0, scalars: initState(def, hps[0] ?? {}, dtype, 0).scalars, slots: {}, held: {}, counters: new Map() };
+  keepSlots(def, groupHp, groupOf, leaves(layout), state, () => (dtype === 'float32' ? new Float32Array(n) : new Float64Array(n)));
   if (sent === null) return state;
   state.step = sent.step;
   // The slots every configuration keeps come together, whatever the step: half a state is a mistake.
