@@ -257,6 +257,8 @@ describe('what torch refuses with a sparse gradient', () => {
       expect(r.status).toBe(200);
       expect(r.body.description).toMatch(/\{"indices": \[\.\.\.\], "values": \[\[row\], \.\.\.\]\}/);
     }
+    const all = (await getJson('/v1/algorithms')).body.algorithms as Array<{ name: string; sparse_gradients: string }>;
+    expect(Object.fromEntries(all.filter((a) => a.sparse_gradients !== 'no').map((a) => [a.name, a.sparse_gradients]))).toEqual({ sgd: 'also', adagrad: 'also', sparse_adam: 'only' });
   });
 });
 

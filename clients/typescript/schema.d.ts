@@ -1317,6 +1317,12 @@ export interface components {
              * @example /v1/sgd/step
              */
             step_route: string;
+            /**
+             * @description Whether its stateless step takes sparse (row) gradients, as torch's optimizer does: `no`, `also` (beside dense ones: SGD, Adagrad), or `only` (SparseAdam).
+             * @example also
+             * @enum {string}
+             */
+            sparse_gradients: "no" | "also" | "only";
             /** @description Hyperparameters by torch's name, in torch's order. */
             hyperparams: {
                 [key: string]: components["schemas"]["HyperparamInfo"];

@@ -516,6 +516,7 @@ export function describeAlgorithm(def: AnyDef, limits: Limits) {
     torch: def.torch,
     description: def.description,
     step_route: def.name === 'adam' ? '/v1/adam/step' : `/v1/${def.name}/step`,
+    sparse_gradients: def.sparse ?? 'no',
     hyperparams: Object.fromEntries(
       Object.entries(def.hyperparams).map(([k, d]) => {
         const bounds =
