@@ -1,0 +1,334 @@
+"""adam_api.torch.HostedOptimizer against torch 1.13's own optimizers and LR schedulers, bit for bit at
+every step: a small MLP trained side by side, one copy with torch.optim (foreach=False, one thread,
+float32), the other with a hosted optimizer of a running adam-api (ADAM_API_URL)."""
+
+import copy
+import io
+import math
+import unittest
+import warnings
+
+from adam_api import AdamApi, ValidationError
+
+from _support import BASE_URL, need_server, need_torch, torch
+
+STEPS = 12
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+
+
+def batches(n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(16, 4, generator=g), torch.randn(16, 3, generator=g)) for _ in range(n)]
+
+
+def warmup_cosine(warmup, total):
+    """Hugging Face's get_cosine_schedule_with_warmup lambda (num_cycles=0.5), for torch's LambdaLR."""
+    def lr_lambda(k):
+        if k < warmup:
+            return float(k) / float(max(1, warmup))
+        progress = float(k - warmup) / float(max(1, total - warmup))
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * float(0.5) * 2.0 * progress)))
+    return lr_lambda
+
+
+def bits(t):
+    t = t.detach()
+    return t.view(torch.int32 if t.dtype == torch.float32 else torch.int64)
+
+
+@need_server
+@need_torch
+class HostedOptimizerTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        torch.set_num_threads(1)
+        warnings.filterwarnings("ignore", "The epoch parameter", UserWarning)  # SequentialLR's own call
+        cls.api = AdamApi(BASE_URL)
+        cls.made = []
+
+    @classmethod
+    def tearDownClass(cls):
+        for opt in cls.made:
+            try:
+                opt.delete()
+            except Exception:  # noqa: BLE001 - gone already
+                pass
+
+    def hosted(self, params, **kw):
+        from adam_api.torch import HostedOptimizer
+
+        opt = HostedOptimizer(params, client=self.api, **kw)
+        self.made.append(opt)
+        return opt
+
+    def assert_same(self, a, b, what):
+        for (name, p), q in zip(a.named_parameters(), b.parameters()):
+            self.assertTrue(torch.equal(bits(p), bits(q)), f"{what}: {name} differs: {p.flatten()[:4].tolist()} vs {q.flatten()[:4].tolist()}")
+
+    def train(self, pairs, data, what, schedulers=(), lrs=None, plateau=None):
+        """Steps every (model, optimizer) pair on the same batches; after each step the models must hold
+        the same bits. lrs: (hosted optimizer, local optimizer) whose applied rates must agree."""
+        for k, (x, y) in enumerate(data):
+            losses = []
+            applied = lrs[1].param_groups[0]["lr"] if lrs else None
+            for model, opt in pairs:
+                opt.zero_grad()
+                loss = torch.nn.functional.mse_loss(model(x), y)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            for s in schedulers:
+                s.step(losses[0]) if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau) else s.step()
+            for model, _ in pairs[1:]:
+                self.assert_same(pairs[0][0], model, f"{what}, step {k + 1}")
+            self.assertEqual(len(set(losses)), 1, f"{what}, step {k + 1}: losses {losses}")
+            if lrs:
+                self.assertEqual(lrs[0].last_lr, applied, f"{what}, step {k + 1}: the hosted rate")
+
+    # -- Adam / AdamW with a warm-up and a cosine ------------------------------------------------
+
+    def test_adam_with_a_linear_warmup_and_cosine_equals_torch_sequential_lr(self):
+        local_model, hosted_model = mlp(), mlp()
+        lr, warm, total = 0.02, 4, 16
+        local = torch.optim.Adam(local_model.parameters(), lr=lr, betas=(0.85, 0.995), weight_decay=0.01, amsgrad=True, foreach=False)
+        sched = torch.optim.lr_scheduler.SequentialLR(local, [
+            torch.optim.lr_scheduler.LinearLR(local, start_factor=0.1, total_iters=warm),
+            torch.optim.lr_scheduler.CosineAnnealingLR(local, T_max=total - warm, eta_min=1e-4),
+        ], milestones=[warm])
+        schedule = {"type": "sequential", "milestones": [warm], "schedules": [
+            {"type": "linear", "lr": lr, "start_factor": 0.1, "total_steps": warm},
+            {"type": "cosine", "lr": lr, "total_steps": total - warm, "min_lr": 1e-4},
+        ]}
+        hosted = self.hosted(hosted_model.named_parameters(), optimizer="adam", lr=lr, betas=(0.85, 0.995), weight_decay=0.01, amsgrad=True, schedule=schedule)
+        self.train([(local_model, local), (hosted_model, hosted)], batches(total + 4), "Adam + SequentialLR(LinearLR, CosineAnnealingLR)", [sched], lrs=(hosted, local))
+        self.assertEqual(hosted.step_count, total + 4)
+
+    def test_adamw_with_warmup_cosine_equals_torch_lambda_lr(self):
+        lr, warm, total = 3e-3, 3, 15
+        for name, extra in (("adam", {"decoupled_weight_decay": True}), ("adamw", {})):
+            with self.subTest(optimizer=name):
+                local_model, hosted_model = mlp(1), mlp(1)
+                local = torch.optim.AdamW(local_model.parameters(), lr=lr, weight_decay=0.05, foreach=False)
+                sched = torch.optim.lr_scheduler.LambdaLR(local, warmup_cosine(warm, total))
+                hosted = self.hosted(hosted_model.named_parameters(), optimizer=name, lr=lr, weight_decay=0.05, **extra,
+                                     schedule={"type": "warmup_cosine", "lr": lr, "warmup_steps": warm, "total_steps": total})
+                self.train([(local_model, local), (hosted_model, hosted)], batches(total), f"{name} + LambdaLR(warm-up cosine)", [sched], lrs=(hosted, local))
+
+    def test_a_torch_lr_scheduler_can_drive_the_hosted_rate(self):
+        local_model, hosted_model = mlp(2), mlp(2)
+        local = torch.optim.AdamW(local_model.parameters(), lr=0.01, foreach=False)
+        hosted = self.hosted(hosted_model.named_parameters(), optimizer="adamw", lr=0.01)
+        scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=8, eta_min=1e-3) for o in (local, hosted)]
+        self.train([(local_model, local), (hosted_model, hosted)], batches(STEPS), "AdamW + CosineAnnealingLR on both", scheds, lrs=(hosted, local))
+        # The scheduler's last rate goes with the next step; the service holds the one applied last.
+        self.assertEqual(hosted.remote.info()["hyperparams"]["lr"], hosted.last_lr)
+
+    # -- SGD ------------------------------------------------------------------------------------
+
+    def test_sgd_with_momentum_and_param_groups(self):
+        local_model, hosted_model = mlp(3), mlp(3)
+        def groups(model, named):
+            ps = list(model.named_parameters())
+            pick = lambda want: [(n, p) if named else p for n, p in ps if n.endswith(want)]  # noqa: E731
+            return [{"params": pick("weight"), "weight_decay": 1e-3}, {"params": pick("bias"), "lr": 0.05, "momentum": 0.5, "dampening": 0.1}]
+        local = torch.optim.SGD(groups(local_model, False), lr=0.1, momentum=0.9, foreach=False)
+        try:
+            hosted = self.hosted(groups(hosted_model, True), optimizer="sgd", lr=0.1, momentum=0.9)
+        except ValidationError as err:
+            if any(f.startswith("param_groups") for f in err.fields):
+                self.skipTest(f"this server's hosted optimizers do not take param_groups yet (POST /v1/optimizers: {err.detail})")
+            raise
+        self.train([(local_model, local), (hosted_model, hosted)], batches(STEPS), "SGD with two param groups")
+        sd = hosted.state_dict()
+        self.assertEqual([g["lr"] for g in sd["param_groups"]], [0.1, 0.05])
+        self.assertEqual([g["params"] for g in sd["param_groups"]], [g["params"] for g in local.state_dict()["param_groups"]])
+
+    def test_sgd_with_nesterov_momentum_and_a_plateau_schedule_fed_by_the_closure(self):
+        local_model, hosted_model = mlp(4), mlp(4)
+        local = torch.optim.SGD(local_model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3, foreach=False)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(local, factor=0.5, patience=1, threshold=0.05)
+        hosted = self.hosted(hosted_model.named_parameters(), optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3,
+                             schedule={"type": "reduce_on_plateau", "lr": 0.1, "factor": 0.5, "patience": 1, "threshold": 0.05})
+        lrs = set()
+        for k, (x, y) in enumerate(batches(STEPS)):
+            def closure(model=hosted_model, x=x, y=y):
+                hosted.zero_grad()
+                loss = torch.nn.functional.mse_loss(model(x), y)
+                loss.backward()
+                return loss
+            local.zero_grad()
+            local_loss = torch.nn.functional.mse_loss(local_model(x), y)
+            local_loss.backward()
+            applied = local.param_groups[0]["lr"]
+            local.step()
+            sched.step(local_loss.item())
+            returned = hosted.step(closure)
+            self.assertIsInstance(returned, torch.Tensor, "step(closure) returns the closure's loss")
+            self.assertEqual(returned.item(), local_loss.item())
+            self.assert_same(local_model, hosted_model, f"SGD nesterov + ReduceLROnPlateau, step {k + 1}")
+            self.assertEqual(hosted.last_lr, applied)
+            lrs.add(applied)
+        self.assertGreater(len(lrs), 2, f"the plateau schedule lowered the rate: {sorted(lrs)}")
+        losses = [e["loss"] for e in hosted.remote.history()["entries"]]
+        self.assertEqual(len(losses), STEPS)
+
+    # -- resuming ---------------------------------------------------------------------------------
+
+    def test_resume_from_a_local_checkpoint_and_back(self):
+        lr, warm, total, split = 0.01, 3, 14, 6
+        data = batches(total)
+        local_model = mlp(5)
+        local = torch.optim.AdamW(local_model.parameters(), lr=lr, weight_decay=0.02, amsgrad=True, foreach=False)
+        sched = torch.optim.lr_scheduler.LambdaLR(local, warmup_cosine(warm, total))
+        self.train([(local_model, local)], data[:split], "local", [sched])
+        buffer = io.BytesIO()
+        torch.save({"model": local_model.state_dict(), "optimizer": local.state_dict()}, buffer)
+        buffer.seek(0)
+        ckpt = torch.load(buffer)
+
+        # torch -> adam-api: a new process loads the checkpoint into a model and a hosted optimizer.
+        hosted_model = mlp(99)
+        hosted = self.hosted(hosted_model.named_parameters(), optimizer="adamw", lr=lr, weight_decay=0.02, amsgrad=True,
+                             schedule={"type": "warmup_cosine", "lr": lr, "warmup_steps": warm, "total_steps": total})
+        hosted_model.load_state_dict(ckpt["model"])
+        hosted.load_state_dict(ckpt["optimizer"])
+        self.assertEqual(hosted.step_count, split)
+        self.train([(local_model, local), (hosted_model, hosted)], data[split:split + 4], "resumed on adam-api", [sched], lrs=(hosted, local))
+
+        # adam-api -> torch: the hosted state_dict into a local AdamW with its LambdaLR where it was.
+        back_model = copy.deepcopy(hosted_model)
+        back = torch.optim.AdamW(back_model.parameters(), lr=lr, weight_decay=0.02, amsgrad=True, foreach=False)
+        back.load_state_dict(hosted.state_dict())
+        back_sched = torch.optim.lr_scheduler.LambdaLR(back, warmup_cosine(warm, total), last_epoch=split + 4 - 1)
+        self.assertEqual(back.param_groups[0]["lr"], local.param_groups[0]["lr"])
+        self.train([(local_model, local), (back_model, back), (hosted_model, hosted)], data[split + 4:], "back in torch", [sched, back_sched])
+
+    def test_a_state_dict_moves_between_hosted_optimizers(self):
+        model = mlp(6)
+        a = self.hosted(model.named_parameters(), optimizer="rmsprop", lr=0.01, momentum=0.5, centered=True)
+        self.train([(model, a)], batches(3), "first")
+        other = copy.deepcopy(model)
+        b = self.hosted(other.named_parameters(), optimizer="rmsprop", lr=0.5)
+        b.load_state_dict(a.state_dict())
+        self.assertEqual((b.step_count, b.param_groups[0]["lr"], b.param_groups[0]["centered"]), (3, 0.01, True))
+        self.train([(model, a), (other, b)], batches(3, seed=7), "a's state_dict in b")
+
+    def test_attach_from_another_process(self):
+        local_model, hosted_model = mlp(7), mlp(7)
+        local = torch.optim.NAdam(local_model.parameters(), lr=0.01, foreach=False)
+        hosted = self.hosted(hosted_model.named_parameters(), optimizer="nadam", lr=0.01)
+        data = batches(6)
+        self.train([(local_model, local), (hosted_model, hosted)], data[:3], "before attach")
+        from adam_api.torch import HostedOptimizer
+
+        other_model = mlp(123)  # another process: a fresh model, the hosted state pulled into it
+        other = HostedOptimizer.attach(hosted.id, hosted.token, other_model.named_parameters(), base_url=BASE_URL)
+        self.assert_same(local_model, other_model, "attached")
+        self.assertEqual((other.step_count, other.param_groups[0]["lr"], other.param_groups[0]["betas"]), (3, 0.01, (0.9, 0.999)))
+        self.train([(local_model, local), (other_model, other)], data[3:], "after attach")
+        with self.assertRaises(ValueError):
+            HostedOptimizer.attach(hosted.id, hosted.token, torch.nn.Linear(2, 2).named_parameters(), base_url=BASE_URL)
+
+    def test_params_changed_in_place_are_uploaded_and_a_step_without_gradients_does_nothing(self):
+        local_model, hosted_model = mlp(8), mlp(8)
+        local = torch.optim.Adagrad(local_model.parameters(), lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1, foreach=False)
+        hosted = self.hosted(hosted_model.named_parameters(), optimizer="adagrad", lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1)
+        self.train([(local_model, local), (hosted_model, hosted)], batches(2), "before")
+        fresh = mlp(9).state_dict()
+        local_model.load_state_dict(fresh)
+        hosted_model.load_state_dict(fresh)
+        self.train([(local_model, local), (hosted_model, hosted)], batches(2, seed=3), "after load_state_dict into the model")
+        hosted.zero_grad(set_to_none=True)
+        self.assertIsNone(hosted.step())
+        self.assertEqual(hosted.remote.info()["step"], 4)
+
+    # -- every optimizer ------------------------------------------------------------------------
+
+    def test_every_optimizer_with_torch_keywords_and_its_state_dict(self):
+        cases = [
+            ("adam", torch.optim.Adam, {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6, "amsgrad": True, "maximize": True}),
+            ("adamw", torch.optim.AdamW, {"lr": 0.01, "weight_decay": 0.1}),
+            ("sgd", torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "dampening": 0.2, "weight_decay": 0.01}),
+            ("rmsprop", torch.optim.RMSprop, {"lr": 0.01, "alpha": 0.9, "momentum": 0.3, "centered": True}),
+            ("adagrad", torch.optim.Adagrad, {"lr": 0.1, "lr_decay": 0.01, "eps": 1e-8}),
+            ("adamax", torch.optim.Adamax, {"lr": 0.02, "betas": (0.9, 0.99), "weight_decay": 0.01}),
+            ("nadam", torch.optim.NAdam, {"lr": 0.01, "momentum_decay": 0.01}),
+            ("radam", torch.optim.RAdam, {"lr": 0.01, "weight_decay": 0.01}),
+            ("adadelta", torch.optim.Adadelta, {"lr": 0.5, "rho": 0.8}),
+        ]
+        for name, cls, kw in cases:
+            with self.subTest(optimizer=name):
+                local_model, hosted_model = mlp(10), mlp(10)
+                local = cls(local_model.parameters(), foreach=False, **kw)
+                hosted = self.hosted(hosted_model.named_parameters(), optimizer=name, **kw)
+                self.assertEqual({k: hosted.param_groups[0][k] for k in kw}, kw)
+                data = batches(6, seed=11)
+                self.train([(local_model, local), (hosted_model, hosted)], data[:4], name)
+                mine, theirs = hosted.state_dict(), local.state_dict()
+                self.assertEqual(sorted(mine["state"]), sorted(theirs["state"]))
+                for i, expected in theirs["state"].items():
+                    for key, value in expected.items():
+                        got = mine["state"][i][key]
+                        if isinstance(value, torch.Tensor):
+                            self.assertEqual(got.dtype, value.dtype, f"{name} state[{i}][{key}]")
+                            self.assertTrue(torch.equal(bits(got), bits(value)), f"{name} state[{i}][{key}]")
+                        else:
+                            self.assertEqual(got, value, f"{name} state[{i}][{key}]")
+                for key, value in theirs["param_groups"][0].items():
+                    if key not in ("foreach", "params"):
+                        self.assertEqual(mine["param_groups"][0][key], value, f"{name} param_groups[0][{key}]")
+                back_model = copy.deepcopy(hosted_model)
+                back = cls(back_model.parameters(), foreach=False, **kw)
+                back.load_state_dict(mine)
+                self.train([(local_model, local), (back_model, back), (hosted_model, hosted)], data[4:], f"{name} back in torch")
+
+    def test_lion_steps_as_the_stateless_route_does(self):
+        model = mlp(12)
+        hosted = self.hosted(model.named_parameters(), optimizer="lion", lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+        params = {n: p.detach().tolist() for n, p in model.named_parameters()}
+        state = None
+        for x, y in batches(3):
+            hosted.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            grads = {n: p.grad.tolist() for n, p in model.named_parameters()}
+            hosted.step()
+            out = self.api.step(params, grads, state=state, hyperparams={"lr": 1e-3, "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.1}, optimizer="lion")
+            params, state = out["params"], out["state"]
+            self.assertEqual({n: p.detach().tolist() for n, p in model.named_parameters()}, params)
+        self.assertEqual(sorted(hosted.state_dict()["state"][0]), ["exp_avg"])
+
+    def test_frozen_parameters_are_left_alone_as_torch_does(self):
+        local_model, hosted_model = mlp(13), mlp(13)
+        for m in (local_model, hosted_model):
+            m[0].bias.requires_grad_(False)  # never gets a .grad
+        local = torch.optim.Adam(local_model.parameters(), lr=0.01, foreach=False)
+        hosted = self.hosted(hosted_model.named_parameters(), optimizer="adam", lr=0.01)
+        try:
+            self.train([(local_model, local), (hosted_model, hosted)], batches(4), "a frozen bias")
+        except ValidationError as err:
+            if any(f.startswith("grads") for f in err.fields) and "null" in (err.detail or "") + str(err.errors):
+                self.skipTest(f"this server's hosted optimizers do not take null (frozen) gradients yet: {err.detail}")
+            raise
+
+    def test_what_a_hosted_optimizer_refuses(self):
+        from adam_api.torch import HostedOptimizer
+
+        model = mlp(14)
+        with self.assertRaises(ValueError):
+            HostedOptimizer(model.named_parameters(), client=self.api, foreach=True)
+        with self.assertRaises(TypeError):
+            HostedOptimizer(model.half().named_parameters(), client=self.api)
+        with self.assertRaises(ValidationError) as caught:
+            HostedOptimizer(mlp().named_parameters(), client=self.api, optimizer="sgd", momentum=0.9)  # SGD's lr is required
+        self.assertIn("hyperparams.lr", caught.exception.fields)
+        hosted = self.hosted(mlp().named_parameters(), lr=0.01)
+        with self.assertRaises(NotImplementedError):
+            hosted.add_param_group({"params": [torch.zeros(2, requires_grad=True)]})
+
+
+if __name__ == "__main__":
+    unittest.main()
