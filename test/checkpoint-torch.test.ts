@@ -1,5 +1,5 @@
 // Checkpoints made by real torch (test/fixtures/checkpoint: generate.py trains with torch 1.13's
-// Adam/AdamW and exports with examples/python/checkpoint.py's from_torch), restored through
+// Adam/AdamW and exports with adam_api.checkpoint's from_torch, clients/python), restored through
 // PUT /state and stepped with the gradients torch was fed next. At every step the params, moments
 // and lr must be torch's: float32 bit for bit; float64 within 1e-12 of scale, and bit for bit too.
 // The checkpoint GET /state returns must have the fixture's tensor names, dtypes, shapes and the

@@ -206,6 +206,25 @@ def state_from_checkpoint(tensors: Mapping[str, wire.Tensor], metadata: Mapping[
     return state
 
 
+def _fresh_slots(optimizer: str, hyperparams: Mapping[str, Any]) -> List[str]:
+    """The slots torch creates at a parameter's first step, by torch's names (scalars included)."""
+    hp = hyperparams
+    slots = {"adam": ["exp_avg", "exp_avg_sq"], "adamw": ["exp_avg", "exp_avg_sq"], "adamax": ["exp_avg", "exp_inf"],
+             "nadam": ["mu_product", "exp_avg", "exp_avg_sq"], "radam": ["exp_avg", "exp_avg_sq"],
+             "rmsprop": ["square_avg"], "adadelta": ["square_avg", "acc_delta"],
+             "sparse_adam": ["exp_avg", "exp_avg_sq"]}.get(optimizer, [])
+    if optimizer in ("adam", "adamw") and hp.get("amsgrad"):
+        slots = slots + ["max_exp_avg_sq"]
+    if optimizer == "rmsprop":
+        slots = slots + (["momentum_buffer"] if hp.get("momentum", 0) > 0 else []) + (["grad_avg"] if hp.get("centered") else [])
+    return slots
+
+
+def _floats(hyperparams: Mapping[str, Any]) -> Dict[str, Any]:
+    """Numbers as floats (torch's defaults mix 0 and 0.0), but for the integer ones (Muon's ns_steps)."""
+    return {k: float(v) if isinstance(v, int) and not isinstance(v, bool) and k != "ns_steps" else v for k, v in hyperparams.items()}
+
+
 def checkpoint_from_state(
     optimizer: str,
     named: Sequence[Tuple[str, "torch.Tensor"]],
@@ -228,10 +247,13 @@ def checkpoint_from_state(
         raise ValueError(f"adam-api keeps all params in one dtype, float32 or float64; these are {sorted(map(str, dtypes))}")
     dtype = dtypes.pop()
     states = [dict(state.get(i) or {}) for i in range(len(named))]
+    fresh = not any(states) and optimizer not in _NO_STEPS
+    if fresh:  # torch has not stepped: the zeros it starts from, step 0
+        states = [{"step": 0, **{slot: None for slot in _fresh_slots(optimizer, hyperparams)}} for _ in named]
     slots: List[str] = []
     for s in states:
-        for key, value in s.items():
-            if key != "step" and key not in _SCALARS and value is not None and key not in slots:
+        for key in s:
+            if key != "step" and key not in _SCALARS and key not in slots and (fresh or s[key] is not None):
                 slots.append(key)
     tensors: Dict[str, "torch.Tensor"] = {}
     for name, p in named:
@@ -239,37 +261,36 @@ def checkpoint_from_state(
     for slot in slots:
         for (name, p), s in zip(named, states):
             value = s.get(slot)
-            if value is None and not s and optimizer not in _NO_STEPS:
+            if value is None and (fresh or not s) and optimizer not in _NO_STEPS:
                 value = torch.zeros_like(p)  # not stepped yet: what torch starts from
             if value is not None:  # else its group keeps no such slot (torch's None)
                 tensors[f"{slot}/{name}"] = value.detach().to(device="cpu", dtype=dtype)
     steps = [float(_number(s.get("step", 0))) for s in states]
-    if optimizer not in _NO_STEPS and any(s for s in states):
+    if optimizer not in _NO_STEPS:
         kind = torch.float64 if optimizer in _INT_STEPS else torch.float32
         for (name, _), value in zip(named, steps):
             tensors[f"step/{name}"] = torch.tensor(value, dtype=kind)
     for scalar, initial in _SCALARS.items():
         if any(scalar in s for s in states):
             for (name, _), s in zip(named, states):
-                tensors[f"{scalar}/{name}"] = torch.tensor(float(_number(s.get(scalar, initial))), dtype=torch.float32)
-    metadata: Dict[str, str] = {
-        "optimizer": optimizer,
-        "dtype": str(dtype).replace("torch.", ""),
-        "hyperparams": json.dumps(dict(hyperparams)),
-        "schedule": json.dumps(schedule),
-        # The storage order adam-api gives the tensors (raw bodies follow it): the order given here.
-        "layout": json.dumps([name for name, _ in named]),
-    }
-    if param_groups:
-        metadata["param_groups"] = json.dumps(param_groups)
-    if scheduler_state is not None:
-        metadata["scheduler_state"] = json.dumps(scheduler_state)
+                value = s.get(scalar)
+                tensors[f"{scalar}/{name}"] = torch.tensor(float(_number(initial if value is None else value)), dtype=torch.float32)
+    metadata: Dict[str, str] = {}
     if optimizer in _NO_STEPS:
         metadata["step"] = str(int(step or 0))
-    elif not any(s for s in states):
-        metadata["step"] = "0"  # torch has not stepped: a fresh state
     elif len(set(steps)) == 1 and steps[0] == int(steps[0]):
         metadata["step"] = str(int(steps[0]))
+    if optimizer != "adam":  # absent means adam, as in checkpoints made before other optimizers
+        metadata["optimizer"] = optimizer
+    metadata["dtype"] = str(dtype).replace("torch.", "")
+    metadata["hyperparams"] = json.dumps(_floats(hyperparams))
+    metadata["schedule"] = json.dumps(schedule)
+    if param_groups:
+        metadata["param_groups"] = json.dumps([_floats(g) for g in param_groups])
+    if scheduler_state is not None:
+        metadata["scheduler_state"] = json.dumps(scheduler_state)
+    # The storage order adam-api gives the tensors (raw bodies follow it): the order given here.
+    metadata["layout"] = json.dumps([name for name, _ in named])
     return save(tensors, metadata)
 
 
@@ -357,12 +378,12 @@ def from_torch(model: "torch.nn.Module", optimizer: "torch.optim.Optimizer", sch
     state = {index[id(p)]: optimizer.state[p] for g in optimizer.param_groups for p in g["params"] if optimizer.state.get(p)}
     names_of = [[named[index[id(p)]][0] for p in g["params"]] for g in optimizer.param_groups]
     hyperparams, groups = groups_to_api(optimizer.param_groups, names_of)
-    if name == "adam" and cls_name == "adamw":
-        hyperparams["decoupled_weight_decay"] = True
-        for g in groups:
-            g.pop("decoupled_weight_decay", None)
-    if name == "adam" and cls_name == "adam":
-        hyperparams.setdefault("decoupled_weight_decay", False)
-    if name != "adam":
-        hyperparams.pop("decoupled_weight_decay", None)
+    for g in groups:
+        g.pop("decoupled_weight_decay", None)
+    hyperparams.pop("decoupled_weight_decay", None)
+    if name == "adam":  # Adam's own hyperparameters, in its order: AdamW is its decoupled_weight_decay
+        keys = list(hyperparams)
+        at = keys.index("weight_decay") + 1 if "weight_decay" in keys else len(keys)
+        items = list(hyperparams.items())
+        hyperparams = dict(items[:at] + [("decoupled_weight_decay", cls_name == "adamw")] + items[at:])
     return checkpoint_from_state(name, named, state, hyperparams, groups or None, schedule)
