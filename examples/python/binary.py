@@ -7,8 +7,8 @@ Creates an optimizer by shapes, uploads its params in raw parts, fits a small li
 (y = W x + b) by stepping with raw float32 gradients, reads the params raw, and moves the state
 to a second optimizer through a safetensors checkpoint, checking each answer (a twin stepped
 with JSON must hold the very same bits). With numpy, the same through np.frombuffer / astype.
-With torch, the checkpoint goes into torch (checkpoint.to_torch), training goes on there and on
-the server side by side, bit for bit, and comes back (checkpoint.from_torch).
+With torch, the checkpoint goes into torch (adam_api.checkpoint.to_torch), training goes on there and on
+the server side by side, bit for bit, and comes back (adam_api.checkpoint.from_torch).
 Exits with status 1 (and says why) if an answer is not what adam-api documents.
 """
 
@@ -22,7 +22,8 @@ import random
 import struct
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The package in this repository (clients/python); pip install ./clients/python makes this line unneeded.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "clients", "python"))
 from adam_api import AdamApi, AdamApiError  # noqa: E402
 
 SHAPES = {"fc.weight": [3, 4], "fc.bias": [3]}  # layout order: the weight's 12 elements, then the bias's 3
@@ -65,7 +66,7 @@ def loss_and_grads(flat, xs, ys):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base-url", default=os.environ.get("ADAM_API", "http://localhost:8787"))
+    parser.add_argument("--base-url", default=os.environ.get("ADAM_API_URL") or os.environ.get("ADAM_API") or "http://localhost:8787")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--require-torch", action="store_true", help="fail instead of skipping the torch part when torch is missing")
     args = parser.parse_args(argv)
@@ -161,7 +162,7 @@ def main(argv=None) -> int:
 
 def torch_roundtrip(api, opt, xs, ys, torch):
     """The server's checkpoint into torch; torch and the server go on side by side; back with from_torch."""
-    from checkpoint import from_torch, load, to_torch
+    from adam_api.checkpoint import from_torch, load, to_torch
 
     torch.set_num_threads(1)
     model = torch.nn.ModuleDict({"fc": torch.nn.Linear(4, 3)})  # parameter names fc.weight, fc.bias

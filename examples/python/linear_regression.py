@@ -18,7 +18,8 @@ import random
 import sys
 import uuid
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The package in this repository (clients/python); pip install ./clients/python makes this line unneeded.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "clients", "python"))
 from adam_api import AdamApi, AdamApiError  # noqa: E402
 
 try:  # numpy is optional: the plain-Python path gives the same numbers (up to rounding).
@@ -54,7 +55,7 @@ def loss_and_grads_numpy(w: float, b: float, xs, ys):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base-url", default=os.environ.get("ADAM_API", "http://localhost:8787"), help="adam-api base URL (default: $ADAM_API or http://localhost:8787)")
+    parser.add_argument("--base-url", default=os.environ.get("ADAM_API_URL") or os.environ.get("ADAM_API") or "http://localhost:8787", help="adam-api base URL (default: $ADAM_API or http://localhost:8787)")
     parser.add_argument("--steps", type=int, default=200, help="optimizer steps (default 200)")
     parser.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (default 0.1)")
     parser.add_argument("--points", type=int, default=64, help="data points (default 64)")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A tour of the Python client: every operation once, checking each answer.
+"""A tour of the Python client (the adam_api package, clients/python): every operation once, checking each answer.
 
     python3 examples/python/quickstart.py [--base-url http://localhost:8787]
 
@@ -12,7 +12,8 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The package in this repository (clients/python); pip install ./clients/python makes this line unneeded.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "clients", "python"))
 from adam_api import AdamApi, AdamApiError  # noqa: E402
 
 
@@ -24,7 +25,7 @@ def check(condition: bool, what: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base-url", default=os.environ.get("ADAM_API", "http://localhost:8787"))
+    parser.add_argument("--base-url", default=os.environ.get("ADAM_API_URL") or os.environ.get("ADAM_API") or "http://localhost:8787")
     args = parser.parse_args(argv)
     api = AdamApi(args.base_url)
 

@@ -1,13 +1,15 @@
-// Runs the dependency-free Python client (examples/python) against wrangler dev: the tour of every
-// operation, the linear-regression fit (with numpy when importable, and in plain Python), the
-// binary wire (raw float32 and safetensors, standard library only; with torch when a Python has it),
-// and the client's error for a problem+json answer.
+// Runs the Python examples (examples/python, on the adam_api package of clients/python) against
+// wrangler dev: the tour of every operation, the linear-regression fit (with numpy when importable,
+// and in plain Python), the binary wire (raw float32 and safetensors, standard library only; with
+// torch), a PyTorch model trained with HostedOptimizer, and the client's error for a problem+json
+// answer. The package's own tests run in python-package.test.ts.
 
 import { join } from 'node:path';
 import { describe, expect, test, type TestContext } from 'vitest';
 import { baseUrl, describeRun, findExecutable, requireTool, ROOT, run } from './helpers.ts';
 
 const EXAMPLES = join(ROOT, 'examples', 'python');
+const PACKAGE = join(ROOT, 'clients', 'python');
 const THRESHOLD = 0.02;
 
 const python = (ctx: TestContext) =>
@@ -80,13 +82,7 @@ describe('examples/python', () => {
   });
 
   test('binary.py with torch: to_torch on a server checkpoint trains on in torch exactly as the server does; from_torch PUTs back', async (ctx) => {
-    const exe = await torchPython();
-    if (!exe) {
-      // CI's Debian python3 has no torch (nor numpy): this part runs where python3-torch is installed.
-      const message = 'no python3 imports torch (apt-get install python3-torch); the torch part of binary.py is not checked';
-      console.warn(`[e2e] skipping "${ctx.task.name}": ${message}`);
-      return ctx.skip(message);
-    }
+    const exe = requireTool(ctx, 'a python3 that imports torch', await torchPython(), 'apt-get install python3-torch (.ci/run installs it)');
     const result = await py(exe, [join(EXAMPLES, 'binary.py'), '--base-url', baseUrl(), '--require-torch']);
     expect(result.code, describeRun(result)).toBe(0);
     expect(result.stdout).toContain("torch: 5 steps after to_torch equal the server's, bit for bit");
@@ -94,11 +90,19 @@ describe('examples/python', () => {
     expect(result.stdout).toContain('binary: all checks passed');
   });
 
+  test('pytorch.py: a model trained with HostedOptimizer and a server-side warm-up + cosine equals torch.optim.AdamW + LambdaLR at every step', async (ctx) => {
+    const exe = requireTool(ctx, 'a python3 that imports torch', await torchPython(), 'apt-get install python3-torch (.ci/run installs it)');
+    const result = await py(exe, [join(EXAMPLES, 'pytorch.py'), '--base-url', baseUrl(), '--steps', '20']);
+    expect(result.code, describeRun(result)).toBe(0);
+    expect(result.stdout).toContain('identical to torch.optim.AdamW + LambdaLR at every one of 20 steps');
+    expect(result.stdout).toContain('state_dict: a local AdamW loaded from the hosted state takes the same next step');
+  });
+
   test('the client raises AdamApiError carrying the problem+json', async (ctx) => {
     const exe = python(ctx);
     const snippet = [
       'import json, sys',
-      `sys.path.insert(0, ${JSON.stringify(EXAMPLES)})`,
+      `sys.path.insert(0, ${JSON.stringify(PACKAGE)})`,
       'from adam_api import AdamApi, AdamApiError',
       'api = AdamApi(sys.argv[1])',
       'out = {}',
