@@ -249,6 +249,8 @@ class HostedOptimizerTest(unittest.TestCase):
     # -- every optimizer ------------------------------------------------------------------------
 
     def test_every_optimizer_with_torch_keywords_and_its_state_dict(self):
+        from adam_api.checkpoint import from_torch, to_torch
+
         cases = [
             ("adam", torch.optim.Adam, {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6, "amsgrad": True, "maximize": True}),
             ("adamw", torch.optim.AdamW, {"lr": 0.01, "weight_decay": 0.1}),
@@ -284,7 +286,16 @@ class HostedOptimizerTest(unittest.TestCase):
                 back_model = copy.deepcopy(hosted_model)
                 back = cls(back_model.parameters(), foreach=False, **kw)
                 back.load_state_dict(mine)
-                self.train([(local_model, local), (back_model, back), (hosted_model, hosted)], data[4:], f"{name} back in torch")
+                # The safetensors checkpoint into a fresh model: to_torch picks the class and loads params and state.
+                ckpt_model = mlp(77)
+                from_ckpt = to_torch(hosted.remote.checkpoint(), ckpt_model)
+                self.assertIs(type(from_ckpt), cls)
+                self.train([(local_model, local), (back_model, back), (ckpt_model, from_ckpt), (hosted_model, hosted)], data[4:], f"{name} back in torch")
+                # And from torch to a hosted optimizer as a checkpoint (from_torch), to go on there.
+                again = self.api.create_optimizer([0.0], optimizer=name, hyperparams={"lr": 1.0})
+                self.made.append(again)
+                again.restore_checkpoint(from_torch(local_model, local, name=name))
+                self.assertEqual(again.params_raw(), hosted.remote.params_raw())
 
     def test_lion_steps_as_the_stateless_route_does(self):
         model = mlp(12)
