@@ -442,6 +442,16 @@ class HostedOptimizer(torch.optim.Optimizer):
         self._sent_groups = bool(groups)
         self._versions = self._current_versions()
 
+    def push(self) -> None:
+        """Uploads every parameter's current value (PUT …/params). Changes made in place are uploaded
+        before the next step anyway (torch's version counter shows them); not those made through
+        ``.data``, which torch does not count: push() after them."""
+        self._upload_all()
+
+    def pull(self) -> None:
+        """Copies the hosted parameters into the tensors, in place."""
+        self._pull()
+
     def delete(self) -> None:
         """Deletes the hosted optimizer and everything stored for it."""
         self.remote.delete()

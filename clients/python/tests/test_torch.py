@@ -242,9 +242,17 @@ class HostedOptimizerTest(unittest.TestCase):
         local_model.load_state_dict(fresh)
         hosted_model.load_state_dict(fresh)
         self.train([(local_model, local), (hosted_model, hosted)], batches(2, seed=3), "after load_state_dict into the model")
+        for m in (local_model, hosted_model):
+            m[0].weight.data.mul_(0.5)  # torch does not count changes through .data: push() sends them
+        hosted.push()
+        self.train([(local_model, local), (hosted_model, hosted)], batches(1, seed=4), "after push()")
+        with torch.no_grad():
+            hosted_model[2].bias.zero_()
+        hosted.pull()
+        self.assert_same(local_model, hosted_model, "pull()")
         hosted.zero_grad(set_to_none=True)
         self.assertIsNone(hosted.step())
-        self.assertEqual(hosted.remote.info()["step"], 4)
+        self.assertEqual(hosted.remote.info()["step"], 5)
 
     # -- every optimizer ------------------------------------------------------------------------
 
