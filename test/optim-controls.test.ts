@@ -335,12 +335,6 @@ describe('gradient controls on hosted optimizers', () => {
     const fine = await opCall('POST', opt, '/step', { grads: { w: [1] } });
     expect(fine.body).toMatchObject({ step: 1, skipped: false, params: { w: [1e308 - 10] } });
   });
-
-  it('refuse param_groups (422 naming the field): hosted optimizers have one set of hyperparameters for now', async () => {
-    const groups = await postJson('/v1/optimizers', { optimizer: 'sgd', params: { w: [1] }, hyperparams: { lr: 0.1 }, param_groups: [{ params: ['w'], lr: 1 }] });
-    expect(groups.status).toBe(422);
-    expect(groups.body.errors[0].field).toBe('param_groups');
-  });
 });
 
 describe('sparse_adam is stateless only', () => {

@@ -455,8 +455,8 @@ export interface paths {
         options?: never;
         head?: never;
         /**
-         * Change hyperparameters, the schedule or the time-to-live
-         * @description Merges the given hyperparameters into the stored ones, replaces the schedule (null removes it) and/or sets a new `ttl` (the optimizer then expires `ttl` seconds from now, or from its next call). Unknown fields are rejected.
+         * Change hyperparameters, param groups, the schedule or the time-to-live
+         * @description Merges the given hyperparameters into the stored ones, replaces the param groups (null removes them) and the schedule (null removes it) and/or sets a new `ttl` (the optimizer then expires `ttl` seconds from now, or from its next call). Unknown fields are rejected; a rejected PATCH changes nothing.
          */
         patch: operations["updateOptimizer"];
         trace?: never;
@@ -514,12 +514,12 @@ export interface paths {
         };
         /**
          * Full snapshot (params, moments, hyperparameters, schedule)
-         * @description JSON (the default) or a safetensors checkpoint (`Accept: application/vnd.safetensors`) that torch loads: `params/<name>`, `exp_avg/<name>`, `exp_avg_sq/<name>`, `max_exp_avg_sq/<name>` (amsgrad) and `step/<name>` (a float32 scalar, as torch stores it), with `__metadata__` `step`, `dtype`, `hyperparams`, `schedule` and `scheduler_state` (JSON text). Either form PUTs back.
+         * @description JSON (the default) or a safetensors checkpoint (`Accept: application/vnd.safetensors`) that torch loads: `params/<name>`, `exp_avg/<name>`, `exp_avg_sq/<name>`, `max_exp_avg_sq/<name>` (amsgrad) and `step/<name>` (a float32 scalar, as torch stores it), with `__metadata__` `step`, `dtype`, `hyperparams`, `param_groups` (with groups), `schedule` and `scheduler_state` (JSON text). A slot torch keeps none of for a tensor (a param group without it) is `null` there in JSON and has no tensor in the checkpoint, as in torch's `state_dict`. Either form PUTs back.
          */
         get: operations["getOptimizerState"];
         /**
          * Restore a snapshot (validated, atomic)
-         * @description Replaces params, moments, step, dtype, hyperparameters and schedule with the snapshot's, in one transaction (shapes may change within the optimizer's size limit). Read-only fields of a GET snapshot (`id`, times) are ignored, so GET → PUT round-trips: in safetensors up to the optimizer's size limit, in JSON up to what one JSON body may carry (MAX_BODY_BYTES, 32 MiB by default: about 500,000 float32 elements of params and two moments). A safetensors checkpoint is streamed into the optimizer, so it may hold the largest state one optimizer keeps. The history is a log of applied steps and keeps its entries.
+         * @description Replaces params, moments, step, dtype, hyperparameters, param groups and schedule with the snapshot's, in one transaction (shapes may change within the optimizer's size limit). Read-only fields of a GET snapshot (`id`, times) are ignored, so GET → PUT round-trips: in safetensors up to the optimizer's size limit, in JSON up to what one JSON body may carry (MAX_BODY_BYTES, 32 MiB by default: about 500,000 float32 elements of params and two moments). A safetensors checkpoint is streamed into the optimizer, so it may hold the largest state one optimizer keeps. The history is a log of applied steps and keeps its entries.
          */
         put: operations["restoreOptimizerState"];
         post?: never;
@@ -3200,6 +3200,7 @@ export interface components {
             /** @description Steps skipped by `nonfinite: "skip"` since creation (each is also in the history with `skipped: true`); a retried Idempotency-Key does not count again. A counter of this hosted optimizer, like its history, not torch state: snapshots do not carry it and PUT /state keeps it. 0 for optimizers stored before it was counted. */
             skipped_steps: number;
             hyperparams: components["schemas"]["HostedHyperparams"];
+            param_groups?: components["schemas"]["HostedParamGroups"];
             /** @description Most parameter elements an optimizer of this kind and dtype holds: MAX_HOSTED_BYTES / ((2 + slots) × 4 or 8 bytes), params, the gradient buffer and every state slot the optimizer can keep (larger states are a 413). */
             max_elements: number;
             /** @description Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none. */
@@ -3237,6 +3238,30 @@ export interface components {
         HostedHyperparams: {
             [key: string]: number | boolean | string;
         };
+        /**
+         * @description torch's `param_groups` as set (at creation, by PATCH or by a restore), each with only the hyperparameters it overrides; tensors no group names use `hyperparams`. Each group's lr (its own, scheduled from it with a schedule) applies at every step. Absent when there are none.
+         * @example [
+         *       {
+         *         "params": [
+         *           "*.bias",
+         *           "norm.*"
+         *         ],
+         *         "weight_decay": 0
+         *       },
+         *       {
+         *         "params": [
+         *           "head.*"
+         *         ],
+         *         "lr": 0.01
+         *       }
+         *     ]
+         */
+        HostedParamGroups: ({
+            /** @description Tensor names or patterns (`*` matches any run of characters). */
+            params: string[];
+        } & {
+            [key: string]: number | boolean | string;
+        })[];
         /**
          * @description Shape of each tensor: a shape array (`[]` for a scalar) for a single tensor, or an object of names to shapes.
          * @example {
@@ -3303,10 +3328,14 @@ export interface components {
              * @enum {string}
              */
             optimizer?: "adam" | "adamw" | "sgd" | "rmsprop" | "adagrad" | "adamax" | "nadam" | "radam" | "adadelta" | "lion" | "muon" | "sparse_adam";
-            /** @description Of `optimizer`; every field has torch's default except a required one (SGD's `lr`, unless a schedule sets it): the optimizer's hyperparameters with torch's names (the `<Name>Hyperparams` component of each optimizer, e.g. `SgdHyperparams`; GET /v1/algorithms); torch's `betas: [b1, b2]` is accepted too. */
+            /** @description Of `optimizer`; every field has torch's default except a required one (SGD's `lr`, unless a schedule sets it, or every tensor is in a group that sets it): the optimizer's hyperparameters with torch's names (the `<Name>Hyperparams` component of each optimizer, e.g. `SgdHyperparams`; GET /v1/algorithms); torch's `betas: [b1, b2]` is accepted too. */
             hyperparams?: {
                 [key: string]: unknown;
             };
+            /** @description Optional (none: every tensor uses `hyperparams`). torch's `param_groups` by tensor name, validated by the optimizer's `<Name>ParamGroups` schema (e.g. `SgdParamGroups`): each group lists tensor names or patterns (`*` matches any run of characters: `encoder.*`, `*.bias`) in `params` and overrides any hyperparameter for those tensors (`lr` included; a field it does not give follows `hyperparams`, also after a PATCH of them); tensors no group names use `hyperparams`. A tensor named by two groups, or a pattern that matches no tensor, is a 422 naming it. The optimizer keeps them and applies them at every step, as the stateless step does; with a schedule, each group's lr follows it as torch's scheduler drives a group whose initial lr is the group's `lr`. */
+            param_groups?: {
+                [key: string]: unknown;
+            }[];
             /** @description Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none. */
             schedule?: components["schemas"]["ScheduleSpec"] | null;
             dtype?: components["schemas"]["Dtype"];
@@ -3382,6 +3411,7 @@ export interface components {
             /** @description Steps skipped by `nonfinite: "skip"` since creation (each is also in the history with `skipped: true`); a retried Idempotency-Key does not count again. A counter of this hosted optimizer, like its history, not torch state: snapshots do not carry it and PUT /state keeps it. 0 for optimizers stored before it was counted. */
             skipped_steps: number;
             hyperparams: components["schemas"]["HostedHyperparams"];
+            param_groups?: components["schemas"]["HostedParamGroups"];
             /** @description Most parameter elements an optimizer of this kind and dtype holds: MAX_HOSTED_BYTES / ((2 + slots) × 4 or 8 bytes), params, the gradient buffer and every state slot the optimizer can keep (larger states are a 413). */
             max_elements: number;
             /** @description Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none. */
@@ -3426,6 +3456,10 @@ export interface components {
             hyperparams?: {
                 [key: string]: unknown;
             };
+            /** @description New param_groups replacing the ones set (`null`: none any more, every tensor uses `hyperparams`; omitted: unchanged), validated and matched as at creation. Each tensor keeps its state; one whose new group keeps a slot it lacks starts it fresh. With reduce_on_plateau, each new group starts at its lr. */
+            param_groups?: {
+                [key: string]: unknown;
+            }[] | null;
             /** @description New schedule (null removes it; omitted: unchanged). A new schedule restarts reduce_on_plateau's state. */
             schedule?: components["schemas"]["ScheduleSpec"] | null;
             /** @description New time-to-live (omitted: unchanged). Time-to-live in seconds (60..31536000): the optimizer deletes itself, with everything stored for it, once this long has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH). The deadline becomes now plus this. */
@@ -3499,213 +3533,31 @@ export interface components {
             step: number;
             dtype: components["schemas"]["Dtype"];
             hyperparams: components["schemas"]["HostedHyperparams"];
+            param_groups?: components["schemas"]["HostedParamGroups"];
             /** @description Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none. */
             schedule: components["schemas"]["ScheduleSpec"] | null;
             scheduler_state?: components["schemas"]["PlateauState"];
             params: components["schemas"]["TensorTree"] & unknown;
-            m?: components["schemas"]["TensorTree"] & unknown;
-            v?: components["schemas"]["TensorTree"] & unknown;
-            v_max?: components["schemas"]["TensorTree"] & unknown;
-            /**
-             * @description First moment (torch `exp_avg`), without bias correction. (adam, adamw, adamax, nadam, radam, lion, sparse_adam; `adam` snapshots name it `m`). Present when the optimizer keeps it; same structure as `params`
-             * @example {
-             *       "layer1.weight": [
-             *         [
-             *           0.1,
-             *           -0.2
-             *         ],
-             *         [
-             *           0.3,
-             *           0.4
-             *         ]
-             *       ],
-             *       "layer1.bias": [
-             *         0,
-             *         0
-             *       ]
-             *     }
-             */
-            exp_avg?: components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["TensorTree"];
-            };
-            /**
-             * @description Second moment (torch `exp_avg_sq`), without bias correction. (adam, adamw, nadam, radam, sparse_adam; `adam` snapshots name it `v`). Present when the optimizer keeps it; same structure as `params`
-             * @example {
-             *       "layer1.weight": [
-             *         [
-             *           0.1,
-             *           -0.2
-             *         ],
-             *         [
-             *           0.3,
-             *           0.4
-             *         ]
-             *       ],
-             *       "layer1.bias": [
-             *         0,
-             *         0
-             *       ]
-             *     }
-             */
-            exp_avg_sq?: components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["TensorTree"];
-            };
-            /**
-             * @description Running max of exp_avg_sq (torch `max_exp_avg_sq`); kept only with amsgrad. (adam, adamw; `adam` snapshots name it `v_max`). Present when the optimizer keeps it; same structure as `params`
-             * @example {
-             *       "layer1.weight": [
-             *         [
-             *           0.1,
-             *           -0.2
-             *         ],
-             *         [
-             *           0.3,
-             *           0.4
-             *         ]
-             *       ],
-             *       "layer1.bias": [
-             *         0,
-             *         0
-             *       ]
-             *     }
-             */
-            max_exp_avg_sq?: components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["TensorTree"];
-            };
-            /**
-             * @description The momentum buffer (torch `momentum_buffer`); kept only when momentum != 0, created from the first gradient. (sgd, rmsprop, muon). Present when the optimizer keeps it; same structure as `params`
-             * @example {
-             *       "layer1.weight": [
-             *         [
-             *           0.1,
-             *           -0.2
-             *         ],
-             *         [
-             *           0.3,
-             *           0.4
-             *         ]
-             *       ],
-             *       "layer1.bias": [
-             *         0,
-             *         0
-             *       ]
-             *     }
-             */
-            momentum_buffer?: components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["TensorTree"];
-            };
-            /**
-             * @description Running average of the squared gradient (torch `square_avg`). (rmsprop, adadelta). Present when the optimizer keeps it; same structure as `params`
-             * @example {
-             *       "layer1.weight": [
-             *         [
-             *           0.1,
-             *           -0.2
-             *         ],
-             *         [
-             *           0.3,
-             *           0.4
-             *         ]
-             *       ],
-             *       "layer1.bias": [
-             *         0,
-             *         0
-             *       ]
-             *     }
-             */
-            square_avg?: components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["TensorTree"];
-            };
-            /**
-             * @description Running average of the gradient (torch `grad_avg`); kept only when centered. (rmsprop). Present when the optimizer keeps it; same structure as `params`
-             * @example {
-             *       "layer1.weight": [
-             *         [
-             *           0.1,
-             *           -0.2
-             *         ],
-             *         [
-             *           0.3,
-             *           0.4
-             *         ]
-             *       ],
-             *       "layer1.bias": [
-             *         0,
-             *         0
-             *       ]
-             *     }
-             */
-            grad_avg?: components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["TensorTree"];
-            };
-            /**
-             * @description Sum of squared gradients (torch `sum`), starting at initial_accumulator_value. (adagrad). Present when the optimizer keeps it; same structure as `params`
-             * @example {
-             *       "layer1.weight": [
-             *         [
-             *           0.1,
-             *           -0.2
-             *         ],
-             *         [
-             *           0.3,
-             *           0.4
-             *         ]
-             *       ],
-             *       "layer1.bias": [
-             *         0,
-             *         0
-             *       ]
-             *     }
-             */
-            sum?: components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["TensorTree"];
-            };
-            /**
-             * @description Exponentially weighted infinity norm (torch `exp_inf`). (adamax). Present when the optimizer keeps it; same structure as `params`
-             * @example {
-             *       "layer1.weight": [
-             *         [
-             *           0.1,
-             *           -0.2
-             *         ],
-             *         [
-             *           0.3,
-             *           0.4
-             *         ]
-             *       ],
-             *       "layer1.bias": [
-             *         0,
-             *         0
-             *       ]
-             *     }
-             */
-            exp_inf?: components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["TensorTree"];
-            };
-            /**
-             * @description Running average of the squared delta (torch `acc_delta`). (adadelta). Present when the optimizer keeps it; same structure as `params`
-             * @example {
-             *       "layer1.weight": [
-             *         [
-             *           0.1,
-             *           -0.2
-             *         ],
-             *         [
-             *           0.3,
-             *           0.4
-             *         ]
-             *       ],
-             *       "layer1.bias": [
-             *         0,
-             *         0
-             *       ]
-             *     }
-             */
-            acc_delta?: components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["TensorTree"];
-            };
+            m?: components["schemas"]["PartialTensorTree"] & unknown;
+            v?: components["schemas"]["PartialTensorTree"] & unknown;
+            v_max?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            max_exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            momentum_buffer?: components["schemas"]["PartialTensorTree"] & unknown;
+            square_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            grad_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            sum?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_inf?: components["schemas"]["PartialTensorTree"] & unknown;
+            acc_delta?: components["schemas"]["PartialTensorTree"] & unknown;
             /** @description Product of the momentum coefficients μ_1…μ_t (torch `mu_product`), a float32 number for both dtypes as torch keeps it. (nadam). */
             mu_product?: number;
+            /** @description Tensors whose scalar state differs from the top-level one, by name (torch keeps it per parameter: NAdam's `mu_product` in a param group with other `beta1` or `momentum_decay`), as `{"<name>": {"step": n, "mu_product": x}}`; absent when every tensor agrees. A hosted optimizer steps every tensor at every step, so `step` is the snapshot's (a PUT with another is a 422). */
+            tensors?: {
+                [key: string]: {
+                    [key: string]: number;
+                };
+            };
             /**
              * @description Read-only; ignored by PUT.
              * @example 2026-11-26T00:00:00.000Z
@@ -3729,6 +3581,8 @@ export interface components {
             cooldown_counter: number;
             /** @description Metric reports so far. */
             num_reports: number;
+            /** @description With `param_groups`: the current rate of each group that sets its own `lr` (null for a group that does not: it follows `lr`), reduced on its own as torch reduces each param group's rate (max(lr·factor, min_lr), if that lowers it by more than eps) at the same reports. Absent without groups; absent in a restored snapshot: each group starts at its `lr`. */
+            group_lrs?: (number | null)[];
         } | null;
         /** @description A complete snapshot to restore atomically, as returned by GET .../state: step, dtype, hyperparams, schedule, params and, with step > 0, the state the hyperparameters keep, by torch's names (`adam`: m, v, v_max) are required (fields inside hyperparams default as usual); read-only fields are ignored. */
         OptimizerSnapshotInput: {
@@ -3747,213 +3601,34 @@ export interface components {
             hyperparams: {
                 [key: string]: unknown;
             };
+            /** @description The snapshot's groups (absent: none). torch's `param_groups` by tensor name, validated by the optimizer's `<Name>ParamGroups` schema (e.g. `SgdParamGroups`): each group lists tensor names or patterns (`*` matches any run of characters: `encoder.*`, `*.bias`) in `params` and overrides any hyperparameter for those tensors (`lr` included; a field it does not give follows `hyperparams`, also after a PATCH of them); tensors no group names use `hyperparams`. A tensor named by two groups, or a pattern that matches no tensor, is a 422 naming it. The optimizer keeps them and applies them at every step, as the stateless step does; with a schedule, each group's lr follows it as torch's scheduler drives a group whose initial lr is the group's `lr`. */
+            param_groups?: {
+                [key: string]: unknown;
+            }[];
             /** @description Schedule to restore (null: none). */
             schedule: components["schemas"]["ScheduleSpec"] | null;
             scheduler_state?: components["schemas"]["PlateauState"];
             params: components["schemas"]["TensorTree"] & unknown;
-            m?: components["schemas"]["TensorTree"] & unknown;
-            v?: components["schemas"]["TensorTree"] & unknown;
-            v_max?: components["schemas"]["TensorTree"] & unknown;
-            /**
-             * @description First moment (torch `exp_avg`), without bias correction. (adam, adamw, adamax, nadam, radam, lion, sparse_adam; `adam` snapshots name it `m`). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
-             * @example {
-             *       "layer1.weight": [
-             *         [
-             *           0.1,
-             *           -0.2
-             *         ],
-             *         [
-             *           0.3,
-             *           0.4
-             *         ]
-             *       ],
-             *       "layer1.bias": [
-             *         0,
-             *         0
-             *       ]
-             *     }
-             */
-            exp_avg?: components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["TensorTree"];
-            };
-            /**
-             * @description Second moment (torch `exp_avg_sq`), without bias correction. (adam, adamw, nadam, radam, sparse_adam; `adam` snapshots name it `v`). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
-             * @example {
-             *       "layer1.weight": [
-             *         [
-             *           0.1,
-             *           -0.2
-             *         ],
-             *         [
-             *           0.3,
-             *           0.4
-             *         ]
-             *       ],
-             *       "layer1.bias": [
-             *         0,
-             *         0
-             *       ]
-             *     }
-             */
-            exp_avg_sq?: components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["TensorTree"];
-            };
-            /**
-             * @description Running max of exp_avg_sq (torch `max_exp_avg_sq`); kept only with amsgrad. (adam, adamw; `adam` snapshots name it `v_max`). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
-             * @example {
-             *       "layer1.weight": [
-             *         [
-             *           0.1,
-             *           -0.2
-             *         ],
-             *         [
-             *           0.3,
-             *           0.4
-             *         ]
-             *       ],
-             *       "layer1.bias": [
-             *         0,
-             *         0
-             *       ]
-             *     }
-             */
-            max_exp_avg_sq?: components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["TensorTree"];
-            };
-            /**
-             * @description The momentum buffer (torch `momentum_buffer`); kept only when momentum != 0, created from the first gradient. (sgd, rmsprop, muon). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
-             * @example {
-             *       "layer1.weight": [
-             *         [
-             *           0.1,
-             *           -0.2
-             *         ],
-             *         [
-             *           0.3,
-             *           0.4
-             *         ]
-             *       ],
-             *       "layer1.bias": [
-             *         0,
-             *         0
-             *       ]
-             *     }
-             */
-            momentum_buffer?: components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["TensorTree"];
-            };
-            /**
-             * @description Running average of the squared gradient (torch `square_avg`). (rmsprop, adadelta). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
-             * @example {
-             *       "layer1.weight": [
-             *         [
-             *           0.1,
-             *           -0.2
-             *         ],
-             *         [
-             *           0.3,
-             *           0.4
-             *         ]
-             *       ],
-             *       "layer1.bias": [
-             *         0,
-             *         0
-             *       ]
-             *     }
-             */
-            square_avg?: components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["TensorTree"];
-            };
-            /**
-             * @description Running average of the gradient (torch `grad_avg`); kept only when centered. (rmsprop). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
-             * @example {
-             *       "layer1.weight": [
-             *         [
-             *           0.1,
-             *           -0.2
-             *         ],
-             *         [
-             *           0.3,
-             *           0.4
-             *         ]
-             *       ],
-             *       "layer1.bias": [
-             *         0,
-             *         0
-             *       ]
-             *     }
-             */
-            grad_avg?: components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["TensorTree"];
-            };
-            /**
-             * @description Sum of squared gradients (torch `sum`), starting at initial_accumulator_value. (adagrad). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
-             * @example {
-             *       "layer1.weight": [
-             *         [
-             *           0.1,
-             *           -0.2
-             *         ],
-             *         [
-             *           0.3,
-             *           0.4
-             *         ]
-             *       ],
-             *       "layer1.bias": [
-             *         0,
-             *         0
-             *       ]
-             *     }
-             */
-            sum?: components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["TensorTree"];
-            };
-            /**
-             * @description Exponentially weighted infinity norm (torch `exp_inf`). (adamax). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
-             * @example {
-             *       "layer1.weight": [
-             *         [
-             *           0.1,
-             *           -0.2
-             *         ],
-             *         [
-             *           0.3,
-             *           0.4
-             *         ]
-             *       ],
-             *       "layer1.bias": [
-             *         0,
-             *         0
-             *       ]
-             *     }
-             */
-            exp_inf?: components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["TensorTree"];
-            };
-            /**
-             * @description Running average of the squared delta (torch `acc_delta`). (adadelta). Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD's momentum_buffer), which may be null or absent
-             * @example {
-             *       "layer1.weight": [
-             *         [
-             *           0.1,
-             *           -0.2
-             *         ],
-             *         [
-             *           0.3,
-             *           0.4
-             *         ]
-             *       ],
-             *       "layer1.bias": [
-             *         0,
-             *         0
-             *       ]
-             *     }
-             */
-            acc_delta?: components["schemas"]["Tensor"] | {
-                [key: string]: components["schemas"]["TensorTree"];
-            };
+            m?: components["schemas"]["PartialTensorTree"] & unknown;
+            v?: components["schemas"]["PartialTensorTree"] & unknown;
+            v_max?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            max_exp_avg_sq?: components["schemas"]["PartialTensorTree"] & unknown;
+            momentum_buffer?: components["schemas"]["PartialTensorTree"] & unknown;
+            square_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            grad_avg?: components["schemas"]["PartialTensorTree"] & unknown;
+            sum?: components["schemas"]["PartialTensorTree"] & unknown;
+            exp_inf?: components["schemas"]["PartialTensorTree"] & unknown;
+            acc_delta?: components["schemas"]["PartialTensorTree"] & unknown;
             /** @description Product of the momentum coefficients μ_1…μ_t (torch `mu_product`), a float32 number for both dtypes as torch keeps it. (nadam). */
             mu_product?: number;
+            /** @description Tensors whose scalar state differs from the top-level one, by name (torch keeps it per parameter: NAdam's `mu_product` in a param group with other `beta1` or `momentum_decay`), as `{"<name>": {"step": n, "mu_product": x}}`; absent when every tensor agrees. A hosted optimizer steps every tensor at every step, so `step` is the snapshot's (a PUT with another is a 422). */
+            tensors?: {
+                [key: string]: {
+                    [key: string]: number;
+                };
+            };
             /** @description Ignored. */
             created_at?: string;
             /** @description Ignored. */
@@ -6114,7 +5789,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (CreateOptimizer), or a safetensors file of the params, named as `model.state_dict()` names them; hyperparameters then go in `__metadata__` (`hyperparams`, `schedule`: JSON text; `dtype`) or the query (`lr`, `beta1`, …, `dtype`). */
+        /** @description JSON (CreateOptimizer), or a safetensors file of the params, named as `model.state_dict()` names them; hyperparameters then go in `__metadata__` (`hyperparams`, `param_groups`, `schedule`: JSON text; `dtype`) or the query (`lr`, `beta1`, …, `dtype`). */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["CreateOptimizer"];

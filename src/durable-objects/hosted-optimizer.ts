@@ -1,29 +1,30 @@
 // One hosted optimizer per SQLite-backed Durable Object, of any registry optimizer (src/optim):
-// params and state slots by torch's names. Adam's and AdamW's arrays live in the memory of the
-// object's own WebAssembly kernel instance (loaded once per object lifetime), so a step copies the
-// gradient in and steps in place; other optimizers step plain typed arrays with their definition's
-// step (src/optim/step-state.ts). Storage (./store.ts) journals each step.
+// params and state slots by torch's names, param groups. Adam's and AdamW's arrays live in the
+// memory of the object's own WebAssembly kernel instance (loaded once per object lifetime), so a
+// step copies the gradient in and steps in place; other optimizers step plain typed arrays. A step
+// is the stateless step's engine (src/optim/engine.ts: groups, clipping, per-tensor counters) with
+// the optimizer's fused kernel (src/optim/step-state.ts). Storage (./store.ts) journals each step.
 // Methods return data (./protocol.ts); the Worker speaks HTTP. The math is src/optim's; this class
 // adds access control, ordering, idempotency and preconditions.
 
 import { DurableObject } from 'cloudflare:workers';
 import { BEARER_CHALLENGE } from '../lib/auth.ts';
 import { initialSchedulerState, learningRate, reportMetric, scheduleOverflow } from '../lib/learning-rate.ts';
+import { groupHyperparams, groupOfTensors, parseParamGroups, withBaseLr, type ParamGroup } from '../lib/param-groups.ts';
 import { hostedArrays, maxHostedElements, readDefaultTtl, readLimits, type Limits } from '../lib/config.ts';
 import { sameString } from '../lib/digest.ts';
 import { ProblemError, fieldError, headerError, validationProblem } from '../lib/problem.ts';
 import { alignTo, tensorProblem } from '../lib/tensor-input.ts';
 import { zodFieldErrors } from '../lib/validation.ts';
 import { MAX_STEP } from '../optim/adam.ts';
-import type { Dtype, FloatArray, Hyperparams, OptimizerDef, OptimizerState, TensorSpan } from '../optim/optimizer.ts';
+import { engineStep, keepSlots, usedGroups, type Counter, type TreeState } from '../optim/engine.ts';
+import type { Dtype, FloatArray, Hyperparams, OptimizerDef, TensorSpan } from '../optim/optimizer.ts';
 import { optimizerDef } from '../optim/registry.ts';
-import { stepState, usesAdamKernel } from '../optim/step-state.ts';
-import type { PlateauState } from '../schedules/plateau.ts';
+import { stepRunFor, usesAdamKernel } from '../optim/step-state.ts';
 import type { ScheduleSpec } from '../schedules/types.ts';
 import adamWasm from '../optim/wasm/adam.wasm';
 import { createWasmAdam, type WasmAdam } from '../optim/wasm/kernel.ts';
 import { familySchemas, maxStep } from '../schemas/family.ts';
-import { clipGradNorm, clipGradValue } from '../optim/clip.ts';
 import { CheckpointOptionsSchema } from '../schemas/optimizer.ts';
 import { layoutOfNamed, leafIndex, namedLeaves, type NamedLeaf } from '../tensors/names.ts';
 import { layoutSize, layoutWeight, leaves, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
@@ -54,6 +55,17 @@ import type {
 } from './protocol.ts';
 import { overlaps, rangesLength, subtractRange, type Range } from './ranges.ts';
 import { OptimizerStore, chunkElements, deadlineOf, legacyAdamSlots, storedTensors, type SlotArrays, type StoredMeta } from './store.ts';
+import {
+  countersFromStored,
+  countersToStored,
+  heldFromStored,
+  heldToStored,
+  initialGroupLrs,
+  rangesOf,
+  reportGroups,
+  slotShape,
+  type HostedPlateau,
+} from './tree-state.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDef = OptimizerDef<any>;
@@ -108,17 +120,24 @@ interface Memory {
   room: Record<string, FloatArray>;
 }
 
-/** The loaded optimizer: definition, metadata, layout, and its state. */
+/** The loaded optimizer: definition, metadata, layout, param groups, and its state. */
 interface Loaded extends Memory {
   def: AnyDef;
   meta: StoredMeta;
   layout: TensorLayout;
   tensors: TensorSpan[];
+  /** Tensor names (dotted paths) in layout order: what param_groups match. */
+  names: string[];
+  /** torch's param_groups as set (empty: none). */
+  groups: ParamGroup[];
+  /** Each tensor's group: 0 for the top-level hyperparameters, g + 1 for groups[g]. */
+  groupOf: number[];
   /**
-   * Step count, scalars and slots (arrays of `room`; null for a slot torch creates from the first
-   * gradient that does not exist yet). `state.step` is `meta.step`, `state.scalars` `meta.scalars`.
+   * Step count and scalars (`meta.step`, `meta.scalars`: those of the tensors not in `counters`),
+   * slots (arrays of `room`; absent until some tensor holds one), which tensors hold each slot, and
+   * the tensors whose counters differ.
    */
-  state: OptimizerState;
+  state: TreeState;
 }
 
 /** A slot's array in `memory`, allocated on first use. */
@@ -127,28 +146,67 @@ function roomFor(memory: Memory, name: string): FloatArray {
 }
 
 /** The existing tensors of a state, as storage writes them. */
-function arraysOf(memory: { params: FloatArray }, state: OptimizerState): SlotArrays {
+function arraysOf(memory: { params: FloatArray }, state: { slots: Record<string, FloatArray | null> }): SlotArrays {
   const slots: Record<string, FloatArray> = {};
   for (const [name, a] of Object.entries(state.slots)) if (a) slots[name] = a;
   return { params: memory.params, slots };
 }
 
+/** A fresh TreeState: no step, the scalars' initial values, no slot yet (see keepSlots). */
+const freshState = (def: AnyDef): TreeState => ({ step: 0, scalars: initialScalars(def), slots: {}, held: {}, counters: new Map() });
+
 /**
- * The slots `hp` keeps, from `previous` where it has them (by name), else fresh: an eager slot
- * filled with its initial value in `memory`, a lazy one null until the step creates it.
+ * Each group's hyperparameters for the checks of create, PATCH and restore (lr: the group's, else
+ * the top-level fixed one), with the stateless step's 422s: a required one missing where a tensor
+ * uses it, torch's cross-field rules.
  */
-function slotsFor(def: AnyDef, hp: Hyperparams, memory: Memory, previous: Record<string, FloatArray | null>): Record<string, FloatArray | null> {
-  const slots: Record<string, FloatArray | null> = {};
-  for (const slot of def.slots) {
-    if (!slot.present(hp)) continue;
-    if (Object.hasOwn(previous, slot.name)) {
-      slots[slot.name] = previous[slot.name]!;
-      continue;
-    }
-    const initial = slot.initial(hp);
-    slots[slot.name] = initial === null ? null : roomFor(memory, slot.name).fill(initial);
+function checkedGroupHp(def: AnyDef, top: Hyperparams, groups: readonly ParamGroup[], groupOf: readonly number[], schedule: ScheduleSpec | null | undefined, hpPath: Array<string | number>, groupsPath: Array<string | number>): Hyperparams[] {
+  return groupHyperparams({
+    def,
+    top,
+    groups,
+    groupOf,
+    scheduled: Boolean(schedule),
+    lrOf: (lr) => lr ?? fixedLr(top),
+    where: (g, k) => (g === 0 ? [...hpPath, k] : [...groupsPath, g - 1, k]),
+    orElse: 'or set a schedule',
+  });
+}
+
+/**
+ * The lr group g steps with: its own lr (none: the top-level rate) or, with a schedule, the
+ * schedule driving a group whose initial lr is the group's (torch's base_lrs per group), as the
+ * stateless step does; reduce_on_plateau's per-group rate.
+ */
+function groupLearningRate(meta: StoredMeta, g: number, lr: number | undefined, topLr: number): number {
+  if (lr === undefined) return topLr;
+  if (!meta.schedule) return lr;
+  if (meta.schedule.type === 'reduce_on_plateau') return (meta.plateau as HostedPlateau | null)?.group_lrs?.[g - 1] ?? lr;
+  const rate = learningRate(0, withBaseLr(meta.schedule, lr) as ScheduleSpec, meta.step, null);
+  if (!Number.isFinite(rate)) throw scheduleOverflow(meta.step, rate);
+  return rate;
+}
+
+/** The groups of stored tensors (they matched when stored; a mismatch is a bug, not a request's fault). */
+function storedGroupOf(names: readonly string[], groups: readonly ParamGroup[]): number[] {
+  try {
+    return groupOfTensors(names, groups, ['param_groups']);
+  } catch (e) {
+    throw new Error(`stored param_groups do not match the stored layout: ${e instanceof ProblemError ? e.message : String(e)}`);
   }
-  return slots;
+}
+
+/** Initial scheduler state, with each group's reduce_on_plateau rate. */
+function initialPlateau(schedule: ScheduleSpec | null | undefined, groups: readonly ParamGroup[]): HostedPlateau | null {
+  const plateau = initialSchedulerState(schedule);
+  const lrs = initialGroupLrs(schedule, groups);
+  return plateau && lrs ? { ...plateau, group_lrs: lrs } : plateau;
+}
+
+/** The metadata fields of a TreeState. */
+function stateMeta(state: TreeState, arrays: SlotArrays): Pick<StoredMeta, 'step' | 'scalars' | 'slots' | 'held' | 'counters'> {
+  const slots = Object.keys(arrays.slots);
+  return { step: state.step, scalars: state.scalars, slots, held: heldToStored(state.held, slots), counters: countersToStored(state.counters) };
 }
 
 const finiteOrNull = (x: number) => (Number.isFinite(x) ? x : null);
@@ -285,50 +343,71 @@ export class HostedOptimizer extends DurableObject<Env> {
     const meta = stored;
     const def = storedDef(meta);
     const layout = this.#store.readLayout();
+    const tensors = spansOf(layout);
+    const names = namedLeaves(layout).map((l) => l.name);
+    const groups = meta.groups ? (this.#store.readGroups() as ParamGroup[]) : [];
+    const groupOf = storedGroupOf(names, groups);
     const memory = this.#allocate(def, meta.dtype, meta.size);
     // Optimizers stored before there were others are Adams with exp_avg, exp_avg_sq (and max_exp_avg_sq).
-    const names = meta.slots ?? legacyAdamSlots(meta.hyperparams.amsgrad === true);
-    const arrays: SlotArrays = { params: memory.params, slots: Object.fromEntries(names.map((n) => [n, roomFor(memory, n)])) };
+    const slotNames = meta.slots ?? legacyAdamSlots(meta.hyperparams.amsgrad === true);
+    const arrays: SlotArrays = { params: memory.params, slots: Object.fromEntries(slotNames.map((n) => [n, roomFor(memory, n)])) };
     const seqs = this.#store.readCheckpoint(meta, arrays);
-    const state: OptimizerState = {
+    // What is stored is the state (a slot the hyperparameters no longer keep cannot be stored: a PATCH drops it).
+    const state: TreeState = {
       step: meta.step,
-      slots: slotsFor(def, meta.hyperparams, memory, arrays.slots),
       scalars: { ...initialScalars(def), ...meta.scalars },
+      slots: { ...arrays.slots },
+      held: heldFromStored(meta.held, slotNames, tensors.length),
+      counters: countersFromStored(meta.counters),
     };
-    // A stored slot the hyperparameters no longer keep cannot exist (a PATCH drops it); keep what is stored.
-    for (const n of names) state.slots[n] = arrays.slots[n]!;
-    this.#replay(def, meta, arrays, memory.grads, seqs);
-    this.#loaded = { def, meta, layout, tensors: spansOf(layout), state, ...memory };
+    this.#replay(def, meta, arrays, memory.grads, seqs, tensors, groupOf);
+    this.#loaded = { def, meta, layout, tensors, names, groups, groupOf, state, ...memory };
   }
 
-  /** Brings every checkpoint chunk to `meta.seq` by replaying the journalled steps it missed. */
-  #replay(def: AnyDef, meta: StoredMeta, arrays: SlotArrays, grads: FloatArray, seqs: number[]): void {
+  /**
+   * Brings every checkpoint chunk to `meta.seq` by replaying the journalled steps it missed: on
+   * the chunk's elements, each run of adjacent tensors of one group with that group's
+   * hyperparameters at that step. The optimizers journalled are elementwise, every tensor of a
+   * journalled step held the slots its group keeps and had the top-level counters (a step that
+   * changed either rewrote every chunk), so this is the step, bit for bit.
+   */
+  #replay(def: AnyDef, meta: StoredMeta, arrays: SlotArrays, grads: FloatArray, seqs: number[], tensors: readonly TensorSpan[], groupOf: readonly number[]): void {
     const oldest = Math.min(...seqs);
     if (oldest === meta.seq) return;
     const per = chunkElements(meta.dtype);
+    const stepRun = stepRunFor(def, this.#kernel);
+    // Element runs of one group: [from, to, group].
+    const runs: Array<[number, number, number]> = [];
+    for (let t = 0; t < tensors.length; t++) {
+      const { offset, size } = tensors[t]!;
+      const last = runs[runs.length - 1];
+      if (last && last[2] === groupOf[t] && last[1] === offset) last[1] = offset + size;
+      else runs.push([offset, offset + size, groupOf[t]!]);
+    }
     for (const entry of this.#store.journalAfter(oldest)) {
       this.#store.readJournalGrads(entry, grads);
+      const hps = entry.groups ?? [{ ...entry.hyperparams, lr: entry.lr }];
+      if (entry.groups && groupOf.some((g) => g >= hps.length)) throw new Error(`journal: step ${entry.seq} has ${hps.length} groups, fewer than the tensors are in`);
       for (let idx = 0; idx < seqs.length; idx++) {
         if (seqs[idx]! >= entry.seq) continue;
         if (seqs[idx]! !== entry.seq - 1) throw new Error(`journal: chunk ${idx} at ${seqs[idx]} cannot take step ${entry.seq}`);
         const start = idx * per;
         const end = Math.min(meta.size, start + per);
-        const view = (a: FloatArray) => a.subarray(start, end);
-        const state: OptimizerState = {
-          step: entry.step,
-          slots: Object.fromEntries(Object.entries(arrays.slots).map(([n, a]) => [n, view(a)])),
-          scalars: { ...initialScalars(def), ...entry.scalars },
-        };
-        stepState({
-          def,
-          dtype: meta.dtype,
-          hp: { ...entry.hyperparams, lr: entry.lr },
-          tensors: [{ offset: 0, size: end - start, shape: [end - start] }],
-          params: view(arrays.params),
-          grads: view(grads),
-          state,
-          adamKernel: this.#kernel,
-        });
+        for (const [from, to, g] of entry.groups ? runs : [[0, meta.size, 0] as const]) {
+          const lo = Math.max(start, from);
+          const hi = Math.min(end, to);
+          if (lo >= hi) continue;
+          const hp = hps[g]!;
+          const view = (a: FloatArray) => a.subarray(lo, hi);
+          const slots: Record<string, FloatArray> = {};
+          for (const slot of def.slots) {
+            if (!slot.present(hp)) continue;
+            const a = arrays.slots[slot.name];
+            if (!a) throw new Error(`journal: step ${entry.seq} needs the ${slot.name} slot, which is not stored`);
+            slots[slot.name] = view(a);
+          }
+          stepRun({ dtype: meta.dtype, hp, params: view(arrays.params), grads: view(grads), shape: [hi - lo], slots, fresh: new Set(), step: entry.step, scalars: { ...initialScalars(def), ...entry.scalars } });
+        }
         seqs[idx] = entry.seq;
       }
     }
@@ -378,7 +457,7 @@ export class HostedOptimizer extends DurableObject<Env> {
     });
   }
 
-  #info(meta: StoredMeta, layout: TensorLayout): OptimizerInfo {
+  #info(meta: StoredMeta, layout: TensorLayout, groups: ParamGroup[]): OptimizerInfo {
     const def = storedDef(meta);
     return {
       id: meta.id,
@@ -386,6 +465,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       step: meta.step,
       skipped_steps: meta.skippedSteps ?? 0,
       hyperparams: meta.hyperparams,
+      param_groups: groups,
       scalars: { ...initialScalars(def), ...meta.scalars },
       max_elements: maxElementsOf(readLimits(this.env), def, meta.dtype),
       schedule: meta.schedule,
@@ -402,7 +482,7 @@ export class HostedOptimizer extends DurableObject<Env> {
   }
 
   #versionedInfo(loaded: Loaded): Versioned<OptimizerInfo> {
-    return { etag: etagOf(loaded.meta), value: this.#info(loaded.meta, loaded.layout) };
+    return { etag: etagOf(loaded.meta), value: this.#info(loaded.meta, loaded.layout, loaded.groups) };
   }
 
   /** A copy of the params (RPC serializes a view's whole buffer, here the kernel's memory). */
@@ -465,13 +545,19 @@ export class HostedOptimizer extends DurableObject<Env> {
         const { dtype, hyperparams, layout } = args;
         const def = optimizerDef(args.optimizer);
         if (!def) throw validationProblem([fieldError(['optimizer'], 'is not an optimizer of the registry', args.optimizer)]);
-        checkHyperparams(def, hyperparams, args.schedule, ['hyperparams']);
+        const tensors = spansOf(layout);
+        const names = namedLeaves(layout).map((l) => l.name);
+        const groups = args.paramGroups;
+        const groupOf = groupOfTensors(names, groups, args.groupsPath);
+        const hps = checkedGroupHp(def, hyperparams, groups, groupOf, args.schedule, ['hyperparams'], args.groupsPath);
         checkShapes(def, layout, [args.params ? 'params' : 'shapes']);
         checkCheckpointHeader(def, layout, ['params']);
         const size = layoutSize(layout);
         const memory = this.#allocate(def, dtype, size);
         if (args.params) memory.params.set(args.params);
-        const state: OptimizerState = { step: 0, slots: slotsFor(def, hyperparams, memory, {}), scalars: initialScalars(def) };
+        const state = freshState(def);
+        keepSlots(def, hps, groupOf, tensors, state, (name) => roomFor(memory, name));
+        const arrays = arraysOf(memory, state);
         const at = Date.now();
         const now = new Date(at).toISOString();
         const meta: StoredMeta = {
@@ -480,29 +566,29 @@ export class HostedOptimizer extends DurableObject<Env> {
           tokenHash: args.tokenHash,
           createdAt: now,
           updatedAt: now,
-          step: 0,
           seq: 0,
           revision: 0,
           dtype,
           size,
           optimizer: def.name,
           hyperparams,
-          slots: Object.keys(arraysOf(memory, state).slots),
-          scalars: state.scalars,
+          ...stateMeta(state, arrays),
           schedule: args.schedule,
-          plateau: initialSchedulerState(args.schedule),
+          plateau: initialPlateau(args.schedule, groups),
           cursor: 0,
           missing: args.params || size === 0 ? [] : [[0, size]],
           ttl: args.ttl,
           touchedAt: at,
           owner: args.owner,
           skippedSteps: 0,
+          ...(groups.length > 0 ? { groups: groups.length } : {}),
         };
         this.#store.transaction(() => {
           this.#store.createTables();
-          this.#store.writeCheckpoint(meta, arraysOf(memory, state), layout);
+          this.#store.writeCheckpoint(meta, arrays, layout);
+          this.#store.writeGroups(groups);
         });
-        this.#loaded = { def, meta, layout, tensors: spansOf(layout), state, ...memory };
+        this.#loaded = { def, meta, layout, tensors, names, groups, groupOf, state, ...memory };
         await this.ctx.storage.setAlarm(deadlineOf(meta));
         return this.#versionedInfo(this.#loaded);
       }),
@@ -552,13 +638,28 @@ export class HostedOptimizer extends DurableObject<Env> {
       checkExpectedStep(args.expectedStep, meta.step);
       if (meta.missing.length > 0) throw incompleteUpload(meta, layout);
 
-      const lr = learningRate(fixedLr(meta.hyperparams), meta.schedule, meta.step, meta.plateau);
+      const hp = meta.hyperparams;
+      const lr = learningRate(fixedLr(hp), meta.schedule, meta.step, meta.plateau);
       if (!Number.isFinite(lr)) throw scheduleOverflow(meta.step, lr);
+      // Each group's hyperparameters, lr resolved (index 0: the top-level set), as the stateless step resolves them.
+      const groupHp =
+        loaded.groups.length === 0
+          ? [{ ...hp, lr }]
+          : groupHyperparams({
+              def,
+              top: hp,
+              groups: loaded.groups,
+              groupOf: loaded.groupOf,
+              scheduled: Boolean(meta.schedule),
+              lrOf: (groupLr, g) => groupLearningRate(meta, g, groupLr, lr),
+              where: (g, k) => (g === 0 ? ['hyperparams', k] : ['param_groups', g - 1, k]),
+              orElse: 'or set a schedule',
+            });
       const scalarsBefore = state.scalars;
-      const slotsBefore = Object.keys(arraysOf(loaded, state).slots).join(',');
+      const countersBefore = state.counters.size;
+      const shapeBefore = slotShape(state);
       // Gradient controls, as the stateless step applies them (src/optim/engine.ts): GradScaler's
       // skip looks at the gradients first; then clip_grad_norm_, clip_grad_value_.
-      const hp = meta.hyperparams;
       const skipMode = hp.nonfinite === 'skip';
       // A skipped step changes no state (so no ETag) but is counted, recorded in the history and
       // remembers its key, so a retry answers it without counting it again.
@@ -579,49 +680,69 @@ export class HostedOptimizer extends DurableObject<Env> {
         return { etag: etagOf(meta), value: { step: meta.step, lr, replayed: false, gradNorm, skipped: true, params: args.returnParams ? this.#paramsOut(current) : null, timings } };
       };
       if (skipMode && this.#scan(grads) >= 0) return skippedAnswer();
-      let gradNorm: number | undefined;
-      let journalNarrow = narrow;
-      if (hp.clip_grad_norm !== undefined || hp.clip_grad_value !== undefined) {
-        const views = loaded.tensors.map((t) => grads.subarray(t.offset, t.offset + t.size));
-        if (hp.clip_grad_norm !== undefined) gradNorm = clipGradNorm(meta.dtype, views, hp.clip_grad_norm as number);
-        if (hp.clip_grad_value !== undefined) clipGradValue(meta.dtype, views, hp.clip_grad_value as number);
-        journalNarrow = null; // the journal keeps the clipped gradient: a replay steps it as it is
-      }
+      const clipping = hp.clip_grad_norm !== undefined || hp.clip_grad_value !== undefined;
+      // The journal keeps the clipped gradient: a replay steps it as it is.
+      const journalNarrow = clipping ? null : narrow;
       lap('decode');
-      // In place: storage is the undo log. A non-finite result reloads the stored state.
-      stepState({ def, dtype: meta.dtype, hp: { ...meta.hyperparams, lr }, tensors: loaded.tensors, params: loaded.params, grads, state, adamKernel: this.#kernel });
-      const arrays = arraysOf(loaded, state);
-      // A slot the step created (SGD's momentum_buffer on its first step) is the object's from now on.
-      for (const [name, a] of Object.entries(arrays.slots)) loaded.room[name] = a;
-      const created = Object.keys(arrays.slots).join(',') !== slotsBefore;
-      const bad = [arrays.params, ...Object.values(arrays.slots)].map((a) => this.#scan(a)).find((i) => i >= 0);
-      if (bad !== undefined) {
+      // In place, through the stateless step's engine (so the same numbers): storage is the undo
+      // log, a non-finite result reloads the stored state.
+      const outcome = engineStep({
+        def,
+        dtype: meta.dtype,
+        tensors: loaded.tensors,
+        groupHp,
+        groupOf: loaded.groupOf,
+        params: loaded.params,
+        grads,
+        frozen: loaded.tensors.map(() => false),
+        state,
+        clipGradNorm: hp.clip_grad_norm as number | undefined,
+        clipGradValue: hp.clip_grad_value as number | undefined,
+        nonfinite: 'error',
+        allocate: (name) => roomFor(loaded, name),
+        stepRun: stepRunFor(def, this.#kernel),
+        scan: this.#scan,
+      });
+      const { gradNorm } = outcome;
+      if (!outcome.applied) {
         this.#load();
         if (skipMode) return skippedAnswer(gradNorm);
         throw new ProblemError(422, 'non-finite-result', 'the step would produce a non-finite value (overflow); nothing was changed', [
-          fieldError(['grads', ...pathOfIndex(layout, bad)], 'leads to a non-finite parameter or moment'),
+          fieldError(['grads', ...pathOfIndex(layout, outcome.nonFinite.index)], 'leads to a non-finite parameter or moment'),
         ]);
       }
+      const arrays = arraysOf(loaded, state);
+      // A slot the step created (SGD's momentum_buffer on its first step) is the object's from now on.
+      for (const [name, a] of Object.entries(arrays.slots)) loaded.room[name] = a;
+      // Older chunks have no row of a slot the step created, nor its values for a tensor that now holds one.
+      const created = slotShape(state) !== shapeBefore;
 
       lap('kernel');
       const at = new Date().toISOString();
       const next: StoredMeta = {
         ...meta,
-        step: state.step,
+        ...stateMeta(state, arrays),
         optimizer: def.name,
-        scalars: state.scalars,
-        slots: Object.keys(arrays.slots),
         seq: meta.seq + 1,
         revision: meta.revision + 1,
         updatedAt: at,
-        plateau: args.loss === undefined ? meta.plateau : reportMetric(meta.schedule, meta.plateau, args.loss),
+        plateau: args.loss === undefined ? meta.plateau : reportGroups(meta.schedule, meta.plateau, reportMetric(meta.schedule, meta.plateau, args.loss), args.loss),
       };
       try {
         this.#store.transaction(() => {
           const journalled = journalNarrow ?? { dtype: undefined, bytes: new Uint8Array(grads.buffer, grads.byteOffset, grads.byteLength) };
-          const entry = { seq: next.seq, dtype: journalled.dtype, step: meta.step, lr, hyperparams: meta.hyperparams, ...(def.scalars.length > 0 ? { scalars: scalarsBefore } : {}) };
-          // Not journalled: a step that created a slot (older chunks have no row of it), and optimizers that step whole tensors.
-          next.cursor = this.#store.appendStep(next, arrays, journalled.bytes, entry, created || def.perTensor === true);
+          const entry = {
+            seq: next.seq,
+            dtype: journalled.dtype,
+            step: meta.step,
+            lr,
+            hyperparams: meta.hyperparams,
+            ...(def.scalars.length > 0 ? { scalars: scalarsBefore } : {}),
+            ...(loaded.groups.length > 0 ? { groups: groupHp } : {}),
+          };
+          // Not journalled: a step that created a slot (or one for a tensor), a step from per-tensor
+          // counters (a replay steps every tensor from the top-level ones), and optimizers that step whole tensors.
+          next.cursor = this.#store.appendStep(next, arrays, journalled.bytes, entry, created || countersBefore > 0 || def.perTensor === true);
           this.#store.writeMeta(next);
           const controls = { grad_norm: gradNorm ?? null, skipped: skipMode ? 0 : null };
           this.#store.addHistory({ step: next.step, lr, loss: args.loss ?? null, at, grad_norm: controls.grad_norm, skipped: null }, HISTORY_KEPT);
@@ -654,17 +775,31 @@ export class HostedOptimizer extends DurableObject<Env> {
         const loaded = this.#authorized(tokenHash);
         loaded.meta = { ...loaded.meta, touchedAt: Date.now() };
         this.#store.writeMeta(loaded.meta);
-        const { meta, layout, def } = loaded;
-        const tensors = storedTensors(arraysOf(loaded, loaded.state));
+        const { meta, layout, def, state } = loaded;
+        const tensors = storedTensors(arraysOf(loaded, state));
         const slots: SnapshotSlot[] = tensors.map(([name]) => name);
+        // A slot some tensor does not hold (torch: None) streams only the tensors that hold it.
+        const held: Record<string, boolean[]> = {};
+        const pieces: FloatArray[] = [];
+        for (const [name, a] of tensors) {
+          const bits = name === 'params' ? undefined : state.held[name];
+          if (!bits || bits.every(Boolean)) {
+            pieces.push(a);
+            continue;
+          }
+          held[name] = [...bits];
+          for (const [from, to] of rangesOf(bits)) pieces.push(a.subarray(loaded.tensors[from]!.offset, loaded.tensors[to - 1]!.offset + loaded.tensors[to - 1]!.size));
+        }
         return {
           etag: etagOf(meta),
-          info: this.#info(meta, layout),
+          info: this.#info(meta, layout, loaded.groups),
           schedulerState: meta.plateau,
           layout,
           stepCounter: def.stepCounter,
           slots,
-          data: lockedByteStream(tensors.map(([, a]) => a), release),
+          held,
+          counters: [...state.counters].sort(([a], [b]) => a - b).map(([i, c]) => ({ tensor: i, step: c.step, scalars: { ...c.scalars } })),
+          data: lockedByteStream(pieces, release),
         };
       } catch (e) {
         release();
@@ -695,24 +830,25 @@ export class HostedOptimizer extends DurableObject<Env> {
           throw ProblemError.fromData(booked.problem);
         }
       }
+      const { groups: _groups, held: _held, counters: _counters, ...kept } = loaded.meta;
       const next: StoredMeta = {
-        ...loaded.meta,
-        step: state.step,
+        ...kept,
+        ...stateMeta(state, arrays),
         revision: loaded.meta.revision + 1,
         dtype: planned.dtype,
         size,
         hyperparams: planned.hyperparams,
-        slots: Object.keys(arrays.slots),
-        scalars: state.scalars,
         schedule: planned.schedule,
-        plateau: planned.schedulerState ?? initialSchedulerState(planned.schedule),
+        plateau: planned.schedulerState,
         updatedAt: new Date().toISOString(),
         cursor: 0,
         missing: [],
+        ...(planned.groups.length > 0 ? { groups: planned.groups.length } : {}),
       };
       try {
         this.#store.transaction(() => {
           this.#store.writeCheckpoint(next, arrays, layout);
+          this.#store.writeGroups(planned.groups);
           // Remembered keys answer for steps of the replaced state: forget them.
           this.#store.forgetKeys();
         });
@@ -720,7 +856,8 @@ export class HostedOptimizer extends DurableObject<Env> {
         this.#load();
         throw e;
       }
-      this.#loaded = { def: loaded.def, meta: next, layout, tensors: spansOf(layout), state, ...memory };
+      const { groups, groupOf, tensors, names } = planned;
+      this.#loaded = { def: loaded.def, meta: next, layout, tensors, names, groups, groupOf, state, ...memory };
       return this.#versionedInfo(this.#loaded);
     });
   }
@@ -730,23 +867,37 @@ export class HostedOptimizer extends DurableObject<Env> {
     const { def } = loaded;
     const { dtype, hyperparams, layout, schedule } = args;
     sameOptimizer(def, args.optimizer, ['optimizer']);
-    checkSchedulerState(args.schedulerState, schedule);
+    const groups = args.paramGroups;
+    const schedulerState = checkedSchedulerState(args.schedulerState, schedule, groups, ['scheduler_state']);
     checkCheckpointHeader(def, layout, ['params']);
-    checkHyperparams(def, hyperparams, schedule, ['hyperparams']);
+    const names = namedLeaves(layout).map((l) => l.name);
+    const groupOf = groupOfTensors(names, groups, ['param_groups']);
+    const hps = checkedGroupHp(def, hyperparams, groups, groupOf, schedule, ['hyperparams'], ['param_groups']);
     checkShapes(def, layout, ['params']);
+    const tensors = spansOf(layout);
     const memory = this.#allocate(def, dtype, args.params.length);
     memory.params.set(args.params);
-    const sent = new Map<string, FloatArray>();
+    const sent = new Map<string, SentSlot>();
     const fields = new Map<string, string>();
-    for (const [name, { field, values }] of Object.entries(args.slots)) {
+    for (const [name, { field, values, held }] of Object.entries(args.slots)) {
       if (!def.slots.some((s) => s.name === name)) throw validationProblem([fieldError([field], `is not a state slot of ${def.torch} (${slotList(def)})`)]);
-      sent.set(name, roomFor(memory, name));
-      memory.room[name]!.set(values);
+      roomFor(memory, name).set(values);
+      sent.set(name, { values: memory.room[name]!, held: held ?? null });
       fields.set(name, field);
     }
+    const index = new Map(names.map((n, i) => [n, i]));
+    const counters = new Map<number, { step: number; scalars: Record<string, number | undefined>; where: Array<string | number> }>();
+    for (const [name, c] of Object.entries(args.tensors ?? {})) {
+      const i = index.get(name);
+      if (i === undefined) throw validationProblem([fieldError(['tensors', name], 'names no tensor of params', name)]);
+      counters.set(i, { step: c.step!, scalars: c, where: ['tensors', name] });
+    }
     const where = (name: string, i?: number) => [fields.get(name) ?? name, ...(i === undefined ? [] : pathOfIndex(layout, i))];
-    const state = restoredState(def, hyperparams, memory, args.step, sent, args.scalars, where);
-    return { dtype, hyperparams, schedule, schedulerState: args.schedulerState ?? null, layout, memory, state };
+    const restored = { groups, groupOf, hps, tensors };
+    const tensorPaths = leaves(layout).map((l) => l.path);
+    const whereTensor = (name: string, t: number) => [fields.get(name) ?? name, ...tensorPaths[t]!];
+    const state = restoredState(def, restored, memory, args.step, sent, args.scalars, counters, where, whereTensor);
+    return { dtype, hyperparams, schedule, schedulerState, layout, names, memory, state, ...restored };
   }
 
   /**
@@ -760,11 +911,11 @@ export class HostedOptimizer extends DurableObject<Env> {
     const slotNames = def.slots.map((s) => s.name);
     const scalarNames = def.scalars.map((s) => s.name);
     const prefixes = ['params', ...slotNames, 'step', ...scalarNames];
-    let plan: (Omit<Planned, 'state'> & { step: number | undefined; steps: Float64Array | null; scalarValues: Map<string, Float64Array>; leaves: NamedLeaf[]; sent: Set<string>; metaScalars: Record<string, number | undefined> }) | null = null;
+    let plan: (Omit<Planned, 'state'> & { step: number | undefined; steps: Float64Array | null; scalarValues: Map<string, Float64Array>; leaves: NamedLeaf[]; sent: Map<string, boolean[]>; metaScalars: Record<string, number | undefined> }) | null = null;
     await readSafetensors(args.body, args.length, (header) => {
       const options = checkpointOptions(def, header.metadata);
-      checkSchedulerState(options.scheduler_state, options.schedule);
-      checkHyperparams(def, options.hyperparams, options.schedule, ['__metadata__', 'hyperparams']);
+      const groups = options.param_groups;
+      const schedulerState = checkedSchedulerState(options.scheduler_state, options.schedule, groups, ['scheduler_state']);
       const bySlot = new Map<string, Map<string, TensorEntry>>(prefixes.map((slot) => [slot, new Map()]));
       const slotOf = header.entries.map((e) => {
         const cut = e.name.indexOf('/');
@@ -780,30 +931,55 @@ export class HostedOptimizer extends DurableObject<Env> {
       const current = leafIndex(loaded.layout);
       const same = current !== null && current.size === params.length && params.every((t) => sameShape(current.get(t.name)?.shape, t.shape));
       const layout = same ? loaded.layout : layoutOfNamed(params, ['safetensors', 'params']);
-      checkShapes(def, layout, ['safetensors', 'params']);
       const index = leafIndex(layout)!;
+      const leaves = [...index.values()];
+      const names = leaves.map((l) => l.name);
+      const groupOf = groupOfTensors(names, groups, ['__metadata__', 'param_groups']);
+      const hps = checkedGroupHp(def, options.hyperparams, groups, groupOf, options.schedule, ['__metadata__', 'hyperparams'], ['__metadata__', 'param_groups']);
+      checkShapes(def, layout, ['safetensors', 'params']);
       checkCheckpointHeader(def, layout, ['safetensors', 'params']);
       const size = layoutSize(layout);
       const most = maxElementsOf(limits, def, dtype);
       if (layoutWeight(layout) > most) throw tooLarge(def, layoutWeight(layout), dtype, most);
       const memory = this.#allocate(def, dtype, size);
-      const leaves = [...index.values()];
       const ordinal = new Map(leaves.map((l, i) => [l.name, i]));
       const stepsSent = bySlot.get('step')!.size > 0;
       const steps = stepsSent ? new Float64Array(leaves.length) : null;
       const scalarValues = new Map(scalarNames.filter((n) => bySlot.get(n)!.size > 0).map((n) => [n, new Float64Array(leaves.length)]));
-      const sent = new Set(slotNames.filter((n) => bySlot.get(n)!.size > 0));
+      // A slot's tensors: which parameters have one (torch keeps None for the others, e.g. SGD's
+      // momentum_buffer in a group without momentum; absent for all: see restoredState).
+      const sent = new Map(slotNames.filter((n) => bySlot.get(n)!.size > 0).map((n) => [n, leaves.map((l) => bySlot.get(n)!.has(l.name))]));
       for (const slot of prefixes) {
         const found = bySlot.get(slot)!;
-        // Every tensor of params; of a slot or scalar, all or none (absent: see restoredState).
+        // Every tensor of params, and of the step and scalars (all or none); of a slot, any.
         if (slot !== 'params' && found.size === 0) continue;
-        for (const leaf of leaves) {
-          if (!found.has(leaf.name)) throw new WireError(422, ['safetensors', slotName(slot, leaf.name)], `tensor "${slotName(slot, leaf.name)}" is missing (each parameter needs its ${slot})`);
+        if (!sent.has(slot)) {
+          for (const leaf of leaves) {
+            if (!found.has(leaf.name)) throw new WireError(422, ['safetensors', slotName(slot, leaf.name)], `tensor "${slotName(slot, leaf.name)}" is missing (each parameter needs its ${slot})`);
+          }
         }
         for (const name of found.keys()) if (!index.has(name)) throw new WireError(422, ['safetensors', slotName(slot, name)], `"${slotName(slot, name)}" has no params/${name} to match`);
       }
       const metaScalars = Object.fromEntries(scalarNames.map((n) => [n, options.scalars[n]]));
-      plan = { dtype, hyperparams: options.hyperparams, schedule: options.schedule, schedulerState: options.scheduler_state ?? null, layout, memory, step: options.step, steps, scalarValues, leaves, sent, metaScalars };
+      plan = {
+        dtype,
+        hyperparams: options.hyperparams,
+        schedule: options.schedule,
+        schedulerState,
+        layout,
+        names,
+        groups,
+        groupOf,
+        hps,
+        tensors: spansOf(layout),
+        memory,
+        step: options.step,
+        steps,
+        scalarValues,
+        leaves,
+        sent,
+        metaScalars,
+      };
       return header.entries.map((e, i) => {
         const { slot, leaf: name } = slotOf[i]!;
         const leaf = index.get(name)!;
@@ -818,12 +994,13 @@ export class HostedOptimizer extends DurableObject<Env> {
       });
     });
     const p = plan!;
-    // One value per optimizer: the metadata's, the tensors' (all equal, as adam-api keeps one), or both agreeing.
+    // One step count per optimizer (a hosted optimizer steps every tensor at every step): the
+    // metadata's, the tensors' (all equal), or both agreeing.
     const one = (what: string, values: Float64Array | null | undefined, fromMeta: number | undefined): number | undefined => {
       if (!values) return fromMeta;
       const first = values[0]!;
       const odd = values.findIndex((x) => !Object.is(x, first));
-      if (odd >= 0) throw new WireError(422, ['safetensors', slotName(what, p.leaves[odd]!.name)], `${what} differs between tensors (${first} and ${values[odd]}): adam-api keeps one ${what} per optimizer`);
+      if (odd >= 0) throw new WireError(422, ['safetensors', slotName(what, p.leaves[odd]!.name)], `${what} differs between tensors (${first} and ${values[odd]}): a hosted optimizer steps every tensor at every step, so their ${what} is one`);
       if (fromMeta !== undefined && !Object.is(fromMeta, first)) throw new WireError(422, ['__metadata__', what], `the metadata says ${what} ${fromMeta} but the ${what} tensors say ${first}`);
       return first;
     };
@@ -834,14 +1011,23 @@ export class HostedOptimizer extends DurableObject<Env> {
     if (step === undefined) {
       if (def.stepCounter !== 'none') throw new WireError(422, ['__metadata__', 'step'], 'the step count is required: __metadata__.step, or step/<name> tensors as torch saves them');
     }
-    const scalars = Object.fromEntries(def.scalars.map((s) => [s.name, one(s.name, p.scalarValues.get(s.name), p.metaScalars[s.name])]));
-    const sent = new Map([...p.sent].map((n) => [n, p.memory.room[n]!]));
+    // Scalars are torch's per parameter (NAdam's mu_product differs between groups with other
+    // betas): the top-level value is the metadata's, else that of the first tensor no group names
+    // (else the first tensor's); a tensor whose value differs keeps its own.
+    const topIndex = Math.max(0, p.groupOf.indexOf(0));
+    const scalars = Object.fromEntries(def.scalars.map((s) => [s.name, p.metaScalars[s.name] ?? p.scalarValues.get(s.name)?.[topIndex]]));
+    const counters = new Map<number, { step: number; scalars: Record<string, number | undefined>; where: Array<string | number> }>();
+    for (let i = 0; i < p.leaves.length; i++) {
+      const own = Object.fromEntries(def.scalars.map((s) => [s.name, p.scalarValues.get(s.name)?.[i] ?? scalars[s.name]]));
+      if (def.scalars.some((s) => !Object.is(own[s.name], scalars[s.name]))) counters.set(i, { step: step ?? 0, scalars: own, where: ['safetensors', p.leaves[i]!.name] });
+    }
+    const sent = new Map([...p.sent].map(([n, held]) => [n, { values: p.memory.room[n]!, held: held.every(Boolean) ? null : held }]));
     const where = (name: string, leafIndexAt?: number): Array<string | number> => {
       if (leafIndexAt === undefined) return ['safetensors', name];
       const leaf = p.leaves.find((l) => leafIndexAt < l.offset + l.size)!;
       return ['safetensors', slotName(name, leaf.name), leafIndexAt - leaf.offset];
     };
-    const state = restoredState(def, p.hyperparams, p.memory, step ?? 0, sent, scalars, where);
+    const state = restoredState(def, p, p.memory, step ?? 0, sent, scalars, counters, where, (name, t) => ['safetensors', slotName(name, p.leaves[t]!.name)]);
     const { step: _s, steps: _st, scalarValues: _sv, leaves: _l, sent: _se, metaScalars: _m, ...rest } = p;
     return { ...rest, state };
   }
@@ -936,36 +1122,58 @@ export class HostedOptimizer extends DurableObject<Env> {
       }
       const hyperparams = { ...meta.hyperparams, ...changes };
       const schedule = args.schedule === undefined ? meta.schedule : args.schedule;
-      checkHyperparams(def, hyperparams, schedule, ['hyperparams']);
+      // param_groups: replaced, cleared (null), or kept (absent); checked as at creation.
+      const groups = args.paramGroups === undefined ? loaded.groups : parseParamGroups(def, args.paramGroups, ['param_groups']);
+      const groupsChanged = JSON.stringify(groups) !== JSON.stringify(loaded.groups);
+      const groupOf = groupsChanged ? groupOfTensors(loaded.names, groups, ['param_groups']) : loaded.groupOf;
+      const hps = checkedGroupHp(def, hyperparams, groups, groupOf, schedule, ['hyperparams'], ['param_groups']);
       const scheduleChanged = JSON.stringify(schedule) !== JSON.stringify(meta.schedule);
-      // The slots the new hyperparameters keep: kept ones keep their values, new eager ones start
-      // from their initial value (amsgrad's running max from zero: max(0, v) = v at the next step),
-      // dropped ones are gone (as amsgrad off drops max_exp_avg_sq).
-      const slots = slotsFor(def, hyperparams, loaded, loaded.state.slots);
-      const arrays = arraysOf(loaded, { ...loaded.state, slots });
+      // The slots the new hyperparameters keep: kept ones keep their values, a tensor whose group
+      // now keeps an eager one starts it from its initial value (amsgrad's running max from zero:
+      // max(0, v) = v at the next step), dropped ones are gone (as amsgrad off drops max_exp_avg_sq).
+      const shapeBefore = slotShape(loaded.state);
+      const state: TreeState = { ...loaded.state, slots: { ...loaded.state.slots }, held: Object.fromEntries(Object.entries(loaded.state.held).map(([k, h]) => [k, [...h]])) };
+      keepSlots(def, hps, groupOf, loaded.tensors, state, (name) => roomFor(loaded, name));
+      const arrays = arraysOf(loaded, state);
+      let plateau = meta.plateau as HostedPlateau | null;
+      if (scheduleChanged) plateau = initialPlateau(schedule, groups);
+      else if (groupsChanged && plateau) {
+        // New groups start at their own lr, as torch's scheduler starts a group it is given.
+        const { group_lrs: _lrs, ...shared } = plateau;
+        const lrs = initialGroupLrs(schedule, groups);
+        plateau = lrs ? { ...shared, group_lrs: lrs } : shared;
+      }
+      const { groups: _groups, ...rest } = meta;
       const next: StoredMeta = {
-        ...meta,
+        ...rest,
         hyperparams,
-        slots: Object.keys(arrays.slots),
+        ...stateMeta(state, arrays),
         schedule,
-        plateau: scheduleChanged ? initialSchedulerState(schedule) : meta.plateau,
+        plateau,
         revision: meta.revision + 1,
         updatedAt: new Date().toISOString(),
         ttl: args.ttl ?? meta.ttl,
+        ...(groups.length > 0 ? { groups: groups.length } : {}),
       };
       try {
-        if (next.slots!.join(',') === Object.keys(arraysOf(loaded, loaded.state).slots).join(',')) {
+        if (!groupsChanged && slotShape(state) === shapeBefore) {
           // Journalled steps carry their own hyperparameters, so only the metadata changes.
           this.#store.transaction(() => this.#store.writeMeta(next));
         } else {
-          this.#store.transaction(() => this.#store.writeCheckpoint(next, arrays, null));
+          // New slots, or other groups (a replay steps each tensor with its group's): the whole state, no journal.
+          this.#store.transaction(() => {
+            this.#store.writeCheckpoint(next, arrays, null);
+            this.#store.writeGroups(groups);
+          });
         }
       } catch (e) {
         this.#load();
         throw e;
       }
       loaded.meta = next;
-      loaded.state.slots = slots;
+      loaded.state = state;
+      loaded.groups = groups;
+      loaded.groupOf = groupOf;
       // A shorter time-to-live may bring the deadline before the alarm: move it.
       if (args.ttl !== undefined) await this.ctx.storage.setAlarm(deadlineOf(next));
       return this.#versionedInfo(loaded);
@@ -1123,14 +1331,15 @@ interface Narrow {
 }
 
 /** What a restore writes, decoded and checked, before it is stored. */
-interface Planned {
+interface Planned extends RestoredGroups {
   dtype: Dtype;
   hyperparams: Hyperparams;
   schedule: ScheduleSpec | null;
-  schedulerState: PlateauState | null;
+  schedulerState: HostedPlateau | null;
   layout: TensorLayout;
+  names: string[];
   memory: Memory;
-  state: OptimizerState;
+  state: TreeState;
 }
 
 /** `exp_avg, exp_avg_sq, max_exp_avg_sq`: an optimizer's slot names, for messages. */
@@ -1146,14 +1355,6 @@ function sameOptimizer(def: AnyDef, name: string | undefined, path: Array<string
   }
 }
 
-/** A required hyperparameter (SGD's lr) must be set unless a schedule sets lr; torch's cross-field rules (def.check). */
-function checkHyperparams(def: AnyDef, hp: Hyperparams, schedule: ScheduleSpec | null | undefined, path: Array<string | number>): void {
-  const missing = Object.entries(def.hyperparams).filter(([k, d]) => d.type === 'number' && d.default === undefined && hp[k] === undefined && !(k === 'lr' && schedule));
-  if (missing.length > 0) throw validationProblem(missing.map(([k]) => fieldError([...path, k], `is required: ${def.torch} has no default ${k} (or set a schedule)`)));
-  const rule = def.check?.(hp);
-  if (rule) throw validationProblem([fieldError([...path, rule.field], rule.message, hp[rule.field])]);
-}
-
 /** 422 for a tensor the optimizer cannot step (Muon: 2-D only). */
 export function checkShapes(def: AnyDef, layout: TensorLayout, path: Array<string | number>): void {
   if (!def.checkShape) return;
@@ -1163,45 +1364,80 @@ export function checkShapes(def: AnyDef, layout: TensorLayout, path: Array<strin
   }
 }
 
+/** A slot as a restore received it: its array (in the new memory) and, when some tensor's was absent, which tensors hold it. */
+interface SentSlot {
+  values: FloatArray;
+  held: boolean[] | null;
+}
+
+/** The groups of a restore: each tensor's group and each group's hyperparameters (checked). */
+interface RestoredGroups {
+  groups: ParamGroup[];
+  groupOf: number[];
+  hps: Hyperparams[];
+  tensors: TensorSpan[];
+}
+
 /**
- * The state a restore installs, from the slots sent (already in `memory`) and scalars: each slot
- * `hp` keeps is the sent one (checked >= 0 where it must be), or, when not sent, its initial value
- * at step 0 and, at step > 0, required unless torch creates it from the first gradient (SGD's
- * momentum_buffer). A sent slot `hp` does not keep is ignored, as torch ignores it. Scalars are
- * required at step > 0.
+ * The state a restore installs, from the slots sent (already in `memory`), scalars and per-tensor
+ * counters, as the stateless step takes a state: each slot a group keeps is the sent one (checked
+ * >= 0 where it must be; a tensor's may be absent, torch's None), or, when not sent, its initial
+ * value at step 0 and, at step > 0, required unless torch creates it from the first gradient
+ * (SGD's momentum_buffer); a tensor whose group keeps an eager slot it lacks starts it fresh. A
+ * sent slot no group keeps is ignored, as torch ignores it. Scalars are required at step > 0.
+ * A tensor's own counter may differ from the top-level one in its scalars only: a hosted
+ * optimizer steps every tensor at every step.
  */
 function restoredState(
   def: AnyDef,
-  hp: Hyperparams,
+  g: RestoredGroups,
   memory: Memory,
   step: number,
-  sent: ReadonlyMap<string, FloatArray>,
+  sent: ReadonlyMap<string, SentSlot>,
   scalars: Record<string, number | undefined>,
+  counters: ReadonlyMap<number, { step: number; scalars: Record<string, number | undefined>; where: Array<string | number> }>,
   where: (slot: string, index?: number) => Array<string | number>,
-): OptimizerState {
-  const slots: Record<string, FloatArray | null> = {};
+  whereTensor: (slot: string, tensor: number) => Array<string | number>,
+): TreeState {
+  const used = [...usedGroups(g.groupOf)];
+  const state: TreeState = { step, scalars: {}, slots: {}, held: {}, counters: new Map() };
   for (const slot of def.slots) {
-    if (!slot.present(hp)) continue;
-    const a = sent.get(slot.name);
-    if (a) {
-      const i = slot.nonNegative ? firstNegative(a) : -1;
-      if (i >= 0) throw validationProblem([fieldError(where(slot.name, i), 'must be >= 0 (it is a square, a sum of squares or a magnitude)', a[i])]);
-      slots[slot.name] = a;
-      continue;
+    const keeping = used.find((k) => slot.present(g.hps[k]!));
+    if (keeping === undefined) continue;
+    const s = sent.get(slot.name);
+    if (s) {
+      const i = slot.nonNegative ? firstNegative(s.values) : -1;
+      if (i >= 0) throw validationProblem([fieldError(where(slot.name, i), 'must be >= 0 (it is a square, a sum of squares or a magnitude)', s.values[i])]);
+      const held = s.held ?? g.tensors.map(() => true);
+      // torch has an eager slot for every parameter whose group keeps it (None only elsewhere).
+      const lacking = held.findIndex((h, t) => !h && slot.present(g.hps[g.groupOf[t]!]!) && slot.initial(g.hps[g.groupOf[t]!]!) !== null);
+      if (lacking >= 0 && held.some(Boolean)) {
+        throw validationProblem([fieldError(whereTensor(slot.name, lacking), `is missing: ${def.torch} keeps ${slot.name} for every tensor of a group that keeps it (null only where its group does not)`)]);
+      }
+      if (held.some(Boolean) || g.tensors.length === 0) {
+        state.slots[slot.name] = s.values;
+        state.held[slot.name] = held;
+        continue;
+      }
     }
-    const initial = slot.initial(hp);
-    if (initial !== null && step > 0) {
+    if (slot.initial(g.hps[keeping]!) !== null && step > 0) {
       throw validationProblem([fieldError(where(slot.name), `is required when step > 0 (${def.torch} keeps it with these hyperparameters)`)]);
     }
-    slots[slot.name] = initial === null ? null : roomFor(memory, slot.name).fill(initial);
   }
-  const values: Record<string, number> = {};
+  keepSlots(def, g.hps, g.groupOf, g.tensors, state, (name) => roomFor(memory, name));
   for (const s of def.scalars) {
     const v = scalars[s.name];
     if (v === undefined && step > 0) throw validationProblem([fieldError(where(s.name), 'is required when step > 0')]);
-    values[s.name] = v ?? s.initial;
+    state.scalars[s.name] = v ?? s.initial;
   }
-  return { step, slots, scalars: values };
+  for (const [i, c] of counters) {
+    if (c.step !== step) {
+      throw validationProblem([fieldError([...c.where, 'step'], `must be the optimizer's step ${step}: a hosted optimizer steps every tensor at every step, so no tensor's count lags`, c.step)]);
+    }
+    const counter: Counter = { step, scalars: Object.fromEntries(def.scalars.map((s) => [s.name, c.scalars[s.name] ?? state.scalars[s.name]!])) };
+    if (JSON.stringify(counter.scalars) !== JSON.stringify(state.scalars)) state.counters.set(i, counter);
+  }
+  return state;
 }
 
 /** `<slot>/<name>` (or just `<slot>` for a single unnamed tensor). */
@@ -1259,10 +1495,27 @@ function placeByName(e: TensorEntry, index: Map<string, NamedLeaf>, dtype: Dtype
   return { out: target, offset: leaf.offset, count: leaf.size, path };
 }
 
-function checkSchedulerState(state: PlateauState | null | undefined, schedule: ScheduleSpec | null): void {
-  if (state && schedule?.type !== 'reduce_on_plateau') {
-    throw validationProblem([fieldError(['scheduler_state'], 'must be null or omitted unless the schedule is reduce_on_plateau')]);
+/**
+ * A snapshot's scheduler state, checked against its schedule and param_groups: reduce_on_plateau's
+ * only; `group_lrs` holds a rate for each group that sets its own lr and null for the others (absent:
+ * each group starts at its lr).
+ */
+function checkedSchedulerState(state: HostedPlateau | null | undefined, schedule: ScheduleSpec | null, groups: readonly ParamGroup[], path: Array<string | number>): HostedPlateau | null {
+  if (!state) return initialPlateau(schedule, groups);
+  if (schedule?.type !== 'reduce_on_plateau') {
+    throw validationProblem([fieldError(path, 'must be null or omitted unless the schedule is reduce_on_plateau')]);
   }
+  const initial = initialGroupLrs(schedule, groups);
+  const { group_lrs: lrs, ...shared } = state;
+  if (lrs === undefined || lrs === null) return initial ? { ...shared, group_lrs: initial } : shared;
+  if (!initial || lrs.length !== initial.length) {
+    throw validationProblem([fieldError([...path, 'group_lrs'], `must have one entry per param group (${groups.length})`, `${lrs.length} entries`)]);
+  }
+  const odd = lrs.findIndex((lr, i) => (lr === null) !== (initial[i] === null));
+  if (odd >= 0) {
+    throw validationProblem([fieldError([...path, 'group_lrs', odd], initial[odd] === null ? 'must be null: param_groups[' + odd + '] sets no lr (it follows the top-level rate)' : `must be a number: param_groups[${odd}] sets its own lr`, lrs[odd])]);
+  }
+  return { ...shared, group_lrs: lrs };
 }
 
 /** A checkpoint's `__metadata__` parsed (JSON values) and checked like a JSON snapshot's fields, hyperparams by `def`'s schema. */
@@ -1292,6 +1545,7 @@ function checkpointOptions(def: AnyDef, metadata: Record<string, string> | null)
     schedule: json('schedule'),
     scheduler_state: json('scheduler_state'),
     layout: json('layout'),
+    param_groups: json('param_groups'),
   });
   if (!parsed.success) {
     throw validationProblem(zodFieldErrors(parsed.error, undefined).map((e) => ({ ...e, field: `__metadata__.${e.field}`, pointer: undefined })));
@@ -1301,7 +1555,8 @@ function checkpointOptions(def: AnyDef, metadata: Record<string, string> | null)
   if (!hp.success) {
     throw validationProblem(zodFieldErrors(hp.error, undefined).map((e) => ({ ...e, field: `__metadata__.hyperparams.${e.field}`, pointer: undefined })));
   }
-  return { ...parsed.data, hyperparams: hp.data as Hyperparams, scalars };
+  const groups = parseParamGroups(def, parsed.data.param_groups, ['__metadata__', 'param_groups'], false);
+  return { ...parsed.data, hyperparams: hp.data as Hyperparams, param_groups: groups, scheduler_state: parsed.data.scheduler_state as HostedPlateau | null | undefined, scalars };
 }
 
 /** 413 for a state larger than one optimizer of `def` holds. */

@@ -10,6 +10,17 @@ import type { ScheduleSpec } from '../schedules/types.ts';
 import type { FlatTensors, TensorLayout } from '../tensors/tree.ts';
 import type { WireDtype } from '../wire/dtypes.ts';
 
+/** A param group as validated (src/lib/param-groups.ts's ParamGroup), in types RPC can carry. */
+export interface GroupOut {
+  params: string[];
+  [hyperparam: string]: number | boolean | string | string[];
+}
+
+/** reduce_on_plateau's state, with each param group's own rate (null: the group follows the top-level one). */
+export interface SchedulerState extends PlateauState {
+  group_lrs?: Array<number | null>;
+}
+
 /** An RPC answer: a value, or a problem the Worker renders as problem+json. */
 export type Outcome<T> = { ok: true; value: T } | { ok: false; problem: ProblemData };
 
@@ -33,6 +44,8 @@ export interface OptimizerInfo {
   /** Steps skipped by `nonfinite: "skip"` since creation. */
   skipped_steps: number;
   hyperparams: Hyperparams;
+  /** torch's param_groups as set (empty: none): each group's patterns and the hyperparameters it overrides. */
+  param_groups: GroupOut[];
   /** Scalar state (NAdam's `mu_product`), by torch's name; empty for most optimizers. */
   scalars: Record<string, number>;
   /** Most elements an optimizer of this kind and dtype holds (MAX_HOSTED_BYTES over its arrays). */
@@ -109,6 +122,10 @@ export interface CreateArgs {
   /** Initial params; null: zeros, and every element must be uploaded (PUT params) before a step. */
   params: FloatArray | null;
   hyperparams: Hyperparams;
+  /** Validated with the optimizer's ParamGroups schema (empty: none); the object matches them to the tensors. */
+  paramGroups: GroupOut[];
+  /** Where the groups are in the request (`param_groups`, or `__metadata__.param_groups`), for errors. */
+  groupsPath: string[];
   schedule: ScheduleSpec | null;
   dtype: Dtype;
   /** Time-to-live in seconds. */
@@ -127,14 +144,21 @@ export interface RestoreArgs {
   dtype: Dtype;
   /** Validated with the optimizer's schema (defaults filled in). */
   hyperparams: Hyperparams;
+  /** Validated with the optimizer's ParamGroups schema (empty: none). */
+  paramGroups: GroupOut[];
   schedule: ScheduleSpec | null;
-  schedulerState?: PlateauState | null | undefined;
+  schedulerState?: SchedulerState | null | undefined;
   layout: TensorLayout;
   params: FloatArray;
-  /** Slots sent, by torch's name, each with the field name the client used (for errors). */
-  slots: Record<string, { field: string; values: FloatArray }>;
+  /**
+   * Slots sent, by torch's name, each with the field name the client used (for errors) and, when
+   * some tensor's was null (torch has None), which tensors (layout order) hold it.
+   */
+  slots: Record<string, { field: string; values: FloatArray; held?: boolean[] | undefined }>;
   /** Scalars sent, by torch's name. */
   scalars: Record<string, number>;
+  /** Tensors whose step count or scalars differ from the top-level ones (the snapshot's `tensors`), by name. */
+  tensors?: Record<string, Record<string, number>> | undefined;
   /** The owner key's quota, should the restore change the optimizer's size. */
   quota: KeyQuota;
 }
@@ -167,6 +191,8 @@ export interface PatchArgs {
   ifMatch?: string | undefined;
   /** As sent: the object validates it with its optimizer's schema. */
   hyperparams?: Record<string, unknown> | undefined;
+  /** As sent (null: no groups any more; absent: unchanged): the object validates it with its optimizer's ParamGroups schema. */
+  paramGroups?: unknown;
   schedule?: ScheduleSpec | null | undefined;
   ttl?: number | undefined;
 }
@@ -182,11 +208,18 @@ export type SnapshotSlot = string;
 export interface SnapshotOut {
   etag: string;
   info: OptimizerInfo;
-  schedulerState: PlateauState | null;
+  schedulerState: SchedulerState | null;
   layout: TensorLayout;
   /** How the optimizer counts steps (safetensors `step/…` tensors: none, float32 or integer). */
   stepCounter: 'float32' | 'integer' | 'none';
   slots: SnapshotSlot[];
+  /**
+   * For a slot some tensor does not hold (torch has None for it): which tensors (layout order) do;
+   * the stream then holds only theirs. Absent for a slot: every tensor's.
+   */
+  held: Record<string, boolean[]>;
+  /** Tensors (layout order) whose step count or scalars differ from the top-level ones. */
+  counters: Array<{ tensor: number; step: number; scalars: Record<string, number> }>;
   data: ReadableStream<Uint8Array>;
 }
 

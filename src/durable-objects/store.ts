@@ -96,6 +96,29 @@ export interface StoredMeta {
    * history); absent in rows stored before it was counted: 0.
    */
   skippedSteps?: number;
+  /**
+   * How many param_groups are stored (in the `param_groups` blob: JSON of the groups as validated);
+   * absent or 0: none, as for every optimizer stored before groups existed.
+   */
+  groups?: number;
+  /**
+   * For a slot that not every tensor holds (torch has None for a tensor whose group keeps no such
+   * slot, or has not created it yet): ranges [start, end) of the tensor indices (layout order) that
+   * hold it. Absent for a slot: every tensor holds it.
+   */
+  held?: Record<string, Array<[number, number]>>;
+  /**
+   * Tensors whose step count or scalars differ from `step` and `scalars` (NAdam's `mu_product` in a
+   * group with other betas), by ranges of tensor indices; absent: none.
+   */
+  counters?: StoredCounter[];
+}
+
+/** One per-tensor counter of StoredMeta.counters and the tensors that have it. */
+export interface StoredCounter {
+  step: number;
+  scalars: Record<string, number>;
+  tensors: Array<[number, number]>;
 }
 
 /** Version 1 (before the journal): tensors params/m/v/v_max stored whole in tensor_chunks. */
@@ -117,6 +140,12 @@ export interface JournalEntry {
   hyperparams: Hyperparams;
   /** Scalar state before this step (absent: none, as Adam stored it). */
   scalars?: Record<string, number>;
+  /**
+   * With param_groups: each group's hyperparameters at this step, lr resolved (index 0: the
+   * top-level set, g + 1: param_groups[g]); the tensors' groups are the stored ones (a change of
+   * groups rewrites the whole state, so the journal never spans two).
+   */
+  groups?: Hyperparams[];
 }
 
 /** When an optimizer expires (ms since the epoch): its last successful call plus its time-to-live. */
@@ -232,6 +261,17 @@ export class OptimizerStore {
 
   writeLayout(layout: TensorLayout): void {
     writeBlob(this.#sql, 'layout', new TextEncoder().encode(JSON.stringify(layout)));
+  }
+
+  /** The stored param_groups (JSON, chunked like the layout: patterns may be long). */
+  readGroups(): unknown {
+    return JSON.parse(new TextDecoder().decode(readBlob(this.#sql, 'param_groups')));
+  }
+
+  /** Stores the param_groups, or deletes them (none). */
+  writeGroups(groups: readonly unknown[]): void {
+    if (groups.length === 0) deleteBlob(this.#sql, 'param_groups');
+    else writeBlob(this.#sql, 'param_groups', new TextEncoder().encode(JSON.stringify(groups)));
   }
 
   /**

@@ -2,7 +2,8 @@
 
 import { z } from '@hono/zod-openapi';
 import { StepCountSchema } from './adam.ts';
-import { DtypeSchema, TensorTreeSchema, requiredTree } from './common.ts';
+import { DtypeSchema, PartialTensorTreeSchema, TensorTreeSchema, requiredTree } from './common.ts';
+import { MAX_PARAM_GROUPS } from './family.ts';
 import {
   queryBoolean,
   queryEnum,
@@ -63,6 +64,37 @@ const HYPERPARAMS_OF = 'the optimizer\'s hyperparameters with torch\'s names (th
 const HyperparamsInputSchema = (description: string) =>
   z.record(z.string(), z.unknown()).openapi({ description: `${description}: ${HYPERPARAMS_OF}; torch's \`betas: [b1, b2]\` is accepted too.` });
 
+/**
+ * param_groups as sent: which fields are valid depends on `optimizer`, so the handler (create,
+ * restore) or the object (PATCH) validates them with that optimizer's `<Name>ParamGroups` schema.
+ */
+const PARAM_GROUPS_RULES =
+  'torch\'s `param_groups` by tensor name, validated by the optimizer\'s `<Name>ParamGroups` schema (e.g. `SgdParamGroups`): each group lists tensor names or ' +
+  'patterns (`*` matches any run of characters: `encoder.*`, `*.bias`) in `params` and overrides any hyperparameter for those tensors (`lr` included; a field it ' +
+  'does not give follows `hyperparams`, also after a PATCH of them); tensors no group names use `hyperparams`. A tensor named by two groups, or a pattern that ' +
+  'matches no tensor, is a 422 naming it. The optimizer keeps them and applies them at every step, as the stateless step does; with a schedule, each group\'s ' +
+  'lr follows it as torch\'s scheduler drives a group whose initial lr is the group\'s `lr`.';
+const ParamGroupsInputSchema = (description: string) =>
+  z
+    .array(z.record(z.string(), z.unknown()))
+    .max(MAX_PARAM_GROUPS)
+    .openapi({ description: `${description} ${PARAM_GROUPS_RULES}` });
+
+/** param_groups as answered (metadata, snapshots). */
+export const HostedParamGroupsSchema = z
+  .array(
+    z
+      .object({ params: z.array(z.string()).openapi({ description: 'Tensor names or patterns (`*` matches any run of characters).' }) })
+      .catchall(z.union([z.number(), z.boolean(), z.string()]))
+      .openapi({ description: 'One group: its tensors, and the hyperparameters it sets for them (torch\'s names).' }),
+  )
+  .openapi('HostedParamGroups', {
+    description:
+      'torch\'s `param_groups` as set (at creation, by PATCH or by a restore), each with only the hyperparameters it overrides; tensors no group names use ' +
+      '`hyperparams`. Each group\'s lr (its own, scheduled from it with a schedule) applies at every step. Absent when there are none.',
+    example: [{ params: ['*.bias', 'norm.*'], weight_decay: 0 }, { params: ['head.*'], lr: 0.01 }],
+  });
+
 /** Hyperparameters as answered: numbers and flags by torch's names. */
 export const HostedHyperparamsSchema = z
   .record(z.string(), z.union([z.number(), z.boolean(), z.string()]))
@@ -85,7 +117,24 @@ const SCALAR_FIELDS = stateFields('scalar');
 /** The snapshot fields holding state slots (every registry slot name) and scalars. */
 export const SNAPSHOT_SLOT_FIELDS = SLOT_FIELDS.map(([name]) => name);
 export const SNAPSHOT_SCALAR_FIELDS = SCALAR_FIELDS.map(([name]) => name);
-const slotTrees = (extra: string) => Object.fromEntries(SLOT_FIELDS.map(([name, d]) => [name, TensorTreeSchema.nullable().optional().openapi({ description: `${d}.${extra}` })]));
+const slotTrees = (extra: string) =>
+  Object.fromEntries(
+    SLOT_FIELDS.map(([name, d]) => [
+      name,
+      PartialTensorTreeSchema.optional().openapi({ description: `${d}.${extra}. A tensor's is \`null\` where torch keeps none for it (e.g. SGD's momentum_buffer in a param group without momentum).` }),
+    ]),
+  );
+
+/** Per-tensor counters of a snapshot: torch counts per parameter. */
+const SnapshotCountersSchema = z
+  .record(z.string(), z.record(z.string(), z.number()))
+  .optional()
+  .openapi({
+    description:
+      'Tensors whose scalar state differs from the top-level one, by name (torch keeps it per parameter: NAdam\'s `mu_product` in a param group with other ' +
+      '`beta1` or `momentum_decay`), as `{"<name>": {"step": n, "mu_product": x}}`; absent when every tensor agrees. A hosted optimizer steps every tensor at ' +
+      'every step, so `step` is the snapshot\'s (a PUT with another is a 422).',
+  });
 const scalarNumbers = () => Object.fromEntries(SCALAR_FIELDS.map(([name, d]) => [name, z.number().optional().openapi({ description: `${d}.` })]));
 
 const TTL_RULE =
@@ -106,7 +155,8 @@ export const CreateOptimizerSchema = z
     }),
     init: z.enum(['zeros']).optional().openapi({ description: 'With `shapes`: what the params hold until uploaded (`zeros`, the default).' }),
     optimizer: OptimizerNameSchema.default('adam'),
-    hyperparams: HyperparamsInputSchema('Of `optimizer`; every field has torch\'s default except a required one (SGD\'s `lr`, unless a schedule sets it)').optional(),
+    hyperparams: HyperparamsInputSchema('Of `optimizer`; every field has torch\'s default except a required one (SGD\'s `lr`, unless a schedule sets it, or every tensor is in a group that sets it)').optional(),
+    param_groups: ParamGroupsInputSchema('Optional (none: every tensor uses `hyperparams`).').optional(),
     schedule: nullableSchedule(SCHEDULE_FIELD).optional(),
     dtype: DtypeSchema.default('float32'),
     ttl: TtlSchema.optional().openapi({ description: `${TTL_RULE} Default: the server's OPTIMIZER_TTL (30 days unless configured).` }),
@@ -156,6 +206,7 @@ export const OptimizerInfoSchema = z
         'A counter of this hosted optimizer, like its history, not torch state: snapshots do not carry it and PUT /state keeps it. 0 for optimizers stored before it was counted.',
     }),
     hyperparams: HostedHyperparamsSchema,
+    param_groups: HostedParamGroupsSchema.optional(),
     max_elements: z.number().int().openapi({
       description:
         'Most parameter elements an optimizer of this kind and dtype holds: MAX_HOSTED_BYTES / ((2 + slots) × 4 or 8 bytes), params, the gradient buffer and every state slot the optimizer can keep (larger states are a 413).',
@@ -350,6 +401,15 @@ export const PlateauStateSchema = z
     num_bad_epochs: z.number().int().min(0).openapi({ description: 'Reports without improvement (torch `num_bad_epochs`).' }),
     cooldown_counter: z.number().int().min(0).openapi({ description: 'Reports left in the cooldown (torch `cooldown_counter`).' }),
     num_reports: z.number().int().min(0).openapi({ description: 'Metric reports so far.' }),
+    group_lrs: z
+      .array(z.number().min(0).nullable())
+      .optional()
+      .openapi({
+        description:
+          'With `param_groups`: the current rate of each group that sets its own `lr` (null for a group that does not: it follows `lr`), reduced on its own as ' +
+          'torch reduces each param group\'s rate (max(lr·factor, min_lr), if that lowers it by more than eps) at the same reports. Absent without groups; ' +
+          'absent in a restored snapshot: each group starts at its `lr`.',
+      }),
   })
   .strict()
   .nullable()
@@ -362,14 +422,16 @@ export const SnapshotSchema = z
     step: StepCountSchema,
     dtype: DtypeSchema,
     hyperparams: HostedHyperparamsSchema,
+    param_groups: HostedParamGroupsSchema.optional(),
     schedule: nullableSchedule(SCHEDULE_FIELD),
     scheduler_state: PlateauStateSchema.optional(),
     params: requiredTree('Current parameters.'),
-    m: TensorTreeSchema.optional().openapi({ description: '`adam` only: first moment (torch `exp_avg`).' }),
-    v: TensorTreeSchema.optional().openapi({ description: '`adam` only: second moment (torch `exp_avg_sq`).' }),
-    v_max: TensorTreeSchema.optional().openapi({ description: '`adam` only: running max of v (torch `max_exp_avg_sq`); present with amsgrad.' }),
+    m: PartialTensorTreeSchema.optional().openapi({ description: '`adam` only: first moment (torch `exp_avg`).' }),
+    v: PartialTensorTreeSchema.optional().openapi({ description: '`adam` only: second moment (torch `exp_avg_sq`).' }),
+    v_max: PartialTensorTreeSchema.optional().openapi({ description: '`adam` only: running max of v (torch `max_exp_avg_sq`); present with amsgrad (`null` for a tensor in a param group without it).' }),
     ...slotTrees(' Present when the optimizer keeps it; same structure as `params`'),
     ...scalarNumbers(),
+    tensors: SnapshotCountersSchema,
     created_at: Timestamp.optional().openapi({ description: 'Read-only; ignored by PUT.' }),
     updated_at: Timestamp.optional().openapi({ description: 'Read-only; ignored by PUT.' }),
   })
@@ -388,14 +450,16 @@ export const SnapshotInputSchema = z
     // A snapshot is complete: nothing silently falls back to a default or to the current value.
     dtype: DtypeSchema,
     hyperparams: HyperparamsInputSchema('Of the snapshot\'s optimizer (fields it does not name take torch\'s defaults)'),
+    param_groups: ParamGroupsInputSchema('The snapshot\'s groups (absent: none).').optional(),
     schedule: nullableSchedule('Schedule to restore (null: none).'),
     scheduler_state: PlateauStateSchema.optional(),
     params: requiredTree('Parameters; may change shapes, within the element limit.'),
-    m: TensorTreeSchema.optional().openapi({ description: '`adam`: first moment (or `exp_avg`), structure of `params`.' }),
-    v: TensorTreeSchema.optional().openapi({ description: '`adam`: second moment (or `exp_avg_sq`), structure of `params`, non-negative.' }),
-    v_max: TensorTreeSchema.optional().openapi({ description: '`adam`: running max of v (or `max_exp_avg_sq`); required with amsgrad when step > 0.' }),
+    m: PartialTensorTreeSchema.optional().openapi({ description: '`adam`: first moment (or `exp_avg`), structure of `params`.' }),
+    v: PartialTensorTreeSchema.optional().openapi({ description: '`adam`: second moment (or `exp_avg_sq`), structure of `params`, non-negative.' }),
+    v_max: PartialTensorTreeSchema.optional().openapi({ description: '`adam`: running max of v (or `max_exp_avg_sq`); required with amsgrad when step > 0.' }),
     ...slotTrees(' Structure of `params`; with step > 0 every slot the hyperparameters keep is required, except one torch creates from the first gradient (SGD\'s momentum_buffer), which may be null or absent'),
     ...scalarNumbers(),
+    tensors: SnapshotCountersSchema,
     created_at: z.string().optional().openapi({ description: 'Ignored.' }),
     updated_at: z.string().optional().openapi({ description: 'Ignored.' }),
   })
@@ -409,6 +473,14 @@ export const SnapshotInputSchema = z
 export const PatchOptimizerSchema = z
   .object({
     hyperparams: HyperparamsInputSchema('Hyperparameters to change (the ones not named keep their values), validated against the optimizer\'s schema; a change that adds a state slot starts it fresh, one that drops a slot discards it').optional(),
+    param_groups: z
+      .union([ParamGroupsInputSchema('New groups, replacing the ones set (omitted: unchanged).'), z.null()])
+      .optional()
+      .openapi({
+        description:
+          'New param_groups replacing the ones set (`null`: none any more, every tensor uses `hyperparams`; omitted: unchanged), validated and matched as at ' +
+          'creation. Each tensor keeps its state; one whose new group keeps a slot it lacks starts it fresh. With reduce_on_plateau, each new group starts at its lr.',
+      }),
     schedule: nullableSchedule('New schedule (null removes it; omitted: unchanged). A new schedule restarts reduce_on_plateau\'s state.').optional(),
     ttl: TtlSchema.optional().openapi({ description: `New time-to-live (omitted: unchanged). ${TTL_RULE} The deadline becomes now plus this.` }),
   })
@@ -459,6 +531,8 @@ export const CheckpointOptionsSchema = z
     schedule: z.union([ScheduleSpecSchema, z.null()]),
     scheduler_state: PlateauStateSchema.optional(),
     layout: z.array(z.string()).optional(),
+    // Validated with the optimizer's ParamGroups schema once the optimizer is known.
+    param_groups: z.unknown().optional(),
   })
   .strict();
 

@@ -18,9 +18,14 @@ export function hasNegativeZero(values: ArrayLike<number>): boolean {
 /** Elements written per yielded piece (about 20 bytes each). */
 const ELEMENTS_PER_PIECE = 16_384;
 
-/** JSON text of the tree `layout` over `values`, in pieces; joined, it is the tree's JSON. */
-export function* treeJsonPieces(layout: TensorLayout, values: ArrayLike<number>): Generator<string> {
+/**
+ * JSON text of the tree `layout` over `values`, in pieces; joined, it is the tree's JSON. With
+ * `present`, a tensor (in layout order) whose entry is false is written `null` (torch keeps no such
+ * state for it) and its elements are skipped.
+ */
+export function* treeJsonPieces(layout: TensorLayout, values: ArrayLike<number>, present?: readonly boolean[]): Generator<string> {
   let cursor = 0;
+  let tensor = 0;
   let buffer = '';
   let pending = 0;
   function* flush(): Generator<string> {
@@ -36,6 +41,11 @@ export function* treeJsonPieces(layout: TensorLayout, values: ArrayLike<number>)
         yield* tree(l.entries[i]!.layout);
       }
       buffer += '}';
+      return;
+    }
+    if (present && !present[tensor++]) {
+      buffer += 'null';
+      cursor += l.shape.reduce((a, b) => a * b, 1);
       return;
     }
     if (l.shape.length === 0) {
@@ -93,9 +103,12 @@ export function textStream(pieces: Iterable<string> | AsyncIterable<string>): Re
   const iterator = Symbol.asyncIterator in pieces ? pieces[Symbol.asyncIterator]() : (pieces as Iterable<string>)[Symbol.iterator]();
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
-      const next = await iterator.next();
-      if (next.done) controller.close();
-      else if (next.value) controller.enqueue(encoder.encode(next.value));
+      // An empty piece enqueues nothing, and a pull that enqueues nothing may not be called again (the reader would wait): skip it.
+      for (;;) {
+        const next = await iterator.next();
+        if (next.done) return controller.close();
+        if (next.value) return controller.enqueue(encoder.encode(next.value));
+      }
     },
     async cancel() {
       await iterator.return?.();

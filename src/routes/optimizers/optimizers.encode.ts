@@ -4,7 +4,7 @@
 import type { OptimizerInfo, SnapshotOut, StepOut, TensorsOut } from '../../durable-objects/protocol.ts';
 import type { Dtype, FloatArray } from '../../optim/adam.ts';
 import { leafIndex, namedLeaves, type NamedLeaf } from '../../tensors/names.ts';
-import { layoutShapes, type TensorLayout } from '../../tensors/tree.ts';
+import { layoutShapes, leaves, type TensorLayout } from '../../tensors/tree.ts';
 import { bytesOf, wireDtypeOf } from '../../wire/dtypes.ts';
 import { approxTreeJsonLength, objectJson, textStream, treeJson, treeJsonPieces, type JsonField } from '../../wire/json.ts';
 import { MEDIA_TYPES, type Format } from '../../wire/media.ts';
@@ -35,6 +35,7 @@ export function infoJson(info: OptimizerInfo) {
     step: info.step,
     skipped_steps: info.skipped_steps,
     hyperparams: info.hyperparams,
+    ...(info.param_groups.length > 0 ? { param_groups: info.param_groups } : {}),
     max_elements: info.max_elements,
     schedule: info.schedule,
     next_lr: info.next_lr,
@@ -116,17 +117,26 @@ export function checkpointResponse(snapshot: SnapshotOut, headers: Record<string
   const leaves = namedOrRefuse(layout);
   const dtype = wireDtypeOf(info.dtype);
   const specs: EntrySpec[] = [];
-  for (const slot of snapshot.slots) for (const l of leaves) specs.push({ name: slotName(slot, l.name), dtype, shape: l.shape });
+  // A tensor a slot is not held for (torch: None) has no tensor in the file, as torch's state_dict has no entry.
+  for (const slot of snapshot.slots) {
+    const held = snapshot.held[slot];
+    leaves.forEach((l, i) => {
+      if (!held || held[i]) specs.push({ name: slotName(slot, l.name), dtype, shape: l.shape });
+    });
+  }
   const stepType = snapshot.stepCounter === 'none' ? null : snapshot.stepCounter === 'float32' ? 'F32' : 'F64';
   if (stepType) for (const l of leaves) specs.push({ name: slotName('step', l.name), dtype: stepType, shape: [] });
   const scalarNames = Object.keys(info.scalars);
   for (const name of scalarNames) for (const l of leaves) specs.push({ name: slotName(name, l.name), dtype: 'F32', shape: [] });
+  // torch keeps the step and scalars per parameter: each tensor's own where it differs.
+  const counters = new Map(snapshot.counters.map((k) => [k.tensor, k]));
   const metadata = {
     optimizer: info.optimizer,
     step: String(info.step),
     ...Object.fromEntries(scalarNames.map((n) => [n, String(info.scalars[n])])),
     dtype: info.dtype,
     hyperparams: JSON.stringify(info.hyperparams),
+    ...(info.param_groups.length > 0 ? { param_groups: JSON.stringify(info.param_groups) } : {}),
     schedule: JSON.stringify(info.schedule),
     scheduler_state: JSON.stringify(snapshot.schedulerState),
     // Informative: the rate the next step applies, and the storage order of the tensors (raw bodies follow it).
@@ -144,8 +154,9 @@ export function checkpointResponse(snapshot: SnapshotOut, headers: Record<string
     throw e;
   }
   const tail: Uint8Array[] = [];
-  if (stepType) tail.push(bytesOf((stepType === 'F32' ? new Float32Array(leaves.length) : new Float64Array(leaves.length)).fill(info.step)));
-  for (const name of scalarNames) tail.push(bytesOf(new Float32Array(leaves.length).fill(info.scalars[name]!)));
+  const steps = leaves.map((_, i) => counters.get(i)?.step ?? info.step);
+  if (stepType) tail.push(bytesOf(stepType === 'F32' ? Float32Array.from(steps) : Float64Array.from(steps)));
+  for (const name of scalarNames) tail.push(bytesOf(Float32Array.from(leaves, (_, i) => counters.get(i)?.scalars[name] ?? info.scalars[name]!)));
   const source = snapshot.data.getReader();
   let stage = 0;
   const body = new ReadableStream<Uint8Array>({
@@ -199,16 +210,29 @@ export function snapshotJsonStream(snapshot: SnapshotOut, headers: Record<string
   async function* pieces(): AsyncGenerator<string> {
     try {
       yield `{"id":${JSON.stringify(info.id)}` + field('optimizer', info.optimizer) + field('step', info.step) + field('dtype', info.dtype) + field('hyperparams', info.hyperparams);
+      if (info.param_groups.length > 0) yield field('param_groups', info.param_groups);
       yield field('schedule', info.schedule) + field('scheduler_state', snapshot.schedulerState);
+      const tensors = leaves(layout);
       for (const slot of snapshot.slots) {
         const values = info.dtype === 'float32' ? new Float32Array(info.size) : new Float64Array(info.size);
         const bytes = new Uint8Array(values.buffer);
-        await reader.read(bytes.length, (piece, offset) => bytes.set(piece, offset));
+        const held = snapshot.held[slot];
+        if (!held) await reader.read(bytes.length, (piece, offset) => bytes.set(piece, offset));
+        else {
+          // Only the tensors that hold the slot were streamed, in layout order.
+          for (let i = 0; i < tensors.length; i++) {
+            if (!held[i]) continue;
+            const start = tensors[i]!.offset * values.BYTES_PER_ELEMENT;
+            await reader.read(tensors[i]!.size * values.BYTES_PER_ELEMENT, (piece, offset) => bytes.set(piece, start + offset));
+          }
+        }
         yield `,${JSON.stringify(info.optimizer === 'adam' ? (ADAM_FIELD[slot] ?? slot) : slot)}:`;
-        yield* treeJsonPieces(layout, values);
+        yield* treeJsonPieces(layout, values, held);
       }
       // Scalar state (NAdam's mu_product) is a float32 number in torch: exact as a double.
-      yield Object.entries(info.scalars).map(([k, v]) => field(k, v)).join('') + field('created_at', info.created_at) + field('updated_at', info.updated_at) + '}';
+      const names = namedLeaves(layout);
+      const counters = snapshot.counters.length === 0 ? '' : field('tensors', Object.fromEntries(snapshot.counters.map((k) => [names[k.tensor]!.name, { step: k.step, ...k.scalars }])));
+      yield Object.entries(info.scalars).map(([k, v]) => field(k, v)).join('') + counters + field('created_at', info.created_at) + field('updated_at', info.updated_at) + '}';
     } finally {
       await reader.cancel();
     }

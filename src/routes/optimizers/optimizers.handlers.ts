@@ -15,13 +15,14 @@ import { zodFieldErrors } from '../../lib/validation.ts';
 import type { Dtype, FloatArray, Hyperparams, OptimizerDef } from '../../optim/optimizer.ts';
 import { optimizerDef } from '../../optim/registry.ts';
 import { familySchemas } from '../../schemas/family.ts';
+import { parseParamGroups, type ParamGroup } from '../../lib/param-groups.ts';
 import type { ScheduleSpec } from '../../schedules/types.ts';
 import { SNAPSHOT_SCALAR_FIELDS, SNAPSHOT_SLOT_FIELDS, type CreateOptimizer, type CreateQuery, type HostedStepRequest, type SnapshotInput } from '../../schemas/optimizer.ts';
 import { ChartError, renderLineChart, type Series } from '../../plot/line-chart.ts';
 import { DtypeSchema } from '../../schemas/common.ts';
 import { ScheduleSpecSchema } from '../../schemas/schedule.ts';
 import { layoutOfNamed } from '../../tensors/names.ts';
-import { layoutFromShapes, layoutSize, layoutWeight, type TensorLayout } from '../../tensors/tree.ts';
+import { layoutFromShapes, layoutSize, layoutWeight, leaves, type TensorLayout } from '../../tensors/tree.ts';
 import { WIRE_DTYPES, elementSink, firstNonFiniteIn, fitsInto, type WireDtype } from '../../wire/dtypes.ts';
 import { acceptFormat, bodyFormat, type Format } from '../../wire/media.ts';
 import { WireError, inLayoutOrder } from '../../wire/safetensors.ts';
@@ -103,6 +104,7 @@ function createOptions(query: CreateQuery, metadata: Record<string, string> | nu
     if (Object.hasOwn(fromMeta, key)) throw validationProblem([fieldError([key], 'is given both in the query and in __metadata__.hyperparams: give it once', fromQuery[key])]);
   }
   const hyperparams = hyperparamsOf(def, { ...fromMeta, ...fromQuery }, 'hyperparams');
+  const paramGroups = parseParamGroups(def, json('param_groups'), ['__metadata__', 'param_groups'], false);
   const schedule = scheduleFromMetadata(json('schedule'));
   const parsedDtype = dtype === undefined ? undefined : DtypeSchema.safeParse(dtype);
   if (parsedDtype && !parsedDtype.success) throw validationProblem([fieldError(['dtype'], 'must be "float32" or "float64"', dtype)]);
@@ -110,7 +112,7 @@ function createOptions(query: CreateQuery, metadata: Record<string, string> | nu
   if (layout !== undefined && !(Array.isArray(layout) && layout.every((n) => typeof n === 'string'))) {
     throw validationProblem([fieldError(['__metadata__', 'layout'], 'must be a JSON array of the tensor names, in storage order')]);
   }
-  return { def, hyperparams, schedule, dtype: parsedDtype?.data, layout: layout as string[] | undefined };
+  return { def, hyperparams, paramGroups, schedule, dtype: parsedDtype?.data, layout: layout as string[] | undefined };
 }
 
 function scheduleFromMetadata(value: unknown) {
@@ -124,7 +126,7 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
   const { format } = withTensorProblems(() => bodyFormat(c.req.header('content-type'), ['json', 'safetensors']));
   withTensorProblems(() => acceptFormat(c.req.header('accept'), ['json'], 'json'));
   const limits = c.get('limits');
-  let args: { optimizer: string; layout: TensorLayout; params: FloatArray | null; hyperparams: Hyperparams; schedule: ScheduleSpec | null; dtype: Dtype };
+  let args: { optimizer: string; layout: TensorLayout; params: FloatArray | null; hyperparams: Hyperparams; paramGroups: ParamGroup[]; groupsPath: string[]; schedule: ScheduleSpec | null; dtype: Dtype };
   let ttl: number | undefined;
   if (format === 'json') {
     const given = Object.keys(c.req.query());
@@ -134,7 +136,8 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
     const def = defOf(body.optimizer, ['optimizer']);
     const hyperparams = hyperparamsOf(def, body.hyperparams, 'hyperparams');
     const most = Math.min(mostOf(limits, def, body.dtype), MAX_JSON_HOSTED_ELEMENTS);
-    const common = { optimizer: def.name, hyperparams, schedule: body.schedule ?? null, dtype: body.dtype };
+    const paramGroups = parseParamGroups(def, body.param_groups, ['param_groups']);
+    const common = { optimizer: def.name, hyperparams, paramGroups, groupsPath: ['param_groups'], schedule: body.schedule ?? null, dtype: body.dtype };
     if (body.shapes !== undefined) {
       const layout = withTensorProblems(() => layoutFromShapes(body.shapes, ['shapes'], mostOf(limits, def, body.dtype)));
       args = { ...common, layout, params: null };
@@ -168,7 +171,7 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
         offset += count;
       }
       if (entries.length === 0) throw new WireError(422, ['safetensors'], 'the file holds no tensors: send the params');
-      return { optimizer: options.def.name, layout, params, hyperparams: options.hyperparams, schedule: options.schedule, dtype };
+      return { optimizer: options.def.name, layout, params, hyperparams: options.hyperparams, paramGroups: options.paramGroups, groupsPath: ['__metadata__', 'param_groups'], schedule: options.schedule, dtype };
     });
   }
   const ns = c.env.HOSTED_OPTIMIZER;
@@ -323,6 +326,7 @@ export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async
   const def = defOf(body.optimizer ?? 'adam', ['optimizer']);
   const { dtype } = body;
   const hyperparams = hyperparamsOf(def, body.hyperparams, 'hyperparams');
+  const paramGroups = parseParamGroups(def, body.param_groups, ['param_groups']);
   const most = Math.min(mostOf(c.get('limits'), def, dtype), MAX_JSON_HOSTED_ELEMENTS);
   const params = parseParams(body.params, ['params'], most, dtype);
   const { slots, scalars } = snapshotState(def, body, params.layout, dtype);
@@ -332,18 +336,56 @@ export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async
       step: body.step,
       dtype,
       hyperparams,
+      paramGroups,
       schedule: body.schedule,
       schedulerState: body.scheduler_state,
       layout: params.layout,
       params: params.values,
       slots,
       scalars,
+      tensors: body.tensors,
       quota: readKeyQuota(c.env),
       ifMatch: c.req.valid('header')['if-match'],
     }),
   );
   return jsonResponse(200, infoJson(value), { etag });
 };
+
+/** Zeros of a shape as nested arrays (where a partial tree has null). */
+function zerosOf(shape: readonly number[]): unknown {
+  if (shape.length === 0) return 0;
+  const [d, ...rest] = shape;
+  return Array.from({ length: d! }, () => zerosOf(rest));
+}
+
+/**
+ * A tree shaped like `layout` in which a tensor may be null: the tree with zeros there, and which
+ * tensors (layout order) were given. A tree of another structure is left for parsing to name.
+ */
+function withNullTensors(value: unknown, layout: TensorLayout): { value: unknown; held: boolean[] } {
+  const held = leaves(layout).map(() => true);
+  let index = 0;
+  const walk = (v: unknown, l: TensorLayout): unknown => {
+    if (l.kind === 'tensor') {
+      const at = index++;
+      if (v !== null) return v;
+      held[at] = false;
+      return zerosOf(l.shape);
+    }
+    const count = leaves(l).length;
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+      index += count;
+      return v;
+    }
+    const out: Record<string, unknown> = { ...(v as Record<string, unknown>) };
+    for (const e of l.entries) {
+      if (Object.hasOwn(out, e.name)) out[e.name] = walk(out[e.name], e.layout);
+      else index += leaves(e.layout).length;
+    }
+    return out;
+  };
+  return { value: walk(value, layout), held };
+}
 
 /** Adam's snapshot names (those of /v1/adam/step) for its torch state names. */
 export const ADAM_SNAPSHOT_FIELDS: Readonly<Record<string, string>> = { exp_avg: 'm', exp_avg_sq: 'v', max_exp_avg_sq: 'v_max' };
@@ -356,7 +398,7 @@ export const ADAM_SNAPSHOT_FIELDS: Readonly<Record<string, string>> = { exp_avg:
 function snapshotState(def: AnyDef, body: Record<string, unknown>, layout: TensorLayout, dtype: Dtype) {
   const own = new Map(def.slots.map((s) => [s.name, s.name]));
   if (def.name === 'adam') for (const [torch, field] of Object.entries(ADAM_SNAPSHOT_FIELDS)) own.set(field, torch);
-  const slots: Record<string, { field: string; values: FloatArray }> = {};
+  const slots: Record<string, { field: string; values: FloatArray; held?: boolean[] }> = {};
   for (const field of [...SNAPSHOT_SLOT_FIELDS, 'm', 'v', 'v_max']) {
     const tree = body[field];
     if (tree === undefined || tree === null) continue;
@@ -366,7 +408,9 @@ function snapshotState(def: AnyDef, body: Record<string, unknown>, layout: Tenso
       throw validationProblem([fieldError([field], `is not state of ${def.name} (${def.torch} keeps: ${slotsList})`)]);
     }
     if (slots[name]) throw validationProblem([fieldError([field], `gives ${name} a second time (as ${slots[name].field}): send one of the two names`)]);
-    slots[name] = { field, values: parseLike(tree, layout, [field], dtype) };
+    // A tensor's may be null (torch keeps none for it, e.g. SGD's momentum_buffer in a group without momentum).
+    const partial = withNullTensors(tree, layout);
+    slots[name] = { field, values: parseLike(partial.value, layout, [field], dtype), ...(partial.held.every(Boolean) ? {} : { held: partial.held }) };
   }
   const scalars: Record<string, number> = {};
   for (const field of SNAPSHOT_SCALAR_FIELDS) {
@@ -383,6 +427,7 @@ export const patchOptimizer: RouteHandler<typeof routes.patchOptimizerRoute, App
   const { etag, value } = unwrap(
     await stubFor(c, c.req.valid('param').id).update(await tokenHash(c), {
       hyperparams: body.hyperparams,
+      paramGroups: body.param_groups,
       schedule: body.schedule,
       ttl: body.ttl,
       ifMatch: c.req.valid('header')['if-match'],

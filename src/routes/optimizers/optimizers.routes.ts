@@ -100,7 +100,7 @@ export const createOptimizerRoute = createRoute(serviceRoute({
     body: tensorBody(
       CreateOptimizerSchema,
       'JSON (CreateOptimizer), or a safetensors file of the params, named as `model.state_dict()` names them; hyperparameters then go in `__metadata__` ' +
-        '(`hyperparams`, `schedule`: JSON text; `dtype`) or the query (`lr`, `beta1`, …, `dtype`).',
+        '(`hyperparams`, `param_groups`, `schedule`: JSON text; `dtype`) or the query (`lr`, `beta1`, …, `dtype`).',
       false,
     ),
   },
@@ -271,7 +271,8 @@ export const getStateRoute = createRoute({
   description:
     'JSON (the default) or a safetensors checkpoint (`Accept: application/vnd.safetensors`) that torch loads: `params/<name>`, `exp_avg/<name>`, ' +
     '`exp_avg_sq/<name>`, `max_exp_avg_sq/<name>` (amsgrad) and `step/<name>` (a float32 scalar, as torch stores it), with `__metadata__` ' +
-    '`step`, `dtype`, `hyperparams`, `schedule` and `scheduler_state` (JSON text). Either form PUTs back.',
+    '`step`, `dtype`, `hyperparams`, `param_groups` (with groups), `schedule` and `scheduler_state` (JSON text). A slot torch keeps none of for a tensor ' +
+    '(a param group without it) is `null` there in JSON and has no tensor in the checkpoint, as in torch\'s `state_dict`. Either form PUTs back.',
   request: { params: OptimizerIdParam, headers: AuthHeaderSchema },
   responses: {
     200: {
@@ -293,7 +294,7 @@ export const putStateRoute = createRoute({
   middleware: [requireBearer, authorizeBeforeParsing] as const,
   summary: 'Restore a snapshot (validated, atomic)',
   description:
-    'Replaces params, moments, step, dtype, hyperparameters and schedule with the snapshot\'s, in one transaction (shapes may change within ' +
+    'Replaces params, moments, step, dtype, hyperparameters, param groups and schedule with the snapshot\'s, in one transaction (shapes may change within ' +
     'the optimizer\'s size limit). Read-only fields of a GET snapshot (`id`, times) are ignored, so GET → PUT round-trips: in safetensors up to the optimizer\'s size limit, in JSON up to what one JSON body may carry ' +
     '(MAX_BODY_BYTES, 32 MiB by default: about 500,000 float32 elements of params and two moments). ' +
     'A safetensors checkpoint is streamed into the optimizer, so it may hold the largest state one optimizer keeps. The history is a log of applied ' +
@@ -330,10 +331,10 @@ export const patchOptimizerRoute = createRoute({
   tags: TAGS,
   security: SECURITY,
   middleware: [requireBearer, authorizeBeforeParsing] as const,
-  summary: 'Change hyperparameters, the schedule or the time-to-live',
+  summary: 'Change hyperparameters, param groups, the schedule or the time-to-live',
   description:
-    'Merges the given hyperparameters into the stored ones, replaces the schedule (null removes it) and/or sets a new `ttl` (the optimizer then ' +
-    'expires `ttl` seconds from now, or from its next call). Unknown fields are rejected.',
+    'Merges the given hyperparameters into the stored ones, replaces the param groups (null removes them) and the schedule (null removes it) and/or ' +
+    'sets a new `ttl` (the optimizer then expires `ttl` seconds from now, or from its next call). Unknown fields are rejected; a rejected PATCH changes nothing.',
   request: { params: OptimizerIdParam, headers: ConditionalHeadersSchema, body: jsonBody(PatchOptimizerSchema) },
   responses: {
     200: { description: 'Updated metadata.', headers: ETAG, content: { 'application/json': { schema: OptimizerInfoSchema } } },
