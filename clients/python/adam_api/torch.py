@@ -29,7 +29,7 @@ import torch
 from . import checkpoint as _ckpt
 from . import wire
 from .client import AdamApi, RemoteOptimizer, _quietly
-from .checkpoint import TORCH_ONLY, from_api, to_api
+from .checkpoint import CONTROLS, TORCH_ONLY, from_api, to_api
 
 __all__ = ["HostedOptimizer"]
 
@@ -78,6 +78,10 @@ def _named_groups(params: Any) -> List[Dict[str, Any]]:
                 raise ValueError(f"parameter name {n!r} appears twice: each tensor of a hosted optimizer has its own name")
             seen[n] = 1
     return groups
+
+
+def _overrides(group: Mapping[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in group.items() if k not in ("params", "param_names")}
 
 
 def _pattern(text: str) -> "re.Pattern[str]":
@@ -164,23 +168,24 @@ class HostedOptimizer(torch.optim.Optimizer):
         switches = _check_options(hyperparams)
         for g in groups:
             switches.update({k: v for k, v in _check_options(g).items() if k not in switches})
-        tensors = [p for g in groups for p in g["params"]]
-        dtype = self._dtype_of(tensors)
-        # Keys a group sets that the keyword arguments leave to the default: the catalogue's default,
-        # so the first group's values do not leak into the others.
-        top_kw = dict(hyperparams)
-        overridden = {k for g in groups for k in to_api({k2: v for k2, v in g.items() if k2 not in ("params", "param_names")})}
-        if len(groups) > 1:
-            catalogue = api.algorithm(optimizer)["hyperparams"]
-            for key in overridden:
-                if key not in to_api(top_kw) and key in catalogue and "default" in catalogue[key]:
-                    top_kw[key] = catalogue[key]["default"]
-        full = [{**top_kw, **{k: v for k, v in g.items() if k not in ("params", "param_names")}} for g in groups]
+        dtype = self._dtype_of([p for g in groups for p in g["params"]])
+        catalogue = api.algorithm(optimizer)["hyperparams"]
+        known = set(catalogue) | set(CONTROLS)
+        # The keyword arguments all go (the service names a wrong one); a group's other keys stay local, as torch allows.
+        base = to_api(hyperparams)
+        own = [{k: v for k, v in to_api(_overrides(g)).items() if k in known} for g in groups]
+        for key in {k for o in own for k in o} - set(base):
+            if "default" in catalogue.get(key, {}):
+                base[key] = catalogue[key]["default"]  # what the groups that do not set it use
+        full = [{**base, **o} for o in own]
         top, api_groups = _ckpt.groups_to_api(full, [g["param_names"] for g in groups])
         shapes = {n: list(p.shape) for g in groups for n, p in zip(g["param_names"], g["params"])}
         remote = api.create_optimizer_by_shapes(shapes, top, schedule, _DTYPES[dtype], optimizer, api_groups or None, ttl)
         try:
-            self._setup(api, remote, remote.created, groups, switches)
+            answered = remote.created["hyperparams"]
+            for g, f in zip(groups, full):
+                g.update(from_api({**answered, **f}))  # every hyperparameter explicit: torch's defaults are not group 0's
+            self._setup(api, remote, remote.created, groups, switches, {**answered, **base})
             self._upload_all()
         except BaseException:
             _quietly(remote.delete)
@@ -227,7 +232,7 @@ class HostedOptimizer(torch.optim.Optimizer):
             raise TypeError(f"a hosted optimizer keeps all params in one dtype, float32 or float64; these are {sorted(map(str, dtypes))}")
         return dtypes.pop()
 
-    def _setup(self, api: AdamApi, remote: RemoteOptimizer, info: Mapping[str, Any], groups: List[Dict[str, Any]], switches: Mapping[str, Any]) -> None:
+    def _setup(self, api: AdamApi, remote: RemoteOptimizer, info: Mapping[str, Any], groups: List[Dict[str, Any]], switches: Mapping[str, Any], defaults_api: Optional[Mapping[str, Any]] = None) -> None:
         self.api = api
         self.remote = remote
         self.optimizer = info["optimizer"]
@@ -253,7 +258,9 @@ class HostedOptimizer(torch.optim.Optimizer):
                 raise ValueError(f"{t['name']} has shape {list(by_name[t['name']].shape)}, the hosted optimizer's is {t['shape']}")
         # Raw bodies follow the service's layout order, whatever order the groups give.
         self._layout = [(t["name"], by_name[t["name"]]) for t in sorted(layout, key=lambda t: t["offset"])]
-        defaults = {**from_api(info["hyperparams"]), **_ckpt.torch_only_defaults(_ckpt.torch_class(self.optimizer, info["hyperparams"])), **switches}
+        self._known = set(api.algorithm(self.optimizer)["hyperparams"]) | set(CONTROLS)
+        hp = info["hyperparams"] if defaults_api is None else defaults_api
+        defaults = {**from_api(hp), **_ckpt.torch_only_defaults(_ckpt.torch_class(self.optimizer, hp)), **switches}
         super().__init__(groups, defaults)
         self._synced = self._hyperparams()
         self._sent_groups = bool(_ckpt.groups_to_api(self._synced, [g["param_names"] for g in self.param_groups])[1])
@@ -282,7 +289,7 @@ class HostedOptimizer(torch.optim.Optimizer):
 
     def _hyperparams(self) -> List[Dict[str, Any]]:
         # Under a server-side schedule a group's lr is its base rate (the schedule's lr for its tensors).
-        return [to_api({k: v for k, v in g.items() if k not in ("params", "param_names")}) for g in self.param_groups]
+        return [{k: v for k, v in to_api(_overrides(g)).items() if k in self._known} for g in self.param_groups]
 
     def _current_versions(self) -> List[int]:
         return [p._version for _, p in self._layout]
@@ -433,7 +440,7 @@ class HostedOptimizer(torch.optim.Optimizer):
             if schedule is not None and "initial_lr" in s:
                 g["lr"] = s["initial_lr"]  # under a server-side schedule a group's lr is its base rate
         named = [(name, p) for g in self.param_groups for name, p in zip(g["param_names"], g["params"])]
-        hyperparams, groups = _ckpt.groups_to_api([{k: v for k, v in g.items() if k not in ("params", "param_names")} for g in self.param_groups], [g["param_names"] for g in self.param_groups])
+        hyperparams, groups = _ckpt.groups_to_api(self._hyperparams(), [g["param_names"] for g in self.param_groups])
         data = _ckpt.checkpoint_from_state(self.optimizer, named, state, hyperparams, groups or None, schedule, scheduler_state, extra.get("step", self._hosted_step))
         info = self.remote.restore_checkpoint(data)
         self.schedule = info.get("schedule")

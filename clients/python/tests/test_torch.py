@@ -134,7 +134,8 @@ class HostedOptimizerTest(unittest.TestCase):
         def groups(model, named):
             ps = list(model.named_parameters())
             pick = lambda want: [(n, p) if named else p for n, p in ps if n.endswith(want)]  # noqa: E731
-            return [{"params": pick("weight"), "weight_decay": 1e-3}, {"params": pick("bias"), "lr": 0.05, "momentum": 0.5, "dampening": 0.1}]
+            # "name": a key of torch's param group that is no hyperparameter (kept, not sent).
+            return [{"params": pick("weight"), "weight_decay": 1e-3, "name": "weights"}, {"params": pick("bias"), "lr": 0.05, "momentum": 0.5, "dampening": 0.1}]
         local = torch.optim.SGD(groups(local_model, False), lr=0.1, momentum=0.9, foreach=False)
         try:
             hosted = self.hosted(groups(hosted_model, True), optimizer="sgd", lr=0.1, momentum=0.9)
@@ -142,9 +143,25 @@ class HostedOptimizerTest(unittest.TestCase):
             if any(f.startswith("param_groups") for f in err.fields):
                 self.skipTest(f"this server's hosted optimizers do not take param_groups yet (POST /v1/optimizers: {err.detail})")
             raise
-        self.train([(local_model, local), (hosted_model, hosted)], batches(STEPS), "SGD with two param groups")
+        for mine, theirs in zip(hosted.param_groups, local.param_groups):
+            self.assertEqual({k: v for k, v in mine.items() if k not in ("params", "param_names", "foreach")},
+                             {k: v for k, v in theirs.items() if k not in ("params", "foreach")})
+        # A torch StepLR on both: each group's rate changes, and the hosted groups follow by PATCH.
+        scheds = [torch.optim.lr_scheduler.StepLR(o, step_size=4, gamma=0.5) for o in (local, hosted)]
+        self.train([(local_model, local), (hosted_model, hosted)], batches(STEPS), "SGD with two param groups and StepLR", scheds, lrs=(hosted, local))
         sd = hosted.state_dict()
-        self.assertEqual([g["lr"] for g in sd["param_groups"]], [0.1, 0.05])
+        self.assertEqual([g["lr"] for g in sd["param_groups"]], [g["lr"] for g in local.param_groups])
+        self.assertEqual(hosted.remote.info()["param_groups"][0]["lr"], local.param_groups[1]["lr"])  # state_dict() sent the last change
+        # Attached from another process with plain named_parameters(), it splits them as the service's groups do.
+        from adam_api.torch import HostedOptimizer
+
+        other_model = mlp(31)
+        other = HostedOptimizer.attach(hosted.id, hosted.token, other_model.named_parameters(), client=self.api)
+        self.assertEqual([g["param_names"] for g in other.param_groups], [["0.weight", "2.weight"], ["0.bias", "2.bias"]])
+        for mine, theirs in zip(other.param_groups, local.param_groups):
+            self.assertEqual({k: mine[k] for k in ("lr", "momentum", "dampening", "weight_decay", "nesterov")},
+                             {k: theirs[k] for k in ("lr", "momentum", "dampening", "weight_decay", "nesterov")})
+        self.train([(local_model, local), (other_model, other)], batches(3, seed=5), "attached with groups")
         self.assertEqual([g["params"] for g in sd["param_groups"]], [g["params"] for g in local.state_dict()["param_groups"]])
 
     def test_sgd_with_nesterov_momentum_and_a_plateau_schedule_fed_by_the_closure(self):
