@@ -29,8 +29,9 @@ import { CheckpointOptionsSchema } from '../schemas/optimizer.ts';
 import { layoutOfNamed, leafIndex, namedLeaves, type NamedLeaf } from '../tensors/names.ts';
 import { layoutSize, layoutWeight, leaves, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
 import { WIRE_DTYPES, firstNonFiniteIn, wireDtypeOf, type WireDtype } from '../wire/dtypes.ts';
-import { MAX_HEADER_BYTES, WireError, entryBytesBound, inLayoutOrder, utf8Length, type TensorEntry } from '../wire/safetensors.ts';
+import { WireError, inLayoutOrder, type TensorEntry } from '../wire/safetensors.ts';
 import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Placement } from './decode.ts';
+import { checkCheckpointHeader } from './checkpoint-header.ts';
 import { Mutex } from './mutex.ts';
 import { paceDeadline } from '../wire/stream.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
@@ -1448,35 +1449,6 @@ const sameShape = (a: readonly number[] | undefined, b: readonly number[]) => a 
 function firstNegative(a: FloatArray): number {
   for (let i = 0; i < a.length; i++) if (a[i]! < 0) return i;
   return -1;
-}
-
-/** Room in a checkpoint's header for the `__metadata__` besides the layout (hyperparams, schedule, ids, times). */
-const CHECKPOINT_METADATA_BYTES = 256 * 1024;
-
-/**
- * 422 unless the safetensors checkpoint of `layout` has a header within MAX_HEADER_BYTES, so
- * GET state → PUT state round-trips at every size: each tensor is named once per slot
- * (`params/…`, the optimizer's slots such as `exp_avg/…`, `step/…`, scalars) and once more in
- * `__metadata__.layout` (JSON text in a JSON string: escaped twice). Runs before anything changes.
- */
-function checkCheckpointHeader(def: AnyDef, layout: TensorLayout, path: Array<string | number>): void {
-  // The optimizer's tensor prefixes: params, its slots, the step count and its scalars (0-d).
-  const scalarNames = new Set(['step', ...def.scalars.map((s) => s.name)]);
-  const prefixes = ['params', ...def.slots.map((s) => s.name), ...scalarNames];
-  // Data offsets count bytes of the data section: every slot in float64 bounds them.
-  const offsetDigits = String(prefixes.length * 8 * layoutSize(layout)).length;
-  let bytes = CHECKPOINT_METADATA_BYTES;
-  for (const leaf of namedLeaves(layout)) {
-    const quoted = JSON.stringify(leaf.name);
-    const nameBytes = utf8Length(quoted);
-    for (const slot of prefixes) bytes += entryBytesBound(slot.length + 1 + nameBytes, scalarNames.has(slot) ? [] : leaf.shape, offsetDigits);
-    bytes += utf8Length(JSON.stringify(quoted)) - 1; // in __metadata__.layout: JSON text inside a JSON string, a comma between
-  }
-  if (bytes > MAX_HEADER_BYTES) {
-    throw validationProblem([
-      fieldError(path, `the tensor names and shapes are too long for a checkpoint: its safetensors header would take up to ${bytes} bytes, more than ${MAX_HEADER_BYTES} (16 MiB); use shorter names or fewer tensors`),
-    ]);
-  }
 }
 
 /** The layout's tensors by flat name, or a 422 when two flatten to the same name. */

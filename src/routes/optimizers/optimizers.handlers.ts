@@ -26,6 +26,7 @@ import { layoutFromShapes, layoutSize, layoutWeight, leaves, type TensorLayout }
 import { WIRE_DTYPES, elementSink, firstNonFiniteIn, fitsInto, type WireDtype } from '../../wire/dtypes.ts';
 import { acceptFormat, bodyFormat, type Format } from '../../wire/media.ts';
 import { WireError, inLayoutOrder } from '../../wire/safetensors.ts';
+import { checkCheckpointHeader } from '../../durable-objects/checkpoint-header.ts';
 import { readHeader } from '../../wire/slots-file.ts';
 import { checkpointResponse, infoJson, jsonResponse, paramsResponse, snapshotJsonStream, stepResponse } from './optimizers.encode.ts';
 import { sha256Hex } from '../../lib/digest.ts';
@@ -174,6 +175,8 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
       return { optimizer: options.def.name, layout, params, hyperparams: options.hyperparams, paramGroups: options.paramGroups, groupsPath: ['__metadata__', 'param_groups'], schedule: options.schedule, dtype };
     });
   }
+  // Before the RPC: names long enough to break the checkpoint bound could also push the relayed value past 32 MiB.
+  withTensorProblems(() => checkCheckpointHeader(defOf(args.optimizer ?? 'adam', ['optimizer']), args.layout, ['params']));
   const ns = c.env.HOSTED_OPTIMIZER;
   const id = ns.newUniqueId();
   const token = newToken();
@@ -329,6 +332,7 @@ export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async
   const paramGroups = parseParamGroups(def, body.param_groups, ['param_groups']);
   const most = Math.min(mostOf(c.get('limits'), def, dtype), MAX_JSON_HOSTED_ELEMENTS);
   const params = parseParams(body.params, ['params'], most, dtype);
+  checkCheckpointHeader(def, params.layout, ['params']); // before the RPC, as at creation
   const { slots, scalars } = snapshotState(def, body, params.layout, dtype);
   const { etag, value } = unwrap(
     await stub.restore(await tokenHash(c), {
