@@ -400,19 +400,27 @@ class HostedOptimizer(torch.optim.Optimizer):
             packed["param_names"] = list(g["param_names"])
             if schedule is not None and next_lr is not None:
                 packed["initial_lr"] = g["lr"]
-                packed["lr"] = self._next_lr_of(g, schedule, next_lr, int(meta["step"]))
+                packed["lr"] = float(self._next_lr_of(g, meta, next_lr))
             packed["params"] = [index[id(p)] for p in g["params"]]
             groups.append(packed)
         extra = {"optimizer": meta.get("optimizer"), "id": self.id, "step": int(meta["step"]), "dtype": meta.get("dtype"),
                  "schedule": schedule, "scheduler_state": _json(meta.get("scheduler_state"))}
         return {"state": state, "param_groups": groups, "adam_api": extra}
 
-    def _next_lr_of(self, group: Mapping[str, Any], schedule: Mapping[str, Any], next_lr: float, step: int) -> float:
-        top = self.param_groups[0]
-        if group is top or group.get("lr") == top.get("lr") or "lr" not in schedule:
+    def _next_lr_of(self, group: Mapping[str, Any], meta: Mapping[str, str], next_lr: float) -> float:
+        """The rate group ``group`` steps with next: the schedule's (next_lr), unless the service keeps a group
+        of these tensors with its own lr, which then drives the schedule for them (torch's base_lrs per
+        group; reduce_on_plateau's own rate per group)."""
+        server_groups = _json(meta.get("param_groups")) or []
+        names = set(group["param_names"])
+        j = next((i for i, sg in enumerate(server_groups) if "lr" in sg and names <= {n for n in group["param_names"] if any(_pattern(p).match(n) for p in sg["params"])}), None)
+        if j is None:
             return next_lr
-        # A group's lr replaces the schedule's for its tensors (as torch drives each group from its initial lr).
-        return self.api.evaluate_schedule({**schedule, "lr": group["lr"]}, steps=[step])["lr"][0]
+        schedule = _json(meta["schedule"])
+        if schedule.get("type") == "reduce_on_plateau":
+            lrs = (_json(meta.get("scheduler_state")) or {}).get("group_lrs") or []
+            return lrs[j] if j < len(lrs) and lrs[j] is not None else server_groups[j]["lr"]
+        return self.api.evaluate_schedule(_with_base_lr(schedule, server_groups[j]["lr"]), steps=[int(meta["step"])])["lr"][0]
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restores a state_dict into the hosted optimizer (PUT …/state): one from ``state_dict()`` here or
@@ -468,6 +476,15 @@ class HostedOptimizer(torch.optim.Optimizer):
 
     def __getstate__(self) -> Dict[str, Any]:
         raise TypeError("a HostedOptimizer is not picklable: save state_dict(), or its id and token to attach")
+
+
+def _with_base_lr(spec: Any, lr: float) -> Any:
+    """A schedule with every ``lr`` replaced, as the service drives a group's tensors from the group's lr."""
+    if isinstance(spec, list):
+        return [_with_base_lr(s, lr) for s in spec]
+    if isinstance(spec, dict):
+        return {k: (lr if k == "lr" else _with_base_lr(v, lr)) for k, v in spec.items()}
+    return spec
 
 
 def _json(text: Optional[str]) -> Any:
