@@ -195,6 +195,14 @@ class HostedOptimizerTest(unittest.TestCase):
         back_sched = torch.optim.lr_scheduler.StepLR(back, step_size=3, gamma=0.5, last_epoch=7)
         self.assertEqual([g["lr"] for g in back.param_groups], [g["lr"] for g in local.param_groups])
         self.train([(local_model, local), (back_model, back), (hosted_model, hosted)], batches(4, seed=9), "back in torch", [sched, back_sched])
+        # torch's state_dict with its groups into a new hosted optimizer: it goes on from there.
+        again_model = mlp(0)
+        again = self.hosted(groups(again_model, True), optimizer="adamw", lr=0.01, weight_decay=0.05,
+                            schedule={"type": "step", "lr": 0.01, "step_size": 3, "gamma": 0.5})
+        again_model.load_state_dict(local_model.state_dict())
+        again.load_state_dict(local.state_dict())
+        self.assertEqual((again.step_count, [g["lr"] for g in again.param_groups]), (12, [0.01, 0.02]))
+        self.train([(local_model, local), (again_model, again)], batches(4, seed=10), "torch's groups into a hosted optimizer", [sched], lrs=(again, local))
 
     def test_param_groups_under_reduce_on_plateau_equal_torch(self):
         local_model, hosted_model = mlp(16), mlp(16)
