@@ -821,7 +821,25 @@ export interface components {
                 };
             };
         };
-        /** @description One torch.optim.Adam step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        /**
+         * @description One torch.optim.Adam step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted.
+         * @example {
+         *       "params": [
+         *         1,
+         *         -2,
+         *         3
+         *       ],
+         *       "grads": [
+         *         0.1,
+         *         -0.2,
+         *         0.3
+         *       ],
+         *       "hyperparams": {
+         *         "lr": 0.01
+         *       },
+         *       "dtype": "float64"
+         *     }
+         */
         StepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
             grads: components["schemas"]["PartialTensorTree"] & unknown;
@@ -1409,7 +1427,25 @@ export interface components {
                 };
             };
         };
-        /** @description One torch.optim.AdamW step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        /**
+         * @description One torch.optim.AdamW step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted.
+         * @example {
+         *       "params": [
+         *         1,
+         *         -2,
+         *         3
+         *       ],
+         *       "grads": [
+         *         0.1,
+         *         -0.2,
+         *         0.3
+         *       ],
+         *       "hyperparams": {
+         *         "lr": 0.01
+         *       },
+         *       "dtype": "float64"
+         *     }
+         */
         AdamwStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
             grads: components["schemas"]["PartialTensorTree"] & unknown;
@@ -1539,7 +1575,25 @@ export interface components {
                 };
             };
         };
-        /** @description One torch.optim.SGD step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        /**
+         * @description One torch.optim.SGD step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted.
+         * @example {
+         *       "params": [
+         *         1,
+         *         -2,
+         *         3
+         *       ],
+         *       "grads": [
+         *         0.1,
+         *         -0.2,
+         *         0.3
+         *       ],
+         *       "hyperparams": {
+         *         "lr": 0.01
+         *       },
+         *       "dtype": "float64"
+         *     }
+         */
         SgdStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
             grads: components["schemas"]["PartialTensorTree"] & unknown;
@@ -1652,7 +1706,25 @@ export interface components {
                 };
             };
         };
-        /** @description One torch.optim.RMSprop step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        /**
+         * @description One torch.optim.RMSprop step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted.
+         * @example {
+         *       "params": [
+         *         1,
+         *         -2,
+         *         3
+         *       ],
+         *       "grads": [
+         *         0.1,
+         *         -0.2,
+         *         0.3
+         *       ],
+         *       "hyperparams": {
+         *         "lr": 0.01
+         *       },
+         *       "dtype": "float64"
+         *     }
+         */
         RmspropStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
             grads: components["schemas"]["PartialTensorTree"] & unknown;
@@ -1772,7 +1844,25 @@ export interface components {
                 };
             };
         };
-        /** @description One torch.optim.Adagrad step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        /**
+         * @description One torch.optim.Adagrad step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted.
+         * @example {
+         *       "params": [
+         *         1,
+         *         -2,
+         *         3
+         *       ],
+         *       "grads": [
+         *         0.1,
+         *         -0.2,
+         *         0.3
+         *       ],
+         *       "hyperparams": {
+         *         "lr": 0.01
+         *       },
+         *       "dtype": "float64"
+         *     }
+         */
         AdagradStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
             grads: components["schemas"]["PartialTensorTree"] & unknown;
@@ -1884,7 +1974,25 @@ export interface components {
                 };
             };
         };
-        /** @description One torch.optim.Adamax step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        /**
+         * @description One torch.optim.Adamax step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted.
+         * @example {
+         *       "params": [
+         *         1,
+         *         -2,
+         *         3
+         *       ],
+         *       "grads": [
+         *         0.1,
+         *         -0.2,
+         *         0.3
+         *       ],
+         *       "hyperparams": {
+         *         "lr": 0.01
+         *       },
+         *       "dtype": "float64"
+         *     }
+         */
         AdamaxStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
             grads: components["schemas"]["PartialTensorTree"] & unknown;
@@ -2011,7 +2119,25 @@ export interface components {
                 };
             };
         };
-        /** @description One torch.optim.NAdam step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        /**
+         * @description One torch.optim.NAdam step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted.
+         * @example {
+         *       "params": [
+         *         1,
+         *         -2,
+         *         3
+         *       ],
+         *       "grads": [
+         *         0.1,
+         *         -0.2,
+         *         0.3
+         *       ],
+         *       "hyperparams": {
+         *         "lr": 0.01
+         *       },
+         *       "dtype": "float64"
+         *     }
+         */
         NadamStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
             grads: components["schemas"]["PartialTensorTree"] & unknown;
@@ -2138,7 +2264,25 @@ export interface components {
                 };
             };
         };
-        /** @description One torch.optim.RAdam step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        /**
+         * @description One torch.optim.RAdam step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted.
+         * @example {
+         *       "params": [
+         *         1,
+         *         -2,
+         *         3
+         *       ],
+         *       "grads": [
+         *         0.1,
+         *         -0.2,
+         *         0.3
+         *       ],
+         *       "hyperparams": {
+         *         "lr": 0.01
+         *       },
+         *       "dtype": "float64"
+         *     }
+         */
         RadamStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
             grads: components["schemas"]["PartialTensorTree"] & unknown;
@@ -2254,7 +2398,25 @@ export interface components {
                 };
             };
         };
-        /** @description One torch.optim.Adadelta step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        /**
+         * @description One torch.optim.Adadelta step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted.
+         * @example {
+         *       "params": [
+         *         1,
+         *         -2,
+         *         3
+         *       ],
+         *       "grads": [
+         *         0.1,
+         *         -0.2,
+         *         0.3
+         *       ],
+         *       "hyperparams": {
+         *         "lr": 0.01
+         *       },
+         *       "dtype": "float64"
+         *     }
+         */
         AdadeltaStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
             grads: components["schemas"]["PartialTensorTree"] & unknown;
@@ -2359,7 +2521,25 @@ export interface components {
                 };
             };
         };
-        /** @description One optax.lion (torch has no Lion) step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        /**
+         * @description One optax.lion (torch has no Lion) step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted.
+         * @example {
+         *       "params": [
+         *         1,
+         *         -2,
+         *         3
+         *       ],
+         *       "grads": [
+         *         0.1,
+         *         -0.2,
+         *         0.3
+         *       ],
+         *       "hyperparams": {
+         *         "lr": 0.01
+         *       },
+         *       "dtype": "float64"
+         *     }
+         */
         LionStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
             grads: components["schemas"]["PartialTensorTree"] & unknown;
@@ -2476,7 +2656,35 @@ export interface components {
                 };
             };
         };
-        /** @description One torch.optim.Muon step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        /**
+         * @description One torch.optim.Muon step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted.
+         * @example {
+         *       "params": [
+         *         [
+         *           1,
+         *           -2
+         *         ],
+         *         [
+         *           3,
+         *           0.5
+         *         ]
+         *       ],
+         *       "grads": [
+         *         [
+         *           0.1,
+         *           -0.2
+         *         ],
+         *         [
+         *           0.3,
+         *           0.4
+         *         ]
+         *       ],
+         *       "hyperparams": {
+         *         "lr": 0.01
+         *       },
+         *       "dtype": "float64"
+         *     }
+         */
         MuonStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
             grads: components["schemas"]["PartialTensorTree"] & unknown;
@@ -2623,7 +2831,30 @@ export interface components {
                 };
             };
         };
-        /** @description One torch.optim.SparseAdam step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted. */
+        /**
+         * @description One torch.optim.SparseAdam step's input. With `schedule`, the step applies `lr = schedule(state.step)` (for `reduce_on_plateau`, the rate after replaying `metrics`); `hyperparams.lr` must then be omitted.
+         * @example {
+         *       "params": [
+         *         1,
+         *         -2,
+         *         3
+         *       ],
+         *       "grads": {
+         *         "indices": [
+         *           0,
+         *           2
+         *         ],
+         *         "values": [
+         *           0.1,
+         *           0.3
+         *         ]
+         *       },
+         *       "hyperparams": {
+         *         "lr": 0.01
+         *       },
+         *       "dtype": "float64"
+         *     }
+         */
         SparseAdamStepRequest: {
             params: components["schemas"]["TensorTree"] & unknown;
             grads: components["schemas"]["PartialTensorTree"] & unknown;

@@ -283,6 +283,13 @@ export function familySchemas(def: AnyDef, dialect?: JsonDialect): FamilySchemas
     .strict()
     .superRefine(metricsGoWithPlateau)
     .openapi(dialect?.stepRequest ?? `${P}StepRequest`, {
+      // What the docs page's "Try it out" sends: a valid step of every optimizer (lr given: SGD requires it).
+      example: {
+        params: def.checkShape ? [[1, -2], [3, 0.5]] : [1, -2, 3],
+        grads: def.checkShape ? [[0.1, -0.2], [0.3, 0.4]] : def.sparse === 'only' ? { indices: [0, 2], values: [0.1, 0.3] } : [0.1, -0.2, 0.3],
+        hyperparams: { lr: 0.01 },
+        dtype: 'float64',
+      },
       description:
         `One ${def.torch} step's input. With \`schedule\`, the step applies \`lr = schedule(state.step)\` (for \`reduce_on_plateau\`, the ` +
         'rate after replaying `metrics`); `hyperparams.lr` must then be omitted.',
