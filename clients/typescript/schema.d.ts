@@ -472,7 +472,7 @@ export interface paths {
         put?: never;
         /**
          * Apply one gradient
-         * @description Applies one step of the optimizer it was created with (`optimizer`: Adam, SGD, …) with the stored hyperparameters, param groups, gradient controls and schedule, exactly as that optimizer's stateless step (`POST /v1/{optimizer}/step`) would with the stored state. Steps on one optimizer are applied one at a time, each exactly once. Use `Idempotency-Key` to make retries safe and `If-Match` or `expected_step` to refuse a gradient computed against stale params. The gradients come as JSON, raw bytes or safetensors; the new params go back in the format `Accept` asks for (default: the body's), with `step` and `lr` as headers too. With the hyperparameter `nonfinite: "skip"`, a step with a non-finite gradient (NaN or ±Infinity, which raw and safetensors bodies can carry) or result is skipped (200, `skipped: true`): nothing changes but `skipped_steps` and the history.
+         * @description Applies one step of the optimizer it was created with (`optimizer`: Adam, SGD, …) with the stored hyperparameters, param groups, gradient controls and schedule, exactly as that optimizer's stateless step (`POST /v1/{optimizer}/step`) would with the stored state. Steps on one optimizer are applied one at a time, each exactly once. Use `Idempotency-Key` to make retries safe and `If-Match` or `expected_step` to refuse a gradient computed against stale params. The gradients come as JSON, raw bytes or safetensors; the new params go back in the format `Accept` asks for (default: the body's), with `step` and `lr` as headers too. With the hyperparameter `nonfinite: "skip"`, a step with a non-finite gradient (NaN or ±Infinity, which raw and safetensors bodies can carry) or result is skipped (200, `skipped: true`): nothing changes but `skipped_steps` and the history. A frozen tensor (a `null` gradient, or one left out of a safetensors file) is skipped as torch skips a parameter whose `.grad` is None: it, its state and its own step count stay as they are.
          */
         post: operations["stepOptimizer"];
         delete?: never;
@@ -3724,7 +3724,7 @@ export interface components {
          *     }
          */
         HostedStepRequest: {
-            grads: components["schemas"]["TensorTree"] & unknown;
+            grads: components["schemas"]["PartialTensorTree"] & unknown;
             /** @description Loss at the params before this step: recorded in the history and, with a `reduce_on_plateau` schedule, reported as its metric after the step. */
             loss?: number;
             /** @description Apply only if the optimizer has completed exactly this many steps (409 otherwise): guards against stale or duplicated updates. */
@@ -3783,7 +3783,7 @@ export interface components {
             acc_delta?: components["schemas"]["PartialTensorTree"] & unknown;
             /** @description Product of the momentum coefficients μ_1…μ_t (torch `mu_product`), a float32 number for both dtypes as torch keeps it. (nadam). */
             mu_product?: number;
-            /** @description Tensors whose scalar state differs from the top-level one, by name (torch keeps it per parameter: NAdam's `mu_product` in a param group with other `beta1` or `momentum_decay`), as `{"<name>": {"step": n, "mu_product": x}}`; absent when every tensor agrees. A hosted optimizer steps every tensor at every step, so `step` is the snapshot's (a PUT with another is a 422). */
+            /** @description Tensors whose step count or scalar state differs from the top-level one, by name (torch keeps them per parameter: a tensor frozen by a `null` gradient keeps its count; NAdam's `mu_product` in a param group with other `beta1` or `momentum_decay`), as `{"<name>": {"step": n, "mu_product": x}}`; absent when every tensor agrees. A PUT restores each tensor's own (`step` omitted: the snapshot's). */
             tensors?: {
                 [key: string]: {
                     [key: string]: number;
@@ -3854,7 +3854,7 @@ export interface components {
             acc_delta?: components["schemas"]["PartialTensorTree"] & unknown;
             /** @description Product of the momentum coefficients μ_1…μ_t (torch `mu_product`), a float32 number for both dtypes as torch keeps it. (nadam). */
             mu_product?: number;
-            /** @description Tensors whose scalar state differs from the top-level one, by name (torch keeps it per parameter: NAdam's `mu_product` in a param group with other `beta1` or `momentum_decay`), as `{"<name>": {"step": n, "mu_product": x}}`; absent when every tensor agrees. A hosted optimizer steps every tensor at every step, so `step` is the snapshot's (a PUT with another is a 422). */
+            /** @description Tensors whose step count or scalar state differs from the top-level one, by name (torch keeps them per parameter: a tensor frozen by a `null` gradient keeps its count; NAdam's `mu_product` in a param group with other `beta1` or `momentum_decay`), as `{"<name>": {"step": n, "mu_product": x}}`; absent when every tensor agrees. A PUT restores each tensor's own (`step` omitted: the snapshot's). */
             tensors?: {
                 [key: string]: {
                     [key: string]: number;
@@ -6411,7 +6411,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        /** @description JSON (HostedStepRequest), or the gradients alone: `application/octet-stream`: every element of the optimizer's tensors in `layout` order (GET /v1/optimizers/{id}), each tensor row-major, little-endian, as numpy's `a.astype("<f4").tobytes()` concatenated. The element type is the optimizer's dtype unless the Content-Type says otherwise: `application/octet-stream; dtype=bfloat16` (or float16; float32 for a float64 optimizer), widened exactly. Or `application/vnd.safetensors`: a safetensors file (Hugging Face format) of tensors named as in `layout` (torch's parameter names, e.g. `fc.weight`), F32/F64 as the optimizer or narrower (F16, BF16), widened exactly. Every tensor is required. */
+        /** @description JSON (HostedStepRequest), or the gradients alone: `application/octet-stream`: every element of the optimizer's tensors in `layout` order (GET /v1/optimizers/{id}), each tensor row-major, little-endian, as numpy's `a.astype("<f4").tobytes()` concatenated. The element type is the optimizer's dtype unless the Content-Type says otherwise: `application/octet-stream; dtype=bfloat16` (or float16; float32 for a float64 optimizer), widened exactly. Or `application/vnd.safetensors`: a safetensors file (Hugging Face format) of tensors named as in `layout` (torch's parameter names, e.g. `fc.weight`), F32/F64 as the optimizer or narrower (F16, BF16), widened exactly. A tensor left out of a safetensors file (`null` in JSON) is frozen; a raw body carries every tensor. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["HostedStepRequest"];

@@ -215,8 +215,9 @@ const finiteOrNull = (x: number) => (Number.isFinite(x) ? x : null);
 const hex = (bytes: ArrayBuffer) => Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, '0')).join('');
 
 /** SHA-256 over the dtype, size, gradient bytes and loss: detects reuse of a key for another step. */
-async function fingerprint(dtype: Dtype, grads: FloatArray, loss: number | undefined): Promise<string> {
-  const head = new TextEncoder().encode(`${dtype}:${grads.length}:${loss ?? ''}:`);
+async function fingerprint(dtype: Dtype, grads: FloatArray, loss: number | undefined, frozen: readonly boolean[]): Promise<string> {
+  // Which tensors are frozen is part of the request: a retry freezing others is another step.
+  const head = new TextEncoder().encode(`${dtype}:${grads.length}:${loss ?? ''}:${frozen.some(Boolean) ? `${JSON.stringify(rangesOf(frozen))}:` : ''}`);
   const body = new Uint8Array(grads.buffer, grads.byteOffset, grads.byteLength);
   const all = new Uint8Array(head.length + body.length);
   all.set(head);
@@ -369,8 +370,8 @@ export class HostedOptimizer extends DurableObject<Env> {
    * Brings every checkpoint chunk to `meta.seq` by replaying the journalled steps it missed: on
    * the chunk's elements, each run of adjacent tensors of one group with that group's
    * hyperparameters at that step. The optimizers journalled are elementwise, every tensor of a
-   * journalled step held the slots its group keeps and had the top-level counters (a step that
-   * changed either rewrote every chunk), so this is the step, bit for bit.
+   * journalled step held the slots its group keeps, had the top-level counters and was stepped (a
+   * step that changed either, or froze a tensor, rewrote every chunk), so this is the step, bit for bit.
    */
   #replay(def: AnyDef, meta: StoredMeta, arrays: SlotArrays, grads: FloatArray, seqs: number[], tensors: readonly TensorSpan[], groupOf: readonly number[]): void {
     const oldest = Math.min(...seqs);
@@ -497,24 +498,44 @@ export class HostedOptimizer extends DurableObject<Env> {
    * `nonfinite: "skip"`, NaN and ±Infinity (which raw and safetensors bodies can carry; JSON cannot)
    * pass, for the step to skip as GradScaler does; without it they are a 422 naming the element.
    */
-  async #decodeAll(input: TensorsIn, loaded: Loaded, target: FloatArray, name: string): Promise<Narrow | null> {
+  async #decodeAll(input: TensorsIn, loaded: Loaded, target: FloatArray, name: string): Promise<{ narrow: Narrow | null; frozen: boolean[] }> {
     const { meta, layout } = loaded;
+    const none = loaded.tensors.map(() => false);
+    // A frozen tensor's part of `target` is zeros (a fingerprint, GradScaler's scan and clipping see no stale values).
+    const zeroFrozen = (frozen: boolean[]) => {
+      for (let t = 0; t < frozen.length; t++) if (frozen[t]) target.fill(0, loaded.tensors[t]!.offset, loaded.tensors[t]!.offset + loaded.tensors[t]!.size);
+      return frozen;
+    };
     const own = wireDtypeOf(meta.dtype);
     const narrowBuffer = (dtype: WireDtype) => (dtype === own ? undefined : new Uint8Array(meta.size * WIRE_DTYPES[dtype].bytes));
     const finiteness = meta.hyperparams.nonfinite === 'skip' ? { allowNonFinite: true } : { nonFiniteHint: ' (or PATCH hyperparams.nonfinite to "skip" to skip such steps)' };
     if (input.format === 'json') {
-      target.set(alignTo(input.flat, layout, [name], meta.dtype));
-      return null;
+      const frozen = frozenOf(input.frozen ?? [], layout, name);
+      if (!frozen.some(Boolean)) {
+        target.set(alignTo(input.flat, layout, [name], meta.dtype));
+        return { narrow: null, frozen };
+      }
+      // The sent tensors match the layout without the frozen ones; each goes to its place.
+      const values = alignTo(input.flat, withoutTensors(layout, frozen), [name], meta.dtype);
+      let at = 0;
+      for (let t = 0; t < frozen.length; t++) {
+        if (frozen[t]) continue;
+        const { offset, size } = loaded.tensors[t]!;
+        target.set(values.subarray(at, at + size), offset);
+        at += size;
+      }
+      return { narrow: null, frozen: zeroFrozen(frozen) };
     }
     if (input.format === 'raw') {
       const src = input.dtype ?? own;
       checkFits(src, meta.dtype, ['Content-Type']);
       const keep = narrowBuffer(src);
       await readRaw(input.body, input.length, src, { out: target, offset: 0, count: meta.size, path: [name], keep, scan: this.#scan, ...finiteness });
-      return keep ? { dtype: src, bytes: keep } : null;
+      return { narrow: keep ? { dtype: src, bytes: keep } : null, frozen: none };
     }
     const index = namesOf(layout);
     let narrow: Narrow | null = null;
+    let frozen = none;
     await readSafetensors(input.body, input.length, (header) => {
       // One narrower type for every tensor: keep those bytes for the journal.
       const types = new Set(header.entries.map((e) => e.dtype));
@@ -522,12 +543,12 @@ export class HostedOptimizer extends DurableObject<Env> {
       const keep = types.size === 1 && only !== undefined ? narrowBuffer(only) : undefined;
       if (keep) narrow = { dtype: only!, bytes: keep };
       const places = header.entries.map((e) => ({ ...placeByName(e, index, meta.dtype, target, name), keep, scan: this.#scan, ...finiteness }));
+      // A tensor left out is frozen (torch skips a parameter whose .grad is None).
       const sent = new Set(header.entries.map((e) => e.name));
-      const absent = [...index.keys()].find((n) => !sent.has(n));
-      if (absent !== undefined) throw new WireError(422, [name, absent], `tensor "${absent}" is missing: the ${name} need every tensor of the optimizer`);
+      frozen = [...index.keys()].map((n) => !sent.has(n));
       return places;
     });
-    return narrow;
+    return { narrow, frozen: zeroFrozen(frozen) };
   }
 
   /** Verifies the bearer token only (the Worker asks before it parses a large body). */
@@ -617,8 +638,8 @@ export class HostedOptimizer extends DurableObject<Env> {
         timings[phase] += now - clock;
         clock = now;
       };
-      const narrow = await this.#decodeAll(args.grads, loaded, grads, 'grads');
-      const print = args.idempotencyKey === undefined ? '' : await fingerprint(meta.dtype, grads, args.loss);
+      const { narrow, frozen } = await this.#decodeAll(args.grads, loaded, grads, 'grads');
+      const print = args.idempotencyKey === undefined ? '' : await fingerprint(meta.dtype, grads, args.loss, frozen);
 
       if (args.idempotencyKey !== undefined) {
         const seen = this.#store.idempotency(args.idempotencyKey);
@@ -695,7 +716,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         groupOf: loaded.groupOf,
         params: loaded.params,
         grads,
-        frozen: loaded.tensors.map(() => false),
+        frozen,
         state,
         clipGradNorm: hp.clip_grad_norm as number | undefined,
         clipGradValue: hp.clip_grad_value as number | undefined,
@@ -741,9 +762,11 @@ export class HostedOptimizer extends DurableObject<Env> {
             ...(def.scalars.length > 0 ? { scalars: scalarsBefore } : {}),
             ...(loaded.groups.length > 0 ? { groups: groupHp } : {}),
           };
-          // Not journalled: a step that created a slot (or one for a tensor), a step from per-tensor
-          // counters (a replay steps every tensor from the top-level ones), and optimizers that step whole tensors.
-          next.cursor = this.#store.appendStep(next, arrays, journalled.bytes, entry, created || countersBefore > 0 || def.perTensor === true);
+          // Not journalled: a step that created a slot (or one for a tensor), a step with frozen tensors
+          // or from per-tensor counters (a replay steps every tensor from the top-level ones), and
+          // optimizers that step whole tensors.
+          const checkpoint = created || countersBefore > 0 || frozen.some(Boolean) || def.perTensor === true;
+          next.cursor = this.#store.appendStep(next, arrays, journalled.bytes, entry, checkpoint);
           this.#store.writeMeta(next);
           const controls = { grad_norm: gradNorm ?? null, skipped: skipMode ? 0 : null };
           this.#store.addHistory({ step: next.step, lr, loss: args.loss ?? null, at, grad_norm: controls.grad_norm, skipped: null }, HISTORY_KEPT);
@@ -891,7 +914,11 @@ export class HostedOptimizer extends DurableObject<Env> {
     for (const [name, c] of Object.entries(args.tensors ?? {})) {
       const i = index.get(name);
       if (i === undefined) throw validationProblem([fieldError(['tensors', name], 'names no tensor of params', name)]);
-      counters.set(i, { step: c.step!, scalars: c, where: ['tensors', name] });
+      const own = c.step ?? args.step;
+      if (!Number.isInteger(own) || own < 0 || own > maxStep(def.stepCounter)) {
+        throw validationProblem([fieldError(['tensors', name, 'step'], `must be an integer in [0, ${maxStep(def.stepCounter)}] (the tensor's own step count)`, own)]);
+      }
+      counters.set(i, { step: own, scalars: c, where: ['tensors', name] });
     }
     const where = (name: string, i?: number) => [fields.get(name) ?? name, ...(i === undefined ? [] : pathOfIndex(layout, i))];
     const restored = { groups, groupOf, hps, tensors };
@@ -995,32 +1022,26 @@ export class HostedOptimizer extends DurableObject<Env> {
       });
     });
     const p = plan!;
-    // One step count per optimizer (a hosted optimizer steps every tensor at every step): the
-    // metadata's, the tensors' (all equal), or both agreeing.
-    const one = (what: string, values: Float64Array | null | undefined, fromMeta: number | undefined): number | undefined => {
-      if (!values) return fromMeta;
-      const first = values[0]!;
-      const odd = values.findIndex((x) => !Object.is(x, first));
-      if (odd >= 0) throw new WireError(422, ['safetensors', slotName(what, p.leaves[odd]!.name)], `${what} differs between tensors (${first} and ${values[odd]}): a hosted optimizer steps every tensor at every step, so their ${what} is one`);
-      if (fromMeta !== undefined && !Object.is(fromMeta, first)) throw new WireError(422, ['__metadata__', what], `the metadata says ${what} ${fromMeta} but the ${what} tensors say ${first}`);
-      return first;
-    };
-    const step = one('step', p.steps, p.step);
-    if (p.steps && (!Number.isInteger(step) || step! < 0 || step! > maxStep(def.stepCounter))) {
-      throw new WireError(422, ['safetensors', slotName('step', p.leaves[0]!.name)], `a step count must be an integer in [0, ${maxStep(def.stepCounter)}], got ${step}`);
+    // Step counts are torch's per parameter (they differ after steps that froze some): each tensor's
+    // is checked; the top-level count is the metadata's, else that of the first tensor no group
+    // names (else the first tensor's); a tensor whose count differs keeps its own.
+    const topIndex = Math.max(0, p.groupOf.indexOf(0));
+    if (p.steps) {
+      const bad = p.steps.findIndex((x) => !Number.isInteger(x) || x < 0 || x > maxStep(def.stepCounter));
+      if (bad >= 0) throw new WireError(422, ['safetensors', slotName('step', p.leaves[bad]!.name)], `a step count must be an integer in [0, ${maxStep(def.stepCounter)}], got ${p.steps[bad]}`);
     }
+    const step = p.step ?? p.steps?.[topIndex];
     if (step === undefined) {
       if (def.stepCounter !== 'none') throw new WireError(422, ['__metadata__', 'step'], 'the step count is required: __metadata__.step, or step/<name> tensors as torch saves them');
     }
-    // Scalars are torch's per parameter (NAdam's mu_product differs between groups with other
-    // betas): the top-level value is the metadata's, else that of the first tensor no group names
-    // (else the first tensor's); a tensor whose value differs keeps its own.
-    const topIndex = Math.max(0, p.groupOf.indexOf(0));
+    // Scalars are torch's per parameter too (NAdam's mu_product differs between groups with other
+    // betas, or after frozen steps), taken the same way.
     const scalars = Object.fromEntries(def.scalars.map((s) => [s.name, p.metaScalars[s.name] ?? p.scalarValues.get(s.name)?.[topIndex]]));
     const counters = new Map<number, { step: number; scalars: Record<string, number | undefined>; where: Array<string | number> }>();
     for (let i = 0; i < p.leaves.length; i++) {
       const own = Object.fromEntries(def.scalars.map((s) => [s.name, p.scalarValues.get(s.name)?.[i] ?? scalars[s.name]]));
-      if (def.scalars.some((s) => !Object.is(own[s.name], scalars[s.name]))) counters.set(i, { step: step ?? 0, scalars: own, where: ['safetensors', p.leaves[i]!.name] });
+      const ownStep = p.steps?.[i] ?? step ?? 0;
+      if (!Object.is(ownStep, step ?? 0) || def.scalars.some((s) => !Object.is(own[s.name], scalars[s.name]))) counters.set(i, { step: ownStep, scalars: own, where: ['safetensors', p.leaves[i]!.name] });
     }
     const sent = new Map([...p.sent].map(([n, held]) => [n, { values: p.memory.room[n]!, held: held.every(Boolean) ? null : held }]));
     const where = (name: string, leafIndexAt?: number): Array<string | number> => {
@@ -1386,8 +1407,7 @@ interface RestoredGroups {
  * value at step 0 and, at step > 0, required unless torch creates it from the first gradient
  * (SGD's momentum_buffer); a tensor whose group keeps an eager slot it lacks starts it fresh. A
  * sent slot no group keeps is ignored, as torch ignores it. Scalars are required at step > 0.
- * A tensor's own counter may differ from the top-level one in its scalars only: a hosted
- * optimizer steps every tensor at every step.
+ * A tensor's own counter (step count, scalars) may differ from the top-level one.
  */
 function restoredState(
   def: AnyDef,
@@ -1432,13 +1452,38 @@ function restoredState(
     state.scalars[s.name] = v ?? s.initial;
   }
   for (const [i, c] of counters) {
-    if (c.step !== step) {
-      throw validationProblem([fieldError([...c.where, 'step'], `must be the optimizer's step ${step}: a hosted optimizer steps every tensor at every step, so no tensor's count lags`, c.step)]);
-    }
-    const counter: Counter = { step, scalars: Object.fromEntries(def.scalars.map((s) => [s.name, c.scalars[s.name] ?? state.scalars[s.name]!])) };
-    if (JSON.stringify(counter.scalars) !== JSON.stringify(state.scalars)) state.counters.set(i, counter);
+    // A tensor's own count differs after steps that froze it (torch skips a parameter whose .grad is None).
+    const counter: Counter = { step: c.step, scalars: Object.fromEntries(def.scalars.map((s) => [s.name, c.scalars[s.name] ?? state.scalars[s.name]!])) };
+    if (counter.step !== step || JSON.stringify(counter.scalars) !== JSON.stringify(state.scalars)) state.counters.set(i, counter);
   }
   return state;
+}
+
+/** Which tensors (in layout order) the frozen paths name; a 422 for a path that names no tensor. */
+function frozenOf(paths: readonly string[][], layout: TensorLayout, root: string): boolean[] {
+  const all = leaves(layout);
+  const frozen = all.map(() => false);
+  if (paths.length === 0) return frozen;
+  const index = new Map(all.map((l, i) => [JSON.stringify(l.path), i]));
+  for (const path of paths) {
+    const i = index.get(JSON.stringify(path));
+    if (i === undefined) throw validationProblem([fieldError([root, ...path], 'is null, but null (a frozen tensor) stands for a tensor of the optimizer\'s params, and this names none')]);
+    frozen[i] = true;
+  }
+  return frozen;
+}
+
+/** The layout without the tensors marked (an object left without tensors stays, empty). */
+function withoutTensors(layout: TensorLayout, drop: readonly boolean[]): TensorLayout {
+  let t = 0;
+  const walk = (l: TensorLayout): TensorLayout | null => {
+    if (l.kind === 'tensor') return drop[t++] ? null : l;
+    return { kind: 'named', entries: l.entries.flatMap((e) => {
+      const kept = walk(e.layout);
+      return kept === null ? [] : [{ name: e.name, layout: kept }];
+    }) };
+  };
+  return walk(layout) ?? { kind: 'named', entries: [] };
 }
 
 /** `<slot>/<name>` (or just `<slot>` for a single unnamed tensor). */

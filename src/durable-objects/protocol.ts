@@ -84,7 +84,12 @@ export interface TensorsOut {
  * object straight into its memory once it has checked the token.
  */
 export type TensorsIn =
-  | { format: 'json'; flat: FlatTensors }
+  | {
+      format: 'json';
+      flat: FlatTensors;
+      /** Paths (under the tree's root) of the tensors whose gradient was `null`, left out of `flat`: frozen. */
+      frozen?: string[][];
+    }
   | { format: 'raw'; dtype: WireDtype | null; body: ReadableStream<Uint8Array> | Uint8Array; length: number | null }
   | { format: 'safetensors'; body: ReadableStream<Uint8Array> | Uint8Array; length: number | null };
 

@@ -1,7 +1,8 @@
 // The per-tensor parts of a hosted optimizer's state (src/optim/engine.ts's TreeState) as its
 // metadata row stores them: which tensors hold each slot (torch has None for a tensor whose group
-// keeps no such slot), per-tensor counters (NAdam's `mu_product` in a group with other betas), and
-// each group's reduce_on_plateau rate.
+// keeps no such slot, or that never stepped), per-tensor counters (a tensor's own step count after
+// frozen steps, NAdam's `mu_product` in a group with other betas), and each group's
+// reduce_on_plateau rate.
 
 import { plateauUpdate, type PlateauState } from '../schedules/plateau.ts';
 import type { ScheduleSpec } from '../schedules/types.ts';

@@ -131,9 +131,9 @@ const SnapshotCountersSchema = z
   .optional()
   .openapi({
     description:
-      'Tensors whose scalar state differs from the top-level one, by name (torch keeps it per parameter: NAdam\'s `mu_product` in a param group with other ' +
-      '`beta1` or `momentum_decay`), as `{"<name>": {"step": n, "mu_product": x}}`; absent when every tensor agrees. A hosted optimizer steps every tensor at ' +
-      'every step, so `step` is the snapshot\'s (a PUT with another is a 422).',
+      'Tensors whose step count or scalar state differs from the top-level one, by name (torch keeps them per parameter: a tensor frozen by a `null` ' +
+      'gradient keeps its count; NAdam\'s `mu_product` in a param group with other `beta1` or `momentum_decay`), as `{"<name>": {"step": n, "mu_product": x}}`; ' +
+      'absent when every tensor agrees. A PUT restores each tensor\'s own (`step` omitted: the snapshot\'s).',
   });
 const scalarNumbers = () => Object.fromEntries(SCALAR_FIELDS.map(([name, d]) => [name, z.number().optional().openapi({ description: `${d}.` })]));
 
@@ -289,7 +289,11 @@ export const TokenSchema = z
 
 export const HostedStepRequestSchema = z
   .object({
-    grads: requiredTree('Gradients with exactly the structure of the optimizer\'s params.'),
+    grads: PartialTensorTreeSchema.refine((v) => v !== undefined, { message: 'is required' }).openapi({
+      description:
+        'Gradients with exactly the structure of the optimizer\'s params. `null` for a frozen tensor (torch skips a parameter whose `.grad` is None): it, its ' +
+        'state and its own step count stay as they are (safetensors bodies: a tensor left out of the file; raw bodies carry every tensor).',
+    }),
     loss: z.number().optional().openapi({
       description: 'Loss at the params before this step: recorded in the history and, with a `reduce_on_plateau` schedule, reported as its metric after the step.',
     }),

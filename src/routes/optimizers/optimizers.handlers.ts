@@ -226,6 +226,25 @@ export const listOptimizers: RouteHandler<typeof routes.listOptimizersRoute, App
   });
 };
 
+/**
+ * A gradient tree without its `null` tensors (frozen: torch skips a parameter whose .grad is None),
+ * and their paths; the object checks each names a tensor. A `null` root is the whole tree frozen.
+ */
+function withoutNulls(value: unknown): { tree: unknown; frozen: string[][] } {
+  const frozen: string[][] = [];
+  if (value === null) return { tree: {}, frozen: [[]] };
+  const walk = (v: unknown, path: string[]): unknown => {
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) return v;
+    const kept: Array<[string, unknown]> = [];
+    for (const [k, child] of Object.entries(v as Record<string, unknown>)) {
+      if (child === null) frozen.push([...path, k]);
+      else kept.push([k, walk(child, [...path, k])]);
+    }
+    return Object.fromEntries(kept); // own properties, "__proto__" included
+  };
+  return { tree: walk(value, []), frozen };
+}
+
 export const stepOptimizer: RouteHandler<typeof routes.stepOptimizerRoute, AppEnv> = async (c) => {
   const { id } = c.req.valid('param');
   const query = c.req.valid('query');
@@ -241,7 +260,8 @@ export const stepOptimizer: RouteHandler<typeof routes.stepOptimizerRoute, AppEn
       throw validationProblem([fieldError([query.loss !== undefined ? 'loss' : 'expected_step'], 'goes in the JSON body (query parameters are for binary bodies)')]);
     }
     const body = validJson<HostedStepRequest>(c);
-    grads = { format: 'json', flat: flattenAlone(body.grads, ['grads'], MAX_JSON_HOSTED_ELEMENTS) };
+    const { tree, frozen } = withoutNulls(body.grads);
+    grads = { format: 'json', flat: flattenAlone(tree, ['grads'], MAX_JSON_HOSTED_ELEMENTS), ...(frozen.length > 0 ? { frozen } : {}) };
     loss = body.loss;
     expectedStep = body.expected_step;
   } else {

@@ -159,12 +159,13 @@ export const stepOptimizerRoute = createRoute({
     '`If-Match` or `expected_step` to refuse a gradient computed against stale params. The gradients come as JSON, raw bytes or safetensors; ' +
     'the new params go back in the format `Accept` asks for (default: the body\'s), with `step` and `lr` as headers too. With the hyperparameter ' +
     '`nonfinite: "skip"`, a step with a non-finite gradient (NaN or ±Infinity, which raw and safetensors bodies can carry) or result is skipped ' +
-    '(200, `skipped: true`): nothing changes but `skipped_steps` and the history.',
+    '(200, `skipped: true`): nothing changes but `skipped_steps` and the history. A frozen tensor (a `null` gradient, or one left out of a safetensors ' +
+    'file) is skipped as torch skips a parameter whose `.grad` is None: it, its state and its own step count stay as they are.',
   request: {
     params: OptimizerIdParam,
     query: HostedStepQuerySchema,
     headers: StepHeadersSchema,
-    body: tensorBody(HostedStepRequestSchema, `JSON (HostedStepRequest), or the gradients alone: ${RAW} Or ${SAFETENSORS_TREE} Every tensor is required.`),
+    body: tensorBody(HostedStepRequestSchema, `JSON (HostedStepRequest), or the gradients alone: ${RAW} Or ${SAFETENSORS_TREE} A tensor left out of a safetensors file (\`null\` in JSON) is frozen; a raw body carries every tensor.`),
   },
   responses: {
     200: {
