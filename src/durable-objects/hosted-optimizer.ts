@@ -543,7 +543,11 @@ export class HostedOptimizer extends DurableObject<Env> {
       const keep = types.size === 1 && only !== undefined ? narrowBuffer(only) : undefined;
       if (keep) narrow = { dtype: only!, bytes: keep };
       const places = header.entries.map((e) => ({ ...placeByName(e, index, meta.dtype, target, name), keep, scan: this.#scan, ...finiteness }));
-      // A tensor left out is frozen (torch skips a parameter whose .grad is None).
+      // A tensor left out is frozen (torch skips a parameter whose .grad is None); a file of no tensor
+      // at all is more likely a mistake than a step that freezes everything (JSON nulls say that).
+      if (header.entries.length === 0 && index.size > 0) {
+        throw new WireError(422, ['safetensors'], 'the file holds no gradient: send at least one (a frozen tensor\'s may be left out; to freeze every tensor, send JSON nulls)');
+      }
       const sent = new Set(header.entries.map((e) => e.name));
       frozen = [...index.keys()].map((n) => !sent.has(n));
       return places;
