@@ -143,12 +143,7 @@ class HostedOptimizerTest(unittest.TestCase):
             # "name": a key of torch's param group that is no hyperparameter (kept, not sent).
             return [{"params": pick("weight"), "weight_decay": 1e-3, "name": "weights"}, {"params": pick("bias"), "lr": 0.05, "momentum": 0.5, "dampening": 0.1}]
         local = torch.optim.SGD(groups(local_model, False), lr=0.1, momentum=0.9, foreach=False)
-        try:
-            hosted = self.hosted(groups(hosted_model, True), optimizer="sgd", lr=0.1, momentum=0.9)
-        except ValidationError as err:
-            if any(f.startswith("param_groups") for f in err.fields):
-                self.skipTest(f"this server's hosted optimizers do not take param_groups yet (POST /v1/optimizers: {err.detail})")
-            raise
+        hosted = self.hosted(groups(hosted_model, True), optimizer="sgd", lr=0.1, momentum=0.9)
         for mine, theirs in zip(hosted.param_groups, local.param_groups):
             self.assertEqual({k: v for k, v in mine.items() if k not in ("params", "param_names", "foreach")},
                              {k: v for k, v in theirs.items() if k not in ("params", "foreach")})
@@ -178,13 +173,8 @@ class HostedOptimizerTest(unittest.TestCase):
             return [{"params": pick("weight")}, {"params": pick("bias"), "lr": 0.02, "weight_decay": 0.0}]
         local = torch.optim.AdamW(groups(local_model, False), lr=0.01, weight_decay=0.05, foreach=False)
         sched = torch.optim.lr_scheduler.StepLR(local, step_size=3, gamma=0.5)
-        try:
-            hosted = self.hosted(groups(hosted_model, True), optimizer="adamw", lr=0.01, weight_decay=0.05,
-                                 schedule={"type": "step", "lr": 0.01, "step_size": 3, "gamma": 0.5})
-        except ValidationError as err:
-            if any(f.startswith("param_groups") for f in err.fields):
-                self.skipTest(f"this server's hosted optimizers do not take param_groups yet (POST /v1/optimizers: {err.detail})")
-            raise
+        hosted = self.hosted(groups(hosted_model, True), optimizer="adamw", lr=0.01, weight_decay=0.05,
+                             schedule={"type": "step", "lr": 0.01, "step_size": 3, "gamma": 0.5})
         self.train([(local_model, local), (hosted_model, hosted)], batches(8), "AdamW groups + a step schedule (each group from its own lr)", [sched], lrs=(hosted, local))
         sd = hosted.state_dict()
         self.assertEqual([g["lr"] for g in sd["param_groups"]], [g["lr"] for g in local.param_groups])
@@ -212,13 +202,8 @@ class HostedOptimizerTest(unittest.TestCase):
             return [{"params": pick("weight")}, {"params": pick("bias"), "lr": 0.3}]
         local = torch.optim.SGD(groups(local_model, False), lr=0.1, momentum=0.5, foreach=False)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(local, factor=0.5, patience=0, threshold=0.05)
-        try:
-            hosted = self.hosted(groups(hosted_model, True), optimizer="sgd", lr=0.1, momentum=0.5,
-                                 schedule={"type": "reduce_on_plateau", "lr": 0.1, "factor": 0.5, "patience": 0, "threshold": 0.05})
-        except ValidationError as err:
-            if any(f.startswith("param_groups") for f in err.fields):
-                self.skipTest(f"this server's hosted optimizers do not take param_groups yet (POST /v1/optimizers: {err.detail})")
-            raise
+        hosted = self.hosted(groups(hosted_model, True), optimizer="sgd", lr=0.1, momentum=0.5,
+                             schedule={"type": "reduce_on_plateau", "lr": 0.1, "factor": 0.5, "patience": 0, "threshold": 0.05})
         self.train([(local_model, local), (hosted_model, hosted)], batches(8), "SGD groups + ReduceLROnPlateau", [sched], lrs=(hosted, local), report_loss=True)
         self.assertLess(local.param_groups[1]["lr"], 0.3)
         self.assertEqual([g["lr"] for g in hosted.state_dict()["param_groups"]], [g["lr"] for g in local.param_groups])
@@ -402,12 +387,7 @@ class HostedOptimizerTest(unittest.TestCase):
             m[0].bias.requires_grad_(False)  # never gets a .grad
         local = torch.optim.Adam(local_model.parameters(), lr=0.01, foreach=False)
         hosted = self.hosted(hosted_model.named_parameters(), optimizer="adam", lr=0.01)
-        try:
-            self.train([(local_model, local), (hosted_model, hosted)], batches(4), "a frozen bias")
-        except ValidationError as err:
-            if any(f.startswith("grads") for f in err.fields) and "null" in (err.detail or "") + str(err.errors):
-                self.skipTest(f"this server's hosted optimizers do not take null (frozen) gradients yet: {err.detail}")
-            raise
+        self.train([(local_model, local), (hosted_model, hosted)], batches(4), "a frozen bias")
 
     def test_what_a_hosted_optimizer_refuses(self):
         from adam_api.torch import HostedOptimizer
