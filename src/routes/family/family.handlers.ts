@@ -122,8 +122,7 @@ export function familyStepHandler(def: AnyDef, dialect?: JsonDialect) {
     if (format === 'safetensors' && !def.sparse) {
       const i = input.sparse.findIndex((r) => r !== null);
       if (i >= 0) {
-        const takers = OPTIMIZERS.filter((d) => d.sparse).map((d) => d.name).join(', ');
-        throw validationProblem([fieldError(['safetensors', `grads.indices/${named[i]!.name}`], `${def.torch} takes dense gradients only; sparse (row) gradients go to ${takers}`)]);
+        throw validationProblem([fieldError(['safetensors', `grads.indices/${named[i]!.name}`], denseOnly(def))]);
       }
     }
     // What torch refuses with a sparse gradient only (Adagrad's weight_decay), by the tensor's group.
@@ -334,10 +333,13 @@ function fillNulls(value: unknown, layout: TensorLayout, sparse?: SparseHook): {
   return { value: walk(value, layout, ['grads']), isNull, sparse: rows };
 }
 
+/** The refusal of rows by an optimizer without a sparse branch, naming those that take them. */
+const denseOnly = (def: AnyDef): string =>
+  `${def.torch} takes dense gradients only; sparse (row) gradients go to ${OPTIMIZERS.filter((d) => d.sparse).map((d) => d.name).join(', ')}`;
+
 /** A gradient given as rows, checked: integer indices of the first dimension and one value row each. */
 function sparseRows(def: AnyDef, v: Record<string, unknown>, shape: readonly number[], path: FieldPath, dtype: Dtype): SparseRows {
-  const takers = OPTIMIZERS.filter((d) => d.sparse).map((d) => d.name).join(', ');
-  if (!def.sparse) throw validationProblem([fieldError(path, `${def.torch} takes dense gradients only; sparse (row) gradients go to ${takers}`)]);
+  if (!def.sparse) throw validationProblem([fieldError(path, denseOnly(def))]);
   const extra = Object.keys(v).filter((k) => k !== 'indices' && k !== 'values');
   if (extra.length > 0) throw validationProblem([fieldError([...path, extra[0]!], 'is not a field of a sparse gradient ({"indices": [...], "values": [...]})')]);
   if (shape.length === 0) throw validationProblem([fieldError(path, 'a 0-d tensor has no rows: send its gradient as a number')]);
