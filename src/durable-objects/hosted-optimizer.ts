@@ -259,6 +259,11 @@ export class HostedOptimizer extends DurableObject<Env> {
    */
   #read = false;
   #kernel: WasmAdam | null = null;
+  /**
+   * While a #locked operation runs: keeps its lock past its end and returns the release (for a
+   * stream of the params the answer carries). Null outside #locked.
+   */
+  #holdLock: (() => () => void) | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -310,6 +315,19 @@ export class HostedOptimizer extends DurableObject<Env> {
   #allocate(def: AnyDef, dtype: Dtype, size: number): Memory {
     if (!usesAdamKernel(def)) {
       this.#kernel = null; // frees the kernel's memory; scans run as plain loops
+      // A restore allocates while the current state is loaded: never hold two sets (the isolate's
+      // peak would double). Arrays of the same size are reused, zeroed; others are let go first.
+      // Either way the current state is gone: a restore that fails reloads it from storage.
+      const old = this.#loaded;
+      if (old && old.dtype === dtype && old.size === size && !usesAdamKernel(old.def)) {
+        for (const a of [old.params, old.grads, ...Object.values(old.room)]) a.fill(0);
+        return { dtype, size, params: old.params, grads: old.grads, room: { ...old.room } };
+      }
+      if (old) {
+        const none = old.dtype === 'float32' ? new Float32Array(0) : new Float64Array(0);
+        Object.assign(old, { params: none, grads: none, room: {} });
+        old.state.slots = {};
+      }
       const make = () => (dtype === 'float32' ? new Float32Array(size) : new Float64Array(size));
       return { dtype, size, params: make(), grads: make(), room: {} };
     }
@@ -439,23 +457,36 @@ export class HostedOptimizer extends DurableObject<Env> {
   #locked<T>(tokenHash: string | null, fn: (loaded: Loaded) => T | Promise<T>): Promise<Outcome<T>> {
     return outcome(async () => {
       this.#authorized(tokenHash);
-      return this.#mutex.run(async () => {
+      const release = await this.#mutex.acquire();
+      let held = false;
+      try {
         const loaded = this.#authorized(tokenHash);
         const stored = loaded.meta;
         // Operations build their new metadata from this, so those that write it store the new
         // deadline with it, and answers (GET metadata) show it.
         const touched = (loaded.meta = { ...stored, touchedAt: Date.now() });
         let value: T;
+        this.#holdLock = () => {
+          held = true;
+          return release;
+        };
         try {
           value = await fn(loaded);
         } catch (e) {
           if (this.#loaded === loaded && loaded.meta === touched) loaded.meta = stored;
           throw e;
+        } finally {
+          this.#holdLock = null;
         }
         // Reads (and replays) wrote nothing: store the deadline alone.
         if (this.#loaded === loaded && loaded.meta === touched) this.#store.writeMeta(touched);
         return value;
-      });
+      } catch (e) {
+        held = false; // an answer that failed streams nothing
+        throw e;
+      } finally {
+        if (!held) release();
+      }
     });
   }
 
@@ -487,9 +518,14 @@ export class HostedOptimizer extends DurableObject<Env> {
     return { etag: etagOf(loaded.meta), value: this.#info(loaded.meta, loaded.layout, loaded.groups) };
   }
 
-  /** A copy of the params (RPC serializes a view's whole buffer, here the kernel's memory). */
+  /**
+   * The params as a stream read straight from the object's memory, piece by piece: a whole copy
+   * (and RPC's serialized copy of it) would add two arrays to the isolate's peak. The running
+   * operation's lock is held until the stream is read, cancelled, or falls behind TRANSFER_PACE.
+   */
   #paramsOut(loaded: Loaded): TensorsOut {
-    return { dtype: loaded.meta.dtype, layout: loaded.layout, values: loaded.params.slice() };
+    if (!this.#holdLock) throw new Error('#paramsOut outside a locked operation');
+    return { dtype: loaded.meta.dtype, layout: loaded.layout, size: loaded.params.length, data: lockedByteStream([loaded.params], this.#holdLock()) };
   }
 
   /**

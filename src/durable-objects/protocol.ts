@@ -75,7 +75,14 @@ export interface Versioned<T> {
 export interface TensorsOut {
   dtype: Dtype;
   layout: TensorLayout;
-  values: FloatArray;
+  /** Elements, in layout order. */
+  size: number;
+  /**
+   * The values' bytes (little-endian, layout order), copied a piece at a time from the object's
+   * memory while it holds its lock: no copy of the whole tensor exists on either side. Read it to
+   * its end or cancel it (the lock is also freed when the reader falls behind TRANSFER_PACE).
+   */
+  data: ReadableStream<Uint8Array>;
 }
 
 /**

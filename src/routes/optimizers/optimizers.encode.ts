@@ -65,44 +65,100 @@ function namedOrRefuse(layout: TensorLayout): NamedLeaf[] {
 /** `<slot>/<name>` (or `<slot>` for a single unnamed tensor). */
 const slotName = (slot: string, name: string) => (name === '' ? slot : `${slot}/${name}`);
 
-/** A safetensors file of named tensors (plain names) holding `values` in layout order. */
-function paramsFile(layout: TensorLayout, dtype: Dtype, values: FloatArray | null, metadata: Record<string, string>): Uint8Array {
-  const leaves = values ? namedOrRefuse(layout) : [];
-  const { header, dataLength } = encodeHeader(leaves.map((l) => ({ name: l.name, dtype: wireDtypeOf(dtype), shape: l.shape })), metadata);
-  const out = new Uint8Array(header.length + dataLength);
-  out.set(header);
-  if (values) out.set(bytesOf(values), header.length);
-  return out;
+/** The header of a safetensors file of named tensors (plain names) in layout order. */
+function paramsHeader(layout: TensorLayout, dtype: Dtype, metadata: Record<string, string>): Uint8Array {
+  return encodeHeader(namedOrRefuse(layout).map((l) => ({ name: l.name, dtype: wireDtypeOf(dtype), shape: l.shape })), metadata).header;
 }
 
-/** Answers carrying params in the negotiated format; `head` holds step and lr (headers, and JSON fields or `__metadata__`). */
-function tensorsAnswer(format: Format, head: Record<string, number | boolean>, params: TensorsOut | null, headers: Record<string, string>): never {
+/** `head`, then every piece of `source`: one body streamed through (cancelling it cancels the source). */
+function prefixed(head: Uint8Array, source: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+  const reader = source.getReader();
+  let started = false;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (!started) {
+        started = true;
+        if (head.length > 0) {
+          controller.enqueue(head);
+          return;
+        }
+      }
+      const { done, value } = await reader.read();
+      if (done) controller.close();
+      else controller.enqueue(value);
+    },
+    async cancel(reason) {
+      await reader.cancel(reason);
+    },
+  });
+}
+
+/** A body of exactly `length` bytes, sent with that Content-Length (workerd's FixedLengthStream) where the runtime has it. */
+function withLength(body: ReadableStream<Uint8Array>, length: number): ReadableStream<Uint8Array> {
+  const Fixed = (globalThis as { FixedLengthStream?: new (n: number) => TransformStream<Uint8Array, Uint8Array> }).FixedLengthStream;
+  if (!Fixed) return body;
+  const fixed = new Fixed(length);
+  void body.pipeTo(fixed.writable).catch(() => {});
+  return fixed.readable;
+}
+
+/** The params' values read to their end from the object's stream (JSON answers, bounded by the JSON limits). */
+async function valuesOf(params: TensorsOut): Promise<FloatArray> {
+  const values = params.dtype === 'float32' ? new Float32Array(params.size) : new Float64Array(params.size);
+  const bytes = new Uint8Array(values.buffer);
+  const reader = new ByteReader(params.data);
+  try {
+    await reader.read(bytes.length, (piece, offset) => bytes.set(piece, offset));
+  } finally {
+    await reader.cancel();
+  }
+  return values;
+}
+
+/**
+ * Answers carrying params in the negotiated format; `head` holds step and lr (headers, and JSON
+ * fields or `__metadata__`). Binary answers stream the object's bytes through; JSON reads them first.
+ */
+async function tensorsAnswer(format: Format, head: Record<string, number | boolean>, params: TensorsOut | null, headers: Record<string, string>): Promise<Response> {
   const meta = Object.fromEntries(Object.entries(head).map(([k, v]) => [k, String(v)]));
   const common = { ...headers, vary: 'Accept', ...meta };
-  if (format === 'json') {
-    const fields = Object.entries(head).map(([k, value]) => [k, { value }] as const);
-    if (!params) return new Response(objectJson(fields), { status: 200, headers: { ...JSON_TYPE, ...common } }) as never;
-    return withTree(fields, 'params', params.layout, params.values, common);
+  try {
+    if (format === 'json') {
+      const fields = Object.entries(head).map(([k, value]) => [k, { value }] as const);
+      if (!params) return new Response(objectJson(fields), { status: 200, headers: { ...JSON_TYPE, ...common } });
+      return withTree(fields, 'params', params.layout, await valuesOf(params), common);
+    }
+    const itemBytes = params?.dtype === 'float64' ? 8 : 4;
+    if (format === 'raw') {
+      if (!params) return new Response(new Uint8Array(0), { status: 200, headers: { ...common, 'content-type': MEDIA_TYPES.raw } });
+      const type = `${MEDIA_TYPES.raw}; dtype=${params.dtype}`;
+      return new Response(withLength(params.data, params.size * itemBytes), { status: 200, headers: { ...common, 'content-type': type } });
+    }
+    if (!params) {
+      const empty = encodeHeader([], meta).header;
+      return new Response(empty, { status: 200, headers: { ...common, 'content-type': MEDIA_TYPES.safetensors } });
+    }
+    const header = paramsHeader(params.layout, params.dtype, meta);
+    return new Response(withLength(prefixed(header, params.data), header.length + params.size * itemBytes), {
+      status: 200,
+      headers: { ...common, 'content-type': MEDIA_TYPES.safetensors },
+    });
+  } catch (e) {
+    if (params && !params.data.locked) void params.data.cancel().catch(() => {});
+    throw e;
   }
-  if (format === 'raw') {
-    const body = params ? bytesOf(params.values) : new Uint8Array(0);
-    const type = params ? `${MEDIA_TYPES.raw}; dtype=${params.dtype}` : MEDIA_TYPES.raw;
-    return new Response(body, { status: 200, headers: { ...common, 'content-type': type } }) as never;
-  }
-  const file = params ? paramsFile(params.layout, params.dtype, params.values, meta) : paramsFile({ kind: 'named', entries: [] }, 'float32', null, meta);
-  return new Response(file, { status: 200, headers: { ...common, 'content-type': MEDIA_TYPES.safetensors } }) as never;
 }
 
-export function stepResponse(format: Format, out: StepOut, headers: Record<string, string>): never {
+export function stepResponse(format: Format, out: StepOut, headers: Record<string, string>): Promise<never> {
   const head: Record<string, number | boolean> = { step: out.step, lr: out.lr };
   if (out.replayed) head.replayed = true;
   if (out.gradNorm !== undefined) head.grad_norm = out.gradNorm;
   if (out.skipped !== undefined) head.skipped = out.skipped;
-  return tensorsAnswer(format, head, out.params, headers);
+  return tensorsAnswer(format, head, out.params, headers) as Promise<never>;
 }
 
-export function paramsResponse(format: Format, step: number, params: TensorsOut, headers: Record<string, string>): never {
-  return tensorsAnswer(format, { step }, params, headers);
+export function paramsResponse(format: Format, step: number, params: TensorsOut, headers: Record<string, string>): Promise<never> {
+  return tensorsAnswer(format, { step }, params, headers) as Promise<never>;
 }
 
 /**
@@ -186,9 +242,9 @@ export function checkpointResponse(snapshot: SnapshotOut, headers: Record<string
 }
 
 /** `{…head, [key]: tree}`: one string when small, a stream of pieces when large. */
-function withTree(head: ReadonlyArray<readonly [string, JsonField]>, key: string, layout: TensorLayout, values: FloatArray, headers: Record<string, string>): never {
+function withTree(head: ReadonlyArray<readonly [string, JsonField]>, key: string, layout: TensorLayout, values: FloatArray, headers: Record<string, string>): Response {
   if (approxTreeJsonLength(layout, values.length) <= STREAM_ABOVE) {
-    return new Response(objectJson([...head, [key, { json: treeJson(layout, values) }]]), { status: 200, headers: { ...JSON_TYPE, ...headers } }) as never;
+    return new Response(objectJson([...head, [key, { json: treeJson(layout, values) }]]), { status: 200, headers: { ...JSON_TYPE, ...headers } });
   }
   const prefix = objectJson(head).slice(0, -1);
   function* pieces(): Generator<string> {
@@ -196,7 +252,7 @@ function withTree(head: ReadonlyArray<readonly [string, JsonField]>, key: string
     yield* treeJsonPieces(layout, values);
     yield '}';
   }
-  return new Response(textStream(pieces()), { status: 200, headers: { ...JSON_TYPE, vary: 'Accept', ...headers } }) as never;
+  return new Response(textStream(pieces()), { status: 200, headers: { ...JSON_TYPE, vary: 'Accept', ...headers } });
 }
 
 /** JSON names of Adam's snapshot slots (those of /v1/adam/step); every other optimizer's are torch's. */

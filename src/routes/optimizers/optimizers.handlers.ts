@@ -10,7 +10,7 @@ import { registryOf } from '../../durable-objects/stubs.ts';
 import { ProblemError, fieldError, validationProblem } from '../../lib/problem.ts';
 import { timing } from '../../lib/observability.ts';
 import type { AppEnv } from '../../lib/router.ts';
-import { flattenAlone, parseLike, parseParams, withTensorProblems } from '../../lib/tensor-input.ts';
+import { flattenAlone, parseLike, parseParams, withTensorProblems, withTensorProblemsAsync } from '../../lib/tensor-input.ts';
 import { zodFieldErrors } from '../../lib/validation.ts';
 import type { Dtype, FloatArray, Hyperparams, OptimizerDef } from '../../optim/optimizer.ts';
 import { optimizerDef } from '../../optim/registry.ts';
@@ -283,7 +283,7 @@ export const stepOptimizer: RouteHandler<typeof routes.stepOptimizerRoute, AppEn
   );
   // The object's phases; the rest of the request (reading and checking it here, the RPC) shows in `total`.
   for (const [phase, ms] of Object.entries(out.value.timings)) t.add(phase as 'decode' | 'kernel' | 'storage', ms);
-  return t.phase('encode', () => stepResponse(answer, out.value, { etag: out.etag, ...(out.value.replayed ? { 'idempotent-replayed': 'true' } : {}) }));
+  return t.phaseAsync('encode', () => withTensorProblemsAsync(() => stepResponse(answer, out.value, { etag: out.etag, ...(out.value.replayed ? { 'idempotent-replayed': 'true' } : {}) })));
 };
 
 export const getOptimizer: RouteHandler<typeof routes.getOptimizerRoute, AppEnv> = async (c) => {
@@ -295,7 +295,7 @@ export const getOptimizer: RouteHandler<typeof routes.getOptimizerRoute, AppEnv>
 export const getParams: RouteHandler<typeof routes.getParamsRoute, AppEnv> = async (c) => {
   const answer = withTensorProblems(() => acceptFormat(c.req.header('accept'), ALL, 'json'));
   const { etag, value } = unwrap(await stubFor(c, c.req.valid('param').id).params(await tokenHash(c)));
-  return withTensorProblems(() => paramsResponse(answer, value.step, value.params, { etag }));
+  return withTensorProblemsAsync(() => paramsResponse(answer, value.step, value.params, { etag }));
 };
 
 export const putParams: RouteHandler<typeof routes.putParamsRoute, AppEnv> = async (c) => {
