@@ -286,9 +286,9 @@ describe('sparse (row) gradients', () => {
     expect(range.body.errors[0]).toMatchObject({ field: 'grads.emb.indices[0]', value: '3' });
     const shape = await postJson('/v1/sparse_adam/step', { params, grads: { emb: { indices: [0, 1], values: [[1, 1]] }, w: null } });
     expect(shape.status).toBe(422);
-    const clip = await postJson('/v1/sparse_adam/step', { params, grads: { emb: { indices: [0], values: [[1, 1]] }, w: null }, hyperparams: { clip_grad_norm: 1 } });
+    const clip = await postJson('/v1/sparse_adam/step', { params, grads: { emb: { indices: [0], values: [[1, 1]] }, w: null }, hyperparams: { clip_grad_value: 1 } });
     expect(clip.status).toBe(422);
-    expect(clip.body.errors[0].field).toBe('hyperparams.clip_grad_norm');
+    expect(clip.body.errors[0].field).toBe('hyperparams.clip_grad_value');
   });
 });
 

@@ -236,9 +236,9 @@ describe('what torch refuses with a sparse gradient', () => {
       const short = await postJson(`/v1/${name}/step`, { params, grads: { emb: { indices: [0, 1], values: [[1, 1]] }, w: null }, hyperparams: { lr: 0.1 } });
       expect(short.status).toBe(422);
       expect(short.body.errors[0].field).toMatch(/^grads\.emb\.values/);
-      const clip = await postJson(`/v1/${name}/step`, { params, grads: { emb, w: null }, hyperparams: { lr: 0.1, clip_grad_norm: 1 } });
+      const clip = await postJson(`/v1/${name}/step`, { params, grads: { emb, w: null }, hyperparams: { lr: 0.1, clip_grad_value: 1 } });
       expect(clip.status).toBe(422);
-      expect(clip.body.errors[0].field).toBe('hyperparams.clip_grad_norm');
+      expect(clip.body.errors[0].field).toBe('hyperparams.clip_grad_value');
     }
   });
 

@@ -38,18 +38,21 @@ export function norm2(dtype: Dtype, x: ArrayLike<number>): number {
  * torch.nn.utils.clip_grad_norm_(params, max_norm) (norm_type 2) over the gradients of the
  * tensors that have one: the norm of the per-tensor norms, then every gradient multiplied by
  * min((1 / (total + 1e-6)) · max_norm, 1), always (by exactly 1 below the threshold). Returns
- * the total norm before clipping, torch's return value.
+ * the total norm before clipping, torch's return value. `unscaled[i]`: gradient i counts in the
+ * norm but is left as it is, as torch 1.13 leaves a sparse gradient (its `g.detach().mul_(coef)`
+ * scales a shallow copy of a sparse tensor; a sparse gradient is given here as its coalesced values).
  */
-export function clipGradNorm(dtype: Dtype, grads: readonly FloatArray[], maxNorm: number): number {
+export function clipGradNorm(dtype: Dtype, grads: readonly FloatArray[], maxNorm: number, unscaled: readonly boolean[] = []): number {
   if (grads.length === 0) return 0;
   const norms = grads.map((g) => norm2(dtype, g));
   const total = norm2(dtype, norms);
   const r = dtype === 'float32' ? f : (v: number) => v;
   let coef = r(r(1 / r(total + r(1e-6))) * r(maxNorm));
   if (coef > 1) coef = 1; // torch.clamp(coef, max=1.0) (a NaN stays NaN)
-  for (const g of grads) {
+  grads.forEach((g, k) => {
+    if (unscaled[k]) return;
     for (let i = 0; i < g.length; i++) g[i] = g[i]! * coef;
-  }
+  });
   return total;
 }
 

@@ -6,7 +6,7 @@
 // the kernels stay the fused single-tensor steps of src/optim/<name>. Pure, in place.
 
 import { clipGradNorm, clipGradValue } from './clip.ts';
-import type { SparseRows } from './sparse.ts';
+import { coalesce, type SparseRows } from './sparse.ts';
 import { nextStepCount, type Dtype, type FloatArray, type Hyperparams, type OptimizerDef, type OptimizerState, type StepArgs, type TensorSpan } from './optimizer.ts';
 
 /** One tensor of the flat tree. */
@@ -130,7 +130,7 @@ export function engineStep<H extends Hyperparams>(args: EngineArgs<H>): EngineOu
     return at < 0 ? -1 : from + at;
   };
   const active = tensors.map((_, i) => !frozen[i]);
-  const gradViews = tensors.flatMap((t, i) => (active[i] ? [grads.subarray(t.offset, t.offset + t.size)] : []));
+  const gradViews = tensors.flatMap((t, i) => (active[i] && !args.sparse?.[i] ? [grads.subarray(t.offset, t.offset + t.size)] : []));
 
   if (nonfinite === 'skip') {
     // GradScaler looks at the gradients before anything else (inf checks after unscale_).
@@ -147,7 +147,18 @@ export function engineStep<H extends Hyperparams>(args: EngineArgs<H>): EngineOu
     }
   }
   let gradNorm: number | undefined;
-  if (args.clipGradNorm !== undefined) gradNorm = clipGradNorm(dtype, gradViews, args.clipGradNorm);
+  if (args.clipGradNorm !== undefined) {
+    // torch 1.13: a sparse gradient counts in the total norm as torch.norm(g) (its coalesced values)
+    // but is not scaled (mul_ scales a shallow copy of it); the dense ones are.
+    const inNorm = tensors.flatMap((t, i) => {
+      if (!active[i]) return [];
+      const rows = args.sparse?.[i];
+      return [rows ? coalesce(dtype, rows).values : grads.subarray(t.offset, t.offset + t.size)];
+    });
+    const unscaled = tensors.flatMap((_, i) => (active[i] ? [Boolean(args.sparse?.[i])] : []));
+    gradNorm = clipGradNorm(dtype, inNorm, args.clipGradNorm, unscaled);
+  }
+  // torch 1.13's clip_grad_value_ raises for a sparse gradient (callers refuse it): dense ones only.
   if (args.clipGradValue !== undefined) clipGradValue(dtype, gradViews, args.clipGradValue);
 
   const saved = nonfinite === 'skip' ? snapshot(params, state) : null;

@@ -4,6 +4,10 @@
 import { dtypeOps } from './dtype-ops.ts';
 import type { Dtype, FloatArray } from './optimizer.ts';
 
+/** Why clip_grad_value cannot go with a sparse gradient (stateless and hosted steps refuse it so). */
+export const SPARSE_CLIP_VALUE =
+  'torch 1.13 refuses clip_grad_value_ with a sparse gradient (clamp_ has no sparse kernel: NotImplementedError); use clip_grad_norm, or send the gradient dense';
+
 /** A gradient given as rows: `values` holds rows.length rows of `rowSize` elements. */
 export interface SparseRows {
   rows: Int32Array;

@@ -12,7 +12,7 @@ import { ProblemError, fieldError, validationProblem } from '../../lib/problem.t
 import { parseLike, parseParams, withTensorProblems } from '../../lib/tensor-input.ts';
 import { zodFieldErrors } from '../../lib/validation.ts';
 import { engineStep, keepSlots, usedGroups, type Counter, type TreeState } from '../../optim/engine.ts';
-import type { SparseRows } from '../../optim/sparse.ts';
+import { SPARSE_CLIP_VALUE, type SparseRows } from '../../optim/sparse.ts';
 import { initState, type Dtype, type FloatArray, type OptimizerDef } from '../../optim/optimizer.ts';
 import { OPTIMIZERS, optimizerDef } from '../../optim/registry.ts';
 import type { ScheduleSpec } from '../../schedules/types.ts';
@@ -138,8 +138,9 @@ export function familyStepHandler(def: AnyDef, dialect?: JsonDialect) {
       const message = def.checkSparseGrad?.(tensors[i]!.shape, rows.rows.length);
       if (message) throw validationProblem([fieldError(['grads', ...tensors[i]!.path, 'indices'], message, '[]')]);
     }
-    if (input.sparse.some((r) => r !== null) && (top.clip_grad_norm !== undefined || top.clip_grad_value !== undefined)) {
-      throw validationProblem([fieldError(['hyperparams', top.clip_grad_norm !== undefined ? 'clip_grad_norm' : 'clip_grad_value'], 'clipping sparse gradients is not supported')]);
+    const sparseAt = input.sparse.findIndex((r, i) => r !== null && !input.frozen[i]);
+    if (sparseAt >= 0 && top.clip_grad_value !== undefined) {
+      throw validationProblem([fieldError(['hyperparams', 'clip_grad_value'], `${SPARSE_CLIP_VALUE} (grads${tensors[sparseAt]!.path.map((p) => `[${JSON.stringify(p)}]`).join('')} is sparse)`, top.clip_grad_value)]);
     }
     const skipMode = top.nonfinite === 'skip';
     if (!skipMode) {

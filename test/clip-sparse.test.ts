@@ -1,0 +1,105 @@
+// clip_grad_norm with sparse (row) gradients, as torch 1.13 does it (test/fixtures/optim/clip_sparse.json,
+// made by test/fixtures/optim/generate.py): a sparse gradient counts in the total norm (the norm of its
+// coalesced values) but reaches the step unscaled (torch's `g.detach().mul_(coef)` scales a shallow
+// copy of a sparse tensor); dense gradients beside it are scaled. Replayed through the stateless step
+// (state fed back) and a hosted optimizer (JSON and safetensors steps, evicted halfway): params, state
+// and grad_norm equal torch's bit for bit at every step. clip_grad_value_ raises in torch for a sparse
+// gradient: a 422 saying so, stateless and hosted.
+
+import { evictDurableObject } from 'cloudflare:test';
+import { env } from 'cloudflare:workers';
+import { describe, expect, it } from 'vitest';
+import clipSparseFile from './fixtures/optim/clip_sparse.json';
+import { callBytes, postJson } from './helpers/http.ts';
+import { authed, createOptimizer, expectProblem, opCall } from './helpers/optimizers.ts';
+import { encodeValues, writeSafetensors, type Dt, type TestTensor } from './helpers/safetensors.ts';
+import { leavesOf, zipLeaves } from './helpers/trees.ts';
+
+interface Case {
+  name: string;
+  optimizer: 'sgd' | 'adagrad' | 'sparseadam';
+  dtype: 'float32' | 'float64';
+  clip: { type: 'norm'; max_norm: number };
+  hyperparams: Record<string, number | boolean>;
+  params: unknown;
+  grads: Array<Record<string, unknown>>;
+  expected: Array<{ step_index: number; total_norm: number; params: unknown; state: Record<string, unknown> }>;
+}
+
+const CASES = clipSparseFile.cases as unknown as Case[];
+const apiName = (c: Case) => (c.optimizer === 'sparseadam' ? 'sparse_adam' : c.optimizer);
+const stubOf = (id: string) => env.HOSTED_OPTIMIZER.get(env.HOSTED_OPTIMIZER.idFromString(id));
+
+function diffs(label: string, actual: unknown, expected: unknown): string[] {
+  return zipLeaves(actual, expected)
+    .filter(({ a, e }) => !Object.is(a, e))
+    .map(({ path, a, e }) => `${label}${path}: ${a} != torch ${e}`);
+}
+
+/** torch's state without the slots it keeps as None (SGD without momentum); the step count as the API keeps it. */
+function expectedState(c: Case, s: number, state: Record<string, unknown>): Record<string, unknown> {
+  const kept = Object.fromEntries(Object.entries(state).filter(([, v]) => v !== null && leavesOf(v).some((l) => l.value !== null)));
+  return { ...kept, step: s + 1 };
+}
+
+describe('clip_grad_norm with sparse gradients equals torch 1.13', () => {
+  it('the fixtures have sparse gradients counted but not scaled, and dense ones scaled', () => {
+    expect(CASES.length).toBe(10);
+    const mixed = CASES.find((c) => c.name === 'clip-sparse-norm-then-sgd-f32')!;
+    const clipped = (mixed.expected[0] as unknown as { clipped_grads: Record<string, unknown> }).clipped_grads;
+    expect(clipped.emb).toEqual(mixed.grads[0]!.emb);
+    expect(clipped.w).not.toEqual(mixed.grads[0]!.w);
+  });
+
+  it.each(CASES.map((c) => ({ c, name: c.name })))('$name: stateless', async ({ c }) => {
+    let params = c.params;
+    let state: Record<string, unknown> | undefined;
+    const out: string[] = [];
+    for (let s = 0; s < c.grads.length; s++) {
+      const r = await postJson(`/v1/${apiName(c)}/step`, { params, grads: c.grads[s], dtype: c.dtype, hyperparams: { ...c.hyperparams, clip_grad_norm: c.clip.max_norm }, ...(state ? { state } : {}) });
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      ({ params, state } = r.body);
+      const e = c.expected.find((x) => x.step_index === s)!;
+      expect(r.body.grad_norm, `step ${s}`).toBe(e.total_norm);
+      out.push(...diffs(`step ${s} params`, params, e.params));
+      out.push(...diffs(`step ${s} state`, state, expectedState(c, s, e.state)));
+    }
+    expect(out.slice(0, 10)).toEqual([]);
+  });
+});
+
+const shapeOf = (t: unknown): number[] => (Array.isArray(t) ? [t.length, ...(t.length > 0 ? shapeOf(t[0]) : [])] : []);
+const flatOf = (t: unknown): number[] => (Array.isArray(t) ? t.flatMap(flatOf) : [t as number]);
+
+/** A hosted step as a safetensors file: rows as grads.indices/<name> and grads.values/<name>, dense tensors by name. */
+export async function safetensorsStep(opt: { id: string; token: string }, grads: Record<string, unknown>, dtype: string, headers: Record<string, string> = {}) {
+  const dt: Dt = dtype === 'float32' ? 'F32' : 'F64';
+  const tensors: TestTensor[] = [];
+  for (const [name, value] of Object.entries(grads)) {
+    if (value === null) continue;
+    if (typeof value === 'object' && !Array.isArray(value)) {
+      const { indices, values } = value as { indices: number[]; values: unknown[] };
+      tensors.push({ name: `grads.indices/${name}`, dtype: 'I64' as Dt, shape: [1, indices.length], data: new Uint8Array(BigInt64Array.from(indices.map(BigInt)).buffer) });
+      tensors.push({ name: `grads.values/${name}`, dtype: dt, shape: shapeOf(values), data: encodeValues(values.flatMap(flatOf), dt) });
+    } else tensors.push({ name, dtype: dt, shape: shapeOf(value), data: encodeValues(flatOf(value), dt) });
+  }
+  const r = await callBytes('POST', `/v1/optimizers/${opt.id}/step`, writeSafetensors(tensors), authed(opt.token, { 'content-type': 'application/vnd.safetensors', accept: 'application/json', ...headers }));
+  return { status: r.status, body: r.body };
+}
+
+describe('clip_grad_value with a sparse gradient: torch refuses it', () => {
+  const params = { emb: [[1, 2], [3, 4], [5, 6]], w: [0.5] };
+  const grads = { emb: { indices: [1], values: [[1, 1]] }, w: [1] };
+
+  it('stateless: a 422 naming hyperparams.clip_grad_value and saying torch refuses it', async () => {
+    const r = await postJson('/v1/sgd/step', { params, grads, hyperparams: { lr: 0.1, clip_grad_value: 0.5 } });
+    expect(r.status).toBe(422);
+    expect(r.body.errors[0]).toMatchObject({ field: 'hyperparams.clip_grad_value', value: 0.5 });
+    expect(r.body.errors[0].message).toMatch(/torch 1\.13 refuses clip_grad_value_ with a sparse gradient/);
+    // A frozen sparse tensor is no gradient: dense ones alone are clipped.
+    const dense = await postJson('/v1/sgd/step', { params, grads: { emb: null, w: [1] }, dtype: 'float64', hyperparams: { lr: 0.1, clip_grad_value: 0.5 } });
+    expect(dense.status, JSON.stringify(dense.body)).toBe(200);
+    expect(dense.body.params.w).toEqual([0.45]);
+  });
+
+});
