@@ -66,6 +66,25 @@ describe('clip_grad_norm with sparse gradients equals torch 1.13', () => {
     }
     expect(out.slice(0, 10)).toEqual([]);
   });
+
+  it.each(CASES.map((c) => ({ c, name: c.name })))('$name: hosted (JSON and safetensors steps, evicted halfway)', { timeout: 60_000 }, async ({ c }) => {
+    const opt = await createOptimizer({ optimizer: apiName(c), dtype: c.dtype, params: c.params, hyperparams: { ...c.hyperparams, clip_grad_norm: c.clip.max_norm } });
+    const out: string[] = [];
+    for (let s = 0; s < c.grads.length; s++) {
+      const r = s % 2 === 0 ? await opCall('POST', opt, '/step', { grads: c.grads[s] }) : await safetensorsStep(opt, c.grads[s]!, c.dtype);
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      const e = c.expected.find((x) => x.step_index === s)!;
+      expect(r.body.grad_norm, `step ${s}`).toBe(e.total_norm);
+      out.push(...diffs(`step ${s} params`, r.body.params, e.params));
+      if (s === 2) await evictDurableObject(stubOf(opt.id));
+    }
+    const snap = await opCall('GET', opt, '/state');
+    const last = c.expected[c.expected.length - 1]!;
+    const want = expectedState(c, c.grads.length - 1, last.state);
+    for (const k of Object.keys(want)) out.push(...diffs(`state.${k}`, snap.body[k], want[k]));
+    expect(out.slice(0, 10)).toEqual([]);
+    expect((await opCall('GET', opt, '/history')).body.entries.map((x: { grad_norm: number }) => x.grad_norm)).toEqual(c.expected.map((x) => x.total_norm));
+  });
 });
 
 const shapeOf = (t: unknown): number[] => (Array.isArray(t) ? [t.length, ...(t.length > 0 ? shapeOf(t[0]) : [])] : []);
@@ -102,4 +121,12 @@ describe('clip_grad_value with a sparse gradient: torch refuses it', () => {
     expect(dense.body.params.w).toEqual([0.45]);
   });
 
+  it('hosted: the same 422, and nothing changes', async () => {
+    const opt = await createOptimizer({ optimizer: 'adagrad', dtype: 'float64', params, hyperparams: { clip_grad_value: 0.5 } });
+    const before = await opCall('GET', opt, '/state');
+    const r = await opCall('POST', opt, '/step', { grads });
+    expectProblem(r, 422, 'hyperparams.clip_grad_value');
+    expect(r.body.errors[0].message).toMatch(/torch 1\.13 refuses clip_grad_value_/);
+    expect(await opCall('GET', opt, '/state')).toMatchObject({ body: before.body });
+  });
 });

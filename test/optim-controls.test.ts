@@ -336,11 +336,3 @@ describe('gradient controls on hosted optimizers', () => {
     expect(fine.body).toMatchObject({ step: 1, skipped: false, params: { w: [1e308 - 10] } });
   });
 });
-
-describe('sparse_adam is stateless only', () => {
-  it('a hosted sparse_adam is a 422 naming the optimizer field', async () => {
-    const res = await postJson('/v1/optimizers', { optimizer: 'sparse_adam', params: { w: [[1, 2]] } });
-    expect(res.status).toBe(422);
-    expect(res.body.errors[0].field).toBe('optimizer');
-  });
-});

@@ -98,14 +98,25 @@ export async function readSafetensors(
   source: ByteSource,
   length: number | null,
   place: (header: SafetensorsHeader) => Placement[],
+  /** Integer tensors (a sparse gradient's row indices) by name: which names may be, and where their bytes go. */
+  indices?: { is: (name: string) => boolean; bytes: Map<string, Uint8Array> },
 ): Promise<SafetensorsHeader> {
   const reader = new ByteReader(source, true); // paced: the object's lock is held while it reads
   try {
     if (length !== null && length < 8) throw new WireError(422, ['safetensors'], `a safetensors body has at least 8 bytes, got ${length}`);
     const n = headerLength(await reader.readExactly(8), length);
-    const header = parseHeader(await reader.readExactly(n), length === null ? null : length - 8 - n);
+    const header = parseHeader(await reader.readExactly(n), length === null ? null : length - 8 - n, indices ? { indices: indices.is } : {});
     const places = place(header);
-    for (let i = 0; i < header.entries.length; i++) {
+    // Float tensors and integer ones (kept as bytes) in data order.
+    const order = [...header.entries.map((e, i) => ({ start: e.start, i, j: -1 })), ...header.indexEntries.map((e, j) => ({ start: e.start, i: -1, j }))].sort((a, b) => a.start - b.start);
+    for (const { i, j } of order) {
+      if (j >= 0) {
+        const e = header.indexEntries[j]!;
+        const bytes = new Uint8Array(e.end - e.start);
+        await reader.read(bytes.length, (piece, at) => bytes.set(piece, at));
+        indices!.bytes.set(e.name, bytes);
+        continue;
+      }
       const e = header.entries[i]!;
       const p = places[i]!;
       await reader.read(e.end - e.start, placementSink(e.dtype, p, p.count));

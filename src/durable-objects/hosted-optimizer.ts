@@ -19,6 +19,7 @@ import { zodFieldErrors } from '../lib/validation.ts';
 import { MAX_STEP } from '../optim/adam.ts';
 import { engineStep, keepSlots, usedGroups, type Counter, type TreeState } from '../optim/engine.ts';
 import type { Dtype, FloatArray, Hyperparams, OptimizerDef, TensorSpan } from '../optim/optimizer.ts';
+import type { SparseRows } from '../optim/sparse.ts';
 import { optimizerDef } from '../optim/registry.ts';
 import { stepRunFor, usesAdamKernel } from '../optim/step-state.ts';
 import type { ScheduleSpec } from '../schedules/types.ts';
@@ -36,6 +37,7 @@ import { Mutex } from './mutex.ts';
 import { paceDeadline } from '../wire/stream.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
 import { registryOf } from './stubs.ts';
+import { checkRows, fileRows, isIndicesName, planFileRows, rowsNonFinite, splitJsonRows, type FileRows } from './sparse-grads.ts';
 import type {
   CreateArgs,
   HistoryEntry,
@@ -215,13 +217,20 @@ const finiteOrNull = (x: number) => (Number.isFinite(x) ? x : null);
 const hex = (bytes: ArrayBuffer) => Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, '0')).join('');
 
 /** SHA-256 over the dtype, size, gradient bytes and loss: detects reuse of a key for another step. */
-async function fingerprint(dtype: Dtype, grads: FloatArray, loss: number | undefined, frozen: readonly boolean[]): Promise<string> {
+async function fingerprint(dtype: Dtype, grads: FloatArray, loss: number | undefined, frozen: readonly boolean[], sparse: ReadonlyArray<SparseRows | null> = []): Promise<string> {
   // Which tensors are frozen is part of the request: a retry freezing others is another step.
   const head = new TextEncoder().encode(`${dtype}:${grads.length}:${loss ?? ''}:${frozen.some(Boolean) ? `${JSON.stringify(rangesOf(frozen))}:` : ''}`);
   const body = new Uint8Array(grads.buffer, grads.byteOffset, grads.byteLength);
-  const all = new Uint8Array(head.length + body.length);
+  // Sparse gradients: each one's tensor, row count, indices and values (a retry with other rows is another step).
+  const rows = sparse.flatMap((r, t) => (r ? [new TextEncoder().encode(`|${t}:${r.rows.length}:`), new Uint8Array(r.rows.buffer, r.rows.byteOffset, r.rows.byteLength), new Uint8Array(r.values.buffer, r.values.byteOffset, r.values.byteLength)] : []));
+  const all = new Uint8Array(head.length + body.length + rows.reduce((n, b) => n + b.length, 0));
   all.set(head);
   all.set(body, head.length);
+  let at = head.length + body.length;
+  for (const b of rows) {
+    all.set(b, at);
+    at += b.length;
+  }
   return hex(await crypto.subtle.digest('SHA-256', all));
 }
 
@@ -534,12 +543,13 @@ export class HostedOptimizer extends DurableObject<Env> {
    * `nonfinite: "skip"`, NaN and ±Infinity (which raw and safetensors bodies can carry; JSON cannot)
    * pass, for the step to skip as GradScaler does; without it they are a 422 naming the element.
    */
-  async #decodeAll(input: TensorsIn, loaded: Loaded, target: FloatArray, name: string): Promise<{ narrow: Narrow | null; frozen: boolean[] }> {
+  async #decodeAll(input: TensorsIn, loaded: Loaded, target: FloatArray, name: string): Promise<{ narrow: Narrow | null; frozen: boolean[]; sparse: Array<SparseRows | null> }> {
     const { meta, layout } = loaded;
     const none = loaded.tensors.map(() => false);
-    // A frozen tensor's part of `target` is zeros (a fingerprint, GradScaler's scan and clipping see no stale values).
+    let sparse: Array<SparseRows | null> = loaded.tensors.map(() => null);
+    // A frozen (or sparse) tensor's part of `target` is zeros (a fingerprint, GradScaler's scan and clipping see no stale values).
     const zeroFrozen = (frozen: boolean[]) => {
-      for (let t = 0; t < frozen.length; t++) if (frozen[t]) target.fill(0, loaded.tensors[t]!.offset, loaded.tensors[t]!.offset + loaded.tensors[t]!.size);
+      for (let t = 0; t < frozen.length; t++) if (frozen[t] || sparse[t]) target.fill(0, loaded.tensors[t]!.offset, loaded.tensors[t]!.offset + loaded.tensors[t]!.size);
       return frozen;
     };
     const own = wireDtypeOf(meta.dtype);
@@ -547,48 +557,56 @@ export class HostedOptimizer extends DurableObject<Env> {
     const finiteness = meta.hyperparams.nonfinite === 'skip' ? { allowNonFinite: true } : { nonFiniteHint: ' (or PATCH hyperparams.nonfinite to "skip" to skip such steps)' };
     if (input.format === 'json') {
       const frozen = frozenOf(input.frozen ?? [], layout, name);
-      if (!frozen.some(Boolean)) {
-        target.set(alignTo(input.flat, layout, [name], meta.dtype));
-        return { narrow: null, frozen };
+      // A tensor given as {indices, values} is sparse: its rows aside, the rest is dense.
+      const split = splitJsonRows(loaded.def, input.flat, layout, meta.dtype, name);
+      sparse = split.rows;
+      const skip = frozen.map((f, t) => f || sparse[t] !== null);
+      if (!skip.some(Boolean)) {
+        target.set(alignTo(split.dense, layout, [name], meta.dtype));
+        return { narrow: null, frozen, sparse };
       }
-      // The sent tensors match the layout without the frozen ones; each goes to its place.
-      const values = alignTo(input.flat, withoutTensors(layout, frozen), [name], meta.dtype);
+      // The sent tensors match the layout without the frozen (and sparse) ones; each goes to its place.
+      const values = alignTo(split.dense, withoutTensors(layout, skip), [name], meta.dtype);
       let at = 0;
-      for (let t = 0; t < frozen.length; t++) {
-        if (frozen[t]) continue;
+      for (let t = 0; t < skip.length; t++) {
+        if (skip[t]) continue;
         const { offset, size } = loaded.tensors[t]!;
         target.set(values.subarray(at, at + size), offset);
         at += size;
       }
-      return { narrow: null, frozen: zeroFrozen(frozen) };
+      return { narrow: null, frozen: zeroFrozen(frozen), sparse };
     }
     if (input.format === 'raw') {
       const src = input.dtype ?? own;
       checkFits(src, meta.dtype, ['Content-Type']);
       const keep = narrowBuffer(src);
       await readRaw(input.body, input.length, src, { out: target, offset: 0, count: meta.size, path: [name], keep, scan: this.#scan, ...finiteness });
-      return { narrow: keep ? { dtype: src, bytes: keep } : null, frozen: none };
+      return { narrow: keep ? { dtype: src, bytes: keep } : null, frozen: none, sparse };
     }
     const index = namesOf(layout);
     let narrow: Narrow | null = null;
     let frozen = none;
-    await readSafetensors(input.body, input.length, (header) => {
+    const rowsPlan: FileRows = { byValues: new Map() };
+    const indexBytes = new Map<string, Uint8Array>();
+    const header = await readSafetensors(input.body, input.length, (header) => {
       // One narrower type for every tensor: keep those bytes for the journal.
       const types = new Set(header.entries.map((e) => e.dtype));
       const [only] = types;
       const keep = types.size === 1 && only !== undefined ? narrowBuffer(only) : undefined;
       if (keep) narrow = { dtype: only!, bytes: keep };
-      const places = header.entries.map((e) => ({ ...placeByName(e, index, meta.dtype, target, name), keep, scan: this.#scan, ...finiteness }));
+      // grads.values/<name> (with grads.indices/<name>): a sparse gradient's rows, read aside.
+      const places = header.entries.map((e) => ({ ...(planFileRows(loaded.def, header, index, meta.dtype, rowsPlan, e) ?? { ...placeByName(e, index, meta.dtype, target, name), keep }), scan: this.#scan, ...finiteness }));
       // A tensor left out is frozen (torch skips a parameter whose .grad is None); a file of no tensor
       // at all is more likely a mistake than a step that freezes everything (JSON nulls say that).
       if (header.entries.length === 0 && index.size > 0) {
         throw new WireError(422, ['safetensors'], 'the file holds no gradient: send at least one (a frozen tensor\'s may be left out; to freeze every tensor, send JSON nulls)');
       }
-      const sent = new Set(header.entries.map((e) => e.name));
+      const sent = new Set(header.entries.map((e) => rowsPlan.byValues.get(e.name)?.name ?? e.name));
       frozen = [...index.keys()].map((n) => !sent.has(n));
       return places;
-    });
-    return { narrow, frozen: zeroFrozen(frozen) };
+    }, { is: isIndicesName(index), bytes: indexBytes });
+    sparse = fileRows(header, rowsPlan, indexBytes, loaded.tensors.length);
+    return { narrow, frozen: zeroFrozen(frozen), sparse };
   }
 
   /** Verifies the bearer token only (the Worker asks before it parses a large body). */
@@ -678,8 +696,8 @@ export class HostedOptimizer extends DurableObject<Env> {
         timings[phase] += now - clock;
         clock = now;
       };
-      const { narrow, frozen } = await this.#decodeAll(args.grads, loaded, grads, 'grads');
-      const print = args.idempotencyKey === undefined ? '' : await fingerprint(meta.dtype, grads, args.loss, frozen);
+      const { narrow, frozen, sparse } = await this.#decodeAll(args.grads, loaded, grads, 'grads');
+      const print = args.idempotencyKey === undefined ? '' : await fingerprint(meta.dtype, grads, args.loss, frozen, sparse);
 
       if (args.idempotencyKey !== undefined) {
         const seen = this.#store.idempotency(args.idempotencyKey);
@@ -717,6 +735,10 @@ export class HostedOptimizer extends DurableObject<Env> {
               where: (g, k) => (g === 0 ? ['hyperparams', k] : ['param_groups', g - 1, k]),
               orElse: 'or set a schedule',
             });
+      // Sparse (row) gradients: what torch refuses with them (or, SparseAdam, without them), before anything changes.
+      const withRows = sparse.some((r, t) => r !== null && !frozen[t]);
+      const leafPaths = withRows || def.sparse === 'only' ? leaves(layout).map((l) => l.path) : [];
+      if (withRows || def.sparse === 'only') checkRows({ def, format: args.grads.format, rows: sparse, frozen, names: loaded.names, paths: leafPaths, shapes: loaded.tensors.map((t) => t.shape), groupHp, groupOf: loaded.groupOf, hp });
       const scalarsBefore = state.scalars;
       const countersBefore = state.counters.size;
       const shapeBefore = slotShape(state);
@@ -741,7 +763,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         lap('storage');
         return { etag: etagOf(meta), value: { step: meta.step, lr, replayed: false, gradNorm, skipped: true, params: args.returnParams ? this.#paramsOut(current) : null, timings } };
       };
-      if (skipMode && this.#scan(grads) >= 0) return skippedAnswer();
+      if (skipMode && (this.#scan(grads) >= 0 || rowsNonFinite(sparse))) return skippedAnswer();
       const clipping = hp.clip_grad_norm !== undefined || hp.clip_grad_value !== undefined;
       // The journal keeps the clipped gradient: a replay steps it as it is.
       const journalNarrow = clipping ? null : narrow;
@@ -757,6 +779,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         params: loaded.params,
         grads,
         frozen,
+        sparse,
         state,
         clipGradNorm: hp.clip_grad_norm as number | undefined,
         clipGradValue: hp.clip_grad_value as number | undefined,
@@ -805,7 +828,8 @@ export class HostedOptimizer extends DurableObject<Env> {
           // Not journalled: a step that created a slot (or one for a tensor), a step with frozen tensors
           // or from per-tensor counters (a replay steps every tensor from the top-level ones), and
           // optimizers that step whole tensors.
-          const checkpoint = created || countersBefore > 0 || frozen.some(Boolean) || def.perTensor === true;
+          // A step with sparse gradients too (the journal keeps dense gradients only).
+          const checkpoint = created || countersBefore > 0 || frozen.some(Boolean) || def.perTensor === true || withRows;
           next.cursor = this.#store.appendStep(next, arrays, journalled.bytes, entry, checkpoint);
           this.#store.writeMeta(next);
           const controls = { grad_norm: gradNorm ?? null, skipped: skipMode ? 0 : null };

@@ -29,3 +29,7 @@ export const OPTIMIZER_NAMES = OPTIMIZERS.map((d) => d.name);
 export function optimizerDef(name: string): AnyDef | undefined {
   return BY_NAME.get(name);
 }
+
+/** The refusal of sparse (row) gradients by an optimizer without a sparse branch, naming those that take them. */
+export const denseOnlyMessage = (def: AnyDef): string =>
+  `${def.torch} takes dense gradients only; sparse (row) gradients go to ${OPTIMIZERS.filter((d) => d.sparse).map((d) => d.name).join(', ')}`;

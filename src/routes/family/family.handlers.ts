@@ -14,7 +14,7 @@ import { zodFieldErrors } from '../../lib/validation.ts';
 import { engineStep, keepSlots, usedGroups, type Counter, type TreeState } from '../../optim/engine.ts';
 import { SPARSE_CLIP_VALUE, type SparseRows } from '../../optim/sparse.ts';
 import { initState, type Dtype, type FloatArray, type OptimizerDef } from '../../optim/optimizer.ts';
-import { OPTIMIZERS, optimizerDef } from '../../optim/registry.ts';
+import { OPTIMIZERS, denseOnlyMessage, optimizerDef } from '../../optim/registry.ts';
 import type { ScheduleSpec } from '../../schedules/types.ts';
 import { familySchemas, jsonSlotName, type JsonDialect } from '../../schemas/family.ts';
 import { describeValue, leaves, pathOfIndex, type FieldPath, type TensorLayout } from '../../tensors/tree.ts';
@@ -335,8 +335,7 @@ function fillNulls(value: unknown, layout: TensorLayout, sparse?: SparseHook): {
 }
 
 /** The refusal of rows by an optimizer without a sparse branch, naming those that take them. */
-const denseOnly = (def: AnyDef): string =>
-  `${def.torch} takes dense gradients only; sparse (row) gradients go to ${OPTIMIZERS.filter((d) => d.sparse).map((d) => d.name).join(', ')}`;
+const denseOnly = denseOnlyMessage;
 
 /** A gradient given as rows, checked: integer indices of the first dimension and one value row each. */
 function sparseRows(def: AnyDef, v: Record<string, unknown>, shape: readonly number[], path: FieldPath, dtype: Dtype): SparseRows {

@@ -62,8 +62,6 @@ type AnyDef = OptimizerDef<any>;
 function defOf(name: string, path: string[]): AnyDef {
   const def = optimizerDef(name);
   if (!def) throw validationProblem([fieldError(path, 'is not an optimizer of the registry (GET /v1/algorithms)', name)]);
-  // A hosted step takes dense gradients (raw bodies have no room for row indices).
-  if (def.sparse === 'only') throw validationProblem([fieldError(path, 'takes sparse (row) gradients, which hosted optimizers do not take yet: use POST /v1/sparse_adam/step', name)]);
   return def;
 }
 
