@@ -292,7 +292,9 @@ export const HostedStepRequestSchema = z
     grads: PartialTensorTreeSchema.refine((v) => v !== undefined, { message: 'is required' }).openapi({
       description:
         'Gradients with exactly the structure of the optimizer\'s params. `null` for a frozen tensor (torch skips a parameter whose `.grad` is None): it, its ' +
-        'state and its own step count stay as they are (safetensors bodies: a tensor left out of the file; raw bodies carry every tensor).',
+        'state and its own step count stay as they are (safetensors bodies: a tensor left out of the file; raw bodies carry every tensor). For SGD, Adagrad ' +
+        'and SparseAdam (which takes nothing else) a tensor\'s gradient may be sparse rows of its first dimension, `{"indices": [r0, ...], "values": ' +
+        '[[row r0], ...]}`, as on their stateless steps (torch\'s refusals, clipping and retries as there).',
     }),
     loss: z.number().optional().openapi({
       description: 'Loss at the params before this step: recorded in the history and, with a `reduce_on_plateau` schedule, reported as its metric after the step.',

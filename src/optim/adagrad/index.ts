@@ -68,7 +68,7 @@ export const adagrad: OptimizerDef<AdagradHyperparams> = {
   torch: 'torch.optim.Adagrad',
   description:
     'Adagrad (Duchi et al. 2011): per-element learning rates from the sum of squared gradients. A gradient may also be sparse rows, ' +
-    '`{"indices": [...], "values": [[row], ...]}` (JSON, stateless step), as an embedding\'s backward makes it: torch coalesces it (repeated rows ' +
+    '`{"indices": [...], "values": [[row], ...]}` (JSON; stateless and hosted steps), as an embedding\'s backward makes it: torch coalesces it (repeated rows ' +
     'summed) and changes only those rows of `sum` and of the params. torch refuses weight_decay with a sparse gradient, and a sparse gradient ' +
     'without rows on a tensor of two or more dimensions.',
   hyperparams: {

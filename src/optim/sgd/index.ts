@@ -76,7 +76,7 @@ export const sgd: OptimizerDef<SgdHyperparams> = {
   torch: 'torch.optim.SGD',
   description:
     'Stochastic gradient descent with optional momentum, dampening, Nesterov momentum and L2 weight decay. `lr` is required, as in torch. ' +
-    'A gradient may also be sparse rows, `{"indices": [...], "values": [[row], ...]}` (JSON, stateless step), as an embedding\'s backward makes ' +
+    'A gradient may also be sparse rows, `{"indices": [...], "values": [[row], ...]}` (JSON; stateless and hosted steps), as an embedding\'s backward makes ' +
     'them: each row sent is added on its own, as torch adds an uncoalesced gradient, and the momentum buffer stays dense (torch\'s first sparse ' +
     'step keeps a sparse clone, returned as its to_dense()). With a sparse gradient, weight_decay (torch raises) and nesterov (torch needs its ' +
     'sparse buffer) are refused.',

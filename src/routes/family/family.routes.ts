@@ -101,7 +101,7 @@ export const AlgorithmSchema = z
     description: z.string().openapi({ description: 'What it does.' }),
     step_route: z.string().openapi({ description: 'Its stateless step.', example: '/v1/sgd/step' }),
     sparse_gradients: z.enum(['no', 'also', 'only']).openapi({
-      description: 'Whether its stateless step takes sparse (row) gradients, as torch\'s optimizer does: `no`, `also` (beside dense ones: SGD, Adagrad), or `only` (SparseAdam).',
+      description: 'Whether its steps (stateless and hosted) take sparse (row) gradients, as torch\'s optimizer does: `no`, `also` (beside dense ones: SGD, Adagrad), or `only` (SparseAdam).',
       example: 'also',
     }),
     hyperparams: z.record(z.string(), HyperparamInfoSchema).openapi({ description: 'Hyperparameters by torch\'s name, in torch\'s order.' }),

@@ -160,12 +160,15 @@ export const stepOptimizerRoute = createRoute({
     'the new params go back in the format `Accept` asks for (default: the body\'s), with `step` and `lr` as headers too. With the hyperparameter ' +
     '`nonfinite: "skip"`, a step with a non-finite gradient (NaN or ±Infinity, which raw and safetensors bodies can carry) or result is skipped ' +
     '(200, `skipped: true`): nothing changes but `skipped_steps` and the history. A frozen tensor (a `null` gradient, or one left out of a safetensors ' +
-    'file) is skipped as torch skips a parameter whose `.grad` is None: it, its state and its own step count stay as they are.',
+    'file) is skipped as torch skips a parameter whose `.grad` is None: it, its state and its own step count stay as they are. SGD, Adagrad and ' +
+    'SparseAdam (which takes nothing else) take sparse (row) gradients as their stateless steps do: `{"indices": [...], "values": [[row], ...]}` ' +
+    'for a tensor in JSON, `grads.indices/<name>` (I64 or I32) with `grads.values/<name>` in place of `<name>` in safetensors; such a step is ' +
+    'stored whole (no journal entry).',
   request: {
     params: OptimizerIdParam,
     query: HostedStepQuerySchema,
     headers: StepHeadersSchema,
-    body: tensorBody(HostedStepRequestSchema, `JSON (HostedStepRequest), or the gradients alone: ${RAW} Or ${SAFETENSORS_TREE} A tensor left out of a safetensors file (\`null\` in JSON) is frozen; a raw body carries every tensor.`),
+    body: tensorBody(HostedStepRequestSchema, `JSON (HostedStepRequest), or the gradients alone: ${RAW} Or ${SAFETENSORS_TREE} A tensor left out of a safetensors file (\`null\` in JSON) is frozen; a raw body carries every tensor, dense. SGD, Adagrad and SparseAdam take a tensor's gradient as rows instead: \`grads.indices/<name>\` (I64 or I32, shape [k] or torch's \`_indices()\` shape [1, k]) with \`grads.values/<name>\` (shape [k, …the row's shape]).`),
   },
   responses: {
     200: {
