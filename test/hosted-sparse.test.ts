@@ -304,6 +304,24 @@ describe('hosted sparse gradients: retries, bad rows and refusals change nothing
     expect(await everything(opt)).toEqual(before);
   });
 
+  it('rows beyond the budget of a step (half a dense gradient, or 8 MiB) are a 413 before they are read, changing nothing', { timeout: 60_000 }, async () => {
+    const opt = await createOptimizer({ optimizer: 'sgd', dtype: 'float32', params: { emb: [new Array(1024).fill(0), new Array(1024).fill(0)] }, hyperparams: { lr: 0.1 } });
+    const before = await everything(opt);
+    const send = (k: number) => {
+      const file = writeSafetensors([
+        { name: 'grads.indices/emb', dtype: 'I32' as Dt, shape: [k], data: new Uint8Array(new Int32Array(k).buffer) },
+        { name: 'grads.values/emb', dtype: 'F32', shape: [k, 1024], data: new Uint8Array(k * 1024 * 4) },
+      ]);
+      return callBytes('POST', `/v1/optimizers/${opt.id}/step`, file, authed(opt.token, { 'content-type': ST, accept: 'application/json' }));
+    };
+    // 2,100 rows of 1,024 float32: 8.6 MB of values.
+    const big = await send(2100);
+    expect(big.status, JSON.stringify(big.body)).toBe(413);
+    expect(big.body.errors[0].field).toBe('safetensors["grads.values/emb"]');
+    expect(await everything(opt)).toEqual(before);
+    expect((await send(2000)).status).toBe(200);
+  });
+
   it('what torch refuses with rows: Adagrad\'s weight_decay (by group), SGD\'s nesterov, clip_grad_value; PATCHed away it steps', async () => {
     const ada = await createOptimizer({ optimizer: 'adagrad', dtype: 'float64', params, hyperparams: { weight_decay: 0.1 } });
     const before = await everything(ada);

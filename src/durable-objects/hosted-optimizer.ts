@@ -37,7 +37,7 @@ import { Mutex } from './mutex.ts';
 import { paceDeadline } from '../wire/stream.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
 import { registryOf } from './stubs.ts';
-import { checkRows, fileRows, isIndicesName, planFileRows, rowsNonFinite, splitJsonRows, type FileRows } from './sparse-grads.ts';
+import { checkRows, checkRowsPlan, fileRows, isIndicesName, planFileRows, rowsBudget, rowsNonFinite, splitJsonRows, type FileRows } from './sparse-grads.ts';
 import type {
   CreateArgs,
   HistoryEntry,
@@ -586,9 +586,9 @@ export class HostedOptimizer extends DurableObject<Env> {
     const index = namesOf(layout);
     let narrow: Narrow | null = null;
     let frozen = none;
-    const rowsPlan: FileRows = { byValues: new Map() };
+    const rowsPlan: FileRows = { byValues: new Map(), budget: rowsBudget(meta.size, meta.dtype) };
     const indexBytes = new Map<string, Uint8Array>();
-    const header = await readSafetensors(input.body, input.length, (header) => {
+    await readSafetensors(input.body, input.length, (header) => {
       // One narrower type for every tensor: keep those bytes for the journal.
       const types = new Set(header.entries.map((e) => e.dtype));
       const [only] = types;
@@ -603,9 +603,10 @@ export class HostedOptimizer extends DurableObject<Env> {
       }
       const sent = new Set(header.entries.map((e) => rowsPlan.byValues.get(e.name)?.name ?? e.name));
       frozen = [...index.keys()].map((n) => !sent.has(n));
+      checkRowsPlan(header, rowsPlan);
       return places;
     }, { is: isIndicesName(index), bytes: indexBytes });
-    sparse = fileRows(header, rowsPlan, indexBytes, loaded.tensors.length);
+    sparse = fileRows(rowsPlan, indexBytes, loaded.tensors.length);
     return { narrow, frozen: zeroFrozen(frozen), sparse };
   }
 

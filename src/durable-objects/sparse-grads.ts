@@ -121,8 +121,18 @@ function rowsTarget(entry: string, slot: string): string | null {
 /** Whether a safetensors tensor name is a sparse gradient's indices (and no tensor of the layout is so named). */
 export const isIndicesName = (index: Map<string, NamedLeaf>) => (name: string) => rowsTarget(name, SPARSE_INDICES) !== null && !index.has(name);
 
+/**
+ * Most bytes the rows of one safetensors step may hold (indices as sent, values in the optimizer's
+ * dtype): half a dense gradient's, or 8 MiB for a small optimizer (an embedding's backward repeats
+ * rows). They are read aside, beside the arrays the optimizer's memory budget counts.
+ */
+export const rowsBudget = (size: number, dtype: Dtype) => Math.max((size * (dtype === 'float32' ? 4 : 8)) / 2, 8 * 1024 * 1024);
+
 /** A step file's rows being read: where each `grads.values/<name>` goes, and the indices it pairs with. */
 export interface FileRows {
+  /** Bytes the rows may hold (rowsBudget), and those planned so far. */
+  budget: number;
+  planned?: number;
   byValues: Map<string, { leaf: number; name: string; ix: IndexEntry; k: number; out: FloatArray; rowSize: number; rows: number }>;
   /** Tensor name → its index in layout order. */
   order?: Map<string, number>;
@@ -149,20 +159,28 @@ export function planFileRows(def: AnyDef, header: SafetensorsHeader, index: Map<
   if (!sameShape(e.shape, want)) throw new WireError(422, [...at(SPARSE_VALUES), 'shape'], `shape ${shapeText(e.shape)} is not ${shapeText(want)}: one row of the parameter's shape per index`);
   if (!fitsInto(e.dtype, dtype)) throw new WireError(422, [...at(SPARSE_VALUES), 'dtype'], `dtype ${e.dtype} does not fit a ${dtype} optimizer (it would round); send ${wireDtypeOf(dtype)} or narrower`, e.dtype);
   const rowSize = rowShape.reduce((a, b) => a * b, 1);
+  plan.planned = (plan.planned ?? 0) + (ix.end - ix.start) + k * rowSize * (dtype === 'float32' ? 4 : 8);
+  if (plan.planned > plan.budget) {
+    throw new WireError(413, at(SPARSE_VALUES), `the sparse gradients of this step hold more than ${plan.budget} bytes (half a dense gradient of this optimizer, or 8 MiB): send fewer rows, or the gradient dense`);
+  }
   const out = dtype === 'float32' ? new Float32Array(k * rowSize) : new Float64Array(k * rowSize);
   plan.order ??= new Map([...index.keys()].map((n, i) => [n, i]));
   plan.byValues.set(e.name, { leaf: plan.order.get(name)!, name, ix, k, out, rowSize, rows: leaf.shape[0]! });
   return { out, offset: 0, count: out.length, path: at(SPARSE_VALUES) };
 }
 
-/** Each tensor's rows (layout order) once the file is read; a 422 for indices without values or out of range. */
-export function fileRows(header: SafetensorsHeader, plan: FileRows, indexBytes: Map<string, Uint8Array>, tensorCount: number): Array<SparseRows | null> {
+/** A 422 for row indices without values (checked before any data is read). */
+export function checkRowsPlan(header: SafetensorsHeader, plan: FileRows): void {
   const paired = new Set([...plan.byValues.values()].map((p) => p.ix.name));
   const lone = header.indexEntries.find((x) => !paired.has(x.name));
   if (lone) {
     const name = rowsTarget(lone.name, SPARSE_INDICES)!;
     throw new WireError(422, ['safetensors', slotName(SPARSE_VALUES, name)], `"${slotName(SPARSE_VALUES, name)}" is missing: a sparse gradient is ${SPARSE_INDICES}/… and ${SPARSE_VALUES}/… together`);
   }
+}
+
+/** Each tensor's rows (layout order) once the file is read; a 422 for an index out of range. */
+export function fileRows(plan: FileRows, indexBytes: Map<string, Uint8Array>, tensorCount: number): Array<SparseRows | null> {
   const out: Array<SparseRows | null> = new Array(tensorCount).fill(null);
   for (const p of plan.byValues.values()) {
     const bytes = indexBytes.get(p.ix.name)!.slice(); // copied: aligned for the integer view
