@@ -191,7 +191,8 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
   }
   let created;
   try {
-    created = unwrap(await ns.get(id).create({ tokenHash: await sha256Hex(token), ...args, ttl: ttl ?? readDefaultTtl(c.env), owner }));
+    const accumulate = format === 'json' ? validJson<CreateOptimizer>(c).accumulate : undefined;
+    created = unwrap(await ns.get(id).create({ tokenHash: await sha256Hex(token), ...args, ttl: ttl ?? readDefaultTtl(c.env), owner, accumulate }));
   } catch (e) {
     await registry?.release(id.toString());
     throw e;
@@ -279,8 +280,12 @@ export const stepOptimizer: RouteHandler<typeof routes.stepOptimizerRoute, AppEn
       idempotencyKey: headers['idempotency-key'],
       returnParams: query.return === 'params',
       namedParams: answer === 'safetensors',
+      worker: query.worker,
     }),
   );
+  // A contribution to an accumulated step that waits for others: 202, in JSON whatever `Accept` (it holds no tensors).
+  const pending = out.value.pending;
+  if (pending) return jsonResponse(202, { pending: true, ...pending }, { etag: out.etag, step: String(pending.step) });
   // The object's phases; the rest of the request (reading and checking it here, the RPC) shows in `total`.
   for (const [phase, ms] of Object.entries(out.value.timings)) t.add(phase as 'decode' | 'kernel' | 'storage', ms);
   return t.phase('encode', () => stepResponse(answer, out.value, { etag: out.etag, ...(out.value.replayed ? { 'idempotent-replayed': 'true' } : {}) }));
@@ -294,7 +299,9 @@ export const getOptimizer: RouteHandler<typeof routes.getOptimizerRoute, AppEnv>
 
 export const getParams: RouteHandler<typeof routes.getParamsRoute, AppEnv> = async (c) => {
   const answer = withTensorProblems(() => acceptFormat(c.req.header('accept'), ALL, 'json'));
-  const { etag, value } = unwrap(await stubFor(c, c.req.valid('param').id).params(await tokenHash(c)));
+  const { min_step: minStep, wait } = c.req.valid('query');
+  if (minStep === undefined && wait > 0) throw validationProblem([fieldError(['wait'], 'applies with min_step only (the step to wait for)', wait)]);
+  const { etag, value } = unwrap(await stubFor(c, c.req.valid('param').id).params(await tokenHash(c), minStep === undefined ? undefined : { minStep, seconds: wait }));
   return withTensorProblems(() => paramsResponse(answer, value.step, value.params, { etag }));
 };
 
@@ -454,6 +461,7 @@ export const patchOptimizer: RouteHandler<typeof routes.patchOptimizerRoute, App
       paramGroups: body.param_groups,
       schedule: body.schedule,
       ttl: body.ttl,
+      accumulate: body.accumulate,
       ifMatch: c.req.valid('header')['if-match'],
     }),
   );
