@@ -271,6 +271,37 @@ describe('durability and concurrency', () => {
     expectSame((await opCall('GET', acc, '/params')).body.params, (await opCall('GET', ref, '/params')).body.params);
   });
 
+  it('contributions larger than one stored part (1 MiB), float32 and float64, are reduced exactly, across eviction', async () => {
+    for (const [dtype, size, reduce] of [['float32', 300_007, 'mean'], ['float64', 200_003, 'sum']] as const) {
+      // SGD with lr 1 from zeros: the params after the step are exactly minus the reduced gradient.
+      const opt = await createOptimizer({ optimizer: 'sgd', shapes: { p: [size] }, dtype, hyperparams: { lr: 1 }, accumulate: { contributions: 3, reduce } });
+      const gs = [0, 1, 2].map((w) => {
+        const v = values(7 + w, size, 1 + w);
+        return dtype === 'float32' ? Float32Array.from(v) : Float64Array.from(v, (x, i) => x + i * 1e-9);
+      });
+      const bytes = (a: Float32Array | Float64Array) => new Uint8Array(a.buffer);
+      const headers = authed(opt.token, { 'content-type': `${RAW}; dtype=${dtype}`, accept: 'application/json' });
+      const zeros = new Uint8Array(size * (dtype === 'float32' ? 4 : 8));
+      expect((await callBytes('PUT', `/v1/optimizers/${opt.id}/params`, zeros, authed(opt.token, { 'content-type': RAW }))).status).toBe(200);
+      for (const w of [2, 0]) expect((await callBytes('POST', `/v1/optimizers/${opt.id}/step?worker=${w}&expected_step=0`, bytes(gs[w]!), headers)).status).toBe(202);
+      await evictDurableObject(stubOf(opt.id));
+      const done = await callBytes('POST', `/v1/optimizers/${opt.id}/step?worker=1&expected_step=0&return=none`, bytes(gs[1]!), headers);
+      expect(done.status, JSON.stringify(done.body)).toBe(200);
+      const got = await callBytes('GET', `/v1/optimizers/${opt.id}/params`, undefined, authed(opt.token, { accept: RAW }));
+      const params = dtype === 'float32' ? new Float32Array(got.bytes.slice().buffer) : new Float64Array(got.bytes.slice().buffer);
+      const round = dtype === 'float32' ? Math.fround : (x: number) => x;
+      let bad = 0;
+      for (let i = 0; i < size; i++) {
+        let acc = gs[0]![i]!;
+        acc = round(acc + gs[1]![i]!);
+        acc = round(acc + gs[2]![i]!);
+        if (reduce === 'mean') acc = round(acc / 3);
+        if (!Object.is(params[i], 0 - acc)) bad++;
+      }
+      expect(bad, dtype).toBe(0);
+    }
+  });
+
   it('concurrent contributions (with duplicates) apply the step exactly once', async () => {
     const { acc, ref } = await pair(c);
     for (let s = 0; s < 2; s++) {
