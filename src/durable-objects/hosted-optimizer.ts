@@ -689,10 +689,14 @@ export class HostedOptimizer extends DurableObject<Env> {
       checkExpectedStep(args.expectedStep, meta.step);
       if (meta.missing.length > 0) throw incompleteUpload(meta, layout);
       // Many workers, one optimizer (./accumulate.ts): held until the set is complete; the last one steps with the reduced gradient.
+      lap('decode');
       const accumulated = meta.accumulate
         ? this.#contributions.contribute({ spec: meta.accumulate, worker: args.worker, expectedStep: args.expectedStep, step: meta.step, grads, frozen, fingerprint: print, loss: args.loss, idempotencyKey: args.idempotencyKey, skipNonFinite: meta.hyperparams.nonfinite === 'skip', scan: this.#scan })
         : null;
-      if (accumulated && 'pending' in accumulated) return { etag: etagOf(meta), value: { step: meta.step, lr: 0, replayed: accumulated.pending.replayed, params: null, timings, pending: accumulated.pending } };
+      if (accumulated && 'pending' in accumulated) {
+        lap('storage');
+        return { etag: etagOf(meta), value: { step: meta.step, lr: 0, replayed: accumulated.pending.replayed, params: null, timings, pending: accumulated.pending } };
+      }
       const completed = accumulated?.completed;
       if (completed) args = { ...args, loss: completed.loss };
 

@@ -283,11 +283,11 @@ export const stepOptimizer: RouteHandler<typeof routes.stepOptimizerRoute, AppEn
       worker: query.worker,
     }),
   );
+  // The object's phases; the rest of the request (reading and checking it here, the RPC) shows in `total`.
+  for (const [phase, ms] of Object.entries(out.value.timings)) t.add(phase as 'decode' | 'kernel' | 'storage', ms);
   // A contribution to an accumulated step that waits for others: 202, in JSON whatever `Accept` (it holds no tensors).
   const pending = out.value.pending;
   if (pending) return jsonResponse(202, { pending: true, ...pending }, { etag: out.etag, step: String(pending.step) });
-  // The object's phases; the rest of the request (reading and checking it here, the RPC) shows in `total`.
-  for (const [phase, ms] of Object.entries(out.value.timings)) t.add(phase as 'decode' | 'kernel' | 'storage', ms);
   return t.phase('encode', () => stepResponse(answer, out.value, { etag: out.etag, ...(out.value.replayed ? { 'idempotent-replayed': 'true' } : {}) }));
 };
 
