@@ -302,6 +302,45 @@ describe('durability and concurrency', () => {
     }
   });
 
+  it('bfloat16 contributions: the journal keeps the reduced gradient, not the last contribution (a replay after eviction equals the reference)', async () => {
+    // 200,000 float32 elements: 4 checkpoint chunks, so steps are journalled and a reload replays them.
+    const size = 200_000;
+    const hp = { lr: 0.01 };
+    const zeros = new Uint8Array(size * 4);
+    const make = async (accumulate?: Json) => {
+      const opt = await createOptimizer({ optimizer: 'adam', shapes: { p: [size] }, hyperparams: hp, ...(accumulate ? { accumulate } : {}) });
+      expect((await callBytes('PUT', `/v1/optimizers/${opt.id}/params`, zeros, authed(opt.token, { 'content-type': RAW }))).status).toBe(200);
+      return opt;
+    };
+    const acc = await make({ contributions: 2 });
+    const ref = await make();
+    /** bfloat16 values (float32 with the low 16 bits zero) and their bytes. */
+    const bf16 = (seed: number) => {
+      const f = Float32Array.from(values(seed, size, 2));
+      const bits = new Uint32Array(f.buffer);
+      const out = new Uint8Array(size * 2);
+      for (let i = 0; i < size; i++) {
+        bits[i] = bits[i]! & 0xffff0000;
+        out[2 * i] = (bits[i]! >>> 16) & 0xff;
+        out[2 * i + 1] = bits[i]! >>> 24;
+      }
+      return { f, out };
+    };
+    for (let s = 0; s < 3; s++) {
+      const [g0, g1] = [bf16(50 + 2 * s), bf16(51 + 2 * s)];
+      const headers = authed(acc.token, { 'content-type': `${RAW}; dtype=bfloat16`, accept: 'application/json' });
+      expect((await callBytes('POST', `/v1/optimizers/${acc.id}/step?worker=1&expected_step=${s}&return=none`, g1.out, headers)).status).toBe(202);
+      expect((await callBytes('POST', `/v1/optimizers/${acc.id}/step?worker=0&expected_step=${s}&return=none`, g0.out, headers)).status).toBe(200);
+      const mean = Float32Array.from(g0.f, (x, i) => Math.fround(Math.fround(x + g1.f[i]!) / 2));
+      expect((await callBytes('POST', `/v1/optimizers/${ref.id}/step?return=none`, new Uint8Array(mean.buffer), authed(ref.token, { 'content-type': RAW }))).status).toBe(200);
+    }
+    for (const opt of [acc, ref]) await evictDurableObject(stubOf(opt.id));
+    const read = async (opt: Created) => (await callBytes('GET', `/v1/optimizers/${opt.id}/params`, undefined, authed(opt.token, { accept: RAW }))).bytes;
+    const [a, b] = [await read(acc), await read(ref)];
+    expect(a.length).toBe(size * 4);
+    expect(a.every((x, i) => x === b[i])).toBe(true);
+  });
+
   it('concurrent contributions (with duplicates) apply the step exactly once', async () => {
     const { acc, ref } = await pair(c);
     for (let s = 0; s < 2; s++) {
