@@ -6642,7 +6642,7 @@ export interface operations {
             query?: {
                 /** @description Answer only params of at least this many completed steps: if the optimizer has not reached it after `wait` seconds, a 409 (with `step`, the current count). */
                 min_step?: number;
-                /** @description With `min_step`: seconds (0..30) to wait for that step to land before answering (long-poll; the answer comes as soon as it lands). Default 0: no wait. */
+                /** @description With `min_step`: seconds (0..30) to wait for that step to land before answering (long-poll; the answer comes as soon as it lands; at most 1024 requests wait at once per optimizer, more are answered at once). Default 0: no wait. */
                 wait?: number;
             };
             header?: {

@@ -20,7 +20,7 @@ import type { HyperparamDef } from '../optim/optimizer.ts';
 import { OPTIMIZERS, OPTIMIZER_NAMES } from '../optim/registry.ts';
 import { MAX_TTL_SECONDS, MIN_TTL_SECONDS } from '../lib/config.ts';
 import { ScheduleSpecSchema } from './schedule.ts';
-import { MAX_CONTRIBUTIONS, MAX_WAIT_SECONDS, MIN_CONTRIBUTIONS } from '../durable-objects/accumulate.ts';
+import { MAX_CONTRIBUTIONS, MAX_WAITERS, MAX_WAIT_SECONDS, MIN_CONTRIBUTIONS } from '../durable-objects/accumulate.ts';
 
 export const OptimizerIdParam = z.object({
   id: z
@@ -362,7 +362,7 @@ export const ParamsQuerySchema = strictQuery({
     min: 0,
     max: MAX_WAIT_SECONDS,
     default: 0,
-    description: `With \`min_step\`: seconds (0..${MAX_WAIT_SECONDS}) to wait for that step to land before answering (long-poll; the answer comes as soon as it lands). Default 0: no wait.`,
+    description: `With \`min_step\`: seconds (0..${MAX_WAIT_SECONDS}) to wait for that step to land before answering (long-poll; the answer comes as soon as it lands; at most ${MAX_WAITERS} requests wait at once per optimizer, more are answered at once). Default 0: no wait.`,
   }),
 });
 
