@@ -24,6 +24,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import queue
 import struct
 import sys
 import urllib.error
@@ -161,7 +162,12 @@ def main() -> None:
         p.start()
     for p in procs:
         p.join(300)
-    problems = [errors.get() for _ in range(errors.qsize())] if not errors.empty() else []
+    problems = []
+    while True:
+        try:
+            problems.append(errors.get(timeout=0.1))
+        except queue.Empty:
+            break
     check(not problems and all(p.exitcode == 0 for p in procs), f"{n} worker processes trained {steps} steps" + (f": {problems}" if problems else ""))
     auth = {"authorization": f"Bearer {opt['token']}"}
     status, headers, body = request(base, "GET", f"/v1/optimizers/{opt['id']}/params", headers={**auth, "accept": RAW})
