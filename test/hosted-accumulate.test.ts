@@ -395,6 +395,16 @@ describe('PATCH accumulate and waiting for a step', () => {
     expect((await opCall('POST', opt, '/step', { grads: [1, 1] })).body.step).toBe(2);
   });
 
+  it('a safetensors create takes accumulate in __metadata__ (JSON text), checked as in JSON', async () => {
+    const file = (accumulate: string) =>
+      writeSafetensors([{ name: 'p', dtype: 'F32', shape: [2], data: encodeValues([1, 2], 'F32') }], { optimizer: 'sgd', hyperparams: '{"lr": 0.5}', accumulate });
+    const created = await callBytes('POST', '/v1/optimizers', file('{"contributions": 3, "reduce": "sum"}'), { 'content-type': ST });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    expect(created.body.accumulate).toEqual({ contributions: 3, reduce: 'sum', received: [], missing: 3 });
+    expectProblem(await callBytes('POST', '/v1/optimizers', file('{"contributions": 99}'), { 'content-type': ST }), 422, '__metadata__.accumulate.contributions');
+    expectProblem(await callBytes('POST', '/v1/optimizers', file('{"contributions": 2, "reduce": "max"}'), { 'content-type': ST }), 422, '__metadata__.accumulate.reduce');
+  });
+
   it('a restore drops the held contributions', async () => {
     const opt = await createOptimizer({ optimizer: 'sgd', params: [1, 2], hyperparams: { lr: 0.5 }, accumulate: { contributions: 2 } });
     expect((await opCall('POST', opt, '/step?worker=1', { grads: [2, 4], expected_step: 0 })).status).toBe(202);

@@ -6081,7 +6081,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (CreateOptimizer), or a safetensors file of the params, named as `model.state_dict()` names them; hyperparameters then go in `__metadata__` (`hyperparams`, `param_groups`, `schedule`: JSON text; `dtype`) or the query (`lr`, `beta1`, …, `dtype`). */
+        /** @description JSON (CreateOptimizer), or a safetensors file of the params, named as `model.state_dict()` names them; hyperparameters then go in `__metadata__` (`hyperparams`, `param_groups`, `schedule`, `accumulate`: JSON text; `dtype`) or the query (`lr`, `beta1`, …, `dtype`). */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["CreateOptimizer"];

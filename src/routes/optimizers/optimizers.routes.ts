@@ -102,7 +102,7 @@ export const createOptimizerRoute = createRoute(serviceRoute({
     body: tensorBody(
       CreateOptimizerSchema,
       'JSON (CreateOptimizer), or a safetensors file of the params, named as `model.state_dict()` names them; hyperparameters then go in `__metadata__` ' +
-        '(`hyperparams`, `param_groups`, `schedule`: JSON text; `dtype`) or the query (`lr`, `beta1`, …, `dtype`).',
+        '(`hyperparams`, `param_groups`, `schedule`, `accumulate`: JSON text; `dtype`) or the query (`lr`, `beta1`, …, `dtype`).',
       false,
     ),
   },
