@@ -46,8 +46,6 @@ type HeldRow = {
 export interface ContributionArgs {
   spec: AccumulateSpec;
   worker: number | undefined;
-  /** The step the contribution is for (required: see checkWorker). */
-  expectedStep: number | undefined;
   /** Completed steps now. */
   step: number;
   /** The decoded contribution, in the optimizer's dtype: replaced by the reduced gradient when the set completes. */

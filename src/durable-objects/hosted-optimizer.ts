@@ -691,7 +691,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       // Many workers, one optimizer (./accumulate.ts): held until the set is complete; the last one steps with the reduced gradient.
       lap('decode');
       const accumulated = meta.accumulate
-        ? this.#contributions.contribute({ spec: meta.accumulate, worker: args.worker, expectedStep: args.expectedStep, step: meta.step, grads, frozen, fingerprint: print, loss: args.loss, idempotencyKey: args.idempotencyKey, skipNonFinite: meta.hyperparams.nonfinite === 'skip', scan: this.#scan })
+        ? this.#contributions.contribute({ spec: meta.accumulate, worker: args.worker, step: meta.step, grads, frozen, fingerprint: print, loss: args.loss, idempotencyKey: args.idempotencyKey, skipNonFinite: meta.hyperparams.nonfinite === 'skip', scan: this.#scan })
         : null;
       if (accumulated && 'pending' in accumulated) {
         lap('storage');
