@@ -5,11 +5,14 @@
 // independently, with Math.fround after every add and the division (numpy's float32
 // `((g0 + g1) + g2) / np.float32(3)`), and fed to a plain hosted optimizer of the same kind (itself
 // bit-identical to torch, see hosted-family.test.ts): the accumulating optimizer must equal it bit
-// for bit, whatever the arrival order, the body format, duplicates, evictions or concurrency.
+// for bit, whatever the arrival order, the body format, duplicates, evictions or concurrency (also as
+// a fast-check property over random N, orders, repeats and formats; seeds: test/helpers/fuzz.ts).
 
 import { abortAllDurableObjects, evictDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { fuzz } from './helpers/fuzz.ts';
 import { callBytes } from './helpers/http.ts';
 import { authed, createOptimizer, expectProblem, opCall, type Created } from './helpers/optimizers.ts';
 import { encodeValues, writeSafetensors } from './helpers/safetensors.ts';
@@ -441,5 +444,50 @@ describe('PATCH accumulate and waiting for a step', () => {
     expectProblem(await opCall('GET', opt, '/params?min_step=2'), 409, 'min_step');
     expectProblem(await opCall('GET', opt, '/params?min_step=2&wait=31'), 422, 'wait');
     expectProblem(await opCall('GET', opt, '/params?wait=3'), 422, 'wait');
+  });
+});
+
+describe('property: any arrival order, repeats and formats', () => {
+  it('the step equals the reduced gradient computed in ascending worker id order, once', async () => {
+    const g32 = fc.float({ min: -1e6, max: 1e6, noNaN: true, noDefaultInfinity: true }).map(Math.fround);
+    const arb = fc
+      .integer({ min: 2, max: 5 })
+      .chain((n) =>
+        fc.record({
+          n: fc.constant(n),
+          reduce: fc.constantFrom('mean' as const, 'sum' as const),
+          grads: fc.array(fc.array(g32, { minLength: 3, maxLength: 3 }), { minLength: n, maxLength: n }),
+          order: fc.shuffledSubarray(Array.from({ length: n }, (_, i) => i), { minLength: n, maxLength: n }),
+          repeats: fc.array(fc.boolean(), { minLength: n, maxLength: n }),
+          formats: fc.array(fc.constantFrom<Format>('json', 'raw'), { minLength: 2 * n, maxLength: 2 * n }),
+        }),
+      );
+    await fuzz(
+      fc.asyncProperty(arb, async ({ n, reduce, grads, order, repeats, formats }) => {
+        // SGD with lr 1 from zeros: the params after the step are exactly minus the reduced gradient.
+        const opt = await createOptimizer({ optimizer: 'sgd', params: [0, 0, 0], hyperparams: { lr: 1 }, accumulate: { contributions: n, reduce } });
+        const send = (w: number, k: number) => {
+          const body = formats[k]! === 'json' ? { grads: grads[w], expected_step: 0 } : undefined;
+          return body
+            ? callBytes('POST', `/v1/optimizers/${opt.id}/step?worker=${w}`, body, authed(opt.token))
+            : callBytes('POST', `/v1/optimizers/${opt.id}/step?worker=${w}&expected_step=0`, encodeValues(grads[w]!, 'F32'), authed(opt.token, { 'content-type': RAW, accept: 'application/json' }));
+        };
+        let k = 0;
+        let last: Json | undefined;
+        for (const [i, w] of order.entries()) {
+          const r = await send(w, k++);
+          if (i < n - 1) {
+            expect(r.status).toBe(202);
+            if (repeats[i]) expect((await send(w, k++)).body).toMatchObject({ replayed: true, received: r.body.received });
+          } else {
+            expect(r.status).toBe(200);
+            last = r.body;
+          }
+        }
+        const want = reduced(grads, reduce).map((g) => 0 - g);
+        expectSame(last!.params, want);
+      }),
+      20,
+    );
   });
 });
