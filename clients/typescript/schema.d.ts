@@ -456,7 +456,7 @@ export interface paths {
         head?: never;
         /**
          * Change hyperparameters, param groups, the schedule or the time-to-live
-         * @description Merges the given hyperparameters into the stored ones, replaces the param groups (null removes them) and the schedule (null removes it) and/or sets a new `ttl` (the optimizer then expires `ttl` seconds from now, or from its next call). Unknown fields are rejected; a rejected PATCH changes nothing.
+         * @description Merges the given hyperparameters into the stored ones, replaces the param groups (null removes them) and the schedule (null removes it) and/or sets a new `ttl` (the optimizer then expires `ttl` seconds from now, or from its next call) and/or `accumulate` (409 while contributions to the pending step are held). Unknown fields are rejected; a rejected PATCH changes nothing.
          */
         patch: operations["updateOptimizer"];
         trace?: never;
@@ -472,7 +472,7 @@ export interface paths {
         put?: never;
         /**
          * Apply one gradient
-         * @description Applies one step of the optimizer it was created with (`optimizer`: Adam, SGD, …) with the stored hyperparameters, param groups, gradient controls and schedule, exactly as that optimizer's stateless step (`POST /v1/{optimizer}/step`) would with the stored state. Steps on one optimizer are applied one at a time, each exactly once. Use `Idempotency-Key` to make retries safe and `If-Match` or `expected_step` to refuse a gradient computed against stale params. The gradients come as JSON, raw bytes or safetensors; the new params go back in the format `Accept` asks for (default: the body's), with `step` and `lr` as headers too. With the hyperparameter `nonfinite: "skip"`, a step with a non-finite gradient (NaN or ±Infinity, which raw and safetensors bodies can carry) or result is skipped (200, `skipped: true`): nothing changes but `skipped_steps` and the history. A frozen tensor (a `null` gradient, or one left out of a safetensors file) is skipped as torch skips a parameter whose `.grad` is None: it, its state and its own step count stay as they are. SGD, Adagrad and SparseAdam (which takes nothing else) take sparse (row) gradients as their stateless steps do: `{"indices": [...], "values": [[row], ...]}` for a tensor in JSON, `grads.indices/<name>` (I64 or I32) with `grads.values/<name>` in place of `<name>` in safetensors; such a step is stored whole (no journal entry).
+         * @description Applies one step of the optimizer it was created with (`optimizer`: Adam, SGD, …) with the stored hyperparameters, param groups, gradient controls and schedule, exactly as that optimizer's stateless step (`POST /v1/{optimizer}/step`) would with the stored state. Steps on one optimizer are applied one at a time, each exactly once. Use `Idempotency-Key` to make retries safe and `If-Match` or `expected_step` to refuse a gradient computed against stale params. The gradients come as JSON, raw bytes or safetensors; the new params go back in the format `Accept` asks for (default: the body's), with `step` and `lr` as headers too. With the hyperparameter `nonfinite: "skip"`, a step with a non-finite gradient (NaN or ±Infinity, which raw and safetensors bodies can carry) or result is skipped (200, `skipped: true`): nothing changes but `skipped_steps` and the history. A frozen tensor (a `null` gradient, or one left out of a safetensors file) is skipped as torch skips a parameter whose `.grad` is None: it, its state and its own step count stay as they are. SGD, Adagrad and SparseAdam (which takes nothing else) take sparse (row) gradients as their stateless steps do: `{"indices": [...], "values": [[row], ...]}` for a tensor in JSON, `grads.indices/<name>` (I64 or I32) with `grads.values/<name>` in place of `<name>` in safetensors; such a step is stored whole (no journal entry). An optimizer with `accumulate` (many workers, one optimizer) takes each gradient as one worker's contribution (`?worker=i`, with `expected_step`): stored and answered 202 until all `contributions` for the step have arrived; the last one applies the step with their mean or sum (200); contributions are dense.
          */
         post: operations["stepOptimizer"];
         delete?: never;
@@ -490,7 +490,7 @@ export interface paths {
         };
         /**
          * Current parameters
-         * @description The params as JSON (the default), raw bytes or safetensors (`Accept`), with the step count as a header too.
+         * @description The params as JSON (the default), raw bytes or safetensors (`Accept`), with the step count as a header too. With `min_step`, only params of at least that many steps: the answer waits up to `wait` seconds for the step to land (workers of an accumulating optimizer wait so for the step they contributed to), then is a 409 if it has not.
          */
         get: operations["getOptimizerParams"];
         /**
@@ -3462,6 +3462,7 @@ export interface components {
              * @example 2026-11-26T00:00:00.000Z
              */
             expires_at: string;
+            accumulate?: components["schemas"]["AccumulateInfo"];
             /** @description Bearer token for every later call. Shown only here; the service stores only its SHA-256 hash. */
             token: string;
         };
@@ -3526,6 +3527,20 @@ export interface components {
             /** @description Names of the tensors still waiting for elements (the first 100). */
             missing_tensors: string[];
         };
+        /** @description Many workers, one optimizer: each step takes `contributions` gradients, one from each worker id 0..contributions-1 (POST .../step?worker=i with `expected_step`), and is applied once the set is complete, with their mean or sum computed in ascending worker id order in the optimizer's dtype: `acc = g0; acc = acc + g1; …; acc = acc + g(N-1)`, then for `mean` `acc / N` (numpy: `((g0 + g1) + g2 + …) / np.float32(N)`). Until then each contribution is stored and answered 202. Absent on an optimizer that steps on every gradient. */
+        AccumulateInfo: {
+            /** @description Contributions per step. */
+            contributions: number;
+            /**
+             * @description `mean` or `sum` of the contributions.
+             * @enum {string}
+             */
+            reduce: "mean" | "sum";
+            /** @description Worker ids whose contribution to the pending step (step + 1) is held, ascending. */
+            received: number[];
+            /** @description Contributions the pending step still waits for. */
+            missing: number;
+        };
         /**
          * @description A new hosted optimizer of any kind (`optimizer`, default `adam`), from `params` or from `shapes` (then uploaded in parts). `schedule` (optional, null for none) sets the learning rate of each step instead of `hyperparams.lr`.
          * @example {
@@ -3572,6 +3587,24 @@ export interface components {
             dtype?: components["schemas"]["Dtype"];
             /** @description Time-to-live in seconds (60..31536000): the optimizer deletes itself, with everything stored for it, once this long has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH). Default: the server's OPTIMIZER_TTL (30 days unless configured). */
             ttl?: number;
+            accumulate?: components["schemas"]["Accumulate"];
+        };
+        /**
+         * @description Optional: Many workers, one optimizer: each step takes `contributions` gradients, one from each worker id 0..contributions-1 (POST .../step?worker=i with `expected_step`), and is applied once the set is complete, with their mean or sum computed in ascending worker id order in the optimizer's dtype: `acc = g0; acc = acc + g1; …; acc = acc + g(N-1)`, then for `mean` `acc / N` (numpy: `((g0 + g1) + g2 + …) / np.float32(N)`). Until then each contribution is stored and answered 202. Absent: every gradient is a step.
+         * @example {
+         *       "contributions": 4,
+         *       "reduce": "mean"
+         *     }
+         */
+        Accumulate: {
+            /** @description Contributions (workers) per step, 2..64. */
+            contributions: number;
+            /**
+             * @description `mean` (the default: the sum divided by `contributions`) or `sum` of the contributions.
+             * @default mean
+             * @enum {string}
+             */
+            reduce?: "mean" | "sum";
         };
         /** @description The hosted optimizers of the request's API key, a page at a time, with its usage and quotas. */
         OptimizerList: {
@@ -3673,6 +3706,7 @@ export interface components {
              * @example 2026-11-26T00:00:00.000Z
              */
             expires_at: string;
+            accumulate?: components["schemas"]["AccumulateInfo"];
         };
         /**
          * @description Changes to a hosted optimizer; unknown fields are rejected.
@@ -3695,6 +3729,8 @@ export interface components {
             schedule?: components["schemas"]["ScheduleSpec"] | null;
             /** @description New time-to-live (omitted: unchanged). Time-to-live in seconds (60..31536000): the optimizer deletes itself, with everything stored for it, once this long has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH). The deadline becomes now plus this. */
             ttl?: number;
+            /** @description New accumulate setting (`null`: off, every gradient a step; omitted: unchanged). Refused (409) while contributions to the pending step are held, unless it is the current setting; other fields may change then and apply to that step when it completes. */
+            accumulate?: (components["schemas"]["Accumulate"] & unknown) | null;
         };
         /** @description The result of one hosted step. */
         HostedStepResponse: {
@@ -3709,6 +3745,31 @@ export interface components {
             grad_norm?: number | null;
             /** @description With `nonfinite: "skip"`: whether the step was skipped (params, state, step and ETag unchanged; counted in `skipped_steps` and recorded in the history); a replay answers the original step's. */
             skipped?: boolean;
+        };
+        /** @description A contribution to an accumulated step, stored durably; the step is applied when the last one arrives. */
+        ContributionPending: {
+            /**
+             * @description The contribution is stored; the step waits for the others.
+             * @enum {boolean}
+             */
+            pending: true;
+            /** @description This contribution's worker id. */
+            worker: number;
+            /** @description Completed steps: the pending step makes it step + 1 (wait for it with GET params?min_step=step+1&wait=30). */
+            step: number;
+            /** @description Contributions per step. */
+            contributions: number;
+            /**
+             * @description `mean` or `sum` of the contributions.
+             * @enum {string}
+             */
+            reduce: "mean" | "sum";
+            /** @description Worker ids whose contribution to the pending step is held, ascending (this one included). */
+            received: number[];
+            /** @description Contributions still missing. */
+            missing: number;
+            /** @description true when this worker had already sent this very contribution (same values and loss): nothing new was stored. */
+            replayed: boolean;
         };
         /**
          * @description One gradient for a hosted optimizer.
@@ -6020,7 +6081,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (CreateOptimizer), or a safetensors file of the params, named as `model.state_dict()` names them; hyperparameters then go in `__metadata__` (`hyperparams`, `param_groups`, `schedule`: JSON text; `dtype`) or the query (`lr`, `beta1`, …, `dtype`). */
+        /** @description JSON (CreateOptimizer), or a safetensors file of the params, named as `model.state_dict()` names them; hyperparameters then go in `__metadata__` (`hyperparams`, `param_groups`, `schedule`, `accumulate`: JSON text; `dtype`) or the query (`lr`, `beta1`, …, `dtype`). */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["CreateOptimizer"];
@@ -6336,6 +6397,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A change of `accumulate` while contributions to the pending step are held; nothing was changed. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `If-Match` does not match the current state (weak tags never match); nothing was changed. */
             412: {
                 headers: {
@@ -6396,6 +6466,8 @@ export interface operations {
                 loss?: number;
                 /** @description Binary bodies only: apply only at this step (409 otherwise), as in the JSON body. */
                 expected_step?: number;
+                /** @description Optimizers with `accumulate` only (required there, 422 elsewhere), any body format: this worker's id, 0..contributions-1; the gradient is its contribution to step `expected_step` + 1 (`expected_step` is then required). A 202 answers until the last contribution arrives; that one steps (200). */
+                worker?: number;
             };
             header?: {
                 /** @description `Bearer <token>`, the token returned at creation. */
@@ -6445,6 +6517,19 @@ export interface operations {
                     "application/vnd.safetensors": string;
                 };
             };
+            /** @description Optimizers with `accumulate`: the contribution was validated and stored durably, and the step waits for the other workers' (JSON whatever `Accept`: it holds no tensors). The same contribution sent again by the same worker (same values and loss) answers the same, with `replayed: true`. */
+            202: {
+                headers: {
+                    /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload; not a skipped step, which changes no state); send it as If-Match with a step. */
+                    etag?: string;
+                    /** @description Completed steps after this answer (also in JSON bodies and safetensors `__metadata__`). */
+                    step?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ContributionPending"];
+                };
+            };
             /** @description Malformed JSON. */
             400: {
                 headers: {
@@ -6492,7 +6577,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `expected_step` differs from the optimizer's step, or some params have not been uploaded yet (optimizers created by `shapes`). */
+            /** @description `expected_step` differs from the optimizer's step (`step` says the current one: with `accumulate`, a contribution to a step already applied), some params have not been uploaded yet (optimizers created by `shapes`), or, with `accumulate`, this worker already contributed other values to the pending step. */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -6530,7 +6615,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Gradients whose structure, shapes, length or dtype differ from the optimizer's, non-finite numbers (unless `nonfinite: "skip"`), a malformed safetensors file, an Idempotency-Key reused with other gradients, or a step that would overflow. Nothing is changed. */
+            /** @description Gradients whose structure, shapes, length or dtype differ from the optimizer's, non-finite numbers (unless `nonfinite: "skip"`), a malformed safetensors file, an Idempotency-Key reused with other gradients, or a step that would overflow. With `accumulate`: `worker` missing or out of range, `expected_step` missing, a tensor left out (a contribution is dense: every tensor), or a reduced gradient that overflows. Nothing is changed. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6554,7 +6639,12 @@ export interface operations {
     };
     getOptimizerParams: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Answer only params of at least this many completed steps: if the optimizer has not reached it after `wait` seconds, a 409 (with `step`, the current count). */
+                min_step?: number;
+                /** @description With `min_step`: seconds (0..30) to wait for that step to land before answering (long-poll; the answer comes as soon as it lands; at most 1024 requests wait at once per optimizer, more are answered at once). Default 0: no wait. */
+                wait?: number;
+            };
             header?: {
                 /** @description `Bearer <token>`, the token returned at creation. */
                 authorization?: string;
@@ -6613,7 +6703,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A query parameter was given; this operation takes none. */
+            /** @description `min_step` not reached after waiting `wait` seconds; `step` is the current count. Ask again. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid `min_step` or `wait` (0..30), or `wait` without `min_step`. */
             422: {
                 headers: {
                     [name: string]: unknown;

@@ -21,7 +21,8 @@ const step = await unwrap(
     body: { grads: { w: [0.5, -0.25], b: 0.1 }, loss: 0.75 },
   }),
 );
-console.log('hosted:', step.step, step.params);
+// A 202 (no params) answers only contributions to an accumulated step (`?worker=`); this is a 200.
+console.log('hosted:', step.step, 'params' in step ? step.params : undefined);
 console.log('params:', (await unwrap(api.GET('/v1/optimizers/{id}/params', { params: { path, header: bearer(opt.token) } }))).params);
 await unwrap(api.DELETE('/v1/optimizers/{id}', { params: { path, header: bearer(opt.token) } }));
 

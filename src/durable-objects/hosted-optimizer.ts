@@ -33,6 +33,7 @@ import { WIRE_DTYPES, firstNonFiniteIn, wireDtypeOf, type WireDtype } from '../w
 import { WireError, inLayoutOrder, type TensorEntry } from '../wire/safetensors.ts';
 import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Placement } from './decode.ts';
 import { checkCheckpointHeader } from './checkpoint-header.ts';
+import { Contributions, StepWaiters, accumulateInfo, checkWorker, notReached, patchedAccumulate } from './accumulate.ts';
 import { Mutex } from './mutex.ts';
 import { paceDeadline } from '../wire/stream.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
@@ -57,7 +58,7 @@ import type {
   Versioned,
 } from './protocol.ts';
 import { overlaps, rangesLength, subtractRange, type Range } from './ranges.ts';
-import { OptimizerStore, chunkElements, deadlineOf, legacyAdamSlots, storedTensors, type SlotArrays, type StoredMeta } from './store.ts';
+import { OptimizerStore, chunkElements, deadlineOf, legacyAdamSlots, storedTensors, type IdempotencyRow, type SlotArrays, type StoredMeta } from './store.ts';
 import {
   countersFromStored,
   countersToStored,
@@ -273,10 +274,14 @@ export class HostedOptimizer extends DurableObject<Env> {
    * stream of the params the answer carries). Null outside #locked.
    */
   #holdLock: (() => () => void) | null = null;
+  /** Contributions held for the pending step, and requests waiting for a step (./accumulate.ts). */
+  readonly #contributions: Contributions;
+  readonly #waiters = new StepWaiters();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#store = new OptimizerStore(ctx.storage);
+    this.#contributions = new Contributions(ctx.storage);
     ctx.blockConcurrencyWhile(async () => {
       let meta = this.#store.readMeta();
       if (!meta) return;
@@ -489,6 +494,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         }
         // Reads (and replays) wrote nothing: store the deadline alone.
         if (this.#loaded === loaded && loaded.meta === touched) this.#store.writeMeta(touched);
+        this.#waiters.notify(this.#loaded?.meta.step ?? Infinity); // GET params?min_step
         return value;
       } catch (e) {
         held = false; // an answer that failed streams nothing
@@ -520,6 +526,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       updated_at: meta.updatedAt,
       ttl: meta.ttl,
       expires_at: new Date(deadlineOf(meta)).toISOString(),
+      ...(meta.accumulate ? { accumulate: accumulateInfo(meta.accumulate, this.#contributions.workers()) } : {}),
     };
   }
 
@@ -610,6 +617,10 @@ export class HostedOptimizer extends DurableObject<Env> {
     return { narrow, frozen: zeroFrozen(frozen), sparse };
   }
 
+  /** Remembers a held contribution's Idempotency-Key for the step it joined (./accumulate.ts). */
+  readonly #remember = (key: string, row: IdempotencyRow) => this.#store.rememberKey(key, row, IDEMPOTENCY_KEYS_KEPT);
+  readonly #known = (key: string) => this.#store.idempotency(key) !== undefined;
+
   /** Verifies the bearer token only (the Worker asks before it parses a large body). */
   authorize(tokenHash: string | null): Promise<Outcome<null>> {
     return outcome(async () => {
@@ -663,6 +674,7 @@ export class HostedOptimizer extends DurableObject<Env> {
           owner: args.owner,
           skippedSteps: 0,
           ...(groups.length > 0 ? { groups: groups.length } : {}),
+          ...(args.accumulate ? { accumulate: args.accumulate } : {}),
         };
         this.#store.transaction(() => {
           this.#store.createTables();
@@ -680,13 +692,26 @@ export class HostedOptimizer extends DurableObject<Env> {
     return this.#locked(tokenHash, (loaded) => this.#versionedInfo(loaded));
   }
 
-  params(tokenHash: string | null): Promise<Outcome<Versioned<{ step: number; params: TensorsOut }>>> {
-    return this.#locked(tokenHash, (loaded) => ({ etag: etagOf(loaded.meta), value: { step: loaded.meta.step, params: this.#paramsOut(loaded) } }));
+  /**
+   * The params; with `wait.minStep`, only once the optimizer has completed that many steps: waits
+   * (without the lock) up to `wait.seconds` for a step to land, then a 409 if it has not.
+   */
+  async params(tokenHash: string | null, wait?: { minStep: number; seconds: number }): Promise<Outcome<Versioned<{ step: number; params: TensorsOut }>>> {
+    if (wait) {
+      const authorized = await outcome(async () => this.#authorized(tokenHash));
+      if (!authorized.ok) return authorized;
+      await this.#waiters.until(wait.minStep, wait.seconds * 1000, () => this.#storedMeta()?.step ?? Infinity);
+    }
+    return this.#locked(tokenHash, (loaded) => {
+      if (wait && loaded.meta.step < wait.minStep) throw notReached(wait.minStep, loaded.meta.step, wait.seconds, loaded.meta.accumulate, this.#contributions.workers());
+      return { etag: etagOf(loaded.meta), value: { step: loaded.meta.step, params: this.#paramsOut(loaded) } };
+    });
   }
 
   step(tokenHash: string | null, args: StepArgs): Promise<Outcome<Versioned<StepOut>>> {
     return this.#locked(tokenHash, async (loaded) => {
       const { def, meta, layout, grads, state } = loaded;
+      checkWorker(meta.accumulate, args.worker, args.expectedStep);
       if (args.returnParams && args.namedParams && leafIndex(layout) === null) {
         throw new WireError(406, ['Accept'], 'two tensors of this optimizer have the same dotted name (e.g. "a.b" and {"a": {"b"}}): safetensors cannot name them apart; ask for JSON');
       }
@@ -698,7 +723,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         clock = now;
       };
       const { narrow, frozen, sparse } = await this.#decodeAll(args.grads, loaded, grads, 'grads');
-      const print = args.idempotencyKey === undefined ? '' : await fingerprint(meta.dtype, grads, args.loss, frozen, sparse);
+      const print = args.idempotencyKey === undefined && !meta.accumulate ? '' : await fingerprint(meta.dtype, grads, args.loss, frozen, sparse);
 
       if (args.idempotencyKey !== undefined) {
         const seen = this.#store.idempotency(args.idempotencyKey);
@@ -718,6 +743,23 @@ export class HostedOptimizer extends DurableObject<Env> {
       checkIfMatch(args.ifMatch, etagOf(meta), meta.step);
       checkExpectedStep(args.expectedStep, meta.step);
       if (meta.missing.length > 0) throw incompleteUpload(meta, layout);
+      // Many workers, one optimizer (./accumulate.ts): held until the set is complete; the last one steps with the reduced gradient.
+      lap('decode');
+      if (meta.accumulate) {
+        const t = sparse.findIndex((r) => r !== null);
+        if (t >= 0) {
+          throw validationProblem([fieldError(['grads', ...leaves(layout)[t]!.path], 'is sparse (rows): a contribution to an accumulated step carries a dense gradient of every tensor')]);
+        }
+      }
+      const accumulated = meta.accumulate
+        ? this.#contributions.contribute({ spec: meta.accumulate, worker: args.worker, step: meta.step, grads, frozen, fingerprint: print, loss: args.loss, idempotencyKey: args.idempotencyKey, skipNonFinite: meta.hyperparams.nonfinite === 'skip', scan: this.#scan })
+        : null;
+      if (accumulated && 'pending' in accumulated) {
+        lap('storage');
+        return { etag: etagOf(meta), value: { step: meta.step, lr: 0, replayed: accumulated.pending.replayed, params: null, timings, pending: accumulated.pending } };
+      }
+      const completed = accumulated?.completed;
+      if (completed) args = { ...args, loss: completed.loss };
 
       const hp = meta.hyperparams;
       const lr = learningRate(fixedLr(hp), meta.schedule, meta.step, meta.plateau);
@@ -759,6 +801,7 @@ export class HostedOptimizer extends DurableObject<Env> {
           if (args.idempotencyKey !== undefined) {
             this.#store.rememberKey(args.idempotencyKey, { seq: meta.seq, fingerprint: print, step: meta.step, lr, ...controls }, IDEMPOTENCY_KEYS_KEPT);
           }
+          completed?.settle({ seq: meta.seq, step: meta.step, lr, ...controls }, this.#remember, this.#known);
         });
         current.meta = next;
         lap('storage');
@@ -767,7 +810,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       if (skipMode && (this.#scan(grads) >= 0 || rowsNonFinite(sparse))) return skippedAnswer();
       const clipping = hp.clip_grad_norm !== undefined || hp.clip_grad_value !== undefined;
       // The journal keeps the clipped gradient: a replay steps it as it is.
-      const journalNarrow = clipping ? null : narrow;
+      const journalNarrow = clipping || completed ? null : narrow;
       lap('decode');
       // In place, through the stateless step's engine (so the same numbers): storage is the undo
       // log, a non-finite result reloads the stored state.
@@ -838,6 +881,7 @@ export class HostedOptimizer extends DurableObject<Env> {
           if (args.idempotencyKey !== undefined) {
             this.#store.rememberKey(args.idempotencyKey, { seq: next.seq, fingerprint: print, step: next.step, lr, ...controls }, IDEMPOTENCY_KEYS_KEPT);
           }
+          completed?.settle({ seq: next.seq, step: next.step, lr, ...controls }, this.#remember, this.#known);
         });
       } catch (e) {
         this.#load(); // the write failed and rolled back: drop the in-memory update too
@@ -940,6 +984,7 @@ export class HostedOptimizer extends DurableObject<Env> {
           this.#store.writeGroups(planned.groups);
           // Remembered keys answer for steps of the replaced state: forget them.
           this.#store.forgetKeys();
+          this.#contributions.drop(); // contributions to the replaced state's pending step
         });
       } catch (e) {
         this.#load();
@@ -1230,9 +1275,11 @@ export class HostedOptimizer extends DurableObject<Env> {
         const lrs = initialGroupLrs(schedule, groups);
         plateau = lrs ? { ...shared, group_lrs: lrs } : shared;
       }
+      const accumulate = patchedAccumulate(meta.accumulate, args.accumulate, this.#contributions.workers());
       const { groups: _groups, ...rest } = meta;
       const next: StoredMeta = {
         ...rest,
+        accumulate,
         hyperparams,
         ...stateMeta(state, arrays),
         schedule,

@@ -63,6 +63,28 @@ export interface OptimizerInfo {
   ttl: number;
   /** The last successful call plus `ttl` (ISO 8601): the optimizer deletes itself then. */
   expires_at: string;
+  /** Set: each step takes this many contributions (./accumulate.ts), with the workers whose contribution to the pending step is held. */
+  accumulate?: AccumulateSpec & { received: number[]; missing: number };
+}
+
+/** Many workers, one optimizer: each step is the mean (or sum) of `contributions` gradients, one per worker id. */
+export interface AccumulateSpec {
+  contributions: number;
+  reduce: 'mean' | 'sum';
+}
+
+/** The answer to a contribution that does not complete its step (202). */
+export interface PendingOut {
+  worker: number;
+  /** Completed steps: the pending step makes it step + 1. */
+  step: number;
+  contributions: number;
+  reduce: 'mean' | 'sum';
+  /** Worker ids whose contribution to the pending step is held, ascending. */
+  received: number[];
+  missing: number;
+  /** True when this contribution was already held (identical): nothing new was stored. */
+  replayed: boolean;
 }
 
 /** A value and the state version (ETag) it belongs to. */
@@ -109,6 +131,8 @@ export interface StepArgs {
   returnParams: boolean;
   /** The params go back as a safetensors file: refused (406) before anything is applied if two tensors share a dotted name. */
   namedParams?: boolean | undefined;
+  /** With accumulate: this worker's id (0..contributions-1); the gradient is its contribution. */
+  worker?: number | undefined;
 }
 
 export interface StepOut {
@@ -124,6 +148,8 @@ export interface StepOut {
   params: TensorsOut | null;
   /** Milliseconds spent in the object: reading the gradient, the kernel, storage (Server-Timing). */
   timings: { decode: number; kernel: number; storage: number };
+  /** With accumulate: the contribution was taken but the step waits for others (202); nothing else of this answer applies. */
+  pending?: PendingOut;
 }
 
 export interface CreateArgs {
@@ -144,6 +170,8 @@ export interface CreateArgs {
   ttl: number;
   /** SHA-256 of the service API key that created it (its registry tracks it), or null. */
   owner: string | null;
+  /** Steps taking several workers' contributions (absent: every gradient is a step). */
+  accumulate?: AccumulateSpec | undefined;
 }
 
 /** A snapshot to restore, already validated and flattened by the Worker. */
@@ -207,6 +235,8 @@ export interface PatchArgs {
   paramGroups?: unknown;
   schedule?: ScheduleSpec | null | undefined;
   ttl?: number | undefined;
+  /** New accumulate setting (null: off; absent: unchanged). */
+  accumulate?: AccumulateSpec | null | undefined;
 }
 
 /** A state tensor of a snapshot: `params` or a slot's torch name; each is `size` elements in the layout. */

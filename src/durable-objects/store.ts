@@ -17,6 +17,7 @@ import type { Dtype, FloatArray, Hyperparams } from '../optim/optimizer.ts';
 import type { PlateauState } from '../schedules/plateau.ts';
 import type { ScheduleSpec } from '../schedules/types.ts';
 import type { TensorLayout } from '../tensors/tree.ts';
+import type { AccumulateSpec } from './protocol.ts';
 import { WIRE_DTYPES, elementSink, type WireDtype } from '../wire/dtypes.ts';
 import { TENSOR_SCHEMA, deleteBlob, readBlob, readTensor, writeBlob } from './tensor-store.ts';
 
@@ -112,6 +113,8 @@ export interface StoredMeta {
    * group with other betas), by ranges of tensor indices; absent: none.
    */
   counters?: StoredCounter[];
+  /** Steps taking several workers' contributions (./accumulate.ts); absent: every gradient is a step. */
+  accumulate?: AccumulateSpec;
 }
 
 /** One per-tensor counter of StoredMeta.counters and the tensors that have it. */

@@ -20,6 +20,7 @@ import type { HyperparamDef } from '../optim/optimizer.ts';
 import { OPTIMIZERS, OPTIMIZER_NAMES } from '../optim/registry.ts';
 import { MAX_TTL_SECONDS, MIN_TTL_SECONDS } from '../lib/config.ts';
 import { ScheduleSpecSchema } from './schedule.ts';
+import { MAX_CONTRIBUTIONS, MAX_WAITERS, MAX_WAIT_SECONDS, MIN_CONTRIBUTIONS } from '../durable-objects/accumulate.ts';
 
 export const OptimizerIdParam = z.object({
   id: z
@@ -143,6 +144,30 @@ const TTL_RULE =
 
 export const TtlSchema = z.number().int().min(MIN_TTL_SECONDS).max(MAX_TTL_SECONDS);
 
+const ACCUMULATE_RULE =
+  'Many workers, one optimizer: each step takes `contributions` gradients, one from each worker id 0..contributions-1 (POST .../step?worker=i with ' +
+  '`expected_step`), and is applied once the set is complete, with their mean or sum computed in ascending worker id order in the optimizer\'s dtype: ' +
+  '`acc = g0; acc = acc + g1; …; acc = acc + g(N-1)`, then for `mean` `acc / N` (numpy: `((g0 + g1) + g2 + …) / np.float32(N)`). Until then each ' +
+  'contribution is stored and answered 202.';
+
+export const AccumulateSchema = z
+  .object({
+    contributions: z.number().int().min(MIN_CONTRIBUTIONS).max(MAX_CONTRIBUTIONS).openapi({ description: `Contributions (workers) per step, ${MIN_CONTRIBUTIONS}..${MAX_CONTRIBUTIONS}.` }),
+    reduce: z.enum(['mean', 'sum']).default('mean').openapi({ description: '`mean` (the default: the sum divided by `contributions`) or `sum` of the contributions.' }),
+  })
+  .strict()
+  .openapi('Accumulate', { description: ACCUMULATE_RULE, example: { contributions: 4, reduce: 'mean' } });
+
+export const AccumulateInfoSchema = z
+  .object({
+    contributions: z.number().int().openapi({ description: 'Contributions per step.' }),
+    reduce: z.enum(['mean', 'sum']).openapi({ description: '`mean` or `sum` of the contributions.' }),
+    received: z.array(z.number().int()).openapi({ description: 'Worker ids whose contribution to the pending step (step + 1) is held, ascending.' }),
+    missing: z.number().int().openapi({ description: 'Contributions the pending step still waits for.' }),
+  })
+  .strict()
+  .openapi('AccumulateInfo', { description: `${ACCUMULATE_RULE} Absent on an optimizer that steps on every gradient.` });
+
 export const CreateOptimizerSchema = z
   .object({
     params: TensorTreeSchema.optional().openapi({
@@ -160,6 +185,7 @@ export const CreateOptimizerSchema = z
     schedule: nullableSchedule(SCHEDULE_FIELD).optional(),
     dtype: DtypeSchema.default('float32'),
     ttl: TtlSchema.optional().openapi({ description: `${TTL_RULE} Default: the server's OPTIMIZER_TTL (30 days unless configured).` }),
+    accumulate: AccumulateSchema.optional().openapi({ description: `Optional: ${ACCUMULATE_RULE} Absent: every gradient is a step.` }),
   })
   .strict()
   .superRefine((body, ctx) => {
@@ -225,6 +251,7 @@ export const OptimizerInfoSchema = z
     updated_at: Timestamp,
     ttl: z.number().int().openapi({ description: TTL_RULE }),
     expires_at: Timestamp.openapi({ description: 'When the optimizer deletes itself unless it is called before: its last successful call plus `ttl`. ISO 8601 (UTC).' }),
+    accumulate: AccumulateInfoSchema.optional(),
   })
   .strict()
   .openapi('OptimizerInfo', { description: 'Metadata of a hosted optimizer.' });
@@ -317,7 +344,43 @@ export const HostedStepQuerySchema = strictQuery({
   return: queryEnum(['params', 'none'], { default: 'params', description: '`none` omits the params from the response.' }),
   loss: queryOptionalNumber({ description: 'Binary bodies only (JSON bodies carry `loss` themselves): the loss, as in the JSON body.' }),
   expected_step: queryOptionalInteger({ min: 0, max: MAX_STEP, description: 'Binary bodies only: apply only at this step (409 otherwise), as in the JSON body.' }),
+  worker: queryOptionalInteger({
+    min: 0,
+    max: MAX_CONTRIBUTIONS - 1,
+    description:
+      'Optimizers with `accumulate` only (required there, 422 elsewhere), any body format: this worker\'s id, 0..contributions-1; the gradient is its contribution ' +
+      'to step `expected_step` + 1 (`expected_step` is then required). A 202 answers until the last contribution arrives; that one steps (200).',
+  }),
 });
+
+/** GET params: optionally wait for a step (workers of an accumulating optimizer wait for the step they contributed to). */
+export const ParamsQuerySchema = strictQuery({
+  min_step: queryOptionalInteger({
+    min: 0,
+    max: MAX_STEP,
+    description: 'Answer only params of at least this many completed steps: if the optimizer has not reached it after `wait` seconds, a 409 (with `step`, the current count).',
+  }),
+  wait: queryInteger({
+    min: 0,
+    max: MAX_WAIT_SECONDS,
+    default: 0,
+    description: `With \`min_step\`: seconds (0..${MAX_WAIT_SECONDS}) to wait for that step to land before answering (long-poll; the answer comes as soon as it lands; at most ${MAX_WAITERS} requests wait at once per optimizer, more are answered at once). Default 0: no wait.`,
+  }),
+});
+
+export const ContributionPendingSchema = z
+  .object({
+    pending: z.literal(true).openapi({ description: 'The contribution is stored; the step waits for the others.' }),
+    worker: z.number().int().openapi({ description: 'This contribution\'s worker id.' }),
+    step: StepCountSchema.openapi({ description: 'Completed steps: the pending step makes it step + 1 (wait for it with GET params?min_step=step+1&wait=30).' }),
+    contributions: z.number().int().openapi({ description: 'Contributions per step.' }),
+    reduce: z.enum(['mean', 'sum']).openapi({ description: '`mean` or `sum` of the contributions.' }),
+    received: z.array(z.number().int()).openapi({ description: 'Worker ids whose contribution to the pending step is held, ascending (this one included).' }),
+    missing: z.number().int().openapi({ description: 'Contributions still missing.' }),
+    replayed: z.boolean().openapi({ description: 'true when this worker had already sent this very contribution (same values and loss): nothing new was stored.' }),
+  })
+  .strict()
+  .openapi('ContributionPending', { description: 'A contribution to an accumulated step, stored durably; the step is applied when the last one arrives.' });
 
 /** Every hyperparameter name of the registry as a query parameter (validated by the chosen optimizer's schema). */
 function registryHyperparamQuery(what: string) {
@@ -489,6 +552,14 @@ export const PatchOptimizerSchema = z
       }),
     schedule: nullableSchedule('New schedule (null removes it; omitted: unchanged). A new schedule restarts reduce_on_plateau\'s state.').optional(),
     ttl: TtlSchema.optional().openapi({ description: `New time-to-live (omitted: unchanged). ${TTL_RULE} The deadline becomes now plus this.` }),
+    accumulate: z
+      .union([AccumulateSchema, z.null()])
+      .optional()
+      .openapi({
+        description:
+          'New accumulate setting (`null`: off, every gradient a step; omitted: unchanged). Refused (409) while contributions to the pending step are held, ' +
+          'unless it is the current setting; other fields may change then and apply to that step when it completes.',
+      }),
   })
   .strict()
   .openapi('PatchOptimizer', {

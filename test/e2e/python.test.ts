@@ -1,7 +1,8 @@
 // Runs the Python examples (examples/python, on the adam_api package of clients/python) against
 // wrangler dev: the tour of every operation, the linear-regression fit (with numpy when importable,
 // and in plain Python), the binary wire (raw float32 and safetensors, standard library only; with
-// torch), a PyTorch model trained with HostedOptimizer, and the client's error for a problem+json
+// torch), several worker processes training one model through one accumulating optimizer, a PyTorch
+// model trained with HostedOptimizer, and the client's error for a problem+json
 // answer. The package's own tests run in python-package.test.ts.
 
 import { join } from 'node:path';
@@ -69,6 +70,15 @@ describe('examples/python', () => {
     const result = await py(exe, [join(EXAMPLES, 'linear_regression.py'), '--base-url', baseUrl(), '--steps', '3', '--threshold', '0.001']);
     expect(result.code, describeRun(result)).toBe(1);
     expect(result.stderr).toContain('FAILED: final loss');
+  });
+
+  test('accumulate.py: four worker processes train one model through one optimizer, equal to single-process training bit for bit', async (ctx) => {
+    const exe = python(ctx);
+    const result = await py(exe, [join(EXAMPLES, 'accumulate.py'), '--base-url', baseUrl(), '--workers', '4', '--steps', '5']);
+    expect(result.code, describeRun(result)).toBe(0);
+    expect(result.stdout).toContain('4 worker processes trained 5 steps');
+    expect(result.stdout).toContain('equal single-process training with the averaged gradients, bit for bit');
+    expect(result.stdout).toContain('accumulate: all checks passed');
   });
 
   test('binary.py: uploads in raw parts, raw float32 steps equal JSON steps, a safetensors checkpoint moves to another optimizer', async (ctx) => {

@@ -52,6 +52,7 @@ export function infoJson(info: OptimizerInfo) {
     updated_at: info.updated_at,
     ttl: info.ttl,
     expires_at: info.expires_at,
+    ...(info.accumulate ? { accumulate: info.accumulate } : {}),
   };
 }
 

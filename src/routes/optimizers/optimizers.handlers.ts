@@ -4,7 +4,7 @@
 
 import type { RouteHandler } from '@hono/zod-openapi';
 import type { Context } from 'hono';
-import type { TensorsIn } from '../../durable-objects/protocol.ts';
+import type { AccumulateSpec, TensorsIn } from '../../durable-objects/protocol.ts';
 import { MAX_JSON_HOSTED_ELEMENTS, hostedArrays, maxHostedElements, readDefaultTtl, readKeyQuota, type Limits } from '../../lib/config.ts';
 import { registryOf } from '../../durable-objects/stubs.ts';
 import { ProblemError, fieldError, validationProblem } from '../../lib/problem.ts';
@@ -17,7 +17,7 @@ import { optimizerDef } from '../../optim/registry.ts';
 import { familySchemas } from '../../schemas/family.ts';
 import { parseParamGroups, type ParamGroup } from '../../lib/param-groups.ts';
 import type { ScheduleSpec } from '../../schedules/types.ts';
-import { SNAPSHOT_SCALAR_FIELDS, SNAPSHOT_SLOT_FIELDS, type CreateOptimizer, type CreateQuery, type HostedStepRequest, type SnapshotInput } from '../../schemas/optimizer.ts';
+import { AccumulateSchema, SNAPSHOT_SCALAR_FIELDS, SNAPSHOT_SLOT_FIELDS, type CreateOptimizer, type CreateQuery, type HostedStepRequest, type SnapshotInput } from '../../schemas/optimizer.ts';
 import { ChartError, renderLineChart, type Series } from '../../plot/line-chart.ts';
 import { DtypeSchema } from '../../schemas/common.ts';
 import { ScheduleSpecSchema } from '../../schemas/schedule.ts';
@@ -111,7 +111,15 @@ function createOptions(query: CreateQuery, metadata: Record<string, string> | nu
   if (layout !== undefined && !(Array.isArray(layout) && layout.every((n) => typeof n === 'string'))) {
     throw validationProblem([fieldError(['__metadata__', 'layout'], 'must be a JSON array of the tensor names, in storage order')]);
   }
-  return { def, hyperparams, paramGroups, schedule, dtype: parsedDtype?.data, layout: layout as string[] | undefined };
+  return { def, hyperparams, paramGroups, schedule, dtype: parsedDtype?.data, layout: layout as string[] | undefined, accumulate: accumulateFromMetadata(json('accumulate')) };
+}
+
+/** `__metadata__.accumulate` (JSON text), checked as the JSON body's `accumulate`. */
+function accumulateFromMetadata(value: unknown): AccumulateSpec | undefined {
+  if (value === undefined || value === null) return undefined;
+  const parsed = AccumulateSchema.safeParse(value);
+  if (!parsed.success) throw validationProblem(zodFieldErrors(parsed.error, value).map((e) => ({ ...e, field: `__metadata__.accumulate${e.field === '(body)' ? '' : `.${e.field}`}`, pointer: undefined })));
+  return parsed.data;
 }
 
 function scheduleFromMetadata(value: unknown) {
@@ -127,11 +135,13 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
   const limits = c.get('limits');
   let args: { optimizer: string; layout: TensorLayout; params: FloatArray | null; hyperparams: Hyperparams; paramGroups: ParamGroup[]; groupsPath: string[]; schedule: ScheduleSpec | null; dtype: Dtype };
   let ttl: number | undefined;
+  let accumulate: AccumulateSpec | undefined;
   if (format === 'json') {
     const given = Object.keys(c.req.query());
     if (given.length > 0) throw validationProblem(given.map((k) => fieldError([k], 'query parameters configure safetensors bodies; a JSON body carries its hyperparams and dtype itself', c.req.query(k))));
     const body = validJson<CreateOptimizer>(c);
     ttl = body.ttl;
+    accumulate = body.accumulate;
     const def = defOf(body.optimizer, ['optimizer']);
     const hyperparams = hyperparamsOf(def, body.hyperparams, 'hyperparams');
     const most = Math.min(mostOf(limits, def, body.dtype), MAX_JSON_HOSTED_ELEMENTS);
@@ -152,6 +162,7 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
     args = withTensorProblems(() => {
       const { entries, metadata, dataStart } = readHeader(bytes);
       const options = createOptions(c.req.valid('query'), metadata);
+      accumulate = options.accumulate;
       const dtype: Dtype = options.dtype ?? (entries.some((e) => e.dtype === 'F64') ? 'float64' : 'float32');
       const ordered = inLayoutOrder(entries, options.layout);
       const layout = layoutOfNamed(ordered.map((e) => ({ name: e.name, shape: e.shape })));
@@ -189,7 +200,7 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
   }
   let created;
   try {
-    created = unwrap(await ns.get(id).create({ tokenHash: await sha256Hex(token), ...args, ttl: ttl ?? readDefaultTtl(c.env), owner }));
+    created = unwrap(await ns.get(id).create({ tokenHash: await sha256Hex(token), ...args, ttl: ttl ?? readDefaultTtl(c.env), owner, accumulate }));
   } catch (e) {
     await registry?.release(id.toString());
     throw e;
@@ -277,10 +288,14 @@ export const stepOptimizer: RouteHandler<typeof routes.stepOptimizerRoute, AppEn
       idempotencyKey: headers['idempotency-key'],
       returnParams: query.return === 'params',
       namedParams: answer === 'safetensors',
+      worker: query.worker,
     }),
   );
   // The object's phases; the rest of the request (reading and checking it here, the RPC) shows in `total`.
   for (const [phase, ms] of Object.entries(out.value.timings)) t.add(phase as 'decode' | 'kernel' | 'storage', ms);
+  // A contribution to an accumulated step that waits for others: 202, in JSON whatever `Accept` (it holds no tensors).
+  const pending = out.value.pending;
+  if (pending) return jsonResponse(202, { pending: true, ...pending }, { etag: out.etag, step: String(pending.step) });
   return t.phaseAsync('encode', () => withTensorProblemsAsync(() => stepResponse(answer, out.value, { etag: out.etag, ...(out.value.replayed ? { 'idempotent-replayed': 'true' } : {}) })));
 };
 
@@ -292,7 +307,9 @@ export const getOptimizer: RouteHandler<typeof routes.getOptimizerRoute, AppEnv>
 
 export const getParams: RouteHandler<typeof routes.getParamsRoute, AppEnv> = async (c) => {
   const answer = withTensorProblems(() => acceptFormat(c.req.header('accept'), ALL, 'json'));
-  const { etag, value } = unwrap(await stubFor(c, c.req.valid('param').id).params(await tokenHash(c)));
+  const { min_step: minStep, wait } = c.req.valid('query');
+  if (minStep === undefined && wait > 0) throw validationProblem([fieldError(['wait'], 'applies with min_step only (the step to wait for)', wait)]);
+  const { etag, value } = unwrap(await stubFor(c, c.req.valid('param').id).params(await tokenHash(c), minStep === undefined ? undefined : { minStep, seconds: wait }));
   return withTensorProblemsAsync(() => paramsResponse(answer, value.step, value.params, { etag }));
 };
 
@@ -452,6 +469,7 @@ export const patchOptimizer: RouteHandler<typeof routes.patchOptimizerRoute, App
       paramGroups: body.param_groups,
       schedule: body.schedule,
       ttl: body.ttl,
+      accumulate: body.accumulate,
       ifMatch: c.req.valid('header')['if-match'],
     }),
   );

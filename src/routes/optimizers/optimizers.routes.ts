@@ -21,6 +21,8 @@ import {
   OptimizerIdParam,
   OptimizerListSchema,
   OptimizerInfoSchema,
+  ContributionPendingSchema,
+  ParamsQuerySchema,
   ParamsResponseSchema,
   PatchOptimizerSchema,
   SnapshotInputSchema,
@@ -100,7 +102,7 @@ export const createOptimizerRoute = createRoute(serviceRoute({
     body: tensorBody(
       CreateOptimizerSchema,
       'JSON (CreateOptimizer), or a safetensors file of the params, named as `model.state_dict()` names them; hyperparameters then go in `__metadata__` ' +
-        '(`hyperparams`, `param_groups`, `schedule`: JSON text; `dtype`) or the query (`lr`, `beta1`, …, `dtype`).',
+        '(`hyperparams`, `param_groups`, `schedule`, `accumulate`: JSON text; `dtype`) or the query (`lr`, `beta1`, …, `dtype`).',
       false,
     ),
   },
@@ -163,7 +165,10 @@ export const stepOptimizerRoute = createRoute({
     'file) is skipped as torch skips a parameter whose `.grad` is None: it, its state and its own step count stay as they are. SGD, Adagrad and ' +
     'SparseAdam (which takes nothing else) take sparse (row) gradients as their stateless steps do: `{"indices": [...], "values": [[row], ...]}` ' +
     'for a tensor in JSON, `grads.indices/<name>` (I64 or I32) with `grads.values/<name>` in place of `<name>` in safetensors; such a step is ' +
-    'stored whole (no journal entry).',
+    'stored whole (no journal entry). ' +
+    'An optimizer with `accumulate` (many workers, one optimizer) takes each gradient as one worker\'s contribution (`?worker=i`, with `expected_step`): ' +
+    'stored and answered 202 until all `contributions` for the step have arrived; the last one applies the step with their mean or sum (200); ' +
+    'contributions are dense.',
   request: {
     params: OptimizerIdParam,
     query: HostedStepQuerySchema,
@@ -179,17 +184,28 @@ export const stepOptimizerRoute = createRoute({
       headers: { ...ETAG, ...STEP_HEADERS, ...VARY, 'idempotent-replayed': { description: '`true` on a replay.', schema: { type: 'string' } } },
       content: { 'application/json': { schema: HostedStepResponseSchema }, 'application/octet-stream': binaryContent(), 'application/vnd.safetensors': binaryContent() },
     },
+    202: {
+      description:
+        'Optimizers with `accumulate`: the contribution was validated and stored durably, and the step waits for the other workers\' (JSON whatever `Accept`: ' +
+        'it holds no tensors). The same contribution sent again by the same worker (same values and loss) answers the same, with `replayed: true`.',
+      headers: { ...ETAG, step: STEP_HEADERS.step },
+      content: { 'application/json': { schema: ContributionPendingSchema } },
+    },
     400: problem('Malformed JSON.'),
     ...authErrors,
     406: problem('`Accept` allows none of application/json, application/octet-stream, application/vnd.safetensors. Nothing was applied.'),
-    409: problem('`expected_step` differs from the optimizer\'s step, or some params have not been uploaded yet (optimizers created by `shapes`).'),
+    409: problem(
+      '`expected_step` differs from the optimizer\'s step (`step` says the current one: with `accumulate`, a contribution to a step already applied), ' +
+        'some params have not been uploaded yet (optimizers created by `shapes`), or, with `accumulate`, this worker already contributed other values to the pending step.',
+    ),
     408: problem('A binary body that did not arrive in time (it may take 30 s plus one second per 64 KiB). Nothing was applied.'),
     412: IF_MATCH_FAILED,
     413: problem('Body larger than MAX_BODY_BYTES (JSON), or holding more JSON values than the route can use.'),
     415: problem('Content-Type is not one of the three formats (or names an unknown dtype), the body is compressed, or its charset is not UTF-8.'),
     422: problem(
       'Gradients whose structure, shapes, length or dtype differ from the optimizer\'s, non-finite numbers (unless `nonfinite: "skip"`), a malformed safetensors file, ' +
-        'an Idempotency-Key reused with other gradients, or a step that would overflow. Nothing is changed.',
+        'an Idempotency-Key reused with other gradients, or a step that would overflow. With `accumulate`: `worker` missing or out of range, `expected_step` ' +
+        'missing, a tensor left out (a contribution is dense: every tensor), or a reduced gradient that overflows. Nothing is changed.',
     ),
   },
 });
@@ -218,8 +234,11 @@ export const getParamsRoute = createRoute({
   security: SECURITY,
   middleware: [requireBearer] as const,
   summary: 'Current parameters',
-  description: 'The params as JSON (the default), raw bytes or safetensors (`Accept`), with the step count as a header too.',
-  request: { params: OptimizerIdParam, headers: AuthHeaderSchema },
+  description:
+    'The params as JSON (the default), raw bytes or safetensors (`Accept`), with the step count as a header too. With `min_step`, only params of at least ' +
+    'that many steps: the answer waits up to `wait` seconds for the step to land (workers of an accumulating optimizer wait so for the step they contributed to), ' +
+    'then is a 409 if it has not.',
+  request: { params: OptimizerIdParam, query: ParamsQuerySchema, headers: AuthHeaderSchema },
   responses: {
     200: {
       description:
@@ -230,6 +249,8 @@ export const getParamsRoute = createRoute({
     },
     ...authErrors,
     406: problem('`Accept` allows none of the three formats.'),
+    409: problem('`min_step` not reached after waiting `wait` seconds; `step` is the current count. Ask again.'),
+    422: problem('Invalid `min_step` or `wait` (0..30), or `wait` without `min_step`.'),
   },
 });
 
@@ -338,12 +359,14 @@ export const patchOptimizerRoute = createRoute({
   summary: 'Change hyperparameters, param groups, the schedule or the time-to-live',
   description:
     'Merges the given hyperparameters into the stored ones, replaces the param groups (null removes them) and the schedule (null removes it) and/or ' +
-    'sets a new `ttl` (the optimizer then expires `ttl` seconds from now, or from its next call). Unknown fields are rejected; a rejected PATCH changes nothing.',
+    'sets a new `ttl` (the optimizer then expires `ttl` seconds from now, or from its next call) and/or `accumulate` (409 while contributions to the pending ' +
+    'step are held). Unknown fields are rejected; a rejected PATCH changes nothing.',
   request: { params: OptimizerIdParam, headers: ConditionalHeadersSchema, body: jsonBody(PatchOptimizerSchema) },
   responses: {
     200: { description: 'Updated metadata.', headers: ETAG, content: { 'application/json': { schema: OptimizerInfoSchema } } },
     400: problem('Malformed JSON.'),
     ...authErrors,
+    409: problem('A change of `accumulate` while contributions to the pending step are held; nothing was changed.'),
     412: IF_MATCH_FAILED,
     413: problem('Body larger than MAX_BODY_BYTES, or holding more JSON values than the route can use.'),
     415: problem('Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
