@@ -236,6 +236,14 @@ describe('contributions: duplicates, late ones, bad ones', () => {
     expectSame((await opCall('GET', acc, '/params')).body.params, (await referenceStep(ref, 0, c)).params);
   });
 
+  it('a sparse (row) gradient is not a contribution: 422 naming the tensor, nothing held', async () => {
+    const opt = await createOptimizer({ optimizer: 'sgd', params: { e: [[1, 2], [3, 4]] }, hyperparams: { lr: 0.1 }, accumulate: { contributions: 2, reduce: 'mean' } });
+    const rows = await opCall('POST', opt, '/step?worker=0', { grads: { e: { indices: [1], values: [[0.5, 0.5]] } }, expected_step: 0 });
+    expectProblem(rows, 422, 'grads.e');
+    expect(rows.body.detail).toMatch(/dense/);
+    expect((await opCall('GET', opt, '')).body.accumulate.received).toEqual([]);
+  });
+
   it('a reduced gradient that overflows is a 422 changing nothing; with nonfinite: "skip" the step is skipped and the contributions dropped', async () => {
     const opt = await createOptimizer({ optimizer: 'sgd', params: [1], hyperparams: { lr: 0.1 }, accumulate: { contributions: 2, reduce: 'sum' } });
     expect((await opCall('POST', opt, '/step?worker=0', { grads: [3e38], expected_step: 0 })).status).toBe(202);
