@@ -75,6 +75,8 @@ export interface StartOptions {
   port?: number;
   /** Progress messages (default: none). */
   log?: (message: string) => void;
+  /** Serve the V8 inspector on this loopback port (scripts/scale-run.ts reads isolate heap sizes from it). */
+  inspectorPort?: number;
 }
 
 /** A port nobody listens on right now (the kernel's choice for port 0). */
@@ -218,7 +220,8 @@ export async function startWorkerd(options: StartOptions = {}): Promise<WorkerdS
     // (the benchmark blocks its event loop while wrk runs) fills up and stalls workerd.
     const logFile = join(dir, 'workerd.log');
     const logFd = openSync(logFile, 'a');
-    const child = spawn(WORKERD, ['serve', join(dir, 'config.capnp'), '--experimental'], { cwd: dir, detached: true, stdio: ['ignore', logFd, logFd] });
+    const inspector = options.inspectorPort === undefined ? [] : [`--inspector-addr=127.0.0.1:${options.inspectorPort}`];
+    const child = spawn(WORKERD, ['serve', join(dir, 'config.capnp'), '--experimental', ...inspector], { cwd: dir, detached: true, stdio: ['ignore', logFd, logFd] });
     closeSync(logFd);
     const outputTail = () => {
       try {
