@@ -224,16 +224,19 @@ async function fingerprint(dtype: Dtype, grads: FloatArray, loss: number | undef
   const body = new Uint8Array(grads.buffer, grads.byteOffset, grads.byteLength);
   // Sparse gradients: each one's tensor, row count, indices and values (a retry with other rows is another step).
   const rows = sparse.flatMap((r, t) => (r ? [new TextEncoder().encode(`|${t}:${r.rows.length}:`), new Uint8Array(r.rows.buffer, r.rows.byteOffset, r.rows.byteLength), new Uint8Array(r.values.buffer, r.values.byteOffset, r.values.byteLength)] : []));
-  const all = new Uint8Array(head.length + body.length + rows.reduce((n, b) => n + b.length, 0));
-  all.set(head);
-  all.set(body, head.length);
-  let at = head.length + body.length;
-  for (const b of rows) {
-    all.set(b, at);
-    at += b.length;
+  // Hashed a piece at a time (the digest of their concatenation): a whole copy of the gradient
+  // would add an array to the isolate's peak, on every contribution of an accumulated step.
+  const digest = new crypto.DigestStream('SHA-256');
+  const writer = digest.getWriter();
+  for (const b of [head, body, ...rows]) {
+    for (let at = 0; at < b.length; at += FINGERPRINT_PIECE) await writer.write(b.slice(at, at + FINGERPRINT_PIECE));
   }
-  return hex(await crypto.subtle.digest('SHA-256', all));
+  await writer.close();
+  return hex(await digest.digest);
 }
+
+/** Bytes hashed per write (copied out of the kernel's memory, which a stream may not hold). */
+const FINGERPRINT_PIECE = 1 << 20;
 
 /** Turns a thrown problem into an outcome (RPC would lose the class); anything else is a bug. */
 async function outcome<T>(fn: () => Promise<T>): Promise<Outcome<T>> {
