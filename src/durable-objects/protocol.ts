@@ -9,6 +9,7 @@ import type { PlateauState } from '../schedules/plateau.ts';
 import type { ScheduleSpec } from '../schedules/types.ts';
 import type { FlatTensors, TensorLayout } from '../tensors/tree.ts';
 import type { WireDtype } from '../wire/dtypes.ts';
+import type { ByteSource } from '../wire/stream.ts';
 
 /** A param group as validated (src/lib/param-groups.ts's ParamGroup), in types RPC can carry. */
 export interface GroupOut {
@@ -119,8 +120,8 @@ export type TensorsIn =
       /** Paths (under the tree's root) of the tensors whose gradient was `null`, left out of `flat`: frozen. */
       frozen?: string[][];
     }
-  | { format: 'raw'; dtype: WireDtype | null; body: ReadableStream<Uint8Array> | Uint8Array; length: number | null }
-  | { format: 'safetensors'; body: ReadableStream<Uint8Array> | Uint8Array; length: number | null };
+  | { format: 'raw'; dtype: WireDtype | null; body: ByteSource; length: number | null }
+  | { format: 'safetensors'; body: ByteSource; length: number | null };
 
 export interface StepArgs {
   grads: TensorsIn;
@@ -208,7 +209,7 @@ export interface RestoreFileArgs {
   /** An If-Match header: the change is made only in that state (412 otherwise). */
   ifMatch?: string | undefined;
   format: 'safetensors';
-  body: ReadableStream<Uint8Array> | Uint8Array;
+  body: ByteSource;
   length: number | null;
   quota: KeyQuota;
 }

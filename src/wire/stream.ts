@@ -43,11 +43,57 @@ export class StreamTimeoutError extends Error {
   }
 }
 
-/** A body as the Worker may hand it on: bytes already read, or a stream. */
-export type ByteSource = Uint8Array | ReadableStream<Uint8Array>;
+/**
+ * A body as the Worker may hand it on: bytes already read, a stream, or a function returning its
+ * next piece (null at the end): called over RPC, one round trip per piece of PULL_PIECE_BYTES.
+ */
+export type ByteSource = Uint8Array | ReadableStream<Uint8Array> | PullSource;
+export type PullSource = () => Promise<Uint8Array | null>;
+
+/** Bytes per piece of a pull source (pullSource). */
+export const PULL_PIECE_BYTES = 1 << 20;
+/** How long a pull source waits for more bytes before handing on a piece it has begun. */
+export const PULL_LINGER_MS = 20;
+
+/**
+ * A stream read in pieces of `size` bytes (the last shorter), each a whole array (RPC serializes a
+ * view's whole buffer). A stream passed over RPC arrives in frames of about 4 KiB, each an I/O
+ * round trip for the reader (a 16 MB gradient: ~4,000); the object calling this instead makes one
+ * call per piece, and the frames are joined here, where reading them is cheap.
+ */
+export function pullSource(stream: ReadableStream<Uint8Array>, size = PULL_PIECE_BYTES, lingerMs = PULL_LINGER_MS): PullSource {
+  const reader = stream.getReader();
+  let carry: Uint8Array | null = null;
+  let next: Promise<ReadableStreamReadResult<Uint8Array>> | null = null; // a read still under way
+  return async () => {
+    const piece = new Uint8Array(size);
+    let filled = 0;
+    while (filled < size) {
+      let chunk = carry;
+      carry = null;
+      if (!chunk) {
+        next ??= reader.read();
+        // A body arriving slowly is handed on as it comes (so the object sees it keep pace): once
+        // the piece holds something, a read that takes longer than lingerMs ends it.
+        const result = filled === 0 ? await next : await Promise.race([next, new Promise<null>((r) => setTimeout(() => r(null), lingerMs))]);
+        if (result === null) break;
+        next = null;
+        if (result.done) break;
+        chunk = result.value;
+      }
+      const take = Math.min(size - filled, chunk.length);
+      piece.set(chunk.subarray(0, take), filled);
+      filled += take;
+      if (take < chunk.length) carry = chunk.subarray(take);
+    }
+    if (filled === 0) return null;
+    return filled === size ? piece : piece.slice(0, filled);
+  };
+}
 
 export class ByteReader {
   readonly #reader: ReadableStreamDefaultReader<Uint8Array> | null;
+  readonly #pull: PullSource | null = null;
   #pending: Uint8Array;
   #received = 0;
   #done = false;
@@ -57,7 +103,11 @@ export class ByteReader {
   /** With `paced`, a stream that does not keep TRANSFER_PACE is cancelled (StreamTimeoutError). */
   constructor(source: ByteSource, paced = false) {
     this.#paced = paced;
-    if (source instanceof Uint8Array) {
+    if (typeof source === 'function') {
+      this.#reader = null;
+      this.#pull = source;
+      this.#pending = new Uint8Array(0);
+    } else if (source instanceof Uint8Array) {
       this.#reader = null;
       this.#pending = source;
       this.#done = true;
@@ -78,7 +128,10 @@ export class ByteReader {
       let chunk: ReadableStreamReadResult<Uint8Array> | 'late';
       let timer: ReturnType<typeof setTimeout> | null = null;
       try {
-        const read = this.#reader!.read();
+        const pull = this.#pull;
+        const read: Promise<ReadableStreamReadResult<Uint8Array>> = pull
+          ? pull().then((value) => (value === null ? { done: true, value: undefined } : { done: false, value }))
+          : this.#reader!.read();
         if (!this.#paced) chunk = await read;
         else {
           const wait = paceDeadline(this.#startedAt, this.#received) - Date.now();

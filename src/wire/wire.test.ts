@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { elementSink, parseDtypeName, type WireDtype } from './dtypes.ts';
 import { acceptFormat, bodyFormat } from './media.ts';
 import { WireError, encodeHeader, headerLength, parseHeader } from './safetensors.ts';
-import { ByteReader, StreamLengthError } from './stream.ts';
+import { ByteReader, StreamLengthError, pullSource } from './stream.ts';
 
 /** float16 bits → value by the IEEE 754 binary16 definition. */
 function half(h: number): number {
@@ -159,5 +159,39 @@ describe('negotiation', () => {
     expect(acceptFormat('application/json;q=0.4, application/vnd.safetensors;q=0.8', all, 'raw')).toBe('safetensors');
     expect(acceptFormat('application/octet-stream;q=0, */*;q=0.1', all, 'raw')).toBe('json');
     expect(() => acceptFormat('image/png', all, 'raw')).toThrow(/allows none/);
+  });
+});
+
+describe('pullSource: a stream handed on in whole pieces', () => {
+  /** A stream of `chunks` (each delivered after `delayMs`). */
+  const streamOf = (chunks: Uint8Array[], delayMs = 0) =>
+    new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+        const next = chunks.shift();
+        if (next) controller.enqueue(next);
+        else controller.close();
+      },
+    });
+  const bytes = (from: number, n: number) => Uint8Array.from({ length: n }, (_, i) => (from + i) % 251);
+
+  it('joins small frames into pieces of the given size (the last shorter), each its own buffer', async () => {
+    const frames = Array.from({ length: 10 }, (_, k) => bytes(k * 7, 7)); // 70 bytes in frames of 7
+    const pull = pullSource(streamOf(frames), 16);
+    const pieces: Uint8Array[] = [];
+    for (let p = await pull(); p !== null; p = await pull()) pieces.push(p);
+    expect(pieces.map((p) => p.length)).toEqual([16, 16, 16, 16, 6]);
+    for (const p of pieces) expect(p.byteOffset === 0 && p.buffer.byteLength === p.length).toBe(true);
+    expect(Array.from(new Uint8Array(pieces.flatMap((p) => Array.from(p))))).toEqual(Array.from(bytes(0, 70)));
+    expect(await pull()).toBeNull();
+  });
+
+  it('hands on a begun piece when the next frame is slow, and loses no byte', async () => {
+    const frames = [bytes(0, 5), bytes(5, 5), bytes(10, 5)];
+    const pull = pullSource(streamOf(frames, 60), 1024, 20);
+    const pieces: number[][] = [];
+    for (let p = await pull(); p !== null; p = await pull()) pieces.push(Array.from(p));
+    expect(pieces.length).toBeGreaterThan(1);
+    expect(pieces.flat()).toEqual(Array.from(bytes(0, 15)));
   });
 });

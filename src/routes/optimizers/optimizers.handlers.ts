@@ -26,6 +26,7 @@ import { layoutFromShapes, layoutSize, layoutWeight, leaves, type TensorLayout }
 import { WIRE_DTYPES, elementSink, firstNonFiniteIn, fitsInto, type WireDtype } from '../../wire/dtypes.ts';
 import { acceptFormat, bodyFormat, type Format } from '../../wire/media.ts';
 import { WireError, inLayoutOrder } from '../../wire/safetensors.ts';
+import { pullSource, type ByteSource } from '../../wire/stream.ts';
 import { checkCheckpointHeader } from '../../durable-objects/checkpoint-header.ts';
 import { readHeader } from '../../wire/slots-file.ts';
 import { checkpointResponse, infoJson, jsonResponse, paramsResponse, snapshotJsonStream, stepResponse } from './optimizers.encode.ts';
@@ -40,35 +41,32 @@ function validJson<T>(c: Context<AppEnv>): T {
   return (c.req.valid as (target: 'json') => T)('json');
 }
 
-/** A binary body as the object will read it: the stream (or the bytes, when already read) and its declared length. */
-function binaryBody(c: Context<AppEnv>, format: 'raw' | 'safetensors', dtype: WireDtype | null): TensorsIn {
-  const header = c.req.header('content-length');
-  const length = header !== undefined && /^\d+$/.test(header) ? Number(header) : null;
-  const body = c.req.raw.bodyUsed || c.req.raw.body === null ? new Uint8Array(0) : c.req.raw.body;
-  return format === 'raw' ? { format, dtype, body, length } : { format, body, length };
-}
-
 /**
- * Bodies up to this many bytes go to the object as one array rather than a stream: a stream passed
- * over RPC arrives in pieces of about 4 KiB, each an I/O round trip for the object (a 4 MB gradient:
- * ~1,000 of them, about half its step), while one array is one message. Larger bodies stream, so the
- * object never holds a second copy of a large gradient.
+ * Bodies up to this many bytes go to the object as one array: a stream passed over RPC arrives in
+ * frames of about 4 KiB, each an I/O round trip for the object (a 4 MB gradient: ~1,000 of them,
+ * about half its step), while one array is one message. Larger bodies go as a pull source (one call
+ * per MiB), so the object never holds a second copy of a large gradient.
  */
 export const BYTES_HANDOFF_MAX = 4 * 1024 * 1024 + 64 * 1024;
 
 /**
  * The body as the object will read it: the bytes when a middleware already read them (Hono caches
  * them) or when small enough (read once the object has accepted the token, so an anonymous caller
- * cannot make the Worker read it), else the stream.
+ * cannot make the Worker read it), else a pull source over the stream (read only as the object,
+ * which checks the token first, asks for it).
  */
 async function bodySource(c: Context<AppEnv>, format: 'raw' | 'safetensors', dtype: WireDtype | null): Promise<TensorsIn> {
-  const input = binaryBody(c, format, dtype);
-  if (c.req.raw.bodyUsed && input.format !== 'json') input.body = new Uint8Array(await c.req.arrayBuffer());
-  else if (input.format !== 'json' && input.length !== null && input.length <= BYTES_HANDOFF_MAX && !(input.body instanceof Uint8Array)) {
+  const header = c.req.header('content-length');
+  const length = header !== undefined && /^\d+$/.test(header) ? Number(header) : null;
+  const raw = c.req.raw;
+  let body: ByteSource;
+  if (raw.bodyUsed) body = new Uint8Array(await c.req.arrayBuffer());
+  else if (raw.body === null) body = new Uint8Array(0);
+  else if (length !== null && length <= BYTES_HANDOFF_MAX) {
     unwrap(await stubFor(c, c.req.param('id')!).authorize(await tokenHash(c)));
-    input.body = new Uint8Array(await c.req.raw.arrayBuffer());
-  }
-  return input;
+    body = new Uint8Array(await raw.arrayBuffer());
+  } else body = pullSource(raw.body);
+  return format === 'raw' ? { format, dtype, body, length } : { format, body, length };
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
