@@ -259,6 +259,39 @@ describe('contributions: duplicates, late ones, bad ones', () => {
     expect(meta.skipped_steps).toBe(1);
     expect(meta.accumulate.received).toEqual([]);
   });
+
+  it('after a skipped step, the same contribution again answers as that step (skipped, replayed) instead of joining the next set', async () => {
+    const opt = await createOptimizer({ optimizer: 'sgd', params: [1, 1], hyperparams: { lr: 0.5, nonfinite: 'skip' }, accumulate: { contributions: 2, reduce: 'sum' } });
+    const g0 = encodeValues([1, 1], 'F32');
+    const raw = (worker: number, body: Uint8Array) =>
+      callBytes('POST', `/v1/optimizers/${opt.id}/step?worker=${worker}&expected_step=0`, body, authed(opt.token, { 'content-type': RAW, accept: 'application/json' }));
+    expect((await raw(0, g0)).status).toBe(202);
+    const skipped = await raw(1, encodeValues([NaN, 1], 'F32'));
+    expect(skipped.body).toMatchObject({ step: 0, skipped: true });
+    // Worker 0 lost its 202 and sends the same request again (no Idempotency-Key).
+    const again = await raw(0, g0);
+    expect(again.status).toBe(200);
+    expect(again.body).toMatchObject({ step: 0, skipped: true, replayed: true });
+    expect((await info(opt)).accumulate.received).toEqual([]);
+    // New gradients make the next set, which steps: sum [0.25, 0.5] + [0.25, 0.5].
+    expect((await raw(0, encodeValues([0.25, 0.5], 'F32'))).status).toBe(202);
+    const stepped = await raw(1, encodeValues([0.25, 0.5], 'F32'));
+    expect(stepped.body).toMatchObject({ step: 1, params: [1 - 0.5 * 0.5, 1 - 0.5 * 1] });
+  });
+
+  it('SparseAdam (sparse gradients only) cannot accumulate dense contributions: 422 at create and PATCH', async () => {
+    const created = await callBytes('POST', '/v1/optimizers', { optimizer: 'sparse_adam', params: { w: [[0, 0]] }, accumulate: { contributions: 2 } }, { 'content-type': 'application/json' });
+    expectProblem(created, 422, 'accumulate');
+    const opt = await createOptimizer({ optimizer: 'sparse_adam', params: { w: [[0, 0]] } });
+    expectProblem(await opCall('PATCH', opt, '', { accumulate: { contributions: 2 } }), 422, 'accumulate');
+    expect((await info(opt)).accumulate).toBeUndefined();
+  });
+
+  it('the mean of finite losses whose sum overflows is finite', async () => {
+    const opt = await createOptimizer({ optimizer: 'sgd', params: [1], hyperparams: { lr: 0.1 }, accumulate: { contributions: 2, reduce: 'mean' } });
+    for (const w of [0, 1]) await opCall('POST', opt, `/step?worker=${w}`, { grads: [0.5], expected_step: 0, loss: 1.7e308 });
+    expect((await opCall('GET', opt, '/history')).body.entries.map((e: Json) => e.loss)).toEqual([1.7e308]);
+  });
 });
 
 describe('durability and concurrency', () => {

@@ -172,3 +172,31 @@ describe('snapshots keep pace', () => {
     });
   }
 });
+
+describe('params answers: small ones are copies, large ones stream under the lock', () => {
+  for (const accept of [RAW, ST]) {
+    it(`a GET params (${accept}) of up to 4 MiB, never read, holds nothing: a step runs at once`, async () => {
+      Object.assign(TRANSFER_PACE, { graceMs: 60_000 }); // a held lock would outlast the test
+      const opt = await createOptimizer({ shapes: { w: [1 << 20] }, init: 'zeros' }); // 4 MiB of float32
+      expect((await put(opt, '/params', new Uint8Array(1 << 22), { 'content-type': RAW })).status).toBe(200);
+      const unread = await exports.default.fetch(new Request(`${BASE}/v1/optimizers/${opt.id}/params`, { headers: authed(opt.token, { accept }) }));
+      expect(unread.status).toBe(200);
+      const step = await within(post(opt, '/step?return=none', new Uint8Array(1 << 22), { 'content-type': RAW }), 5000);
+      expect(step === 'timeout' ? 'timeout' : step.status).toBe(200);
+      await unread.body!.cancel();
+    });
+  }
+
+  it('a larger GET params streams: a reader that stops is cut at the pace, and the lock is free again', async () => {
+    Object.assign(TRANSFER_PACE, { graceMs: 200, bytesPerSecond: 16 << 20 });
+    const n = (1 << 20) + 1024; // just over 4 MiB
+    const opt = await createOptimizer({ shapes: { w: [n] }, init: 'zeros' });
+    expect((await put(opt, '/params', new Uint8Array(4 * n), { 'content-type': RAW })).status).toBe(200);
+    const res = await exports.default.fetch(new Request(`${BASE}/v1/optimizers/${opt.id}/params`, { headers: authed(opt.token, { accept: RAW }) }));
+    const reader = res.body!.getReader();
+    await reader.read(); // then never again
+    const step = await within(post(opt, '/step?return=none', new Uint8Array(4 * n), { 'content-type': RAW }), 5000);
+    expect(step === 'timeout' ? 'timeout' : step.status).toBe(200);
+    await reader.cancel().catch(() => {});
+  });
+});

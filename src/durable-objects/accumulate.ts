@@ -69,6 +69,19 @@ export interface Completed {
   settle: (outcome: Omit<IdempotencyRow, 'fingerprint'>, remember: (key: string, row: IdempotencyRow) => void, known: (key: string) => boolean) => void;
 }
 
+/** The idempotency key under which a contribution consumed by a skipped step is remembered. */
+export const skippedKey = (worker: number, fingerprint: string) => `accumulate-skipped:${worker}:${fingerprint}`;
+
+/**
+ * 422 for an accumulate setting the optimizer cannot honour: contributions are dense, and
+ * SparseAdam takes sparse gradients only, so no set of contributions could ever complete.
+ */
+export function checkAccumulates(def: { name: string; sparse?: string }, spec: AccumulateSpec | null | undefined, path: Array<string | number>): void {
+  if (spec && def.sparse === 'only') {
+    throw validationProblem([fieldError(path, `${def.name} takes sparse gradients only, and contributions to an accumulated step are dense: it cannot accumulate`)]);
+  }
+}
+
 /** 422 for a step request that does not fit the optimizer's accumulate setting (checked before the body is read). */
 export function checkWorker(spec: AccumulateSpec | undefined, worker: number | undefined, expectedStep: number | undefined): void {
   if (!spec) {
@@ -210,12 +223,21 @@ export class Contributions {
       let total = 0;
       for (const l of losses) total += l!;
       loss = total / losses.length;
+      // Finite losses whose sum overflows: their mean is finite, taken as the sum of each / N.
+      if (!Number.isFinite(loss)) {
+        loss = 0;
+        for (const l of losses) loss += l! / losses.length;
+      }
     }
     return {
       completed: {
         loss,
         settle: (outcome, remember, known) => {
           for (const r of held) if (r.key !== null && r.key !== key && !known(r.key)) remember(r.key, { ...outcome, fingerprint: r.fingerprint });
+          // A skipped step leaves the step count as it was, so expected_step cannot tell a retried
+          // contribution from a new one: each consumed contribution is remembered by its worker
+          // and fingerprint, and the same one again answers as the skipped step (skippedRetry).
+          if (outcome.skipped === 1) for (const r of all) remember(skippedKey(r.worker, r.fingerprint), { ...outcome, fingerprint: r.fingerprint });
           this.drop();
         },
       },

@@ -33,7 +33,7 @@ import { WIRE_DTYPES, firstNonFiniteIn, wireDtypeOf, type WireDtype } from '../w
 import { WireError, inLayoutOrder, type TensorEntry } from '../wire/safetensors.ts';
 import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Placement } from './decode.ts';
 import { checkCheckpointHeader } from './checkpoint-header.ts';
-import { Contributions, StepWaiters, accumulateInfo, checkWorker, notReached, patchedAccumulate } from './accumulate.ts';
+import { Contributions, StepWaiters, accumulateInfo, checkAccumulates, checkWorker, notReached, patchedAccumulate, skippedKey } from './accumulate.ts';
 import { Mutex } from './mutex.ts';
 import { paceDeadline } from '../wire/stream.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
@@ -81,6 +81,11 @@ export const MAX_MISSING_RANGES = 10_000;
 export const IDEMPOTENCY_KEYS_KEPT = 256;
 /** History entries (applied and skipped steps) kept per optimizer. */
 export const HISTORY_KEPT = 10_000;
+/**
+ * Params answers up to this many bytes are copied (a slow reader then holds nothing); larger ones
+ * stream from the object's memory under its lock (the isolate's peak stays one state).
+ */
+export const PARAMS_COPY_MAX = 4 * 1024 * 1024;
 
 /**
  * Bytes a hosted state of `size` elements takes: params, the gradient buffer and every slot the
@@ -538,13 +543,17 @@ export class HostedOptimizer extends DurableObject<Env> {
   }
 
   /**
-   * The params as a stream read straight from the object's memory, piece by piece: a whole copy
-   * (and RPC's serialized copy of it) would add two arrays to the isolate's peak. The running
-   * operation's lock is held until the stream is read, cancelled, or falls behind TRANSFER_PACE.
+   * The params: a copy when at most PARAMS_COPY_MAX bytes; larger, a stream read straight from the
+   * object's memory piece by piece (a whole copy, and RPC's serialized copy of it, would add two
+   * arrays to the isolate's peak), the running operation's lock held until it is read, cancelled,
+   * or falls behind TRANSFER_PACE (as a snapshot is).
    */
   #paramsOut(loaded: Loaded): TensorsOut {
+    const { params } = loaded;
+    const out = { dtype: loaded.meta.dtype, layout: loaded.layout, size: params.length };
+    if (params.byteLength <= PARAMS_COPY_MAX) return { ...out, data: new Uint8Array(params.buffer.slice(params.byteOffset, params.byteOffset + params.byteLength)) };
     if (!this.#holdLock) throw new Error('#paramsOut outside a locked operation');
-    return { dtype: loaded.meta.dtype, layout: loaded.layout, size: loaded.params.length, data: lockedByteStream([loaded.params], this.#holdLock()) };
+    return { ...out, data: lockedByteStream([params], this.#holdLock()) };
   }
 
   /**
@@ -647,6 +656,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         const hps = checkedGroupHp(def, hyperparams, groups, groupOf, args.schedule, ['hyperparams'], args.groupsPath);
         checkShapes(def, layout, [args.params ? 'params' : 'shapes']);
         checkCheckpointHeader(def, layout, ['params']);
+        checkAccumulates(def, args.accumulate, ['accumulate']);
         const size = layoutSize(layout);
         const memory = this.#allocate(def, dtype, size);
         if (args.params) memory.params.set(args.params);
@@ -752,6 +762,14 @@ export class HostedOptimizer extends DurableObject<Env> {
         const t = sparse.findIndex((r) => r !== null);
         if (t >= 0) {
           throw validationProblem([fieldError(['grads', ...leaves(layout)[t]!.path], 'is sparse (rows): a contribution to an accumulated step carries a dense gradient of every tensor')]);
+        }
+      }
+      if (meta.accumulate && args.idempotencyKey === undefined) {
+        // The same contribution again after the step it joined was skipped (see settle): that step's answer.
+        const seen = this.#store.idempotency(skippedKey(args.worker!, print));
+        if (seen && seen.seq === meta.seq && seen.step === meta.step) {
+          lap('storage');
+          return { etag: etagOf(meta), value: { step: seen.step, lr: seen.lr, replayed: true, skipped: true, ...(seen.grad_norm === null ? {} : { gradNorm: seen.grad_norm }), params: null, timings } };
         }
       }
       const accumulated = meta.accumulate
@@ -960,7 +978,13 @@ export class HostedOptimizer extends DurableObject<Env> {
       const size = layoutSize(layout);
       if (owner && size !== loaded.meta.size) {
         // A larger state must fit the owner's element quota: asked before anything is stored.
-        const booked = (await registryOf(this.env, owner).reserve(owner, loaded.meta.id, size, args.quota, 'params')) as unknown as Outcome<unknown>;
+        let booked: Outcome<unknown>;
+        try {
+          booked = (await registryOf(this.env, owner).reserve(owner, loaded.meta.id, size, args.quota, 'params')) as unknown as Outcome<unknown>;
+        } catch (e) {
+          this.#load(); // the planned state replaced the loaded arrays: take the stored one back
+          throw e;
+        }
         if (!booked.ok) {
           this.#load();
           throw ProblemError.fromData(booked.problem);
@@ -1279,6 +1303,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         plateau = lrs ? { ...shared, group_lrs: lrs } : shared;
       }
       const accumulate = patchedAccumulate(meta.accumulate, args.accumulate, this.#contributions.workers());
+      checkAccumulates(loaded.def, accumulate, ['accumulate']);
       const { groups: _groups, ...rest } = meta;
       const next: StoredMeta = {
         ...rest,
@@ -1356,6 +1381,7 @@ export class HostedOptimizer extends DurableObject<Env> {
     this.#read = true; // nothing left to read
     this.#kernel = null; // frees the kernel's memory
     await this.#store.deleteAll(); // wipes every table (and the alarm) atomically
+    this.#waiters.notify(Infinity); // requests waiting for a step (DELETE or expiry): answered now, 404
     if (owner) {
       try {
         await registryOf(this.env, owner).release(this.ctx.id.toString());

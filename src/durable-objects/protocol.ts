@@ -101,11 +101,12 @@ export interface TensorsOut {
   /** Elements, in layout order. */
   size: number;
   /**
-   * The values' bytes (little-endian, layout order), copied a piece at a time from the object's
-   * memory while it holds its lock: no copy of the whole tensor exists on either side. Read it to
-   * its end or cancel it (the lock is also freed when the reader falls behind TRANSFER_PACE).
+   * The values' bytes (little-endian, layout order): a copy when small (PARAMS_COPY_MAX), else a
+   * stream copied a piece at a time from the object's memory while it holds its lock, so no copy of
+   * a large tensor exists on either side. Read a stream to its end or cancel it (the lock is also
+   * freed when the reader falls behind TRANSFER_PACE).
    */
-  data: ReadableStream<Uint8Array>;
+  data: ReadableStream<Uint8Array> | Uint8Array;
 }
 
 /**

@@ -9,7 +9,7 @@ import { bytesOf, wireDtypeOf } from '../../wire/dtypes.ts';
 import { approxTreeJsonLength, objectJson, textStream, treeJson, treeJsonPieces, type JsonField } from '../../wire/json.ts';
 import { MEDIA_TYPES, type Format } from '../../wire/media.ts';
 import { WireError, encodeHeader, type EntrySpec } from '../../wire/safetensors.ts';
-import { ByteReader } from '../../wire/stream.ts';
+import { ByteReader, aligned } from '../../wire/stream.ts';
 
 const JSON_TYPE = { 'content-type': 'application/json' };
 
@@ -105,6 +105,10 @@ function withLength(body: ReadableStream<Uint8Array>, length: number): ReadableS
 
 /** The params' values read to their end from the object's stream (JSON answers, bounded by the JSON limits). */
 async function valuesOf(params: TensorsOut): Promise<FloatArray> {
+  if (params.data instanceof Uint8Array) {
+    const bytes = aligned(params.data, params.dtype === 'float32' ? 4 : 8);
+    return params.dtype === 'float32' ? new Float32Array(bytes.buffer, bytes.byteOffset, params.size) : new Float64Array(bytes.buffer, bytes.byteOffset, params.size);
+  }
   const values = params.dtype === 'float32' ? new Float32Array(params.size) : new Float64Array(params.size);
   const bytes = new Uint8Array(values.buffer);
   const reader = new ByteReader(params.data);
@@ -133,19 +137,26 @@ async function tensorsAnswer(format: Format, head: Record<string, number | boole
     if (format === 'raw') {
       if (!params) return new Response(new Uint8Array(0), { status: 200, headers: { ...common, 'content-type': MEDIA_TYPES.raw } });
       const type = `${MEDIA_TYPES.raw}; dtype=${params.dtype}`;
-      return new Response(withLength(params.data, params.size * itemBytes), { status: 200, headers: { ...common, 'content-type': type } });
+      const body = params.data instanceof Uint8Array ? params.data : withLength(params.data, params.size * itemBytes);
+      return new Response(body, { status: 200, headers: { ...common, 'content-type': type } });
     }
     if (!params) {
       const empty = encodeHeader([], meta).header;
       return new Response(empty, { status: 200, headers: { ...common, 'content-type': MEDIA_TYPES.safetensors } });
     }
     const header = paramsHeader(params.layout, params.dtype, meta);
+    if (params.data instanceof Uint8Array) {
+      const file = new Uint8Array(header.length + params.data.length);
+      file.set(header);
+      file.set(params.data, header.length);
+      return new Response(file, { status: 200, headers: { ...common, 'content-type': MEDIA_TYPES.safetensors } });
+    }
     return new Response(withLength(prefixed(header, params.data), header.length + params.size * itemBytes), {
       status: 200,
       headers: { ...common, 'content-type': MEDIA_TYPES.safetensors },
     });
   } catch (e) {
-    if (params && !params.data.locked) void params.data.cancel().catch(() => {});
+    if (params && !(params.data instanceof Uint8Array) && !params.data.locked) void params.data.cancel().catch(() => {});
     throw e;
   }
 }
