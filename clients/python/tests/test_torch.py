@@ -420,8 +420,8 @@ class HostedOptimizerTest(unittest.TestCase):
     # -- sparse (row) gradients -----------------------------------------------------------------
 
     def test_sparse_embedding_gradients_equal_torch(self):
-        """nn.Embedding(sparse=True): its .grad is sparse (uncoalesced, rows repeated as the batch repeats
-        them) and goes as rows; SparseAdam and Adagrad coalesce as torch does, SGD adds them as sent."""
+        # nn.Embedding(sparse=True): its .grad is sparse (uncoalesced, rows repeated as the batch repeats
+        # them) and goes as rows; SparseAdam and Adagrad coalesce as torch does, SGD adds them as sent.
         cases = [
             ("sparse_adam", torch.optim.SparseAdam, {"lr": 0.01, "betas": (0.8, 0.99)}, False),
             ("sgd", torch.optim.SGD, {"lr": 0.1}, True),
@@ -457,10 +457,10 @@ class HostedOptimizerTest(unittest.TestCase):
     # -- many workers, one optimizer ------------------------------------------------------------
 
     def test_worker_processes_accumulating_equal_one_process_with_the_averaged_gradients(self):
-        """3 worker processes (multiprocessing, spawn) each attach with worker=i and train one model:
-        every step is one hosted Adam step with the mean of their gradients. The same training in this
-        process with torch.optim.Adam and the gradients averaged as the service documents it,
-        ((g0 + g1) + g2) / 3 in float32, holds the same bits after every step, in every worker."""
+        # 3 worker processes (multiprocessing, spawn) each attach with worker=i and train one model:
+        # every step is one hosted Adam step with the mean of their gradients. The same training in this
+        # process with torch.optim.Adam and the gradients averaged as the service documents it,
+        # ((g0 + g1) + g2) / 3 in float32, holds the same bits after every step, in every worker.
         import multiprocessing
 
         workers, steps = 3, 4
