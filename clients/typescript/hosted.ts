@@ -7,6 +7,10 @@
 //   for (…) params = await opt.step(grads);          // Float32Array in layout order, or by name
 //   const checkpoint = await opt.snapshot();          // safetensors bytes torch can load
 //
+// Many workers, one optimizer: create it with `accumulate: N`; each worker (`worker: i` at create or
+// attach) calls `step(grads)`, which posts its contribution and resolves with the params of the step
+// once every worker's has arrived (a long-poll of GET …/params?min_step=k&wait=30).
+//
 // Creation sends only the layout (create by shapes), then the initial values as raw bytes in parts,
 // so no request carries more than `partBytes`. Steps send raw little-endian gradients and read the
 // new params back raw. Every call that changes something carries an Idempotency-Key and is retried
@@ -20,6 +24,20 @@ type Floats = Float32Array | Float64Array;
 
 /** A tensor: a 1-D typed array, or values with a shape (row-major). */
 export type TensorInput = Floats | { shape: number[]; values: Floats };
+
+/**
+ * A sparse (row) gradient, for `sgd`, `adagrad` and `sparse_adam`: rows of the tensor's first
+ * dimension (repeats allowed, as an embedding's backward gives them) and one row of values each,
+ * `values.length === indices.length * (size / shape[0])`. Sent as `grads.indices/<name>` (I64) with
+ * `grads.values/<name>`; the step is torch's with `torch.sparse_coo_tensor(indices, values)`.
+ */
+export interface SparseRows {
+  indices: ArrayLike<number>;
+  values: Floats;
+}
+
+/** Many workers, one optimizer: contributions (workers) per step, and how they are reduced (default mean). */
+export type Accumulate = number | { contributions: number; reduce?: 'mean' | 'sum' };
 
 export interface LayoutEntry {
   name: string;
@@ -42,6 +60,10 @@ export interface HostedOptimizerOptions {
   /** A server-side learning-rate schedule (`POST /v1/schedules/evaluate` describes them). */
   schedule?: Record<string, unknown>;
   dtype?: Dtype;
+  /** Many workers, one optimizer: each step takes one gradient from each of N workers (README "Many workers, one optimizer"). */
+  accumulate?: Accumulate;
+  /** This process's worker id 0..N-1 under `accumulate`: `step` contributes, then waits for the step. */
+  worker?: number;
   /** An API key, when the server requires one (`API_KEYS`): sent to create the optimizer. */
   apiKey?: string;
   /** Largest request body of an upload part (default 8 MiB). */
@@ -126,15 +148,21 @@ export class HostedOptimizer {
   /** Where each named tensor sits in the flat params (layout order). */
   readonly layout: LayoutEntry[];
   readonly size: number;
+  /** Steps the optimizer had taken at the last answer this object saw (`expected_step` of a contribution). */
+  stepCount: number;
+  /** This process's worker id under `accumulate` (step() contributes and waits), or undefined. */
+  worker: number | undefined;
   readonly #conn: Connection;
 
-  private constructor(conn: Connection, id: string, token: string, dtype: Dtype, layout: LayoutEntry[]) {
+  private constructor(conn: Connection, id: string, token: string, dtype: Dtype, layout: LayoutEntry[], step: number, worker: number | undefined) {
     this.#conn = conn;
     this.id = id;
     this.token = token;
     this.dtype = dtype;
     this.layout = layout;
     this.size = layout.reduce((n, t) => n + t.size, 0);
+    this.stepCount = step;
+    this.worker = worker;
   }
 
   /** Creates it by shapes, then uploads the params in raw parts. */
@@ -151,13 +179,14 @@ export class HostedOptimizer {
       ...(options.hyperparams ? { hyperparams: options.hyperparams } : {}),
       ...(options.paramGroups ? { param_groups: options.paramGroups } : {}),
       ...(options.schedule ? { schedule: options.schedule } : {}),
+      ...(options.accumulate !== undefined ? { accumulate: accumulateSetting(options.accumulate) } : {}),
     };
     const created = (await (await call(conn, 'POST', '/v1/optimizers', { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), idempotent: true })).json()) as {
       id: string;
       token: string;
       layout: LayoutEntry[];
     };
-    const opt = new HostedOptimizer(conn, created.id, created.token, dtype, created.layout);
+    const opt = new HostedOptimizer(conn, created.id, created.token, dtype, created.layout, 0, options.worker);
     const flat = dtype === 'float32' ? new Float32Array(opt.size) : new Float64Array(opt.size);
     const byName = new Map(tensors.map((t) => [t.name, t]));
     for (const entry of opt.layout) {
@@ -172,8 +201,8 @@ export class HostedOptimizer {
   /** An optimizer created elsewhere (another process, a restart), by its id and token. */
   static async attach(id: string, token: string, options: Omit<HostedOptimizerOptions, 'params'> = {}): Promise<HostedOptimizer> {
     const conn = connection(options);
-    const info = (await (await call(conn, 'GET', `/v1/optimizers/${id}`, { token })).json()) as { dtype: Dtype; layout: LayoutEntry[] };
-    return new HostedOptimizer(conn, id, token, info.dtype, info.layout);
+    const info = (await (await call(conn, 'GET', `/v1/optimizers/${id}`, { token })).json()) as { dtype: Dtype; layout: LayoutEntry[]; step: number };
+    return new HostedOptimizer(conn, id, token, info.dtype, info.layout, info.step, options.worker);
   }
 
   /** Uploads all params (flat, layout order) in raw parts of at most `partBytes`; the state is kept. */
@@ -189,10 +218,16 @@ export class HostedOptimizer {
   }
 
   /**
-   * One step: the gradients (flat in layout order as raw bytes, or by name in a safetensors file)
-   * go up and the new params come back flat. `loss` feeds a reduce_on_plateau schedule.
+   * One step: the gradients (flat in layout order as raw bytes, or by name in a safetensors file,
+   * where a tensor may get `SparseRows` instead) go up and the new params come back flat. `loss`
+   * feeds a reduce_on_plateau schedule and the history.
+   *
+   * With a `worker` (option, or the object's), the gradients are that worker's contribution to the
+   * step after `stepCount` (dense: send zeros for a tensor it did not touch): the answer is a 202
+   * until every worker's has arrived, so this waits for the step (GET …/params?min_step&wait, asked
+   * again while it is pending) and resolves with its params, as the last contributor's answer has them.
    */
-  async step(grads: Floats | Record<string, Floats>, options: { loss?: number } = {}): Promise<Floats> {
+  async step(grads: Floats | Record<string, Floats | SparseRows>, options: { loss?: number; worker?: number } = {}): Promise<Floats> {
     let body: Uint8Array<ArrayBuffer>;
     let contentType: string;
     if (ArrayBuffer.isView(grads)) {
@@ -202,14 +237,51 @@ export class HostedOptimizer {
       body = this.#safetensors(grads);
       contentType = SAFETENSORS;
     }
-    const query = options.loss === undefined ? '' : `?loss=${encodeURIComponent(String(options.loss))}`;
-    const res = await call(this.#conn, 'POST', `/v1/optimizers/${this.id}/step${query}`, { token: this.token, headers: { 'content-type': contentType, accept: RAW }, body, idempotent: true });
+    const worker = options.worker ?? this.worker;
+    const expected = this.stepCount;
+    const query = new URLSearchParams();
+    if (options.loss !== undefined) query.set('loss', String(options.loss));
+    if (worker !== undefined) {
+      query.set('worker', String(worker));
+      query.set('expected_step', String(expected));
+    }
+    const search = query.size > 0 ? `?${query}` : '';
+    const res = await call(this.#conn, 'POST', `/v1/optimizers/${this.id}/step${search}`, { token: this.token, headers: { 'content-type': contentType, accept: RAW }, body, idempotent: true });
+    if (res.status !== 202) return this.#answer(res);
+    await res.body?.cancel();
+    // A contribution held for the others: wait for the step it joined.
+    for (;;) {
+      try {
+        return this.#answer(await call(this.#conn, 'GET', `/v1/optimizers/${this.id}/params?min_step=${expected + 1}&wait=30`, { token: this.token, headers: { accept: RAW } }));
+      } catch (err) {
+        if (!(err instanceof HostedOptimizerError) || err.status !== 409) throw err;
+        // Not yet. Unless the set was dropped without a step (a skipped step under nonfinite: "skip", a restore): then as it is.
+        const info = (await this.info()) as { step: number; accumulate?: { received: number[] } | null };
+        if (info.step === expected && !(info.accumulate?.received ?? []).includes(worker!)) return this.params();
+      }
+    }
+  }
+
+  /** Waits (long-poll) until the optimizer has completed `minStep` steps, then returns its params. */
+  async waitForStep(minStep: number, seconds = 30): Promise<Floats> {
+    for (;;) {
+      try {
+        return this.#answer(await call(this.#conn, 'GET', `/v1/optimizers/${this.id}/params?min_step=${minStep}&wait=${seconds}`, { token: this.token, headers: { accept: RAW } }));
+      } catch (err) {
+        if (!(err instanceof HostedOptimizerError) || err.status !== 409) throw err;
+      }
+    }
+  }
+
+  async #answer(res: Response): Promise<Floats> {
+    const step = Number(res.headers.get('step'));
+    if (Number.isInteger(step)) this.stepCount = step;
     return this.#floats(await res.arrayBuffer());
   }
 
   /** The current params, flat in layout order. */
   async params(): Promise<Floats> {
-    return this.#floats(await (await call(this.#conn, 'GET', `/v1/optimizers/${this.id}/params`, { token: this.token, headers: { accept: RAW } })).arrayBuffer());
+    return this.#answer(await call(this.#conn, 'GET', `/v1/optimizers/${this.id}/params`, { token: this.token, headers: { accept: RAW } }));
   }
 
   /** One tensor of `flat` (params as `step` and `params` return them), by name. */
@@ -234,9 +306,10 @@ export class HostedOptimizer {
     return (await (await call(this.#conn, 'GET', `/v1/optimizers/${this.id}`, { token: this.token })).json()) as Record<string, unknown>;
   }
 
-  /** Changes hyperparameters, param groups or the schedule (PATCH). */
-  async update(patch: { hyperparams?: Record<string, unknown>; param_groups?: unknown; schedule?: unknown }): Promise<void> {
-    await call(this.#conn, 'PATCH', `/v1/optimizers/${this.id}`, { token: this.token, headers: { 'content-type': 'application/json' }, body: JSON.stringify(patch) });
+  /** Changes hyperparameters, param groups, the schedule or accumulate (`null` turns it off) (PATCH). */
+  async update(patch: { hyperparams?: Record<string, unknown>; param_groups?: unknown; schedule?: unknown; accumulate?: Accumulate | null }): Promise<void> {
+    const body = patch.accumulate === undefined || patch.accumulate === null ? patch : { ...patch, accumulate: accumulateSetting(patch.accumulate) };
+    await call(this.#conn, 'PATCH', `/v1/optimizers/${this.id}`, { token: this.token, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   }
 
   async delete(): Promise<void> {
@@ -253,8 +326,8 @@ export class HostedOptimizer {
     return this.dtype === 'float32' ? new Float32Array(buffer) : new Float64Array(buffer);
   }
 
-  /** A safetensors file of the gradients given, named as their tensors (the others are frozen). */
-  #safetensors(grads: Record<string, Floats>): Uint8Array<ArrayBuffer> {
+  /** A safetensors file of the gradients given, named as their tensors (the others are frozen); rows as grads.indices/… with grads.values/…. */
+  #safetensors(grads: Record<string, Floats | SparseRows>): Uint8Array<ArrayBuffer> {
     if (this.layout.some((t) => t.name === '')) throw new Error('an optimizer of one unnamed tensor takes its gradient as a typed array');
     const dt = this.dtype === 'float32' ? 'F32' : 'F64';
     const header: Record<string, unknown> = {};
@@ -263,6 +336,20 @@ export class HostedOptimizer {
     for (const entry of this.layout) {
       const g = grads[entry.name];
       if (g === undefined) continue;
+      if (!ArrayBuffer.isView(g)) {
+        const rows = entry.shape[0];
+        if (rows === undefined) throw new Error(`tensor "${entry.name}" is 0-d: it has no rows`);
+        const k = g.indices.length;
+        const rowSize = rows === 0 ? 0 : entry.size / rows;
+        if (g.values.length !== k * rowSize) throw new Error(`gradient "${entry.name}": ${k} rows of ${rowSize} values need ${k * rowSize} values, got ${g.values.length}`);
+        const ix = new Uint8Array(BigInt64Array.from(Array.from(g.indices, (i) => BigInt(i))).buffer);
+        const vals = bytesOf(this.#typed(g.values));
+        header[`grads.indices/${entry.name}`] = { dtype: 'I64', shape: [k], data_offsets: [offset, offset + ix.length] };
+        header[`grads.values/${entry.name}`] = { dtype: dt, shape: [k, ...entry.shape.slice(1)], data_offsets: [offset + ix.length, offset + ix.length + vals.length] };
+        parts.push(ix, vals);
+        offset += ix.length + vals.length;
+        continue;
+      }
       if (g.length !== entry.size) throw new Error(`gradient "${entry.name}" must have ${entry.size} values, got ${g.length}`);
       const b = bytesOf(this.#typed(g));
       header[entry.name] = { dtype: dt, shape: entry.shape, data_offsets: [offset, offset + b.length] };
@@ -281,6 +368,10 @@ export class HostedOptimizer {
     }
     return out;
   }
+}
+
+function accumulateSetting(a: Accumulate): { contributions: number; reduce: 'mean' | 'sum' } {
+  return typeof a === 'number' ? { contributions: a, reduce: 'mean' } : { contributions: a.contributions, reduce: a.reduce ?? 'mean' };
 }
 
 function connection(options: { baseUrl?: string; apiKey?: string; attempts?: number; fetch?: typeof fetch }): Connection {

@@ -1,7 +1,8 @@
 // clients/typescript/hosted.ts against wrangler dev: a small model trained end to end through a
 // hosted optimizer (binary on the wire) equals the same training on the reference kernel
 // (src/optim/adam.ts, itself checked against torch fixtures) bit for bit at every step; a retried
-// step is applied once; snapshot/restore, attach, by-name and frozen gradients.
+// step is applied once; snapshot/restore, attach, by-name and frozen gradients; workers contributing to
+// one accumulated step (equal to the reference Adam with the float32 mean of their gradients); sparse rows.
 
 import { describe, expect, test } from 'vitest';
 import { createHostedOptimizer, HostedOptimizer, HostedOptimizerError } from '../../clients/typescript/hosted.ts';
@@ -86,6 +87,58 @@ describe('clients/typescript/hosted.ts', () => {
     const ref = adamStep({ dtype: 'float32', hyperparams: { ...ADAM_DEFAULTS, lr: 0.1 }, params: new Float32Array([1, 2]), grads: new Float32Array([1, 1]), state: { step: 0, m: new Float32Array(2), v: new Float32Array(2), vMax: null } });
     expect([...after]).toEqual([...ref.params]);
     await opt.delete();
+  });
+
+  test('workers of an accumulating optimizer: each step is the reference Adam with the float32 mean of their gradients', async () => {
+    const workers = 3;
+    const creator = await createHostedOptimizer({ baseUrl: baseUrl(), params: { w: new Float32Array(D), b: new Float32Array(1) }, hyperparams: { lr: 0.05 }, accumulate: workers, worker: 0 });
+    expect(((await creator.info()) as { accumulate: unknown }).accumulate).toEqual({ contributions: workers, reduce: 'mean', received: [], missing: workers });
+    const others = await Promise.all([1, 2].map((w) => HostedOptimizer.attach(creator.id, creator.token, { baseUrl: baseUrl(), worker: w })));
+    const all = [creator, ...others];
+    let ref: Float32Array = new Float32Array(D + 1);
+    let state: AdamState = { step: 0, m: new Float32Array(D + 1), v: new Float32Array(D + 1), vMax: null };
+    let params = await creator.params();
+    for (let k = 0; k < 5; k++) {
+      // Worker i's gradient: the logistic gradient at the shared params, scaled and shifted per worker.
+      const { gw, gb } = lossAndGrads(creator.tensor(params, 'w') as Float32Array, creator.tensor(params, 'b')[0]!);
+      const grads = all.map((_, i) => Float32Array.from([...gw, gb], (g, j) => Math.fround(g * (i + 1) + (i - 1) * 0.01 * (j + 1))));
+      // Concurrent contributions (the first worker sends last, so it waits by long-poll like the others).
+      const answers = await Promise.all(all.map(async (opt, i) => (i === 0 ? new Promise((r) => setTimeout(r, 50)).then(() => opt.step(grads[0]!, { loss: 0.5 })) : opt.step(grads[i]!, { loss: 0.5 }))));
+      const mean = grads[0]!.map((_, j) => Math.fround(Math.fround(Math.fround(grads[0]![j]! + grads[1]![j]!) + grads[2]![j]!) / workers));
+      ({ params: ref, state } = adamStep({ dtype: 'float32', hyperparams: { ...ADAM_DEFAULTS, lr: 0.05 }, params: ref, grads: mean, state }) as { params: Float32Array; state: AdamState });
+      for (const [i, got] of answers.entries()) {
+        const diff = got.findIndex((x, j) => !Object.is(x, ref[j]));
+        expect(diff, `step ${k + 1}, worker ${i}: params[${diff}] ${got[diff]} != reference ${ref[diff]}`).toBe(-1);
+        expect(all[i]!.stepCount).toBe(k + 1);
+      }
+      params = answers[0]!;
+    }
+    // A contribution with a stale expected_step is refused (409).
+    others[0]!.stepCount = 0;
+    await expect(others[0]!.step(new Float32Array(D + 1))).rejects.toSatisfy((e: unknown) => e instanceof HostedOptimizerError && e.status === 409);
+    await creator.update({ accumulate: null });
+    expect(((await creator.info()) as { accumulate?: unknown }).accumulate ?? null).toBeNull();
+    await creator.delete();
+  });
+
+  test('sparse rows: SGD steps each row sent (a repeated row twice), dense and sparse tensors in one step', async () => {
+    const emb = Float32Array.from([1, 2, 3, 4, 5, 6]); // [3, 2]
+    const opt = await createHostedOptimizer({ baseUrl: baseUrl(), params: { emb: { shape: [3, 2], values: emb }, bias: new Float32Array([0.5]) }, optimizer: 'sgd', hyperparams: { lr: 0.5 } });
+    const rows = { indices: [2, 0, 2], values: Float32Array.from([0.5, -0.25, 1, 0.75, 2, 0.125]) };
+    const got = await opt.step({ emb: rows, bias: new Float32Array([0.25]) });
+    // torch's sparse add: p[r] += -lr·v, one row after another (values chosen so every result is exact).
+    const want = Float32Array.from(emb);
+    rows.indices.forEach((r, i) => {
+      for (let j = 0; j < 2; j++) want[r * 2 + j] = want[r * 2 + j]! - 0.5 * rows.values[i * 2 + j]!;
+    });
+    expect([...opt.tensor(got, 'emb')]).toEqual([...want]);
+    expect([...want]).toEqual([0.5, 1.625, 3, 4, 3.75, 6.0625]);
+    expect(opt.tensor(got, 'bias')[0]).toBe(0.375);
+    // Adam takes no rows: a 422 naming the tensor.
+    const adam = await createHostedOptimizer({ baseUrl: baseUrl(), params: { emb: { shape: [3, 2], values: emb } } });
+    await expect(adam.step({ emb: rows })).rejects.toSatisfy((e: unknown) => e instanceof HostedOptimizerError && e.status === 422 && JSON.stringify(e.problem).includes('grads.values/emb'));
+    await opt.delete();
+    await adam.delete();
   });
 
   test('gradients by name in any order; float64; a 4xx is a typed error', async () => {

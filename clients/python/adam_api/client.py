@@ -20,7 +20,7 @@ import uuid
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from . import wire
-from .errors import AdamApiConnectionError, AdamApiError, error_for
+from .errors import AdamApiConnectionError, AdamApiError, ConflictError, error_for
 from .wire import JSON, RAW, SAFETENSORS, is_array, np
 
 __all__ = ["AdamApi", "RemoteOptimizer", "Response", "DEFAULT_BASE_URL", "ENV_URL", "ENV_KEY"]
@@ -409,18 +409,21 @@ class AdamApi:
         optimizer: Optional[str] = None,
         param_groups: Optional[List[Mapping[str, Any]]] = None,
         ttl: Optional[int] = None,
+        accumulate: Any = None,
     ) -> "RemoteOptimizer":
         """POST /v1/optimizers: a new hosted optimizer (default ``adam``) holding ``params`` and a fresh state.
 
         numpy params (an array, or a flat dict of names to arrays) are created by shapes and uploaded
-        as raw bytes, bit for bit; anything else goes as JSON.
+        as raw bytes, bit for bit; anything else goes as JSON. accumulate: many workers, one optimizer
+        (``{"contributions": N, "reduce": "mean"}``, or N): each step takes one gradient from each
+        worker 0..N-1 (``step(..., worker=i, expected_step=k)``).
         """
         if _all_arrays(params):
             named = params if isinstance(params, Mapping) else {"": params}
             if dtype is None:
                 dtype = "float64" if any(v.dtype == np.float64 for v in named.values()) else "float32"
             shapes = {k: list(v.shape) for k, v in named.items()} if isinstance(params, Mapping) else list(params.shape)
-            opt = self.create_optimizer_by_shapes(shapes, hyperparams, schedule, dtype, optimizer, param_groups, ttl)
+            opt = self.create_optimizer_by_shapes(shapes, hyperparams, schedule, dtype, optimizer, param_groups, ttl, accumulate)
             try:
                 for name, value in named.items():
                     opt.upload(name if isinstance(params, Mapping) else None, value.astype(dtype, copy=False), dtype=dtype)
@@ -429,7 +432,7 @@ class AdamApi:
                 raise
             return opt
         body: Dict[str, Any] = {"params": params}
-        return self._create(_options(body, optimizer=optimizer, hyperparams=hyperparams, schedule=schedule, dtype=dtype, param_groups=param_groups, ttl=ttl))
+        return self._create(_options(body, optimizer=optimizer, hyperparams=hyperparams, schedule=schedule, dtype=dtype, param_groups=param_groups, ttl=ttl, accumulate=accumulate_setting(accumulate)))
 
     def create_optimizer_by_shapes(
         self,
@@ -440,11 +443,12 @@ class AdamApi:
         optimizer: Optional[str] = None,
         param_groups: Optional[List[Mapping[str, Any]]] = None,
         ttl: Optional[int] = None,
+        accumulate: Any = None,
     ) -> "RemoteOptimizer":
         """POST /v1/optimizers with ``shapes`` ({"fc.weight": [3, 4], ...}): params start as zeros and must all
         be uploaded (RemoteOptimizer.upload) before the first step. ``created["layout"]`` gives the raw order."""
         body: Dict[str, Any] = {"shapes": shapes}
-        return self._create(_options(body, optimizer=optimizer, hyperparams=hyperparams, schedule=schedule, dtype=dtype, param_groups=param_groups, ttl=ttl))
+        return self._create(_options(body, optimizer=optimizer, hyperparams=hyperparams, schedule=schedule, dtype=dtype, param_groups=param_groups, ttl=ttl, accumulate=accumulate_setting(accumulate)))
 
     def create_optimizer_from_safetensors(self, data: bytes, optimizer: Optional[str] = None, ttl: Optional[int] = None, **query: Any) -> "RemoteOptimizer":
         """POST /v1/optimizers with a safetensors file of the params (names as model.state_dict() has
@@ -570,6 +574,7 @@ class RemoteOptimizer:
         expected_step: Optional[int] = None,
         if_match: Optional[str] = None,
         return_params: bool = True,
+        worker: Optional[int] = None,
     ) -> Dict[str, Any]:
         """POST .../step: applies one gradient. Returns {"step", "lr", "params"?, "replayed"?, "grad_norm"?, "skipped"?}.
 
@@ -579,6 +584,10 @@ class RemoteOptimizer:
         idempotency_key: one per logical step (a new random one by default); a retry with the same
             key answers the first result (``"replayed": True``) instead of applying the gradient twice.
         expected_step / if_match (an ETag): refused (409 / 412) if the optimizer has moved on.
+        worker: with ``accumulate``, this worker's id: the gradient is its contribution to the step after
+            ``expected_step`` (required then). Until the last one arrives the answer is
+            {"pending": True, "worker", "step", "received", "missing", ...} (a 202); the last one steps.
+            ``wait_params(step + 1)`` then gives the new params.
         """
         key = idempotency_key or uuid.uuid4().hex
         headers: Dict[str, str] = {"idempotency-key": key}
@@ -586,15 +595,15 @@ class RemoteOptimizer:
             headers["if-match"] = if_match
         if np is not None and (is_array(grads) or (isinstance(grads, Mapping) and grads and all(v is None or is_array(v) for v in grads.values()) and any(is_array(v) for v in grads.values()))):
             if is_array(grads) or all(v is not None for v in grads.values()):
-                return self._step_arrays(grads, key, loss, expected_step, if_match, return_params)
+                return self._step_arrays(grads, key, loss, expected_step, if_match, return_params, worker)
             # Frozen tensors (None) have no raw form: JSON with null, the params back as raw bytes.
             headers["accept"] = _accept(RAW)
-            res = self._call("POST", "/step", _step_body(grads, loss, expected_step), headers=headers, query=None if return_params else {"return": "none"})
+            res = self._call("POST", "/step", _step_body(grads, loss, expected_step), headers=headers, query=_step_query(return_params, worker))
             return self._raw_answer(res, return_params)
-        res = self._call("POST", "/step", _step_body(grads, loss, expected_step), headers=headers, query=None if return_params else {"return": "none"})
+        res = self._call("POST", "/step", _step_body(grads, loss, expected_step), headers=headers, query=_step_query(return_params, worker))
         return res.body
 
-    def _step_arrays(self, grads: Any, key: str, loss: Optional[float], expected_step: Optional[int], if_match: Optional[str], return_params: bool) -> Dict[str, Any]:
+    def _step_arrays(self, grads: Any, key: str, loss: Optional[float], expected_step: Optional[int], if_match: Optional[str], return_params: bool, worker: Optional[int] = None) -> Dict[str, Any]:
         if is_array(grads):
             flat = grads
         else:
@@ -604,10 +613,12 @@ class RemoteOptimizer:
                 raise ValueError(f"gradients must name every tensor of the optimizer: missing {missing}, unknown {unknown}")
             flat = np.concatenate([np.ravel(grads[t["name"]]) for t in self.layout]) if self.layout else np.zeros(0)
         dtype = str(flat.dtype) if str(flat.dtype) in ("float32", "float64", "float16") else self.dtype
-        res = self.step_raw(flat, dtype=dtype if dtype != self.dtype else None, loss=loss, idempotency_key=key, expected_step=expected_step, if_match=if_match, return_params=return_params, _response=True)
+        res = self.step_raw(flat, dtype=dtype if dtype != self.dtype else None, loss=loss, idempotency_key=key, expected_step=expected_step, if_match=if_match, return_params=return_params, worker=worker, _response=True)
         return self._raw_answer(res, return_params)
 
     def _raw_answer(self, res: Response, return_params: bool) -> Dict[str, Any]:
+        if res.status == 202:
+            return dict(res.body)
         out = _step_head(res.headers)
         if return_params:
             out["params"] = self._arrays(res.body or b"")
@@ -622,31 +633,40 @@ class RemoteOptimizer:
         expected_step: Optional[int] = None,
         if_match: Optional[str] = None,
         return_params: bool = True,
+        worker: Optional[int] = None,
         _response: bool = False,
     ) -> Any:
         """POST .../step with the gradients as raw elements (see wire.encode_raw): every element of every
         tensor, in layout order. Returns {"step", "lr", "params": the new params as raw bytes of the
-        optimizer's dtype, "replayed", ...}. ``dtype="bfloat16"`` with bytes halves the upload."""
+        optimizer's dtype, "replayed", ...}. ``dtype="bfloat16"`` with bytes halves the upload. worker: a
+        contribution to an accumulated step (see step()); {"pending": True, ...} until the last one."""
         data, dtype = wire.encode_raw(grads, dtype)
         headers = {"content-type": wire.raw_content_type(dtype), "accept": _accept(RAW), "idempotency-key": idempotency_key or uuid.uuid4().hex}
         if if_match is not None:
             headers["if-match"] = if_match
-        query = {"loss": repr(float(loss)) if loss is not None else None, "expected_step": expected_step, "return": None if return_params else "none"}
+        query = {"loss": repr(float(loss)) if loss is not None else None, "expected_step": expected_step, **_step_query(return_params, worker)}
         res = self._call("POST", "/step", data, headers=headers, query=query)
         if _response:
             return res
+        if res.status == 202:
+            return dict(res.body)
         out = _step_head(res.headers)
         out["params"] = res.body or b""
         return out
 
-    def step_safetensors(self, grads: Mapping[str, Any], loss: Optional[float] = None, idempotency_key: Optional[str] = None, expected_step: Optional[int] = None, if_match: Optional[str] = None) -> Dict[str, Any]:
+    def step_safetensors(self, grads: Mapping[str, Any], loss: Optional[float] = None, idempotency_key: Optional[str] = None, expected_step: Optional[int] = None, if_match: Optional[str] = None, worker: Optional[int] = None) -> Dict[str, Any]:
         """POST .../step with a safetensors file of the gradients by name ({name: array or nested lists});
-        the params come back as safetensors: {"step", "lr", "params": {name: wire.Tensor}, ...}."""
+        the params come back as safetensors: {"step", "lr", "params": {name: wire.Tensor}, ...}.
+        A sparse (row) gradient of ``sgd``, ``adagrad`` or ``sparse_adam`` is ``grads.indices/<name>``
+        (a wire.Tensor of dtype I64 or I32) with ``grads.values/<name>`` in place of ``<name>``.
+        worker: a contribution to an accumulated step (see step())."""
         body = grads if isinstance(grads, (bytes, bytearray)) else wire.dump_safetensors(grads, dtype=self.dtype)
         headers = {"content-type": SAFETENSORS, "accept": _accept(SAFETENSORS), "idempotency-key": idempotency_key or uuid.uuid4().hex}
         if if_match is not None:
             headers["if-match"] = if_match
-        res = self._call("POST", "/step", bytes(body), headers=headers, query={"loss": repr(float(loss)) if loss is not None else None, "expected_step": expected_step})
+        res = self._call("POST", "/step", bytes(body), headers=headers, query={"loss": repr(float(loss)) if loss is not None else None, "expected_step": expected_step, "worker": worker})
+        if res.status == 202:
+            return dict(res.body)
         out = _step_head(res.headers)
         out["params"], _ = wire.load_safetensors(res.body)
         return out
@@ -660,6 +680,21 @@ class RemoteOptimizer:
     def params_raw(self) -> bytes:
         """GET .../params as raw bytes of the optimizer's dtype in layout order (np.frombuffer(b, "<f4"), array("f", b))."""
         return self._call("GET", "/params", headers={"accept": _accept(RAW)}).body or b""
+
+    def wait_params_raw(self, min_step: int, wait: float = 30, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """GET .../params?min_step=k&wait=s as raw bytes, asked again (long-poll) until the optimizer has
+        completed ``min_step`` steps: {"step", "params": raw bytes}. A worker of an accumulating optimizer
+        waits so for the step its contribution joined. timeout: seconds in all (None: no end); then the
+        ConflictError of the last answer is raised."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seconds = max(0, min(30, int(wait)))
+        while True:
+            try:
+                res = self._call("GET", "/params", headers={"accept": _accept(RAW)}, query={"min_step": int(min_step), "wait": seconds})
+                return {"step": int(res.headers["step"]), "params": res.body or b""}
+            except ConflictError:  # not there yet: the step waits for other workers
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
 
     def params_arrays(self) -> Dict[str, Any]:
         """GET .../params as raw bytes, split by the layout into {name: numpy array} (needs numpy)."""
@@ -717,9 +752,12 @@ class RemoteOptimizer:
         """GET: optimizer, step, hyperparameters, schedule, next_lr, shapes, layout, upload status, ttl."""
         return self._call("GET").body
 
-    def update(self, hyperparams: Optional[Mapping[str, Any]] = None, schedule: Any = _UNSET, ttl: Optional[int] = None, param_groups: Any = _UNSET, if_match: Optional[str] = None) -> Dict[str, Any]:
-        """PATCH: merges hyperparameters, replaces the schedule (None removes it), sets the time-to-live."""
+    def update(self, hyperparams: Optional[Mapping[str, Any]] = None, schedule: Any = _UNSET, ttl: Optional[int] = None, param_groups: Any = _UNSET, if_match: Optional[str] = None, accumulate: Any = _UNSET) -> Dict[str, Any]:
+        """PATCH: merges hyperparameters, replaces the schedule (None removes it), sets the time-to-live,
+        sets ``accumulate`` (N or {"contributions", "reduce"}; None turns it off)."""
         body: Dict[str, Any] = {}
+        if accumulate is not _UNSET:
+            body["accumulate"] = accumulate_setting(accumulate)
         if hyperparams is not None:
             body["hyperparams"] = hyperparams
         if schedule is not _UNSET:
@@ -747,6 +785,19 @@ class RemoteOptimizer:
     def delete(self, if_match: Optional[str] = None) -> None:
         """DELETE: removes the optimizer and everything stored for it; later calls raise NotFoundError."""
         self._call("DELETE", headers={"if-match": if_match} if if_match else None, ok_after_retry=(404,))
+
+
+def accumulate_setting(value: Any) -> Any:
+    """The API's accumulate object of N (contributions, mean) or a mapping; None stays None."""
+    if value is None or isinstance(value, Mapping):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"accumulate is a number of contributions or {{'contributions': N, 'reduce': 'mean' | 'sum'}}, got {value!r}")
+    return {"contributions": value, "reduce": "mean"}
+
+
+def _step_query(return_params: bool, worker: Optional[int]) -> Dict[str, Any]:
+    return {"return": None if return_params else "none", "worker": worker}
 
 
 def _step_body(grads: Any, loss: Optional[float], expected_step: Optional[int]) -> Dict[str, Any]:

@@ -28,13 +28,15 @@ import torch
 
 from . import checkpoint as _ckpt
 from . import wire
-from .client import AdamApi, RemoteOptimizer, _quietly
+from .client import AdamApi, RemoteOptimizer, _quietly, accumulate_setting
+from .errors import ConflictError
 from .checkpoint import CONTROLS, TORCH_ONLY, from_api, to_api
 
 __all__ = ["HostedOptimizer"]
 
 _UPLOAD_ELEMENTS = 1 << 23  # elements per params upload request (32 MiB of float32)
 _DTYPES = {torch.float32: "float32", torch.float64: "float64"}
+_COALESCING = ("adagrad", "sparse_adam")  # torch coalesces a sparse gradient before these step with it; SGD does not
 
 
 def _named_groups(params: Any) -> List[Dict[str, Any]]:
@@ -146,6 +148,15 @@ class HostedOptimizer(torch.optim.Optimizer):
         Without one, changes to ``param_groups[i]["lr"]`` (e.g. by a torch LR scheduler) and to any
         other hyperparameter are sent (PATCH) before the next step.
     ttl: seconds the hosted optimizer lives after its last call (the service's default otherwise).
+    accumulate: many workers, one optimizer: N (or ``{"contributions": N, "reduce": "mean" | "sum"}``);
+        each step then takes one gradient from each of N workers, reduced in ascending worker id order.
+    worker: this process's worker id 0..N-1 under ``accumulate`` (the others ``attach(..., worker=i)``):
+        ``step()`` posts the gradients as its contribution and returns once the step is applied (waiting
+        for the other workers' contributions), with the new params in the tensors, as after a
+        DistributedDataParallel step.
+
+    A parameter with a sparse ``.grad`` (``nn.Embedding(..., sparse=True)``) is sent as rows, for the
+    optimizers that take them (``sgd``, ``adagrad``, ``sparse_adam``), with torch's numbers.
 
     ``id`` and ``token`` attach another process to the same state (``HostedOptimizer.attach``);
     ``remote`` is the adam_api.RemoteOptimizer for everything else (history, snapshots, delete).
@@ -161,6 +172,8 @@ class HostedOptimizer(torch.optim.Optimizer):
         client: Optional[AdamApi] = None,
         schedule: Optional[Mapping[str, Any]] = None,
         ttl: Optional[int] = None,
+        accumulate: Any = None,
+        worker: Optional[int] = None,
         **hyperparams: Any,
     ):
         api = client or AdamApi(base_url, api_key)
@@ -180,12 +193,12 @@ class HostedOptimizer(torch.optim.Optimizer):
         full = [{**base, **o} for o in own]
         top, api_groups = _ckpt.groups_to_api(full, [g["param_names"] for g in groups])
         shapes = {n: list(p.shape) for g in groups for n, p in zip(g["param_names"], g["params"])}
-        remote = api.create_optimizer_by_shapes(shapes, top, schedule, _DTYPES[dtype], optimizer, api_groups or None, ttl)
+        remote = api.create_optimizer_by_shapes(shapes, top, schedule, _DTYPES[dtype], optimizer, api_groups or None, ttl, accumulate_setting(accumulate))
         try:
             answered = remote.created["hyperparams"]
             for g, f in zip(groups, full):
                 g.update(from_api({**answered, **f}))  # every hyperparameter explicit: torch's defaults are not group 0's
-            self._setup(api, remote, remote.created, groups, switches, {**answered, **base})
+            self._setup(api, remote, remote.created, groups, switches, {**answered, **base}, worker)
             self._upload_all()
         except BaseException:
             _quietly(remote.delete)
@@ -202,10 +215,12 @@ class HostedOptimizer(torch.optim.Optimizer):
         api_key: Optional[str] = None,
         client: Optional[AdamApi] = None,
         pull: bool = True,
+        worker: Optional[int] = None,
     ) -> "HostedOptimizer":
         """Resumes a hosted optimizer (its ``id`` and ``token``) from another process: ``params`` must name
         the same tensors with the same shapes. pull: copy the service's params into the tensors (the
-        model continues from the hosted state); with pull=False the local values are uploaded."""
+        model continues from the hosted state); with pull=False the local values are uploaded.
+        worker: this process's worker id when the optimizer has ``accumulate`` (see the class)."""
         api = client or AdamApi(base_url, api_key)
         remote = api.optimizer(optimizer_id, token)
         info = remote.info()
@@ -216,7 +231,7 @@ class HostedOptimizer(torch.optim.Optimizer):
         for g in groups:
             switches.update(_check_options(g))
         self = cls.__new__(cls)
-        self._setup(api, remote, info, groups, switches)
+        self._setup(api, remote, info, groups, switches, None, worker)
         if pull:
             self._pull()
         else:
@@ -232,10 +247,18 @@ class HostedOptimizer(torch.optim.Optimizer):
             raise TypeError(f"a hosted optimizer keeps all params in one dtype, float32 or float64; these are {sorted(map(str, dtypes))}")
         return dtypes.pop()
 
-    def _setup(self, api: AdamApi, remote: RemoteOptimizer, info: Mapping[str, Any], groups: List[Dict[str, Any]], switches: Mapping[str, Any], defaults_api: Optional[Mapping[str, Any]] = None) -> None:
+    def _setup(self, api: AdamApi, remote: RemoteOptimizer, info: Mapping[str, Any], groups: List[Dict[str, Any]], switches: Mapping[str, Any], defaults_api: Optional[Mapping[str, Any]] = None, worker: Optional[int] = None) -> None:
         self.api = api
         self.remote = remote
         self.optimizer = info["optimizer"]
+        accumulate = info.get("accumulate")
+        if worker is not None:
+            if not accumulate:
+                raise ValueError(f"worker={worker!r}: the hosted optimizer takes no contributions (create it with accumulate=N)")
+            if isinstance(worker, bool) or not isinstance(worker, int) or not 0 <= worker < accumulate["contributions"]:
+                raise ValueError(f"worker is 0..{accumulate['contributions'] - 1} (accumulate: {accumulate['contributions']} contributions), got {worker!r}")
+        #: This process's worker id under accumulate (step() contributes and waits), or None.
+        self.worker = worker
         self.schedule = info.get("schedule")
         self._hosted_step = int(info["step"])
         self.last_lr: Optional[float] = None
@@ -356,13 +379,15 @@ class HostedOptimizer(torch.optim.Optimizer):
             value = None  # JSON and the query have no NaN; the service records none
         self._sync()
         grads = [p.grad for _, p in self._layout]
+        key = uuid.uuid4().hex  # one per step, the same on every retry: never applied twice
+        if self.worker is not None:  # the other workers wait for this one: it contributes even without gradients
+            self._contribute(grads, value, key)
+            return result
         if all(g is None for g in grads):
             return result  # torch does nothing either
-        for (name, _), g in zip(self._layout, grads):
-            if g is not None and g.is_sparse:
-                raise NotImplementedError(f"{name} has a sparse gradient: hosted optimizers take dense gradients (the stateless /v1/sgd|adagrad|sparse_adam/step take rows)")
-        key = uuid.uuid4().hex  # one per step, the same on every retry: never applied twice
-        if all(g is not None for g in grads):
+        if any(g is not None and g.is_sparse for g in grads):
+            out = self._step_rows(grads, value, key)
+        elif all(g is not None for g in grads):
             out = self.remote.step_raw(_flat_bytes(grads, self._dtype), loss=value, idempotency_key=key, expected_step=self._hosted_step)
         else:
             # Frozen tensors: JSON with null for them (the raw format has every tensor), params back raw.
@@ -370,16 +395,66 @@ class HostedOptimizer(torch.optim.Optimizer):
             if value is not None:
                 body["loss"] = value
             res = self.remote._call("POST", "/step", body, headers={"idempotency-key": key, "accept": "application/octet-stream, application/problem+json;q=0.9"})
-            out = {**{"step": int(res.headers["step"]), "lr": float(res.headers["lr"])}, "params": res.body or b""}
-            for k in ("grad_norm", "skipped"):
-                if k in res.headers:
-                    out[k] = None if res.headers[k] == "null" else (res.headers[k] == "true" if k == "skipped" else float(res.headers[k]))
+            out = _raw_step(res)
+        self._stepped(out)
+        return result
+
+    def _stepped(self, out: Mapping[str, Any]) -> None:
         self._write(out["params"])
         self._hosted_step = out["step"]
         self.last_lr = out["lr"]
         self.grad_norm = out.get("grad_norm")
         self.skipped = out.get("skipped")
-        return result
+
+    def _step_rows(self, grads: Sequence[Optional[torch.Tensor]], loss: Optional[float], key: str) -> Dict[str, Any]:
+        """A step with sparse gradients, as a safetensors file: a sparse ``.grad`` as its rows
+        (``grads.indices/<name>``, ``grads.values/<name>``), a dense one by name, None left out (frozen).
+        Adagrad's and SparseAdam's rows are coalesced here with torch's own coalesce(), as their torch
+        steps do first; SGD's go as they are, as torch adds them. The params come back raw."""
+        width = "F32" if self._dtype == torch.float32 else "F64"
+        tensors: Dict[str, Any] = {}
+        for (name, p), g in zip(self._layout, grads):
+            if g is None:
+                continue
+            if g.is_sparse:
+                if self.optimizer in _COALESCING:
+                    g = g.coalesce()
+                if g.sparse_dim() != 1:
+                    raise ValueError(f"{name}: a sparse gradient has rows of the first dimension (sparse_dim 1), this one has sparse_dim {g.sparse_dim()}")
+                rows = g._indices().reshape(-1).to(device="cpu", dtype=torch.int64)
+                values = g._values().detach().to(device="cpu", dtype=self._dtype)
+                tensors[f"grads.indices/{name}"] = wire.Tensor("I64", [rows.numel()], _ckpt._tensor_bytes(rows))
+                tensors[f"grads.values/{name}"] = wire.Tensor(width, [rows.numel(), *p.shape[1:]], _ckpt._tensor_bytes(values))
+            else:
+                flat = g.detach().to(device="cpu", dtype=self._dtype)
+                tensors[name] = wire.Tensor(width, list(p.shape), _ckpt._tensor_bytes(flat))
+        headers = {"content-type": wire.SAFETENSORS, "accept": "application/octet-stream, application/problem+json;q=0.9", "idempotency-key": key}
+        query = {"loss": repr(loss) if loss is not None else None, "expected_step": self._hosted_step}
+        res = self.remote._call("POST", "/step", wire.dump_safetensors(tensors), headers=headers, query=query)
+        return _raw_step(res)
+
+    def _contribute(self, grads: Sequence[Optional[torch.Tensor]], loss: Optional[float], key: str) -> None:
+        """This worker's contribution to the pending accumulated step (raw, with ``worker`` and
+        ``expected_step``), then the new params: from the answer when it completed the set, else by
+        long-polling GET …/params?min_step=k+1&wait=30. A parameter without ``.grad`` contributes zeros
+        (the service takes dense contributions only, as DistributedDataParallel reduces zeros for it)."""
+        dense = []
+        for (name, p), g in zip(self._layout, grads):
+            if g is not None and g.is_sparse:
+                raise NotImplementedError(f"{name} has a sparse gradient: contributions to an accumulated step are dense (send g.to_dense(), or train without accumulate)")
+            dense.append(torch.zeros_like(p, dtype=self._dtype) if g is None else g)
+        expected = self._hosted_step
+        out = self.remote.step_raw(_flat_bytes(dense, self._dtype), loss=loss, idempotency_key=key, expected_step=expected, worker=self.worker)
+        while out.get("pending"):
+            try:
+                got = self.remote.wait_params_raw(expected + 1, timeout=0)  # one long-poll of up to 30 s
+                out = {"step": got["step"], "lr": None, "params": got["params"]}
+            except ConflictError:
+                info = self.remote.info()
+                if int(info["step"]) == expected and self.worker not in (info.get("accumulate") or {}).get("received", []):
+                    # The set was dropped without a step: a skipped one (nonfinite="skip"), or a restore.
+                    out = {"step": expected, "lr": None, "params": self.remote.params_raw(), "skipped": True}
+        self._stepped(out)
 
     def state_dict(self) -> Dict[str, Any]:
         """torch's optimizer state_dict of the hosted state ({"state": {index: {"step", "exp_avg", ...}},
@@ -476,6 +551,15 @@ class HostedOptimizer(torch.optim.Optimizer):
 
     def __getstate__(self) -> Dict[str, Any]:
         raise TypeError("a HostedOptimizer is not picklable: save state_dict(), or its id and token to attach")
+
+
+def _raw_step(res: Any) -> Dict[str, Any]:
+    """{"step", "lr", "params": raw bytes, "grad_norm"?, "skipped"?} of a step answered with raw params."""
+    out: Dict[str, Any] = {"step": int(res.headers["step"]), "lr": float(res.headers["lr"]), "params": res.body or b""}
+    for k in ("grad_norm", "skipped"):
+        if k in res.headers:
+            out[k] = None if res.headers[k] == "null" else (res.headers[k] == "true" if k == "skipped" else float(res.headers[k]))
+    return out
 
 
 def _with_base_lr(spec: Any, lr: float) -> Any:

@@ -35,6 +35,34 @@ def warmup_cosine(warmup, total):
     return lr_lambda
 
 
+def shards(workers, steps, seed=31):
+    """Per step, each worker's batch: [[(x, y) of worker 0, (x, y) of worker 1, ...] of step 0, ...]."""
+    g = torch.Generator().manual_seed(seed)
+    return [[(torch.randn(8, 4, generator=g), torch.randn(8, 3, generator=g)) for _ in range(workers)] for _ in range(steps)]
+
+
+def accumulate_worker(base_url, opt_id, token, worker, workers, steps, results):
+    """One worker process of the accumulate test: attaches as worker `worker`, trains on its shard of each
+    step's batch with the torch drop-in (step() contributes, then waits for the step), reports the params."""
+    try:
+        torch.set_num_threads(1)
+        from adam_api.torch import HostedOptimizer
+
+        model = mlp(1000 + worker)  # another init: attach pulls the hosted params
+        opt = HostedOptimizer.attach(opt_id, token, model.named_parameters(), base_url=base_url, worker=worker)
+        seen = []
+        for batch in shards(workers, steps):
+            x, y = batch[worker]
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            opt.step(loss=loss)
+            seen.append((opt.step_count, [bits(p).tolist() for p in model.parameters()]))
+        results.put((worker, seen, None))
+    except BaseException as err:  # noqa: BLE001 - reported to the test
+        results.put((worker, None, f"{type(err).__name__}: {err}"))
+
+
 def bits(t):
     t = t.detach()
     return t.view(torch.int32 if t.dtype == torch.float32 else torch.int64)
@@ -389,6 +417,99 @@ class HostedOptimizerTest(unittest.TestCase):
         hosted = self.hosted(hosted_model.named_parameters(), optimizer="adam", lr=0.01)
         self.train([(local_model, local), (hosted_model, hosted)], batches(4), "a frozen bias")
 
+    # -- sparse (row) gradients -----------------------------------------------------------------
+
+    def test_sparse_embedding_gradients_equal_torch(self):
+        # nn.Embedding(sparse=True): its .grad is sparse (uncoalesced, rows repeated as the batch repeats
+        # them) and goes as rows; SparseAdam and Adagrad coalesce as torch does, SGD adds them as sent.
+        # SGD with momentum keeps a dense buffer on the service, torch a sparse one: the same numbers
+        # when each step's rows are sorted and distinct (the service's README), as in that case.
+        cases = [
+            ("sparse_adam", torch.optim.SparseAdam, {"lr": 0.01, "betas": (0.8, 0.99)}, False, False),
+            ("sgd", torch.optim.SGD, {"lr": 0.1}, True, False),
+            ("adagrad", torch.optim.Adagrad, {"lr": 0.1, "lr_decay": 0.01}, True, False),
+            ("sgd", torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "dampening": 0.1}, True, True),
+        ]
+        g = torch.Generator().manual_seed(21)
+        # 40 indices into 12 rows per batch: rows repeat (some three times or more), unsorted.
+        repeated = [(torch.randint(0, 12, (10, 4), generator=g), torch.randn(10, 3, generator=g)) for _ in range(5)]
+        distinct = [(torch.randperm(12, generator=g)[:8].sort().values.view(2, 4), torch.randn(2, 3, generator=g)) for _ in range(5)]
+        for name, cls, kw, with_linear, sorted_rows in cases:
+            data = distinct if sorted_rows else repeated
+            with self.subTest(optimizer=name, **kw):
+                def model():
+                    torch.manual_seed(22)
+                    emb = torch.nn.Embedding(12, 3, sparse=True)
+                    return torch.nn.ModuleDict({"emb": emb, "head": torch.nn.Linear(3, 3)}) if with_linear else torch.nn.ModuleDict({"emb": emb})
+                local_model, hosted_model = model(), model()
+                local = cls(local_model.parameters(), **kw) if name == "sparse_adam" else cls(local_model.parameters(), foreach=False, **kw)
+                hosted = self.hosted(hosted_model.named_parameters(), optimizer=name, **kw)
+                for k, (idx, y) in enumerate(data):
+                    for m, opt in ((local_model, local), (hosted_model, hosted)):
+                        opt.zero_grad()
+                        h = m["emb"](idx).sum(1)
+                        out = m["head"](h) if with_linear else h
+                        torch.nn.functional.mse_loss(out, y).backward()
+                        self.assertTrue(m["emb"].weight.grad.is_sparse)
+                        opt.step()
+                    self.assert_same(local_model, hosted_model, f"{name}, step {k + 1}")
+                self.assertEqual(hosted.step_count, len(data))
+                if name == "sparse_adam":  # the state as torch keeps it
+                    mine, theirs = hosted.state_dict()["state"][0], local.state_dict()["state"][0]
+                    for key in ("exp_avg", "exp_avg_sq"):
+                        self.assertTrue(torch.equal(bits(mine[key]), bits(theirs[key])), key)
+
+    # -- many workers, one optimizer ------------------------------------------------------------
+
+    def test_worker_processes_accumulating_equal_one_process_with_the_averaged_gradients(self):
+        # 3 worker processes (multiprocessing, spawn) each attach with worker=i and train one model:
+        # every step is one hosted Adam step with the mean of their gradients. The same training in this
+        # process with torch.optim.Adam and the gradients averaged as the service documents it,
+        # ((g0 + g1) + g2) / 3 in float32, holds the same bits after every step, in every worker.
+        import multiprocessing
+
+        workers, steps = 3, 4
+        hosted_model = mlp(30)
+        hosted = self.hosted(hosted_model.named_parameters(), optimizer="adam", lr=0.01, weight_decay=0.01, accumulate=workers)
+        ctx = multiprocessing.get_context("spawn")
+        results = ctx.Queue()
+        procs = [ctx.Process(target=accumulate_worker, args=(BASE_URL, hosted.id, hosted.token, w, workers, steps, results)) for w in range(workers)]
+        for p in procs:
+            p.start()
+        got = {}
+        try:
+            for _ in procs:
+                worker, seen, error = results.get(timeout=240)
+                self.assertIsNone(error, f"worker {worker}")
+                got[worker] = seen
+        finally:
+            for p in procs:
+                p.join(30)
+                if p.is_alive():
+                    p.kill()
+        self.assertEqual(sorted(got), list(range(workers)))
+
+        local_model = mlp(30)
+        local = torch.optim.Adam(local_model.parameters(), lr=0.01, weight_decay=0.01, foreach=False)
+        for k, batch in enumerate(shards(workers, steps)):
+            grads = []
+            for x, y in batch:
+                local_model.zero_grad()
+                torch.nn.functional.mse_loss(local_model(x), y).backward()
+                grads.append([p.grad.clone() for p in local_model.parameters()])
+            for i, p in enumerate(local_model.parameters()):
+                acc = grads[0][i]
+                for g in grads[1:]:
+                    acc = acc + g[i]
+                p.grad = acc / torch.tensor(workers, dtype=torch.float32)
+            local.step()
+            want = [bits(p).tolist() for p in local_model.parameters()]
+            for w in range(workers):
+                self.assertEqual(got[w][k], (k + 1, want), f"worker {w}, step {k + 1}")
+        info = hosted.remote.info()
+        self.assertEqual((info["step"], info["accumulate"]["received"]), (steps, []))
+        self.assertEqual(len([e for e in hosted.remote.history()["entries"] if e.get("loss") is not None]), steps)
+
     def test_what_a_hosted_optimizer_refuses(self):
         from adam_api.torch import HostedOptimizer
 
@@ -403,6 +524,22 @@ class HostedOptimizerTest(unittest.TestCase):
         hosted = self.hosted(mlp().named_parameters(), lr=0.01)
         with self.assertRaises(NotImplementedError):
             hosted.add_param_group({"params": [torch.zeros(2, requires_grad=True)]})
+        with self.assertRaises(ValueError):
+            HostedOptimizer.attach(hosted.id, hosted.token, hosted.param_groups[0]["params"], client=self.api, worker=0)  # no accumulate
+        emb = torch.nn.Embedding(4, 2, sparse=True)
+        adam = self.hosted(emb.named_parameters(), lr=0.01)
+        emb(torch.tensor([1, 1, 3])).sum().backward()
+        with self.assertRaises(ValidationError) as caught:  # Adam takes no rows: the service says so, naming the tensor
+            adam.step()
+        self.assertIn('safetensors["grads.values/weight"]', caught.exception.fields)
+        self.assertEqual(adam.remote.info()["step"], 0)
+        accumulating = self.hosted(torch.nn.Embedding(4, 2, sparse=True).named_parameters(), optimizer="sgd", lr=0.1, accumulate=2, worker=1)
+        self.assertEqual(accumulating.remote.info()["accumulate"], {"contributions": 2, "reduce": "mean", "received": [], "missing": 2})
+        accumulating.param_groups[0]["params"][0].grad = emb.weight.grad
+        with self.assertRaises(NotImplementedError):  # contributions are dense
+            accumulating.step()
+        with self.assertRaises(ValueError):
+            HostedOptimizer.attach(accumulating.id, accumulating.token, accumulating.param_groups[0]["params"], client=self.api, worker=2)
 
 
 if __name__ == "__main__":
