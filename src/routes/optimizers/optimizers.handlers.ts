@@ -31,7 +31,7 @@ import { checkCheckpointHeader } from '../../durable-objects/checkpoint-header.t
 import { readHeader } from '../../wire/slots-file.ts';
 import { checkpointResponse, infoJson, jsonResponse, paramsResponse, snapshotJsonStream, stepResponse } from './optimizers.encode.ts';
 import { sha256Hex } from '../../lib/digest.ts';
-import { newToken, stubFor, tokenHash, unwrap } from './optimizers.stub.ts';
+import { PRE_AUTHORIZE_ABOVE, newToken, stubFor, tokenHash, unwrap } from './optimizers.stub.ts';
 import type * as routes from './optimizers.routes.ts';
 
 const ALL: readonly Format[] = ['json', 'raw', 'safetensors'];
@@ -63,7 +63,8 @@ async function bodySource(c: Context<AppEnv>, format: 'raw' | 'safetensors', dty
   if (raw.bodyUsed) body = new Uint8Array(await c.req.arrayBuffer());
   else if (raw.body === null) body = new Uint8Array(0);
   else if (length !== null && length <= BYTES_HANDOFF_MAX) {
-    unwrap(await stubFor(c, c.req.param('id')!).authorize(await tokenHash(c)));
+    // As for JSON bodies: above PRE_AUTHORIZE_ABOVE, read only for a caller the object accepts.
+    if (length > PRE_AUTHORIZE_ABOVE) unwrap(await stubFor(c, c.req.param('id')!).authorize(await tokenHash(c)));
     body = new Uint8Array(await raw.arrayBuffer());
   } else body = pullSource(raw.body);
   return format === 'raw' ? { format, dtype, body, length } : { format, body, length };

@@ -41,7 +41,7 @@ export function newToken(): string {
 }
 
 /** Bodies above this many bytes are parsed only once the object has accepted the token. */
-const PRE_AUTHORIZE_ABOVE = 64 * 1024;
+export const PRE_AUTHORIZE_ABOVE = 64 * 1024;
 
 /**
  * Route middleware (before validation) on hosted routes with a body: a large body is parsed only
