@@ -84,24 +84,36 @@ describe('param_groups against torch 1.13', () => {
     expect(some.body.errors[0].field).toBe('hyperparams.lr');
   });
 
-  it('starts a fresh tensor\'s state from its own group\'s settings, as torch creates it: Adagrad\'s initial_accumulator_value, amsgrad\'s slot only in its group', async () => {
-    // Each tensor equals a step of it alone with its group's settings (torch's per-parameter state).
+  it('starts a fresh tensor\'s state as torch creates it: Adagrad\'s sum from the top-level initial_accumulator_value (a group\'s has no effect), amsgrad\'s slot only in its group', async () => {
+    // torch 1.13's Adagrad.__init__ fills every state["sum"] from its constructor argument, not the group's:
+    //   a = torch.tensor([1., 2.], dtype=dt, requires_grad=True); b = torch.tensor([3.], dtype=dt, requires_grad=True)
+    //   opt = torch.optim.Adagrad([{'params': [a]}, {'params': [b], 'initial_accumulator_value': 0.5}], lr=0.1, initial_accumulator_value=2)
+    //   a.grad = torch.tensor([0.5, -1.], dtype=dt); b.grad = torch.tensor([2.], dtype=dt); opt.step()
+    //   a.tolist(), b.tolist(), opt.state[a]['sum'].tolist(), opt.state[b]['sum'].tolist()
+    const torchValues = {
+      float64: { a: [0.9666666666688889, 2.0577350269156294], b: [2.9183503419105605] },
+      float32: { a: [0.9666666388511658, 2.057734966278076], b: [2.9183504581451416] },
+    };
+    for (const dtype of ['float64', 'float32'] as const) {
+      const adagrad = await postJson('/v1/adagrad/step', {
+        params: { a: [1, 2], b: [3] },
+        grads: { a: [0.5, -1], b: [2] },
+        dtype,
+        hyperparams: { lr: 0.1, initial_accumulator_value: 2 },
+        param_groups: [{ params: ['b'], initial_accumulator_value: 0.5 }],
+      });
+      expect(adagrad.status, JSON.stringify(adagrad.body)).toBe(200);
+      expect(adagrad.body.params, dtype).toEqual(torchValues[dtype]);
+      expect(adagrad.body.state.sum, dtype).toEqual({ a: [2.25, 3], b: [6] });
+    }
+    // The issue's case: a group's initial_accumulator_value alone changes nothing (torch: a = 0.9, sum 1).
+    const one = await postJson('/v1/adagrad/step', { params: { a: [1], b: [1] }, grads: { a: [1], b: [1] }, hyperparams: { lr: 0.1 }, param_groups: [{ params: ['a'], initial_accumulator_value: 0.5 }] });
+    expect(one.status, JSON.stringify(one.body)).toBe(200);
+    expect(one.body.params).toEqual({ a: [Math.fround(0.9)], b: [Math.fround(0.9)] });
+    expect(one.body.state.sum).toEqual({ a: [1], b: [1] });
+
     const alone = async (route: string, params: number[], grads: number[], hyperparams: Record<string, unknown>) =>
       (await postJson(route, { params, grads, dtype: 'float64', hyperparams })).body;
-    const adagrad = await postJson('/v1/adagrad/step', {
-      params: { a: [1, 2], b: [3] },
-      grads: { a: [0.5, -1], b: [2] },
-      dtype: 'float64',
-      hyperparams: { lr: 0.1, initial_accumulator_value: 2 },
-      param_groups: [{ params: ['b'], initial_accumulator_value: 0.5 }],
-    });
-    expect(adagrad.status, JSON.stringify(adagrad.body)).toBe(200);
-    const a = await alone('/v1/adagrad/step', [1, 2], [0.5, -1], { lr: 0.1, initial_accumulator_value: 2 });
-    const b = await alone('/v1/adagrad/step', [3], [2], { lr: 0.1, initial_accumulator_value: 0.5 });
-    expect(adagrad.body.params).toEqual({ a: a.params, b: b.params });
-    expect(adagrad.body.state.sum).toEqual({ a: a.state.sum, b: b.state.sum });
-    expect(b.state.sum).toEqual([0.5 + 4]);
-
     const adamw = await postJson('/v1/adamw/step', { params: { a: [1, 2], b: [3] }, grads: { a: [0.5, -1], b: [2] }, dtype: 'float64', param_groups: [{ params: ['b'], amsgrad: true }] });
     expect(adamw.status, JSON.stringify(adamw.body)).toBe(200);
     // torch keeps max_exp_avg_sq only for the parameters of an amsgrad group: None (null) for a.

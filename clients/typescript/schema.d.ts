@@ -1908,7 +1908,7 @@ export interface components {
              */
             weight_decay?: number;
             /**
-             * @description Starting value of the sum of squares (torch `initial_accumulator_value`).
+             * @description Starting value of the sum of squares (torch `initial_accumulator_value`): the top-level value starts every tensor's `sum`. A param group may set it (torch keeps it in the group) but, as in torch 1.13, whose `Adagrad.__init__` fills `sum` from its constructor argument, it has no effect.
              * @default 0
              */
             initial_accumulator_value?: number;
@@ -1942,7 +1942,7 @@ export interface components {
             lr_decay?: number;
             /** @description L2 penalty added to the gradient (torch `weight_decay`); 0 with a sparse gradient (torch raises). */
             weight_decay?: number;
-            /** @description Starting value of the sum of squares (torch `initial_accumulator_value`). */
+            /** @description Starting value of the sum of squares (torch `initial_accumulator_value`): the top-level value starts every tensor's `sum`. A param group may set it (torch keeps it in the group) but, as in torch 1.13, whose `Adagrad.__init__` fills `sum` from its constructor argument, it has no effect. */
             initial_accumulator_value?: number;
             /** @description Added to sqrt(sum) (torch `eps`). */
             eps?: number;
@@ -4581,7 +4581,7 @@ export interface operations {
                 lr_decay?: number;
                 /** @description Safetensors bodies only: L2 penalty added to the gradient (torch `weight_decay`); 0 with a sparse gradient (torch raises). */
                 weight_decay?: number;
-                /** @description Safetensors bodies only: Starting value of the sum of squares (torch `initial_accumulator_value`). */
+                /** @description Safetensors bodies only: Starting value of the sum of squares (torch `initial_accumulator_value`): the top-level value starts every tensor's `sum`. A param group may set it (torch keeps it in the group) but, as in torch 1.13, whose `Adagrad.__init__` fills `sum` from its constructor argument, it has no effect. */
                 initial_accumulator_value?: number;
                 /** @description Safetensors bodies only: Added to sqrt(sum) (torch `eps`). */
                 eps?: number;

@@ -243,8 +243,8 @@ function checkedState(def: AnyDef, groupHp: Hp[], groupOf: readonly number[], dt
   // The hyperparameters of the groups a tensor is in (the top-level set alone without tensors).
   const hps = [...usedGroups(groupOf)].sort((a, b) => a - b).map((g) => groupHp[g]!);
   const keeps = (slot: AnyDef['slots'][number]) => hps.some((hp) => slot.present(hp));
-  // Fresh: each tensor gets the eager slots its own group keeps, with that group's initial value
-  // (torch creates a parameter's state from its group's settings: Adagrad's initial_accumulator_value).
+  // Fresh: each tensor gets the eager slots its own group keeps, with the top-level initial value
+  // (torch 1.13's Adagrad fills `sum` from its constructor's initial_accumulator_value, not the group's).
   const state: TreeState = { step: 0, scalars: initState(def, hps[0] ?? {}, dtype, 0).scalars, slots: {}, held: {}, counters: new Map() };
   keepSlots(def, groupHp, groupOf, leaves(layout), state, () => (dtype === 'float32' ? new Float32Array(n) : new Float64Array(n)));
   if (sent === null) return state;
