@@ -4054,7 +4054,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (StepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…`, `max_exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (StepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…`, `max_exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step` (required with state, as JSON's `state.step`), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["StepRequest"];
@@ -4259,7 +4259,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (AdamwStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…`, `max_exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (AdamwStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…`, `max_exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step` (required with state, as JSON's `state.step`), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["AdamwStepRequest"];
@@ -4370,7 +4370,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (SgdStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `momentum_buffer/…` (each slot for every parameter, or not at all); a tensor's gradient may come as rows instead of `grads/<name>`: `grads.indices/<name>` (I64 or I32, shape [k] or torch's `_indices()` shape [1, k]) with `grads.values/<name>` (shape [k, …the row's shape]); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (SgdStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `momentum_buffer/…` (each slot for every parameter, or not at all); a tensor's gradient may come as rows instead of `grads/<name>`: `grads.indices/<name>` (I64 or I32, shape [k] or torch's `_indices()` shape [1, k]) with `grads.values/<name>` (shape [k, …the row's shape]); `__metadata__` may hold `step` (required with state, 0 if absent, as torch keeps no count), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["SgdStepRequest"];
@@ -4483,7 +4483,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (RmspropStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `square_avg/…`, `momentum_buffer/…`, `grad_avg/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (RmspropStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `square_avg/…`, `momentum_buffer/…`, `grad_avg/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step` (required with state, as JSON's `state.step`), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["RmspropStepRequest"];
@@ -4594,7 +4594,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (AdagradStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `sum/…` (each slot for every parameter, or not at all); a tensor's gradient may come as rows instead of `grads/<name>`: `grads.indices/<name>` (I64 or I32, shape [k] or torch's `_indices()` shape [1, k]) with `grads.values/<name>` (shape [k, …the row's shape]); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (AdagradStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `sum/…` (each slot for every parameter, or not at all); a tensor's gradient may come as rows instead of `grads/<name>`: `grads.indices/<name>` (I64 or I32, shape [k] or torch's `_indices()` shape [1, k]) with `grads.values/<name>` (shape [k, …the row's shape]); `__metadata__` may hold `step` (required with state, as JSON's `state.step`), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["AdagradStepRequest"];
@@ -4705,7 +4705,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (AdamaxStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_inf/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (AdamaxStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_inf/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step` (required with state, as JSON's `state.step`), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["AdamaxStepRequest"];
@@ -4816,7 +4816,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (NadamStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text), `mu_product` and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (NadamStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step` (required with state, as JSON's `state.step`), `hyperparams`, `schedule` and `metrics` (JSON text), `mu_product` and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["NadamStepRequest"];
@@ -4925,7 +4925,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (RadamStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (RadamStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step` (required with state, as JSON's `state.step`), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["RadamStepRequest"];
@@ -5034,7 +5034,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (AdadeltaStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `square_avg/…`, `acc_delta/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (AdadeltaStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `square_avg/…`, `acc_delta/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step` (required with state, as JSON's `state.step`), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["AdadeltaStepRequest"];
@@ -5143,7 +5143,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (LionStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (LionStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step` (required with state, 0 if absent, as torch keeps no count), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["LionStepRequest"];
@@ -5262,7 +5262,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (MuonStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `momentum_buffer/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (MuonStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `momentum_buffer/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step` (required with state, 0 if absent, as torch keeps no count), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["MuonStepRequest"];
@@ -5371,7 +5371,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (SparseAdamStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…` (each slot for every parameter, or not at all); a tensor's gradient may come as rows instead of `grads/<name>`: `grads.indices/<name>` (I64 or I32, shape [k] or torch's `_indices()` shape [1, k]) with `grads.values/<name>` (shape [k, …the row's shape]); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (SparseAdamStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…` (each slot for every parameter, or not at all); a tensor's gradient may come as rows instead of `grads/<name>`: `grads.indices/<name>` (I64 or I32, shape [k] or torch's `_indices()` shape [1, k]) with `grads.values/<name>` (shape [k, …the row's shape]); `__metadata__` may hold `step` (required with state, as JSON's `state.step`), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["SparseAdamStepRequest"];

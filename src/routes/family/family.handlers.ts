@@ -489,6 +489,10 @@ async function fromSafetensors(def: AnyDef, c: Context<AppEnv>): Promise<StepInp
     throw validationProblem([fieldError(['__metadata__', 'dtype'], `the tensors were read as ${file.dtype}; send dtype=${o.dtype} in the query to read them so`, o.dtype)]);
   }
   const anyState = Object.values(file.slots).some((a) => a !== null) || Object.values(scalars).some((v) => v !== undefined);
+  // As JSON's state.step: state without its step count is a mistake, not step 0 (SGD keeps no count: 0).
+  if (anyState && metadata.step === undefined && def.stepCounter !== 'none') {
+    throw validationProblem([fieldError(['__metadata__', 'step'], `is required with state (the step count ${def.torch}'s state comes from; 0 for a fresh one)`)]);
+  }
   return {
     dtype: file.dtype,
     hyperparams: o.hyperparams,
