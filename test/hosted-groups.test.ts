@@ -296,7 +296,7 @@ describe('hosted param_groups: create, GET, PATCH and the stateless step\'s 422s
     const cases: Array<[Json, string]> = [
       [{ param_groups: [{ params: ['enc.*'] }, { params: ['head.w', 'enc.b'] }] }, 'param_groups[1].params[1]'],
       [{ param_groups: [{ params: ['dec.*'] }] }, 'param_groups[0].params[0]'],
-      [{ param_groups: [{ params: ['enc.a'], nesterov: true }] }, 'param_groups[0].nesterov'],
+      [{ param_groups: [{ params: ['enc.a'], momentum: -1 }] }, 'param_groups[0].momentum'],
       [{ param_groups: [{ params: ['enc.a'], beta1: 0.9 }] }, 'param_groups[0].beta1'],
       [{ param_groups: [{ params: ['enc.a'], lr: -1 }] }, 'param_groups[0].lr'],
       [{ param_groups: [{ params: [] }] }, 'param_groups[0].params'],
@@ -339,7 +339,7 @@ describe('hosted param_groups: create, GET, PATCH and the stateless step\'s 422s
     let snap = await opCall('GET', opt, '/state');
     expect(snap.body.momentum_buffer).toMatchObject({ 'enc.b': null, 'head.bias': null });
     const before = await opCall('GET', opt, '');
-    for (const [groups, field] of [[[{ params: ['nope'] }], 'param_groups[0].params[0]'], [[{ params: ['enc.a'], nesterov: true, momentum: 0 }], 'param_groups[0].nesterov'], [[{ params: ['enc.a'], foo: 1 }], 'param_groups[0].foo'], ['x', 'param_groups']] as const) {
+    for (const [groups, field] of [[[{ params: ['nope'] }], 'param_groups[0].params[0]'], [[{ params: ['enc.a'], dampening: 0.5, momentum: -1 }], 'param_groups[0].momentum'], [[{ params: ['enc.a'], foo: 1 }], 'param_groups[0].foo'], ['x', 'param_groups']] as const) {
       expectProblem(await opCall('PATCH', opt, '', { param_groups: groups }), 422, field);
     }
     const after = await opCall('GET', opt, '');
