@@ -4,8 +4,8 @@
 // GET /state at every recorded step equal torch's bit for bit, including torch's None (null) for a
 // slot a group keeps none of. Hosted steps equal the stateless step with the same groups, bit for
 // bit, with schedules (each group's lr driven from its own), clipping, per-tensor counters (NAdam),
-// per-group slot initial values and slots kept by some groups only; through snapshots (JSON and
-// safetensors), PATCH (replace, clear), eviction (the journal replays each group's steps) and the
+// Adagrad's sum from the top-level initial_accumulator_value (as torch) and slots kept by some groups
+// only; through snapshots (JSON and safetensors), PATCH (replace, clear), eviction (the journal replays each group's steps) and the
 // 422s of the stateless step.
 
 import { evictDurableObject } from 'cloudflare:test';
@@ -226,11 +226,12 @@ describe('hosted param_groups equal the stateless step with the same groups, bit
     expectProblem(await opCall('PUT', a, '/state', { ...json.body, tensors: { nope: { step: json.body.step } } }), 422, 'tensors.nope');
   });
 
-  it('Adagrad: each group\'s initial_accumulator_value and lr_decay, as if each tensor were stepped alone with its group\'s settings', async () => {
+  it('Adagrad: each group\'s lr and lr_decay, every sum from the top-level initial_accumulator_value (torch 1.13 ignores a group\'s), as if each tensor were stepped alone', async () => {
     const groups = [{ params: ['enc.*'], initial_accumulator_value: 0.5, lr: 0.1 }, { params: ['head.w'], lr_decay: 0.1 }];
     const { state } = await sideBySide('adagrad', 'float64', P, { lr: 0.05, initial_accumulator_value: 2 }, groups, GRADS.slice(0, 3));
-    // torch creates each parameter's sum from its own group's settings.
-    for (const [name, hp] of [['enc.w', { lr: 0.1, initial_accumulator_value: 0.5 }], ['head.w', { lr: 0.05, initial_accumulator_value: 2, lr_decay: 0.1 }], ['head.b', { lr: 0.05, initial_accumulator_value: 2 }]] as const) {
+    // torch 1.13's Adagrad.__init__ fills each parameter's sum from the constructor's initial_accumulator_value,
+    // whatever its group sets (values against torch: test/optim-controls.test.ts).
+    for (const [name, hp] of [['enc.w', { lr: 0.1, initial_accumulator_value: 2 }], ['head.w', { lr: 0.05, initial_accumulator_value: 2, lr_decay: 0.1 }], ['head.b', { lr: 0.05, initial_accumulator_value: 2 }]] as const) {
       let p: unknown = (P as Json)[name];
       let s: unknown;
       for (const g of GRADS.slice(0, 3)) {
@@ -295,7 +296,7 @@ describe('hosted param_groups: create, GET, PATCH and the stateless step\'s 422s
     const cases: Array<[Json, string]> = [
       [{ param_groups: [{ params: ['enc.*'] }, { params: ['head.w', 'enc.b'] }] }, 'param_groups[1].params[1]'],
       [{ param_groups: [{ params: ['dec.*'] }] }, 'param_groups[0].params[0]'],
-      [{ param_groups: [{ params: ['enc.a'], nesterov: true }] }, 'param_groups[0].nesterov'],
+      [{ param_groups: [{ params: ['enc.a'], momentum: -1 }] }, 'param_groups[0].momentum'],
       [{ param_groups: [{ params: ['enc.a'], beta1: 0.9 }] }, 'param_groups[0].beta1'],
       [{ param_groups: [{ params: ['enc.a'], lr: -1 }] }, 'param_groups[0].lr'],
       [{ param_groups: [{ params: [] }] }, 'param_groups[0].params'],
@@ -338,7 +339,7 @@ describe('hosted param_groups: create, GET, PATCH and the stateless step\'s 422s
     let snap = await opCall('GET', opt, '/state');
     expect(snap.body.momentum_buffer).toMatchObject({ 'enc.b': null, 'head.bias': null });
     const before = await opCall('GET', opt, '');
-    for (const [groups, field] of [[[{ params: ['nope'] }], 'param_groups[0].params[0]'], [[{ params: ['enc.a'], nesterov: true, momentum: 0 }], 'param_groups[0].nesterov'], [[{ params: ['enc.a'], foo: 1 }], 'param_groups[0].foo'], ['x', 'param_groups']] as const) {
+    for (const [groups, field] of [[[{ params: ['nope'] }], 'param_groups[0].params[0]'], [[{ params: ['enc.a'], dampening: 0.5, momentum: -1 }], 'param_groups[0].momentum'], [[{ params: ['enc.a'], foo: 1 }], 'param_groups[0].foo'], ['x', 'param_groups']] as const) {
       expectProblem(await opCall('PATCH', opt, '', { param_groups: groups }), 422, field);
     }
     const after = await opCall('GET', opt, '');

@@ -7,7 +7,7 @@ import { clipGradNorm, clipGradValue } from '../src/optim/clip.ts';
 import clipFile from './fixtures/optim/clip.json';
 import groupsFile from './fixtures/optim/param_groups.json';
 import { callBytes, postJson } from './helpers/http.ts';
-import { createOptimizer, opCall } from './helpers/optimizers.ts';
+import { createOptimizer, expectProblem, opCall } from './helpers/optimizers.ts';
 import { decodeValues, encodeValues, readSafetensors, writeSafetensors } from './helpers/safetensors.ts';
 import { leavesOf, zipLeaves } from './helpers/trees.ts';
 
@@ -70,9 +70,53 @@ describe('param_groups against torch 1.13', () => {
     const none = await postJson('/v1/sgd/step', { params: p, grads: g, hyperparams: { lr: 1 }, param_groups: [{ params: ['dec.*'] }] });
     expect(none.status).toBe(422);
     expect(none.body.errors[0]).toMatchObject({ field: 'param_groups[0].params[0]', value: 'dec.*' });
-    const bad = await postJson('/v1/sgd/step', { params: p, grads: g, hyperparams: { lr: 1 }, param_groups: [{ params: ['enc.a'], nesterov: true }] });
+    const bad = await postJson('/v1/sgd/step', { params: p, grads: g, hyperparams: { lr: 1 }, param_groups: [{ params: ['enc.a'], momentum: -1 }] });
     expect(bad.status).toBe(422);
-    expect(bad.body.errors[0].field).toBe('param_groups[0].nesterov');
+    expect(bad.body.errors[0].field).toBe('param_groups[0].momentum');
+  });
+
+  it('SGD: nesterov is checked on the top-level set only, as torch 1.13 checks the constructor\'s defaults (a group with momentum 0 is plain SGD)', async () => {
+    // torch 1.13 (add_param_group validates nothing; with momentum 0 _single_tensor_sgd never reads nesterov):
+    //   a = torch.tensor([1., 2.], dtype=dt, requires_grad=True); b = torch.tensor([3.], …); c = torch.tensor([-1.], …)
+    //   opt = torch.optim.SGD([{'params': [a]}, {'params': [b], 'momentum': 0}, {'params': [c], 'momentum': 0.5, 'dampening': 0.5}],
+    //                         lr=0.1, momentum=0.9, nesterov=True)
+    //   for ga, gb, gc in [([0.5, -1.], [2.], [0.25]), ([0.3, 0.7], [-1.5], [-0.75])]: (set .grad); opt.step(); a.tolist(), b.tolist(), c.tolist()
+    const torchValues = {
+      float64: [
+        { a: [0.905, 2.19], b: [2.8], c: [-1.0375] },
+        { a: [0.8075, 2.138], b: [2.9499999999999997], c: [-0.9500000000000001] },
+      ],
+      float32: [
+        { a: [0.9049999713897705, 2.190000057220459], b: [2.799999952316284], c: [-1.037500023841858] },
+        { a: [0.8074999451637268, 2.138000011444092], b: [2.950000047683716], c: [-0.9500000476837158] },
+      ],
+    };
+    const grads = [
+      { a: [0.5, -1], b: [2], c: [0.25] },
+      { a: [0.3, 0.7], b: [-1.5], c: [-0.75] },
+    ];
+    const hyperparams = { lr: 0.1, momentum: 0.9, nesterov: true };
+    const param_groups = [{ params: ['b'], momentum: 0 }, { params: ['c'], momentum: 0.5, dampening: 0.5 }];
+    for (const dtype of ['float64', 'float32'] as const) {
+      let params: unknown = { a: [1, 2], b: [3], c: [-1] };
+      let state: unknown;
+      const opt = await createOptimizer({ optimizer: 'sgd', dtype, params, hyperparams, param_groups });
+      for (let k = 0; k < 2; k++) {
+        const r = await postJson('/v1/sgd/step', { params, grads: grads[k], dtype, hyperparams, param_groups, ...(state ? { state } : {}) });
+        expect(r.status, JSON.stringify(r.body)).toBe(200);
+        expect(r.body.params, `${dtype} step ${k}`).toEqual(torchValues[dtype][k]);
+        expect(r.body.state.momentum_buffer.b).toBeNull(); // torch: state[b]['momentum_buffer'] is None
+        const hosted = await opCall('POST', opt, '/step', { grads: grads[k] });
+        expect(hosted.status, JSON.stringify(hosted.body)).toBe(200);
+        expect(hosted.body.params, `hosted ${dtype} step ${k}`).toEqual(torchValues[dtype][k]);
+        params = r.body.params;
+        state = r.body.state;
+      }
+    }
+    // PATCHed in, as torch's add_param_group takes it; the constructor's own set still may not.
+    const opt = await createOptimizer({ optimizer: 'sgd', params: { a: [1], b: [1] }, hyperparams: { lr: 0.1 } });
+    expect((await opCall('PATCH', opt, '', { param_groups: [{ params: ['b'], nesterov: true }] })).status).toBe(200);
+    expectProblem(await opCall('PATCH', opt, '', { hyperparams: { nesterov: true } }), 422, 'hyperparams.nesterov');
   });
 
   it('needs SGD\'s lr only where a tensor uses it', async () => {
@@ -84,24 +128,36 @@ describe('param_groups against torch 1.13', () => {
     expect(some.body.errors[0].field).toBe('hyperparams.lr');
   });
 
-  it('starts a fresh tensor\'s state from its own group\'s settings, as torch creates it: Adagrad\'s initial_accumulator_value, amsgrad\'s slot only in its group', async () => {
-    // Each tensor equals a step of it alone with its group's settings (torch's per-parameter state).
+  it('starts a fresh tensor\'s state as torch creates it: Adagrad\'s sum from the top-level initial_accumulator_value (a group\'s has no effect), amsgrad\'s slot only in its group', async () => {
+    // torch 1.13's Adagrad.__init__ fills every state["sum"] from its constructor argument, not the group's:
+    //   a = torch.tensor([1., 2.], dtype=dt, requires_grad=True); b = torch.tensor([3.], dtype=dt, requires_grad=True)
+    //   opt = torch.optim.Adagrad([{'params': [a]}, {'params': [b], 'initial_accumulator_value': 0.5}], lr=0.1, initial_accumulator_value=2)
+    //   a.grad = torch.tensor([0.5, -1.], dtype=dt); b.grad = torch.tensor([2.], dtype=dt); opt.step()
+    //   a.tolist(), b.tolist(), opt.state[a]['sum'].tolist(), opt.state[b]['sum'].tolist()
+    const torchValues = {
+      float64: { a: [0.9666666666688889, 2.0577350269156294], b: [2.9183503419105605] },
+      float32: { a: [0.9666666388511658, 2.057734966278076], b: [2.9183504581451416] },
+    };
+    for (const dtype of ['float64', 'float32'] as const) {
+      const adagrad = await postJson('/v1/adagrad/step', {
+        params: { a: [1, 2], b: [3] },
+        grads: { a: [0.5, -1], b: [2] },
+        dtype,
+        hyperparams: { lr: 0.1, initial_accumulator_value: 2 },
+        param_groups: [{ params: ['b'], initial_accumulator_value: 0.5 }],
+      });
+      expect(adagrad.status, JSON.stringify(adagrad.body)).toBe(200);
+      expect(adagrad.body.params, dtype).toEqual(torchValues[dtype]);
+      expect(adagrad.body.state.sum, dtype).toEqual({ a: [2.25, 3], b: [6] });
+    }
+    // The issue's case: a group's initial_accumulator_value alone changes nothing (torch: a = 0.9, sum 1).
+    const one = await postJson('/v1/adagrad/step', { params: { a: [1], b: [1] }, grads: { a: [1], b: [1] }, hyperparams: { lr: 0.1 }, param_groups: [{ params: ['a'], initial_accumulator_value: 0.5 }] });
+    expect(one.status, JSON.stringify(one.body)).toBe(200);
+    expect(one.body.params).toEqual({ a: [Math.fround(0.9)], b: [Math.fround(0.9)] });
+    expect(one.body.state.sum).toEqual({ a: [1], b: [1] });
+
     const alone = async (route: string, params: number[], grads: number[], hyperparams: Record<string, unknown>) =>
       (await postJson(route, { params, grads, dtype: 'float64', hyperparams })).body;
-    const adagrad = await postJson('/v1/adagrad/step', {
-      params: { a: [1, 2], b: [3] },
-      grads: { a: [0.5, -1], b: [2] },
-      dtype: 'float64',
-      hyperparams: { lr: 0.1, initial_accumulator_value: 2 },
-      param_groups: [{ params: ['b'], initial_accumulator_value: 0.5 }],
-    });
-    expect(adagrad.status, JSON.stringify(adagrad.body)).toBe(200);
-    const a = await alone('/v1/adagrad/step', [1, 2], [0.5, -1], { lr: 0.1, initial_accumulator_value: 2 });
-    const b = await alone('/v1/adagrad/step', [3], [2], { lr: 0.1, initial_accumulator_value: 0.5 });
-    expect(adagrad.body.params).toEqual({ a: a.params, b: b.params });
-    expect(adagrad.body.state.sum).toEqual({ a: a.state.sum, b: b.state.sum });
-    expect(b.state.sum).toEqual([0.5 + 4]);
-
     const adamw = await postJson('/v1/adamw/step', { params: { a: [1, 2], b: [3] }, grads: { a: [0.5, -1], b: [2] }, dtype: 'float64', param_groups: [{ params: ['b'], amsgrad: true }] });
     expect(adamw.status, JSON.stringify(adamw.body)).toBe(200);
     // torch keeps max_exp_avg_sq only for the parameters of an amsgrad group: None (null) for a.

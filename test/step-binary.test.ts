@@ -225,9 +225,10 @@ describe('malformed safetensors bodies: 4xx naming the problem', () => {
     ['gradients of another shape', () => rawSafetensors(good({ grads: { dtype: 'F32', shape: [2, 1], data_offsets: [8, 16] } }), [p, g]), 422, 'safetensors.grads.shape'],
     ['a NaN gradient', () => rawSafetensors(good(), [p, encodeValues([0.5, NaN], 'F32')]), 422, 'safetensors.grads[1]'],
     ['an infinite parameter', () => rawSafetensors(good(), [encodeValues([Infinity, 1], 'F32'), g]), 422, 'safetensors.params[0]'],
-    ['half of the state', () => rawSafetensors(good({ exp_avg: { dtype: 'F32', shape: [2], data_offsets: [16, 24] } }), [p, g, g]), 422, 'safetensors.exp_avg_sq'],
+    ['state without its step count (JSON: state.step is required)', () => rawSafetensors(good({ exp_avg: { dtype: 'F32', shape: [2], data_offsets: [16, 24] }, exp_avg_sq: { dtype: 'F32', shape: [2], data_offsets: [24, 32] } }), [p, g, g, g]), 422, '__metadata__.step'],
+    ['half of the state', () => rawSafetensors(good({ __metadata__: { step: '0' }, exp_avg: { dtype: 'F32', shape: [2], data_offsets: [16, 24] } }), [p, g, g]), 422, 'safetensors.exp_avg_sq'],
     ['a step count without state', () => rawSafetensors(good({ __metadata__: { step: '4' } }), [p, g]), 422, 'safetensors.exp_avg'],
-    ['a negative second moment', () => rawSafetensors(good({ exp_avg: { dtype: 'F32', shape: [2], data_offsets: [16, 24] }, exp_avg_sq: { dtype: 'F32', shape: [2], data_offsets: [24, 32] } }), [p, g, g, encodeValues([1, -1], 'F32')]), 422, 'safetensors.exp_avg_sq[1]'],
+    ['a negative second moment', () => rawSafetensors(good({ __metadata__: { step: '1' }, exp_avg: { dtype: 'F32', shape: [2], data_offsets: [16, 24] }, exp_avg_sq: { dtype: 'F32', shape: [2], data_offsets: [24, 32] } }), [p, g, g, encodeValues([1, -1], 'F32')]), 422, 'safetensors.exp_avg_sq[1]'],
     ['metadata hyperparams that are not JSON', () => rawSafetensors(good({ __metadata__: { hyperparams: '{lr' } }), [p, g]), 422, '__metadata__.hyperparams'],
     ['an invalid hyperparameter in metadata', () => rawSafetensors(good({ __metadata__: { hyperparams: '{"beta1": 1.5}' } }), [p, g]), 422, 'hyperparams.beta1'],
   ];

@@ -926,7 +926,7 @@ export interface components {
              */
             nonfinite?: "error" | "skip";
         };
-        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.Adam for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.Adam for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's, and may be below its `min_lr` (as torch runs such a group); absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. Under `one_cycle` and `cyclic` a group's `lr` has no effect: their scalar `max_lr`/`base_lr` set every group's rate, as torch's OneCycleLR and CyclicLR overwrite each group's lr. As torch 1.13 validates only its constructor's defaults, the constructor's cross-field rules (SGD's nesterov needing momentum and zero dampening) apply to `hyperparams`, not to a group. */
         AdamParamGroups: {
             /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
             params: string[];
@@ -1106,7 +1106,7 @@ export interface components {
              */
             min_lr?: number;
         };
-        /** @description torch.optim.lr_scheduler.CyclicLR (with cycle_momentum=False): triangular waves between base_lr and max_lr, `lr(k) = base_lr + (max_lr − base_lr) · scale(k) · f(k)`, torch's closed form exactly. Rule: max_lr >= base_lr. */
+        /** @description torch.optim.lr_scheduler.CyclicLR (with cycle_momentum=False): triangular waves between base_lr and max_lr, `lr(k) = base_lr + (max_lr − base_lr) · scale(k) · f(k)`, torch's closed form exactly. Rule: max_lr >= base_lr. With param_groups, every group steps at this rate and a group's `lr` has no effect, as torch's scalar base_lr overwrites each group's lr. */
         CyclicSchedule: {
             /**
              * @description Schedule type: `cyclic`. (enum property replaced by openapi-typescript)
@@ -1136,7 +1136,7 @@ export interface components {
              */
             gamma?: number;
         };
-        /** @description torch.optim.lr_scheduler.OneCycleLR (with cycle_momentum=False), with torch's float phase ends (pct_start·T − 1, [2·pct_start·T − 2,] T − 1). torch raises after one extrapolated step past the end; here every step >= total_steps holds the final rate max_lr/div_factor/final_div_factor. Rule: pct_start · total_steps != 1 (a zero-length warm-up, where torch divides by zero). */
+        /** @description torch.optim.lr_scheduler.OneCycleLR (with cycle_momentum=False), with torch's float phase ends (pct_start·T − 1, [2·pct_start·T − 2,] T − 1). torch raises after one extrapolated step past the end; here every step >= total_steps holds the final rate max_lr/div_factor/final_div_factor. Rule: pct_start · total_steps != 1 (a zero-length warm-up, where torch divides by zero). With param_groups, every group steps at this rate and a group's `lr` has no effect, as torch's scalar max_lr overwrites each group's lr. */
         OneCycleSchedule: {
             /**
              * @description Schedule type: `one_cycle`. (enum property replaced by openapi-typescript)
@@ -1527,7 +1527,7 @@ export interface components {
              */
             nonfinite?: "error" | "skip";
         };
-        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.AdamW for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.AdamW for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's, and may be below its `min_lr` (as torch runs such a group); absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. Under `one_cycle` and `cyclic` a group's `lr` has no effect: their scalar `max_lr`/`base_lr` set every group's rate, as torch's OneCycleLR and CyclicLR overwrite each group's lr. As torch 1.13 validates only its constructor's defaults, the constructor's cross-field rules (SGD's nesterov needing momentum and zero dampening) apply to `hyperparams`, not to a group. */
         AdamwParamGroups: {
             /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
             params: string[];
@@ -1644,7 +1644,7 @@ export interface components {
              */
             weight_decay?: number;
             /**
-             * @description Nesterov momentum (torch `nesterov`); needs momentum > 0 and dampening = 0, and a dense gradient.
+             * @description Nesterov momentum (torch `nesterov`); needs momentum > 0 and dampening = 0 in `hyperparams` (torch checks its constructor's defaults; a param group is not checked, and with momentum 0 nesterov has no effect), and a dense gradient.
              * @default false
              */
             nesterov?: boolean;
@@ -1663,7 +1663,7 @@ export interface components {
              */
             nonfinite?: "error" | "skip";
         };
-        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.SGD for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.SGD for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's, and may be below its `min_lr` (as torch runs such a group); absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. Under `one_cycle` and `cyclic` a group's `lr` has no effect: their scalar `max_lr`/`base_lr` set every group's rate, as torch's OneCycleLR and CyclicLR overwrite each group's lr. As torch 1.13 validates only its constructor's defaults, the constructor's cross-field rules (SGD's nesterov needing momentum and zero dampening) apply to `hyperparams`, not to a group. */
         SgdParamGroups: {
             /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
             params: string[];
@@ -1675,7 +1675,7 @@ export interface components {
             dampening?: number;
             /** @description L2 penalty added to the gradient (torch `weight_decay`); 0 with a sparse gradient (torch raises). */
             weight_decay?: number;
-            /** @description Nesterov momentum (torch `nesterov`); needs momentum > 0 and dampening = 0, and a dense gradient. */
+            /** @description Nesterov momentum (torch `nesterov`); needs momentum > 0 and dampening = 0 in `hyperparams` (torch checks its constructor's defaults; a param group is not checked, and with momentum 0 nesterov has no effect), and a dense gradient. */
             nesterov?: boolean;
             /** @description Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
             maximize?: boolean;
@@ -1801,7 +1801,7 @@ export interface components {
              */
             nonfinite?: "error" | "skip";
         };
-        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.RMSprop for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.RMSprop for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's, and may be below its `min_lr` (as torch runs such a group); absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. Under `one_cycle` and `cyclic` a group's `lr` has no effect: their scalar `max_lr`/`base_lr` set every group's rate, as torch's OneCycleLR and CyclicLR overwrite each group's lr. As torch 1.13 validates only its constructor's defaults, the constructor's cross-field rules (SGD's nesterov needing momentum and zero dampening) apply to `hyperparams`, not to a group. */
         RmspropParamGroups: {
             /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
             params: string[];
@@ -1908,7 +1908,7 @@ export interface components {
              */
             weight_decay?: number;
             /**
-             * @description Starting value of the sum of squares (torch `initial_accumulator_value`).
+             * @description Starting value of the sum of squares (torch `initial_accumulator_value`): the top-level value starts every tensor's `sum`. A param group may set it (torch keeps it in the group) but, as in torch 1.13, whose `Adagrad.__init__` fills `sum` from its constructor argument, it has no effect.
              * @default 0
              */
             initial_accumulator_value?: number;
@@ -1932,7 +1932,7 @@ export interface components {
              */
             nonfinite?: "error" | "skip";
         };
-        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.Adagrad for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.Adagrad for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's, and may be below its `min_lr` (as torch runs such a group); absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. Under `one_cycle` and `cyclic` a group's `lr` has no effect: their scalar `max_lr`/`base_lr` set every group's rate, as torch's OneCycleLR and CyclicLR overwrite each group's lr. As torch 1.13 validates only its constructor's defaults, the constructor's cross-field rules (SGD's nesterov needing momentum and zero dampening) apply to `hyperparams`, not to a group. */
         AdagradParamGroups: {
             /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
             params: string[];
@@ -1942,7 +1942,7 @@ export interface components {
             lr_decay?: number;
             /** @description L2 penalty added to the gradient (torch `weight_decay`); 0 with a sparse gradient (torch raises). */
             weight_decay?: number;
-            /** @description Starting value of the sum of squares (torch `initial_accumulator_value`). */
+            /** @description Starting value of the sum of squares (torch `initial_accumulator_value`): the top-level value starts every tensor's `sum`. A param group may set it (torch keeps it in the group) but, as in torch 1.13, whose `Adagrad.__init__` fills `sum` from its constructor argument, it has no effect. */
             initial_accumulator_value?: number;
             /** @description Added to sqrt(sum) (torch `eps`). */
             eps?: number;
@@ -2068,7 +2068,7 @@ export interface components {
              */
             nonfinite?: "error" | "skip";
         };
-        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.Adamax for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.Adamax for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's, and may be below its `min_lr` (as torch runs such a group); absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. Under `one_cycle` and `cyclic` a group's `lr` has no effect: their scalar `max_lr`/`base_lr` set every group's rate, as torch's OneCycleLR and CyclicLR overwrite each group's lr. As torch 1.13 validates only its constructor's defaults, the constructor's cross-field rules (SGD's nesterov needing momentum and zero dampening) apply to `hyperparams`, not to a group. */
         AdamaxParamGroups: {
             /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
             params: string[];
@@ -2217,7 +2217,7 @@ export interface components {
              */
             nonfinite?: "error" | "skip";
         };
-        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.NAdam for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.NAdam for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's, and may be below its `min_lr` (as torch runs such a group); absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. Under `one_cycle` and `cyclic` a group's `lr` has no effect: their scalar `max_lr`/`base_lr` set every group's rate, as torch's OneCycleLR and CyclicLR overwrite each group's lr. As torch 1.13 validates only its constructor's defaults, the constructor's cross-field rules (SGD's nesterov needing momentum and zero dampening) apply to `hyperparams`, not to a group. */
         NadamParamGroups: {
             /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
             params: string[];
@@ -2353,7 +2353,7 @@ export interface components {
              */
             nonfinite?: "error" | "skip";
         };
-        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.RAdam for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.RAdam for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's, and may be below its `min_lr` (as torch runs such a group); absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. Under `one_cycle` and `cyclic` a group's `lr` has no effect: their scalar `max_lr`/`base_lr` set every group's rate, as torch's OneCycleLR and CyclicLR overwrite each group's lr. As torch 1.13 validates only its constructor's defaults, the constructor's cross-field rules (SGD's nesterov needing momentum and zero dampening) apply to `hyperparams`, not to a group. */
         RadamParamGroups: {
             /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
             params: string[];
@@ -2482,7 +2482,7 @@ export interface components {
              */
             nonfinite?: "error" | "skip";
         };
-        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.Adadelta for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.Adadelta for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's, and may be below its `min_lr` (as torch runs such a group); absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. Under `one_cycle` and `cyclic` a group's `lr` has no effect: their scalar `max_lr`/`base_lr` set every group's rate, as torch's OneCycleLR and CyclicLR overwrite each group's lr. As torch 1.13 validates only its constructor's defaults, the constructor's cross-field rules (SGD's nesterov needing momentum and zero dampening) apply to `hyperparams`, not to a group. */
         AdadeltaParamGroups: {
             /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
             params: string[];
@@ -2612,7 +2612,7 @@ export interface components {
              */
             nonfinite?: "error" | "skip";
         };
-        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of optax.lion (torch has no Lion) for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of optax.lion (torch has no Lion) for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's, and may be below its `min_lr` (as torch runs such a group); absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. Under `one_cycle` and `cyclic` a group's `lr` has no effect: their scalar `max_lr`/`base_lr` set every group's rate, as torch's OneCycleLR and CyclicLR overwrite each group's lr. As torch 1.13 validates only its constructor's defaults, the constructor's cross-field rules (SGD's nesterov needing momentum and zero dampening) apply to `hyperparams`, not to a group. */
         LionParamGroups: {
             /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
             params: string[];
@@ -2778,7 +2778,7 @@ export interface components {
              */
             nonfinite?: "error" | "skip";
         };
-        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.Muon for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.Muon for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's, and may be below its `min_lr` (as torch runs such a group); absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. Under `one_cycle` and `cyclic` a group's `lr` has no effect: their scalar `max_lr`/`base_lr` set every group's rate, as torch's OneCycleLR and CyclicLR overwrite each group's lr. As torch 1.13 validates only its constructor's defaults, the constructor's cross-field rules (SGD's nesterov needing momentum and zero dampening) apply to `hyperparams`, not to a group. */
         MuonParamGroups: {
             /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
             params: string[];
@@ -2925,7 +2925,7 @@ export interface components {
              */
             nonfinite?: "error" | "skip";
         };
-        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.SparseAdam for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's; absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. */
+        /** @description torch's `param_groups`: each group names tensors and overrides hyperparameters of torch.optim.SparseAdam for them; tensors no group names use `hyperparams`. A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group's `lr` replaces the schedule's `lr` (each child's, in a sequential schedule) for its tensors, as torch's scheduler drives a group whose initial lr is the group's, and may be below its `min_lr` (as torch runs such a group); absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. Under `one_cycle` and `cyclic` a group's `lr` has no effect: their scalar `max_lr`/`base_lr` set every group's rate, as torch's OneCycleLR and CyclicLR overwrite each group's lr. As torch 1.13 validates only its constructor's defaults, the constructor's cross-field rules (SGD's nesterov needing momentum and zero dampening) apply to `hyperparams`, not to a group. */
         SparseAdamParamGroups: {
             /** @description Tensor names (dotted, as `fc.weight`) or patterns where `*` matches any run of characters (`encoder.*`, `*.bias`). */
             params: string[];
@@ -3578,7 +3578,7 @@ export interface components {
             hyperparams?: {
                 [key: string]: unknown;
             };
-            /** @description Optional (none: every tensor uses `hyperparams`). torch's `param_groups` by tensor name, validated by the optimizer's `<Name>ParamGroups` schema (e.g. `SgdParamGroups`): each group lists tensor names or patterns (`*` matches any run of characters: `encoder.*`, `*.bias`) in `params` and overrides any hyperparameter for those tensors (`lr` included; a field it does not give follows `hyperparams`, also after a PATCH of them); tensors no group names use `hyperparams`. A tensor named by two groups, or a pattern that matches no tensor, is a 422 naming it. The optimizer keeps them and applies them at every step, as the stateless step does; with a schedule, each group's lr follows it as torch's scheduler drives a group whose initial lr is the group's `lr`. */
+            /** @description Optional (none: every tensor uses `hyperparams`). torch's `param_groups` by tensor name, validated by the optimizer's `<Name>ParamGroups` schema (e.g. `SgdParamGroups`): each group lists tensor names or patterns (`*` matches any run of characters: `encoder.*`, `*.bias`) in `params` and overrides any hyperparameter for those tensors (`lr` included; a field it does not give follows `hyperparams`, also after a PATCH of them); tensors no group names use `hyperparams`. A tensor named by two groups, or a pattern that matches no tensor, is a 422 naming it. The optimizer keeps them and applies them at every step, as the stateless step does; with a schedule, each group's lr follows it as torch's scheduler drives a group whose initial lr is the group's `lr` (which may be below the schedule's `min_lr`); under `one_cycle` and `cyclic` a group's `lr` has no effect, as torch's scalar max_lr/base_lr overwrite each group's lr. */
             param_groups?: {
                 [key: string]: unknown;
             }[];
@@ -3893,7 +3893,7 @@ export interface components {
             hyperparams: {
                 [key: string]: unknown;
             };
-            /** @description The snapshot's groups (absent: none). torch's `param_groups` by tensor name, validated by the optimizer's `<Name>ParamGroups` schema (e.g. `SgdParamGroups`): each group lists tensor names or patterns (`*` matches any run of characters: `encoder.*`, `*.bias`) in `params` and overrides any hyperparameter for those tensors (`lr` included; a field it does not give follows `hyperparams`, also after a PATCH of them); tensors no group names use `hyperparams`. A tensor named by two groups, or a pattern that matches no tensor, is a 422 naming it. The optimizer keeps them and applies them at every step, as the stateless step does; with a schedule, each group's lr follows it as torch's scheduler drives a group whose initial lr is the group's `lr`. */
+            /** @description The snapshot's groups (absent: none). torch's `param_groups` by tensor name, validated by the optimizer's `<Name>ParamGroups` schema (e.g. `SgdParamGroups`): each group lists tensor names or patterns (`*` matches any run of characters: `encoder.*`, `*.bias`) in `params` and overrides any hyperparameter for those tensors (`lr` included; a field it does not give follows `hyperparams`, also after a PATCH of them); tensors no group names use `hyperparams`. A tensor named by two groups, or a pattern that matches no tensor, is a 422 naming it. The optimizer keeps them and applies them at every step, as the stateless step does; with a schedule, each group's lr follows it as torch's scheduler drives a group whose initial lr is the group's `lr` (which may be below the schedule's `min_lr`); under `one_cycle` and `cyclic` a group's `lr` has no effect, as torch's scalar max_lr/base_lr overwrite each group's lr. */
             param_groups?: {
                 [key: string]: unknown;
             }[];
@@ -4054,7 +4054,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (StepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…`, `max_exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (StepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…`, `max_exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step` (required with state, as JSON's `state.step`), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["StepRequest"];
@@ -4259,7 +4259,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (AdamwStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…`, `max_exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (AdamwStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…`, `max_exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step` (required with state, as JSON's `state.step`), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["AdamwStepRequest"];
@@ -4359,7 +4359,7 @@ export interface operations {
                 dampening?: number;
                 /** @description Safetensors bodies only: L2 penalty added to the gradient (torch `weight_decay`); 0 with a sparse gradient (torch raises). */
                 weight_decay?: number;
-                /** @description Safetensors bodies only: Nesterov momentum (torch `nesterov`); needs momentum > 0 and dampening = 0, and a dense gradient. */
+                /** @description Safetensors bodies only: Nesterov momentum (torch `nesterov`); needs momentum > 0 and dampening = 0 in `hyperparams` (torch checks its constructor's defaults; a param group is not checked, and with momentum 0 nesterov has no effect), and a dense gradient. */
                 nesterov?: "true" | "false" | "1" | "0";
                 /** @description Safetensors bodies only: Ascend the objective instead of descending it (torch `maximize`): the gradient is negated first. */
                 maximize?: "true" | "false" | "1" | "0";
@@ -4370,7 +4370,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (SgdStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `momentum_buffer/…` (each slot for every parameter, or not at all); a tensor's gradient may come as rows instead of `grads/<name>`: `grads.indices/<name>` (I64 or I32, shape [k] or torch's `_indices()` shape [1, k]) with `grads.values/<name>` (shape [k, …the row's shape]); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (SgdStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `momentum_buffer/…` (each slot for every parameter, or not at all); a tensor's gradient may come as rows instead of `grads/<name>`: `grads.indices/<name>` (I64 or I32, shape [k] or torch's `_indices()` shape [1, k]) with `grads.values/<name>` (shape [k, …the row's shape]); `__metadata__` may hold `step` (required with state, 0 if absent, as torch keeps no count), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["SgdStepRequest"];
@@ -4483,7 +4483,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (RmspropStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `square_avg/…`, `momentum_buffer/…`, `grad_avg/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (RmspropStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `square_avg/…`, `momentum_buffer/…`, `grad_avg/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step` (required with state, as JSON's `state.step`), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["RmspropStepRequest"];
@@ -4581,7 +4581,7 @@ export interface operations {
                 lr_decay?: number;
                 /** @description Safetensors bodies only: L2 penalty added to the gradient (torch `weight_decay`); 0 with a sparse gradient (torch raises). */
                 weight_decay?: number;
-                /** @description Safetensors bodies only: Starting value of the sum of squares (torch `initial_accumulator_value`). */
+                /** @description Safetensors bodies only: Starting value of the sum of squares (torch `initial_accumulator_value`): the top-level value starts every tensor's `sum`. A param group may set it (torch keeps it in the group) but, as in torch 1.13, whose `Adagrad.__init__` fills `sum` from its constructor argument, it has no effect. */
                 initial_accumulator_value?: number;
                 /** @description Safetensors bodies only: Added to sqrt(sum) (torch `eps`). */
                 eps?: number;
@@ -4594,7 +4594,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (AdagradStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `sum/…` (each slot for every parameter, or not at all); a tensor's gradient may come as rows instead of `grads/<name>`: `grads.indices/<name>` (I64 or I32, shape [k] or torch's `_indices()` shape [1, k]) with `grads.values/<name>` (shape [k, …the row's shape]); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (AdagradStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `sum/…` (each slot for every parameter, or not at all); a tensor's gradient may come as rows instead of `grads/<name>`: `grads.indices/<name>` (I64 or I32, shape [k] or torch's `_indices()` shape [1, k]) with `grads.values/<name>` (shape [k, …the row's shape]); `__metadata__` may hold `step` (required with state, as JSON's `state.step`), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["AdagradStepRequest"];
@@ -4705,7 +4705,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (AdamaxStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_inf/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (AdamaxStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_inf/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step` (required with state, as JSON's `state.step`), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["AdamaxStepRequest"];
@@ -4816,7 +4816,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (NadamStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text), `mu_product` and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (NadamStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step` (required with state, as JSON's `state.step`), `hyperparams`, `schedule` and `metrics` (JSON text), `mu_product` and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["NadamStepRequest"];
@@ -4925,7 +4925,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (RadamStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (RadamStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step` (required with state, as JSON's `state.step`), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["RadamStepRequest"];
@@ -5034,7 +5034,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (AdadeltaStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `square_avg/…`, `acc_delta/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (AdadeltaStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `square_avg/…`, `acc_delta/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step` (required with state, as JSON's `state.step`), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["AdadeltaStepRequest"];
@@ -5143,7 +5143,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (LionStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (LionStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step` (required with state, 0 if absent, as torch keeps no count), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["LionStepRequest"];
@@ -5262,7 +5262,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (MuonStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `momentum_buffer/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (MuonStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `momentum_buffer/…` (each slot for every parameter, or not at all); `__metadata__` may hold `step` (required with state, 0 if absent, as torch keeps no count), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["MuonStepRequest"];
@@ -5371,7 +5371,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description JSON (SparseAdamStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…` (each slot for every parameter, or not at all); a tensor's gradient may come as rows instead of `grads/<name>`: `grads.indices/<name>` (I64 or I32, shape [k] or torch's `_indices()` shape [1, k]) with `grads.values/<name>` (shape [k, …the row's shape]); `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
+        /** @description JSON (SparseAdamStepRequest), or a safetensors file whose tensors are `params/…` and `grads/…` (required) and the state `exp_avg/…`, `exp_avg_sq/…` (each slot for every parameter, or not at all); a tensor's gradient may come as rows instead of `grads/<name>`: `grads.indices/<name>` (I64 or I32, shape [k] or torch's `_indices()` shape [1, k]) with `grads.values/<name>` (shape [k, …the row's shape]); `__metadata__` may hold `step` (required with state, as JSON's `state.step`), `hyperparams`, `schedule` and `metrics` (JSON text) and `dtype`; hyperparameters may also be query parameters. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["SparseAdamStepRequest"];

@@ -94,7 +94,7 @@ export interface GroupHyperparamsArgs {
  * The hyperparameters of each group, lr resolved (index 0: the top-level set, g + 1: groups[g]).
  * The top-level set is checked whatever uses it (torch validates the constructor's defaults), its
  * required ones (SGD's lr) only when a tensor uses it or there is no tensor; a group's, when a
- * tensor is in it. 422s name the field.
+ * tensor is in it, without the constructor's rules (`constructorCheck`). 422s name the field.
  */
 export function groupHyperparams(args: GroupHyperparamsArgs): Hp[] {
   const { def, top, groups, groupOf } = args;
@@ -112,7 +112,8 @@ export function groupHyperparams(args: GroupHyperparamsArgs): Hp[] {
       }
     }
     const hp = { ...merged, lr: args.lrOf(g === 0 ? undefined : (overrides.lr as number | undefined), g) } as Hp;
-    const rule = used.has(g) ? def.check?.(hp) : null;
+    // torch's constructor validates its defaults (always); add_param_group validates nothing.
+    const rule = (used.has(g) ? def.check?.(hp) : null) ?? (g === 0 ? def.constructorCheck?.(hp) : null);
     if (rule) throw validationProblem([fieldError(args.where(g, rule.field), rule.message, hp[rule.field])]);
     out.push(hp);
   }

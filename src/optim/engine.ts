@@ -282,10 +282,13 @@ export const usedGroups = (groupOf: readonly number[]): Set<number> => (groupOf.
 /**
  * Brings `state`'s slots to what the groups keep, in place: a slot no used group keeps is dropped
  * (as a PATCH that turns momentum off discards the buffer); a tensor whose group keeps an eager
- * slot it does not hold gets the slot's initial value for its group (Adagrad's
- * initial_accumulator_value, zeros elsewhere); a lazy slot (SGD's momentum_buffer, a clone of the
- * first gradient) stays unheld until the step creates it. `allocate` gives a slot's array.
- * torch creates state per parameter from its own group's settings, so a fresh state is this too.
+ * slot it does not hold gets the slot's initial value (Adagrad's initial_accumulator_value, zeros
+ * elsewhere); a lazy slot (SGD's momentum_buffer, a clone of the first gradient) stays unheld until
+ * the step creates it. `allocate` gives a slot's array. torch creates state per parameter: which
+ * slots from its own group's settings (amsgrad's max_exp_avg_sq), but the initial value from the
+ * constructor's (`hps[0]`, the top-level set): torch 1.13's `Adagrad.__init__` fills every `sum`
+ * with its `initial_accumulator_value` argument, whatever a group sets (a group's value is kept in
+ * the group and has no effect). A fresh state is this too.
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export function keepSlots(def: OptimizerDef<any>, hps: readonly Hyperparams[], groupOf: readonly number[], tensors: readonly TensorSpan[], state: TreeState, allocate: (slot: string) => FloatArray): void {
@@ -303,8 +306,8 @@ export function keepSlots(def: OptimizerDef<any>, hps: readonly Hyperparams[], g
     for (let t = 0; t < tensors.length; t++) {
       const hp = hps[groupOf[t]!]!;
       if (held[t] || !slot.present(hp)) continue;
-      const initial = slot.initial(hp);
-      if (initial === null) continue;
+      if (slot.initial(hp) === null) continue;
+      const initial = slot.initial(hps[0]!) ?? 0;
       a ??= allocate(slot.name);
       a.subarray(tensors[t]!.offset, tensors[t]!.offset + tensors[t]!.size).fill(initial);
       held[t] = true;

@@ -113,8 +113,14 @@ export interface OptimizerDef<H extends Hyperparams = Hyperparams> {
   torch: string;
   description: string;
   hyperparams: { [K in keyof H]: HyperparamDef };
-  /** Cross-field rules torch's constructor enforces (e.g. nesterov needs momentum): a message, or null. */
+  /** Cross-field rules every param group must keep (torch's step would fail otherwise, e.g. Muon's ns_steps): a message, or null. */
   check?(hp: H): { field: string; message: string } | null;
+  /**
+   * Cross-field rules torch's constructor enforces on its defaults only (SGD: nesterov needs a
+   * momentum and zero dampening): checked on the top-level hyperparameters, not on a param group,
+   * which torch's `add_param_group` does not validate. A message, or null.
+   */
+  constructorCheck?(hp: H): { field: string; message: string } | null;
   /** Tensors the optimizer cannot step (e.g. Muon: 2-D only): a message, or null. */
   checkShape?(shape: readonly number[]): string | null;
   slots: ReadonlyArray<SlotDef<H>>;

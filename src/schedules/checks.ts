@@ -24,9 +24,13 @@ function firstDecrease(values: readonly number[]): number {
  * - cyclic: `max_lr >= base_lr`;
  * - one_cycle: `pct_start · total_steps != 1` (torch divides by zero: a warm-up phase of length 0);
  * - warmup_cosine, warmup_linear: `warmup_steps <= total_steps`;
- * - cosine, cosine_restarts, warmup_cosine: `min_lr <= lr`.
+ * - cosine, cosine_restarts, warmup_cosine: `min_lr <= lr` (unless `lrBounds` is false).
+ *
+ * `min_lr <= lr` is a rule of the request, not of the computation: torch's schedulers run a param
+ * group whose base lr is below `eta_min` (CosineAnnealingLR then rises from it towards eta_min), and
+ * a group's `lr` replaces the spec's. Schedules built for a group are checked without it.
  */
-export function specIssues(spec: ScheduleSpec): SpecIssue[] {
+export function specIssues(spec: ScheduleSpec, { lrBounds = true }: { lrBounds?: boolean } = {}): SpecIssue[] {
   const issues: SpecIssue[] = [];
   switch (spec.type) {
     case 'multistep':
@@ -63,7 +67,7 @@ export function specIssues(spec: ScheduleSpec): SpecIssue[] {
     default:
       break;
   }
-  if ((spec.type === 'cosine' || spec.type === 'cosine_restarts' || spec.type === 'warmup_cosine') && spec.min_lr > spec.lr) {
+  if (lrBounds && (spec.type === 'cosine' || spec.type === 'cosine_restarts' || spec.type === 'warmup_cosine') && spec.min_lr > spec.lr) {
     issues.push({ path: ['min_lr'], message: `must be <= lr (${spec.lr}), got ${spec.min_lr}` });
   }
   return issues;
@@ -81,13 +85,13 @@ export class ScheduleSpecError extends RangeError {
 }
 
 /** Every cross-field issue of a spec and, recursively, of its `sequential` children (paths from the root). */
-export function allSpecIssues(spec: ScheduleSpec, prefix: Array<string | number> = []): SpecIssue[] {
-  const out = specIssues(spec).map((i) => ({ path: [...prefix, ...i.path], message: i.message }));
+export function allSpecIssues(spec: ScheduleSpec, prefix: Array<string | number> = [], options: { lrBounds?: boolean } = {}): SpecIssue[] {
+  const out = specIssues(spec, options).map((i) => ({ path: [...prefix, ...i.path], message: i.message }));
   if (spec.type === 'sequential') {
     spec.schedules.forEach((child, i) => {
       if ((child as ScheduleSpec).type === 'reduce_on_plateau') {
         out.push({ path: [...prefix, 'schedules', i, 'type'], message: 'reduce_on_plateau cannot be part of sequential: it needs metrics' });
-      } else out.push(...allSpecIssues(child, [...prefix, 'schedules', i]));
+      } else out.push(...allSpecIssues(child, [...prefix, 'schedules', i], options));
     });
   }
   return out;

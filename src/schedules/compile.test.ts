@@ -68,6 +68,14 @@ describe('specIssues', () => {
     expect(specIssues(spec).map((i) => i.path.join('.'))).toEqual([path]);
   });
 
+  it('compileSchedule runs a spec whose lr is below min_lr (a param group\'s lr, as torch runs it); the request\'s rule is specIssues\'', () => {
+    const spec: ScheduleSpec = { type: 'sequential', schedules: [{ type: 'cosine', lr: 0.001, total_steps: 2, min_lr: 0.01 }], milestones: [] };
+    expect(allSpecIssues(spec).map((i) => i.path.join('.'))).toEqual(['schedules.0.min_lr']);
+    expect(allSpecIssues(spec, [], { lrBounds: false })).toEqual([]);
+    // torch 1.13: SGD([p], lr=0.001) with CosineAnnealingLR(T_max=2, eta_min=0.01) gives lr 0.001, 0.0055, 0.01.
+    expect([0, 1, 2].map(compileSchedule(spec))).toEqual([0.001, 0.0055, 0.01]);
+  });
+
   it('finds issues of nested children with their full path', () => {
     const spec: ScheduleSpec = {
       type: 'sequential',

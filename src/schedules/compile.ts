@@ -74,14 +74,16 @@ function build(spec: StepScheduleSpec, options: BuildOptions): Schedule {
  *   substitute the reference platform's results).
  * @returns `lr(k)` for integer k >= 0.
  * @throws {ScheduleSpecError} if a cross-field rule is broken or the spec is reduce_on_plateau
- *   (which needs metrics: use {@link evaluateSchedule} or `plateauUpdate`).
+ *   (which needs metrics: use {@link evaluateSchedule} or `plateauUpdate`). `min_lr <= lr` is not
+ *   checked here (a request's schema checks it): a param group's lr may be below min_lr, as torch
+ *   runs a group whose base lr is below eta_min.
  * @example compileSchedule({ type: 'step', lr: 0.1, step_size: 30, gamma: 0.1 })(30) // 0.010000000000000002
  */
 export function compileSchedule(spec: ScheduleSpec, options: { libm?: BuildOptions['libm']; replayBudget?: number | ReplayBudget } = {}): Schedule {
   if (spec.type === 'reduce_on_plateau') {
     throw new ScheduleSpecError([{ path: ['type'], message: 'reduce_on_plateau depends on metrics, not on the step; use plateauUpdate or evaluateSchedule' }]);
   }
-  const issues = allSpecIssues(spec);
+  const issues = allSpecIssues(spec, [], { lrBounds: false });
   if (issues.length > 0) throw new ScheduleSpecError(issues);
   const { replayBudget } = options;
   return build(spec, { libm: options.libm ?? CORRECTLY_ROUNDED, start: 'initial', replayBudget: typeof replayBudget === 'number' ? new ReplayBudget(replayBudget) : replayBudget });

@@ -194,8 +194,11 @@ export function familySchemas(def: AnyDef, dialect?: JsonDialect): FamilySchemas
       description:
         `torch's \`param_groups\`: each group names tensors and overrides hyperparameters of ${def.torch} for them; tensors no group names use \`hyperparams\`. ` +
         'A tensor named by two groups, or a name or pattern that matches no tensor, is a 422. With a schedule, a group\'s `lr` replaces the schedule\'s `lr` ' +
-        '(each child\'s, in a sequential schedule) for its tensors, as torch\'s scheduler drives a group whose initial lr is the group\'s; absolute rates ' +
-        '(`min_lr`, cyclic and one-cycle bounds) are shared, as in torch.',
+        '(each child\'s, in a sequential schedule) for its tensors, as torch\'s scheduler drives a group whose initial lr is the group\'s, and may be below ' +
+        'its `min_lr` (as torch runs such a group); absolute rates (`min_lr`, cyclic and one-cycle bounds) are shared, as in torch. Under `one_cycle` and ' +
+        '`cyclic` a group\'s `lr` has no effect: their scalar `max_lr`/`base_lr` set every group\'s rate, as torch\'s OneCycleLR and CyclicLR overwrite ' +
+        'each group\'s lr. As torch 1.13 validates only its constructor\'s defaults, the constructor\'s cross-field rules (SGD\'s nesterov needing momentum ' +
+        'and zero dampening) apply to `hyperparams`, not to a group.',
     });
 
   const stepCount = z

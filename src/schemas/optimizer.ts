@@ -74,7 +74,8 @@ const PARAM_GROUPS_RULES =
   'patterns (`*` matches any run of characters: `encoder.*`, `*.bias`) in `params` and overrides any hyperparameter for those tensors (`lr` included; a field it ' +
   'does not give follows `hyperparams`, also after a PATCH of them); tensors no group names use `hyperparams`. A tensor named by two groups, or a pattern that ' +
   'matches no tensor, is a 422 naming it. The optimizer keeps them and applies them at every step, as the stateless step does; with a schedule, each group\'s ' +
-  'lr follows it as torch\'s scheduler drives a group whose initial lr is the group\'s `lr`.';
+  'lr follows it as torch\'s scheduler drives a group whose initial lr is the group\'s `lr` (which may be below the schedule\'s `min_lr`); under `one_cycle` ' +
+  'and `cyclic` a group\'s `lr` has no effect, as torch\'s scalar max_lr/base_lr overwrite each group\'s lr.';
 const ParamGroupsInputSchema = (description: string) =>
   z
     .array(z.record(z.string(), z.unknown()))

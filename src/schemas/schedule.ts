@@ -179,7 +179,8 @@ export const CyclicScheduleSchema = z
   .openapi('CyclicSchedule', {
     description:
       'torch.optim.lr_scheduler.CyclicLR (with cycle_momentum=False): triangular waves between base_lr and max_lr, ' +
-      '`lr(k) = base_lr + (max_lr − base_lr) · scale(k) · f(k)`, torch\'s closed form exactly. Rule: max_lr >= base_lr.',
+      '`lr(k) = base_lr + (max_lr − base_lr) · scale(k) · f(k)`, torch\'s closed form exactly. Rule: max_lr >= base_lr. ' +
+      'With param_groups, every group steps at this rate and a group\'s `lr` has no effect, as torch\'s scalar base_lr overwrites each group\'s lr.',
   });
 
 export const OneCycleScheduleSchema = z
@@ -211,7 +212,8 @@ export const OneCycleScheduleSchema = z
     description:
       'torch.optim.lr_scheduler.OneCycleLR (with cycle_momentum=False), with torch\'s float phase ends (pct_start·T − 1, [2·pct_start·T − 2,] T − 1). ' +
       'torch raises after one extrapolated step past the end; here every step >= total_steps holds the final rate max_lr/div_factor/final_div_factor. ' +
-      'Rule: pct_start · total_steps != 1 (a zero-length warm-up, where torch divides by zero).',
+      'Rule: pct_start · total_steps != 1 (a zero-length warm-up, where torch divides by zero). ' +
+      'With param_groups, every group steps at this rate and a group\'s `lr` has no effect, as torch\'s scalar max_lr overwrites each group\'s lr.',
   });
 
 export const WarmupCosineScheduleSchema = z

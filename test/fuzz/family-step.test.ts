@@ -201,7 +201,7 @@ function reference(c: FamilyCase): Expected {
   }
   if (c.scheduleLr !== null) hp.lr = c.scheduleLr;
   if (hp.lr === undefined) return { ok: false, why: `${def.name} needs lr` };
-  const rule = def.check?.(hp);
+  const rule = def.check?.(hp) ?? def.constructorCheck?.(hp);
   if (rule) return { ok: false, why: rule.message };
   for (const l of leavesOf(c.params)) {
     const refused = def.checkShape?.(l.shape);

@@ -75,7 +75,11 @@ export const adagrad: OptimizerDef<AdagradHyperparams> = {
     lr: nonNegative(0.01, 'Learning rate (torch `lr`).'),
     lr_decay: nonNegative(0, 'Learning-rate decay: step t uses lr / (1 + (t-1)·lr_decay) (torch `lr_decay`).'),
     weight_decay: nonNegative(0, 'L2 penalty added to the gradient (torch `weight_decay`); 0 with a sparse gradient (torch raises).'),
-    initial_accumulator_value: nonNegative(0, 'Starting value of the sum of squares (torch `initial_accumulator_value`).'),
+    initial_accumulator_value: nonNegative(
+      0,
+      'Starting value of the sum of squares (torch `initial_accumulator_value`): the top-level value starts every tensor\'s `sum`. A param group may set it ' +
+        '(torch keeps it in the group) but, as in torch 1.13, whose `Adagrad.__init__` fills `sum` from its constructor argument, it has no effect.',
+    ),
     eps: nonNegative(1e-10, 'Added to sqrt(sum) (torch `eps`).'),
     maximize: MAXIMIZE,
   },

@@ -89,10 +89,12 @@ export const sgd: OptimizerDef<SgdHyperparams> = {
       description: 'Dampening for momentum (torch `dampening`), not range-checked, as in torch; ignored on the step that creates the buffer.',
     },
     weight_decay: nonNegative(0, 'L2 penalty added to the gradient (torch `weight_decay`); 0 with a sparse gradient (torch raises).'),
-    nesterov: flag(false, 'Nesterov momentum (torch `nesterov`); needs momentum > 0 and dampening = 0, and a dense gradient.'),
+    nesterov: flag(false, 'Nesterov momentum (torch `nesterov`); needs momentum > 0 and dampening = 0 in `hyperparams` (torch checks its constructor\'s defaults; a param group is not checked, and with momentum 0 nesterov has no effect), and a dense gradient.'),
     maximize: MAXIMIZE,
   },
-  check(hp) {
+  // torch 1.13's SGD.__init__ checks its defaults only: a group may set (or inherit) nesterov with
+  // momentum 0, where _single_tensor_sgd never reads it (no buffer: plain SGD), or with a dampening.
+  constructorCheck(hp) {
     if (hp.nesterov && (hp.momentum <= 0 || hp.dampening !== 0)) {
       return { field: 'nesterov', message: 'Nesterov momentum requires a momentum and zero dampening (as torch.optim.SGD).' };
     }

@@ -67,7 +67,8 @@ function checkedRuns(request: CompareRequest, rawRuns: RawRun[], dimension: numb
     }
     if (run.schedule) delete hp.lr;
     // Cross-field rules are checked with the schedule's first rate standing in for lr.
-    const rule = def.check?.({ ...hp, lr: hp.lr ?? 0 } as Hyperparams);
+    const withLr = { ...hp, lr: hp.lr ?? 0 } as Hyperparams;
+    const rule = def.check?.(withLr) ?? def.constructorCheck?.(withLr);
     if (rule) errors.push(fieldError(['runs', i, 'hyperparams', rule.field], rule.message, hp[rule.field]));
     const shapeMessage = def.checkShape?.([dimension]);
     if (def.sparse === 'only') errors.push(fieldError(['runs', i, 'optimizer'], `${def.torch} steps sparse (row) gradients only; the problems' gradients are dense`, run.optimizer));

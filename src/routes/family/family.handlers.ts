@@ -243,8 +243,8 @@ function checkedState(def: AnyDef, groupHp: Hp[], groupOf: readonly number[], dt
   // The hyperparameters of the groups a tensor is in (the top-level set alone without tensors).
   const hps = [...usedGroups(groupOf)].sort((a, b) => a - b).map((g) => groupHp[g]!);
   const keeps = (slot: AnyDef['slots'][number]) => hps.some((hp) => slot.present(hp));
-  // Fresh: each tensor gets the eager slots its own group keeps, with that group's initial value
-  // (torch creates a parameter's state from its group's settings: Adagrad's initial_accumulator_value).
+  // Fresh: each tensor gets the eager slots its own group keeps, with the top-level initial value
+  // (torch 1.13's Adagrad fills `sum` from its constructor's initial_accumulator_value, not the group's).
   const state: TreeState = { step: 0, scalars: initState(def, hps[0] ?? {}, dtype, 0).scalars, slots: {}, held: {}, counters: new Map() };
   keepSlots(def, groupHp, groupOf, leaves(layout), state, () => (dtype === 'float32' ? new Float32Array(n) : new Float64Array(n)));
   if (sent === null) return state;
@@ -489,6 +489,10 @@ async function fromSafetensors(def: AnyDef, c: Context<AppEnv>): Promise<StepInp
     throw validationProblem([fieldError(['__metadata__', 'dtype'], `the tensors were read as ${file.dtype}; send dtype=${o.dtype} in the query to read them so`, o.dtype)]);
   }
   const anyState = Object.values(file.slots).some((a) => a !== null) || Object.values(scalars).some((v) => v !== undefined);
+  // As JSON's state.step: state without its step count is a mistake, not step 0 (SGD keeps no count: 0).
+  if (anyState && metadata.step === undefined && def.stepCounter !== 'none') {
+    throw validationProblem([fieldError(['__metadata__', 'step'], `is required with state (the step count ${def.torch}'s state comes from; 0 for a fresh one)`)]);
+  }
   return {
     dtype: file.dtype,
     hyperparams: o.hyperparams,

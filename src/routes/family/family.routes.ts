@@ -55,7 +55,7 @@ export function familyStepRoute(def: AnyDef, dialect?: JsonDialect) {
             ? '; a tensor\'s gradient may come as rows instead of `grads/<name>`: `grads.indices/<name>` (I64 or I32, shape [k] or torch\'s ' +
               '`_indices()` shape [1, k]) with `grads.values/<name>` (shape [k, …the row\'s shape])'
             : '') +
-          '; `__metadata__` may hold `step`, `hyperparams`, `schedule` and `metrics` (JSON text)' +
+          '; `__metadata__` may hold `step` (required with state' + (def.stepCounter === 'none' ? ', 0 if absent, as torch keeps no count' : ', as JSON\'s `state.step`') + '), `hyperparams`, `schedule` and `metrics` (JSON text)' +
           (scalarNames ? `, ${scalarNames}` : '') +
           ' and `dtype`; hyperparameters may also be query parameters.',
         content: { 'application/json': { schema: s.stepRequest }, 'application/vnd.safetensors': binaryContent() },
