@@ -17,20 +17,14 @@ import sparseAdamFile from './fixtures/optim/sparseadam.json';
 import { callBytes, postJson } from './helpers/http.ts';
 import { authed, createOptimizer, expectProblem, opCall, type Created } from './helpers/optimizers.ts';
 import { encodeValues, writeSafetensors, type Dt } from './helpers/safetensors.ts';
+import type { Case as FixtureCase } from './helpers/optim-replay.ts';
 import { safetensorsStep } from './helpers/sparse.ts';
 import { leavesOf, zipLeaves } from './helpers/trees.ts';
 
 type Json = Record<string, any>;
 
-interface Case {
-  name: string;
-  dtype: 'float32' | 'float64';
-  hyperparams: Record<string, number | boolean>;
-  params: unknown;
-  state: Record<string, unknown> | null;
-  grads: unknown[];
-  expected: Array<{ step_index: number; params: unknown; state: Record<string, unknown> }>;
-}
+/** A torch fixture case (test/fixtures/optim/*.json); the sparse files name no optimizer per case. */
+type Case = Omit<FixtureCase, 'optimizer'>;
 
 const stubOf = (id: string) => env.HOSTED_OPTIMIZER.get(env.HOSTED_OPTIMIZER.idFromString(id));
 const ST = 'application/vnd.safetensors';
