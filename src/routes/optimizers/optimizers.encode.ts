@@ -71,22 +71,29 @@ function paramsHeader(layout: TensorLayout, dtype: Dtype, metadata: Record<strin
   return encodeHeader(namedOrRefuse(layout).map((l) => ({ name: l.name, dtype: wireDtypeOf(dtype), shape: l.shape })), metadata).header;
 }
 
-/** `head`, then every piece of `source`: one body streamed through (cancelling it cancels the source). */
-function prefixed(head: Uint8Array, source: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+/** `head`, every piece of `source`, then `tail`: one body streamed through (cancelling it cancels the source). */
+function framed(head: Uint8Array, source: ReadableStream<Uint8Array>, tail: readonly Uint8Array[] = []): ReadableStream<Uint8Array> {
   const reader = source.getReader();
-  let started = false;
+  let stage: 'head' | 'source' | 'tail' = 'head';
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
-      if (!started) {
-        started = true;
+      if (stage === 'head') {
+        stage = 'source';
         if (head.length > 0) {
           controller.enqueue(head);
           return;
         }
       }
-      const { done, value } = await reader.read();
-      if (done) controller.close();
-      else controller.enqueue(value);
+      if (stage === 'source') {
+        const { done, value } = await reader.read();
+        if (!done) {
+          controller.enqueue(value);
+          return;
+        }
+        stage = 'tail';
+        for (const bytes of tail) controller.enqueue(bytes);
+      }
+      controller.close();
     },
     async cancel(reason) {
       await reader.cancel(reason);
@@ -151,7 +158,7 @@ async function tensorsAnswer(format: Format, head: Record<string, number | boole
       file.set(params.data, header.length);
       return new Response(file, { status: 200, headers: { ...common, 'content-type': MEDIA_TYPES.safetensors } });
     }
-    return new Response(withLength(prefixed(header, params.data), header.length + params.size * itemBytes), {
+    return new Response(withLength(framed(header, params.data), header.length + params.size * itemBytes), {
       status: 200,
       headers: { ...common, 'content-type': MEDIA_TYPES.safetensors },
     });
@@ -225,31 +232,7 @@ export function checkpointResponse(snapshot: SnapshotOut, headers: Record<string
   const steps = leaves.map((_, i) => counters.get(i)?.step ?? info.step);
   if (stepType) tail.push(bytesOf(stepType === 'F32' ? Float32Array.from(steps) : Float64Array.from(steps)));
   for (const name of scalarNames) tail.push(bytesOf(Float32Array.from(leaves, (_, i) => counters.get(i)?.scalars[name] ?? info.scalars[name]!)));
-  const source = snapshot.data.getReader();
-  let stage = 0;
-  const body = new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      if (stage === 0) {
-        stage = 1;
-        controller.enqueue(header);
-        return;
-      }
-      if (stage === 1) {
-        const { done, value } = await source.read();
-        if (!done) {
-          controller.enqueue(value);
-          return;
-        }
-        stage = 2;
-        for (const bytes of tail) controller.enqueue(bytes);
-        return;
-      }
-      controller.close();
-    },
-    async cancel(reason) {
-      await source.cancel(reason);
-    },
-  });
+  const body = framed(header, snapshot.data, tail);
   return new Response(body, { status: 200, headers: { ...headers, vary: 'Accept', 'content-type': MEDIA_TYPES.safetensors } }) as never;
 }
 
