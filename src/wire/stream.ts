@@ -75,7 +75,9 @@ export function pullSource(stream: ReadableStream<Uint8Array>, size = PULL_PIECE
         next ??= reader.read();
         // A body arriving slowly is handed on as it comes (so the object sees it keep pace): once
         // the piece holds something, a read that takes longer than lingerMs ends it.
-        const result = filled === 0 ? await next : await Promise.race([next, new Promise<null>((r) => setTimeout(() => r(null), lingerMs))]);
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const result = filled === 0 ? await next : await Promise.race([next, new Promise<null>((r) => (timer = setTimeout(() => r(null), lingerMs)))]);
+        if (timer !== undefined) clearTimeout(timer);
         if (result === null) break;
         next = null;
         if (result.done) break;
