@@ -303,15 +303,20 @@ describe('hosted optimizers of other kinds: creation and rules', () => {
     expectProblem(await opCall('PUT', nadam, '/state', without), 422, 'mu_product');
   });
 
-  it('413 above the optimizer\'s own element limit (SGD holds more elements than Adam)', async () => {
+  it('above the optimizer\'s own element limit it is sharded (SGD holds more elements per object than Adam); 413 beyond 256 objects', async () => {
     const sgdMost = Math.floor((80 * 1024 * 1024) / (3 * 4));
     const adamMost = Math.floor((80 * 1024 * 1024) / (5 * 4));
     const sgd = await createOptimizer({ optimizer: 'sgd', shapes: [adamMost + 1], hyperparams: { lr: 0.1 } });
-    expect(sgd.body.size).toBe(adamMost + 1);
-    const big = await callBytes('POST', '/v1/optimizers', { optimizer: 'sgd', shapes: [sgdMost + 1], hyperparams: { lr: 0.1 } });
-    expect(big.status, JSON.stringify(big.body)).toBe(413);
-    const adam = await callBytes('POST', '/v1/optimizers', { shapes: [adamMost + 1] });
-    expect(adam.status).toBe(413);
+    expect(sgd.body).toMatchObject({ size: adamMost + 1, shards: 1 });
+    await opCall('DELETE', sgd, '');
+    const big = await createOptimizer({ optimizer: 'sgd', shapes: [sgdMost + 1], hyperparams: { lr: 0.1 } });
+    expect(big.body).toMatchObject({ size: sgdMost + 1, shards: 2, max_elements: sgdMost });
+    await opCall('DELETE', big, '');
+    const adam = await createOptimizer({ shapes: [adamMost + 1] });
+    expect(adam.body).toMatchObject({ shards: 2, max_elements: adamMost });
+    await opCall('DELETE', adam, '');
+    const beyond = await callBytes('POST', '/v1/optimizers', { shapes: [adamMost * 256 + 1] });
+    expect(beyond.status, JSON.stringify(beyond.body)).toBe(413);
   });
 });
 

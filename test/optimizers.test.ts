@@ -214,15 +214,17 @@ describe('bad input', () => {
     expectProblem(await parse(await call('POST', '/v1/optimizers', '{"params": [1,')), 400);
   });
 
-  it('rejects more elements than one optimizer holds (MAX_HOSTED_BYTES) with 413, per dtype', async () => {
-    // 80 MiB of kernel memory, 5 arrays per element: 4,194,304 float32 or 2,097,152 float64 elements.
+  it('shards more elements than one optimizer holds (MAX_HOSTED_BYTES), per dtype; 413 beyond 256 objects', async () => {
+    // 80 MiB of kernel memory, 5 arrays per element: 4,194,304 float32 or 2,097,152 float64 elements per object.
     const f64 = await parse(await call('POST', '/v1/optimizers', `{"dtype":"float64","params":[${'0,'.repeat(2_097_152)}0]}`, { 'content-type': 'application/json' }));
-    expectProblem(f64, 413, 'params');
-    expectProblem(await parse(await call('POST', '/v1/optimizers', { shapes: { a: [2048, 1024], b: [1] }, dtype: 'float64' })), 413, 'shapes');
-    expectProblem(await parse(await call('POST', '/v1/optimizers', { shapes: [4_194_305] })), 413, 'shapes');
+    expect(f64.status).toBe(201);
+    expect(f64.body).toMatchObject({ size: 2_097_153, shards: 2, max_elements: 2_097_152 });
+    await opCall('DELETE', { id: f64.body.id, token: f64.body.token }, '');
+    expectProblem(await parse(await call('POST', '/v1/optimizers', { shapes: { a: [2048, 1024 * 256], b: [1] }, dtype: 'float64' })), 413, 'shapes');
+    expectProblem(await parse(await call('POST', '/v1/optimizers', { shapes: [4_194_304 * 256 + 1] })), 413, 'shapes');
     const fits = await parse(await call('POST', '/v1/optimizers', { shapes: [4_194_304] }));
     expect(fits.status).toBe(201);
-    expect(fits.body.size).toBe(4_194_304);
+    expect(fits.body).toMatchObject({ size: 4_194_304, shards: 1 });
   });
 
   it('takes JSON snapshots up to 3,000,000 numbers (float64: 24 MB over RPC), and 413s beyond before parsing', async () => {

@@ -3432,7 +3432,7 @@ export interface components {
             skipped_steps: number;
             hyperparams: components["schemas"]["HostedHyperparams"];
             param_groups?: components["schemas"]["HostedParamGroups"];
-            /** @description Most parameter elements an optimizer of this kind and dtype holds: MAX_HOSTED_BYTES / ((2 + slots) × 4 or 8 bytes), params, the gradient buffer and every state slot the optimizer can keep (larger states are a 413). */
+            /** @description Most parameter elements one Durable Object of this kind and dtype holds: MAX_HOSTED_BYTES / ((2 + slots) × 4 or 8 bytes), params, the gradient buffer and every state slot the optimizer can keep. Larger models are sharded over up to 256 objects (`shards`); beyond that a 413. */
             max_elements: number;
             /** @description Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none. */
             schedule: components["schemas"]["ScheduleSpec"] | null;
@@ -3463,6 +3463,8 @@ export interface components {
              */
             expires_at: string;
             accumulate?: components["schemas"]["AccumulateInfo"];
+            /** @description Durable Objects holding the tensors: 1, or the shard count of a sharded optimizer (see `shards` at create). */
+            shards: number;
             /** @description Bearer token for every later call. Shown only here; the service stores only its SHA-256 hash. */
             token: string;
         };
@@ -3588,6 +3590,11 @@ export interface components {
             /** @description Time-to-live in seconds (60..31536000): the optimizer deletes itself, with everything stored for it, once this long has passed since its last successful call (any call with its token counts: steps, reads, uploads, PATCH). Default: the server's OPTIMIZER_TTL (30 days unless configured). */
             ttl?: number;
             accumulate?: components["schemas"]["Accumulate"];
+            /**
+             * @description Durable Objects holding the tensors (1..256). Absent: one, or, when the params exceed what one object holds (`max_elements`), the fewest that hold them. Above one, the optimizer is sharded: tensors placed whole where they fit, else split on row boundaries (docs/scale-out.md); every step is applied by all shards or by none, and equals the unsharded step bit for bit. Sharded optimizers do not take param_groups, accumulate, frozen or sparse gradients, safetensors steps, PATCH or PUT state yet (422 at create, 501 after).
+             * @example 4
+             */
+            shards?: number;
         };
         /**
          * @description Optional: Many workers, one optimizer: each step takes `contributions` gradients, one from each worker id 0..contributions-1 (POST .../step?worker=i with `expected_step`), and is applied once the set is complete, with their mean or sum computed in ascending worker id order in the optimizer's dtype: `acc = g0; acc = acc + g1; …; acc = acc + g(N-1)`, then for `mean` `acc / N` (numpy: `((g0 + g1) + g2 + …) / np.float32(N)`). Until then each contribution is stored and answered 202. Absent: every gradient is a step.
@@ -3676,7 +3683,7 @@ export interface components {
             skipped_steps: number;
             hyperparams: components["schemas"]["HostedHyperparams"];
             param_groups?: components["schemas"]["HostedParamGroups"];
-            /** @description Most parameter elements an optimizer of this kind and dtype holds: MAX_HOSTED_BYTES / ((2 + slots) × 4 or 8 bytes), params, the gradient buffer and every state slot the optimizer can keep (larger states are a 413). */
+            /** @description Most parameter elements one Durable Object of this kind and dtype holds: MAX_HOSTED_BYTES / ((2 + slots) × 4 or 8 bytes), params, the gradient buffer and every state slot the optimizer can keep. Larger models are sharded over up to 256 objects (`shards`); beyond that a 413. */
             max_elements: number;
             /** @description Learning-rate schedule applied at each step instead of `hyperparams.lr`; null for none. */
             schedule: components["schemas"]["ScheduleSpec"] | null;
@@ -3707,6 +3714,8 @@ export interface components {
              */
             expires_at: string;
             accumulate?: components["schemas"]["AccumulateInfo"];
+            /** @description Durable Objects holding the tensors: 1, or the shard count of a sharded optimizer (see `shards` at create). */
+            shards: number;
         };
         /**
          * @description Changes to a hosted optimizer; unknown fields are rejected.
@@ -6455,6 +6464,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Not available for a sharded optimizer yet (see `shards` at create and docs/scale-out.md); nothing was changed. */
+            501: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     stepOptimizer: {
@@ -6629,6 +6647,15 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying. */
                     "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not available for a sharded optimizer yet (see `shards` at create and docs/scale-out.md); nothing was changed. */
+            501: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -7085,6 +7112,15 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying. */
                     "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not available for a sharded optimizer yet (see `shards` at create and docs/scale-out.md); nothing was changed. */
+            501: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {

@@ -32,7 +32,7 @@ export interface Placement {
 }
 
 /** A sink writing pieces widened into the placement and, when asked, as they came into `keep`. */
-function placementSink(src: WireDtype, p: Placement, count: number) {
+export function placementSink(src: WireDtype, p: Placement, count: number) {
   const sink = elementSink(src, p.out, p.offset, count);
   if (!p.keep) return (piece: Uint8Array) => sink.write(piece);
   const keep = p.keep;

@@ -11,12 +11,13 @@ import { DurableObject } from 'cloudflare:workers';
 import { BEARER_CHALLENGE } from '../lib/auth.ts';
 import { initialSchedulerState, learningRate, reportMetric, scheduleOverflow } from '../lib/learning-rate.ts';
 import { groupHyperparams, groupOfTensors, parseParamGroups, withBaseLr, type ParamGroup } from '../lib/param-groups.ts';
-import { hostedArrays, maxHostedElements, readDefaultTtl, readLimits, type Limits } from '../lib/config.ts';
+import { MAX_TTL_SECONDS, hostedArrays, maxHostedElements, readDefaultTtl, readLimits, type Limits } from '../lib/config.ts';
 import { sameString } from '../lib/digest.ts';
 import { ProblemError, fieldError, headerError, validationProblem } from '../lib/problem.ts';
 import { alignTo, tensorProblem } from '../lib/tensor-input.ts';
 import { zodFieldErrors } from '../lib/validation.ts';
 import { MAX_STEP } from '../optim/adam.ts';
+import { clipCoefficient, clipGradValue, norm2 } from '../optim/clip.ts';
 import { engineStep, keepSlots, usedGroups, type Counter, type TreeState } from '../optim/engine.ts';
 import type { Dtype, FloatArray, Hyperparams, OptimizerDef, TensorSpan } from '../optim/optimizer.ts';
 import type { SparseRows } from '../optim/sparse.ts';
@@ -35,6 +36,7 @@ import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Plac
 import { checkCheckpointHeader } from './checkpoint-header.ts';
 import { Contributions, StepWaiters, accumulateInfo, checkAccumulates, checkWorker, notReached, patchedAccumulate, skippedKey } from './accumulate.ts';
 import { Mutex } from './mutex.ts';
+import { SHARD_FAULTS, abortShards, commitShards, destroyShards, gatherStream, newShardSecret, planShards, prepareShards, readAll, shardLayout, shardStub, tryShards, type GradientSlices, type ShardDecision, type ShardsRecord } from './shards.ts';
 import { paceDeadline } from '../wire/stream.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
 import { registryOf } from './stubs.ts';
@@ -147,6 +149,26 @@ interface Loaded extends Memory {
    * the tensors whose counters differ.
    */
   state: TreeState;
+}
+
+/** The memory of a coordinator, which holds no tensor (./shards.ts). */
+function emptyMemory(dtype: Dtype): Memory {
+  const none = dtype === 'float32' ? new Float32Array(0) : new Float64Array(0);
+  return { dtype, size: 0, params: none, grads: none, room: {} };
+}
+
+/** Most bytes of values one upload (PUT params) to a sharded optimizer carries: its coordinator checks them all before any shard writes. */
+export const SHARDED_UPLOAD_BYTES = 32 << 20;
+
+/** An RPC answer's value, or its problem thrown. */
+function unwrapOutcome<T>(o: Outcome<T>): T {
+  if (!o.ok) throw ProblemError.fromData(o.problem);
+  return o.value;
+}
+
+/** 501 for what a sharded optimizer cannot do yet. */
+function notSharded(loaded: { meta: StoredMeta }, what: string): void {
+  if (loaded.meta.shards) throw new ProblemError(501, 'not-implemented', `${what} is not available for a sharded optimizer yet (docs/scale-out.md)`);
 }
 
 /** A slot's array in `memory`, allocated on first use. */
@@ -285,6 +307,9 @@ export class HostedOptimizer extends DurableObject<Env> {
   /** Contributions held for the pending step, and requests waiting for a step (./accumulate.ts). */
   readonly #contributions: Contributions;
   readonly #waiters = new StepWaiters();
+  /** A shard (./shards.ts): the step whose prepared gradient slice `grads` holds, and a step applied in memory but not yet stored. */
+  #prepared: number | null = null;
+  #dryRun: { seq: number; scalarsBefore: Record<string, number>; created: boolean } | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -389,6 +414,11 @@ export class HostedOptimizer extends DurableObject<Env> {
     const names = namedLeaves(layout).map((l) => l.name);
     const groups = meta.groups ? (this.#store.readGroups() as ParamGroup[]) : [];
     const groupOf = storedGroupOf(names, groups);
+    if (meta.shards) {
+      // A coordinator: its tensors are its shards'.
+      this.#loaded = { def, meta, layout, tensors, names, groups, groupOf, state: freshState(def), ...emptyMemory(meta.dtype) };
+      return;
+    }
     const memory = this.#allocate(def, meta.dtype, meta.size);
     // Optimizers stored before there were others are Adams with exp_avg, exp_avg_sq (and max_exp_avg_sq).
     const slotNames = meta.slots ?? legacyAdamSlots(meta.hyperparams.amsgrad === true);
@@ -476,12 +506,18 @@ export class HostedOptimizer extends DurableObject<Env> {
    * then). A call that succeeds pushes the expiry to now plus the time-to-live; a rejected one
    * changes nothing, not even that.
    */
-  #locked<T>(tokenHash: string | null, fn: (loaded: Loaded) => T | Promise<T>): Promise<Outcome<T>> {
+  #locked<T>(tokenHash: string | null, fn: (loaded: Loaded) => T | Promise<T>, keepDryRun = false): Promise<Outcome<T>> {
     return outcome(async () => {
       this.#authorized(tokenHash);
       const release = await this.#mutex.acquire();
       let held = false;
       try {
+        // A shard's step applied in memory but never decided: every other call sees the stored state.
+        // The prepared slice in `grads` is trusted only by the apply that follows it (other calls may reuse the buffer).
+        if (!keepDryRun) {
+          this.#dropDryRun();
+          this.#prepared = null;
+        }
         const loaded = this.#authorized(tokenHash);
         const stored = loaded.meta;
         // Operations build their new metadata from this, so those that write it store the new
@@ -523,7 +559,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       hyperparams: meta.hyperparams,
       param_groups: groups,
       scalars: { ...initialScalars(def), ...meta.scalars },
-      max_elements: maxElementsOf(readLimits(this.env), def, meta.dtype),
+      max_elements: meta.shards?.capacity ?? maxElementsOf(readLimits(this.env), def, meta.dtype),
       schedule: meta.schedule,
       next_lr: nextLr(meta),
       dtype: meta.dtype,
@@ -534,6 +570,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       updated_at: meta.updatedAt,
       ttl: meta.ttl,
       expires_at: new Date(deadlineOf(meta)).toISOString(),
+      shards: meta.shards?.placement.length ?? 1,
       ...(meta.accumulate ? { accumulate: accumulateInfo(meta.accumulate, this.#contributions.workers()) } : {}),
     };
   }
@@ -658,10 +695,12 @@ export class HostedOptimizer extends DurableObject<Env> {
         checkCheckpointHeader(def, layout, ['params']);
         checkAccumulates(def, args.accumulate, ['accumulate']);
         const size = layoutSize(layout);
-        const memory = this.#allocate(def, dtype, size);
-        if (args.params) memory.params.set(args.params);
+        const perObject = args.maxElements ?? maxElementsOf(readLimits(this.env), def, dtype);
+        const shards = (args.shards ?? 1) > 1 || size > perObject ? await this.#createShards(args, def, perObject) : undefined;
+        const memory = shards ? emptyMemory(dtype) : this.#allocate(def, dtype, size);
+        if (args.params && !shards) memory.params.set(args.params);
         const state = freshState(def);
-        keepSlots(def, hps, groupOf, tensors, state, (name) => roomFor(memory, name));
+        if (!shards) keepSlots(def, hps, groupOf, tensors, state, (name) => roomFor(memory, name));
         const arrays = arraysOf(memory, state);
         const at = Date.now();
         const now = new Date(at).toISOString();
@@ -688,17 +727,66 @@ export class HostedOptimizer extends DurableObject<Env> {
           skippedSteps: 0,
           ...(groups.length > 0 ? { groups: groups.length } : {}),
           ...(args.accumulate ? { accumulate: args.accumulate } : {}),
+          ...(shards ? { shards } : {}),
         };
-        this.#store.transaction(() => {
-          this.#store.createTables();
-          this.#store.writeCheckpoint(meta, arrays, layout);
-          this.#store.writeGroups(groups);
-        });
+        try {
+          this.#store.transaction(() => {
+            this.#store.createTables();
+            if (shards) {
+              this.#store.writeMeta(meta);
+              this.#store.writeLayout(layout);
+            } else this.#store.writeCheckpoint(meta, arrays, layout);
+            this.#store.writeGroups(groups);
+          });
+        } catch (e) {
+          if (shards) await destroyShards(this.env, meta.id, shards);
+          throw e;
+        }
         this.#loaded = { def, meta, layout, tensors, names, groups, groupOf, state, ...memory };
         await this.ctx.storage.setAlarm(deadlineOf(meta));
         return this.#versionedInfo(this.#loaded);
       }),
     );
+  }
+
+  /**
+   * A coordinator's shards (./shards.ts), created concurrently, each over its element range; all
+   * deleted again should one fail. What sharding cannot do yet is refused first (422).
+   */
+  async #createShards(args: CreateArgs, def: AnyDef, perObject: number): Promise<ShardsRecord> {
+    const field = args.params ? 'params' : 'shapes';
+    const refuse = (path: Array<string | number>, why: string) => validationProblem([fieldError(path, `${why} (params of ${layoutSize(args.layout)} elements need shards: one ${def.name} optimizer holds ${perObject} ${args.dtype} elements)`)]);
+    if (args.paramGroups.length > 0) throw refuse(args.groupsPath, 'a sharded optimizer takes no param_groups yet');
+    if (args.accumulate) throw refuse(['accumulate'], 'a sharded optimizer takes no accumulate setting yet');
+    if (def.sparse === 'only') throw refuse(['optimizer'], `${def.name} steps sparse rows, which a sharded optimizer does not take yet`);
+    const placement = planShards(args.layout, perObject, args.shards, def.perTensor === true, field);
+    const record: ShardsRecord = { secret: newShardSecret(), capacity: perObject, placement };
+    const id = this.ctx.id.toString();
+    const results = await Promise.allSettled(
+      placement.map(async (shard, i) =>
+        unwrapOutcome(
+          await shardStub(this.env, id, i).create({
+            tokenHash: record.secret,
+            optimizer: def.name,
+            layout: shardLayout(args.layout, shard),
+            params: args.params ? args.params.slice(shard.start, shard.end) : null,
+            hyperparams: args.hyperparams,
+            paramGroups: [],
+            groupsPath: args.groupsPath,
+            schedule: args.schedule,
+            dtype: args.dtype,
+            ttl: MAX_TTL_SECONDS,
+            owner: null,
+          }),
+        ),
+      ),
+    );
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) {
+      await destroyShards(this.env, id, record);
+      throw failed.reason;
+    }
+    return record;
   }
 
   describe(tokenHash: string | null): Promise<Outcome<Versioned<OptimizerInfo>>> {
@@ -715,14 +803,19 @@ export class HostedOptimizer extends DurableObject<Env> {
       if (!authorized.ok) return authorized;
       await this.#waiters.until(wait.minStep, wait.seconds * 1000, () => this.#storedMeta()?.step ?? Infinity);
     }
-    return this.#locked(tokenHash, (loaded) => {
+    return this.#locked(tokenHash, async (loaded) => {
       if (wait && loaded.meta.step < wait.minStep) throw notReached(wait.minStep, loaded.meta.step, wait.seconds, loaded.meta.accumulate, this.#contributions.workers());
+      if (loaded.meta.shards) {
+        await this.#settleShards(loaded);
+        return { etag: etagOf(loaded.meta), value: { step: loaded.meta.step, params: await this.#shardedParamsOut(loaded) } };
+      }
       return { etag: etagOf(loaded.meta), value: { step: loaded.meta.step, params: this.#paramsOut(loaded) } };
     });
   }
 
   step(tokenHash: string | null, args: StepArgs): Promise<Outcome<Versioned<StepOut>>> {
     return this.#locked(tokenHash, async (loaded) => {
+      if (loaded.meta.shards) return this.#shardedStep(loaded, args);
       const { def, meta, layout, grads, state } = loaded;
       checkWorker(meta.accumulate, args.worker, args.expectedStep);
       if (args.returnParams && args.namedParams && leafIndex(layout) === null) {
@@ -918,6 +1011,376 @@ export class HostedOptimizer extends DurableObject<Env> {
   }
 
   /**
+   * A coordinator's step (./shards.ts): the gradient read, checked and handed to the shards slice
+   * by slice; the whole-gradient decisions (skip, clip_grad_norm_'s coefficient) taken as the
+   * unsharded step takes them; every shard applies in memory; then the decision is stored (the
+   * commit point) and every shard stores its step. Answers as the unsharded step does.
+   */
+  async #shardedStep(loaded: Loaded, args: StepArgs): Promise<Versioned<StepOut>> {
+    await this.#settleShards(loaded);
+    const { def, meta, layout } = loaded;
+    const record = meta.shards!;
+    checkWorker(meta.accumulate, args.worker, args.expectedStep);
+    if (args.returnParams && args.namedParams && leafIndex(layout) === null) {
+      throw new WireError(406, ['Accept'], 'two tensors of this optimizer have the same dotted name (e.g. "a.b" and {"a": {"b"}}): safetensors cannot name them apart; ask for JSON');
+    }
+    const timings = { decode: 0, kernel: 0, storage: 0 };
+    let clock = performance.now();
+    const lap = (phase: keyof typeof timings) => {
+      const now = performance.now();
+      timings[phase] += now - clock;
+      clock = now;
+    };
+    const input = args.grads;
+    let grads: GradientSlices;
+    if (input.format === 'json') {
+      if ((input.frozen ?? []).length > 0) notSharded(loaded, 'A frozen (null) gradient');
+      if (splitJsonRows(def, input.flat, layout, meta.dtype, 'grads').rows.some((r) => r !== null)) notSharded(loaded, 'A sparse (rows) gradient');
+      grads = { kind: 'values', values: alignTo(input.flat, layout, ['grads'], meta.dtype) };
+    } else if (input.format === 'raw') {
+      const src = input.dtype ?? wireDtypeOf(meta.dtype);
+      checkFits(src, meta.dtype, ['Content-Type']);
+      grads = { kind: 'raw', body: input.body, length: input.length, src, nonFiniteHint: ' (or PATCH hyperparams.nonfinite to "skip" to skip such steps)' };
+    } else throw notSharded(loaded, 'A safetensors step');
+    const hp = meta.hyperparams;
+    const skipMode = hp.nonfinite === 'skip';
+    const seq = meta.seq + 1;
+    const common = { env: this.env, id: meta.id, record, layout, dtype: meta.dtype, size: meta.size, seq, grads, allowNonFinite: skipMode, loss: args.loss };
+    const seen = args.idempotencyKey === undefined ? undefined : this.#store.idempotency(args.idempotencyKey);
+    if (seen) {
+      const { fingerprint: print } = await prepareShards({ ...common, norms: false, send: false });
+      if (seen.fingerprint !== print) throw validationProblem([headerError('Idempotency-Key', 'was already used for a step with different gradients or loss', args.idempotencyKey)]);
+      const current = seen.seq === meta.seq && (meta.uploadedAtSeq ?? -1) < seen.seq;
+      const params = args.returnParams && current ? await this.#shardedParamsOut(loaded) : null;
+      lap('decode');
+      const controls = { ...(seen.grad_norm === null ? {} : { gradNorm: seen.grad_norm }), ...(seen.skipped === null ? {} : { skipped: seen.skipped === 1 }) };
+      return { etag: etagOf(meta), value: { step: seen.step, lr: seen.lr, replayed: true, ...controls, params, timings } };
+    }
+    checkIfMatch(args.ifMatch, etagOf(meta), meta.step);
+    checkExpectedStep(args.expectedStep, meta.step);
+    if (meta.missing.length > 0) throw incompleteUpload(meta, layout);
+    const lr = learningRate(fixedLr(hp), meta.schedule, meta.step, meta.plateau);
+    if (!Number.isFinite(lr)) throw scheduleOverflow(meta.step, lr);
+    const clipNorm = hp.clip_grad_norm as number | undefined;
+    const prepared = await prepareShards({ ...common, norms: clipNorm !== undefined, send: true });
+    const print = args.idempotencyKey === undefined ? '' : prepared.fingerprint;
+    lap('decode');
+    const keyRow = (row: Omit<IdempotencyRow, 'fingerprint'>) => {
+      if (args.idempotencyKey !== undefined) this.#store.rememberKey(args.idempotencyKey, { ...row, fingerprint: print }, IDEMPOTENCY_KEYS_KEPT);
+    };
+    // As the unsharded step's skippedAnswer: counted, in the history, its key remembered; no state changed.
+    const skipped = async (gradNorm?: number) => {
+      await abortShards(this.env, meta.id, record, seq);
+      const next: StoredMeta = { ...meta, skippedSteps: (meta.skippedSteps ?? 0) + 1 };
+      const controls = { grad_norm: gradNorm ?? null, skipped: 1 };
+      this.#store.transaction(() => {
+        this.#store.writeMeta(next);
+        this.#store.addHistory({ step: meta.step, lr, loss: args.loss ?? null, at: new Date().toISOString(), ...controls }, HISTORY_KEPT);
+        keyRow({ seq: meta.seq, step: meta.step, lr, ...controls });
+      });
+      loaded.meta = next;
+      lap('storage');
+      const params = args.returnParams ? await this.#shardedParamsOut(loaded) : null;
+      return { etag: etagOf(meta), value: { step: meta.step, lr, replayed: false, gradNorm, skipped: true, params, timings } };
+    };
+    if (skipMode && prepared.nonFinite >= 0) return skipped();
+    const gradNorm = prepared.norms ? norm2(meta.dtype, prepared.norms) : undefined;
+    const decision: ShardDecision = {
+      seq,
+      hp: { ...hp, lr },
+      coef: gradNorm === undefined ? null : clipCoefficient(meta.dtype, gradNorm, clipNorm!),
+      clipValue: (hp.clip_grad_value as number | undefined) ?? null,
+    };
+    let tried;
+    try {
+      tried = await tryShards(this.env, meta.id, record, decision);
+    } catch (e) {
+      await abortShards(this.env, meta.id, record, seq);
+      throw e;
+    }
+    lap('kernel');
+    if (tried.nonFinite >= 0) {
+      if (skipMode) return skipped(gradNorm);
+      await abortShards(this.env, meta.id, record, seq);
+      throw new ProblemError(422, 'non-finite-result', 'the step would produce a non-finite value (overflow); nothing was changed', [
+        fieldError(['grads', ...pathOfIndex(layout, tried.nonFinite)], 'leads to a non-finite parameter or moment'),
+      ]);
+    }
+    const at = new Date().toISOString();
+    const next: StoredMeta = {
+      ...meta,
+      step: tried.step,
+      seq,
+      revision: meta.revision + 1,
+      updatedAt: at,
+      plateau: args.loss === undefined ? meta.plateau : reportGroups(meta.schedule, meta.plateau, reportMetric(meta.schedule, meta.plateau, args.loss), args.loss),
+      shards: { ...record, pending: decision },
+    };
+    const controls = { grad_norm: gradNorm ?? null, skipped: skipMode ? 0 : null };
+    SHARD_FAULTS.beforeDecision?.();
+    // The commit point: from here the step is applied, whatever fails next (the next call completes it).
+    this.#store.transaction(() => {
+      this.#store.writeMeta(next);
+      this.#store.addHistory({ step: next.step, lr, loss: args.loss ?? null, at, grad_norm: controls.grad_norm, skipped: null }, HISTORY_KEPT);
+      keyRow({ seq, step: next.step, lr, ...controls });
+    });
+    loaded.meta = next;
+    SHARD_FAULTS.afterDecision?.();
+    await this.#settleShards(loaded);
+    lap('storage');
+    const params = args.returnParams ? await this.#shardedParamsOut(loaded) : null;
+    return { etag: etagOf(next), value: { step: next.step, lr, replayed: false, gradNorm, ...(skipMode ? { skipped: false } : {}), params, timings } };
+  }
+
+  /**
+   * A coordinator's upload: decoded and checked whole here (at most SHARDED_UPLOAD_BYTES of values per
+   * request, so nothing reaches a shard unless all of it is valid), then each element range written
+   * to the shards holding it.
+   */
+  async #shardedUpload(loaded: Loaded, args: UploadArgs): Promise<Versioned<OptimizerInfo>> {
+    await this.#settleShards(loaded);
+    const { meta, layout } = loaded;
+    const record = meta.shards!;
+    const item = meta.dtype === 'float32' ? 4 : 8;
+    const most = SHARDED_UPLOAD_BYTES / item;
+    const alloc = (n: number) => (meta.dtype === 'float32' ? new Float32Array(n) : new Float64Array(n));
+    const tooMany = (n: number) =>
+      new ProblemError(413, 'payload-too-large', `this upload holds ${n} elements: a sharded optimizer takes at most ${most} ${meta.dtype} elements (${SHARDED_UPLOAD_BYTES} bytes) per PUT; send them in parts`);
+    const parts: Array<{ start: number; values: FloatArray }> = [];
+    const input = args.body;
+    if (input.format === 'raw') {
+      let start = 0;
+      let room = meta.size;
+      const path: Array<string | number> = ['params'];
+      if (args.tensor !== undefined) {
+        const leaf = namesOf(layout).get(args.tensor);
+        if (!leaf) throw validationProblem([fieldError(['tensor'], `no tensor named "${args.tensor}" in this optimizer`, args.tensor)]);
+        start = leaf.offset;
+        room = leaf.size;
+        path.push(args.tensor);
+      }
+      const offset = args.offset ?? 0;
+      if (offset > room) throw validationProblem([fieldError(['offset'], `is beyond the ${room} elements of ${args.tensor === undefined ? 'the params' : `"${args.tensor}"`}`, offset)]);
+      const src = input.dtype ?? wireDtypeOf(meta.dtype);
+      checkFits(src, meta.dtype, ['Content-Type']);
+      const bytes = WIRE_DTYPES[src].bytes;
+      if (input.length !== null && input.length / bytes > most && input.length <= (room - offset) * bytes) throw tooMany(input.length / bytes);
+      const values = alloc(Math.min(room - offset, most));
+      const count = await readRaw(input.body, input.length, src, { out: values, offset: 0, count: values.length, path }, true);
+      if (count === 0) throw validationProblem([fieldError(['body'], 'is empty: send the elements to write')]);
+      parts.push({ start: start + offset, values: values.subarray(0, count) });
+    } else if (input.format === 'safetensors') {
+      const index = namesOf(layout);
+      await readSafetensors(input.body, input.length, (header) => {
+        const places = header.entries.map((e) => placeByName(e, index, meta.dtype, alloc(0), 'params'));
+        const total = places.reduce((n, p) => n + p.count, 0);
+        if (total > most) throw tooMany(total);
+        const out = alloc(total);
+        let at = 0;
+        return places.map((p) => {
+          parts.push({ start: p.offset, values: out.subarray(at, at + p.count) });
+          const placed = { ...p, out, offset: at };
+          at += p.count;
+          return placed;
+        });
+      });
+    } else {
+      const byPath = new Map(leaves(layout).map((l) => [JSON.stringify(l.path), l]));
+      const byName = leafIndex(layout);
+      const values = input.flat.values;
+      for (const sent of leaves(input.flat.layout)) {
+        const name = sent.path.join('.');
+        const leaf = byPath.get(JSON.stringify(sent.path)) ?? byName?.get(name);
+        const path = ['params', ...sent.path];
+        if (!leaf) throw validationProblem([fieldError(path, `no tensor named "${name}" in this optimizer`)]);
+        if (!sameShape(leaf.shape, sent.shape)) throw validationProblem([fieldError(path, `expected shape [${leaf.shape.join(', ')}], got [${sent.shape.join(', ')}]`)]);
+        const out = alloc(leaf.size);
+        out.set(values.subarray(sent.offset, sent.offset + sent.size));
+        checkFinite({ out, offset: 0, count: leaf.size, path });
+        parts.push({ start: leaf.offset, values: out });
+      }
+    }
+    if (parts.length === 0) throw validationProblem([fieldError(['params'], 'names no tensor: send at least one')]);
+    let missing = meta.missing;
+    for (const p of parts) missing = subtractRange(missing, p.start, p.start + p.values.length);
+    if (missing.length > MAX_MISSING_RANGES) {
+      throw validationProblem([fieldError(['offset'], `the params still to upload would fall into more than ${MAX_MISSING_RANGES} pieces: upload in larger, contiguous parts`)]);
+    }
+    // Everything is checked: each range goes to the shards it meets (one upload per shard and range).
+    const writes: Array<Promise<unknown>> = [];
+    for (const p of parts) {
+      const end = p.start + p.values.length;
+      record.placement.forEach((shard, i) => {
+        const a = Math.max(p.start, shard.start);
+        const b = Math.min(end, shard.end);
+        if (a >= b) return;
+        const slice = p.values.slice(a - p.start, b - p.start);
+        const body = new Uint8Array(slice.buffer);
+        writes.push(shardStub(this.env, meta.id, i).upload(record.secret, { body: { format: 'raw', dtype: null, body, length: body.length }, offset: a - shard.start }).then(unwrapOutcome));
+      });
+    }
+    await Promise.all(writes);
+    const next: StoredMeta = { ...meta, missing, revision: meta.revision + 1, uploadedAtSeq: meta.seq, updatedAt: new Date().toISOString() };
+    this.#store.writeMeta(next);
+    loaded.meta = next;
+    return this.#versionedInfo(loaded);
+  }
+
+  /** Completes a decided step some shard has not stored yet (a coordinator that failed after its commit point). */
+  async #settleShards(loaded: Loaded): Promise<void> {
+    const record = loaded.meta.shards;
+    if (!record?.pending) return;
+    await commitShards(this.env, loaded.meta.id, record, record.pending);
+    const next: StoredMeta = { ...loaded.meta, shards: { ...record, pending: null } };
+    this.#store.writeMeta(next);
+    loaded.meta = next;
+  }
+
+  /** A coordinator's params, gathered from its shards in layout order: a copy when small, else a stream holding the lock (as #paramsOut). */
+  async #shardedParamsOut(loaded: Loaded): Promise<TensorsOut> {
+    const { meta } = loaded;
+    const out = { dtype: meta.dtype, layout: loaded.layout, size: meta.size };
+    const bytes = meta.size * (meta.dtype === 'float32' ? 4 : 8);
+    if (bytes <= PARAMS_COPY_MAX) return { ...out, data: await readAll(gatherStream(this.env, meta.id, meta.shards!, ['params'], () => {}), bytes) };
+    if (!this.#holdLock) throw new Error('#shardedParamsOut outside a locked operation');
+    return { ...out, data: gatherStream(this.env, meta.id, meta.shards!, ['params'], this.#holdLock()) };
+  }
+
+  /**
+   * Shard side of a sharded step (./shards.ts), phase 1: step `seq`'s slice of the gradient (the
+   * optimizer's dtype, layout order, checked by the coordinator), kept in memory and stored durably,
+   * not applied. Answers `applied` when this shard already took step `seq`.
+   */
+  shardPrepare(tokenHash: string | null, a: { seq: number; grads: Uint8Array }): Promise<Outcome<{ applied: boolean }>> {
+    return this.#locked(tokenHash, (loaded) => {
+      if (loaded.meta.seq >= a.seq) return { applied: true };
+      if (loaded.meta.seq !== a.seq - 1) throw new Error(`shard at seq ${loaded.meta.seq} cannot prepare step ${a.seq}`);
+      const bytes = new Uint8Array(loaded.grads.buffer, loaded.grads.byteOffset, loaded.grads.byteLength);
+      if (a.grads.byteLength !== bytes.byteLength) throw new Error(`shard of ${bytes.byteLength} gradient bytes was sent ${a.grads.byteLength}`);
+      bytes.set(a.grads);
+      this.#store.writePrepared(a.seq, a.grads);
+      this.#prepared = a.seq;
+      return { applied: false };
+    });
+  }
+
+  /**
+   * Phase 2: applies prepared step `seq` with the coordinator's decision (hyperparameters with lr
+   * resolved, the clip coefficient, clip_grad_value). Without `persist`, in memory only, answering
+   * the first non-finite result (the state is then reloaded); with it, stored (re-applied from the
+   * prepared slice when this object has restarted since). A shard past `seq` answers `applied`.
+   */
+  shardApply(
+    tokenHash: string | null,
+    a: { seq: number; hp: Hyperparams; coef: number | null; clipValue: number | null; persist: boolean },
+  ): Promise<Outcome<{ applied: boolean; nonFinite: number; step: number }>> {
+    return this.#locked(
+      tokenHash,
+      (loaded) => {
+        const { def, meta, state } = loaded;
+        if (meta.seq >= a.seq) return { applied: true, nonFinite: -1, step: meta.step };
+        let dry = this.#dryRun?.seq === a.seq ? this.#dryRun : null;
+        if (!dry) {
+          this.#dropDryRun();
+          if (this.#prepared !== a.seq && !this.#store.readPrepared(a.seq, loaded.grads)) throw new Error(`shard: step ${a.seq} was not prepared`);
+          const { grads } = loaded;
+          // clip_grad_norm_'s multiplication and clip_grad_value_'s clamp, elementwise as src/optim/clip.ts does them.
+          if (a.coef !== null) for (let i = 0; i < grads.length; i++) grads[i] = grads[i]! * a.coef;
+          if (a.clipValue !== null) clipGradValue(meta.dtype, [grads], a.clipValue);
+          const scalarsBefore = state.scalars;
+          const shapeBefore = slotShape(state);
+          const outcome = engineStep({
+            def,
+            dtype: meta.dtype,
+            tensors: loaded.tensors,
+            groupHp: [a.hp],
+            groupOf: loaded.groupOf,
+            params: loaded.params,
+            grads,
+            frozen: loaded.tensors.map(() => false),
+            sparse: loaded.tensors.map(() => null),
+            state,
+            nonfinite: 'error',
+            allocate: (name) => roomFor(loaded, name),
+            stepRun: stepRunFor(def, this.#kernel),
+            scan: this.#scan,
+          });
+          if (!outcome.applied) {
+            this.#load();
+            this.#prepared = null;
+            return { applied: false, nonFinite: outcome.nonFinite.index, step: meta.step };
+          }
+          const arrays = arraysOf(loaded, state);
+          for (const [name, x] of Object.entries(arrays.slots)) loaded.room[name] = x;
+          dry = this.#dryRun = { seq: a.seq, scalarsBefore, created: slotShape(state) !== shapeBefore };
+        }
+        if (!a.persist) return { applied: false, nonFinite: -1, step: state.step };
+        const arrays = arraysOf(loaded, state);
+        const next: StoredMeta = { ...meta, ...stateMeta(state, arrays), seq: a.seq, revision: meta.revision + 1, updatedAt: new Date().toISOString() };
+        const entry = { seq: a.seq, step: meta.step, lr: a.hp.lr as number, hyperparams: a.hp, ...(def.scalars.length > 0 ? { scalars: dry.scalarsBefore } : {}) };
+        try {
+          this.#store.transaction(() => {
+            const whole = dry.created || def.perTensor === true;
+            next.cursor = this.#store.appendStep(next, arrays, new Uint8Array(loaded.grads.buffer, loaded.grads.byteOffset, loaded.grads.byteLength), entry, whole);
+            this.#store.writeMeta(next);
+            this.#store.dropPrepared();
+          });
+        } catch (e) {
+          this.#dryRun = null;
+          this.#load();
+          throw e;
+        }
+        loaded.meta = next;
+        this.#dryRun = null;
+        this.#prepared = null;
+        return { applied: true, nonFinite: -1, step: next.step };
+      },
+      true,
+    );
+  }
+
+  /** Drops prepared step `seq` (and its in-memory application): the coordinator decided against it. */
+  shardAbort(tokenHash: string | null, seq: number): Promise<Outcome<null>> {
+    return this.#locked(tokenHash, (loaded) => {
+      if (loaded.meta.seq < seq) this.#store.dropPrepared();
+      this.#prepared = null;
+      return null;
+    });
+  }
+
+  /** A shard's stored slot (or its params) as bytes, layout order: a copy, or a stream under the lock when large. */
+  shardTensor(tokenHash: string | null, slot: string): Promise<Outcome<{ data: ReadableStream<Uint8Array> | Uint8Array; held: boolean }>> {
+    return this.#locked(tokenHash, (loaded) => {
+      const a = slot === 'params' ? loaded.params : loaded.state.slots[slot];
+      if (!a) return { data: new Uint8Array(0), held: false };
+      if (a.byteLength <= PARAMS_COPY_MAX) return { data: new Uint8Array(a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength)), held: true };
+      return { data: lockedByteStream([a], this.#holdLock!()), held: true };
+    });
+  }
+
+  /** The slots a shard stores (every piece holds each: a shard has no groups and no frozen pieces). */
+  shardSlots(tokenHash: string | null): Promise<Outcome<{ slots: string[] }>> {
+    return this.#locked(tokenHash, (loaded) => {
+      const { state } = loaded;
+      const slots = Object.keys(arraysOf(loaded, state).slots);
+      for (const name of slots) {
+        const bits = state.held[name];
+        if (bits && !bits.every(Boolean)) throw new Error(`shard: slot ${name} is not held by every piece`);
+      }
+      if (state.counters.size > 0) throw new Error('shard: pieces with their own step counts');
+      return { slots };
+    });
+  }
+
+  /** An in-memory application of a prepared step not yet stored: undone (the stored state reloaded). */
+  #dropDryRun(): void {
+    if (!this.#dryRun) return;
+    this.#dryRun = null;
+    this.#prepared = null;
+    this.#load();
+  }
+
+  /**
    * Metadata and a stream of every state tensor. The lock is held until the stream is read to its
    * end, cancelled, or falls behind TRANSFER_PACE, so the bytes are one state.
    */
@@ -930,6 +1393,23 @@ export class HostedOptimizer extends DurableObject<Env> {
         loaded.meta = { ...loaded.meta, touchedAt: Date.now() };
         this.#store.writeMeta(loaded.meta);
         const { meta, layout, def, state } = loaded;
+        if (meta.shards) {
+          await this.#settleShards(loaded);
+          // Every shard holds the same slots (same optimizer and hyperparameters, every tensor stepped every time).
+          const { slots } = unwrapOutcome(await shardStub(this.env, meta.id, 0).shardSlots(meta.shards.secret));
+          const all = ['params', ...slots];
+          return {
+            etag: etagOf(loaded.meta),
+            info: this.#info(loaded.meta, layout, loaded.groups),
+            schedulerState: loaded.meta.plateau,
+            layout,
+            stepCounter: def.stepCounter,
+            slots: all,
+            held: {},
+            counters: [],
+            data: gatherStream(this.env, meta.id, meta.shards, all, release),
+          };
+        }
         const tensors = storedTensors(arraysOf(loaded, state));
         const slots: SnapshotSlot[] = tensors.map(([name]) => name);
         // A slot some tensor does not hold (torch: None) streams only the tensors that hold it.
@@ -964,6 +1444,7 @@ export class HostedOptimizer extends DurableObject<Env> {
 
   restore(tokenHash: string | null, args: RestoreArgs | RestoreFileArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
     return this.#locked(tokenHash, async (loaded) => {
+      notSharded(loaded, 'A restore (PUT state)');
       checkIfMatch(args.ifMatch, etagOf(loaded.meta), loaded.meta.step);
       let planned: Planned;
       try {
@@ -1199,6 +1680,7 @@ export class HostedOptimizer extends DurableObject<Env> {
   upload(tokenHash: string | null, args: UploadArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
     return this.#locked(tokenHash, async (loaded) => {
       checkIfMatch(args.ifMatch, etagOf(loaded.meta), loaded.meta.step);
+      if (loaded.meta.shards) return this.#shardedUpload(loaded, args);
       const { meta, layout, grads: staging } = loaded;
       const arrays = arraysOf(loaded, loaded.state);
       const ranges: Range[] = [];
@@ -1271,6 +1753,7 @@ export class HostedOptimizer extends DurableObject<Env> {
 
   update(tokenHash: string | null, args: PatchArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
     return this.#locked(tokenHash, async (loaded) => {
+      notSharded(loaded, 'PATCH');
       checkIfMatch(args.ifMatch, etagOf(loaded.meta), loaded.meta.step);
       const { meta, def } = loaded;
       let changes: Hyperparams = {};
@@ -1376,7 +1859,10 @@ export class HostedOptimizer extends DurableObject<Env> {
    * Call holding the lock.
    */
   async #destroy(): Promise<void> {
-    const owner = this.#storedMeta()?.owner;
+    const stored = this.#storedMeta();
+    const owner = stored?.owner;
+    // Shards first: should this fail, the coordinator is still there to retry (a shard left alone expires after MAX_TTL_SECONDS).
+    if (stored?.shards) await destroyShards(this.env, stored.id, stored.shards);
     this.#loaded = null;
     this.#read = true; // nothing left to read
     this.#kernel = null; // frees the kernel's memory

@@ -64,6 +64,8 @@ export interface OptimizerInfo {
   ttl: number;
   /** The last successful call plus `ttl` (ISO 8601): the optimizer deletes itself then. */
   expires_at: string;
+  /** Objects holding the tensors: 1, or the shard count of a sharded optimizer. */
+  shards: number;
   /** Set: each step takes this many contributions (./accumulate.ts), with the workers whose contribution to the pending step is held. */
   accumulate?: AccumulateSpec & { received: number[]; missing: number };
 }
@@ -174,6 +176,10 @@ export interface CreateArgs {
   owner: string | null;
   /** Steps taking several workers' contributions (absent: every gradient is a step). */
   accumulate?: AccumulateSpec | undefined;
+  /** Shards asked for (absent: one object, or the fewest shards when the params exceed one object's limit). */
+  shards?: number | undefined;
+  /** Most elements one object holds (the Worker's limits): params beyond it are sharded. */
+  maxElements?: number | undefined;
 }
 
 /** A snapshot to restore, already validated and flattened by the Worker. */

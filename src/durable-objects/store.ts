@@ -13,6 +13,7 @@
 //
 // Synchronous: callers wrap writes in `transaction`. Pure storage: no HTTP, no problems.
 
+import type { ShardsRecord } from './shards.ts';
 import type { Dtype, FloatArray, Hyperparams } from '../optim/optimizer.ts';
 import type { PlateauState } from '../schedules/plateau.ts';
 import type { ScheduleSpec } from '../schedules/types.ts';
@@ -115,6 +116,8 @@ export interface StoredMeta {
   counters?: StoredCounter[];
   /** Steps taking several workers' contributions (./accumulate.ts); absent: every gradient is a step. */
   accumulate?: AccumulateSpec;
+  /** A sharded optimizer's coordinator (./shards.ts): its shards; it holds no tensor itself. */
+  shards?: ShardsRecord;
 }
 
 /** One per-tensor counter of StoredMeta.counters and the tensors that have it. */
@@ -188,6 +191,8 @@ const SCHEMA = [
   // history.seq numbers the entries (it was the applied step's seq before skipped steps were recorded: still increasing).
   'CREATE TABLE IF NOT EXISTS history (seq INTEGER PRIMARY KEY, step INTEGER NOT NULL, lr REAL NOT NULL, loss REAL, at TEXT NOT NULL, grad_norm REAL, skipped INTEGER)',
   'CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, fingerprint TEXT NOT NULL, step INTEGER NOT NULL, lr REAL NOT NULL, grad_norm REAL, skipped INTEGER)',
+  // A shard's slice of a sharded step's gradient, prepared but not applied (./shards.ts): one step at most.
+  'CREATE TABLE IF NOT EXISTS prepared (seq INTEGER NOT NULL, part INTEGER NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (seq, part))',
 ];
 
 /** Columns added since the tables were first created: added to tables stored before (NULL in their rows). */
@@ -439,6 +444,30 @@ export class OptimizerStore {
       )
       .one();
     this.#sql.exec('DELETE FROM idempotency WHERE rowid <= ?', id - kept);
+  }
+
+  /** Stores the gradient slice of prepared step `seq` (replacing any other prepared one), in JOURNAL_PART_BYTES rows. */
+  writePrepared(seq: number, bytes: Uint8Array): void {
+    this.#sql.exec('DELETE FROM prepared');
+    for (let part = 0, off = 0; off < bytes.length || part === 0; part++, off += JOURNAL_PART_BYTES) {
+      this.#sql.exec('INSERT INTO prepared (seq, part, bytes) VALUES (?, ?, ?)', seq, part, bytes.subarray(off, Math.min(bytes.length, off + JOURNAL_PART_BYTES)));
+    }
+  }
+
+  /** Reads prepared step `seq` into `grads`; false when none is stored for that step. */
+  readPrepared(seq: number, grads: FloatArray): boolean {
+    const out = bytesOf(grads);
+    let at = 0;
+    for (const row of this.#sql.exec<{ bytes: ArrayBuffer }>('SELECT bytes FROM prepared WHERE seq = ? ORDER BY part', seq)) {
+      const piece = new Uint8Array(row.bytes);
+      out.set(piece, at);
+      at += piece.length;
+    }
+    return at === out.length && this.#sql.exec('SELECT 1 FROM prepared WHERE seq = ? LIMIT 1', seq).toArray().length > 0;
+  }
+
+  dropPrepared(): void {
+    this.#sql.exec('DELETE FROM prepared');
   }
 
   forgetKeys(): void {

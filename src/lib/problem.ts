@@ -41,6 +41,7 @@ export const PROBLEM_TITLES = {
   'precondition-failed': 'Precondition failed',
   'request-timeout': 'Request timeout',
   'internal-error': 'Internal error',
+  'not-implemented': 'Not implemented',
 } as const;
 
 export type ProblemType = keyof typeof PROBLEM_TITLES;

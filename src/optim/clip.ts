@@ -114,14 +114,19 @@ export function clipGradNorm(dtype: Dtype, grads: readonly FloatArray[], maxNorm
   if (grads.length === 0) return 0;
   const norms = grads.map((g) => norm2(dtype, g));
   const total = norm2(dtype, norms);
-  const r = dtype === 'float32' ? f : (v: number) => v;
-  let coef = r(r(1 / r(total + r(1e-6))) * r(maxNorm));
-  if (coef > 1) coef = 1; // torch.clamp(coef, max=1.0) (a NaN stays NaN)
+  const coef = clipCoefficient(dtype, total, maxNorm);
   grads.forEach((g, k) => {
     if (unscaled[k]) return;
     for (let i = 0; i < g.length; i++) g[i] = g[i]! * coef;
   });
   return total;
+}
+
+/** clip_grad_norm_'s multiplier for a total norm: min((1 / (total + 1e-6)) · max_norm, 1), in the dtype's rounding. */
+export function clipCoefficient(dtype: Dtype, total: number, maxNorm: number): number {
+  const r = dtype === 'float32' ? f : (v: number) => v;
+  const coef = r(r(1 / r(total + r(1e-6))) * r(maxNorm));
+  return coef > 1 ? 1 : coef; // torch.clamp(coef, max=1.0) (a NaN stays NaN)
 }
 
 /** torch.nn.utils.clip_grad_value_: clamp_(-v, v) with v rounded to the dtype. */

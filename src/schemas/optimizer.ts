@@ -169,6 +169,20 @@ export const AccumulateInfoSchema = z
   .strict()
   .openapi('AccumulateInfo', { description: `${ACCUMULATE_RULE} Absent on an optimizer that steps on every gradient.` });
 
+export const ShardsSchema = z
+  .number()
+  .int()
+  .min(1)
+  .max(256)
+  .openapi({
+    description:
+      'Durable Objects holding the tensors (1..256). Absent: one, or, when the params exceed what one object holds (`max_elements`), the fewest that hold ' +
+      'them. Above one, the optimizer is sharded: tensors placed whole where they fit, else split on row boundaries (docs/scale-out.md); every step is applied ' +
+      'by all shards or by none, and equals the unsharded step bit for bit. Sharded optimizers do not take param_groups, accumulate, frozen or sparse ' +
+      'gradients, safetensors steps, PATCH or PUT state yet (422 at create, 501 after).',
+    example: 4,
+  });
+
 export const CreateOptimizerSchema = z
   .object({
     params: TensorTreeSchema.optional().openapi({
@@ -187,6 +201,7 @@ export const CreateOptimizerSchema = z
     dtype: DtypeSchema.default('float32'),
     ttl: TtlSchema.optional().openapi({ description: `${TTL_RULE} Default: the server's OPTIMIZER_TTL (30 days unless configured).` }),
     accumulate: AccumulateSchema.optional().openapi({ description: `Optional: ${ACCUMULATE_RULE} Absent: every gradient is a step.` }),
+    shards: ShardsSchema.optional(),
   })
   .strict()
   .superRefine((body, ctx) => {
@@ -236,7 +251,7 @@ export const OptimizerInfoSchema = z
     param_groups: HostedParamGroupsSchema.optional(),
     max_elements: z.number().int().openapi({
       description:
-        'Most parameter elements an optimizer of this kind and dtype holds: MAX_HOSTED_BYTES / ((2 + slots) × 4 or 8 bytes), params, the gradient buffer and every state slot the optimizer can keep (larger states are a 413).',
+        'Most parameter elements one Durable Object of this kind and dtype holds: MAX_HOSTED_BYTES / ((2 + slots) × 4 or 8 bytes), params, the gradient buffer and every state slot the optimizer can keep. Larger models are sharded over up to 256 objects (`shards`); beyond that a 413.',
     }),
     schedule: nullableSchedule(SCHEDULE_FIELD),
     next_lr: z.number().nullable().openapi({ description: 'Learning rate the next step will apply; null when the schedule overflows there, or when reaching it would replay more of torch\'s recursive schedule than one step may (that step would be rejected with a 422).' }),
@@ -253,6 +268,7 @@ export const OptimizerInfoSchema = z
     ttl: z.number().int().openapi({ description: TTL_RULE }),
     expires_at: Timestamp.openapi({ description: 'When the optimizer deletes itself unless it is called before: its last successful call plus `ttl`. ISO 8601 (UTC).' }),
     accumulate: AccumulateInfoSchema.optional(),
+    shards: z.number().int().min(1).openapi({ description: 'Durable Objects holding the tensors: 1, or the shard count of a sharded optimizer (see `shards` at create).' }),
   })
   .strict()
   .openapi('OptimizerInfo', { description: 'Metadata of a hosted optimizer.' });

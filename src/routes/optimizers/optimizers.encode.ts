@@ -53,6 +53,7 @@ export function infoJson(info: OptimizerInfo) {
     ttl: info.ttl,
     expires_at: info.expires_at,
     ...(info.accumulate ? { accumulate: info.accumulate } : {}),
+    shards: info.shards,
   };
 }
 

@@ -7,6 +7,7 @@ import type { Context } from 'hono';
 import type { AccumulateSpec, TensorsIn } from '../../durable-objects/protocol.ts';
 import { MAX_JSON_HOSTED_ELEMENTS, hostedArrays, maxHostedElements, readDefaultTtl, readKeyQuota, type Limits } from '../../lib/config.ts';
 import { registryOf } from '../../durable-objects/stubs.ts';
+import { MAX_SHARDS } from '../../durable-objects/shards.ts';
 import { ProblemError, fieldError, validationProblem } from '../../lib/problem.ts';
 import { timing } from '../../lib/observability.ts';
 import type { AppEnv } from '../../lib/router.ts';
@@ -17,7 +18,7 @@ import { optimizerDef } from '../../optim/registry.ts';
 import { familySchemas } from '../../schemas/family.ts';
 import { parseParamGroups, type ParamGroup } from '../../lib/param-groups.ts';
 import type { ScheduleSpec } from '../../schedules/types.ts';
-import { AccumulateSchema, SNAPSHOT_SCALAR_FIELDS, SNAPSHOT_SLOT_FIELDS, type CreateOptimizer, type CreateQuery, type HostedStepRequest, type SnapshotInput } from '../../schemas/optimizer.ts';
+import { AccumulateSchema, ShardsSchema, SNAPSHOT_SCALAR_FIELDS, SNAPSHOT_SLOT_FIELDS, type CreateOptimizer, type CreateQuery, type HostedStepRequest, type SnapshotInput } from '../../schemas/optimizer.ts';
 import { ChartError, renderLineChart, type Series } from '../../plot/line-chart.ts';
 import { DtypeSchema } from '../../schemas/common.ts';
 import { ScheduleSpecSchema } from '../../schemas/schedule.ts';
@@ -90,6 +91,18 @@ function hyperparamsOf(def: AnyDef, value: unknown, prefix: string): Hyperparams
 /** Most elements one optimizer of `def` holds in `dtype`: MAX_HOSTED_BYTES over params, gradient buffer and every slot. */
 const mostOf = (limits: Limits, def: AnyDef, dtype: Dtype) => maxHostedElements(limits, dtype, hostedArrays(def.slots.length));
 
+/**
+ * A dimension of 0 counts as 1 toward the element limits (a [1e7, 0] tensor is 1e7 empty rows in
+ * JSON answers); that weight has no elements to spread over shards, so it stays within one object's limit.
+ */
+function checkEmptyWeight(layout: TensorLayout, most: number, field: string): void {
+  const empty = layoutWeight(layout) - layoutSize(layout);
+  if (empty > most) throw new ProblemError(413, 'payload-too-large', `${field}: tensors with a dimension of 0 weigh ${empty} elements (each 0 counting as 1); at most ${most} are allowed`, [fieldError([field], 'holds too many empty rows')]);
+}
+
+/** Most elements a sharded optimizer of `def` holds: MAX_SHARDS objects at their limit (the placement may need fewer elements per shard). */
+const shardedMostOf = (limits: Limits, def: AnyDef, dtype: Dtype) => mostOf(limits, def, dtype) * MAX_SHARDS;
+
 /** Options of a safetensors body for create: the query's optimizer, hyperparameters, dtype, and `__metadata__`. */
 function createOptions(query: CreateQuery, metadata: Record<string, string> | null) {
   const m = metadata ?? {};
@@ -126,7 +139,10 @@ function createOptions(query: CreateQuery, metadata: Record<string, string> | nu
   if (layout !== undefined && !(Array.isArray(layout) && layout.every((n) => typeof n === 'string'))) {
     throw validationProblem([fieldError(['__metadata__', 'layout'], 'must be a JSON array of the tensor names, in storage order')]);
   }
-  return { def, hyperparams, paramGroups, schedule, dtype: parsedDtype?.data, layout: layout as string[] | undefined, accumulate: accumulateFromMetadata(json('accumulate')) };
+  const shards = json('shards');
+  const parsedShards = shards === undefined ? undefined : ShardsSchema.safeParse(shards);
+  if (parsedShards && !parsedShards.success) throw validationProblem([fieldError(['__metadata__', 'shards'], 'must be an integer from 1 to 256', m.shards)]);
+  return { def, hyperparams, paramGroups, schedule, dtype: parsedDtype?.data, layout: layout as string[] | undefined, accumulate: accumulateFromMetadata(json('accumulate')), shards: parsedShards?.data };
 }
 
 /** `__metadata__.accumulate` (JSON text), checked as the JSON body's `accumulate`. */
@@ -151,19 +167,22 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
   let args: { optimizer: string; layout: TensorLayout; params: FloatArray | null; hyperparams: Hyperparams; paramGroups: ParamGroup[]; groupsPath: string[]; schedule: ScheduleSpec | null; dtype: Dtype };
   let ttl: number | undefined;
   let accumulate: AccumulateSpec | undefined;
+  let shards: number | undefined;
   if (format === 'json') {
     const given = Object.keys(c.req.query());
     if (given.length > 0) throw validationProblem(given.map((k) => fieldError([k], 'query parameters configure safetensors bodies; a JSON body carries its hyperparams and dtype itself', c.req.query(k))));
     const body = validJson<CreateOptimizer>(c);
     ttl = body.ttl;
     accumulate = body.accumulate;
+    shards = body.shards;
     const def = defOf(body.optimizer, ['optimizer']);
     const hyperparams = hyperparamsOf(def, body.hyperparams, 'hyperparams');
-    const most = Math.min(mostOf(limits, def, body.dtype), MAX_JSON_HOSTED_ELEMENTS);
+    const most = Math.min(shardedMostOf(limits, def, body.dtype), MAX_JSON_HOSTED_ELEMENTS);
     const paramGroups = parseParamGroups(def, body.param_groups, ['param_groups']);
     const common = { optimizer: def.name, hyperparams, paramGroups, groupsPath: ['param_groups'], schedule: body.schedule ?? null, dtype: body.dtype };
     if (body.shapes !== undefined) {
-      const layout = withTensorProblems(() => layoutFromShapes(body.shapes, ['shapes'], mostOf(limits, def, body.dtype)));
+      const layout = withTensorProblems(() => layoutFromShapes(body.shapes, ['shapes'], shardedMostOf(limits, def, body.dtype)));
+      checkEmptyWeight(layout, mostOf(limits, def, body.dtype), 'shapes');
       args = { ...common, layout, params: null };
     } else {
       // JSON is turned into typed arrays here, in the Worker; the object receives compact binary data.
@@ -178,12 +197,14 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
       const { entries, metadata, dataStart } = readHeader(bytes);
       const options = createOptions(c.req.valid('query'), metadata);
       accumulate = options.accumulate;
+      shards = options.shards;
       const dtype: Dtype = options.dtype ?? (entries.some((e) => e.dtype === 'F64') ? 'float64' : 'float32');
       const ordered = inLayoutOrder(entries, options.layout);
       const layout = layoutOfNamed(ordered.map((e) => ({ name: e.name, shape: e.shape })));
       const size = layoutSize(layout);
-      const most = mostOf(limits, options.def, dtype);
+      const most = shardedMostOf(limits, options.def, dtype);
       const weight = layoutWeight(layout);
+      checkEmptyWeight(layout, mostOf(limits, options.def, dtype), 'safetensors');
       if (weight > most) throw new WireError(413, ['safetensors'], `${weight} ${dtype} elements (a dimension of 0 counting as 1) are more than one ${options.def.name} optimizer holds (${most})`);
       const params = dtype === 'float32' ? new Float32Array(size) : new Float64Array(size);
       let offset = 0;
@@ -215,7 +236,7 @@ export const createOptimizer: RouteHandler<typeof routes.createOptimizerRoute, A
   }
   let created;
   try {
-    created = unwrap(await ns.get(id).create({ tokenHash: await sha256Hex(token), ...args, ttl: ttl ?? readDefaultTtl(c.env), owner, accumulate }));
+    created = unwrap(await ns.get(id).create({ tokenHash: await sha256Hex(token), ...args, ttl: ttl ?? readDefaultTtl(c.env), owner, accumulate, shards, maxElements: mostOf(limits, defOf(args.optimizer, ['optimizer']), args.dtype) }));
   } catch (e) {
     await registry?.release(id.toString());
     throw e;

@@ -1,0 +1,355 @@
+// Sharded hosted optimizers (src/durable-objects/shards.ts, docs/scale-out.md) through HTTP: real
+// torch 1.13 trajectories (test/fixtures/optim) replayed through optimizers spread over 2 or 3
+// Durable Objects, in JSON and raw bodies, must equal torch bit for bit at every recorded step,
+// clip_grad_norm_ included (its norm folded across tensors split between shards); a step is
+// applied by every shard or by none (bad input, overflow, a coordinator that fails before or
+// after its decision, shards evicted in between); retries never apply a step twice.
+
+import { evictDurableObject, runInDurableObject } from 'cloudflare:test';
+import { env } from 'cloudflare:workers';
+import { afterEach, describe, expect, it } from 'vitest';
+import { SHARD_FAULTS } from '../src/durable-objects/shards.ts';
+import { ProblemError } from '../src/lib/problem.ts';
+import adadeltaCases from './fixtures/optim/adadelta.json';
+import adagradCases from './fixtures/optim/adagrad.json';
+import clipFile from './fixtures/optim/clip.json';
+import nadamCases from './fixtures/optim/nadam.json';
+import rmspropCases from './fixtures/optim/rmsprop.json';
+import sgdCases from './fixtures/optim/sgd.json';
+import { call, callBytes, callWithVars } from './helpers/http.ts';
+import { authed, createOptimizer, expectProblem, opCall, parse, type Created } from './helpers/optimizers.ts';
+import { decodeValues, readSafetensors } from './helpers/safetensors.ts';
+import { leavesOf, zipLeaves } from './helpers/trees.ts';
+
+interface Case {
+  name: string;
+  optimizer: string;
+  dtype: 'float32' | 'float64';
+  hyperparams: Record<string, number | boolean>;
+  clip?: { type: 'norm'; max_norm: number } | { type: 'value'; clip_value: number };
+  params: unknown;
+  state: unknown;
+  grads: unknown[];
+  expected: Array<{ step_index: number; params: unknown; total_norm?: number }>;
+}
+
+// Sharding needs two rows at least: single-element models stay out.
+const plain = (file: { cases: unknown[] }) => (file.cases as Case[]).filter((c) => c.state === null && !JSON.stringify(c.grads).includes('null') && leavesOf(c.params).length > 1);
+const CASES: Case[] = [
+  ...plain(sgdCases),
+  ...plain(rmspropCases),
+  ...plain(adagradCases),
+  ...plain(nadamCases),
+  ...plain(adadeltaCases),
+  ...plain(clipFile).filter((c) => (c as { kind?: string }).kind === 'clip_then_step'),
+];
+
+/** Values in the tree's own key order (the layout's order; leavesOf sorts keys). */
+const flat = (tree: unknown): number[] => (Array.isArray(tree) ? tree.flatMap(flat) : tree !== null && typeof tree === 'object' ? Object.values(tree).flatMap(flat) : [tree as number]);
+const bytesOf = (dtype: Case['dtype'], xs: number[]) => new Uint8Array((dtype === 'float32' ? new Float32Array(xs) : new Float64Array(xs)).buffer);
+const valuesOf = (dtype: Case['dtype'], b: Uint8Array) => [...(dtype === 'float32' ? new Float32Array(b.slice().buffer) : new Float64Array(b.slice().buffer))];
+const mediaOf = (dtype: Case['dtype']) => `application/octet-stream; dtype=${dtype === 'float32' ? 'F32' : 'F64'}`;
+/** Leaf-by-leaf differences, bit for bit (-0 is not +0). */
+const diffs = (label: string, actual: unknown, expected: unknown) =>
+  zipLeaves(actual, expected)
+    .filter(({ a, e }) => !Object.is(a, e))
+    .map(({ path, a, e }) => `${label}${path}: ${a} != torch ${e}`);
+
+const hyperparamsOf = (c: Case) => ({ ...c.hyperparams, ...(c.clip?.type === 'norm' ? { clip_grad_norm: c.clip.max_norm } : c.clip ? { clip_grad_value: c.clip.clip_value } : {}) });
+
+/** Creates `c` sharded over 3 objects, or 2 when 3 cannot be placed (too few rows). */
+async function createSharded(c: Case): Promise<Created> {
+  for (const shards of [3, 2]) {
+    const r = await parse(await call('POST', '/v1/optimizers', { optimizer: c.optimizer, dtype: c.dtype, params: c.params, hyperparams: hyperparamsOf(c), shards }));
+    if (r.status === 201) {
+      expect(r.body.shards).toBe(shards);
+      return { id: r.body.id, token: r.body.token, body: r.body, location: null, etag: r.headers.get('etag') };
+    }
+    expectProblem(r, 413);
+  }
+  throw new Error(`${c.name}: cannot be sharded`);
+}
+
+afterEach(() => {
+  SHARD_FAULTS.beforeDecision = undefined;
+  SHARD_FAULTS.afterDecision = undefined;
+});
+
+describe('sharded optimizers equal torch 1.13 bit for bit', () => {
+  it('the fixtures hold cases of every kind asked for', () => {
+    expect(new Set(CASES.map((c) => c.optimizer))).toEqual(new Set(['sgd', 'rmsprop', 'adagrad', 'nadam', 'adadelta', 'adam', 'adamw']));
+    expect(CASES.filter((c) => c.clip?.type === 'norm').length).toBeGreaterThanOrEqual(6);
+  });
+
+  it.each(CASES.map((c) => [c.name, c] as const))('%s: steps alternating JSON and raw', async (_name, c) => {
+    const opt = await createSharded(c);
+    const byIndex = new Map(c.expected.map((e) => [e.step_index, e]));
+    const problems: string[] = [];
+    for (let s = 0; s < c.grads.length; s++) {
+      const e = byIndex.get(s);
+      if (s % 2 === 0) {
+        const r = await opCall('POST', opt, '/step', { grads: c.grads[s] });
+        expect(r.status, JSON.stringify(r.body)).toBe(200);
+        expect(r.body.step).toBe(s + 1);
+        if (e) problems.push(...diffs(`step ${s} params`, r.body.params, e.params));
+        if (e?.total_norm !== undefined) expect(r.body.grad_norm, `step ${s}`).toBe(e.total_norm);
+      } else {
+        const r = await callBytes('POST', `/v1/optimizers/${opt.id}/step`, bytesOf(c.dtype, flat(c.grads[s])), authed(opt.token, { 'content-type': mediaOf(c.dtype), accept: 'application/octet-stream' }));
+        expect(r.status, JSON.stringify(r.body)).toBe(200);
+        expect(r.headers.get('step')).toBe(String(s + 1));
+        if (e) problems.push(...diffs(`step ${s} params`, valuesOf(c.dtype, r.bytes), flat(e.params)));
+      }
+    }
+    expect(problems.slice(0, 10)).toEqual([]);
+    // The last params once more, gathered from the shards, in every format.
+    const last = c.expected[c.expected.length - 1]!;
+    if (last.step_index === c.grads.length - 1) {
+      expect(diffs('GET params', (await opCall('GET', opt, '/params')).body.params, last.params)).toEqual([]);
+      const file = await callBytes('GET', `/v1/optimizers/${opt.id}/params`, undefined, authed(opt.token, { accept: 'application/vnd.safetensors' }));
+      const read = readSafetensors(file.bytes);
+      expect(diffs('safetensors params', read.order.flatMap((n) => decodeValues(read.tensors.get(n)!)), flat(last.params))).toEqual([]);
+    }
+    const history = (await opCall('GET', opt, '/history')).body.entries as Array<{ step: number }>;
+    expect(history.map((h) => h.step)).toEqual(c.grads.map((_, i) => i + 1));
+  });
+});
+
+interface ClipCase {
+  name: string;
+  kind: string;
+  dtype: Case['dtype'];
+  max_norm: number;
+  grads: unknown;
+  expected: { total_norm: number; grads: unknown };
+}
+const CLIP_NORM = (clipFile.cases as unknown as ClipCase[]).filter((c) => c.kind === 'clip_grad_norm');
+
+describe('clip_grad_norm_ across shards', () => {
+  it('the cases include single tensors, split between shards', () => {
+    expect(CLIP_NORM.filter((c) => Array.isArray(c.grads)).length).toBeGreaterThanOrEqual(4);
+  });
+
+  // SGD with lr 1 from zeros: the params after one step are minus torch's clipped gradient, exactly.
+  it.each(CLIP_NORM.map((c) => [c.name, c] as const))('%s: the total norm and the clipped gradient are torch\'s', async (_name, c) => {
+    const zeros = JSON.parse(JSON.stringify(c.grads), (_k, v) => (typeof v === 'number' ? 0 : v));
+    let opt: Created | null = null;
+    for (const shards of [4, 3, 2]) {
+      const r = await parse(await call('POST', '/v1/optimizers', { optimizer: 'sgd', dtype: c.dtype, params: zeros, hyperparams: { lr: 1, clip_grad_norm: c.max_norm }, shards }));
+      if (r.status === 201) {
+        opt = { id: r.body.id, token: r.body.token, body: r.body, location: null, etag: null };
+        break;
+      }
+    }
+    if (!opt) return expect(leavesOf(c.grads).length, 'only a single element cannot be sharded').toBe(1);
+    const r = await opCall('POST', opt, '/step', { grads: c.grads });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body.grad_norm).toBe(Number.isFinite(c.expected.total_norm) ? c.expected.total_norm : null);
+    const negated = JSON.parse(JSON.stringify(c.expected.grads), (_k, v) => (typeof v === 'number' ? (v === 0 ? 0 : -v) : v));
+    expect(diffs('params', r.body.params, negated)).toEqual([]);
+  });
+});
+
+/** SGD with momentum over a [6, 2] matrix and a [3] vector, 3 shards (the matrix cut on a row). */
+async function sgdOver3(extra: Record<string, unknown> = {}): Promise<Created> {
+  const opt = await createOptimizer({ optimizer: 'sgd', params: { w: [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12]], b: [1, 2, 3] }, hyperparams: { lr: 0.5, momentum: 0.9, ...extra }, shards: 3 });
+  expect(opt.body.shards).toBe(3);
+  return opt;
+}
+const GRADS = { w: [[1, 1], [1, 1], [1, 1], [2, 2], [2, 2], [2, 2]], b: [4, 4, 4] };
+/** SGD's first step with momentum (buffer = grad): p − lr·g, exact in binary here. */
+const AFTER_ONE = { w: [[0.5, 1.5], [2.5, 3.5], [4.5, 5.5], [6, 7], [8, 9], [10, 11]], b: [-1, 0, 1] };
+const AFTER_TWO = { w: [[-0.45, 0.55], [1.55, 2.55], [3.55, 4.55], [4.1, 5.1], [6.1, 7.1], [8.1, 9.1]], b: [-4.8, -3.8, -2.8] };
+const f = Math.fround;
+/** Second step by hand: buf = 0.9·g + g, p −= 0.5·buf, in float32. */
+const second = (p: number, g: number) => f(p - f(f(0.5) * f(f(f(0.9) * g) + g)));
+
+async function everything(opt: Created) {
+  const params = await opCall('GET', opt, '/params');
+  const state = await callBytes('GET', `/v1/optimizers/${opt.id}/state`, undefined, authed(opt.token, { accept: 'application/vnd.safetensors' }));
+  const info = await opCall('GET', opt, '');
+  const read = readSafetensors(state.bytes);
+  return { params: params.body.params, step: info.body.step, etag: info.headers.get('etag'), state: Object.fromEntries(read.order.map((n) => [n, decodeValues(read.tensors.get(n)!)])) };
+}
+
+describe('a step is applied by every shard or by none', () => {
+  it('hand-derived SGD with momentum over 3 shards; the snapshot spans every shard under torch\'s names', async () => {
+    const opt = await sgdOver3();
+    expect((await opCall('POST', opt, '/step', { grads: GRADS })).body.params).toEqual(AFTER_ONE);
+    const r = await opCall('POST', opt, '/step', { grads: GRADS });
+    const want = (tree: typeof AFTER_ONE, g: typeof GRADS) => ({ w: tree.w.map((row, i) => row.map((p, j) => second(p, g.w[i]![j]!))), b: tree.b.map((p, i) => second(p, g.b[i]!)) });
+    expect(r.body.params).toEqual(want(AFTER_ONE, GRADS));
+    void AFTER_TWO;
+    const all = await everything(opt);
+    // momentum_buffer after two steps: 0.9·g + g.
+    expect(all.state['momentum_buffer/w']).toEqual(flat(GRADS.w).map((g) => f(f(f(0.9) * g) + g)));
+    expect(all.state['momentum_buffer/b']).toEqual(GRADS.b.map((g) => f(f(f(0.9) * g) + g)));
+    expect(all.state['params/w']).toEqual(flat(want(AFTER_ONE, GRADS).w));
+  });
+
+  it('a NaN in one shard\'s slice: 422 naming the element, nothing changed on any shard', async () => {
+    const opt = await sgdOver3();
+    await opCall('POST', opt, '/step', { grads: GRADS });
+    const before = await everything(opt);
+    const g = flat(GRADS.w).concat(GRADS.b);
+    g[13] = NaN; // b[1], on the last shard: the first two have already prepared theirs
+    const r = await callBytes('POST', `/v1/optimizers/${opt.id}/step`, bytesOf('float32', g), authed(opt.token, { 'content-type': 'application/octet-stream' }));
+    expectProblem(r, 422, 'grads[13]');
+    expect(await everything(opt)).toEqual(before);
+    // The next good step is step 2, applied once.
+    expect((await opCall('POST', opt, '/step', { grads: GRADS })).body.step).toBe(2);
+  });
+
+  it('a raw body of the wrong length: 422, nothing changed', async () => {
+    const opt = await sgdOver3();
+    const before = await everything(opt);
+    expectProblem(await callBytes('POST', `/v1/optimizers/${opt.id}/step`, bytesOf('float32', [1, 2, 3]), authed(opt.token, { 'content-type': 'application/octet-stream' })), 422);
+    expect(await everything(opt)).toEqual(before);
+  });
+
+  it('a step that overflows on one shard only: 422 non-finite-result naming the element, nothing changed anywhere', async () => {
+    const opt = await createOptimizer({ optimizer: 'sgd', params: { a: [1, 2], b: [3, 3.4e38] }, hyperparams: { lr: 1 }, shards: 2 });
+    const before = await everything(opt);
+    const r = await opCall('POST', opt, '/step', { grads: { a: [1, 1], b: [1, -1e38] } });
+    expectProblem(r, 422, 'grads.b[1]');
+    expect(r.body.type).toMatch(/non-finite-result/);
+    expect(await everything(opt)).toEqual(before);
+  });
+
+  it('nonfinite: "skip": a NaN on one shard skips the step on all (counted, recorded), and the next step applies', async () => {
+    const opt = await sgdOver3({ nonfinite: 'skip' });
+    const before = await everything(opt);
+    const g = flat(GRADS.w).concat(GRADS.b);
+    g[0] = Infinity;
+    const r = await callBytes('POST', `/v1/optimizers/${opt.id}/step`, bytesOf('float32', g), authed(opt.token, { 'content-type': 'application/octet-stream', accept: 'application/json' }));
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ step: 0, skipped: true });
+    const after = await everything(opt);
+    expect(after).toEqual(before);
+    expect((await opCall('GET', opt, '')).body.skipped_steps).toBe(1);
+    expect((await opCall('POST', opt, '/step', { grads: GRADS })).body).toMatchObject({ step: 1, skipped: false, params: AFTER_ONE });
+  });
+
+  it('an Idempotency-Key retry answers the step without applying it again; other gradients under the key: 422', async () => {
+    const opt = await sgdOver3();
+    const first = await opCall('POST', opt, '/step', { grads: GRADS }, { 'idempotency-key': 'k1' });
+    const again = await opCall('POST', opt, '/step', { grads: GRADS }, { 'idempotency-key': 'k1' });
+    expect(again.body).toMatchObject({ step: 1, replayed: true, params: first.body.params });
+    // The same gradient as raw bytes is the same step.
+    const raw = await callBytes('POST', `/v1/optimizers/${opt.id}/step`, bytesOf('float32', flat(GRADS.w).concat(GRADS.b)), authed(opt.token, { 'content-type': 'application/octet-stream', 'idempotency-key': 'k1', accept: 'application/json' }));
+    expect(raw.body).toMatchObject({ step: 1, replayed: true });
+    expectProblem(await opCall('POST', opt, '/step', { grads: { ...GRADS, b: [0, 0, 0] } }, { 'idempotency-key': 'k1' }), 422, 'Idempotency-Key');
+    expect((await everything(opt)).params).toEqual(AFTER_ONE);
+  });
+
+  it('the coordinator fails after every shard applied in memory, before its decision: the step is not applied; a retry applies it once', async () => {
+    const opt = await sgdOver3();
+    SHARD_FAULTS.beforeDecision = () => {
+      throw new ProblemError(409, 'conflict', 'injected: coordinator failed before its decision');
+    };
+    expectProblem(await opCall('POST', opt, '/step', { grads: GRADS }, { 'idempotency-key': 'k' }), 409);
+    SHARD_FAULTS.beforeDecision = undefined;
+    // Shards hold the step in memory only: every read sees the stored state.
+    expect((await everything(opt)).params).toEqual({ w: [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12]], b: [1, 2, 3] });
+    const retry = await opCall('POST', opt, '/step', { grads: GRADS }, { 'idempotency-key': 'k' });
+    expect(retry.body).toMatchObject({ step: 1, params: AFTER_ONE });
+    expect(retry.body.replayed).toBeUndefined();
+  });
+
+  it('the coordinator fails after its decision, and every shard is evicted: the next call completes the step on every shard, once', async () => {
+    const opt = await sgdOver3();
+    SHARD_FAULTS.afterDecision = () => {
+      throw new ProblemError(409, 'conflict', 'injected: coordinator failed after its decision');
+    };
+    expectProblem(await opCall('POST', opt, '/step', { grads: GRADS }, { 'idempotency-key': 'k' }), 409);
+    SHARD_FAULTS.afterDecision = undefined;
+    // Shards lose what they held in memory: the prepared slices are durable.
+    for (let i = 0; i < 3; i++) await evictDurableObject(env.HOSTED_OPTIMIZER.get(env.HOSTED_OPTIMIZER.idFromName(`${opt.id}/shard/${i}`)));
+    await evictDurableObject(env.HOSTED_OPTIMIZER.get(env.HOSTED_OPTIMIZER.idFromString(opt.id)));
+    const retry = await opCall('POST', opt, '/step', { grads: GRADS }, { 'idempotency-key': 'k' });
+    expect(retry.body).toMatchObject({ step: 1, replayed: true, params: AFTER_ONE });
+    const two = await opCall('POST', opt, '/step', { grads: GRADS });
+    expect(two.body.step).toBe(2);
+    expect((await opCall('GET', opt, '/history')).body.entries.map((e: { step: number }) => e.step)).toEqual([1, 2]);
+  });
+
+  it('after a decision, a read completes the step first (never a mix of steps)', async () => {
+    const opt = await sgdOver3();
+    SHARD_FAULTS.afterDecision = () => {
+      throw new ProblemError(409, 'conflict', 'injected');
+    };
+    await opCall('POST', opt, '/step', { grads: GRADS });
+    SHARD_FAULTS.afterDecision = undefined;
+    await evictDurableObject(env.HOSTED_OPTIMIZER.get(env.HOSTED_OPTIMIZER.idFromName(`${opt.id}/shard/1`)));
+    const r = await opCall('GET', opt, '/params');
+    expect(r.body).toEqual({ step: 1, params: AFTER_ONE });
+  });
+});
+
+describe('creation, uploads, limits and deletion', () => {
+  it('params beyond one object\'s limit are sharded by themselves (MAX_HOSTED_BYTES lowered), and step as torch\'s SGD', async () => {
+    // 5 float32 arrays of an Adam element: 20 bytes; 200 bytes hold 10 elements per object.
+    const params = Array.from({ length: 25 }, (_, i) => i / 4);
+    const r = await callWithVars({ MAX_HOSTED_BYTES: '200' }, 'POST', '/v1/optimizers', JSON.stringify({ optimizer: 'adam', params }), { 'content-type': 'application/json' });
+    const body = (await parse(r)).body;
+    expect(r.status, JSON.stringify(body)).toBe(201);
+    expect(body).toMatchObject({ shards: 3, max_elements: 10, size: 25 });
+  });
+
+  it('413 when no placement exists: a row larger than a shard, or more shards than rows', async () => {
+    const r = await callWithVars({ MAX_HOSTED_BYTES: '200' }, 'POST', '/v1/optimizers', JSON.stringify({ optimizer: 'adam', shapes: { w: [2, 11] } }), { 'content-type': 'application/json' });
+    expectProblem(await parse(r), 413);
+    expectProblem(await parse(await call('POST', '/v1/optimizers', { params: [1, 2], shards: 3 })), 413);
+    expectProblem(await parse(await call('POST', '/v1/optimizers', { params: [1, 2], shards: 257 })), 422, 'shards');
+  });
+
+  it('what sharding does not do yet: 422 at create (param_groups, accumulate), 501 after (PATCH, PUT state, safetensors steps)', async () => {
+    expectProblem(await parse(await call('POST', '/v1/optimizers', { params: { a: [1, 2] }, shards: 2, param_groups: [{ params: ['a'], lr: 0.1 }] })), 422, 'param_groups');
+    expectProblem(await parse(await call('POST', '/v1/optimizers', { params: [1, 2], shards: 2, accumulate: { contributions: 2, reduce: 'mean' } })), 422, 'accumulate');
+    const opt = await sgdOver3();
+    expectProblem(await opCall('PATCH', opt, '', { hyperparams: { lr: 0.1 } }), 501);
+    const snapshot = await opCall('GET', opt, '/state');
+    expect(snapshot.status).toBe(200);
+    expectProblem(await opCall('PUT', opt, '/state', snapshot.body), 501);
+    expectProblem(await opCall('POST', opt, '/step', { grads: { w: null, b: [1, 1, 1] } }), 501);
+  });
+
+  it('created by shapes and uploaded in parts across shard boundaries: 409 until complete, then steps', async () => {
+    const opt = await createOptimizer({ optimizer: 'sgd', shapes: { w: [6, 2], b: [3] }, hyperparams: { lr: 0.5, momentum: 0.9 }, shards: 3 });
+    expect(opt.body.upload).toMatchObject({ complete: false, missing_elements: 15 });
+    const put = (values: number[], query: string) => callBytes('PUT', `/v1/optimizers/${opt.id}/params${query}`, bytesOf('float32', values), authed(opt.token, { 'content-type': 'application/octet-stream' }));
+    expect((await put([1, 2, 3, 4, 5, 6, 7], '')).status).toBe(200); // shard 0 and part of shard 1
+    expectProblem(await opCall('POST', opt, '/step', { grads: GRADS }), 409);
+    expect((await put([8, 9, 10, 11, 12], '?offset=7')).status).toBe(200);
+    const json = await opCall('PUT', opt, '/params', { params: { b: [1, 2, 3] } });
+    expect(json.status, JSON.stringify(json.body)).toBe(200);
+    expect(json.body.upload.complete).toBe(true);
+    expect((await opCall('POST', opt, '/step', { grads: GRADS })).body.params).toEqual(AFTER_ONE);
+  });
+
+  it('an upload with a NaN for a later shard changes no shard', async () => {
+    const opt = await createOptimizer({ optimizer: 'sgd', shapes: { w: [6, 2], b: [3] }, hyperparams: { lr: 0.5 }, shards: 3 });
+    const values = Array.from({ length: 15 }, (_, i) => i);
+    values[14] = NaN;
+    expectProblem(await callBytes('PUT', `/v1/optimizers/${opt.id}/params`, bytesOf('float32', values), authed(opt.token, { 'content-type': 'application/octet-stream' })), 422);
+    expect((await opCall('GET', opt, '')).body.upload.missing_elements).toBe(15);
+    for (let i = 0; i < 3; i++) {
+      const stub = env.HOSTED_OPTIMIZER.get(env.HOSTED_OPTIMIZER.idFromName(`${opt.id}/shard/${i}`));
+      const missing = await runInDurableObject(stub, (_o, state) => JSON.parse(state.storage.sql.exec<{ v: string }>("SELECT v FROM meta WHERE k = 'meta'").one().v).missing);
+      expect(missing.length, `shard ${i}`).toBe(1);
+    }
+  });
+
+  it('DELETE removes every shard; shards answer no token but their coordinator\'s', async () => {
+    const opt = await sgdOver3();
+    const shard0 = env.HOSTED_OPTIMIZER.get(env.HOSTED_OPTIMIZER.idFromName(`${opt.id}/shard/0`));
+    // A shard is an object of the same namespace, but its token hash is a secret no token hashes to.
+    expectProblem(await opCall('GET', { id: shard0.id.toString(), token: opt.token }, ''), 401);
+    expect((await call('DELETE', `/v1/optimizers/${opt.id}`, undefined, authed(opt.token))).status).toBe(204);
+    for (let i = 0; i < 3; i++) {
+      const stub = env.HOSTED_OPTIMIZER.get(env.HOSTED_OPTIMIZER.idFromName(`${opt.id}/shard/${i}`));
+      const tables = await runInDurableObject(stub, (_o, state) => state.storage.sql.exec("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'meta'").toArray());
+      expect(tables, `shard ${i}`).toEqual([]);
+    }
+    expectProblem(await opCall('GET', opt, ''), 404);
+  });
+});
