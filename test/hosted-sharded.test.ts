@@ -18,7 +18,7 @@ import rmspropCases from './fixtures/optim/rmsprop.json';
 import sgdCases from './fixtures/optim/sgd.json';
 import { call, callBytes, callWithVars } from './helpers/http.ts';
 import { authed, createOptimizer, expectProblem, opCall, parse, type Created } from './helpers/optimizers.ts';
-import { decodeValues, readSafetensors } from './helpers/safetensors.ts';
+import { decodeValues, readSafetensors, writeSafetensors } from './helpers/safetensors.ts';
 import { leavesOf, zipLeaves } from './helpers/trees.ts';
 
 interface Case {
@@ -48,6 +48,12 @@ const CASES: Case[] = [
 const flat = (tree: unknown): number[] => (Array.isArray(tree) ? tree.flatMap(flat) : tree !== null && typeof tree === 'object' ? Object.values(tree).flatMap(flat) : [tree as number]);
 const bytesOf = (dtype: Case['dtype'], xs: number[]) => new Uint8Array((dtype === 'float32' ? new Float32Array(xs) : new Float64Array(xs)).buffer);
 const valuesOf = (dtype: Case['dtype'], b: Uint8Array) => [...(dtype === 'float32' ? new Float32Array(b.slice().buffer) : new Float64Array(b.slice().buffer))];
+/** A fixture tree's tensors by dotted name, in layout order (a bare tensor is named ''). */
+function namedOf(tree: unknown, prefix: string[] = []): Array<{ name: string; shape: number[]; values: number[] }> {
+  const shapeOf = (t: unknown): number[] => (Array.isArray(t) ? [t.length, ...shapeOf(t[0])] : []);
+  if (tree !== null && typeof tree === 'object' && !Array.isArray(tree)) return Object.entries(tree).flatMap(([k, v]) => namedOf(v, [...prefix, k]));
+  return [{ name: prefix.join('.'), shape: shapeOf(tree), values: flat(tree) }];
+}
 const mediaOf = (dtype: Case['dtype']) => `application/octet-stream; dtype=${dtype === 'float32' ? 'F32' : 'F64'}`;
 /** Leaf-by-leaf differences, bit for bit (-0 is not +0). */
 const diffs = (label: string, actual: unknown, expected: unknown) =>
@@ -81,13 +87,22 @@ describe('sharded optimizers equal torch 1.13 bit for bit', () => {
     expect(CASES.filter((c) => c.clip?.type === 'norm').length).toBeGreaterThanOrEqual(6);
   });
 
-  it.each(CASES.map((c) => [c.name, c] as const))('%s: steps alternating JSON and raw', async (_name, c) => {
+  it.each(CASES.map((c) => [c.name, c] as const))('%s: steps in turn in JSON, raw and safetensors', async (_name, c) => {
     const opt = await createSharded(c);
     const byIndex = new Map(c.expected.map((e) => [e.step_index, e]));
     const problems: string[] = [];
     for (let s = 0; s < c.grads.length; s++) {
       const e = byIndex.get(s);
-      if (s % 2 === 0) {
+      if (s % 3 === 2) {
+        // safetensors, its tensors in reverse order (data order need not be the layout's), answered as safetensors.
+        const named = namedOf(c.grads[s]);
+        const file = writeSafetensors(named.reverse().map((t) => ({ name: t.name, dtype: c.dtype === 'float32' ? 'F32' : 'F64', shape: t.shape, data: bytesOf(c.dtype, t.values) })));
+        const r = await callBytes('POST', `/v1/optimizers/${opt.id}/step`, file, authed(opt.token, { 'content-type': 'application/vnd.safetensors', accept: 'application/vnd.safetensors' }));
+        expect(r.status, JSON.stringify(r.body)).toBe(200);
+        const read = readSafetensors(r.bytes);
+        expect(read.metadata?.step).toBe(String(s + 1));
+        if (e) problems.push(...diffs(`step ${s} params`, read.order.flatMap((n) => decodeValues(read.tensors.get(n)!)), flat(e.params)));
+      } else if (s % 3 === 0) {
         const r = await opCall('POST', opt, '/step', { grads: c.grads[s] });
         expect(r.status, JSON.stringify(r.body)).toBe(200);
         expect(r.body.step).toBe(s + 1);
@@ -255,6 +270,25 @@ describe('a step is applied by every shard or by none', () => {
     expect(retry.body.replayed).toBeUndefined();
   });
 
+  it('an attempt that failed before its decision leaves nothing behind: a retry in another format (other parts) applies the step once', async () => {
+    const opt = await sgdOver3();
+    SHARD_FAULTS.beforeDecision = () => {
+      throw new ProblemError(409, 'conflict', 'injected');
+    };
+    const raw = bytesOf('float32', [9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]);
+    expectProblem(await callBytes('POST', `/v1/optimizers/${opt.id}/step`, raw, authed(opt.token, { 'content-type': 'application/octet-stream' })), 409);
+    SHARD_FAULTS.beforeDecision = undefined;
+    for (let i = 0; i < 3; i++) await evictDurableObject(env.HOSTED_OPTIMIZER.get(env.HOSTED_OPTIMIZER.idFromName(`${opt.id}/shard/${i}`)));
+    const file = writeSafetensors([
+      { name: 'b', dtype: 'F32', shape: [3], data: bytesOf('float32', GRADS.b) },
+      { name: 'w', dtype: 'F32', shape: [6, 2], data: bytesOf('float32', flat(GRADS.w)) },
+    ]);
+    const r = await callBytes('POST', `/v1/optimizers/${opt.id}/step`, file, authed(opt.token, { 'content-type': 'application/vnd.safetensors', 'idempotency-key': 'st', accept: 'application/json' }));
+    expect(r.body).toMatchObject({ step: 1, params: AFTER_ONE });
+    // The same gradient in JSON under the same key is the same step (the fingerprint does not depend on the format or the file's order).
+    expect((await opCall('POST', opt, '/step', { grads: GRADS }, { 'idempotency-key': 'st' })).body).toMatchObject({ step: 1, replayed: true });
+  });
+
   it('the coordinator fails after its decision, and every shard is evicted: the next call completes the step on every shard, once', async () => {
     const opt = await sgdOver3();
     SHARD_FAULTS.afterDecision = () => {
@@ -302,7 +336,7 @@ describe('creation, uploads, limits and deletion', () => {
     expectProblem(await parse(await call('POST', '/v1/optimizers', { params: [1, 2], shards: 257 })), 422, 'shards');
   });
 
-  it('what sharding does not do yet: 422 at create (param_groups, accumulate), 501 after (PATCH, PUT state, safetensors steps)', async () => {
+  it('what sharding does not do yet: 422 at create (param_groups, accumulate), 501 after (PATCH, PUT state, frozen gradients)', async () => {
     expectProblem(await parse(await call('POST', '/v1/optimizers', { params: { a: [1, 2] }, shards: 2, param_groups: [{ params: ['a'], lr: 0.1 }] })), 422, 'param_groups');
     expectProblem(await parse(await call('POST', '/v1/optimizers', { params: [1, 2], shards: 2, accumulate: { contributions: 2, reduce: 'mean' } })), 422, 'accumulate');
     const opt = await sgdOver3();
@@ -311,6 +345,8 @@ describe('creation, uploads, limits and deletion', () => {
     expect(snapshot.status).toBe(200);
     expectProblem(await opCall('PUT', opt, '/state', snapshot.body), 501);
     expectProblem(await opCall('POST', opt, '/step', { grads: { w: null, b: [1, 1, 1] } }), 501);
+    const onlyB = writeSafetensors([{ name: 'b', dtype: 'F32', shape: [3], data: bytesOf('float32', [1, 1, 1]) }]);
+    expectProblem(await callBytes('POST', `/v1/optimizers/${opt.id}/step`, onlyB, authed(opt.token, { 'content-type': 'application/vnd.safetensors' })), 501);
   });
 
   it('created by shapes and uploaded in parts across shard boundaries: 409 until complete, then steps', async () => {

@@ -36,7 +36,7 @@ import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Plac
 import { checkCheckpointHeader } from './checkpoint-header.ts';
 import { Contributions, StepWaiters, accumulateInfo, checkAccumulates, checkWorker, notReached, patchedAccumulate, skippedKey } from './accumulate.ts';
 import { Mutex } from './mutex.ts';
-import { SHARD_FAULTS, abortShards, commitShards, destroyShards, gatherStream, newShardSecret, planShards, prepareShards, readAll, shardLayout, shardStub, tryShards, type GradientSlices, type ShardDecision, type ShardsRecord } from './shards.ts';
+import { SHARD_FAULTS, ShardedUnsupported, abortShards, commitShards, destroyShards, gatherStream, newShardSecret, planShards, prepareShards, readAll, shardLayout, shardStub, tryShards, type GradientSlices, type ShardDecision, type ShardsRecord } from './shards.ts';
 import { paceDeadline } from '../wire/stream.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
 import { registryOf } from './stubs.ts';
@@ -309,6 +309,8 @@ export class HostedOptimizer extends DurableObject<Env> {
   readonly #waiters = new StepWaiters();
   /** A shard (./shards.ts): the step whose prepared gradient slice `grads` holds, and a step applied in memory but not yet stored. */
   #prepared: number | null = null;
+  /** The attempt (a random id per prepare phase) whose parts this shard last received. */
+  #attempt: string | null = null;
   #dryRun: { seq: number; scalarsBefore: Record<string, number>; created: boolean } | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -506,18 +508,17 @@ export class HostedOptimizer extends DurableObject<Env> {
    * then). A call that succeeds pushes the expiry to now plus the time-to-live; a rejected one
    * changes nothing, not even that.
    */
-  #locked<T>(tokenHash: string | null, fn: (loaded: Loaded) => T | Promise<T>, keepDryRun = false): Promise<Outcome<T>> {
+  #locked<T>(tokenHash: string | null, fn: (loaded: Loaded) => T | Promise<T>, shard: 'prepare' | 'apply' | null = null): Promise<Outcome<T>> {
     return outcome(async () => {
       this.#authorized(tokenHash);
       const release = await this.#mutex.acquire();
       let held = false;
       try {
         // A shard's step applied in memory but never decided: every other call sees the stored state.
-        // The prepared slice in `grads` is trusted only by the apply that follows it (other calls may reuse the buffer).
-        if (!keepDryRun) {
-          this.#dropDryRun();
-          this.#prepared = null;
-        }
+        // A shard: an undecided in-memory application is dropped by any call but an apply; the prepared
+        // slice in `grads` is trusted only by the prepares and the apply that follow it (others may reuse the buffer).
+        if (shard !== 'apply') this.#dropDryRun();
+        if (shard === null) this.#prepared = null;
         const loaded = this.#authorized(tokenHash);
         const stored = loaded.meta;
         // Operations build their new metadata from this, so those that write it store the new
@@ -1041,14 +1042,22 @@ export class HostedOptimizer extends DurableObject<Env> {
       const src = input.dtype ?? wireDtypeOf(meta.dtype);
       checkFits(src, meta.dtype, ['Content-Type']);
       grads = { kind: 'raw', body: input.body, length: input.length, src, nonFiniteHint: ' (or PATCH hyperparams.nonfinite to "skip" to skip such steps)' };
-    } else throw notSharded(loaded, 'A safetensors step');
+    } else grads = { kind: 'safetensors', body: input.body, length: input.length, nonFiniteHint: ' (or PATCH hyperparams.nonfinite to "skip" to skip such steps)' };
     const hp = meta.hyperparams;
     const skipMode = hp.nonfinite === 'skip';
     const seq = meta.seq + 1;
     const common = { env: this.env, id: meta.id, record, layout, dtype: meta.dtype, size: meta.size, seq, grads, allowNonFinite: skipMode, loss: args.loss };
     const seen = args.idempotencyKey === undefined ? undefined : this.#store.idempotency(args.idempotencyKey);
+    const prepare = async (norms: boolean, send: boolean) => {
+      try {
+        return await prepareShards({ ...common, norms, send });
+      } catch (e) {
+        if (e instanceof ShardedUnsupported) notSharded(loaded, e.message);
+        throw e;
+      }
+    };
     if (seen) {
-      const { fingerprint: print } = await prepareShards({ ...common, norms: false, send: false });
+      const { fingerprint: print } = await prepare(false, false);
       if (seen.fingerprint !== print) throw validationProblem([headerError('Idempotency-Key', 'was already used for a step with different gradients or loss', args.idempotencyKey)]);
       const current = seen.seq === meta.seq && (meta.uploadedAtSeq ?? -1) < seen.seq;
       const params = args.returnParams && current ? await this.#shardedParamsOut(loaded) : null;
@@ -1062,7 +1071,7 @@ export class HostedOptimizer extends DurableObject<Env> {
     const lr = learningRate(fixedLr(hp), meta.schedule, meta.step, meta.plateau);
     if (!Number.isFinite(lr)) throw scheduleOverflow(meta.step, lr);
     const clipNorm = hp.clip_grad_norm as number | undefined;
-    const prepared = await prepareShards({ ...common, norms: clipNorm !== undefined, send: true });
+    const prepared = await prepare(clipNorm !== undefined, true);
     const print = args.idempotencyKey === undefined ? '' : prepared.fingerprint;
     lap('decode');
     const keyRow = (row: Omit<IdempotencyRow, 'fingerprint'>) => {
@@ -1251,17 +1260,26 @@ export class HostedOptimizer extends DurableObject<Env> {
    * optimizer's dtype, layout order, checked by the coordinator), kept in memory and stored durably,
    * not applied. Answers `applied` when this shard already took step `seq`.
    */
-  shardPrepare(tokenHash: string | null, a: { seq: number; grads: Uint8Array }): Promise<Outcome<{ applied: boolean }>> {
-    return this.#locked(tokenHash, (loaded) => {
-      if (loaded.meta.seq >= a.seq) return { applied: true };
-      if (loaded.meta.seq !== a.seq - 1) throw new Error(`shard at seq ${loaded.meta.seq} cannot prepare step ${a.seq}`);
-      const bytes = new Uint8Array(loaded.grads.buffer, loaded.grads.byteOffset, loaded.grads.byteLength);
-      if (a.grads.byteLength !== bytes.byteLength) throw new Error(`shard of ${bytes.byteLength} gradient bytes was sent ${a.grads.byteLength}`);
-      bytes.set(a.grads);
-      this.#store.writePrepared(a.seq, a.grads);
-      this.#prepared = a.seq;
-      return { applied: false };
-    });
+  shardPrepare(tokenHash: string | null, a: { seq: number; attempt: string; at: number; grads: Uint8Array }): Promise<Outcome<{ applied: boolean }>> {
+    return this.#locked(
+      tokenHash,
+      (loaded) => {
+        if (loaded.meta.seq >= a.seq) return { applied: true };
+        if (loaded.meta.seq !== a.seq - 1) throw new Error(`shard at seq ${loaded.meta.seq} cannot prepare step ${a.seq}`);
+        const bytes = new Uint8Array(loaded.grads.buffer, loaded.grads.byteOffset, loaded.grads.byteLength);
+        const at = a.at * loaded.grads.BYTES_PER_ELEMENT;
+        if (!Number.isSafeInteger(at) || at < 0 || at + a.grads.byteLength > bytes.byteLength) throw new Error(`shard of ${bytes.byteLength} gradient bytes was sent ${a.grads.byteLength} at ${at}`);
+        // The buffer holds the whole prepared slice only if every part of this attempt came since this object started.
+        if (this.#attempt !== a.attempt) {
+          this.#prepared = this.#store.preparedAttempt(a.seq) === a.attempt ? null : a.seq;
+          this.#attempt = a.attempt;
+        }
+        bytes.set(a.grads, at);
+        this.#store.writePreparedPart(a.seq, a.attempt, at, a.grads);
+        return { applied: false };
+      },
+      'prepare',
+    );
   }
 
   /**
@@ -1335,7 +1353,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         this.#prepared = null;
         return { applied: true, nonFinite: -1, step: next.step };
       },
-      true,
+      'apply',
     );
   }
 

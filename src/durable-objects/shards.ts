@@ -14,12 +14,12 @@
 import type { Dtype, FloatArray, Hyperparams } from '../optim/optimizer.ts';
 import { normFoldEnd, normFoldPiece, normFoldStart, type NormFold } from '../optim/clip.ts';
 import { place, PlacementError, type PlacedTensor } from '../tensors/placement.ts';
-import { layoutOfNamed } from '../tensors/names.ts';
+import { layoutOfNamed, namedLeaves } from '../tensors/names.ts';
 import { leaves, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
 import { WIRE_DTYPES, firstNonFiniteIn, type WireDtype } from '../wire/dtypes.ts';
-import { WireError } from '../wire/safetensors.ts';
+import { WireError, headerLength, parseHeader } from '../wire/safetensors.ts';
 import { ByteReader, paceDeadline, type ByteSource } from '../wire/stream.ts';
-import { placementSink } from './decode.ts';
+import { checkEntry, placementSink } from './decode.ts';
 import type { HostedOptimizer } from './hosted-optimizer.ts';
 import type { Outcome } from './protocol.ts';
 import { ProblemError } from '../lib/problem.ts';
@@ -107,10 +107,11 @@ export function shardLayout(layout: TensorLayout, shard: ShardsRecord['placement
   );
 }
 
-/** The gradient as it comes, sliced shard by shard in layout order. */
+/** The gradient as it comes: JSON values already in layout order, or a binary body read as it streams. */
 export type GradientSlices =
   | { kind: 'values'; values: FloatArray }
-  | { kind: 'raw'; body: ByteSource; length: number | null; src: WireDtype; nonFiniteHint: string };
+  | { kind: 'raw'; body: ByteSource; length: number | null; src: WireDtype; nonFiniteHint: string }
+  | { kind: 'safetensors'; body: ByteSource; length: number | null; nonFiniteHint: string };
 
 /** What the prepare phase learnt about the whole gradient. */
 export interface Prepared {
@@ -118,16 +119,28 @@ export interface Prepared {
   nonFinite: number;
   /** Per-tensor 2-norms in layout order (clip_grad_norm_), or null. */
   norms: number[] | null;
-  /** SHA-256 fingerprint, as an unsharded optimizer computes it (Idempotency-Key reuse). */
+  /**
+   * SHA-256 over the dtype, size, loss and each tensor's own SHA-256 in layout order: the same
+   * whatever the format and the order a safetensors file holds the tensors in (Idempotency-Key reuse).
+   */
   fingerprint: string;
 }
 
 const hex = (bytes: ArrayBuffer) => Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, '0')).join('');
 
+/** Elements decoded per read of a binary body (1 MiB of float32). */
+const READ_ELEMENTS = 1 << 18;
+/** Bytes gathered for one shard before they are sent (one prepare call). */
+const PART_BYTES = 4 << 20;
+/** Bytes gathered for all shards together before everything gathered is sent (a file's tensors may come in any order). */
+const GATHERED_BYTES = 16 << 20;
+/** Prepare calls in flight at once. */
+const IN_FLIGHT = 4;
+
 /**
- * Phase 1 of step `seq`: reads the gradient in layout order, one shard's slice at a time, and
- * hands each to its shard (at most two slices in flight, so the coordinator never holds the
- * whole gradient). NaN and ±Infinity are a 422 naming the element unless `allowNonFinite`.
+ * Phase 1 of step `seq`: reads the gradient, checks each element, folds each tensor's norm and
+ * hash in its element order, and hands each shard its elements in parts as they come (never the
+ * whole gradient in memory). NaN and ±Infinity are a 422 naming the element unless `allowNonFinite`.
  */
 export async function prepareShards(args: {
   env: Env;
@@ -146,56 +159,127 @@ export async function prepareShards(args: {
 }): Promise<Prepared> {
   const { env, id, record, layout, dtype, size, seq, grads } = args;
   const tensors = leaves(layout);
-  const digest = new crypto.DigestStream('SHA-256');
-  const writer = digest.getWriter();
-  // As ./hosted-optimizer.ts's fingerprint() hashes one object's gradient (no frozen or sparse tensor here).
-  await writer.write(new TextEncoder().encode(`${dtype}:${size}:${args.loss ?? ''}:`));
+  const item = dtype === 'float32' ? 4 : 8;
   const folds: Array<NormFold | null> = tensors.map(() => null);
   const norms: number[] | null = args.norms ? tensors.map(() => 0) : null;
+  const hashes: Array<{ writer: WritableStreamDefaultWriter<Uint8Array>; digest: Promise<ArrayBuffer> } | null> = tensors.map(() => null);
   let nonFinite = -1;
-  const reader = grads.kind === 'raw' ? new ByteReader(grads.body, true) : null;
-  if (grads.kind === 'raw') {
-    const want = size * WIRE_DTYPES[grads.src].bytes;
-    if (grads.length !== null && grads.length !== want) {
-      throw new WireError(422, ['body'], `the body has ${grads.length} bytes; ${size} ${WIRE_DTYPES[grads.src].name} elements are ${want} bytes`, grads.length);
-    }
-  }
+  // Parts of this attempt replace whatever a failed attempt at the same step left on a shard.
+  const attempt = newShardSecret().slice(0, 32);
+  // Per shard: bytes gathered from element `start` on, not yet sent.
+  const gathered: Array<{ start: number; pieces: Uint8Array[]; bytes: number } | null> = record.placement.map(() => null);
+  let gatheredBytes = 0;
   const inFlight: Array<Promise<unknown>> = [];
-  try {
+  const send = async (i: number) => {
+    const g = gathered[i];
+    if (!g) return;
+    gathered[i] = null;
+    gatheredBytes -= g.bytes;
+    const bytes = new Uint8Array(g.bytes);
+    let at = 0;
+    for (const p of g.pieces) {
+      bytes.set(p, at);
+      at += p.length;
+    }
+    while (inFlight.length >= IN_FLIGHT) await inFlight.shift();
+    inFlight.push(value(shardStub(env, id, i).shardPrepare(record.secret, { seq, attempt, at: g.start - record.placement[i]!.start, grads: bytes })));
+  };
+  /** Elements [from, from + values.length) of tensor `t`, in the tensor's order; `where` names element k of it for errors. */
+  const push = async (t: number, from: number, values: FloatArray, where: (k: number) => Array<string | number>, hint: string) => {
+    const tensor = tensors[t]!;
+    const bad = firstNonFiniteIn(values);
+    if (bad >= 0 && nonFinite < 0) {
+      if (!args.allowNonFinite) throw new WireError(422, where(from + bad), `element ${from + bad} is ${values[bad]}: every value must be finite${hint}`);
+      nonFinite = tensor.offset + from + bad;
+    }
+    if (norms) {
+      folds[t] = normFoldPiece(dtype, folds[t] ?? normFoldStart(dtype), values, from, tensor.size);
+      if (from + values.length === tensor.size) norms[t] = normFoldEnd(dtype, folds[t]!, tensor.size);
+    }
+    const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+    if (!hashes[t]) {
+      const stream = new crypto.DigestStream('SHA-256');
+      hashes[t] = { writer: stream.getWriter(), digest: stream.digest };
+    }
+    for (let at = 0; at < bytes.length; at += 1 << 20) await hashes[t]!.writer.write(bytes.slice(at, at + (1 << 20)));
+    if (from + values.length === tensor.size) await hashes[t]!.writer.close();
+    if (!args.send) return;
+    // To each shard holding part of [a, b): appended to what it gathered when contiguous, else sent first.
+    const a = tensor.offset + from;
+    const b = a + values.length;
     for (let i = 0; i < record.placement.length; i++) {
       const shard = record.placement[i]!;
-      const count = shard.end - shard.start;
-      let slice: FloatArray;
-      if (grads.kind === 'values') slice = grads.values.slice(shard.start, shard.end);
-      else {
-        slice = dtype === 'float32' ? new Float32Array(count) : new Float64Array(count);
-        await reader!.read(count * WIRE_DTYPES[grads.src].bytes, placementSink(grads.src, { out: slice, offset: 0, count, path: ['grads'] }, count));
+      const lo = Math.max(a, shard.start);
+      const hi = Math.min(b, shard.end);
+      if (lo >= hi) continue;
+      let g = gathered[i];
+      if (g && g.start + g.bytes / item !== lo) {
+        await send(i);
+        g = null;
       }
-      const bad = firstNonFiniteIn(slice);
-      if (bad >= 0 && nonFinite < 0) {
-        if (!args.allowNonFinite) {
-          const hint = grads.kind === 'raw' ? grads.nonFiniteHint : '';
-          throw new WireError(422, grads.kind === 'raw' ? ['grads', shard.start + bad] : ['grads', ...pathOfIndex(layout, shard.start + bad)], `element ${shard.start + bad} is ${slice[bad]}: every value must be finite${hint}`);
-        }
-        nonFinite = shard.start + bad;
-      }
-      if (norms) {
-        let at = 0;
-        for (const p of shard.pieces) {
-          const n = p.to - p.from;
-          const total = tensors[p.tensor]!.size;
-          folds[p.tensor] = normFoldPiece(dtype, folds[p.tensor] ?? normFoldStart(dtype), slice.subarray(at, at + n), p.from, total);
-          if (p.to === total) norms[p.tensor] = normFoldEnd(dtype, folds[p.tensor]!, total);
-          at += n;
-        }
-      }
-      const bytes = new Uint8Array(slice.buffer, slice.byteOffset, slice.byteLength);
-      for (let at = 0; at < bytes.length; at += 1 << 20) await writer.write(bytes.slice(at, at + (1 << 20)));
-      if (!args.send) continue;
-      if (inFlight.length >= 2) await inFlight.shift();
-      inFlight.push(value(shardStub(env, id, i).shardPrepare(record.secret, { seq, grads: bytes })));
+      g ??= gathered[i] = { start: lo, pieces: [], bytes: 0 };
+      const piece = bytes.slice((lo - a) * item, (hi - a) * item);
+      g.pieces.push(piece);
+      g.bytes += piece.length;
+      gatheredBytes += piece.length;
+      if (g.bytes >= PART_BYTES) await send(i);
     }
-    if (reader) await reader.expectEnd();
+    if (gatheredBytes > GATHERED_BYTES) for (let i = 0; i < gathered.length; i++) await send(i);
+  };
+  const alloc = (n: number) => (dtype === 'float32' ? new Float32Array(n) : new Float64Array(n));
+  let reader: ByteReader | null = null;
+  try {
+    if (grads.kind === 'values') {
+      for (let t = 0; t < tensors.length; t++) {
+        const { offset, size: n } = tensors[t]!;
+        if (n > 0) await push(t, 0, grads.values.subarray(offset, offset + n), (k) => ['grads', ...pathOfIndex(layout, offset + k)], '');
+      }
+    } else if (grads.kind === 'raw') {
+      const want = size * WIRE_DTYPES[grads.src].bytes;
+      if (grads.length !== null && grads.length !== want) {
+        throw new WireError(422, ['body'], `the body has ${grads.length} bytes; ${size} ${WIRE_DTYPES[grads.src].name} elements are ${want} bytes`, grads.length);
+      }
+      reader = new ByteReader(grads.body, true);
+      for (let t = 0; t < tensors.length; t++) {
+        const { offset, size: n } = tensors[t]!;
+        for (let from = 0; from < n; from += READ_ELEMENTS) {
+          const count = Math.min(READ_ELEMENTS, n - from);
+          const values = alloc(count);
+          await reader.read(count * WIRE_DTYPES[grads.src].bytes, placementSink(grads.src, { out: values, offset: 0, count, path: ['grads'] }, count));
+          await push(t, from, values, (k) => ['grads', offset + k], grads.nonFiniteHint);
+        }
+      }
+      await reader.expectEnd();
+    } else {
+      reader = new ByteReader(grads.body, true);
+      const length = grads.length;
+      if (length !== null && length < 8) throw new WireError(422, ['safetensors'], `a safetensors body has at least 8 bytes, got ${length}`);
+      const n = headerLength(await reader.readExactly(8), length);
+      const header = parseHeader(await reader.readExactly(n), length === null ? null : length - 8 - n, { indices: (name) => name.startsWith('grads.indices/') });
+      if (header.indexEntries.length > 0 || header.entries.some((e) => e.name.startsWith('grads.values/'))) throw new ShardedUnsupported('A sparse (rows) gradient');
+      const index = new Map(namedLeaves(layout).map((l, t) => [l.name, t]));
+      const seen = new Set<number>();
+      const plan = header.entries.map((e) => {
+        const t = index.get(e.name);
+        if (t === undefined) throw new WireError(422, ['grads', e.name], `no tensor named "${e.name}" in this optimizer`, e.name);
+        checkEntry(e, namedLeaves(layout)[t]!, dtype, ['grads', e.name]);
+        seen.add(t);
+        return { e, t };
+      });
+      if (header.entries.length === 0) throw new WireError(422, ['safetensors'], 'the file holds no gradient: send one for every tensor');
+      if (seen.size < tensors.length) throw new ShardedUnsupported('A frozen gradient (a tensor left out of the file)');
+      for (const { e, t } of plan) {
+        const total = tensors[t]!.size;
+        for (let from = 0; from < total; from += READ_ELEMENTS) {
+          const count = Math.min(READ_ELEMENTS, total - from);
+          const values = alloc(count);
+          await reader.read(count * WIRE_DTYPES[e.dtype].bytes, placementSink(e.dtype, { out: values, offset: 0, count, path: ['grads', e.name] }, count));
+          await push(t, from, values, (k) => ['grads', e.name, k], grads.nonFiniteHint);
+        }
+      }
+      await reader.expectEnd();
+    }
+    for (let i = 0; i < gathered.length; i++) await send(i);
     await Promise.all(inFlight);
   } catch (e) {
     await Promise.allSettled(inFlight);
@@ -204,11 +288,17 @@ export async function prepareShards(args: {
   } finally {
     await reader?.cancel();
   }
-  // Tensors of no element have norm 0 (a fold of nothing).
-  if (norms) tensors.forEach((t, k) => t.size === 0 && (norms[k] = 0));
-  await writer.close();
-  return { nonFinite, norms, fingerprint: hex(await digest.digest) };
+  // Tensors of no element: norm 0 and the hash of nothing.
+  const head = new TextEncoder().encode(`${dtype}:${size}:${args.loss ?? ''}:`);
+  const digests = await Promise.all(tensors.map(async (_, t) => new Uint8Array(hashes[t] ? await hashes[t]!.digest : await crypto.subtle.digest('SHA-256', new Uint8Array(0)))));
+  const all = new Uint8Array(head.length + 32 * digests.length);
+  all.set(head);
+  digests.forEach((d, t) => all.set(d, head.length + 32 * t));
+  return { nonFinite, norms, fingerprint: hex(await crypto.subtle.digest('SHA-256', all)) };
 }
+
+/** What a sharded optimizer does not take yet (the coordinator answers 501). */
+export class ShardedUnsupported extends Error {}
 
 /** Every shard drops prepared step `seq` (best effort: a shard that misses it drops it at its next prepare). */
 export async function abortShards(env: Env, id: string, record: ShardsRecord, seq: number): Promise<void> {

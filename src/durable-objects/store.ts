@@ -191,7 +191,7 @@ const SCHEMA = [
   // history.seq numbers the entries (it was the applied step's seq before skipped steps were recorded: still increasing).
   'CREATE TABLE IF NOT EXISTS history (seq INTEGER PRIMARY KEY, step INTEGER NOT NULL, lr REAL NOT NULL, loss REAL, at TEXT NOT NULL, grad_norm REAL, skipped INTEGER)',
   'CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, fingerprint TEXT NOT NULL, step INTEGER NOT NULL, lr REAL NOT NULL, grad_norm REAL, skipped INTEGER)',
-  // A shard's slice of a sharded step's gradient, prepared but not applied (./shards.ts): one step at most.
+  // A shard's slice of a sharded step's gradient, prepared but not applied (./shards.ts): one step at most, in parts by byte offset (`part`).
   'CREATE TABLE IF NOT EXISTS prepared (seq INTEGER NOT NULL, part INTEGER NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (seq, part))',
 ];
 
@@ -446,24 +446,37 @@ export class OptimizerStore {
     this.#sql.exec('DELETE FROM idempotency WHERE rowid <= ?', id - kept);
   }
 
-  /** Stores the gradient slice of prepared step `seq` (replacing any other prepared one), in JOURNAL_PART_BYTES rows. */
-  writePrepared(seq: number, bytes: Uint8Array): void {
-    this.#sql.exec('DELETE FROM prepared');
-    for (let part = 0, off = 0; off < bytes.length || part === 0; part++, off += JOURNAL_PART_BYTES) {
-      this.#sql.exec('INSERT INTO prepared (seq, part, bytes) VALUES (?, ?, ?)', seq, part, bytes.subarray(off, Math.min(bytes.length, off + JOURNAL_PART_BYTES)));
+  /** The attempt whose parts of prepared step `seq` are stored (row `part` -1), or null. */
+  preparedAttempt(seq: number): string | null {
+    const row = this.#sql.exec<{ bytes: ArrayBuffer }>('SELECT bytes FROM prepared WHERE seq = ? AND part = -1', seq).toArray()[0];
+    return row ? new TextDecoder().decode(row.bytes) : null;
+  }
+
+  /**
+   * Stores a part of prepared step `seq`'s gradient slice, `bytes` at byte offset `at`, in rows of
+   * at most JOURNAL_PART_BYTES (keyed by their byte offset: `part`). The first part of another
+   * attempt (or step) drops every part stored before, so parts of two attempts never mix.
+   */
+  writePreparedPart(seq: number, attempt: string, at: number, bytes: Uint8Array): void {
+    if (this.preparedAttempt(seq) !== attempt) {
+      this.#sql.exec('DELETE FROM prepared');
+      this.#sql.exec('INSERT INTO prepared (seq, part, bytes) VALUES (?, -1, ?)', seq, new TextEncoder().encode(attempt));
+    }
+    for (let off = 0; off < bytes.length; off += JOURNAL_PART_BYTES) {
+      this.#sql.exec('INSERT OR REPLACE INTO prepared (seq, part, bytes) VALUES (?, ?, ?)', seq, at + off, bytes.subarray(off, Math.min(bytes.length, off + JOURNAL_PART_BYTES)));
     }
   }
 
-  /** Reads prepared step `seq` into `grads`; false when none is stored for that step. */
+  /** Reads prepared step `seq` into `grads`; false unless its parts cover every byte. */
   readPrepared(seq: number, grads: FloatArray): boolean {
     const out = bytesOf(grads);
-    let at = 0;
-    for (const row of this.#sql.exec<{ bytes: ArrayBuffer }>('SELECT bytes FROM prepared WHERE seq = ? ORDER BY part', seq)) {
+    let bytes = 0;
+    for (const row of this.#sql.exec<{ part: number; bytes: ArrayBuffer }>('SELECT part, bytes FROM prepared WHERE seq = ? AND part >= 0', seq)) {
       const piece = new Uint8Array(row.bytes);
-      out.set(piece, at);
-      at += piece.length;
+      out.set(piece, row.part);
+      bytes += piece.length;
     }
-    return at === out.length && this.#sql.exec('SELECT 1 FROM prepared WHERE seq = ? LIMIT 1', seq).toArray().length > 0;
+    return bytes === out.length && this.preparedAttempt(seq) !== null;
   }
 
   dropPrepared(): void {
