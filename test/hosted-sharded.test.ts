@@ -336,11 +336,28 @@ describe('creation, uploads, limits and deletion', () => {
     expectProblem(await parse(await call('POST', '/v1/optimizers', { params: [1, 2], shards: 257 })), 422, 'shards');
   });
 
-  it('what sharding does not do yet: 422 at create (param_groups, accumulate), 501 after (PATCH, PUT state, frozen gradients)', async () => {
+  it('PATCH of lr, a schedule and ttl applies to the next step on every shard; a change of the slots kept is a 501', async () => {
+    const opt = await sgdOver3();
+    await opCall('POST', opt, '/step', { grads: GRADS });
+    const patched = await opCall('PATCH', opt, '', { hyperparams: { lr: 0.25 }, ttl: 3600 });
+    expect(patched.body).toMatchObject({ shards: 3, ttl: 3600, hyperparams: { lr: 0.25, momentum: 0.9 } });
+    // buf = 0.9·g + g, p −= 0.25·buf, in float32.
+    const r = await opCall('POST', opt, '/step', { grads: GRADS });
+    const by = (p: number, g: number) => f(p - f(f(0.25) * f(f(f(0.9) * g) + g)));
+    expect(r.body).toMatchObject({ step: 2, lr: 0.25, params: { w: AFTER_ONE.w.map((row, i) => row.map((p, j) => by(p, GRADS.w[i]![j]!))), b: AFTER_ONE.b.map((p, i) => by(p, GRADS.b[i]!)) } });
+    // StepLR(lr 0.25, step_size 1, gamma 0.5) at step 2: 0.25 · 0.5² = 0.0625.
+    expect((await opCall('PATCH', opt, '', { schedule: { type: 'step', lr: 0.25, step_size: 1, gamma: 0.5 } })).body.next_lr).toBe(0.0625);
+    expect((await opCall('POST', opt, '/step', { grads: GRADS })).body.lr).toBe(0.0625);
+    const before = await everything(opt);
+    expectProblem(await opCall('PATCH', opt, '', { hyperparams: { momentum: 0 } }), 501);
+    expect(await everything(opt)).toEqual(before);
+  });
+
+  it('what sharding does not do yet: 422 at create (param_groups, accumulate), 501 after (PUT state, frozen gradients)', async () => {
     expectProblem(await parse(await call('POST', '/v1/optimizers', { params: { a: [1, 2] }, shards: 2, param_groups: [{ params: ['a'], lr: 0.1 }] })), 422, 'param_groups');
     expectProblem(await parse(await call('POST', '/v1/optimizers', { params: [1, 2], shards: 2, accumulate: { contributions: 2, reduce: 'mean' } })), 422, 'accumulate');
     const opt = await sgdOver3();
-    expectProblem(await opCall('PATCH', opt, '', { hyperparams: { lr: 0.1 } }), 501);
+    expectProblem(await opCall('PATCH', opt, '', { param_groups: [{ params: ['b'], lr: 0.1 }] }), 501);
     const snapshot = await opCall('GET', opt, '/state');
     expect(snapshot.status).toBe(200);
     expectProblem(await opCall('PUT', opt, '/state', snapshot.body), 501);

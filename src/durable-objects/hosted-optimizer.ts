@@ -1771,7 +1771,6 @@ export class HostedOptimizer extends DurableObject<Env> {
 
   update(tokenHash: string | null, args: PatchArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
     return this.#locked(tokenHash, async (loaded) => {
-      notSharded(loaded, 'PATCH');
       checkIfMatch(args.ifMatch, etagOf(loaded.meta), loaded.meta.step);
       const { meta, def } = loaded;
       let changes: Hyperparams = {};
@@ -1788,6 +1787,28 @@ export class HostedOptimizer extends DurableObject<Env> {
       const groupOf = groupsChanged ? groupOfTensors(loaded.names, groups, ['param_groups']) : loaded.groupOf;
       const hps = checkedGroupHp(def, hyperparams, groups, groupOf, schedule, ['hyperparams'], ['param_groups']);
       const scheduleChanged = JSON.stringify(schedule) !== JSON.stringify(meta.schedule);
+      if (meta.shards) {
+        // The coordinator's metadata only: each step sends the shards its hyperparameters.
+        if (groups.length > 0) notSharded(loaded, 'param_groups');
+        if (args.accumulate) notSharded(loaded, 'accumulate');
+        const slotsOf = (hp: Hyperparams) => def.slots.filter((slot) => slot.present(hp)).map((slot) => slot.name);
+        if (slotsOf(hyperparams).join() !== slotsOf(meta.hyperparams).join()) {
+          notSharded(loaded, `A change of the state slots ${def.name} keeps (from [${slotsOf(meta.hyperparams).join(', ')}] to [${slotsOf(hyperparams).join(', ')}])`);
+        }
+        const next: StoredMeta = {
+          ...meta,
+          hyperparams,
+          schedule,
+          plateau: scheduleChanged ? initialPlateau(schedule, []) : meta.plateau,
+          revision: meta.revision + 1,
+          updatedAt: new Date().toISOString(),
+          ttl: args.ttl ?? meta.ttl,
+        };
+        this.#store.writeMeta(next);
+        loaded.meta = next;
+        if (args.ttl !== undefined) await this.ctx.storage.setAlarm(deadlineOf(next));
+        return this.#versionedInfo(loaded);
+      }
       // The slots the new hyperparameters keep: kept ones keep their values, a tensor whose group
       // now keeps an eager one starts it from its initial value (amsgrad's running max from zero:
       // max(0, v) = v at the next step), dropped ones are gone (as amsgrad off drops max_exp_avg_sq).
