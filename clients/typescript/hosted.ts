@@ -64,6 +64,8 @@ export interface HostedOptimizerOptions {
   accumulate?: Accumulate;
   /** This process's worker id 0..N-1 under `accumulate`: `step` contributes, then waits for the step. */
   worker?: number;
+  /** Durable Objects to spread the tensors over (default: one, or the fewest that hold them: README "Models larger than one object"). */
+  shards?: number;
   /** An API key, when the server requires one (`API_KEYS`): sent to create the optimizer. */
   apiKey?: string;
   /** Largest request body of an upload part (default 8 MiB). */
@@ -180,6 +182,7 @@ export class HostedOptimizer {
       ...(options.paramGroups ? { param_groups: options.paramGroups } : {}),
       ...(options.schedule ? { schedule: options.schedule } : {}),
       ...(options.accumulate !== undefined ? { accumulate: accumulateSetting(options.accumulate) } : {}),
+      ...(options.shards !== undefined ? { shards: options.shards } : {}),
     };
     const created = (await (await call(conn, 'POST', '/v1/optimizers', { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), idempotent: true })).json()) as {
       id: string;

@@ -410,29 +410,35 @@ class AdamApi:
         param_groups: Optional[List[Mapping[str, Any]]] = None,
         ttl: Optional[int] = None,
         accumulate: Any = None,
+        shards: Optional[int] = None,
     ) -> "RemoteOptimizer":
         """POST /v1/optimizers: a new hosted optimizer (default ``adam``) holding ``params`` and a fresh state.
 
         numpy params (an array, or a flat dict of names to arrays) are created by shapes and uploaded
         as raw bytes, bit for bit; anything else goes as JSON. accumulate: many workers, one optimizer
         (``{"contributions": N, "reduce": "mean"}``, or N): each step takes one gradient from each
-        worker 0..N-1 (``step(..., worker=i, expected_step=k)``).
+        worker 0..N-1 (``step(..., worker=i, expected_step=k)``). shards: Durable Objects to spread the
+        tensors over (default: one, or the fewest that hold them).
         """
         if _all_arrays(params):
             named = params if isinstance(params, Mapping) else {"": params}
             if dtype is None:
                 dtype = "float64" if any(v.dtype == np.float64 for v in named.values()) else "float32"
             shapes = {k: list(v.shape) for k, v in named.items()} if isinstance(params, Mapping) else list(params.shape)
-            opt = self.create_optimizer_by_shapes(shapes, hyperparams, schedule, dtype, optimizer, param_groups, ttl, accumulate)
+            opt = self.create_optimizer_by_shapes(shapes, hyperparams, schedule, dtype, optimizer, param_groups, ttl, accumulate, shards=shards)
             try:
+                # In parts of at most 32 MiB (what a sharded optimizer takes per request).
+                part = (32 << 20) // np.dtype(dtype).itemsize
                 for name, value in named.items():
-                    opt.upload(name if isinstance(params, Mapping) else None, value.astype(dtype, copy=False), dtype=dtype)
+                    flat = value.astype(dtype, copy=False).reshape(-1)
+                    for start in range(0, max(flat.size, 1), part):
+                        opt.upload(name if isinstance(params, Mapping) else None, flat[start:start + part], offset=start, dtype=dtype)
             except BaseException:
                 _quietly(opt.delete)
                 raise
             return opt
         body: Dict[str, Any] = {"params": params}
-        return self._create(_options(body, optimizer=optimizer, hyperparams=hyperparams, schedule=schedule, dtype=dtype, param_groups=param_groups, ttl=ttl, accumulate=accumulate_setting(accumulate)))
+        return self._create(_options(body, optimizer=optimizer, hyperparams=hyperparams, schedule=schedule, dtype=dtype, param_groups=param_groups, ttl=ttl, accumulate=accumulate_setting(accumulate), shards=shards))
 
     def create_optimizer_by_shapes(
         self,
@@ -444,11 +450,12 @@ class AdamApi:
         param_groups: Optional[List[Mapping[str, Any]]] = None,
         ttl: Optional[int] = None,
         accumulate: Any = None,
+        shards: Optional[int] = None,
     ) -> "RemoteOptimizer":
         """POST /v1/optimizers with ``shapes`` ({"fc.weight": [3, 4], ...}): params start as zeros and must all
         be uploaded (RemoteOptimizer.upload) before the first step. ``created["layout"]`` gives the raw order."""
         body: Dict[str, Any] = {"shapes": shapes}
-        return self._create(_options(body, optimizer=optimizer, hyperparams=hyperparams, schedule=schedule, dtype=dtype, param_groups=param_groups, ttl=ttl, accumulate=accumulate_setting(accumulate)))
+        return self._create(_options(body, optimizer=optimizer, hyperparams=hyperparams, schedule=schedule, dtype=dtype, param_groups=param_groups, ttl=ttl, accumulate=accumulate_setting(accumulate), shards=shards))
 
     def create_optimizer_from_safetensors(self, data: bytes, optimizer: Optional[str] = None, ttl: Optional[int] = None, **query: Any) -> "RemoteOptimizer":
         """POST /v1/optimizers with a safetensors file of the params (names as model.state_dict() has

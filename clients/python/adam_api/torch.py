@@ -34,7 +34,7 @@ from .checkpoint import CONTROLS, TORCH_ONLY, from_api, to_api
 
 __all__ = ["HostedOptimizer"]
 
-_UPLOAD_ELEMENTS = 1 << 23  # elements per params upload request (32 MiB of float32)
+_UPLOAD_BYTES = 32 << 20  # bytes per params upload request (a sharded optimizer takes at most 32 MiB per PUT)
 _DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 _COALESCING = ("adagrad", "sparse_adam")  # torch coalesces a sparse gradient before these step with it; SGD does not
 
@@ -174,6 +174,7 @@ class HostedOptimizer(torch.optim.Optimizer):
         ttl: Optional[int] = None,
         accumulate: Any = None,
         worker: Optional[int] = None,
+        shards: Optional[int] = None,
         **hyperparams: Any,
     ):
         api = client or AdamApi(base_url, api_key)
@@ -193,7 +194,7 @@ class HostedOptimizer(torch.optim.Optimizer):
         full = [{**base, **o} for o in own]
         top, api_groups = _ckpt.groups_to_api(full, [g["param_names"] for g in groups])
         shapes = {n: list(p.shape) for g in groups for n, p in zip(g["param_names"], g["params"])}
-        remote = api.create_optimizer_by_shapes(shapes, top, schedule, _DTYPES[dtype], optimizer, api_groups or None, ttl, accumulate_setting(accumulate))
+        remote = api.create_optimizer_by_shapes(shapes, top, schedule, _DTYPES[dtype], optimizer, api_groups or None, ttl, accumulate_setting(accumulate), shards=shards)
         try:
             answered = remote.created["hyperparams"]
             for g, f in zip(groups, full):
@@ -330,9 +331,12 @@ class HostedOptimizer(torch.optim.Optimizer):
                 self.remote.update(hyperparams=top)
             self._synced, self._sent_groups = now, bool(groups)
         changed = [i for i, (v, (_, p)) in enumerate(zip(self._versions, self._layout)) if p._version != v]
+        width = 4 if self._dtype == torch.float32 else 8
         for i in changed:
             name, p = self._layout[i]
-            self.remote.upload(name, _flat_bytes([p], self._dtype), dtype=None)
+            data = _flat_bytes([p], self._dtype)
+            for start in range(0, max(len(data), 1), _UPLOAD_BYTES):
+                self.remote.upload(name, data[start:start + _UPLOAD_BYTES], offset=start // width, dtype=None)
         if changed:
             self._versions = self._current_versions()
 
@@ -342,8 +346,9 @@ class HostedOptimizer(torch.optim.Optimizer):
         data = _flat_bytes(tensors, self._dtype)
         width = 4 if self._dtype == torch.float32 else 8
         total = len(data) // width
-        for start in range(0, max(total, 1), _UPLOAD_ELEMENTS):
-            end = min(total, start + _UPLOAD_ELEMENTS)
+        part = _UPLOAD_BYTES // width
+        for start in range(0, max(total, 1), part):
+            end = min(total, start + part)
             self.remote.upload(None, data[start * width:end * width], offset=start)
         self._versions = self._current_versions()
 

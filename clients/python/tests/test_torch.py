@@ -141,6 +141,22 @@ class HostedOptimizerTest(unittest.TestCase):
         self.train([(local_model, local), (hosted_model, hosted)], batches(total + 4), "Adam + SequentialLR(LinearLR, CosineAnnealingLR)", [sched], lrs=(hosted, local))
         self.assertEqual(hosted.step_count, total + 4)
 
+    def test_a_sharded_optimizer_equals_torch_adamw_with_clipping(self):
+        # Spread over 3 Durable Objects; clip_grad_norm_ needs the norm over every shard.
+        local_model, hosted_model = mlp(), mlp()
+        hosted_model.load_state_dict(local_model.state_dict())
+        local = torch.optim.AdamW(local_model.parameters(), lr=0.02, weight_decay=0.05, foreach=False)
+        hosted = self.hosted(hosted_model.named_parameters(), optimizer="adamw", lr=0.02, weight_decay=0.05, clip_grad_norm=0.5, shards=3)
+        self.assertEqual(hosted.remote.info()["shards"], 3)
+        for k, (x, y) in enumerate(batches(8)):
+            for model, opt in ((local_model, local), (hosted_model, hosted)):
+                opt.zero_grad()
+                torch.nn.functional.mse_loss(model(x), y).backward()
+                if opt is local:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+                opt.step()
+            self.assert_same(local_model, hosted_model, f"sharded AdamW, step {k + 1}")
+
     def test_adamw_with_warmup_cosine_equals_torch_lambda_lr(self):
         lr, warm, total = 3e-3, 3, 15
         for name, extra in (("adam", {"decoupled_weight_decay": True}), ("adamw", {})):
