@@ -187,6 +187,24 @@ describe('a step is applied by every shard or by none', () => {
     expect((await opCall('POST', opt, '/step', { grads: GRADS }, { 'idempotency-key': 'st' })).body).toMatchObject({ step: 1, replayed: true });
   });
 
+  it('a shard whose store fails after the decision: the step is answered (applied), and the next call completes it from the shard\'s prepared slice', async () => {
+    // SGD, lr 1, 2 shards: a = [1, 2] on shard 0, b = [3, 4] on shard 1.
+    const opt = await createOptimizer({ optimizer: 'sgd', params: { a: [1, 2], b: [3, 4] }, hyperparams: { lr: 1 }, shards: 2 });
+    const shard1 = env.HOSTED_OPTIMIZER.get(env.HOSTED_OPTIMIZER.idFromName(`${opt.id}/shard/1`));
+    // Shard 1's next write of a state chunk fails (a storage error in its store transaction).
+    await runInDurableObject(shard1, (_o, state) => {
+      state.storage.sql.exec("CREATE TRIGGER boom BEFORE INSERT ON slot_chunks BEGIN SELECT RAISE(ABORT, 'injected storage failure'); END");
+    });
+    const r = await opCall('POST', opt, '/step', { grads: { a: [1, 1], b: [1, 1] } });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body.step).toBe(1);
+    await runInDurableObject(shard1, (_o, state) => {
+      state.storage.sql.exec('DROP TRIGGER boom');
+    });
+    expect((await opCall('GET', opt, '/params')).body).toEqual({ step: 1, params: { a: [0, 1], b: [2, 3] } });
+    expect((await opCall('POST', opt, '/step', { grads: { a: [1, 1], b: [1, 1] } })).body.params).toEqual({ a: [-1, 0], b: [1, 2] });
+  });
+
   it('the coordinator fails after its decision, and every shard is evicted: the next call completes the step on every shard, once', async () => {
     const opt = await sgdOver3();
     SHARD_FAULTS.afterDecision = () => {

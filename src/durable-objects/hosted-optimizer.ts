@@ -393,6 +393,9 @@ export class HostedOptimizer extends DurableObject<Env> {
   /** Loads the optimizer from storage: on first use, and to discard an in-memory change that failed. */
   #load(): void {
     this.#loaded = null;
+    // A reload reuses (zeroes) or replaces the gradient buffer, and undoes any in-memory application.
+    this.#prepared = null;
+    this.#dryRun = null;
     const stored = this.#store.readMeta();
     if (!stored) return;
     if (stored.version === 1) {
@@ -1119,6 +1122,7 @@ export class HostedOptimizer extends DurableObject<Env> {
     const next: StoredMeta = {
       ...meta,
       step: tried.step,
+      scalars: tried.scalars,
       seq,
       revision: meta.revision + 1,
       updatedAt: at,
@@ -1135,9 +1139,17 @@ export class HostedOptimizer extends DurableObject<Env> {
     });
     loaded.meta = next;
     SHARD_FAULTS.afterDecision?.();
-    await this.#settleShards(loaded);
+    // Past the commit point the step is applied whatever fails now: a shard that could not store it
+    // does at the coordinator's next call. The answer then carries no params (they are not readable yet).
+    let settled = true;
+    try {
+      await this.#settleShards(loaded);
+    } catch (e) {
+      console.error(`sharded step ${seq} decided; a shard did not store it yet (the next call completes it)`, e);
+      settled = false;
+    }
     lap('storage');
-    const params = args.returnParams ? await this.#shardedParamsOut(loaded) : null;
+    const params = args.returnParams && settled ? await this.#shardedParamsOut(loaded) : null;
     return { etag: etagOf(next), value: { step: next.step, lr, replayed: false, gradNorm, ...(skipMode ? { skipped: false } : {}), params, timings } };
   }
 
@@ -1228,7 +1240,17 @@ export class HostedOptimizer extends DurableObject<Env> {
         writes.push(shardStub(this.env, meta.id, i).upload(record.secret, { body: { format: 'raw', dtype: null, body, length: body.length }, offset: a - shard.start }).then(unwrapOutcome));
       });
     }
-    await Promise.all(writes);
+    const written = await Promise.allSettled(writes);
+    const failed = written.find((w) => w.status === 'rejected');
+    if (failed) {
+      // Some shards may hold new values: a new revision (ETag), though `missing` stays as it was (upload again).
+      if (written.some((w) => w.status === 'fulfilled')) {
+        const changed: StoredMeta = { ...meta, revision: meta.revision + 1, uploadedAtSeq: meta.seq, updatedAt: new Date().toISOString() };
+        this.#store.writeMeta(changed);
+        loaded.meta = changed;
+      }
+      throw failed.reason;
+    }
     const next: StoredMeta = { ...meta, missing, revision: meta.revision + 1, uploadedAtSeq: meta.seq, updatedAt: new Date().toISOString() };
     this.#store.writeMeta(next);
     loaded.meta = next;
@@ -1260,22 +1282,26 @@ export class HostedOptimizer extends DurableObject<Env> {
    * optimizer's dtype, layout order, checked by the coordinator), kept in memory and stored durably,
    * not applied. Answers `applied` when this shard already took step `seq`.
    */
-  shardPrepare(tokenHash: string | null, a: { seq: number; attempt: string; at: number; grads: Uint8Array }): Promise<Outcome<{ applied: boolean }>> {
+  shardPrepare(tokenHash: string | null, a: { seq: number; attempt: string; parts: Array<{ at: number; grads: Uint8Array }> }): Promise<Outcome<{ applied: boolean }>> {
     return this.#locked(
       tokenHash,
       (loaded) => {
         if (loaded.meta.seq >= a.seq) return { applied: true };
         if (loaded.meta.seq !== a.seq - 1) throw new Error(`shard at seq ${loaded.meta.seq} cannot prepare step ${a.seq}`);
         const bytes = new Uint8Array(loaded.grads.buffer, loaded.grads.byteOffset, loaded.grads.byteLength);
-        const at = a.at * loaded.grads.BYTES_PER_ELEMENT;
-        if (!Number.isSafeInteger(at) || at < 0 || at + a.grads.byteLength > bytes.byteLength) throw new Error(`shard of ${bytes.byteLength} gradient bytes was sent ${a.grads.byteLength} at ${at}`);
+        for (const part of a.parts) {
+          const at = part.at * loaded.grads.BYTES_PER_ELEMENT;
+          if (!Number.isSafeInteger(at) || at < 0 || at + part.grads.byteLength > bytes.byteLength) throw new Error(`shard of ${bytes.byteLength} gradient bytes was sent ${part.grads.byteLength} at ${at}`);
+        }
         // The buffer holds the whole prepared slice only if every part of this attempt came since this object started.
         if (this.#attempt !== a.attempt) {
           this.#prepared = this.#store.preparedAttempt(a.seq) === a.attempt ? null : a.seq;
           this.#attempt = a.attempt;
         }
-        bytes.set(a.grads, at);
-        this.#store.writePreparedPart(a.seq, a.attempt, at, a.grads);
+        this.#store.transaction(() => {
+          for (const part of a.parts) this.#store.writePreparedPart(a.seq, a.attempt, part.at * loaded.grads.BYTES_PER_ELEMENT, part.grads);
+        });
+        for (const part of a.parts) bytes.set(part.grads, part.at * loaded.grads.BYTES_PER_ELEMENT);
         return { applied: false };
       },
       'prepare',
@@ -1291,12 +1317,12 @@ export class HostedOptimizer extends DurableObject<Env> {
   shardApply(
     tokenHash: string | null,
     a: { seq: number; hp: Hyperparams; coef: number | null; clipValue: number | null; persist: boolean },
-  ): Promise<Outcome<{ applied: boolean; nonFinite: number; step: number }>> {
+  ): Promise<Outcome<{ applied: boolean; nonFinite: number; step: number; scalars: Record<string, number> }>> {
     return this.#locked(
       tokenHash,
       (loaded) => {
         const { def, meta, state } = loaded;
-        if (meta.seq >= a.seq) return { applied: true, nonFinite: -1, step: meta.step };
+        if (meta.seq >= a.seq) return { applied: true, nonFinite: -1, step: meta.step, scalars: { ...state.scalars } };
         let dry = this.#dryRun?.seq === a.seq ? this.#dryRun : null;
         if (!dry) {
           this.#dropDryRun();
@@ -1326,13 +1352,13 @@ export class HostedOptimizer extends DurableObject<Env> {
           if (!outcome.applied) {
             this.#load();
             this.#prepared = null;
-            return { applied: false, nonFinite: outcome.nonFinite.index, step: meta.step };
+            return { applied: false, nonFinite: outcome.nonFinite.index, step: meta.step, scalars: {} };
           }
           const arrays = arraysOf(loaded, state);
           for (const [name, x] of Object.entries(arrays.slots)) loaded.room[name] = x;
           dry = this.#dryRun = { seq: a.seq, scalarsBefore, created: slotShape(state) !== shapeBefore };
         }
-        if (!a.persist) return { applied: false, nonFinite: -1, step: state.step };
+        if (!a.persist) return { applied: false, nonFinite: -1, step: state.step, scalars: { ...state.scalars } };
         const arrays = arraysOf(loaded, state);
         const next: StoredMeta = { ...meta, ...stateMeta(state, arrays), seq: a.seq, revision: meta.revision + 1, updatedAt: new Date().toISOString() };
         const entry = { seq: a.seq, step: meta.step, lr: a.hp.lr as number, hyperparams: a.hp, ...(def.scalars.length > 0 ? { scalars: dry.scalarsBefore } : {}) };
@@ -1351,7 +1377,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         loaded.meta = next;
         this.#dryRun = null;
         this.#prepared = null;
-        return { applied: true, nonFinite: -1, step: next.step };
+        return { applied: true, nonFinite: -1, step: next.step, scalars: { ...state.scalars } };
       },
       'apply',
     );
@@ -1948,6 +1974,9 @@ export class HostedOptimizer extends DurableObject<Env> {
       const deadline = deadlineOf(meta);
       if (Date.now() < deadline) {
         await this.ctx.storage.setAlarm(deadline);
+        // Shards expire MAX_TTL_SECONDS after their last call; the coordinator's deadline is at most that
+        // far from now, so a touch at each re-arm keeps them alive as long as it lives.
+        if (meta.shards) await Promise.all(meta.shards.placement.map((_, i) => shardStub(this.env, meta.id, i).describe(meta.shards!.secret)));
         return;
       }
       await this.#destroy();

@@ -166,8 +166,8 @@ export async function prepareShards(args: {
   let nonFinite = -1;
   // Parts of this attempt replace whatever a failed attempt at the same step left on a shard.
   const attempt = newShardSecret().slice(0, 32);
-  // Per shard: bytes gathered from element `start` on, not yet sent.
-  const gathered: Array<{ start: number; pieces: Uint8Array[]; bytes: number } | null> = record.placement.map(() => null);
+  // Per shard: runs of bytes (each from element `start` on) gathered, not yet sent: one call sends them all.
+  const gathered: Array<{ runs: Array<{ start: number; pieces: Uint8Array[]; bytes: number }>; bytes: number } | null> = record.placement.map(() => null);
   let gatheredBytes = 0;
   const inFlight: Array<Promise<unknown>> = [];
   const send = async (i: number) => {
@@ -175,14 +175,17 @@ export async function prepareShards(args: {
     if (!g) return;
     gathered[i] = null;
     gatheredBytes -= g.bytes;
-    const bytes = new Uint8Array(g.bytes);
-    let at = 0;
-    for (const p of g.pieces) {
-      bytes.set(p, at);
-      at += p.length;
-    }
+    const parts = g.runs.map((run) => {
+      const bytes = new Uint8Array(run.bytes);
+      let at = 0;
+      for (const p of run.pieces) {
+        bytes.set(p, at);
+        at += p.length;
+      }
+      return { at: run.start - record.placement[i]!.start, grads: bytes };
+    });
     while (inFlight.length >= IN_FLIGHT) await inFlight.shift();
-    inFlight.push(value(shardStub(env, id, i).shardPrepare(record.secret, { seq, attempt, at: g.start - record.placement[i]!.start, grads: bytes })));
+    inFlight.push(value(shardStub(env, id, i).shardPrepare(record.secret, { seq, attempt, parts })));
   };
   /** Elements [from, from + values.length) of tensor `t`, in the tensor's order; `where` names element k of it for errors. */
   const push = async (t: number, from: number, values: FloatArray, where: (k: number) => Array<string | number>, hint: string) => {
@@ -212,14 +215,12 @@ export async function prepareShards(args: {
       const lo = Math.max(a, shard.start);
       const hi = Math.min(b, shard.end);
       if (lo >= hi) continue;
-      let g = gathered[i];
-      if (g && g.start + g.bytes / item !== lo) {
-        await send(i);
-        g = null;
-      }
-      g ??= gathered[i] = { start: lo, pieces: [], bytes: 0 };
+      const g = (gathered[i] ??= { runs: [], bytes: 0 });
+      const last = g.runs[g.runs.length - 1];
+      const run = last && last.start + last.bytes / item === lo ? last : (g.runs[g.runs.length] = { start: lo, pieces: [], bytes: 0 });
       const piece = bytes.slice((lo - a) * item, (hi - a) * item);
-      g.pieces.push(piece);
+      run.pieces.push(piece);
+      run.bytes += piece.length;
       g.bytes += piece.length;
       gatheredBytes += piece.length;
       if (g.bytes >= PART_BYTES) await send(i);
@@ -309,10 +310,11 @@ export async function abortShards(env: Env, id: string, record: ShardsRecord, se
  * Phase 2 without storing: every shard applies `decision` in memory. Returns the first non-finite
  * result's global element, or -1 (every shard then holds the step, not yet stored).
  */
-export async function tryShards(env: Env, id: string, record: ShardsRecord, decision: ShardDecision): Promise<{ nonFinite: number; step: number }> {
+export async function tryShards(env: Env, id: string, record: ShardsRecord, decision: ShardDecision): Promise<{ nonFinite: number; step: number; scalars: Record<string, number> }> {
   const answers = await Promise.all(record.placement.map((_, i) => value(shardStub(env, id, i).shardApply(record.secret, { ...decision, persist: false }))));
   const bad = answers.findIndex((a) => a.nonFinite >= 0);
-  return { nonFinite: bad < 0 ? -1 : record.placement[bad]!.start + answers[bad]!.nonFinite, step: answers[0]?.step ?? 0 };
+  // Step counts and scalars (NAdam's mu_product) evolve alike on every shard: shard 0's are the optimizer's.
+  return { nonFinite: bad < 0 ? -1 : record.placement[bad]!.start + answers[bad]!.nonFinite, step: answers[0]?.step ?? 0, scalars: answers[0]?.scalars ?? {} };
 }
 
 /** The decided step stored by every shard (each re-applies it from its prepared slice if needed). */

@@ -16,7 +16,7 @@ export interface Case {
   params: unknown;
   state: unknown;
   grads: unknown[];
-  expected: Array<{ step_index: number; params: unknown; total_norm?: number }>;
+  expected: Array<{ step_index: number; params: unknown; total_norm?: number; state?: Record<string, unknown> }>;
 }
 
 // Sharding needs two rows at least: single-element models stay out.
@@ -98,6 +98,14 @@ describe(`${title}: sharded optimizers equal torch 1.13 bit for bit`, () => {
       const file = await callBytes('GET', `/v1/optimizers/${opt.id}/params`, undefined, authed(opt.token, { accept: 'application/vnd.safetensors' }));
       const read = readSafetensors(file.bytes);
       expect(diffs('safetensors params', read.order.flatMap((n) => decodeValues(read.tensors.get(n)!)), flat(last.params))).toEqual([]);
+      // The state gathered from every shard (JSON snapshot; Adam's slots under its m, v, v_max; AdamW's under torch's names): torch's step, scalars and slots.
+      const snapshot = (await opCall('GET', opt, '/state')).body as Record<string, unknown>;
+      const field: Record<string, string> = c.optimizer === 'adam' ? { exp_avg: 'm', exp_avg_sq: 'v', max_exp_avg_sq: 'v_max' } : {};
+      for (const [k, v] of Object.entries(last.state ?? {})) {
+        if (v === null || (typeof v === 'object' && leavesOf(v).some((l) => l.value === null))) continue;
+        expect(Object.keys(snapshot), `state ${k}`).toContain(field[k] ?? k);
+        expect(diffs(`state ${k}`, snapshot[field[k] ?? k], v), `state ${k}`).toEqual([]);
+      }
     }
     const history = (await opCall('GET', opt, '/history')).body.entries as Array<{ step: number }>;
     expect(history.map((h) => h.step)).toEqual(c.grads.map((_, i) => i + 1));
