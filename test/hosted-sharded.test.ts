@@ -235,6 +235,61 @@ describe('a step is applied by every shard or by none', () => {
   });
 });
 
+describe('checkpoints across shard counts', () => {
+  const st = (opt: Created) => authed(opt.token, { accept: 'application/vnd.safetensors' });
+  const put = (opt: Created, file: Uint8Array) => callBytes('PUT', `/v1/optimizers/${opt.id}/state`, file, authed(opt.token, { 'content-type': 'application/vnd.safetensors' }));
+  const TWICE = { w: AFTER_ONE.w.map((row, i) => row.map((p, j) => second(p, GRADS.w[i]![j]!))), b: AFTER_ONE.b.map((p, i) => second(p, GRADS.b[i]!)) };
+
+  it('a sharded optimizer restores its own checkpoint (PUT state, safetensors) and steps on from it', async () => {
+    const opt = await sgdOver3();
+    await opCall('POST', opt, '/step', { grads: GRADS });
+    const ck = await callBytes('GET', `/v1/optimizers/${opt.id}/state`, undefined, st(opt));
+    expect((await opCall('POST', opt, '/step', { grads: GRADS })).body.params).toEqual(TWICE);
+    const r = await put(opt, ck.bytes);
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body).toMatchObject({ step: 1, shards: 3 });
+    expect((await opCall('GET', opt, '/params')).body).toEqual({ step: 1, params: AFTER_ONE });
+    expect((await opCall('POST', opt, '/step', { grads: GRADS })).body).toMatchObject({ step: 2, params: TWICE });
+  });
+
+  it.each([
+    [1, 3],
+    [3, 1],
+    [3, 2],
+  ])('a checkpoint of %i object(s) restores into an optimizer of %i, and steps on as the original', async (from, to) => {
+    const source = await createOptimizer({ optimizer: 'sgd', params: { w: [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12]], b: [1, 2, 3] }, hyperparams: { lr: 0.5, momentum: 0.9 }, shards: from });
+    await opCall('POST', source, '/step', { grads: GRADS });
+    const ck = await callBytes('GET', `/v1/optimizers/${source.id}/state`, undefined, st(source));
+    const target = await createOptimizer({ optimizer: 'sgd', shapes: { w: [6, 2], b: [3] }, hyperparams: { lr: 0.1 }, shards: to });
+    const r = await put(target, ck.bytes);
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body).toMatchObject({ step: 1, shards: to, hyperparams: { lr: 0.5, momentum: 0.9 } });
+    expect((await opCall('POST', target, '/step', { grads: GRADS })).body).toMatchObject({ step: 2, params: TWICE });
+    // The file a sharded optimizer writes is the unsharded one's, byte for byte, in the same state.
+    await opCall('POST', source, '/step', { grads: GRADS });
+    const a = await callBytes('GET', `/v1/optimizers/${source.id}/state`, undefined, st(source));
+    const b = await callBytes('GET', `/v1/optimizers/${target.id}/state`, undefined, st(target));
+    expect(readSafetensors(b.bytes).order).toEqual(readSafetensors(a.bytes).order);
+    for (const name of readSafetensors(a.bytes).order) expect(decodeValues(readSafetensors(b.bytes).tensors.get(name)!), name).toEqual(decodeValues(readSafetensors(a.bytes).tensors.get(name)!));
+  });
+
+  it('a bad checkpoint (a NaN in one shard\'s part, another layout) changes no shard', async () => {
+    const opt = await sgdOver3();
+    await opCall('POST', opt, '/step', { grads: GRADS });
+    const before = await everything(opt);
+    const ck = readSafetensors((await callBytes('GET', `/v1/optimizers/${opt.id}/state`, undefined, st(opt))).bytes);
+    const tensors = ck.order.map((n) => ck.tensors.get(n)!);
+    const bad = tensors.map((t) => (t.name === 'momentum_buffer/b' ? { ...t, data: bytesOf('float32', [1, NaN, 1]) } : t));
+    expectProblem(await put(opt, writeSafetensors(bad, ck.metadata ?? undefined)), 422);
+    expect(await everything(opt)).toEqual(before);
+    const other = tensors.map((t) => (t.name === 'params/b' ? { ...t, shape: [1, 3] } : t));
+    expectProblem(await put(opt, writeSafetensors(other, ck.metadata ?? undefined)), 501);
+    expect(await everything(opt)).toEqual(before);
+    // And the next step is step 2, from the state as it was.
+    expect((await opCall('POST', opt, '/step', { grads: GRADS })).body).toMatchObject({ step: 2, params: TWICE });
+  });
+});
+
 describe('creation, uploads, limits and deletion', () => {
   it('params beyond one object\'s limit are sharded by themselves (MAX_HOSTED_BYTES lowered), and step as torch\'s SGD', async () => {
     // 5 float32 arrays of an Adam element: 20 bytes; 200 bytes hold 10 elements per object.
@@ -276,7 +331,7 @@ describe('creation, uploads, limits and deletion', () => {
     expectProblem(await opCall('PATCH', opt, '', { param_groups: [{ params: ['b'], lr: 0.1 }] }), 501);
     const snapshot = await opCall('GET', opt, '/state');
     expect(snapshot.status).toBe(200);
-    expectProblem(await opCall('PUT', opt, '/state', snapshot.body), 501);
+    expectProblem(await opCall('PUT', opt, '/state', snapshot.body), 501); // JSON restores: not yet (safetensors: below)
     expectProblem(await opCall('POST', opt, '/step', { grads: { w: null, b: [1, 1, 1] } }), 501);
     const onlyB = writeSafetensors([{ name: 'b', dtype: 'F32', shape: [3], data: bytesOf('float32', [1, 1, 1]) }]);
     expectProblem(await callBytes('POST', `/v1/optimizers/${opt.id}/step`, onlyB, authed(opt.token, { 'content-type': 'application/vnd.safetensors' })), 501);

@@ -36,7 +36,7 @@ import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Plac
 import { checkCheckpointHeader } from './checkpoint-header.ts';
 import { Contributions, StepWaiters, accumulateInfo, checkAccumulates, checkWorker, notReached, patchedAccumulate, skippedKey } from './accumulate.ts';
 import { Mutex } from './mutex.ts';
-import { SHARD_FAULTS, ShardedUnsupported, abortShards, commitShards, destroyShards, gatherStream, newShardSecret, planShards, prepareShards, readAll, shardLayout, shardStub, tryShards, type GradientSlices, type ShardDecision, type ShardsRecord } from './shards.ts';
+import { SHARD_FAULTS, ShardedUnsupported, abortShards, stageCheckpoint, commitShards, destroyShards, gatherStream, newShardSecret, planShards, prepareShards, readAll, shardLayout, shardStub, tryShards, type GradientSlices, type ShardDecision, type ShardsRecord } from './shards.ts';
 import { paceDeadline } from '../wire/stream.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
 import { registryOf } from './stubs.ts';
@@ -1260,9 +1260,13 @@ export class HostedOptimizer extends DurableObject<Env> {
   /** Completes a decided step some shard has not stored yet (a coordinator that failed after its commit point). */
   async #settleShards(loaded: Loaded): Promise<void> {
     const record = loaded.meta.shards;
-    if (!record?.pending) return;
-    await commitShards(this.env, loaded.meta.id, record, record.pending);
-    const next: StoredMeta = { ...loaded.meta, shards: { ...record, pending: null } };
+    if (!record?.pending && !record?.restoring) return;
+    if (record.pending) await commitShards(this.env, loaded.meta.id, record, record.pending);
+    if (record.restoring) {
+      const { attempt, lengths } = record.restoring;
+      await Promise.all(lengths.map(async (length, i) => unwrapOutcome(await shardStub(this.env, loaded.meta.id, i).shardRestore(record.secret, { attempt, length, commit: true }))));
+    }
+    const next: StoredMeta = { ...loaded.meta, shards: { ...record, pending: null, restoring: null } };
     this.#store.writeMeta(next);
     loaded.meta = next;
   }
@@ -1275,6 +1279,105 @@ export class HostedOptimizer extends DurableObject<Env> {
     if (bytes <= PARAMS_COPY_MAX) return { ...out, data: await readAll(gatherStream(this.env, meta.id, meta.shards!, ['params'], () => {}), bytes) };
     if (!this.#holdLock) throw new Error('#shardedParamsOut outside a locked operation');
     return { ...out, data: gatherStream(this.env, meta.id, meta.shards!, ['params'], this.#holdLock()) };
+  }
+
+  /**
+   * A coordinator's restore from a safetensors checkpoint of its own layout (./shards.ts): each
+   * shard is sent a checkpoint file of its pieces, which it stages durably and checks as an
+   * unsharded restore would (nothing stored); then the coordinator stores its decision (the new
+   * step, hyperparameters, schedule) and every shard stores its restore from the staged file.
+   */
+  async #shardedRestore(loaded: Loaded, args: RestoreFileArgs): Promise<Versioned<OptimizerInfo>> {
+    await this.#settleShards(loaded);
+    const { def, meta, layout } = loaded;
+    const record = meta.shards!;
+    let staged;
+    try {
+      staged = await stageCheckpoint({
+        env: this.env,
+        id: meta.id,
+        record,
+        layout,
+        body: args.body,
+        length: args.length,
+        scalarSlots: ['step', ...def.scalars.map((x) => x.name)],
+        options: (metadata) => {
+          const options = checkpointOptions(def, metadata);
+          if (options.param_groups.length > 0) throw new ShardedUnsupported('A checkpoint with param_groups');
+          if ((options.dtype ?? meta.dtype) !== meta.dtype) throw new ShardedUnsupported(`A checkpoint of another dtype (${options.dtype}; this optimizer is ${meta.dtype})`);
+          return options;
+        },
+      });
+    } catch (e) {
+      if (e instanceof ShardedUnsupported) notSharded(loaded, e.message);
+      throw e;
+    }
+    const { attempt, options } = staged;
+    const checks = await Promise.allSettled(staged.lengths.map((length, i) => shardStub(this.env, meta.id, i).shardRestore(record.secret, { attempt, length, commit: false }).then(unwrapOutcome)));
+    const failed = checks.find((c) => c.status === 'rejected');
+    if (failed) {
+      await Promise.allSettled(record.placement.map((_, i) => shardStub(this.env, meta.id, i).shardAbort(record.secret, Infinity)));
+      throw failed.reason;
+    }
+    const answers = checks.map((c) => (c as PromiseFulfilledResult<{ step: number; scalars: Record<string, number>; counters: number }>).value);
+    if (answers.some((a) => a.counters > 0)) notSharded(loaded, 'A checkpoint whose tensors have different step counts or scalars');
+    const schedulerState = checkedSchedulerState(options.scheduler_state, options.schedule, [], ['scheduler_state']);
+    const next: StoredMeta = {
+      ...meta,
+      step: answers[0]!.step,
+      scalars: answers[0]!.scalars,
+      hyperparams: options.hyperparams,
+      schedule: options.schedule,
+      plateau: schedulerState,
+      missing: [],
+      revision: meta.revision + 1,
+      updatedAt: new Date().toISOString(),
+      shards: { ...record, restoring: { attempt, lengths: staged.lengths } },
+    };
+    // The commit point: the shards store their staged files (now, or at the next call should one fail).
+    this.#store.transaction(() => {
+      this.#store.writeMeta(next);
+      this.#store.forgetKeys();
+    });
+    loaded.meta = next;
+    await this.#settleShards(loaded);
+    return this.#versionedInfo(loaded);
+  }
+
+  /** A shard: stages bytes of a sharded restore's checkpoint file (./shards.ts), by byte offset. */
+  shardStage(tokenHash: string | null, a: { attempt: string; parts: Array<{ at: number; bytes: Uint8Array }> }): Promise<Outcome<null>> {
+    return this.#locked(tokenHash, () => {
+      this.#store.transaction(() => {
+        for (const part of a.parts) this.#store.writeStagedPart(a.attempt, part.at, part.bytes);
+      });
+      return null;
+    });
+  }
+
+  /**
+   * A shard: its staged checkpoint file restored as an unsharded restore does: checked and undone
+   * (`commit` false), or stored. Answers the restored step count and scalars, and how many pieces
+   * have counters of their own. A commit already stored answers again without storing.
+   */
+  shardRestore(tokenHash: string | null, a: { attempt: string; length: number; commit: boolean }): Promise<Outcome<{ step: number; scalars: Record<string, number>; counters: number }>> {
+    return this.#locked(tokenHash, async (loaded) => {
+      if (loaded.meta.restoredAttempt === a.attempt) return { step: loaded.meta.step, scalars: { ...loaded.state.scalars }, counters: loaded.state.counters.size };
+      if (this.#store.stagedAttempt() !== a.attempt) throw new Error(`shard: restore ${a.attempt} is not staged`);
+      let planned: Planned;
+      try {
+        planned = await this.#readCheckpoint(loaded, { format: 'safetensors', body: this.#store.stagedSource(), length: a.length, quota: { maxOptimizers: 0, maxElements: 0 } });
+      } catch (e) {
+        this.#load();
+        throw e;
+      }
+      const answer = { step: planned.state.step, scalars: { ...planned.state.scalars }, counters: planned.state.counters.size };
+      if (!a.commit) {
+        this.#load();
+        return answer;
+      }
+      this.#storePlanned(loaded, planned, { restoredAttempt: a.attempt });
+      return answer;
+    });
   }
 
   /**
@@ -1387,6 +1490,7 @@ export class HostedOptimizer extends DurableObject<Env> {
   shardAbort(tokenHash: string | null, seq: number): Promise<Outcome<null>> {
     return this.#locked(tokenHash, (loaded) => {
       if (loaded.meta.seq < seq) this.#store.dropPrepared();
+      if (seq === Infinity) this.#store.dropStaged(); // a restore decided against
       this.#prepared = null;
       return null;
     });
@@ -1488,8 +1592,11 @@ export class HostedOptimizer extends DurableObject<Env> {
 
   restore(tokenHash: string | null, args: RestoreArgs | RestoreFileArgs): Promise<Outcome<Versioned<OptimizerInfo>>> {
     return this.#locked(tokenHash, async (loaded) => {
-      notSharded(loaded, 'A restore (PUT state)');
       checkIfMatch(args.ifMatch, etagOf(loaded.meta), loaded.meta.step);
+      if (loaded.meta.shards) {
+        if (!('format' in args)) notSharded(loaded, 'A JSON restore (PUT state with a JSON snapshot; send the safetensors checkpoint)');
+        return this.#shardedRestore(loaded, args as RestoreFileArgs);
+      }
       let planned: Planned;
       try {
         planned = 'format' in args ? await this.#readCheckpoint(loaded, args) : this.#placeSnapshot(loaded, args);
@@ -1497,10 +1604,8 @@ export class HostedOptimizer extends DurableObject<Env> {
         this.#load(); // the new state was being written into the object's memory: take the stored one back
         throw e;
       }
-      const { memory, layout, state } = planned;
-      const arrays = arraysOf(memory, state);
       const owner = loaded.meta.owner;
-      const size = layoutSize(layout);
+      const size = layoutSize(planned.layout);
       if (owner && size !== loaded.meta.size) {
         // A larger state must fit the owner's element quota: asked before anything is stored.
         let booked: Outcome<unknown>;
@@ -1515,37 +1620,47 @@ export class HostedOptimizer extends DurableObject<Env> {
           throw ProblemError.fromData(booked.problem);
         }
       }
-      const { groups: _groups, held: _held, counters: _counters, ...kept } = loaded.meta;
-      const next: StoredMeta = {
-        ...kept,
-        ...stateMeta(state, arrays),
-        revision: loaded.meta.revision + 1,
-        dtype: planned.dtype,
-        size,
-        hyperparams: planned.hyperparams,
-        schedule: planned.schedule,
-        plateau: planned.schedulerState,
-        updatedAt: new Date().toISOString(),
-        cursor: 0,
-        missing: [],
-        ...(planned.groups.length > 0 ? { groups: planned.groups.length } : {}),
-      };
-      try {
-        this.#store.transaction(() => {
-          this.#store.writeCheckpoint(next, arrays, layout);
-          this.#store.writeGroups(planned.groups);
-          // Remembered keys answer for steps of the replaced state: forget them.
-          this.#store.forgetKeys();
-          this.#contributions.drop(); // contributions to the replaced state's pending step
-        });
-      } catch (e) {
-        this.#load();
-        throw e;
-      }
-      const { groups, groupOf, tensors, names } = planned;
-      this.#loaded = { def: loaded.def, meta: next, layout, tensors, names, groups, groupOf, state, ...memory };
-      return this.#versionedInfo(this.#loaded);
+      return this.#storePlanned(loaded, planned);
     });
+  }
+
+  /** Stores a planned restore (already in the object's memory) as the new state; a failure reloads the stored one. */
+  #storePlanned(loaded: Loaded, planned: Planned, extra: Partial<StoredMeta> = {}): Versioned<OptimizerInfo> {
+    const { memory, layout, state } = planned;
+    const arrays = arraysOf(memory, state);
+    const size = layoutSize(layout);
+    const { groups: _groups, held: _held, counters: _counters, ...kept } = loaded.meta;
+    const next: StoredMeta = {
+      ...kept,
+      ...stateMeta(state, arrays),
+      revision: loaded.meta.revision + 1,
+      dtype: planned.dtype,
+      size,
+      hyperparams: planned.hyperparams,
+      schedule: planned.schedule,
+      plateau: planned.schedulerState,
+      updatedAt: new Date().toISOString(),
+      cursor: 0,
+      missing: [],
+      ...(planned.groups.length > 0 ? { groups: planned.groups.length } : {}),
+      ...extra,
+    };
+    try {
+      this.#store.transaction(() => {
+        this.#store.writeCheckpoint(next, arrays, layout);
+        this.#store.writeGroups(planned.groups);
+        // Remembered keys answer for steps of the replaced state: forget them.
+        this.#store.forgetKeys();
+        this.#contributions.drop(); // contributions to the replaced state's pending step
+        if (extra.restoredAttempt !== undefined) this.#store.dropStaged();
+      });
+    } catch (e) {
+      this.#load();
+      throw e;
+    }
+    const { groups, groupOf, tensors, names } = planned;
+    this.#loaded = { def: loaded.def, meta: next, layout, tensors, names, groups, groupOf, state, ...memory };
+    return this.#versionedInfo(this.#loaded);
   }
 
   /** A JSON snapshot (validated and flattened by the Worker) copied into fresh memory. */

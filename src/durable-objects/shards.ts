@@ -17,7 +17,7 @@ import { place, PlacementError, type PlacedTensor } from '../tensors/placement.t
 import { layoutOfNamed, namedLeaves } from '../tensors/names.ts';
 import { leaves, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
 import { WIRE_DTYPES, firstNonFiniteIn, type WireDtype } from '../wire/dtypes.ts';
-import { WireError, headerLength, parseHeader } from '../wire/safetensors.ts';
+import { WireError, encodeHeader, headerLength, parseHeader } from '../wire/safetensors.ts';
 import { ByteReader, paceDeadline, type ByteSource } from '../wire/stream.ts';
 import { checkEntry, placementSink } from './decode.ts';
 import type { HostedOptimizer } from './hosted-optimizer.ts';
@@ -50,6 +50,8 @@ export interface ShardsRecord {
   placement: Array<{ start: number; end: number; pieces: StoredPiece[] }>;
   /** A decided step some shard may not have stored yet: completed by the next call. */
   pending?: ShardDecision | null;
+  /** A decided restore some shard may not have stored yet: each shard's staged file (its attempt and byte length). */
+  restoring?: { attempt: string; lengths: number[] } | null;
 }
 
 /** The coordinator's decision for step `seq`: what every shard applies. */
@@ -411,4 +413,142 @@ export async function destroyShards(env: Env, id: string, record: ShardsRecord):
 /** The secret shards are created with: 32 random bytes, hex (compared as a token hash; no token hashes to it knowingly). */
 export function newShardSecret(): string {
   return hex(crypto.getRandomValues(new Uint8Array(32)).buffer as ArrayBuffer);
+}
+
+/**
+ * Phase 1 of a restore from a safetensors checkpoint: each shard is sent (and stages durably) a
+ * checkpoint file of its own pieces, `<slot>/<piece>` for every tensor of `params` and the slots,
+ * per-tensor scalars (`step/<name>`, NAdam's `mu_product/<name>`) copied to each piece of their
+ * tensor, and the metadata as it came (less `layout` and `param_groups`). The file must hold this
+ * optimizer's layout (names and shapes). Returns each shard's file length and the checked options.
+ */
+export async function stageCheckpoint<O>(args: {
+  env: Env;
+  id: string;
+  record: ShardsRecord;
+  layout: TensorLayout;
+  body: ByteSource;
+  length: number | null;
+  /** Checks the metadata (throwing a problem), returning what the coordinator keeps of it. */
+  options: (metadata: Record<string, string> | null) => O;
+  /** Per-tensor scalars of the checkpoint: `step` and the optimizer's scalars. */
+  scalarSlots: readonly string[];
+}): Promise<{ attempt: string; lengths: number[]; options: O }> {
+  const { env, id, record, layout } = args;
+  const tensors = leaves(layout);
+  const index = new Map(namedLeaves(layout).map((l, t) => [l.name, t]));
+  const attempt = newShardSecret().slice(0, 32);
+  const reader = new ByteReader(args.body, true);
+  const gathered: Array<Array<{ at: number; pieces: Uint8Array[]; bytes: number }>> = record.placement.map(() => []);
+  let gatheredBytes = 0;
+  const inFlight: Array<Promise<unknown>> = [];
+  const send = async (i: number) => {
+    const runs = gathered[i]!;
+    if (runs.length === 0) return;
+    gathered[i] = [];
+    const parts = runs.map((run) => {
+      gatheredBytes -= run.bytes;
+      const bytes = new Uint8Array(run.bytes);
+      let at = 0;
+      for (const p of run.pieces) {
+        bytes.set(p, at);
+        at += p.length;
+      }
+      return { at: run.at, bytes };
+    });
+    while (inFlight.length >= IN_FLIGHT) await inFlight.shift();
+    inFlight.push(value(shardStub(env, id, i).shardStage(record.secret, { attempt, parts })));
+  };
+  const stage = async (i: number, at: number, bytes: Uint8Array) => {
+    const runs = gathered[i]!;
+    const last = runs[runs.length - 1];
+    const run = last && last.at + last.bytes === at ? last : (runs[runs.length] = { at, pieces: [], bytes: 0 });
+    run.pieces.push(bytes);
+    run.bytes += bytes.length;
+    gatheredBytes += bytes.length;
+    if (runs.reduce((n, r) => n + r.bytes, 0) >= PART_BYTES) await send(i);
+    if (gatheredBytes > GATHERED_BYTES) for (let k = 0; k < gathered.length; k++) await send(k);
+  };
+  try {
+    const length = args.length;
+    if (length !== null && length < 8) throw new WireError(422, ['safetensors'], `a safetensors body has at least 8 bytes, got ${length}`);
+    const n = headerLength(await reader.readExactly(8), length);
+    const header = parseHeader(await reader.readExactly(n), length === null ? null : length - 8 - n);
+    const options = args.options(header.metadata);
+    // Each entry: its slot, its tensor, and where each of its pieces goes (shard, byte offset in that shard's file).
+    const plan = header.entries.map((e) => {
+      const cut = e.name.indexOf('/');
+      const slot = cut < 0 ? e.name : e.name.slice(0, cut);
+      const name = cut < 0 ? '' : e.name.slice(cut + 1);
+      const t = index.get(name);
+      if (t === undefined) {
+        if (slot === 'params') throw new ShardedUnsupported(`A checkpoint of another layout (its params/${name} is not a tensor of this optimizer)`);
+        throw new WireError(422, ['safetensors', e.name], `"${e.name}" has no params/${name} to match`, e.name);
+      }
+      const scalar = args.scalarSlots.includes(slot);
+      const shape = tensors[t]!.shape;
+      if (!scalar && (e.shape.length !== shape.length || e.shape.some((d, k) => d !== shape[k]))) {
+        if (slot === 'params') throw new ShardedUnsupported(`A checkpoint of another layout (params/${name} has shape [${e.shape.join(', ')}], not [${shape.join(', ')}])`);
+        throw new WireError(422, ['safetensors', e.name, 'shape'], `shape [${e.shape.join(', ')}] differs from the parameter's [${shape.join(', ')}]`);
+      }
+      return { e, slot, t, scalar, targets: [] as Array<{ shard: number; from: number; to: number; at: number }> };
+    });
+    const paramsSent = new Set(plan.filter((p) => p.slot === 'params').map((p) => p.t));
+    if (paramsSent.size < tensors.length) throw new ShardedUnsupported('A checkpoint of another layout (it lacks some params/<name> of this optimizer)');
+    // Each shard's file: its header, then its pieces in the order the source file holds them.
+    const { layout: _layout, param_groups: _groups, ...metadata } = header.metadata ?? {};
+    const lengths = record.placement.map((shard, i) => {
+      const specs: Array<{ name: string; dtype: WireDtype; shape: readonly number[] }> = [];
+      const sizes: number[] = [];
+      const owners: Array<(at: number) => void> = [];
+      for (const p of plan) {
+        for (const piece of shard.pieces) {
+          if (piece.tensor !== p.t) continue;
+          const whole = tensors[p.t]!;
+          const row = whole.shape.length >= 2 ? whole.size / whole.shape[0]! : 1;
+          const shape = p.scalar ? p.e.shape : piece.from === 0 && piece.to === whole.size ? whole.shape : whole.shape.length >= 2 ? [(piece.to - piece.from) / row, ...whole.shape.slice(1)] : [piece.to - piece.from];
+          specs.push({ name: `${p.slot}/t${piece.tensor}_${piece.from}`, dtype: p.e.dtype, shape });
+          sizes.push(p.scalar ? p.e.end - p.e.start : (piece.to - piece.from) * WIRE_DTYPES[p.e.dtype].bytes);
+          owners.push((at) => p.targets.push({ shard: i, from: piece.from, to: piece.to, at }));
+        }
+      }
+      const encoded = encodeHeader(specs, Object.keys(metadata).length > 0 ? metadata : null);
+      let at = encoded.header.length;
+      sizes.forEach((size, k) => {
+        owners[k]!(at);
+        at += size;
+      });
+      gathered[i]!.push({ at: 0, pieces: [encoded.header], bytes: encoded.header.length });
+      gatheredBytes += encoded.header.length;
+      return at;
+    });
+    for (const p of plan) {
+      const item = WIRE_DTYPES[p.e.dtype].bytes;
+      if (p.scalar) {
+        const bytes = await reader.readExactly(p.e.end - p.e.start);
+        for (const target of p.targets) await stage(target.shard, target.at, bytes.slice());
+        continue;
+      }
+      const total = tensors[p.t]!.size;
+      for (let from = 0; from < total; from += READ_ELEMENTS) {
+        const to = Math.min(total, from + READ_ELEMENTS);
+        const chunk = await reader.readExactly((to - from) * item);
+        for (const target of p.targets) {
+          const lo = Math.max(from, target.from);
+          const hi = Math.min(to, target.to);
+          if (lo < hi) await stage(target.shard, target.at + (lo - target.from) * item, chunk.slice((lo - from) * item, (hi - from) * item));
+        }
+      }
+    }
+    await reader.expectEnd();
+    for (let i = 0; i < gathered.length; i++) await send(i);
+    await Promise.all(inFlight);
+    return { attempt, lengths, options };
+  } catch (e) {
+    await Promise.allSettled(inFlight);
+    await Promise.allSettled(record.placement.map((_, i) => shardStub(env, id, i).shardAbort(record.secret, Infinity)));
+    throw e;
+  } finally {
+    await reader.cancel();
+  }
 }

@@ -118,6 +118,8 @@ export interface StoredMeta {
   accumulate?: AccumulateSpec;
   /** A sharded optimizer's coordinator (./shards.ts): its shards; it holds no tensor itself. */
   shards?: ShardsRecord;
+  /** A shard: the sharded restore it last stored (a repeated commit of it answers without storing again). */
+  restoredAttempt?: string;
 }
 
 /** One per-tensor counter of StoredMeta.counters and the tensors that have it. */
@@ -193,6 +195,8 @@ const SCHEMA = [
   'CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, fingerprint TEXT NOT NULL, step INTEGER NOT NULL, lr REAL NOT NULL, grad_norm REAL, skipped INTEGER)',
   // A shard's slice of a sharded step's gradient, prepared but not applied (./shards.ts): one step at most, in parts by byte offset (`part`).
   'CREATE TABLE IF NOT EXISTS prepared (seq INTEGER NOT NULL, part INTEGER NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (seq, part))',
+  // A shard's checkpoint file of a sharded restore, staged before the coordinator decides (./shards.ts): by byte offset; row -1 names the attempt.
+  'CREATE TABLE IF NOT EXISTS staged (part INTEGER PRIMARY KEY, bytes BLOB NOT NULL)',
 ];
 
 /** Columns added since the tables were first created: added to tables stored before (NULL in their rows). */
@@ -477,6 +481,38 @@ export class OptimizerStore {
       bytes += piece.length;
     }
     return bytes === out.length && this.preparedAttempt(seq) !== null;
+  }
+
+  /** The attempt whose checkpoint file is staged, or null. */
+  stagedAttempt(): string | null {
+    const row = this.#sql.exec<{ bytes: ArrayBuffer }>('SELECT bytes FROM staged WHERE part = -1').toArray()[0];
+    return row ? new TextDecoder().decode(row.bytes) : null;
+  }
+
+  /** Stages bytes of attempt `attempt`'s checkpoint file at byte offset `at` (another attempt's go first). */
+  writeStagedPart(attempt: string, at: number, bytes: Uint8Array): void {
+    if (this.stagedAttempt() !== attempt) {
+      this.#sql.exec('DELETE FROM staged');
+      this.#sql.exec('INSERT INTO staged (part, bytes) VALUES (-1, ?)', new TextEncoder().encode(attempt));
+    }
+    for (let off = 0; off < bytes.length; off += JOURNAL_PART_BYTES) {
+      this.#sql.exec('INSERT OR REPLACE INTO staged (part, bytes) VALUES (?, ?)', at + off, bytes.subarray(off, Math.min(bytes.length, off + JOURNAL_PART_BYTES)));
+    }
+  }
+
+  /** The staged file as a pull source: its rows in byte order, one at a time. */
+  stagedSource(): () => Promise<Uint8Array | null> {
+    let after = -1;
+    return async () => {
+      const row = this.#sql.exec<{ part: number; bytes: ArrayBuffer }>('SELECT part, bytes FROM staged WHERE part > ? ORDER BY part LIMIT 1', after).toArray()[0];
+      if (!row) return null;
+      after = row.part;
+      return new Uint8Array(row.bytes);
+    };
+  }
+
+  dropStaged(): void {
+    this.#sql.exec('DELETE FROM staged');
   }
 
   dropPrepared(): void {
