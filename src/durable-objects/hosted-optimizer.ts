@@ -31,7 +31,7 @@ import { CheckpointOptionsSchema } from '../schemas/optimizer.ts';
 import { layoutOfNamed, leafIndex, namedLeaves, type NamedLeaf } from '../tensors/names.ts';
 import { layoutSize, layoutWeight, leaves, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
 import { WIRE_DTYPES, firstNonFiniteIn, wireDtypeOf, type WireDtype } from '../wire/dtypes.ts';
-import { WireError, inLayoutOrder, type TensorEntry } from '../wire/safetensors.ts';
+import { WireError, encodeHeader, inLayoutOrder, type TensorEntry } from '../wire/safetensors.ts';
 import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Placement } from './decode.ts';
 import { checkCheckpointHeader } from './checkpoint-header.ts';
 import { Contributions, StepWaiters, accumulateInfo, checkAccumulates, checkWorker, notReached, patchedAccumulate, skippedKey } from './accumulate.ts';
@@ -155,6 +155,45 @@ interface Loaded extends Memory {
 function emptyMemory(dtype: Dtype): Memory {
   const none = dtype === 'float32' ? new Float32Array(0) : new Float64Array(0);
   return { dtype, size: 0, params: none, grads: none, room: {} };
+}
+
+/**
+ * A JSON snapshot as the safetensors checkpoint of the same state (GET state's names: params/<name>,
+ * <slot>/<name> for the tensors that hold the slot; step, scalars and options in the metadata).
+ */
+function snapshotFile(def: AnyDef, args: RestoreArgs, perTensor: () => void): Uint8Array {
+  if (args.tensors && Object.keys(args.tensors).length > 0) perTensor();
+  const named = namedLeaves(args.layout);
+  const dtype = wireDtypeOf(args.dtype);
+  const specs: Array<{ name: string; dtype: WireDtype; shape: readonly number[] }> = [];
+  const data: Uint8Array[] = [];
+  const add = (slot: string, values: FloatArray, held?: boolean[]) =>
+    named.forEach((l, t) => {
+      if (held && !held[t]) return;
+      specs.push({ name: slotName(slot, l.name), dtype, shape: l.shape });
+      data.push(new Uint8Array(values.buffer, values.byteOffset + l.offset * values.BYTES_PER_ELEMENT, l.size * values.BYTES_PER_ELEMENT));
+    });
+  add('params', args.params);
+  for (const [slot, sent] of Object.entries(args.slots)) add(slot, sent.values, sent.held);
+  const metadata: Record<string, string> = {
+    optimizer: def.name,
+    step: String(args.step),
+    dtype: args.dtype,
+    hyperparams: JSON.stringify(args.hyperparams),
+    schedule: JSON.stringify(args.schedule),
+    ...(args.schedulerState ? { scheduler_state: JSON.stringify(args.schedulerState) } : {}),
+    ...(args.paramGroups.length > 0 ? { param_groups: JSON.stringify(args.paramGroups) } : {}),
+    ...Object.fromEntries(Object.entries(args.scalars).map(([k, v]) => [k, String(v)])),
+  };
+  const { header, dataLength } = encodeHeader(specs, metadata);
+  const out = new Uint8Array(header.length + dataLength);
+  out.set(header);
+  let at = header.length;
+  for (const d of data) {
+    out.set(d, at);
+    at += d.length;
+  }
+  return out;
 }
 
 /** Most bytes of values one upload (PUT params) to a sharded optimizer carries: its coordinator checks them all before any shard writes. */
@@ -1594,8 +1633,10 @@ export class HostedOptimizer extends DurableObject<Env> {
     return this.#locked(tokenHash, async (loaded) => {
       checkIfMatch(args.ifMatch, etagOf(loaded.meta), loaded.meta.step);
       if (loaded.meta.shards) {
-        if (!('format' in args)) notSharded(loaded, 'A JSON restore (PUT state with a JSON snapshot; send the safetensors checkpoint)');
-        return this.#shardedRestore(loaded, args as RestoreFileArgs);
+        if ('format' in args) return this.#shardedRestore(loaded, args);
+        // A JSON snapshot (decoded by the Worker, at most MAX_BODY_BYTES): restored as the checkpoint file holding the same.
+        const file = snapshotFile(loaded.def, args, () => notSharded(loaded, 'A snapshot whose tensors have different step counts or scalars'));
+        return this.#shardedRestore(loaded, { format: 'safetensors', body: file, length: file.length, quota: args.quota });
       }
       let planned: Planned;
       try {
