@@ -1092,7 +1092,7 @@ export class HostedOptimizer extends DurableObject<Env> {
     const seen = args.idempotencyKey === undefined ? undefined : this.#store.idempotency(args.idempotencyKey);
     const prepare = async (norms: boolean, send: boolean) => {
       try {
-        return await prepareShards({ ...common, norms, send });
+        return await prepareShards({ ...common, norms, send, hash: args.idempotencyKey !== undefined });
       } catch (e) {
         if (e instanceof ShardedUnsupported) notSharded(loaded, e.message);
         throw e;
@@ -1114,7 +1114,7 @@ export class HostedOptimizer extends DurableObject<Env> {
     if (!Number.isFinite(lr)) throw scheduleOverflow(meta.step, lr);
     const clipNorm = hp.clip_grad_norm as number | undefined;
     const prepared = await prepare(clipNorm !== undefined, true);
-    const print = args.idempotencyKey === undefined ? '' : prepared.fingerprint;
+    const print = prepared.fingerprint;
     lap('decode');
     const keyRow = (row: Omit<IdempotencyRow, 'fingerprint'>) => {
       if (args.idempotencyKey !== undefined) this.#store.rememberKey(args.idempotencyKey, { ...row, fingerprint: print }, IDEMPOTENCY_KEYS_KEPT);

@@ -158,6 +158,8 @@ export async function prepareShards(args: {
   loss: number | undefined;
   /** False: read, check and hash only (a retried Idempotency-Key); the shards receive nothing. */
   send: boolean;
+  /** Whether to compute the fingerprint (only a step with an Idempotency-Key needs one; else it is ''). */
+  hash: boolean;
 }): Promise<Prepared> {
   const { env, id, record, layout, dtype, size, seq, grads } = args;
   const tensors = leaves(layout);
@@ -189,6 +191,14 @@ export async function prepareShards(args: {
     while (inFlight.length >= IN_FLIGHT) await inFlight.shift();
     inFlight.push(value(shardStub(env, id, i).shardPrepare(record.secret, { seq, attempt, parts })));
   };
+  const hashPiece = async (t: number, last: boolean, bytes: Uint8Array) => {
+    if (!hashes[t]) {
+      const stream = new crypto.DigestStream('SHA-256');
+      hashes[t] = { writer: stream.getWriter(), digest: stream.digest };
+    }
+    for (let at = 0; at < bytes.length; at += 1 << 20) await hashes[t]!.writer.write(bytes.slice(at, at + (1 << 20)));
+    if (last) await hashes[t]!.writer.close();
+  };
   /** Elements [from, from + values.length) of tensor `t`, in the tensor's order; `where` names element k of it for errors. */
   const push = async (t: number, from: number, values: FloatArray, where: (k: number) => Array<string | number>, hint: string) => {
     const tensor = tensors[t]!;
@@ -202,12 +212,7 @@ export async function prepareShards(args: {
       if (from + values.length === tensor.size) norms[t] = normFoldEnd(dtype, folds[t]!, tensor.size);
     }
     const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-    if (!hashes[t]) {
-      const stream = new crypto.DigestStream('SHA-256');
-      hashes[t] = { writer: stream.getWriter(), digest: stream.digest };
-    }
-    for (let at = 0; at < bytes.length; at += 1 << 20) await hashes[t]!.writer.write(bytes.slice(at, at + (1 << 20)));
-    if (from + values.length === tensor.size) await hashes[t]!.writer.close();
+    if (args.hash) await hashPiece(t, from + values.length === tensor.size, bytes);
     if (!args.send) return;
     // To each shard holding part of [a, b): appended to what it gathered when contiguous, else sent first.
     const a = tensor.offset + from;
@@ -291,6 +296,7 @@ export async function prepareShards(args: {
   } finally {
     await reader?.cancel();
   }
+  if (!args.hash) return { nonFinite, norms, fingerprint: '' };
   // Tensors of no element: norm 0 and the hash of nothing.
   const head = new TextEncoder().encode(`${dtype}:${size}:${args.loss ?? ''}:`);
   const digests = await Promise.all(tensors.map(async (_, t) => new Uint8Array(hashes[t] ? await hashes[t]!.digest : await crypto.subtle.digest('SHA-256', new Uint8Array(0)))));
