@@ -12,6 +12,7 @@
 
 import { readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { freePort, startWorkerd } from './workerd-serve.ts';
 import { Isolate, expectOk, request, rssMb } from './scale-helpers.ts';
 
@@ -71,6 +72,39 @@ function storage(pid: number): { mb: number; databases: number } {
   };
   walk(dir);
   return { mb: bytes / 2 ** 20, databases };
+}
+
+/**
+ * Rows and BLOB bytes of each table, summed over the objects' SQLite files (opened read-only while
+ * workerd runs; a file that cannot be read is counted in `unread`).
+ */
+function census(pid: number): { tables: Record<string, { rows: number; mb: number }>; unread: number } {
+  const tables: Record<string, { rows: number; mb: number }> = {};
+  let unread = 0;
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.sqlite')) {
+        try {
+          const db = new DatabaseSync(p, { readOnly: true });
+          for (const { name } of db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_cf_%'").all() as Array<{ name: string }>) {
+            const cols = (db.prepare(`PRAGMA table_info("${name}")`).all() as Array<{ name: string }>).map((c) => c.name);
+            const size = cols.includes('bytes') ? 'coalesce(sum(length(bytes)), 0)' : '0';
+            const r = db.prepare(`SELECT count(*) AS n, ${size} AS b FROM "${name}"`).get() as { n: number; b: number };
+            const t = (tables[name] ??= { rows: 0, mb: 0 });
+            t.rows += r.n;
+            t.mb += r.b / 2 ** 20;
+          }
+          db.close();
+        } catch {
+          unread++;
+        }
+      }
+    }
+  };
+  walk(join(readlinkSync(`/proc/${pid}/cwd`), 'storage'));
+  return { tables, unread };
 }
 
 const inspectorPort = await freePort();
@@ -155,6 +189,9 @@ try {
       (t) => `p50 ${median(t).toFixed(0)} ms (each: ${t.map((x) => x.toFixed(0)).join(', ')})`,
     );
   }
+  const rowsNow = census(server.pid);
+  console.log(`stored rows after ${2 * STEPS} steps (all objects; unread files: ${rowsNow.unread}):`);
+  for (const [name, t] of Object.entries(rowsNow.tables)) console.log(`  ${name}: ${t.rows} rows${t.mb > 0 ? `, ${t.mb.toFixed(1)} MiB of BLOBs` : ''}`);
   await phase(
     'GET params, raw',
     async () => {
