@@ -4,15 +4,23 @@
 import http from 'node:http';
 import { readFileSync } from 'node:fs';
 
+/** An answer: status, body, milliseconds from the call to its last byte, headers. */
+export interface Reply {
+  status: number;
+  body: Buffer;
+  ms: number;
+  headers: http.IncomingHttpHeaders;
+}
+
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
 
-export function request(url: string, method: string, headers: Record<string, string>, body?: Uint8Array): Promise<{ status: number; body: Buffer; ms: number }> {
+export function request(url: string, method: string, headers: Record<string, string>, body?: Uint8Array): Promise<Reply> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
     const req = http.request(url, { method, agent, headers: { ...headers, ...(body ? { 'content-length': String(body.length) } : {}) } }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(chunks), ms: performance.now() - t0 }));
+      res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(chunks), ms: performance.now() - t0, headers: res.headers }));
       res.on('error', reject);
     });
     req.on('error', reject);
@@ -20,7 +28,7 @@ export function request(url: string, method: string, headers: Record<string, str
   });
 }
 
-export async function expectOk(what: string, p: Promise<{ status: number; body: Buffer; ms: number }>, status = 200) {
+export async function expectOk(what: string, p: Promise<Reply>, status = 200) {
   const r = await p;
   if (r.status !== status) throw new Error(`${what}: HTTP ${r.status} ${r.body.toString('utf8').slice(0, 300)}`);
   return r;

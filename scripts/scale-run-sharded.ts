@@ -171,6 +171,7 @@ try {
   const f32 = new Uint8Array(grads.buffer);
   const bf16 = toBf16(grads);
   const steps: Record<string, number[]> = {};
+  const serverTimings: Array<Record<string, number | string>> = [];
   for (const [label, body, type] of [
     ['F32', f32, 'application/octet-stream'],
     ['BF16', bf16, 'application/octet-stream; dtype=BF16'],
@@ -182,12 +183,19 @@ try {
         for (let s = 0; s < STEPS; s++) {
           const r = await expectOk('step', request(`${url}/step?return=none`, 'POST', { ...auth, 'content-type': type }, body));
           times.push(r.ms);
-          console.log(`  ${label} step ${s + 1}: ${r.ms.toFixed(0)} ms ${r.body.toString().slice(0, 200)}`);
+          const phases = Object.fromEntries(String(r.headers['server-timing'] ?? '').split(',').map((p) => [p.trim().split(';')[0], Number(/dur=([\d.]+)/.exec(p)?.[1])]));
+          serverTimings.push({ label, ...phases });
+          console.log(`  ${label} step ${s + 1}: ${r.ms.toFixed(0)} ms; Server-Timing ${r.headers['server-timing'] ?? 'none'}`);
         }
         return times;
       },
       (t) => `p50 ${median(t).toFixed(0)} ms (each: ${t.map((x) => x.toFixed(0)).join(', ')})`,
     );
+  }
+  for (const label of ['F32', 'BF16']) {
+    const mine = serverTimings.filter((t) => t.label === label);
+    const keys = [...new Set(mine.flatMap((t) => Object.keys(t).filter((k) => k !== 'label' && k !== '')))];
+    console.log(`${label} Server-Timing p50: ${keys.map((k) => `${k} ${median(mine.map((t) => Number(t[k]))).toFixed(0)} ms`).join(', ')}`);
   }
   const rowsNow = census(server.pid);
   console.log(`stored rows after ${2 * STEPS} steps (all objects; unread files: ${rowsNow.unread}):`);
