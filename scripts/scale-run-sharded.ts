@@ -140,15 +140,17 @@ try {
     `create by shapes (${OPTIMIZER}, ${n.toLocaleString('en')} float32 elements${SHARDS ? `, shards: ${SHARDS}` : ''})`,
     async () => {
       const r = await expectOk('create', request(`${base}/v1/optimizers`, 'POST', { 'content-type': 'application/json' }, Buffer.from(JSON.stringify(createBody))), 201);
-      return { ms: r.ms, body: JSON.parse(r.body.toString()) };
+      const body = JSON.parse(r.body.toString());
+      objects = 1 + Number(body.shards ?? 0);
+      return { ms: r.ms, body };
     },
     (r) => `${(r.ms / 1000).toFixed(2)} s`,
   );
   auth = { authorization: `Bearer ${created.body.token}` };
   url = `${base}/v1/optimizers/${created.body.id}`;
   const info = JSON.parse((await expectOk('describe', request(url, 'GET', auth))).body.toString());
-  const shardCount = Array.isArray(info.shards) ? info.shards.length : Number(info.shards ?? info.shard_count ?? SHARDS);
-  objects = 1 + shardCount;
+  const shardCount = Number(info.shards);
+  if (objects !== 1 + shardCount) throw new Error(`created with ${objects - 1} shards, described with ${shardCount}`);
   console.log(`described: ${JSON.stringify({ size: info.size, max_elements: info.max_elements, shards: info.shards })}`.slice(0, 400));
 
   const params = new Float32Array(n);
