@@ -1535,13 +1535,16 @@ export class HostedOptimizer extends DurableObject<Env> {
     });
   }
 
-  /** A shard's stored slot (or its params) as bytes, layout order: a copy, or a stream under the lock when large. */
-  shardTensor(tokenHash: string | null, slot: string): Promise<Outcome<{ data: ReadableStream<Uint8Array> | Uint8Array; held: boolean }>> {
+  /**
+   * A shard: elements [from, from + count) of its params or a slot, a copy (the coordinator reads a
+   * shard a piece at a time while it holds its own lock, so no step changes them in between).
+   */
+  shardRead(tokenHash: string | null, a: { slot: string; from: number; count: number }): Promise<Outcome<Uint8Array>> {
     return this.#locked(tokenHash, (loaded) => {
-      const a = slot === 'params' ? loaded.params : loaded.state.slots[slot];
-      if (!a) return { data: new Uint8Array(0), held: false };
-      if (a.byteLength <= PARAMS_COPY_MAX) return { data: new Uint8Array(a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength)), held: true };
-      return { data: lockedByteStream([a], this.#holdLock!()), held: true };
+      const x = a.slot === 'params' ? loaded.params : loaded.state.slots[a.slot];
+      if (!x) throw new Error(`shard: no ${a.slot} to read`);
+      const piece = x.subarray(a.from, a.from + a.count);
+      return new Uint8Array(piece.buffer.slice(piece.byteOffset, piece.byteOffset + piece.byteLength));
     });
   }
 

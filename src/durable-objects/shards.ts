@@ -330,16 +330,26 @@ export async function commitShards(env: Env, id: string, record: ShardsRecord, d
   await Promise.all(record.placement.map((_, i) => value(shardStub(env, id, i).shardApply(record.secret, { ...decision, persist: true }))));
 }
 
+/** Elements per read of a shard's tensor (4 MiB of float32). */
+const READ_PIECE = 1 << 20;
+
 /**
  * Stored tensors (`params` or slots) of the whole layout, one after another: each the shards'
- * slices in order, each slice asked for only when the previous one has been read, so a shard's
- * lock is held only while its own bytes stream. `release` runs once at the end, on cancel, or when
- * the reader falls behind TRANSFER_PACE (the stream then errors), as for an unsharded snapshot.
+ * slices in order, read a piece at a time (one call each, the next one asked for while the
+ * current one streams). The coordinator holds its lock until the end, so every piece is of one
+ * state. `release` runs once at the end, on cancel, or when the reader falls behind TRANSFER_PACE
+ * (the stream then errors), as for an unsharded snapshot.
  */
 export function gatherStream(env: Env, id: string, record: ShardsRecord, slots: readonly string[], release: () => void): ReadableStream<Uint8Array> {
-  const parts = slots.flatMap((slot) => record.placement.map((_, i) => ({ slot, i })));
+  const reads: Array<{ slot: string; i: number; from: number; count: number }> = [];
+  for (const slot of slots) {
+    record.placement.forEach((shard, i) => {
+      for (let from = 0; from < shard.end - shard.start; from += READ_PIECE) reads.push({ slot, i, from, count: Math.min(READ_PIECE, shard.end - shard.start - from) });
+    });
+  }
   let k = 0;
-  let reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  let ahead: Promise<Uint8Array> | null = null;
+  const fetch = (r: (typeof reads)[number]) => value(shardStub(env, id, r.i).shardRead(record.secret, { slot: r.slot, from: r.from, count: r.count }));
   let done = false;
   let sent = 0;
   const startedAt = Date.now();
@@ -355,46 +365,35 @@ export function gatherStream(env: Env, id: string, record: ShardsRecord, slots: 
     if (timer !== null) clearTimeout(timer);
     timer = setTimeout(() => {
       finish();
-      void reader?.cancel();
       controllerRef?.error(new Error('sharded stream not read in time'));
     }, Math.max(0, paceDeadline(startedAt, sent) - Date.now()));
   };
   arm();
-  const enqueue = (controller: ReadableStreamDefaultController<Uint8Array>, bytes: Uint8Array) => {
-    controller.enqueue(bytes);
-    sent += bytes.length;
-    arm();
-  };
   return new ReadableStream<Uint8Array>({
     start(controller) {
       controllerRef = controller;
     },
     async pull(controller) {
       try {
-        for (;;) {
-          if (reader) {
-            const r = await reader.read();
-            if (!r.done) return enqueue(controller, r.value);
-            reader = null;
-          }
-          if (k === parts.length) {
-            finish();
-            return controller.close();
-          }
-          const { slot, i } = parts[k++]!;
-          const got = await value(shardStub(env, id, i).shardTensor(record.secret, slot));
-          if (got.data instanceof Uint8Array) {
-            if (got.data.length > 0) return enqueue(controller, got.data);
-          } else reader = got.data.getReader();
+        if (k === reads.length) {
+          finish();
+          return controller.close();
         }
+        const current = ahead ?? fetch(reads[k]!);
+        k++;
+        ahead = k < reads.length ? fetch(reads[k]!) : null;
+        ahead?.catch(() => {}); // awaited (and its error seen) at the next pull
+        const bytes = await current;
+        controller.enqueue(bytes);
+        sent += bytes.length;
+        arm();
       } catch (e) {
         finish();
         controller.error(e);
       }
     },
-    async cancel(reason) {
+    cancel() {
       finish();
-      await reader?.cancel(reason);
     },
   });
 }
