@@ -31,8 +31,11 @@ describe('a param group lr below the schedule\'s min_lr, as torch runs it', () =
     }
   });
 
-  it.each(CASES.map((c) => [c.name, c] as const))('hosted %s: created with the group, or given it by PATCH, steps at torch\'s rates', async (_, c) => {
+  it.each(CASES.map((c) => [c.name, c] as const))('hosted %s: created with the group (on one object or sharded), or given it by PATCH, steps at torch\'s rates', async (_, c) => {
     const created = await createOptimizer({ optimizer: 'sgd', dtype: 'float64', params: { a: [0], b: [0] }, schedule: c.schedule, param_groups: GROUPS });
+    // Sharded too: each tensor on its own object, the coordinator resolving each group's rate.
+    const sharded = await createOptimizer({ optimizer: 'sgd', dtype: 'float64', params: { a: [0], b: [0] }, schedule: c.schedule, param_groups: GROUPS, shards: 2 });
+    expect(sharded.body.shards).toBe(2);
     const patched = await createOptimizer({ optimizer: 'sgd', dtype: 'float64', params: { a: [0], b: [0] }, schedule: c.schedule });
     const p = await opCall('PATCH', patched, '', { param_groups: GROUPS });
     expect(p.status, JSON.stringify(p.body)).toBe(200);
@@ -43,7 +46,7 @@ describe('a param group lr below the schedule\'s min_lr, as torch runs it', () =
       const [top, group] = c.lrs[k]!;
       a -= group;
       b -= top;
-      for (const opt of [created, patched]) {
+      for (const opt of [created, sharded, patched]) {
         const r = await opCall('POST', opt, '/step', { grads: { a: [1], b: [1] } });
         expect(r.status, JSON.stringify(r.body)).toBe(200);
         expect(r.body.params, `step ${k}`).toEqual({ a: [a], b: [b] });

@@ -36,7 +36,7 @@ import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Plac
 import { checkCheckpointHeader } from './checkpoint-header.ts';
 import { Contributions, StepWaiters, accumulateInfo, checkAccumulates, checkWorker, notReached, patchedAccumulate, skippedKey } from './accumulate.ts';
 import { Mutex } from './mutex.ts';
-import { SHARD_FAULTS, ShardedUnsupported, abortShards, stageCheckpoint, commitShards, destroyShards, gatherStream, newShardSecret, planShards, prepareShards, readAll, shardLayout, shardStub, tryShards, type GradientSlices, type ShardDecision, type ShardsRecord } from './shards.ts';
+import { SHARD_FAULTS, ShardedUnsupported, abortShards, pieceName, stageCheckpoint, commitShards, destroyShards, gatherStream, newShardSecret, planShards, prepareShards, readAll, shardLayout, shardStub, tryShards, type GradientSlices, type ShardDecision, type ShardsRecord } from './shards.ts';
 import { paceDeadline } from '../wire/stream.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
 import { registryOf } from './stubs.ts';
@@ -739,7 +739,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         checkAccumulates(def, args.accumulate, ['accumulate']);
         const size = layoutSize(layout);
         const perObject = args.maxElements ?? maxElementsOf(readLimits(this.env), def, dtype);
-        const shards = (args.shards ?? 1) > 1 || size > perObject ? await this.#createShards(args, def, perObject) : undefined;
+        const shards = (args.shards ?? 1) > 1 || size > perObject ? await this.#createShards(args, def, perObject, groupOf) : undefined;
         const memory = shards ? emptyMemory(dtype) : this.#allocate(def, dtype, size);
         if (args.params && !shards) memory.params.set(args.params);
         const state = freshState(def);
@@ -796,14 +796,16 @@ export class HostedOptimizer extends DurableObject<Env> {
    * A coordinator's shards (./shards.ts), created concurrently, each over its element range; all
    * deleted again should one fail. What sharding cannot do yet is refused first (422).
    */
-  async #createShards(args: CreateArgs, def: AnyDef, perObject: number): Promise<ShardsRecord> {
+  async #createShards(args: CreateArgs, def: AnyDef, perObject: number, groupOf: readonly number[]): Promise<ShardsRecord> {
     const field = args.params ? 'params' : 'shapes';
     const refuse = (path: Array<string | number>, why: string) => validationProblem([fieldError(path, `${why} (params of ${layoutSize(args.layout)} elements need shards: one ${def.name} optimizer holds ${perObject} ${args.dtype} elements)`)]);
-    if (args.paramGroups.length > 0) throw refuse(args.groupsPath, 'a sharded optimizer takes no param_groups yet');
+    if (args.paramGroups.length > 0 && def.scalars.length > 0) throw refuse(args.groupsPath, `a sharded ${def.name} takes no param_groups yet (its scalars would differ between groups)`);
     if (args.accumulate) throw refuse(['accumulate'], 'a sharded optimizer takes no accumulate setting yet');
     if (def.sparse === 'only') throw refuse(['optimizer'], `${def.name} steps sparse rows, which a sharded optimizer does not take yet`);
     const placement = planShards(args.layout, perObject, args.shards, def.perTensor === true, field);
-    const record: ShardsRecord = { secret: newShardSecret(), capacity: perObject, placement };
+    // Each shard keeps the groups its pieces are in (in the coordinator's order): groups[i] lists their coordinator indices.
+    const present = placement.map((shard) => [...new Set(shard.pieces.map((p) => groupOf[p.tensor]!).filter((g) => g > 0))].sort((a, b) => a - b));
+    const record: ShardsRecord = { secret: newShardSecret(), capacity: perObject, placement, ...(args.paramGroups.length > 0 ? { groups: present } : {}) };
     const id = this.ctx.id.toString();
     const results = await Promise.allSettled(
       placement.map(async (shard, i) =>
@@ -814,7 +816,7 @@ export class HostedOptimizer extends DurableObject<Env> {
             layout: shardLayout(args.layout, shard),
             params: args.params ? args.params.slice(shard.start, shard.end) : null,
             hyperparams: args.hyperparams,
-            paramGroups: [],
+            paramGroups: present[i]!.map((g) => ({ ...args.paramGroups[g - 1]!, params: shard.pieces.filter((p) => groupOf[p.tensor] === g).map((p) => pieceName(p)) })),
             groupsPath: args.groupsPath,
             schedule: args.schedule,
             dtype: args.dtype,
@@ -1136,9 +1138,22 @@ export class HostedOptimizer extends DurableObject<Env> {
     };
     if (skipMode && prepared.nonFinite >= 0) return skipped();
     const gradNorm = prepared.norms ? norm2(meta.dtype, prepared.norms) : undefined;
+    const groupHp =
+      loaded.groups.length === 0
+        ? [{ ...hp, lr }]
+        : groupHyperparams({
+            def,
+            top: hp,
+            groups: loaded.groups,
+            groupOf: loaded.groupOf,
+            scheduled: Boolean(meta.schedule),
+            lrOf: (groupLr, g) => groupLearningRate(meta, g, groupLr, lr),
+            where: (g, k) => (g === 0 ? ['hyperparams', k] : ['param_groups', g - 1, k]),
+            orElse: 'or set a schedule',
+          });
     const decision: ShardDecision = {
       seq,
-      hp: { ...hp, lr },
+      groupHp,
       coef: gradNorm === undefined ? null : clipCoefficient(meta.dtype, gradNorm, clipNorm!),
       clipValue: (hp.clip_grad_value as number | undefined) ?? null,
     };
@@ -1340,9 +1355,11 @@ export class HostedOptimizer extends DurableObject<Env> {
         body: args.body,
         length: args.length,
         scalarSlots: ['step', ...def.scalars.map((x) => x.name)],
+        groupsFor: (i) =>
+          (record.groups?.[i] ?? []).map((g) => ({ ...loaded.groups[g - 1]!, params: record.placement[i]!.pieces.filter((p) => loaded.groupOf[p.tensor] === g).map((p) => pieceName(p)) })),
         options: (metadata) => {
           const options = checkpointOptions(def, metadata);
-          if (options.param_groups.length > 0) throw new ShardedUnsupported('A checkpoint with param_groups');
+          if (JSON.stringify(options.param_groups) !== JSON.stringify(loaded.groups)) throw new ShardedUnsupported('A checkpoint with other param_groups than the optimizer\'s');
           if ((options.dtype ?? meta.dtype) !== meta.dtype) throw new ShardedUnsupported(`A checkpoint of another dtype (${options.dtype}; this optimizer is ${meta.dtype})`);
           return options;
         },
@@ -1458,7 +1475,7 @@ export class HostedOptimizer extends DurableObject<Env> {
    */
   shardApply(
     tokenHash: string | null,
-    a: { seq: number; hp: Hyperparams; coef: number | null; clipValue: number | null; persist: boolean },
+    a: { seq: number; groupHp: Hyperparams[]; coef: number | null; clipValue: number | null; persist: boolean },
   ): Promise<Outcome<{ applied: boolean; nonFinite: number; step: number; scalars: Record<string, number> }>> {
     return this.#locked(
       tokenHash,
@@ -1479,7 +1496,7 @@ export class HostedOptimizer extends DurableObject<Env> {
             def,
             dtype: meta.dtype,
             tensors: loaded.tensors,
-            groupHp: [a.hp],
+            groupHp: a.groupHp,
             groupOf: loaded.groupOf,
             params: loaded.params,
             grads,
@@ -1503,7 +1520,15 @@ export class HostedOptimizer extends DurableObject<Env> {
         if (!a.persist) return { applied: false, nonFinite: -1, step: state.step, scalars: { ...state.scalars } };
         const arrays = arraysOf(loaded, state);
         const next: StoredMeta = { ...meta, ...stateMeta(state, arrays), seq: a.seq, revision: meta.revision + 1, updatedAt: new Date().toISOString() };
-        const entry = { seq: a.seq, step: meta.step, lr: a.hp.lr as number, hyperparams: a.hp, ...(def.scalars.length > 0 ? { scalars: dry.scalarsBefore } : {}) };
+        const top = a.groupHp[0]!;
+        const entry = {
+          seq: a.seq,
+          step: meta.step,
+          lr: top.lr as number,
+          hyperparams: top,
+          ...(def.scalars.length > 0 ? { scalars: dry.scalarsBefore } : {}),
+          ...(loaded.groups.length > 0 ? { groups: a.groupHp } : {}),
+        };
         try {
           this.#store.transaction(() => {
             const whole = dry.created || def.perTensor === true;
@@ -1549,16 +1574,12 @@ export class HostedOptimizer extends DurableObject<Env> {
   }
 
   /** The slots a shard stores (every piece holds each: a shard has no groups and no frozen pieces). */
-  shardSlots(tokenHash: string | null): Promise<Outcome<{ slots: string[] }>> {
+  shardSlots(tokenHash: string | null): Promise<Outcome<{ slots: Record<string, boolean[]> }>> {
     return this.#locked(tokenHash, (loaded) => {
       const { state } = loaded;
-      const slots = Object.keys(arraysOf(loaded, state).slots);
-      for (const name of slots) {
-        const bits = state.held[name];
-        if (bits && !bits.every(Boolean)) throw new Error(`shard: slot ${name} is not held by every piece`);
-      }
       if (state.counters.size > 0) throw new Error('shard: pieces with their own step counts');
-      return { slots };
+      // Which pieces hold each slot (a piece whose group keeps no such slot has none, as torch has None).
+      return { slots: Object.fromEntries(Object.keys(arraysOf(loaded, state).slots).map((name) => [name, state.held[name] ? [...state.held[name]!] : loaded.tensors.map(() => true)])) };
     });
   }
 
@@ -1585,8 +1606,16 @@ export class HostedOptimizer extends DurableObject<Env> {
         const { meta, layout, def, state } = loaded;
         if (meta.shards) {
           await this.#settleShards(loaded);
-          // Every shard holds the same slots (same optimizer and hyperparameters, every tensor stepped every time).
-          const { slots } = unwrapOutcome(await shardStub(this.env, meta.id, 0).shardSlots(meta.shards.secret));
+          // Which tensors hold each slot (all pieces of a tensor are in its group, so they agree), in the optimizer's slot order.
+          const record = meta.shards;
+          const answers = await Promise.all(record.placement.map(async (_, i) => unwrapOutcome(await shardStub(this.env, meta.id, i).shardSlots(record.secret)).slots));
+          const held: Record<string, boolean[]> = {};
+          const slots = def.slots.map((x) => x.name).filter((name) => answers.some((a) => a[name]));
+          for (const name of slots) {
+            const bits = loaded.tensors.map(() => false);
+            record.placement.forEach((shard, i) => shard.pieces.forEach((p, k) => answers[i]![name]?.[k] && (bits[p.tensor] = true)));
+            if (!bits.every(Boolean)) held[name] = bits;
+          }
           const all = ['params', ...slots];
           return {
             etag: etagOf(loaded.meta),
@@ -1595,9 +1624,9 @@ export class HostedOptimizer extends DurableObject<Env> {
             layout,
             stepCounter: def.stepCounter,
             slots: all,
-            held: {},
+            held,
             counters: [],
-            data: gatherStream(this.env, meta.id, meta.shards, all, release),
+            data: gatherStream(this.env, meta.id, record, all, release, held),
           };
         }
         const tensors = storedTensors(arraysOf(loaded, state));
@@ -1974,11 +2003,13 @@ export class HostedOptimizer extends DurableObject<Env> {
       const scheduleChanged = JSON.stringify(schedule) !== JSON.stringify(meta.schedule);
       if (meta.shards) {
         // The coordinator's metadata only: each step sends the shards its hyperparameters.
-        if (groups.length > 0) notSharded(loaded, 'param_groups');
+        if (groupsChanged) notSharded(loaded, 'A change of param_groups');
         if (args.accumulate) notSharded(loaded, 'accumulate');
-        const slotsOf = (hp: Hyperparams) => def.slots.filter((slot) => slot.present(hp)).map((slot) => slot.name);
-        if (slotsOf(hyperparams).join() !== slotsOf(meta.hyperparams).join()) {
-          notSharded(loaded, `A change of the state slots ${def.name} keeps (from [${slotsOf(meta.hyperparams).join(', ')}] to [${slotsOf(hyperparams).join(', ')}])`);
+        // The slots each group keeps must stay as they are (the shards allocated them at creation).
+        const slotsOf = (list: Hyperparams[]) => list.map((hp) => def.slots.filter((slot) => slot.present(hp)).map((slot) => slot.name).join(', ')).join('; ');
+        const before = checkedGroupHp(def, meta.hyperparams, loaded.groups, loaded.groupOf, meta.schedule, ['hyperparams'], ['param_groups']);
+        if (slotsOf(hps) !== slotsOf(before)) {
+          notSharded(loaded, `A change of the state slots ${def.name} keeps (from [${slotsOf(before)}] to [${slotsOf(hps)}])`);
         }
         const next: StoredMeta = {
           ...meta,

@@ -48,6 +48,8 @@ export interface ShardsRecord {
   capacity: number;
   /** Each shard's element range [start, end) of the layout and its pieces, in layout order. */
   placement: Array<{ start: number; end: number; pieces: StoredPiece[] }>;
+  /** With param_groups: for each shard, the coordinator's indices (1-based) of the groups its pieces are in, in the shard's group order. */
+  groups?: number[][];
   /** A decided step some shard may not have stored yet: completed by the next call. */
   pending?: ShardDecision | null;
   /** A decided restore some shard may not have stored yet: each shard's staged file (its attempt and byte length). */
@@ -57,8 +59,8 @@ export interface ShardsRecord {
 /** The coordinator's decision for step `seq`: what every shard applies. */
 export interface ShardDecision {
   seq: number;
-  /** Hyperparameters with lr resolved from the schedule. */
-  hp: Hyperparams;
+  /** Each group's hyperparameters with lr resolved (index 0: the top-level set; g: param_groups[g - 1]). */
+  groupHp: Hyperparams[];
   /** clip_grad_norm_'s coefficient (null: no clipping by norm). */
   coef: number | null;
   clipValue: number | null;
@@ -96,6 +98,15 @@ export function planShards(layout: TensorLayout, capacity: number, shards: numbe
   return placed.map((s) => ({ start: s.start, end: s.end, pieces: s.pieces.map((p) => ({ tensor: p.tensor, from: p.from, to: p.to })) }));
 }
 
+/** A piece's name in its shard: tensor index and first element. */
+export const pieceName = (p: StoredPiece) => `t${p.tensor}_${p.from}`;
+
+/** Shard `i`'s share of a decision: the top-level set and the groups its pieces are in, in its own group order. */
+function forShard(record: ShardsRecord, i: number, d: ShardDecision): ShardDecision {
+  const present = record.groups?.[i];
+  return present ? { ...d, groupHp: [d.groupHp[0]!, ...present.map((g) => d.groupHp[g]!)] } : { ...d, groupHp: [d.groupHp[0]!] };
+}
+
 /** Shard `i`'s own layout: one tensor per piece, named by tensor index and first element (errors never show them). */
 export function shardLayout(layout: TensorLayout, shard: ShardsRecord['placement'][number]): TensorLayout {
   const all = leaves(layout);
@@ -104,7 +115,7 @@ export function shardLayout(layout: TensorLayout, shard: ShardsRecord['placement
       const shape = all[p.tensor]!.shape;
       const whole = p.from === 0 && p.to === all[p.tensor]!.size;
       const row = shape.length >= 2 ? (all[p.tensor]!.size / shape[0]!) : 1;
-      return { name: `t${p.tensor}_${p.from}`, shape: whole ? [...shape] : shape.length >= 2 ? [(p.to - p.from) / row, ...shape.slice(1)] : [p.to - p.from] };
+      return { name: pieceName(p), shape: whole ? [...shape] : shape.length >= 2 ? [(p.to - p.from) / row, ...shape.slice(1)] : [p.to - p.from] };
     }),
   );
 }
@@ -319,7 +330,7 @@ export async function abortShards(env: Env, id: string, record: ShardsRecord, se
  * result's global element, or -1 (every shard then holds the step, not yet stored).
  */
 export async function tryShards(env: Env, id: string, record: ShardsRecord, decision: ShardDecision): Promise<{ nonFinite: number; step: number; scalars: Record<string, number> }> {
-  const answers = await Promise.all(record.placement.map((_, i) => value(shardStub(env, id, i).shardApply(record.secret, { ...decision, persist: false }))));
+  const answers = await Promise.all(record.placement.map((_, i) => value(shardStub(env, id, i).shardApply(record.secret, { ...forShard(record, i, decision), persist: false }))));
   const bad = answers.findIndex((a) => a.nonFinite >= 0);
   // Step counts and scalars (NAdam's mu_product) evolve alike on every shard: shard 0's are the optimizer's.
   return { nonFinite: bad < 0 ? -1 : record.placement[bad]!.start + answers[bad]!.nonFinite, step: answers[0]?.step ?? 0, scalars: answers[0]?.scalars ?? {} };
@@ -327,7 +338,7 @@ export async function tryShards(env: Env, id: string, record: ShardsRecord, deci
 
 /** The decided step stored by every shard (each re-applies it from its prepared slice if needed). */
 export async function commitShards(env: Env, id: string, record: ShardsRecord, decision: ShardDecision): Promise<void> {
-  await Promise.all(record.placement.map((_, i) => value(shardStub(env, id, i).shardApply(record.secret, { ...decision, persist: true }))));
+  await Promise.all(record.placement.map((_, i) => value(shardStub(env, id, i).shardApply(record.secret, { ...forShard(record, i, decision), persist: true }))));
 }
 
 /** Elements per read of a shard's tensor (4 MiB of float32). */
@@ -340,11 +351,31 @@ const READ_PIECE = 1 << 20;
  * state. `release` runs once at the end, on cancel, or when the reader falls behind TRANSFER_PACE
  * (the stream then errors), as for an unsharded snapshot.
  */
-export function gatherStream(env: Env, id: string, record: ShardsRecord, slots: readonly string[], release: () => void): ReadableStream<Uint8Array> {
+export function gatherStream(
+  env: Env,
+  id: string,
+  record: ShardsRecord,
+  slots: readonly string[],
+  release: () => void,
+  /** For a slot not every tensor holds: which tensors (layout order) do; only theirs are read. */
+  held: Readonly<Record<string, readonly boolean[]>> = {},
+): ReadableStream<Uint8Array> {
   const reads: Array<{ slot: string; i: number; from: number; count: number }> = [];
   for (const slot of slots) {
     record.placement.forEach((shard, i) => {
-      for (let from = 0; from < shard.end - shard.start; from += READ_PIECE) reads.push({ slot, i, from, count: Math.min(READ_PIECE, shard.end - shard.start - from) });
+      // Runs of the shard's elements to read: all of them, or its pieces of the tensors that hold the slot.
+      const runs: Array<[number, number]> = [];
+      let at = 0;
+      for (const p of shard.pieces) {
+        const n = p.to - p.from;
+        if (!held[slot] || held[slot]![p.tensor]) {
+          const last = runs[runs.length - 1];
+          if (last && last[1] === at) last[1] = at + n;
+          else runs.push([at, at + n]);
+        }
+        at += n;
+      }
+      for (const [a, b] of runs) for (let from = a; from < b; from += READ_PIECE) reads.push({ slot, i, from, count: Math.min(READ_PIECE, b - from) });
     });
   }
   let k = 0;
@@ -438,6 +469,8 @@ export async function stageCheckpoint<O>(args: {
   options: (metadata: Record<string, string> | null) => O;
   /** Per-tensor scalars of the checkpoint: `step` and the optimizer's scalars. */
   scalarSlots: readonly string[];
+  /** Shard i's param_groups (over its pieces' names), written into its file's metadata; none when empty. */
+  groupsFor: (i: number) => unknown[];
 }): Promise<{ attempt: string; lengths: number[]; options: O }> {
   const { env, id, record, layout } = args;
   const tensors = leaves(layout);
@@ -517,7 +550,9 @@ export async function stageCheckpoint<O>(args: {
           owners.push((at) => p.targets.push({ shard: i, from: piece.from, to: piece.to, at }));
         }
       }
-      const encoded = encodeHeader(specs, Object.keys(metadata).length > 0 ? metadata : null);
+      const groups = args.groupsFor(i);
+      const own: Record<string, string> = { ...metadata, ...(groups.length > 0 ? { param_groups: JSON.stringify(groups) } : {}) };
+      const encoded = encodeHeader(specs, Object.keys(own).length > 0 ? own : null);
       let at = encoded.header.length;
       sizes.forEach((size, k) => {
         owners[k]!(at);
