@@ -12,7 +12,7 @@ import { BEARER_CHALLENGE } from '../lib/auth.ts';
 import { initialSchedulerState, learningRate, reportMetric, scheduleOverflow } from '../lib/learning-rate.ts';
 import { groupHyperparams, groupOfTensors, parseParamGroups, withBaseLr, type ParamGroup } from '../lib/param-groups.ts';
 import { MAX_TTL_SECONDS, hostedArrays, maxHostedElements, readDefaultTtl, readLimits, type Limits } from '../lib/config.ts';
-import { sameString } from '../lib/digest.ts';
+import { hex, sameString } from '../lib/digest.ts';
 import { ProblemError, fieldError, headerError, validationProblem } from '../lib/problem.ts';
 import { alignTo, tensorProblem } from '../lib/tensor-input.ts';
 import { zodFieldErrors } from '../lib/validation.ts';
@@ -36,7 +36,7 @@ import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Plac
 import { checkCheckpointHeader } from './checkpoint-header.ts';
 import { Contributions, StepWaiters, accumulateInfo, checkAccumulates, checkWorker, notReached, patchedAccumulate, skippedKey } from './accumulate.ts';
 import { Mutex } from './mutex.ts';
-import { SHARD_FAULTS, ShardedUnsupported, abortShards, pieceName, stageCheckpoint, commitShards, destroyShards, gatherStream, newShardSecret, planShards, prepareShards, readAll, shardLayout, shardStub, tryShards, type GradientSlices, type ShardDecision, type ShardsRecord } from './shards.ts';
+import { SHARD_FAULTS, ShardedUnsupported, abortShards, pieceName, stageCheckpoint, unwrapOutcome, commitShards, destroyShards, gatherStream, newShardSecret, planShards, prepareShards, readAll, shardLayout, shardStub, tryShards, type GradientSlices, type ShardDecision, type ShardsRecord } from './shards.ts';
 import { paceDeadline } from '../wire/stream.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
 import { registryOf } from './stubs.ts';
@@ -151,6 +151,22 @@ interface Loaded extends Memory {
   state: TreeState;
 }
 
+/** Each group's hyperparameters for the next step at rate `lr` (index 0: the top-level set), as the stateless step resolves them. */
+function stepGroupHp(loaded: Loaded, lr: number): Hyperparams[] {
+  const { def, meta } = loaded;
+  if (loaded.groups.length === 0) return [{ ...meta.hyperparams, lr }];
+  return groupHyperparams({
+    def,
+    top: meta.hyperparams,
+    groups: loaded.groups,
+    groupOf: loaded.groupOf,
+    scheduled: Boolean(meta.schedule),
+    lrOf: (groupLr, g) => groupLearningRate(meta, g, groupLr, lr),
+    where: (g, k) => (g === 0 ? ['hyperparams', k] : ['param_groups', g - 1, k]),
+    orElse: 'or set a schedule',
+  });
+}
+
 /** The memory of a coordinator, which holds no tensor (./shards.ts). */
 function emptyMemory(dtype: Dtype): Memory {
   const none = dtype === 'float32' ? new Float32Array(0) : new Float64Array(0);
@@ -196,14 +212,43 @@ function snapshotFile(def: AnyDef, args: RestoreArgs, perTensor: () => void): Ui
   return out;
 }
 
+/** Where a raw upload goes: the flat params, or a tensor by name, from element `offset` (4xx when there is no such place). */
+function rawUploadTarget(layout: TensorLayout, size: number, args: UploadArgs) {
+  let start = 0;
+  let room = size;
+  const path: Array<string | number> = ['params'];
+  if (args.tensor !== undefined) {
+    const leaf = namesOf(layout).get(args.tensor);
+    if (!leaf) throw validationProblem([fieldError(['tensor'], `no tensor named "${args.tensor}" in this optimizer`, args.tensor)]);
+    start = leaf.offset;
+    room = leaf.size;
+    path.push(args.tensor);
+  }
+  const offset = args.offset ?? 0;
+  if (offset > room) throw validationProblem([fieldError(['offset'], `is beyond the ${room} elements of ${args.tensor === undefined ? 'the params' : `"${args.tensor}"`}`, offset)]);
+  return { start, room, path, offset };
+}
+
+/**
+ * The tensors of a JSON upload, each matched to the optimizer's: by its place in the tree, or by
+ * its dotted name ("fc.weight" for {"fc": {"weight"}}) where that is unambiguous, so an optimizer
+ * whose names collide once dotted is still addressable. 422 for a name or shape that matches none.
+ */
+function* jsonUploadTensors(layout: TensorLayout, sentLayout: TensorLayout) {
+  const byPath = new Map(leaves(layout).map((l) => [JSON.stringify(l.path), l]));
+  const byName = leafIndex(layout);
+  for (const sent of leaves(sentLayout)) {
+    const name = sent.path.join('.');
+    const leaf = byPath.get(JSON.stringify(sent.path)) ?? byName?.get(name);
+    const path = ['params', ...sent.path];
+    if (!leaf) throw validationProblem([fieldError(path, `no tensor named "${name}" in this optimizer`)]);
+    if (!sameShape(leaf.shape, sent.shape)) throw validationProblem([fieldError(path, `expected shape [${leaf.shape.join(', ')}], got [${sent.shape.join(', ')}]`)]);
+    yield { sent, leaf, path };
+  }
+}
+
 /** Most bytes of values one upload (PUT params) to a sharded optimizer carries: its coordinator checks them all before any shard writes. */
 export const SHARDED_UPLOAD_BYTES = 32 << 20;
-
-/** An RPC answer's value, or its problem thrown. */
-function unwrapOutcome<T>(o: Outcome<T>): T {
-  if (!o.ok) throw ProblemError.fromData(o.problem);
-  return o.value;
-}
 
 /** 501 for what a sharded optimizer cannot do yet. */
 function notSharded(loaded: { meta: StoredMeta }, what: string): void {
@@ -281,7 +326,6 @@ function stateMeta(state: TreeState, arrays: SlotArrays): Pick<StoredMeta, 'step
 
 const finiteOrNull = (x: number) => (Number.isFinite(x) ? x : null);
 
-const hex = (bytes: ArrayBuffer) => Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, '0')).join('');
 
 /** SHA-256 over the dtype, size, gradient bytes and loss: detects reuse of a key for another step. */
 async function fingerprint(dtype: Dtype, grads: FloatArray, loss: number | undefined, frozen: readonly boolean[], sparse: ReadonlyArray<SparseRows | null> = []): Promise<string> {
@@ -924,19 +968,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       const lr = learningRate(fixedLr(hp), meta.schedule, meta.step, meta.plateau);
       if (!Number.isFinite(lr)) throw scheduleOverflow(meta.step, lr);
       // Each group's hyperparameters, lr resolved (index 0: the top-level set), as the stateless step resolves them.
-      const groupHp =
-        loaded.groups.length === 0
-          ? [{ ...hp, lr }]
-          : groupHyperparams({
-              def,
-              top: hp,
-              groups: loaded.groups,
-              groupOf: loaded.groupOf,
-              scheduled: Boolean(meta.schedule),
-              lrOf: (groupLr, g) => groupLearningRate(meta, g, groupLr, lr),
-              where: (g, k) => (g === 0 ? ['hyperparams', k] : ['param_groups', g - 1, k]),
-              orElse: 'or set a schedule',
-            });
+      const groupHp = stepGroupHp(loaded, lr);
       // Sparse (row) gradients: what torch refuses with them (or, SparseAdam, without them), before anything changes.
       const withRows = sparse.some((r, t) => r !== null && !frozen[t]);
       const leafPaths = withRows || def.sparse === 'only' ? leaves(layout).map((l) => l.path) : [];
@@ -1138,19 +1170,7 @@ export class HostedOptimizer extends DurableObject<Env> {
     };
     if (skipMode && prepared.nonFinite >= 0) return skipped();
     const gradNorm = prepared.norms ? norm2(meta.dtype, prepared.norms) : undefined;
-    const groupHp =
-      loaded.groups.length === 0
-        ? [{ ...hp, lr }]
-        : groupHyperparams({
-            def,
-            top: hp,
-            groups: loaded.groups,
-            groupOf: loaded.groupOf,
-            scheduled: Boolean(meta.schedule),
-            lrOf: (groupLr, g) => groupLearningRate(meta, g, groupLr, lr),
-            where: (g, k) => (g === 0 ? ['hyperparams', k] : ['param_groups', g - 1, k]),
-            orElse: 'or set a schedule',
-          });
+    const groupHp = stepGroupHp(loaded, lr);
     const decision: ShardDecision = {
       seq,
       groupHp,
@@ -1224,18 +1244,7 @@ export class HostedOptimizer extends DurableObject<Env> {
     const parts: Array<{ start: number; values: FloatArray }> = [];
     const input = args.body;
     if (input.format === 'raw') {
-      let start = 0;
-      let room = meta.size;
-      const path: Array<string | number> = ['params'];
-      if (args.tensor !== undefined) {
-        const leaf = namesOf(layout).get(args.tensor);
-        if (!leaf) throw validationProblem([fieldError(['tensor'], `no tensor named "${args.tensor}" in this optimizer`, args.tensor)]);
-        start = leaf.offset;
-        room = leaf.size;
-        path.push(args.tensor);
-      }
-      const offset = args.offset ?? 0;
-      if (offset > room) throw validationProblem([fieldError(['offset'], `is beyond the ${room} elements of ${args.tensor === undefined ? 'the params' : `"${args.tensor}"`}`, offset)]);
+      const { start, room, path, offset } = rawUploadTarget(layout, meta.size, args);
       const src = input.dtype ?? wireDtypeOf(meta.dtype);
       checkFits(src, meta.dtype, ['Content-Type']);
       const bytes = WIRE_DTYPES[src].bytes;
@@ -1260,15 +1269,8 @@ export class HostedOptimizer extends DurableObject<Env> {
         });
       });
     } else {
-      const byPath = new Map(leaves(layout).map((l) => [JSON.stringify(l.path), l]));
-      const byName = leafIndex(layout);
       const values = input.flat.values;
-      for (const sent of leaves(input.flat.layout)) {
-        const name = sent.path.join('.');
-        const leaf = byPath.get(JSON.stringify(sent.path)) ?? byName?.get(name);
-        const path = ['params', ...sent.path];
-        if (!leaf) throw validationProblem([fieldError(path, `no tensor named "${name}" in this optimizer`)]);
-        if (!sameShape(leaf.shape, sent.shape)) throw validationProblem([fieldError(path, `expected shape [${leaf.shape.join(', ')}], got [${sent.shape.join(', ')}]`)]);
+      for (const { sent, leaf, path } of jsonUploadTensors(layout, input.flat.layout)) {
         const out = alloc(leaf.size);
         out.set(values.subarray(sent.offset, sent.offset + sent.size));
         checkFinite({ out, offset: 0, count: leaf.size, path });
@@ -1918,18 +1920,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       const ranges: Range[] = [];
       const input = args.body;
       if (input.format === 'raw') {
-        let start = 0;
-        let room = meta.size;
-        const path: Array<string | number> = ['params'];
-        if (args.tensor !== undefined) {
-          const leaf = namesOf(layout).get(args.tensor);
-          if (!leaf) throw validationProblem([fieldError(['tensor'], `no tensor named "${args.tensor}" in this optimizer`, args.tensor)]);
-          start = leaf.offset;
-          room = leaf.size;
-          path.push(args.tensor);
-        }
-        const offset = args.offset ?? 0;
-        if (offset > room) throw validationProblem([fieldError(['offset'], `is beyond the ${room} elements of ${args.tensor === undefined ? 'the params' : `"${args.tensor}"`}`, offset)]);
+        const { start, room, path, offset } = rawUploadTarget(layout, meta.size, args);
         const src = input.dtype ?? wireDtypeOf(meta.dtype);
         checkFits(src, meta.dtype, ['Content-Type']);
         const count = await readRaw(input.body, input.length, src, { out: staging, offset: start + offset, count: room - offset, path, scan: this.#scan }, true);
@@ -1945,17 +1936,8 @@ export class HostedOptimizer extends DurableObject<Env> {
           }),
         );
       } else {
-        // JSON names a tensor by its place in the tree; a dotted name ("fc.weight" for {"fc": {"weight"}})
-        // works too where it is unambiguous, so an optimizer whose names collide once dotted is still addressable.
-        const byPath = new Map(leaves(layout).map((l) => [JSON.stringify(l.path), l]));
-        const byName = leafIndex(layout);
         const values = input.flat.values;
-        for (const sent of leaves(input.flat.layout)) {
-          const name = sent.path.join('.');
-          const leaf = byPath.get(JSON.stringify(sent.path)) ?? byName?.get(name);
-          const path = ['params', ...sent.path];
-          if (!leaf) throw validationProblem([fieldError(path, `no tensor named "${name}" in this optimizer`)]);
-          if (!sameShape(leaf.shape, sent.shape)) throw validationProblem([fieldError(path, `expected shape [${leaf.shape.join(', ')}], got [${sent.shape.join(', ')}]`)]);
+        for (const { sent, leaf, path } of jsonUploadTensors(layout, input.flat.layout)) {
           staging.set(values.subarray(sent.offset, sent.offset + sent.size), leaf.offset);
           checkFinite({ out: staging, offset: leaf.offset, count: leaf.size, path, scan: this.#scan });
           ranges.push([leaf.offset, leaf.offset + leaf.size]);

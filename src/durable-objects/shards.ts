@@ -22,6 +22,7 @@ import { ByteReader, paceDeadline, type ByteSource } from '../wire/stream.ts';
 import { checkEntry, placementSink } from './decode.ts';
 import type { HostedOptimizer } from './hosted-optimizer.ts';
 import type { Outcome } from './protocol.ts';
+import { hex } from '../lib/digest.ts';
 import { ProblemError } from '../lib/problem.ts';
 
 /**
@@ -74,12 +75,14 @@ export function shardStub(env: Env, id: string, i: number): Stub {
   return ns.get(ns.idFromName(`${id}/shard/${i}`)) as Stub;
 }
 
-/** A shard's answer, or its problem thrown. */
-async function value<T>(p: Promise<Outcome<T>>): Promise<T> {
-  const o = await p;
+/** An RPC answer's value, or its problem thrown. */
+export function unwrapOutcome<T>(o: Outcome<T>): T {
   if (!o.ok) throw ProblemError.fromData(o.problem);
   return o.value;
 }
+
+/** A shard's answer, awaited, or its problem thrown. */
+const value = async <T>(p: Promise<Outcome<T>>): Promise<T> => unwrapOutcome(await p);
 
 /**
  * The placement of `layout` over shards of at most `capacity` elements: exactly `shards` of them
@@ -110,14 +113,14 @@ function forShard(record: ShardsRecord, i: number, d: ShardDecision): ShardDecis
 /** Shard `i`'s own layout: one tensor per piece, named by tensor index and first element (errors never show them). */
 export function shardLayout(layout: TensorLayout, shard: ShardsRecord['placement'][number]): TensorLayout {
   const all = leaves(layout);
-  return layoutOfNamed(
-    shard.pieces.map((p) => {
-      const shape = all[p.tensor]!.shape;
-      const whole = p.from === 0 && p.to === all[p.tensor]!.size;
-      const row = shape.length >= 2 ? (all[p.tensor]!.size / shape[0]!) : 1;
-      return { name: pieceName(p), shape: whole ? [...shape] : shape.length >= 2 ? [(p.to - p.from) / row, ...shape.slice(1)] : [p.to - p.from] };
-    }),
-  );
+  return layoutOfNamed(shard.pieces.map((p) => ({ name: pieceName(p), shape: pieceShape(all[p.tensor]!, p) })));
+}
+
+/** A piece's shape: its tensor's when whole, else its rows of the first dimension (a vector's elements). */
+function pieceShape(tensor: { shape: readonly number[]; size: number }, p: StoredPiece): number[] {
+  const { shape, size } = tensor;
+  if (p.from === 0 && p.to === size) return [...shape];
+  return shape.length >= 2 ? [(p.to - p.from) / (size / shape[0]!), ...shape.slice(1)] : [p.to - p.from];
 }
 
 /** The gradient as it comes: JSON values already in layout order, or a binary body read as it streams. */
@@ -139,7 +142,6 @@ export interface Prepared {
   fingerprint: string;
 }
 
-const hex = (bytes: ArrayBuffer) => Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, '0')).join('');
 
 /** Elements decoded per read of a binary body (1 MiB of float32). */
 const READ_ELEMENTS = 1 << 18;
@@ -149,6 +151,68 @@ const PART_BYTES = 4 << 20;
 const GATHERED_BYTES = 16 << 20;
 /** Prepare calls in flight at once. */
 const IN_FLIGHT = 4;
+
+/**
+ * Bytes for each shard, gathered into runs by byte offset (contiguous pieces joined) and handed on
+ * with one call per shard: when it has PART_BYTES, when all shards together hold GATHERED_BYTES
+ * (a file's tensors may come in any order), and at the end; at most IN_FLIGHT calls at once.
+ */
+class PartGatherer {
+  readonly #runs: Array<Array<{ at: number; pieces: Uint8Array[]; bytes: number }>>;
+  readonly #bytes: number[];
+  #total = 0;
+  readonly #inFlight: Array<Promise<unknown>> = [];
+  readonly #call: (shard: number, parts: Array<{ at: number; bytes: Uint8Array }>) => Promise<unknown>;
+
+  constructor(shards: number, call: (shard: number, parts: Array<{ at: number; bytes: Uint8Array }>) => Promise<unknown>) {
+    this.#runs = Array.from({ length: shards }, () => []);
+    this.#bytes = new Array<number>(shards).fill(0);
+    this.#call = call;
+  }
+
+  /** `bytes` for shard `shard` at byte offset `at` (the caller's array: not kept beyond this call's pieces). */
+  async add(shard: number, at: number, bytes: Uint8Array): Promise<void> {
+    const runs = this.#runs[shard]!;
+    const last = runs[runs.length - 1];
+    const run = last && last.at + last.bytes === at ? last : (runs[runs.length] = { at, pieces: [], bytes: 0 });
+    run.pieces.push(bytes);
+    run.bytes += bytes.length;
+    this.#bytes[shard]! += bytes.length;
+    this.#total += bytes.length;
+    if (this.#bytes[shard]! >= PART_BYTES) await this.#send(shard);
+    if (this.#total > GATHERED_BYTES) for (let i = 0; i < this.#runs.length; i++) await this.#send(i);
+  }
+
+  async #send(shard: number): Promise<void> {
+    const runs = this.#runs[shard]!;
+    if (runs.length === 0) return;
+    this.#runs[shard] = [];
+    this.#total -= this.#bytes[shard]!;
+    this.#bytes[shard] = 0;
+    const parts = runs.map((run) => {
+      const bytes = new Uint8Array(run.bytes);
+      let at = 0;
+      for (const p of run.pieces) {
+        bytes.set(p, at);
+        at += p.length;
+      }
+      return { at: run.at, bytes };
+    });
+    while (this.#inFlight.length >= IN_FLIGHT) await this.#inFlight.shift();
+    this.#inFlight.push(this.#call(shard, parts));
+  }
+
+  /** Sends what is gathered and waits for every call. */
+  async flush(): Promise<void> {
+    for (let i = 0; i < this.#runs.length; i++) await this.#send(i);
+    await Promise.all(this.#inFlight);
+  }
+
+  /** Waits for the calls under way, whatever they answer (before an abort). */
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.#inFlight);
+  }
+}
 
 /**
  * Phase 1 of step `seq`: reads the gradient, checks each element, folds each tensor's norm and
@@ -181,27 +245,9 @@ export async function prepareShards(args: {
   let nonFinite = -1;
   // Parts of this attempt replace whatever a failed attempt at the same step left on a shard.
   const attempt = newShardSecret().slice(0, 32);
-  // Per shard: runs of bytes (each from element `start` on) gathered, not yet sent: one call sends them all.
-  const gathered: Array<{ runs: Array<{ start: number; pieces: Uint8Array[]; bytes: number }>; bytes: number } | null> = record.placement.map(() => null);
-  let gatheredBytes = 0;
-  const inFlight: Array<Promise<unknown>> = [];
-  const send = async (i: number) => {
-    const g = gathered[i];
-    if (!g) return;
-    gathered[i] = null;
-    gatheredBytes -= g.bytes;
-    const parts = g.runs.map((run) => {
-      const bytes = new Uint8Array(run.bytes);
-      let at = 0;
-      for (const p of run.pieces) {
-        bytes.set(p, at);
-        at += p.length;
-      }
-      return { at: run.start - record.placement[i]!.start, grads: bytes };
-    });
-    while (inFlight.length >= IN_FLIGHT) await inFlight.shift();
-    inFlight.push(value(shardStub(env, id, i).shardPrepare(record.secret, { seq, attempt, parts })));
-  };
+  const parts = new PartGatherer(record.placement.length, (i, gathered) =>
+    value(shardStub(env, id, i).shardPrepare(record.secret, { seq, attempt, parts: gathered.map((p) => ({ at: p.at / item, grads: p.bytes })) })),
+  );
   const hashPiece = async (t: number, last: boolean, bytes: Uint8Array) => {
     if (!hashes[t]) {
       const stream = new crypto.DigestStream('SHA-256');
@@ -225,25 +271,15 @@ export async function prepareShards(args: {
     const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
     if (args.hash) await hashPiece(t, from + values.length === tensor.size, bytes);
     if (!args.send) return;
-    // To each shard holding part of [a, b): appended to what it gathered when contiguous, else sent first.
+    // To each shard holding part of [a, b), at its byte offset in that shard.
     const a = tensor.offset + from;
     const b = a + values.length;
     for (let i = 0; i < record.placement.length; i++) {
       const shard = record.placement[i]!;
       const lo = Math.max(a, shard.start);
       const hi = Math.min(b, shard.end);
-      if (lo >= hi) continue;
-      const g = (gathered[i] ??= { runs: [], bytes: 0 });
-      const last = g.runs[g.runs.length - 1];
-      const run = last && last.start + last.bytes / item === lo ? last : (g.runs[g.runs.length] = { start: lo, pieces: [], bytes: 0 });
-      const piece = bytes.slice((lo - a) * item, (hi - a) * item);
-      run.pieces.push(piece);
-      run.bytes += piece.length;
-      g.bytes += piece.length;
-      gatheredBytes += piece.length;
-      if (g.bytes >= PART_BYTES) await send(i);
+      if (lo < hi) await parts.add(i, (lo - shard.start) * item, bytes.slice((lo - a) * item, (hi - a) * item));
     }
-    if (gatheredBytes > GATHERED_BYTES) for (let i = 0; i < gathered.length; i++) await send(i);
   };
   const alloc = (n: number) => (dtype === 'float32' ? new Float32Array(n) : new Float64Array(n));
   let reader: ByteReader | null = null;
@@ -298,10 +334,9 @@ export async function prepareShards(args: {
       }
       await reader.expectEnd();
     }
-    for (let i = 0; i < gathered.length; i++) await send(i);
-    await Promise.all(inFlight);
+    await parts.flush();
   } catch (e) {
-    await Promise.allSettled(inFlight);
+    await parts.settle();
     if (args.send) await abortShards(env, id, record, seq);
     throw e;
   } finally {
@@ -477,36 +512,7 @@ export async function stageCheckpoint<O>(args: {
   const index = new Map(namedLeaves(layout).map((l, t) => [l.name, t]));
   const attempt = newShardSecret().slice(0, 32);
   const reader = new ByteReader(args.body, true);
-  const gathered: Array<Array<{ at: number; pieces: Uint8Array[]; bytes: number }>> = record.placement.map(() => []);
-  let gatheredBytes = 0;
-  const inFlight: Array<Promise<unknown>> = [];
-  const send = async (i: number) => {
-    const runs = gathered[i]!;
-    if (runs.length === 0) return;
-    gathered[i] = [];
-    const parts = runs.map((run) => {
-      gatheredBytes -= run.bytes;
-      const bytes = new Uint8Array(run.bytes);
-      let at = 0;
-      for (const p of run.pieces) {
-        bytes.set(p, at);
-        at += p.length;
-      }
-      return { at: run.at, bytes };
-    });
-    while (inFlight.length >= IN_FLIGHT) await inFlight.shift();
-    inFlight.push(value(shardStub(env, id, i).shardStage(record.secret, { attempt, parts })));
-  };
-  const stage = async (i: number, at: number, bytes: Uint8Array) => {
-    const runs = gathered[i]!;
-    const last = runs[runs.length - 1];
-    const run = last && last.at + last.bytes === at ? last : (runs[runs.length] = { at, pieces: [], bytes: 0 });
-    run.pieces.push(bytes);
-    run.bytes += bytes.length;
-    gatheredBytes += bytes.length;
-    if (runs.reduce((n, r) => n + r.bytes, 0) >= PART_BYTES) await send(i);
-    if (gatheredBytes > GATHERED_BYTES) for (let k = 0; k < gathered.length; k++) await send(k);
-  };
+  const staged = new PartGatherer(record.placement.length, (i, parts) => value(shardStub(env, id, i).shardStage(record.secret, { attempt, parts })));
   try {
     const length = args.length;
     if (length !== null && length < 8) throw new WireError(422, ['safetensors'], `a safetensors body has at least 8 bytes, got ${length}`);
@@ -535,6 +541,7 @@ export async function stageCheckpoint<O>(args: {
     if (paramsSent.size < tensors.length) throw new ShardedUnsupported('A checkpoint of another layout (it lacks some params/<name> of this optimizer)');
     // Each shard's file: its header, then its pieces in the order the source file holds them.
     const { layout: _layout, param_groups: _groups, ...metadata } = header.metadata ?? {};
+    const headers: Uint8Array[] = [];
     const lengths = record.placement.map((shard, i) => {
       const specs: Array<{ name: string; dtype: WireDtype; shape: readonly number[] }> = [];
       const sizes: number[] = [];
@@ -542,9 +549,7 @@ export async function stageCheckpoint<O>(args: {
       for (const p of plan) {
         for (const piece of shard.pieces) {
           if (piece.tensor !== p.t) continue;
-          const whole = tensors[p.t]!;
-          const row = whole.shape.length >= 2 ? whole.size / whole.shape[0]! : 1;
-          const shape = p.scalar ? p.e.shape : piece.from === 0 && piece.to === whole.size ? whole.shape : whole.shape.length >= 2 ? [(piece.to - piece.from) / row, ...whole.shape.slice(1)] : [piece.to - piece.from];
+          const shape = p.scalar ? p.e.shape : pieceShape(tensors[p.t]!, piece);
           specs.push({ name: `${p.slot}/t${piece.tensor}_${piece.from}`, dtype: p.e.dtype, shape });
           sizes.push(p.scalar ? p.e.end - p.e.start : (piece.to - piece.from) * WIRE_DTYPES[p.e.dtype].bytes);
           owners.push((at) => p.targets.push({ shard: i, from: piece.from, to: piece.to, at }));
@@ -558,15 +563,15 @@ export async function stageCheckpoint<O>(args: {
         owners[k]!(at);
         at += size;
       });
-      gathered[i]!.push({ at: 0, pieces: [encoded.header], bytes: encoded.header.length });
-      gatheredBytes += encoded.header.length;
+      headers.push(encoded.header);
       return at;
     });
+    for (const [i, h] of headers.entries()) await staged.add(i, 0, h);
     for (const p of plan) {
       const item = WIRE_DTYPES[p.e.dtype].bytes;
       if (p.scalar) {
         const bytes = await reader.readExactly(p.e.end - p.e.start);
-        for (const target of p.targets) await stage(target.shard, target.at, bytes.slice());
+        for (const target of p.targets) await staged.add(target.shard, target.at, bytes.slice());
         continue;
       }
       const total = tensors[p.t]!.size;
@@ -576,16 +581,15 @@ export async function stageCheckpoint<O>(args: {
         for (const target of p.targets) {
           const lo = Math.max(from, target.from);
           const hi = Math.min(to, target.to);
-          if (lo < hi) await stage(target.shard, target.at + (lo - target.from) * item, chunk.slice((lo - from) * item, (hi - from) * item));
+          if (lo < hi) await staged.add(target.shard, target.at + (lo - target.from) * item, chunk.slice((lo - from) * item, (hi - from) * item));
         }
       }
     }
     await reader.expectEnd();
-    for (let i = 0; i < gathered.length; i++) await send(i);
-    await Promise.all(inFlight);
+    await staged.flush();
     return { attempt, lengths, options };
   } catch (e) {
-    await Promise.allSettled(inFlight);
+    await staged.settle();
     await Promise.allSettled(record.placement.map((_, i) => shardStub(env, id, i).shardAbort(record.secret, Infinity)));
     throw e;
   } finally {

@@ -1,7 +1,8 @@
 // SHA-256 in hex, and comparing such digests in constant time. Secrets (optimizer tokens, service
 // API keys) are only ever kept, compared and named by their digest.
 
-const hex = (bytes: ArrayBuffer) => Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, '0')).join('');
+/** Bytes as lowercase hex. */
+export const hex = (bytes: ArrayBuffer) => Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, '0')).join('');
 
 export async function sha256Hex(text: string): Promise<string> {
   return hex(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text)));
