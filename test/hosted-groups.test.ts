@@ -46,7 +46,7 @@ function diffs(label: string, actual: unknown, expected: unknown): string[] {
 
 /** The state fields of a JSON snapshot (everything that is not metadata, params or groups). */
 function stateOf(snapshot: Json): Json {
-  const { id: _i, optimizer: _o, dtype: _d, hyperparams: _h, param_groups: _g, schedule: _s, scheduler_state: _ss, params: _p, created_at: _c, updated_at: _u, ...state } = snapshot;
+  const { id: _i, optimizer: _o, dtype: _d, hyperparams: _h, param_groups: _g, schedule: _s, scheduler_state: _ss, params: _p, created_at: _c, updated_at: _u, shards: _n, ...state } = snapshot;
   return state;
 }
 
@@ -154,9 +154,10 @@ async function sideBySide(
   hyperparams: Json,
   groups: Json[],
   grads: Json[],
-  options: { schedule?: Json; losses?: number[] } = {},
+  options: { schedule?: Json; losses?: number[]; shards?: number | undefined } = {},
 ): Promise<{ opt: Created; state: Json; params: Json }> {
-  const opt = await createOptimizer({ optimizer, dtype, params, hyperparams, param_groups: groups, ...(options.schedule ? { schedule: options.schedule } : {}) });
+  const opt = await createOptimizer({ optimizer, dtype, params, hyperparams, param_groups: groups, ...(options.schedule ? { schedule: options.schedule } : {}), ...(options.shards ? { shards: options.shards } : {}) });
+  expect(opt.body.shards).toBe(options.shards ?? 1);
   let p: Json = params;
   let state: Json | undefined;
   const metrics: number[] = [];
@@ -198,13 +199,15 @@ const G = (k: number) => ({
 });
 const GRADS = Array.from({ length: 6 }, (_, k) => G(k));
 
-describe('hosted param_groups equal the stateless step with the same groups, bit for bit', () => {
+// Unsharded, and sharded over 3 objects (each shard keeps the groups its pieces are in, and a tensor's own counters).
+describe.each([{ shards: undefined, title: '' }, { shards: 3, title: ' (sharded over 3 objects)' }])('hosted param_groups equal the stateless step with the same groups, bit for bit$title', ({ shards }) => {
+  const over = shards ? { shards } : {};
   it('SGD: momentum, dampening and nesterov per group, a group without momentum (its buffer null), clip_grad_norm', async () => {
-    await sideBySide('sgd', 'float32', P, { lr: 0.1, momentum: 0.9, clip_grad_norm: 2 }, [{ params: ['*.b'], lr: 0.05, momentum: 0 }, { params: ['head.w'], dampening: 0.5, weight_decay: 0.01 }], GRADS);
+    await sideBySide('sgd', 'float32', P, { lr: 0.1, momentum: 0.9, clip_grad_norm: 2 }, [{ params: ['*.b'], lr: 0.05, momentum: 0 }, { params: ['head.w'], dampening: 0.5, weight_decay: 0.01 }], GRADS, over);
   });
 
   it('NAdam: a group with other betas keeps its own mu_product (per-tensor counters, as torch keeps it per parameter)', async () => {
-    const { opt, state } = await sideBySide('nadam', 'float64', P, { lr: 0.01 }, [{ params: ['head.*'], beta1: 0.8, momentum_decay: 0.01 }], GRADS);
+    const { opt, state } = await sideBySide('nadam', 'float64', P, { lr: 0.01 }, [{ params: ['head.*'], beta1: 0.8, momentum_decay: 0.01 }], GRADS, over);
     expect(Object.keys(state.tensors).sort()).toEqual(['head.b', 'head.w']);
     // Round trips: the JSON snapshot carries the counters, the checkpoint each tensor's mu_product.
     const json = await opCall('GET', opt, '/state');
@@ -212,8 +215,9 @@ describe('hosted param_groups equal the stateless step with the same groups, bit
     const file = readSafetensors((await callBytes('GET', `/v1/optimizers/${opt.id}/state`, undefined, authed(opt.token, { accept: ST }))).bytes);
     expect(decodeValues(file.tensors.get('mu_product/head.w')!)).toEqual([Math.fround(state.tensors['head.w'].mu_product)]);
     expect(decodeValues(file.tensors.get('mu_product/enc.w')!)).toEqual([Math.fround(state.mu_product)]);
-    const a = await createOptimizer({ optimizer: 'nadam', dtype: 'float64', params: P });
-    const b = await createOptimizer({ optimizer: 'nadam', dtype: 'float64', params: P });
+    // Into optimizers of another shard count (or none).
+    const a = await createOptimizer({ optimizer: 'nadam', dtype: 'float64', params: P, ...(shards ? {} : { shards: 2 }) });
+    const b = await createOptimizer({ optimizer: 'nadam', dtype: 'float64', params: P, ...(shards ? { shards: 2 } : {}) });
     expect((await opCall('PUT', a, '/state', json.body)).status).toBe(200);
     expect((await callBytes('PUT', `/v1/optimizers/${b.id}/state`, (await callBytes('GET', `/v1/optimizers/${opt.id}/state`, undefined, authed(opt.token, { accept: ST }))).bytes, authed(b.token, { 'content-type': ST }))).status).toBe(200);
     const next = await opCall('POST', opt, '/step', { grads: G(9) });
@@ -228,7 +232,7 @@ describe('hosted param_groups equal the stateless step with the same groups, bit
 
   it('Adagrad: each group\'s lr and lr_decay, every sum from the top-level initial_accumulator_value (torch 1.13 ignores a group\'s), as if each tensor were stepped alone', async () => {
     const groups = [{ params: ['enc.*'], initial_accumulator_value: 0.5, lr: 0.1 }, { params: ['head.w'], lr_decay: 0.1 }];
-    const { state } = await sideBySide('adagrad', 'float64', P, { lr: 0.05, initial_accumulator_value: 2 }, groups, GRADS.slice(0, 3));
+    const { state } = await sideBySide('adagrad', 'float64', P, { lr: 0.05, initial_accumulator_value: 2 }, groups, GRADS.slice(0, 3), over);
     // torch 1.13's Adagrad.__init__ fills each parameter's sum from the constructor's initial_accumulator_value,
     // whatever its group sets (values against torch: test/optim-controls.test.ts).
     for (const [name, hp] of [['enc.w', { lr: 0.1, initial_accumulator_value: 2 }], ['head.w', { lr: 0.05, initial_accumulator_value: 2, lr_decay: 0.1 }], ['head.b', { lr: 0.05, initial_accumulator_value: 2 }]] as const) {
@@ -245,7 +249,7 @@ describe('hosted param_groups equal the stateless step with the same groups, bit
 
   it('Adam: amsgrad in one group only (max_exp_avg_sq null elsewhere, as torch keeps none), a step schedule driving each group\'s lr', async () => {
     const schedule = { type: 'step', lr: 0.1, step_size: 2, gamma: 0.5 };
-    const { state } = await sideBySide('adam', 'float32', P, { weight_decay: 0.01 }, [{ params: ['head.*'], amsgrad: true, lr: 0.02 }], GRADS, { schedule });
+    const { state } = await sideBySide('adam', 'float32', P, { weight_decay: 0.01 }, [{ params: ['head.*'], amsgrad: true, lr: 0.02 }], GRADS, { schedule, ...over });
     // /v1/adam/step and adam snapshots name max_exp_avg_sq v_max.
     expect(state.v_max).toMatchObject({ 'enc.w': null, 'enc.b': null });
     expect(state.v_max['head.w']).not.toBeNull();
@@ -253,20 +257,21 @@ describe('hosted param_groups equal the stateless step with the same groups, bit
 
   it('RMSprop: centered and momentum in one group (their slots null elsewhere), float64, with a cosine schedule', async () => {
     const schedule = { type: 'cosine', lr: 0.01, total_steps: 5 };
-    const { state } = await sideBySide('rmsprop', 'float64', P, {}, [{ params: ['enc.w'], centered: true, momentum: 0.5, lr: 0.03 }], GRADS, { schedule });
+    const { state } = await sideBySide('rmsprop', 'float64', P, {}, [{ params: ['enc.w'], centered: true, momentum: 0.5, lr: 0.03 }], GRADS, { schedule, ...over });
     expect(state.grad_avg).toMatchObject({ 'enc.b': null, 'head.w': null, 'head.b': null });
   });
 
   it('reduce_on_plateau: each group\'s rate is reduced on its own from its lr, as torch reduces each param group\'s; the snapshot carries the rates', async () => {
     const schedule = { type: 'reduce_on_plateau', lr: 0.1, factor: 0.5, patience: 0, min_lr: 0.01 };
     const losses = [1, 2, 3, 4, 5, 6];
-    const { opt } = await sideBySide('sgd', 'float64', P, {}, [{ params: ['head.*'], lr: 1 }, { params: ['enc.b'], momentum: 0.5 }], GRADS, { schedule, losses });
+    const { opt } = await sideBySide('sgd', 'float64', P, {}, [{ params: ['head.*'], lr: 1 }, { params: ['enc.b'], momentum: 0.5 }], GRADS, { schedule, losses, ...over });
     const snap = await opCall('GET', opt, '/state');
     // Five bad reports after the first, each a reduction (patience 0): 0.1 → 0.05 → 0.025 → 0.0125 → 0.01
     // (min_lr) → 0.01; the group's own: 1 → 0.5 → 0.25 → 0.125 → 0.0625 → 0.03125.
     expect(snap.body.scheduler_state).toMatchObject({ lr: 0.01, num_reports: 6, group_lrs: [0.03125, null] });
-    const copy = await createOptimizer({ optimizer: 'sgd', dtype: 'float64', params: P, hyperparams: { lr: 1 } });
-    expect((await opCall('PUT', copy, '/state', snap.body)).status).toBe(200);
+    const copy = await createOptimizer({ optimizer: 'sgd', dtype: 'float64', params: P, hyperparams: { lr: 1 }, ...over });
+    const restored = await opCall('PUT', copy, '/state', snap.body);
+    expect(restored.status, JSON.stringify(restored.body)).toBe(200);
     const a = await opCall('POST', opt, '/step', { grads: G(7), loss: 7 });
     const b = await opCall('POST', copy, '/step', { grads: G(7), loss: 7 });
     expect(b.body).toEqual(a.body);

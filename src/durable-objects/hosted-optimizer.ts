@@ -36,7 +36,7 @@ import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Plac
 import { checkCheckpointHeader } from './checkpoint-header.ts';
 import { Contributions, StepWaiters, accumulateInfo, checkAccumulates, checkWorker, notReached, patchedAccumulate, skippedKey } from './accumulate.ts';
 import { Mutex } from './mutex.ts';
-import { SHARD_FAULTS, ShardedUnsupported, abortShards, pieceName, stageCheckpoint, unwrapOutcome, commitShards, destroyShards, gatherStream, newShardSecret, planShards, prepareShards, readAll, shardLayout, shardStub, tryShards, type GradientSlices, type ShardDecision, type ShardsRecord } from './shards.ts';
+import { SHARD_FAULTS, ShardedUnsupported, abortShards, groupsPresent, shardGroups, pieceName, stageCheckpoint, unwrapOutcome, commitShards, destroyShards, gatherStream, newShardSecret, planShards, prepareShards, readAll, shardLayout, shardStub, tryShards, type GradientSlices, type ShardDecision, type ShardStepArgs, type ShardsRecord } from './shards.ts';
 import { paceDeadline } from '../wire/stream.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
 import { registryOf } from './stubs.ts';
@@ -177,9 +177,20 @@ function emptyMemory(dtype: Dtype): Memory {
  * A JSON snapshot as the safetensors checkpoint of the same state (GET state's names: params/<name>,
  * <slot>/<name> for the tensors that hold the slot; step, scalars and options in the metadata).
  */
-function snapshotFile(def: AnyDef, args: RestoreArgs, perTensor: () => void): Uint8Array {
-  if (args.tensors && Object.keys(args.tensors).length > 0) perTensor();
+function snapshotFile(def: AnyDef, args: RestoreArgs): Uint8Array {
   const named = namedLeaves(args.layout);
+  // Tensors with their own step count or scalars (frozen for some steps): step/<name> and <scalar>/<name> for every tensor, as torch saves them.
+  const own = new Map<number, Record<string, number>>();
+  const index = new Map(named.map((l, t) => [l.name, t]));
+  for (const [name, c] of Object.entries(args.tensors ?? {})) {
+    const t = index.get(name);
+    if (t === undefined) throw validationProblem([fieldError(['tensors', name], 'names no tensor of params', name)]);
+    const step = c.step ?? args.step;
+    if (!Number.isInteger(step) || step < 0 || step > maxStep(def.stepCounter)) {
+      throw validationProblem([fieldError(['tensors', name, 'step'], `must be an integer in [0, ${maxStep(def.stepCounter)}] (the tensor's own step count)`, step)]);
+    }
+    own.set(t, c);
+  }
   const dtype = wireDtypeOf(args.dtype);
   const specs: Array<{ name: string; dtype: WireDtype; shape: readonly number[] }> = [];
   const data: Uint8Array[] = [];
@@ -191,6 +202,16 @@ function snapshotFile(def: AnyDef, args: RestoreArgs, perTensor: () => void): Ui
     });
   add('params', args.params);
   for (const [slot, sent] of Object.entries(args.slots)) add(slot, sent.values, sent.held);
+  if (own.size > 0) {
+    const counts = [...(def.stepCounter === 'none' ? [] : ['step']), ...def.scalars.map((x) => x.name)];
+    for (const slot of counts) {
+      named.forEach((l, t) => {
+        specs.push({ name: slotName(slot, l.name), dtype: 'F64', shape: [] });
+        const top = slot === 'step' ? args.step : (args.scalars[slot] ?? def.scalars.find((x) => x.name === slot)!.initial);
+        data.push(new Uint8Array(Float64Array.of(own.get(t)?.[slot] ?? top).buffer));
+      });
+    }
+  }
   const metadata: Record<string, string> = {
     optimizer: def.name,
     step: String(args.step),
@@ -394,7 +415,7 @@ export class HostedOptimizer extends DurableObject<Env> {
   #prepared: number | null = null;
   /** The attempt (a random id per prepare phase) whose parts this shard last received. */
   #attempt: string | null = null;
-  #dryRun: { seq: number; scalarsBefore: Record<string, number>; created: boolean } | null = null;
+  #dryRun: { seq: number; scalarsBefore: Record<string, number>; whole: boolean } | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -709,14 +730,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         return { narrow: null, frozen, sparse };
       }
       // The sent tensors match the layout without the frozen (and sparse) ones; each goes to its place.
-      const values = alignTo(split.dense, withoutTensors(layout, skip), [name], meta.dtype);
-      let at = 0;
-      for (let t = 0; t < skip.length; t++) {
-        if (skip[t]) continue;
-        const { offset, size } = loaded.tensors[t]!;
-        target.set(values.subarray(at, at + size), offset);
-        at += size;
-      }
+      spreadTensors(alignTo(split.dense, withoutTensors(layout, skip), [name], meta.dtype), loaded.tensors, skip, target);
       return { narrow: null, frozen: zeroFrozen(frozen), sparse };
     }
     if (input.format === 'raw') {
@@ -843,12 +857,11 @@ export class HostedOptimizer extends DurableObject<Env> {
   async #createShards(args: CreateArgs, def: AnyDef, perObject: number, groupOf: readonly number[]): Promise<ShardsRecord> {
     const field = args.params ? 'params' : 'shapes';
     const refuse = (path: Array<string | number>, why: string) => validationProblem([fieldError(path, `${why} (params of ${layoutSize(args.layout)} elements need shards: one ${def.name} optimizer holds ${perObject} ${args.dtype} elements)`)]);
-    if (args.paramGroups.length > 0 && def.scalars.length > 0) throw refuse(args.groupsPath, `a sharded ${def.name} takes no param_groups yet (its scalars would differ between groups)`);
     if (args.accumulate) throw refuse(['accumulate'], 'a sharded optimizer takes no accumulate setting yet');
     if (def.sparse === 'only') throw refuse(['optimizer'], `${def.name} steps sparse rows, which a sharded optimizer does not take yet`);
     const placement = planShards(args.layout, perObject, args.shards, def.perTensor === true, field);
     // Each shard keeps the groups its pieces are in (in the coordinator's order): groups[i] lists their coordinator indices.
-    const present = placement.map((shard) => [...new Set(shard.pieces.map((p) => groupOf[p.tensor]!).filter((g) => g > 0))].sort((a, b) => a - b));
+    const present = groupsPresent(placement, groupOf);
     const record: ShardsRecord = { secret: newShardSecret(), capacity: perObject, placement, ...(args.paramGroups.length > 0 ? { groups: present } : {}) };
     const id = this.ctx.id.toString();
     const results = await Promise.allSettled(
@@ -860,7 +873,7 @@ export class HostedOptimizer extends DurableObject<Env> {
             layout: shardLayout(args.layout, shard),
             params: args.params ? args.params.slice(shard.start, shard.end) : null,
             hyperparams: args.hyperparams,
-            paramGroups: present[i]!.map((g) => ({ ...args.paramGroups[g - 1]!, params: shard.pieces.filter((p) => groupOf[p.tensor] === g).map((p) => pieceName(p)) })),
+            paramGroups: shardGroups(placement, i, present, args.paramGroups, groupOf),
             groupsPath: args.groupsPath,
             schedule: args.schedule,
             dtype: args.dtype,
@@ -1111,9 +1124,12 @@ export class HostedOptimizer extends DurableObject<Env> {
     const input = args.grads;
     let grads: GradientSlices;
     if (input.format === 'json') {
-      if ((input.frozen ?? []).length > 0) notSharded(loaded, 'A frozen (null) gradient');
       if (splitJsonRows(def, input.flat, layout, meta.dtype, 'grads').rows.some((r) => r !== null)) notSharded(loaded, 'A sparse (rows) gradient');
-      grads = { kind: 'values', values: alignTo(input.flat, layout, ['grads'], meta.dtype) };
+      const frozen = frozenOf(input.frozen ?? [], layout, 'grads');
+      const sent = alignTo(input.flat, withoutTensors(layout, frozen), ['grads'], meta.dtype);
+      // A frozen tensor's part is zeros, never sent to a shard.
+      const values = frozen.some(Boolean) ? spreadTensors(sent, loaded.tensors, frozen, new (meta.dtype === 'float32' ? Float32Array : Float64Array)(meta.size)) : sent;
+      grads = { kind: 'values', values, frozen };
     } else if (input.format === 'raw') {
       const src = input.dtype ?? wireDtypeOf(meta.dtype);
       checkFits(src, meta.dtype, ['Content-Type']);
@@ -1169,13 +1185,16 @@ export class HostedOptimizer extends DurableObject<Env> {
       return { etag: etagOf(meta), value: { step: meta.step, lr, replayed: false, gradNorm, skipped: true, params, timings } };
     };
     if (skipMode && prepared.nonFinite >= 0) return skipped();
-    const gradNorm = prepared.norms ? norm2(meta.dtype, prepared.norms) : undefined;
+    // torch's total norm stacks the norms of the gradients it has: a frozen tensor's is not one of them.
+    const gradNorm = prepared.norms ? norm2(meta.dtype, prepared.norms.filter((_, t) => !prepared.frozen[t])) : undefined;
     const groupHp = stepGroupHp(loaded, lr);
+    const frozen = prepared.frozen.flatMap((f, t) => (f ? [t] : []));
     const decision: ShardDecision = {
       seq,
       groupHp,
       coef: gradNorm === undefined ? null : clipCoefficient(meta.dtype, gradNorm, clipNorm!),
       clipValue: (hp.clip_grad_value as number | undefined) ?? null,
+      ...(frozen.length > 0 ? { frozen } : {}),
     };
     let tried;
     try {
@@ -1342,11 +1361,16 @@ export class HostedOptimizer extends DurableObject<Env> {
    * shard is sent a checkpoint file of its pieces, which it stages durably and checks as an
    * unsharded restore would (nothing stored); then the coordinator stores its decision (the new
    * step, hyperparameters, schedule) and every shard stores its restore from the staged file.
+   * The checkpoint's param_groups replace the optimizer's, as unsharded: each shard is sent the
+   * groups its pieces are in.
    */
   async #shardedRestore(loaded: Loaded, args: RestoreFileArgs): Promise<Versioned<OptimizerInfo>> {
     await this.#settleShards(loaded);
     const { def, meta, layout } = loaded;
     const record = meta.shards!;
+    let groups: ParamGroup[] = loaded.groups;
+    let groupOf: readonly number[] = loaded.groupOf;
+    let present: number[][] = record.groups ?? [];
     let staged;
     try {
       staged = await stageCheckpoint({
@@ -1357,12 +1381,14 @@ export class HostedOptimizer extends DurableObject<Env> {
         body: args.body,
         length: args.length,
         scalarSlots: ['step', ...def.scalars.map((x) => x.name)],
-        groupsFor: (i) =>
-          (record.groups?.[i] ?? []).map((g) => ({ ...loaded.groups[g - 1]!, params: record.placement[i]!.pieces.filter((p) => loaded.groupOf[p.tensor] === g).map((p) => pieceName(p)) })),
+        groupsFor: (i) => shardGroups(record.placement, i, present, groups, groupOf),
         options: (metadata) => {
           const options = checkpointOptions(def, metadata);
-          if (JSON.stringify(options.param_groups) !== JSON.stringify(loaded.groups)) throw new ShardedUnsupported('A checkpoint with other param_groups than the optimizer\'s');
           if ((options.dtype ?? meta.dtype) !== meta.dtype) throw new ShardedUnsupported(`A checkpoint of another dtype (${options.dtype}; this optimizer is ${meta.dtype})`);
+          groups = options.param_groups;
+          groupOf = groupOfTensors(loaded.names, groups, ['__metadata__', 'param_groups']);
+          checkedGroupHp(def, options.hyperparams, groups, groupOf, options.schedule, ['__metadata__', 'hyperparams'], ['__metadata__', 'param_groups']);
+          present = groupsPresent(record.placement, groupOf);
           return options;
         },
       });
@@ -1377,11 +1403,13 @@ export class HostedOptimizer extends DurableObject<Env> {
       await Promise.allSettled(record.placement.map((_, i) => shardStub(this.env, meta.id, i).shardAbort(record.secret, Infinity)));
       throw failed.reason;
     }
-    const answers = checks.map((c) => (c as PromiseFulfilledResult<{ step: number; scalars: Record<string, number>; counters: number }>).value);
-    if (answers.some((a) => a.counters > 0)) notSharded(loaded, 'A checkpoint whose tensors have different step counts or scalars');
-    const schedulerState = checkedSchedulerState(options.scheduler_state, options.schedule, [], ['scheduler_state']);
+    const answers = checks.map((c) => (c as PromiseFulfilledResult<{ step: number; scalars: Record<string, number> }>).value);
+    const schedulerState = checkedSchedulerState(options.scheduler_state, options.schedule, groups, ['__metadata__', 'scheduler_state']);
+    const { groups: _count, ...kept } = meta;
+    const { groups: _present, ...shards } = record;
     const next: StoredMeta = {
-      ...meta,
+      ...kept,
+      ...(groups.length > 0 ? { groups: groups.length } : {}),
       step: answers[0]!.step,
       scalars: answers[0]!.scalars,
       hyperparams: options.hyperparams,
@@ -1390,14 +1418,17 @@ export class HostedOptimizer extends DurableObject<Env> {
       missing: [],
       revision: meta.revision + 1,
       updatedAt: new Date().toISOString(),
-      shards: { ...record, restoring: { attempt, lengths: staged.lengths } },
+      shards: { ...shards, ...(groups.length > 0 ? { groups: present } : {}), restoring: { attempt, lengths: staged.lengths } },
     };
     // The commit point: the shards store their staged files (now, or at the next call should one fail).
     this.#store.transaction(() => {
       this.#store.writeMeta(next);
+      this.#store.writeGroups(groups);
       this.#store.forgetKeys();
     });
     loaded.meta = next;
+    loaded.groups = groups;
+    loaded.groupOf = [...groupOf];
     await this.#settleShards(loaded);
     return this.#versionedInfo(loaded);
   }
@@ -1414,12 +1445,12 @@ export class HostedOptimizer extends DurableObject<Env> {
 
   /**
    * A shard: its staged checkpoint file restored as an unsharded restore does: checked and undone
-   * (`commit` false), or stored. Answers the restored step count and scalars, and how many pieces
-   * have counters of their own. A commit already stored answers again without storing.
+   * (`commit` false), or stored. Answers the restored top-level step count and scalars (pieces may
+   * keep their own). A commit already stored answers again without storing.
    */
-  shardRestore(tokenHash: string | null, a: { attempt: string; length: number; commit: boolean }): Promise<Outcome<{ step: number; scalars: Record<string, number>; counters: number }>> {
+  shardRestore(tokenHash: string | null, a: { attempt: string; length: number; commit: boolean }): Promise<Outcome<{ step: number; scalars: Record<string, number> }>> {
     return this.#locked(tokenHash, async (loaded) => {
-      if (loaded.meta.restoredAttempt === a.attempt) return { step: loaded.meta.step, scalars: { ...loaded.state.scalars }, counters: loaded.state.counters.size };
+      if (loaded.meta.restoredAttempt === a.attempt) return { step: loaded.meta.step, scalars: { ...loaded.state.scalars } };
       if (this.#store.stagedAttempt() !== a.attempt) throw new Error(`shard: restore ${a.attempt} is not staged`);
       let planned: Planned;
       try {
@@ -1428,7 +1459,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         this.#load();
         throw e;
       }
-      const answer = { step: planned.state.step, scalars: { ...planned.state.scalars }, counters: planned.state.counters.size };
+      const answer = { step: planned.state.step, scalars: { ...planned.state.scalars } };
       if (!a.commit) {
         this.#load();
         return answer;
@@ -1477,7 +1508,7 @@ export class HostedOptimizer extends DurableObject<Env> {
    */
   shardApply(
     tokenHash: string | null,
-    a: { seq: number; groupHp: Hyperparams[]; coef: number | null; clipValue: number | null; persist: boolean },
+    a: ShardStepArgs & { persist: boolean },
   ): Promise<Outcome<{ applied: boolean; nonFinite: number; step: number; scalars: Record<string, number> }>> {
     return this.#locked(
       tokenHash,
@@ -1487,13 +1518,16 @@ export class HostedOptimizer extends DurableObject<Env> {
         let dry = this.#dryRun?.seq === a.seq ? this.#dryRun : null;
         if (!dry) {
           this.#dropDryRun();
-          if (this.#prepared !== a.seq && !this.#store.readPrepared(a.seq, loaded.grads)) throw new Error(`shard: step ${a.seq} was not prepared`);
+          const frozen = a.frozen ?? loaded.tensors.map(() => false);
+          // A shard whose pieces are all frozen this step was sent no gradient.
+          if (!frozen.every(Boolean) && this.#prepared !== a.seq && !this.#store.readPrepared(a.seq, loaded.grads)) throw new Error(`shard: step ${a.seq} was not prepared`);
           const { grads } = loaded;
           // clip_grad_norm_'s multiplication and clip_grad_value_'s clamp, elementwise as src/optim/clip.ts does them.
           if (a.coef !== null) for (let i = 0; i < grads.length; i++) grads[i] = grads[i]! * a.coef;
           if (a.clipValue !== null) clipGradValue(meta.dtype, [grads], a.clipValue);
           const scalarsBefore = state.scalars;
           const shapeBefore = slotShape(state);
+          const countersBefore = state.counters.size;
           const outcome = engineStep({
             def,
             dtype: meta.dtype,
@@ -1502,7 +1536,7 @@ export class HostedOptimizer extends DurableObject<Env> {
             groupOf: loaded.groupOf,
             params: loaded.params,
             grads,
-            frozen: loaded.tensors.map(() => false),
+            frozen,
             sparse: loaded.tensors.map(() => null),
             state,
             nonfinite: 'error',
@@ -1517,7 +1551,9 @@ export class HostedOptimizer extends DurableObject<Env> {
           }
           const arrays = arraysOf(loaded, state);
           for (const [name, x] of Object.entries(arrays.slots)) loaded.room[name] = x;
-          dry = this.#dryRun = { seq: a.seq, scalarsBefore, created: slotShape(state) !== shapeBefore };
+          // Stored whole (not journalled) as the unsharded step decides: a replay steps every piece from the top-level counters.
+          const whole = slotShape(state) !== shapeBefore || countersBefore > 0 || frozen.some(Boolean) || def.perTensor === true;
+          dry = this.#dryRun = { seq: a.seq, scalarsBefore, whole };
         }
         if (!a.persist) return { applied: false, nonFinite: -1, step: state.step, scalars: { ...state.scalars } };
         const arrays = arraysOf(loaded, state);
@@ -1533,8 +1569,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         };
         try {
           this.#store.transaction(() => {
-            const whole = dry.created || def.perTensor === true;
-            next.cursor = this.#store.appendStep(next, arrays, new Uint8Array(loaded.grads.buffer, loaded.grads.byteOffset, loaded.grads.byteLength), entry, whole);
+            next.cursor = this.#store.appendStep(next, arrays, new Uint8Array(loaded.grads.buffer, loaded.grads.byteOffset, loaded.grads.byteLength), entry, dry.whole);
             this.#store.writeMeta(next);
             this.#store.dropPrepared();
           });
@@ -1575,13 +1610,18 @@ export class HostedOptimizer extends DurableObject<Env> {
     });
   }
 
-  /** The slots a shard stores (every piece holds each: a shard has no groups and no frozen pieces). */
-  shardSlots(tokenHash: string | null): Promise<Outcome<{ slots: Record<string, boolean[]> }>> {
+  /**
+   * The slots a shard stores and which pieces hold each (a piece whose group keeps no such slot, or
+   * that was always frozen, has none, as torch has None); the pieces whose counters differ from the
+   * top-level ones (frozen for some steps).
+   */
+  shardSlots(tokenHash: string | null): Promise<Outcome<{ slots: Record<string, boolean[]>; counters: Array<{ piece: number; step: number; scalars: Record<string, number> }> }>> {
     return this.#locked(tokenHash, (loaded) => {
       const { state } = loaded;
-      if (state.counters.size > 0) throw new Error('shard: pieces with their own step counts');
-      // Which pieces hold each slot (a piece whose group keeps no such slot has none, as torch has None).
-      return { slots: Object.fromEntries(Object.keys(arraysOf(loaded, state).slots).map((name) => [name, state.held[name] ? [...state.held[name]!] : loaded.tensors.map(() => true)])) };
+      return {
+        slots: Object.fromEntries(Object.keys(arraysOf(loaded, state).slots).map((name) => [name, state.held[name] ? [...state.held[name]!] : loaded.tensors.map(() => true)])),
+        counters: [...state.counters].map(([piece, c]) => ({ piece, step: c.step, scalars: { ...c.scalars } })),
+      };
     });
   }
 
@@ -1610,7 +1650,8 @@ export class HostedOptimizer extends DurableObject<Env> {
           await this.#settleShards(loaded);
           // Which tensors hold each slot (all pieces of a tensor are in its group, so they agree), in the optimizer's slot order.
           const record = meta.shards;
-          const answers = await Promise.all(record.placement.map(async (_, i) => unwrapOutcome(await shardStub(this.env, meta.id, i).shardSlots(record.secret)).slots));
+          const replies = await Promise.all(record.placement.map(async (_, i) => unwrapOutcome(await shardStub(this.env, meta.id, i).shardSlots(record.secret))));
+          const answers = replies.map((r) => r.slots);
           const held: Record<string, boolean[]> = {};
           const slots = def.slots.map((x) => x.name).filter((name) => answers.some((a) => a[name]));
           for (const name of slots) {
@@ -1618,6 +1659,9 @@ export class HostedOptimizer extends DurableObject<Env> {
             record.placement.forEach((shard, i) => shard.pieces.forEach((p, k) => answers[i]![name]?.[k] && (bits[p.tensor] = true)));
             if (!bits.every(Boolean)) held[name] = bits;
           }
+          // A tensor's own counter (frozen for some steps): every piece of it has the same one.
+          const counters = new Map<number, { tensor: number; step: number; scalars: Record<string, number> }>();
+          replies.forEach((r, i) => r.counters.forEach((c) => counters.set(record.placement[i]!.pieces[c.piece]!.tensor, { tensor: record.placement[i]!.pieces[c.piece]!.tensor, step: c.step, scalars: c.scalars })));
           const all = ['params', ...slots];
           return {
             etag: etagOf(loaded.meta),
@@ -1627,7 +1671,7 @@ export class HostedOptimizer extends DurableObject<Env> {
             stepCounter: def.stepCounter,
             slots: all,
             held,
-            counters: [],
+            counters: [...counters.values()].sort((a, b) => a.tensor - b.tensor),
             data: gatherStream(this.env, meta.id, record, all, release, held),
           };
         }
@@ -1668,8 +1712,13 @@ export class HostedOptimizer extends DurableObject<Env> {
       checkIfMatch(args.ifMatch, etagOf(loaded.meta), loaded.meta.step);
       if (loaded.meta.shards) {
         if ('format' in args) return this.#shardedRestore(loaded, args);
-        // A JSON snapshot (decoded by the Worker, at most MAX_BODY_BYTES): restored as the checkpoint file holding the same.
-        const file = snapshotFile(loaded.def, args, () => notSharded(loaded, 'A snapshot whose tensors have different step counts or scalars'));
+        // A JSON snapshot (decoded by the Worker, at most MAX_BODY_BYTES): checked by its own fields as
+        // #placeSnapshot checks it, then restored as the checkpoint file holding the same.
+        sameOptimizer(loaded.def, args.optimizer, ['optimizer']);
+        checkedSchedulerState(args.schedulerState, args.schedule, args.paramGroups, ['scheduler_state']);
+        const groupOf = groupOfTensors(namedLeaves(args.layout).map((l) => l.name), args.paramGroups, ['param_groups']);
+        checkedGroupHp(loaded.def, args.hyperparams, args.paramGroups, groupOf, args.schedule, ['hyperparams'], ['param_groups']);
+        const file = snapshotFile(loaded.def, args);
         return this.#shardedRestore(loaded, { format: 'safetensors', body: file, length: file.length, quota: args.quota });
       }
       let planned: Planned;
@@ -2341,6 +2390,17 @@ function frozenOf(paths: readonly string[][], layout: TensorLayout, root: string
 }
 
 /** The layout without the tensors marked (an object left without tensors stays, empty). */
+/** `sent` (the tensors not skipped, one after another) spread to their places in `target`; returns `target`. */
+function spreadTensors(sent: FloatArray, tensors: readonly TensorSpan[], skip: readonly boolean[], target: FloatArray): FloatArray {
+  let at = 0;
+  tensors.forEach(({ offset, size }, t) => {
+    if (skip[t]) return;
+    target.set(sent.subarray(at, at + size), offset);
+    at += size;
+  });
+  return target;
+}
+
 function withoutTensors(layout: TensorLayout, drop: readonly boolean[]): TensorLayout {
   let t = 0;
   const walk = (l: TensorLayout): TensorLayout | null => {

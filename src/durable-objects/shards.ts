@@ -23,6 +23,8 @@ import { checkEntry, placementSink } from './decode.ts';
 import type { HostedOptimizer } from './hosted-optimizer.ts';
 import type { Outcome } from './protocol.ts';
 import { hex } from '../lib/digest.ts';
+import { rangesOf } from './tree-state.ts';
+import type { ParamGroup } from '../lib/param-groups.ts';
 import { ProblemError } from '../lib/problem.ts';
 
 /**
@@ -65,7 +67,12 @@ export interface ShardDecision {
   /** clip_grad_norm_'s coefficient (null: no clipping by norm). */
   coef: number | null;
   clipValue: number | null;
+  /** Tensors (layout order) whose gradient is None this step (torch skips them); absent: none. */
+  frozen?: number[];
 }
+
+/** What shard `i` applies: the decision with its own groups, and which of its pieces are frozen. */
+export type ShardStepArgs = Omit<ShardDecision, 'frozen'> & { frozen?: boolean[] };
 
 type Stub = DurableObjectStub<HostedOptimizer>;
 
@@ -104,10 +111,22 @@ export function planShards(layout: TensorLayout, capacity: number, shards: numbe
 /** A piece's name in its shard: tensor index and first element. */
 export const pieceName = (p: StoredPiece) => `t${p.tensor}_${p.from}`;
 
-/** Shard `i`'s share of a decision: the top-level set and the groups its pieces are in, in its own group order. */
-function forShard(record: ShardsRecord, i: number, d: ShardDecision): ShardDecision {
+/** For each shard, the groups (coordinator indices, 1-based) its pieces are in, in order. */
+export function groupsPresent(placement: ShardsRecord['placement'], groupOf: readonly number[]): number[][] {
+  return placement.map((shard) => [...new Set(shard.pieces.map((p) => groupOf[p.tensor]!).filter((g) => g > 0))].sort((a, b) => a - b));
+}
+
+/** Shard `i`'s own param_groups: each group its pieces are in, over their piece names. */
+export function shardGroups(placement: ShardsRecord['placement'], i: number, present: readonly number[][], groups: readonly ParamGroup[], groupOf: readonly number[]): ParamGroup[] {
+  return (present[i] ?? []).map((g) => ({ ...groups[g - 1]!, params: placement[i]!.pieces.filter((p) => groupOf[p.tensor] === g).map((p) => pieceName(p)) }));
+}
+
+/** Shard `i`'s share of a decision: the top-level set and the groups its pieces are in, in its own group order; its frozen pieces. */
+function forShard(record: ShardsRecord, i: number, d: ShardDecision): ShardStepArgs {
   const present = record.groups?.[i];
-  return present ? { ...d, groupHp: [d.groupHp[0]!, ...present.map((g) => d.groupHp[g]!)] } : { ...d, groupHp: [d.groupHp[0]!] };
+  const { frozen, ...rest } = d;
+  const pieces = frozen && frozen.length > 0 ? { frozen: record.placement[i]!.pieces.map((p) => frozen.includes(p.tensor)) } : {};
+  return { ...rest, groupHp: present ? [d.groupHp[0]!, ...present.map((g) => d.groupHp[g]!)] : [d.groupHp[0]!], ...pieces };
 }
 
 /** Shard `i`'s own layout: one tensor per piece, named by tensor index and first element (errors never show them). */
@@ -125,7 +144,8 @@ function pieceShape(tensor: { shape: readonly number[]; size: number }, p: Store
 
 /** The gradient as it comes: JSON values already in layout order, or a binary body read as it streams. */
 export type GradientSlices =
-  | { kind: 'values'; values: FloatArray }
+  /** JSON: the layout's values, a frozen tensor's (null) part ignored. */
+  | { kind: 'values'; values: FloatArray; frozen: readonly boolean[] }
   | { kind: 'raw'; body: ByteSource; length: number | null; src: WireDtype; nonFiniteHint: string }
   | { kind: 'safetensors'; body: ByteSource; length: number | null; nonFiniteHint: string };
 
@@ -133,11 +153,14 @@ export type GradientSlices =
 export interface Prepared {
   /** Global index of the first NaN or ±Infinity (nonfinite: skip), or -1. */
   nonFinite: number;
-  /** Per-tensor 2-norms in layout order (clip_grad_norm_), or null. */
+  /** Per-tensor 2-norms in layout order (clip_grad_norm_; a frozen tensor's is 0 and counts in no norm), or null. */
   norms: number[] | null;
+  /** Tensors whose gradient is None (a JSON null, a tensor left out of a file): torch skips them. */
+  frozen: boolean[];
   /**
-   * SHA-256 over the dtype, size, loss and each tensor's own SHA-256 in layout order: the same
-   * whatever the format and the order a safetensors file holds the tensors in (Idempotency-Key reuse).
+   * SHA-256 over the dtype, size, loss, the frozen tensors and each tensor's own SHA-256 in layout
+   * order: the same whatever the format and the order a safetensors file holds the tensors in
+   * (Idempotency-Key reuse); a retry freezing other tensors is another step.
    */
   fingerprint: string;
 }
@@ -243,6 +266,7 @@ export async function prepareShards(args: {
   const norms: number[] | null = args.norms ? tensors.map(() => 0) : null;
   const hashes: Array<{ writer: WritableStreamDefaultWriter<Uint8Array>; digest: Promise<ArrayBuffer> } | null> = tensors.map(() => null);
   let nonFinite = -1;
+  let frozen: boolean[] = grads.kind === 'values' ? [...grads.frozen] : tensors.map(() => false);
   // Parts of this attempt replace whatever a failed attempt at the same step left on a shard.
   const attempt = newShardSecret().slice(0, 32);
   const parts = new PartGatherer(record.placement.length, (i, gathered) =>
@@ -287,7 +311,7 @@ export async function prepareShards(args: {
     if (grads.kind === 'values') {
       for (let t = 0; t < tensors.length; t++) {
         const { offset, size: n } = tensors[t]!;
-        if (n > 0) await push(t, 0, grads.values.subarray(offset, offset + n), (k) => ['grads', ...pathOfIndex(layout, offset + k)], '');
+        if (n > 0 && !frozen[t]) await push(t, 0, grads.values.subarray(offset, offset + n), (k) => ['grads', ...pathOfIndex(layout, offset + k)], '');
       }
     } else if (grads.kind === 'raw') {
       const want = size * WIRE_DTYPES[grads.src].bytes;
@@ -322,7 +346,8 @@ export async function prepareShards(args: {
         return { e, t };
       });
       if (header.entries.length === 0) throw new WireError(422, ['safetensors'], 'the file holds no gradient: send one for every tensor');
-      if (seen.size < tensors.length) throw new ShardedUnsupported('A frozen gradient (a tensor left out of the file)');
+      // A tensor left out is frozen (torch skips a parameter whose .grad is None).
+      frozen = tensors.map((_, t) => !seen.has(t));
       for (const { e, t } of plan) {
         const total = tensors[t]!.size;
         for (let from = 0; from < total; from += READ_ELEMENTS) {
@@ -342,14 +367,14 @@ export async function prepareShards(args: {
   } finally {
     await reader?.cancel();
   }
-  if (!args.hash) return { nonFinite, norms, fingerprint: '' };
-  // Tensors of no element: norm 0 and the hash of nothing.
-  const head = new TextEncoder().encode(`${dtype}:${size}:${args.loss ?? ''}:`);
+  if (!args.hash) return { nonFinite, norms, frozen, fingerprint: '' };
+  // Tensors of no element (and frozen ones): norm 0 and the hash of nothing.
+  const head = new TextEncoder().encode(`${dtype}:${size}:${args.loss ?? ''}:${frozen.some(Boolean) ? `${JSON.stringify(rangesOf(frozen))}:` : ''}`);
   const digests = await Promise.all(tensors.map(async (_, t) => new Uint8Array(hashes[t] ? await hashes[t]!.digest : await crypto.subtle.digest('SHA-256', new Uint8Array(0)))));
   const all = new Uint8Array(head.length + 32 * digests.length);
   all.set(head);
   digests.forEach((d, t) => all.set(d, head.length + 32 * t));
-  return { nonFinite, norms, fingerprint: hex(await crypto.subtle.digest('SHA-256', all)) };
+  return { nonFinite, norms, frozen, fingerprint: hex(await crypto.subtle.digest('SHA-256', all)) };
 }
 
 /** What a sharded optimizer does not take yet (the coordinator answers 501). */
@@ -540,7 +565,8 @@ export async function stageCheckpoint<O>(args: {
     const paramsSent = new Set(plan.filter((p) => p.slot === 'params').map((p) => p.t));
     if (paramsSent.size < tensors.length) throw new ShardedUnsupported('A checkpoint of another layout (it lacks some params/<name> of this optimizer)');
     // Each shard's file: its header, then its pieces in the order the source file holds them.
-    const { layout: _layout, param_groups: _groups, ...metadata } = header.metadata ?? {};
+    // The coordinator keeps the scheduler's state (its group_lrs are per coordinator group); a shard steps at the rates it is sent.
+    const { layout: _layout, param_groups: _groups, scheduler_state: _plateau, ...metadata } = header.metadata ?? {};
     const headers: Uint8Array[] = [];
     const lengths = record.placement.map((shard, i) => {
       const specs: Array<{ name: string; dtype: WireDtype; shape: readonly number[] }> = [];
