@@ -266,13 +266,18 @@ describe('param_groups across shards', () => {
     expect((await opCall('POST', single, '/step', { grads: GRADS })).body.params).toEqual(twice);
   });
 
-  it('a PATCH of a group\'s lr applies; a change of the groups is a 501', async () => {
+  it('a PATCH of a group\'s lr applies; so does a change of the groups (test/hosted-sharded-patch.test.ts)', async () => {
     const opt = await createOptimizer({ optimizer: 'sgd', params: { w: [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12]], b: [1, 2, 3] }, hyperparams: { lr: 0.5, momentum: 0.9 }, param_groups: groups, shards: 3 });
     expect((await opCall('PATCH', opt, '', { hyperparams: { lr: 0.25 } })).status).toBe(200);
     const r = await opCall('POST', opt, '/step', { grads: GRADS });
     expect(r.body.params.w[0]).toEqual([f(1 - f(f(0.25) * 1)), f(2 - f(f(0.25) * 1))]);
     expect(r.body.params.b).toEqual([1, 2, 3].map((p, i) => plainStep(p, GRADS.b[i]!)));
-    expectProblem(await opCall('PATCH', opt, '', { param_groups: [{ params: ['b'], lr: 0.2, momentum: 0 }] }), 501);
+    const regrouped = await opCall('PATCH', opt, '', { param_groups: [{ params: ['w'], lr: 0.2, momentum: 0 }] });
+    expect(regrouped.status, JSON.stringify(regrouped.body)).toBe(200);
+    expect(regrouped.body.param_groups).toEqual([{ params: ['w'], lr: 0.2, momentum: 0 }]);
+    // b now steps with the top-level set (momentum 0.9 from its buffer), w plainly at 0.2: p − 0.2·g.
+    const next = await opCall('POST', opt, '/step', { grads: GRADS });
+    expect(next.body.params.w[0]).toEqual([f(r.body.params.w[0][0] - f(f(0.2) * 1)), f(r.body.params.w[0][1] - f(f(0.2) * 1))]);
   });
 });
 
@@ -359,7 +364,7 @@ describe('creation, uploads, limits and deletion', () => {
     expectProblem(await parse(await call('POST', '/v1/optimizers', { params: [1, 2], shards: 257 })), 422, 'shards');
   });
 
-  it('PATCH of lr, a schedule and ttl applies to the next step on every shard; a change of the slots kept is a 501', async () => {
+  it('PATCH of lr, a schedule and ttl applies to the next step on every shard; a refused PATCH changes no shard', async () => {
     const opt = await sgdOver3();
     await opCall('POST', opt, '/step', { grads: GRADS });
     const patched = await opCall('PATCH', opt, '', { hyperparams: { lr: 0.25 }, ttl: 3600 });
@@ -372,7 +377,8 @@ describe('creation, uploads, limits and deletion', () => {
     expect((await opCall('PATCH', opt, '', { schedule: { type: 'step', lr: 0.25, step_size: 1, gamma: 0.5 } })).body.next_lr).toBe(0.0625);
     expect((await opCall('POST', opt, '/step', { grads: GRADS })).body.lr).toBe(0.0625);
     const before = await everything(opt);
-    expectProblem(await opCall('PATCH', opt, '', { hyperparams: { momentum: 0 } }), 501);
+    expectProblem(await opCall('PATCH', opt, '', { hyperparams: { momentum: -1 } }), 422, 'hyperparams.momentum');
+    expectProblem(await opCall('PATCH', opt, '', { param_groups: [{ params: ['nope'] }] }), 422);
     expect(await everything(opt)).toEqual(before);
   });
 

@@ -1335,13 +1335,24 @@ export class HostedOptimizer extends DurableObject<Env> {
   /** Completes a decided step some shard has not stored yet (a coordinator that failed after its commit point). */
   async #settleShards(loaded: Loaded): Promise<void> {
     const record = loaded.meta.shards;
-    if (!record?.pending && !record?.restoring) return;
+    if (!record?.pending && !record?.restoring && !record?.regroup) return;
     if (record.pending) await commitShards(this.env, loaded.meta.id, record, record.pending);
+    if (record.regroup) {
+      // A PATCH's new groups or slots: each shard updated as an unsharded PATCH (the same request twice changes nothing more).
+      const { meta } = loaded;
+      await Promise.all(
+        record.placement.map(async (_, i) => {
+          const own = shardGroups(record.placement, i, record.groups ?? [], loaded.groups, loaded.groupOf);
+          unwrapOutcome(await shardStub(this.env, meta.id, i).update(record.secret, { hyperparams: meta.hyperparams, paramGroups: own.length > 0 ? own : null, schedule: meta.schedule }));
+        }),
+      );
+    }
     if (record.restoring) {
       const { attempt, lengths } = record.restoring;
       await Promise.all(lengths.map(async (length, i) => unwrapOutcome(await shardStub(this.env, loaded.meta.id, i).shardRestore(record.secret, { attempt, length, commit: true }))));
     }
-    const next: StoredMeta = { ...loaded.meta, shards: { ...record, pending: null, restoring: null } };
+    const { regroup: _regroup, ...settled } = record;
+    const next: StoredMeta = { ...loaded.meta, shards: { ...settled, pending: null, restoring: null } };
     this.#store.writeMeta(next);
     loaded.meta = next;
   }
@@ -2032,28 +2043,49 @@ export class HostedOptimizer extends DurableObject<Env> {
       const groupOf = groupsChanged ? groupOfTensors(loaded.names, groups, ['param_groups']) : loaded.groupOf;
       const hps = checkedGroupHp(def, hyperparams, groups, groupOf, schedule, ['hyperparams'], ['param_groups']);
       const scheduleChanged = JSON.stringify(schedule) !== JSON.stringify(meta.schedule);
+      let plateau = meta.plateau as HostedPlateau | null;
+      if (scheduleChanged) plateau = initialPlateau(schedule, groups);
+      else if (groupsChanged && plateau) {
+        // New groups start at their own lr, as torch's scheduler starts a group it is given.
+        const { group_lrs: _lrs, ...shared } = plateau;
+        const lrs = initialGroupLrs(schedule, groups);
+        plateau = lrs ? { ...shared, group_lrs: lrs } : shared;
+      }
       if (meta.shards) {
-        // The coordinator's metadata only: each step sends the shards its hyperparameters.
-        if (groupsChanged) notSharded(loaded, 'A change of param_groups');
+        await this.#settleShards(loaded);
         if (args.accumulate) notSharded(loaded, 'accumulate');
-        // The slots each group keeps must stay as they are (the shards allocated them at creation).
+        const record = meta.shards;
+        // Each step sends the shards its hyperparameters; other groups, or other slots kept, are a
+        // decision every shard then applies to its pieces as an unsharded PATCH does (#settleShards).
         const slotsOf = (list: Hyperparams[]) => list.map((hp) => def.slots.filter((slot) => slot.present(hp)).map((slot) => slot.name).join(', ')).join('; ');
         const before = checkedGroupHp(def, meta.hyperparams, loaded.groups, loaded.groupOf, meta.schedule, ['hyperparams'], ['param_groups']);
-        if (slotsOf(hps) !== slotsOf(before)) {
-          notSharded(loaded, `A change of the state slots ${def.name} keeps (from [${slotsOf(before)}] to [${slotsOf(hps)}])`);
-        }
+        const reshape = groupsChanged || slotsOf(hps) !== slotsOf(before);
+        const { groups: _count, ...kept } = meta;
+        const { groups: _present, ...shards } = record;
         const next: StoredMeta = {
-          ...meta,
+          ...kept,
           hyperparams,
           schedule,
-          plateau: scheduleChanged ? initialPlateau(schedule, []) : meta.plateau,
+          plateau,
           revision: meta.revision + 1,
           updatedAt: new Date().toISOString(),
           ttl: args.ttl ?? meta.ttl,
+          ...(groups.length > 0 ? { groups: groups.length } : {}),
+          shards: { ...shards, ...(groups.length > 0 ? { groups: groupsPresent(record.placement, groupOf) } : {}), ...(reshape ? { regroup: true } : {}) },
         };
-        this.#store.writeMeta(next);
+        this.#store.transaction(() => {
+          this.#store.writeMeta(next);
+          if (groupsChanged) this.#store.writeGroups(groups);
+        });
         loaded.meta = next;
+        loaded.groups = groups;
+        loaded.groupOf = [...groupOf];
         if (args.ttl !== undefined) await this.ctx.storage.setAlarm(deadlineOf(next));
+        try {
+          await this.#settleShards(loaded);
+        } catch (e) {
+          console.error('sharded PATCH decided; a shard did not apply it yet (the next call completes it)', e);
+        }
         return this.#versionedInfo(loaded);
       }
       // The slots the new hyperparameters keep: kept ones keep their values, a tensor whose group
@@ -2063,14 +2095,6 @@ export class HostedOptimizer extends DurableObject<Env> {
       const state: TreeState = { ...loaded.state, slots: { ...loaded.state.slots }, held: Object.fromEntries(Object.entries(loaded.state.held).map(([k, h]) => [k, [...h]])) };
       keepSlots(def, hps, groupOf, loaded.tensors, state, (name) => roomFor(loaded, name));
       const arrays = arraysOf(loaded, state);
-      let plateau = meta.plateau as HostedPlateau | null;
-      if (scheduleChanged) plateau = initialPlateau(schedule, groups);
-      else if (groupsChanged && plateau) {
-        // New groups start at their own lr, as torch's scheduler starts a group it is given.
-        const { group_lrs: _lrs, ...shared } = plateau;
-        const lrs = initialGroupLrs(schedule, groups);
-        plateau = lrs ? { ...shared, group_lrs: lrs } : shared;
-      }
       const accumulate = patchedAccumulate(meta.accumulate, args.accumulate, this.#contributions.workers());
       checkAccumulates(loaded.def, accumulate, ['accumulate']);
       const { groups: _groups, ...rest } = meta;

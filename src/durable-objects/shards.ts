@@ -57,6 +57,8 @@ export interface ShardsRecord {
   pending?: ShardDecision | null;
   /** A decided restore some shard may not have stored yet: each shard's staged file (its attempt and byte length). */
   restoring?: { attempt: string; lengths: number[] } | null;
+  /** A decided PATCH of the groups or of the slots kept that some shard may not have applied yet. */
+  regroup?: boolean;
 }
 
 /** The coordinator's decision for step `seq`: what every shard applies. */
