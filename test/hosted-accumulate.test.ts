@@ -12,70 +12,13 @@ import { abortAllDurableObjects, evictDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { PARAMS, RAW, ST, contribute, expectSame, grad, info, order, reduced, tree, values, type Format, type Json } from './helpers/accumulate.ts';
 import { fuzz } from './helpers/fuzz.ts';
 import { callBytes } from './helpers/http.ts';
 import { authed, createOptimizer, expectProblem, opCall, type Created } from './helpers/optimizers.ts';
 import { encodeValues, writeSafetensors } from './helpers/safetensors.ts';
-import { leavesOf } from './helpers/trees.ts';
-
-type Json = Record<string, any>;
-type Tree = { b: number[]; w: number[][] };
-type Format = 'json' | 'raw' | 'safetensors';
 
 const stubOf = (id: string) => env.HOSTED_OPTIMIZER.get(env.HOSTED_OPTIMIZER.idFromString(id));
-const RAW = 'application/octet-stream';
-const ST = 'application/vnd.safetensors';
-
-/** A deterministic generator of awkward float32 values (so that every add rounds). */
-function values(seed: number, count: number, scale = 1): number[] {
-  let x = seed * 2654435761 + 12345;
-  const out: number[] = [];
-  for (let i = 0; i < count; i++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    out.push(Math.fround(((x / 2 ** 32) * 2 - 1) * scale * (1 + (i % 7) / 3)));
-  }
-  return out;
-}
-
-/** Keys sorted, so that leavesOf order is the layout order (raw bodies). */
-const tree = (flat: number[]): Tree => ({ b: flat.slice(0, 5), w: [flat.slice(5, 12), flat.slice(12, 19), flat.slice(19, 26)] });
-const flatOf = (t: unknown) => leavesOf(t).map((l) => l.value as number);
-const PARAMS = tree(values(1, 26));
-/** Worker `w`'s gradient at step `s`. */
-const grad = (s: number, w: number) => values(100 + 10 * s + w, 26, 0.5 + w);
-
-/** numpy float32: ((g0 + g1) + g2 + …) / np.float32(N), or the sum. */
-function reduced(gs: number[][], reduce: 'mean' | 'sum'): number[] {
-  const acc = [...gs[0]!];
-  for (const g of gs.slice(1)) for (let i = 0; i < acc.length; i++) acc[i] = Math.fround(acc[i]! + g[i]!);
-  return reduce === 'mean' ? acc.map((x) => Math.fround(x / gs.length)) : acc;
-}
-
-async function contribute(opt: Created, worker: number, flat: number[], expectedStep: number, format: Format = 'json', headers: Record<string, string> = {}, loss?: number) {
-  const path = `/v1/optimizers/${opt.id}/step?worker=${worker}`;
-  if (format === 'json') {
-    return callBytes('POST', path, { grads: tree(flat), expected_step: expectedStep, ...(loss === undefined ? {} : { loss }) }, authed(opt.token, { accept: 'application/json', ...headers }));
-  }
-  const q = `&expected_step=${expectedStep}${loss === undefined ? '' : `&loss=${loss}`}`;
-  if (format === 'raw') return callBytes('POST', path + q, encodeValues(flat, 'F32'), authed(opt.token, { 'content-type': RAW, accept: 'application/json', ...headers }));
-  const t = tree(flat);
-  const file = writeSafetensors([
-    { name: 'b', dtype: 'F32', shape: [5], data: encodeValues(t.b, 'F32') },
-    { name: 'w', dtype: 'F32', shape: [3, 7], data: encodeValues(t.w.flat(), 'F32') },
-  ]);
-  return callBytes('POST', path + q, file, authed(opt.token, { 'content-type': ST, accept: 'application/json', ...headers }));
-}
-
-const info = async (opt: Created) => (await opCall('GET', opt, '')).body as Json;
-
-/** Leaf-by-leaf bit equality (Object.is). */
-function expectSame(actual: unknown, expected: unknown) {
-  const a = flatOf(actual);
-  const e = flatOf(expected);
-  expect(a.length).toBe(e.length);
-  const bad = a.flatMap((x, i) => (Object.is(x, e[i]) ? [] : [`${i}: ${x} != ${e[i]}`]));
-  expect(bad).toEqual([]);
-}
 
 interface Case {
   optimizer: string;
@@ -90,16 +33,6 @@ const CASES: Case[] = [
   { optimizer: 'sgd', hyperparams: { lr: 0.05, momentum: 0.9, nesterov: true }, n: 4, reduce: 'sum', formats: ['raw'] },
   { optimizer: 'sgd', hyperparams: { lr: 0.05, momentum: 0.9, dampening: 0.1 }, n: 4, reduce: 'mean', formats: ['json', 'raw'] },
 ];
-
-/** A fixed shuffle of 0..n-1 for step s. */
-function order(n: number, s: number): number[] {
-  const ids = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = (s * 7 + i * 3) % (i + 1);
-    [ids[i], ids[j]] = [ids[j]!, ids[i]!];
-  }
-  return ids;
-}
 
 async function pair(c: Case) {
   const acc = await createOptimizer({ optimizer: c.optimizer, params: PARAMS, hyperparams: c.hyperparams, accumulate: { contributions: c.n, reduce: c.reduce } });

@@ -382,8 +382,8 @@ describe('creation, uploads, limits and deletion', () => {
     expect(await everything(opt)).toEqual(before);
   });
 
-  it('what sharding does not do yet: 422 at create (accumulate), 501 after (sparse rows)', async () => {
-    expectProblem(await parse(await call('POST', '/v1/optimizers', { params: [1, 2], shards: 2, accumulate: { contributions: 2, reduce: 'mean' } })), 422, 'accumulate');
+  it('what sharding does not do yet: 422 at create (SparseAdam), 501 after (sparse rows)', async () => {
+    expectProblem(await parse(await call('POST', '/v1/optimizers', { optimizer: 'sparse_adam', params: { e: [[1, 2], [3, 4]] }, shards: 2 })), 422, 'optimizer');
     const opt = await sgdOver3();
     expectProblem(await opCall('POST', opt, '/step', { grads: { w: { indices: [1], values: [[1, 1]] }, b: [1, 1, 1] } }), 501);
     expect((await opCall('GET', opt, '')).body.step).toBe(0);

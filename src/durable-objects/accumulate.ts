@@ -166,6 +166,30 @@ export class Contributions {
   }
 
   /**
+   * A shard of a sharded optimizer (./shards.ts): stores `bytes` of worker `worker`'s contribution
+   * at byte offset `at` of the shard's slice, in rows of at most CONTRIBUTION_PART_BYTES keyed by
+   * byte offset. The first part of another attempt drops the worker's parts stored before (a
+   * failed attempt's, or those of a set already consumed), so parts of two attempts never mix.
+   */
+  writeShardPart(worker: number, attempt: string, at: number, bytes: Uint8Array): void {
+    for (const statement of SCHEMA) this.#sql.exec(statement);
+    const row = this.#sql.exec<{ fingerprint: string }>('SELECT fingerprint FROM contributions WHERE worker = ?', worker).toArray()[0];
+    if (row?.fingerprint !== attempt) {
+      this.#sql.exec('DELETE FROM contribution_parts WHERE worker = ?', worker);
+      this.#sql.exec('INSERT OR REPLACE INTO contributions (worker, fingerprint, loss, key, bytes) VALUES (?, ?, NULL, NULL, 0)', worker, attempt);
+    }
+    for (let off = 0; off < bytes.length; off += CONTRIBUTION_PART_BYTES) {
+      this.#sql.exec('INSERT OR REPLACE INTO contribution_parts (worker, part, bytes) VALUES (?, ?, ?)', worker, at + off, bytes.slice(off, Math.min(bytes.length, off + CONTRIBUTION_PART_BYTES)).buffer);
+    }
+  }
+
+  /** A shard: the stored contributions of `workers` (ascending) reduced into `grads`, as a complete set is (a 500 if one is incomplete). */
+  reduceShard(grads: FloatArray, spec: AccumulateSpec, workers: readonly number[]): void {
+    if (!this.#exists()) throw new Error('shard: no contribution stored');
+    this.#reduceInto(grads, spec, workers);
+  }
+
+  /**
    * Takes one contribution (the caller holds the object's lock and has checked the preconditions):
    * a new one is stored and answered pending; an identical repeat answers the same; one that
    * completes the set leaves the reduced gradient in `args.grads` and returns how to settle it.

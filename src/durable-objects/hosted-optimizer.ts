@@ -17,7 +17,7 @@ import { ProblemError, fieldError, headerError, validationProblem } from '../lib
 import { alignTo, tensorProblem } from '../lib/tensor-input.ts';
 import { zodFieldErrors } from '../lib/validation.ts';
 import { MAX_STEP } from '../optim/adam.ts';
-import { clipCoefficient, clipGradValue, norm2 } from '../optim/clip.ts';
+import { clipCoefficient, clipGradValue, norm2, type NormFold } from '../optim/clip.ts';
 import { engineStep, keepSlots, usedGroups, type Counter, type TreeState } from '../optim/engine.ts';
 import type { Dtype, FloatArray, Hyperparams, OptimizerDef, TensorSpan } from '../optim/optimizer.ts';
 import type { SparseRows } from '../optim/sparse.ts';
@@ -34,9 +34,9 @@ import { WIRE_DTYPES, firstNonFiniteIn, wireDtypeOf, type WireDtype } from '../w
 import { WireError, encodeHeader, inLayoutOrder, type TensorEntry } from '../wire/safetensors.ts';
 import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Placement } from './decode.ts';
 import { checkCheckpointHeader } from './checkpoint-header.ts';
-import { Contributions, StepWaiters, accumulateInfo, checkAccumulates, checkWorker, notReached, patchedAccumulate, skippedKey } from './accumulate.ts';
+import { Contributions, StepWaiters, accumulateInfo, checkAccumulates, checkWorker, notReached, patchedAccumulate, skippedKey, type Completed } from './accumulate.ts';
 import { Mutex } from './mutex.ts';
-import { SHARD_FAULTS, ShardedUnsupported, abortShards, groupsPresent, shardGroups, pieceName, stageCheckpoint, unwrapOutcome, commitShards, destroyShards, gatherStream, newShardSecret, planShards, prepareShards, readAll, shardLayout, shardStub, tryShards, type GradientSlices, type ShardDecision, type ShardStepArgs, type ShardsRecord } from './shards.ts';
+import { SHARD_FAULTS, ShardedUnsupported, abortShards, groupsPresent, shardGroups, pieceName, stageCheckpoint, unwrapOutcome, commitShards, destroyShards, gatherStream, newShardSecret, planShards, prepareShards, readAll, shardLayout, shardStub, tryShards, type GradientSlices, type Prepared, type ShardDecision, type ShardReduce, type ShardStepArgs, type ShardsRecord, foldPieces, foldShardNorms, reduceShards } from './shards.ts';
 import { paceDeadline } from '../wire/stream.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
 import { registryOf } from './stubs.ts';
@@ -857,7 +857,6 @@ export class HostedOptimizer extends DurableObject<Env> {
   async #createShards(args: CreateArgs, def: AnyDef, perObject: number, groupOf: readonly number[]): Promise<ShardsRecord> {
     const field = args.params ? 'params' : 'shapes';
     const refuse = (path: Array<string | number>, why: string) => validationProblem([fieldError(path, `${why} (params of ${layoutSize(args.layout)} elements need shards: one ${def.name} optimizer holds ${perObject} ${args.dtype} elements)`)]);
-    if (args.accumulate) throw refuse(['accumulate'], 'a sharded optimizer takes no accumulate setting yet');
     if (def.sparse === 'only') throw refuse(['optimizer'], `${def.name} steps sparse rows, which a sharded optimizer does not take yet`);
     const placement = planShards(args.layout, perObject, args.shards, def.perTensor === true, field);
     // Each shard keeps the groups its pieces are in (in the coordinator's order): groups[i] lists their coordinator indices.
@@ -1140,9 +1139,9 @@ export class HostedOptimizer extends DurableObject<Env> {
     const seq = meta.seq + 1;
     const common = { env: this.env, id: meta.id, record, layout, dtype: meta.dtype, size: meta.size, seq, grads, allowNonFinite: skipMode, loss: args.loss };
     const seen = args.idempotencyKey === undefined ? undefined : this.#store.idempotency(args.idempotencyKey);
-    const prepare = async (norms: boolean, send: boolean) => {
+    const prepare = async (norms: boolean, send: boolean, contribution?: { worker: number }) => {
       try {
-        return await prepareShards({ ...common, norms, send, hash: args.idempotencyKey !== undefined });
+        return await prepareShards({ ...common, norms, send, hash: args.idempotencyKey !== undefined || contribution !== undefined, contribution });
       } catch (e) {
         if (e instanceof ShardedUnsupported) notSharded(loaded, e.message);
         throw e;
@@ -1163,7 +1162,60 @@ export class HostedOptimizer extends DurableObject<Env> {
     const lr = learningRate(fixedLr(hp), meta.schedule, meta.step, meta.plateau);
     if (!Number.isFinite(lr)) throw scheduleOverflow(meta.step, lr);
     const clipNorm = hp.clip_grad_norm as number | undefined;
-    const prepared = await prepare(clipNorm !== undefined, true);
+    // Many workers, one optimizer (./accumulate.ts): each contribution's slices are stored by the
+    // shards, its row held here; the last one of a set has every shard reduce the set as prepared step
+    // `seq`, and the step goes on from there.
+    let completed: Completed | undefined;
+    let set: ShardReduce | undefined;
+    let prepared: Prepared;
+    if (meta.accumulate) {
+      const spec = meta.accumulate;
+      const worker = args.worker!;
+      const held = this.#contributions.workers();
+      // A worker's contribution already held is only compared (a replay or a 409), never sent again.
+      prepared = await prepare(false, !held.includes(worker), { worker });
+      if (args.idempotencyKey === undefined) {
+        // The same contribution again after the step it joined was skipped: that step's answer.
+        const seen = this.#store.idempotency(skippedKey(worker, prepared.fingerprint));
+        if (seen && seen.seq === meta.seq && seen.step === meta.step) {
+          return { etag: etagOf(meta), value: { step: seen.step, lr: seen.lr, replayed: true, skipped: true, ...(seen.grad_norm === null ? {} : { gradNorm: seen.grad_norm }), params: null, timings } };
+        }
+      }
+      const accumulated = this.#contributions.contribute({
+        spec,
+        worker,
+        step: meta.step,
+        grads: new Float32Array(0), // the coordinator holds rows only: the shards hold the gradients
+        frozen: prepared.frozen,
+        fingerprint: prepared.fingerprint,
+        loss: args.loss,
+        idempotencyKey: args.idempotencyKey,
+        skipNonFinite: skipMode,
+        scan: () => -1,
+      });
+      if ('pending' in accumulated) {
+        lap('storage');
+        return { etag: etagOf(meta), value: { step: meta.step, lr: 0, replayed: accumulated.pending.replayed, params: null, timings, pending: accumulated.pending } };
+      }
+      completed = accumulated.completed;
+      args = { ...args, loss: completed.loss };
+      set = { workers: [...held, worker].sort((a, b) => a - b), contributions: spec.contributions, reduce: spec.reduce };
+      let bad;
+      try {
+        bad = await reduceShards(this.env, meta.id, record, seq, set);
+        if (bad && !skipMode) {
+          throw new ProblemError(422, 'non-finite-result', `the ${spec.reduce} of the ${spec.contributions} contributions is ${bad.value} at element ${bad.index} (it overflows); nothing was changed (or PATCH hyperparams.nonfinite to "skip" to skip such steps)`, [
+            fieldError(['grads', bad.index], 'overflows in the reduced gradient'),
+          ]);
+        }
+        // clip_grad_norm_ of the reduced gradient, which only the shards hold: folded shard by shard.
+        const norms = clipNorm !== undefined && !bad ? await foldShardNorms(this.env, meta.id, record, layout, meta.dtype, seq) : null;
+        prepared = { nonFinite: bad ? bad.index : -1, norms, frozen: prepared.frozen, fingerprint: prepared.fingerprint };
+      } catch (e) {
+        await abortShards(this.env, meta.id, record, seq);
+        throw e;
+      }
+    } else prepared = await prepare(clipNorm !== undefined, true);
     const print = prepared.fingerprint;
     lap('decode');
     const keyRow = (row: Omit<IdempotencyRow, 'fingerprint'>) => {
@@ -1171,13 +1223,14 @@ export class HostedOptimizer extends DurableObject<Env> {
     };
     // As the unsharded step's skippedAnswer: counted, in the history, its key remembered; no state changed.
     const skipped = async (gradNorm?: number) => {
-      await abortShards(this.env, meta.id, record, seq);
+      await abortShards(this.env, meta.id, record, seq, completed !== undefined);
       const next: StoredMeta = { ...meta, skippedSteps: (meta.skippedSteps ?? 0) + 1 };
       const controls = { grad_norm: gradNorm ?? null, skipped: 1 };
       this.#store.transaction(() => {
         this.#store.writeMeta(next);
         this.#store.addHistory({ step: meta.step, lr, loss: args.loss ?? null, at: new Date().toISOString(), ...controls }, HISTORY_KEPT);
         keyRow({ seq: meta.seq, step: meta.step, lr, ...controls });
+        completed?.settle({ seq: meta.seq, step: meta.step, lr, ...controls }, this.#remember, this.#known);
       });
       loaded.meta = next;
       lap('storage');
@@ -1195,6 +1248,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       coef: gradNorm === undefined ? null : clipCoefficient(meta.dtype, gradNorm, clipNorm!),
       clipValue: (hp.clip_grad_value as number | undefined) ?? null,
       ...(frozen.length > 0 ? { frozen } : {}),
+      ...(set ? { accumulate: set } : {}),
     };
     let tried;
     try {
@@ -1229,6 +1283,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       this.#store.writeMeta(next);
       this.#store.addHistory({ step: next.step, lr, loss: args.loss ?? null, at, grad_norm: controls.grad_norm, skipped: null }, HISTORY_KEPT);
       keyRow({ seq, step: next.step, lr, ...controls });
+      completed?.settle({ seq, step: next.step, lr, ...controls }, this.#remember, this.#known);
     });
     loaded.meta = next;
     SHARD_FAULTS.afterDecision?.();
@@ -1436,6 +1491,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       this.#store.writeMeta(next);
       this.#store.writeGroups(groups);
       this.#store.forgetKeys();
+      this.#contributions.drop(); // contributions to the replaced state's pending step
     });
     loaded.meta = next;
     loaded.groups = groups;
@@ -1530,8 +1586,9 @@ export class HostedOptimizer extends DurableObject<Env> {
         if (!dry) {
           this.#dropDryRun();
           const frozen = a.frozen ?? loaded.tensors.map(() => false);
-          // A shard whose pieces are all frozen this step was sent no gradient.
-          if (!frozen.every(Boolean) && this.#prepared !== a.seq && !this.#store.readPrepared(a.seq, loaded.grads)) throw new Error(`shard: step ${a.seq} was not prepared`);
+          // A shard whose pieces are all frozen this step was sent no gradient; a set of contributions is reduced again.
+          if (this.#prepared !== a.seq && a.accumulate) this.#contributions.reduceShard(loaded.grads, a.accumulate, a.accumulate.workers);
+          else if (!frozen.every(Boolean) && this.#prepared !== a.seq && !this.#store.readPrepared(a.seq, loaded.grads)) throw new Error(`shard: step ${a.seq} was not prepared`);
           const { grads } = loaded;
           // clip_grad_norm_'s multiplication and clip_grad_value_'s clamp, elementwise as src/optim/clip.ts does them.
           if (a.coef !== null) for (let i = 0; i < grads.length; i++) grads[i] = grads[i]! * a.coef;
@@ -1583,6 +1640,7 @@ export class HostedOptimizer extends DurableObject<Env> {
             next.cursor = this.#store.appendStep(next, arrays, new Uint8Array(loaded.grads.buffer, loaded.grads.byteOffset, loaded.grads.byteLength), entry, dry.whole);
             this.#store.writeMeta(next);
             this.#store.dropPrepared();
+            if (a.accumulate) this.#contributions.drop();
           });
         } catch (e) {
           this.#dryRun = null;
@@ -1598,9 +1656,58 @@ export class HostedOptimizer extends DurableObject<Env> {
     );
   }
 
-  /** Drops prepared step `seq` (and its in-memory application): the coordinator decided against it. */
-  shardAbort(tokenHash: string | null, seq: number): Promise<Outcome<null>> {
+  /**
+   * A shard: stores its slice of worker `worker`'s contribution to an accumulated step (part of a
+   * coordinator's prepare, ./shards.ts), not applied; the coordinator holds the contribution's row.
+   */
+  shardContribute(tokenHash: string | null, a: { worker: number; attempt: string; parts: Array<{ at: number; grads: Uint8Array }> }): Promise<Outcome<null>> {
     return this.#locked(tokenHash, (loaded) => {
+      const item = loaded.grads.BYTES_PER_ELEMENT;
+      for (const part of a.parts) {
+        if (!Number.isSafeInteger(part.at) || part.at < 0 || (part.at + part.grads.byteLength / item) > loaded.grads.length) throw new Error(`shard of ${loaded.grads.length} elements was sent ${part.grads.byteLength} bytes at ${part.at}`);
+      }
+      this.#store.transaction(() => {
+        for (const part of a.parts) this.#contributions.writeShardPart(a.worker, a.attempt, part.at * item, part.grads);
+      });
+      return null;
+    });
+  }
+
+  /**
+   * A shard: a complete set's contributions reduced into the gradient buffer as prepared step `seq`
+   * (as an unsharded optimizer reduces them). Answers the first non-finite element of the result.
+   */
+  shardReduce(tokenHash: string | null, a: { seq: number } & ShardReduce): Promise<Outcome<{ nonFinite: number; value: number }>> {
+    return this.#locked(
+      tokenHash,
+      (loaded) => {
+        if (loaded.meta.seq !== a.seq - 1) throw new Error(`shard at seq ${loaded.meta.seq} cannot reduce step ${a.seq}`);
+        this.#contributions.reduceShard(loaded.grads, a, a.workers);
+        this.#prepared = a.seq;
+        this.#attempt = null;
+        const bad = this.#scan(loaded.grads);
+        return { nonFinite: bad, value: bad < 0 ? 0 : loaded.grads[bad]! };
+      },
+      'prepare',
+    );
+  }
+
+  /** A shard: its part of foldShardNorms (./shards.ts) over prepared step `seq`'s gradient. */
+  shardNorms(tokenHash: string | null, a: { seq: number; dtype: Dtype; carry: NormFold | null; pieces: Array<{ from: number; to: number; size: number }> }): Promise<Outcome<{ norms: Array<number | null>; carry: NormFold | null }>> {
+    return this.#locked(
+      tokenHash,
+      (loaded) => {
+        if (this.#prepared !== a.seq) throw new Error(`shard: step ${a.seq} is not prepared in memory`);
+        return foldPieces(a.dtype, loaded.grads, a.pieces, a.carry);
+      },
+      'prepare',
+    );
+  }
+
+  /** Drops prepared step `seq` (and its in-memory application): the coordinator decided against it; with `contributions`, the contributions held too. */
+  shardAbort(tokenHash: string | null, seq: number, contributions = false): Promise<Outcome<null>> {
+    return this.#locked(tokenHash, (loaded) => {
+      if (contributions) this.#store.transaction(() => this.#contributions.drop());
       if (loaded.meta.seq < seq) this.#store.dropPrepared();
       if (seq === Infinity) this.#store.dropStaged(); // a restore decided against
       this.#prepared = null;
@@ -2053,7 +2160,8 @@ export class HostedOptimizer extends DurableObject<Env> {
       }
       if (meta.shards) {
         await this.#settleShards(loaded);
-        if (args.accumulate) notSharded(loaded, 'accumulate');
+        const accumulate = patchedAccumulate(meta.accumulate, args.accumulate, this.#contributions.workers());
+        checkAccumulates(loaded.def, accumulate, ['accumulate']);
         const record = meta.shards;
         // Each step sends the shards its hyperparameters; other groups, or other slots kept, are a
         // decision every shard then applies to its pieces as an unsharded PATCH does (#settleShards).
@@ -2064,6 +2172,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         const { groups: _present, ...shards } = record;
         const next: StoredMeta = {
           ...kept,
+          accumulate,
           hyperparams,
           schedule,
           plateau,

@@ -71,6 +71,8 @@ export interface ShardDecision {
   clipValue: number | null;
   /** Tensors (layout order) whose gradient is None this step (torch skips them); absent: none. */
   frozen?: number[];
+  /** The step's gradient is this complete set of contributions, reduced by each shard (a restarted shard reduces it again). */
+  accumulate?: ShardReduce;
 }
 
 /** What shard `i` applies: the decision with its own groups, and which of its pieces are frozen. */
@@ -260,6 +262,8 @@ export async function prepareShards(args: {
   send: boolean;
   /** Whether to compute the fingerprint (only a step with an Idempotency-Key needs one; else it is ''). */
   hash: boolean;
+  /** A contribution to an accumulated step (./accumulate.ts): each shard stores the slice as worker `worker`'s, for a later reduce. */
+  contribution?: { worker: number } | undefined;
 }): Promise<Prepared> {
   const { env, id, record, layout, dtype, size, seq, grads } = args;
   const tensors = leaves(layout);
@@ -271,9 +275,12 @@ export async function prepareShards(args: {
   let frozen: boolean[] = grads.kind === 'values' ? [...grads.frozen] : tensors.map(() => false);
   // Parts of this attempt replace whatever a failed attempt at the same step left on a shard.
   const attempt = newShardSecret().slice(0, 32);
-  const parts = new PartGatherer(record.placement.length, (i, gathered) =>
-    value(shardStub(env, id, i).shardPrepare(record.secret, { seq, attempt, parts: gathered.map((p) => ({ at: p.at / item, grads: p.bytes })) })),
-  );
+  const contribution = args.contribution;
+  const parts = new PartGatherer(record.placement.length, (i, gathered) => {
+    const slices = gathered.map((p) => ({ at: p.at / item, grads: p.bytes }));
+    const stub = shardStub(env, id, i);
+    return value(contribution ? stub.shardContribute(record.secret, { worker: contribution.worker, attempt, parts: slices }) : stub.shardPrepare(record.secret, { seq, attempt, parts: slices }));
+  });
   const hashPiece = async (t: number, last: boolean, bytes: Uint8Array) => {
     if (!hashes[t]) {
       const stream = new crypto.DigestStream('SHA-256');
@@ -364,7 +371,8 @@ export async function prepareShards(args: {
     await parts.flush();
   } catch (e) {
     await parts.settle();
-    if (args.send) await abortShards(env, id, record, seq);
+    // (A contribution's parts need no abort: they count only once the coordinator holds its row, and the worker's next attempt replaces them.)
+    if (args.send && !contribution) await abortShards(env, id, record, seq);
     throw e;
   } finally {
     await reader?.cancel();
@@ -382,9 +390,74 @@ export async function prepareShards(args: {
 /** What a sharded optimizer does not take yet (the coordinator answers 501). */
 export class ShardedUnsupported extends Error {}
 
-/** Every shard drops prepared step `seq` (best effort: a shard that misses it drops it at its next prepare). */
-export async function abortShards(env: Env, id: string, record: ShardsRecord, seq: number): Promise<void> {
-  await Promise.allSettled(record.placement.map((_, i) => shardStub(env, id, i).shardAbort(record.secret, seq)));
+/**
+ * Every shard drops prepared step `seq` (best effort: a shard that misses it drops it at its next
+ * prepare), and with `contributions` the contributions it holds (a set consumed by a skipped step;
+ * one missed is replaced by each worker's next contribution).
+ */
+export async function abortShards(env: Env, id: string, record: ShardsRecord, seq: number, contributions = false): Promise<void> {
+  await Promise.allSettled(record.placement.map((_, i) => shardStub(env, id, i).shardAbort(record.secret, seq, contributions)));
+}
+
+/** A complete set of contributions (./accumulate.ts): which workers', reduced how. */
+export interface ShardReduce {
+  workers: number[];
+  contributions: number;
+  reduce: 'mean' | 'sum';
+}
+
+/**
+ * Every shard reduces its slices of the contributions of a complete set into its gradient buffer
+ * (prepared step `seq`). Returns the first non-finite element of the reduced gradient (global
+ * index and value), or null.
+ */
+export async function reduceShards(env: Env, id: string, record: ShardsRecord, seq: number, set: ShardReduce): Promise<{ index: number; value: number } | null> {
+  const answers = await Promise.all(record.placement.map((_, i) => value(shardStub(env, id, i).shardReduce(record.secret, { seq, ...set }))));
+  const bad = answers.findIndex((a) => a.nonFinite >= 0);
+  return bad < 0 ? null : { index: record.placement[bad]!.start + answers[bad]!.nonFinite, value: answers[bad]!.value };
+}
+
+/**
+ * Per-tensor 2-norms (layout order) of the gradient the shards hold for prepared step `seq`, each
+ * folded in torch's reduction order across the shards holding its pieces: shard by shard, a
+ * tensor cut between two continuing from the fold the first one left (clip_grad_norm_ of a reduced
+ * gradient, which only the shards hold).
+ */
+export async function foldShardNorms(env: Env, id: string, record: ShardsRecord, layout: TensorLayout, dtype: Dtype, seq: number): Promise<number[]> {
+  const tensors = leaves(layout);
+  const norms = tensors.map(() => 0);
+  let carry: NormFold | null = null;
+  for (const [i, shard] of record.placement.entries()) {
+    const answer: { norms: Array<number | null>; carry: NormFold | null } = await value(
+      shardStub(env, id, i).shardNorms(record.secret, { seq, dtype, carry, pieces: shard.pieces.map((p) => ({ from: p.from, to: p.to, size: tensors[p.tensor]!.size })) }),
+    );
+    shard.pieces.forEach((p, k) => {
+      const n = answer.norms[k];
+      if (n !== null && n !== undefined) norms[p.tensor] = n;
+    });
+    carry = answer.carry;
+  }
+  return norms;
+}
+
+/**
+ * A shard's part of foldShardNorms: its pieces' folds in order, the first continuing `carry` when
+ * it continues a tensor; the norm of each piece that ends its tensor (null otherwise), and the fold
+ * its last piece leaves when that tensor goes on in the next shard.
+ */
+export function foldPieces(dtype: Dtype, grads: FloatArray, pieces: ReadonlyArray<{ from: number; to: number; size: number }>, carry: NormFold | null): { norms: Array<number | null>; carry: NormFold | null } {
+  let at = 0;
+  let fold: NormFold | null = null;
+  const norms = pieces.map((p, k) => {
+    const n = p.to - p.from;
+    if (k === 0 && p.from > 0 && !carry) throw new Error('shard: a piece continuing a tensor needs the fold of its start');
+    const start = k === 0 && p.from > 0 ? carry! : normFoldStart(dtype);
+    fold = n === 0 ? start : normFoldPiece(dtype, start, grads.subarray(at, at + n), p.from, p.size);
+    at += n;
+    return p.to === p.size ? (p.size === 0 ? 0 : normFoldEnd(dtype, fold, p.size)) : null;
+  });
+  const last = pieces[pieces.length - 1];
+  return { norms, carry: last && norms[norms.length - 1] === null ? fold : null };
 }
 
 /**

@@ -88,7 +88,7 @@ describe('clients/python: the adam_api package', () => {
     expect(unexpected, describeRun(r)).toEqual([]);
     for (const s of v.skips) console.warn(`[e2e] python: ${s.test} skipped: ${s.reason}`);
     // The side-by-side trainings ran (they are what this is for).
-    for (const name of ['test_adam_with_a_linear_warmup_and_cosine_equals_torch_sequential_lr', 'test_adamw_with_warmup_cosine_equals_torch_lambda_lr', 'test_resume_from_a_local_checkpoint_and_back', 'test_every_optimizer_with_torch_keywords_and_its_state_dict', 'test_sparse_embedding_gradients_equal_torch', 'test_worker_processes_accumulating_equal_one_process_with_the_averaged_gradients', 'test_a_sharded_optimizer_equals_torch_adamw_with_clipping']) {
+    for (const name of ['test_adam_with_a_linear_warmup_and_cosine_equals_torch_sequential_lr', 'test_adamw_with_warmup_cosine_equals_torch_lambda_lr', 'test_resume_from_a_local_checkpoint_and_back', 'test_every_optimizer_with_torch_keywords_and_its_state_dict', 'test_sparse_embedding_gradients_equal_torch', 'test_worker_processes_accumulating_equal_one_process_with_the_averaged_gradients', 'test_a_sharded_optimizer_equals_torch_adamw_with_clipping', 'test_worker_processes_feeding_a_sharded_optimizer_equal_one_process']) {
       expect(r.stderr, describeRun(r)).toMatch(new RegExp(`^${name} \\(test_torch\\.HostedOptimizerTest[^\\n]*\\.\\.\\. ok$`, 'm'));
     }
   });

@@ -478,6 +478,13 @@ class HostedOptimizerTest(unittest.TestCase):
     # -- many workers, one optimizer ------------------------------------------------------------
 
     def test_worker_processes_accumulating_equal_one_process_with_the_averaged_gradients(self):
+        self.workers_accumulating()
+
+    def test_worker_processes_feeding_a_sharded_optimizer_equal_one_process(self):
+        # The same over 3 Durable Objects: each contribution's slices are held by the shards.
+        self.workers_accumulating(objects=3)
+
+    def workers_accumulating(self, objects=None):
         # 3 worker processes (multiprocessing, spawn) each attach with worker=i and train one model:
         # every step is one hosted Adam step with the mean of their gradients. The same training in this
         # process with torch.optim.Adam and the gradients averaged as the service documents it,
@@ -486,7 +493,9 @@ class HostedOptimizerTest(unittest.TestCase):
 
         workers, steps = 3, 4
         hosted_model = mlp(30)
-        hosted = self.hosted(hosted_model.named_parameters(), optimizer="adam", lr=0.01, weight_decay=0.01, accumulate=workers)
+        hosted = self.hosted(hosted_model.named_parameters(), optimizer="adam", lr=0.01, weight_decay=0.01, accumulate=workers, **({"shards": objects} if objects else {}))
+        if objects:
+            self.assertEqual(hosted.remote.info()["shards"], objects)
         ctx = multiprocessing.get_context("spawn")
         results = ctx.Queue()
         procs = [ctx.Process(target=accumulate_worker, args=(BASE_URL, hosted.id, hosted.token, w, workers, steps, results)) for w in range(workers)]
