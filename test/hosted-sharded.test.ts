@@ -382,10 +382,15 @@ describe('creation, uploads, limits and deletion', () => {
     expect(await everything(opt)).toEqual(before);
   });
 
-  it('what sharding does not do yet: 422 at create (SparseAdam), 501 after (sparse rows)', async () => {
+  it('what sharding does not do yet: 422 at create (SparseAdam), 501 after (sparse rows in a safetensors file)', async () => {
     expectProblem(await parse(await call('POST', '/v1/optimizers', { optimizer: 'sparse_adam', params: { e: [[1, 2], [3, 4]] }, shards: 2 })), 422, 'optimizer');
     const opt = await sgdOver3();
-    expectProblem(await opCall('POST', opt, '/step', { grads: { w: { indices: [1], values: [[1, 1]] }, b: [1, 1, 1] } }), 501);
+    const file = writeSafetensors([
+      { name: 'grads.indices/w', dtype: 'I32' as never, shape: [1], data: new Uint8Array(Int32Array.of(1).buffer) },
+      { name: 'grads.values/w', dtype: 'F32', shape: [1, 2], data: bytesOf('float32', [1, 1]) },
+      { name: 'b', dtype: 'F32', shape: [3], data: bytesOf('float32', [1, 1, 1]) },
+    ]);
+    expectProblem(await callBytes('POST', `/v1/optimizers/${opt.id}/step`, file, authed(opt.token, { 'content-type': 'application/vnd.safetensors' })), 501);
     expect((await opCall('GET', opt, '')).body.step).toBe(0);
   });
 

@@ -415,6 +415,8 @@ export class HostedOptimizer extends DurableObject<Env> {
   #prepared: number | null = null;
   /** The attempt (a random id per prepare phase) whose parts this shard last received. */
   #attempt: string | null = null;
+  /** A shard: the sparse gradients (encoded, by piece) of the prepared step, valid while `#prepared` is its seq. */
+  #preparedRows = new Map<number, Uint8Array>();
   #dryRun: { seq: number; scalarsBefore: Record<string, number>; whole: boolean } | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -1123,12 +1125,18 @@ export class HostedOptimizer extends DurableObject<Env> {
     const input = args.grads;
     let grads: GradientSlices;
     if (input.format === 'json') {
-      if (splitJsonRows(def, input.flat, layout, meta.dtype, 'grads').rows.some((r) => r !== null)) notSharded(loaded, 'A sparse (rows) gradient');
       const frozen = frozenOf(input.frozen ?? [], layout, 'grads');
-      const sent = alignTo(input.flat, withoutTensors(layout, frozen), ['grads'], meta.dtype);
-      // A frozen tensor's part is zeros, never sent to a shard.
-      const values = frozen.some(Boolean) ? spreadTensors(sent, loaded.tensors, frozen, new (meta.dtype === 'float32' ? Float32Array : Float64Array)(meta.size)) : sent;
-      grads = { kind: 'values', values, frozen };
+      // A tensor given as {indices, values} is sparse: its rows aside, the rest is dense.
+      const { dense, rows } = splitJsonRows(def, input.flat, layout, meta.dtype, 'grads');
+      const skip = frozen.map((f, t) => f || rows[t] !== null);
+      const sent = alignTo(dense, withoutTensors(layout, skip), ['grads'], meta.dtype);
+      // A frozen or sparse tensor's part is zeros, never sent to a shard.
+      const values = skip.some(Boolean) ? spreadTensors(sent, loaded.tensors, skip, new (meta.dtype === 'float32' ? Float32Array : Float64Array)(meta.size)) : sent;
+      grads = { kind: 'values', values, frozen, rows };
+      if (meta.accumulate) {
+        const t = rows.findIndex((r) => r !== null);
+        if (t >= 0) throw validationProblem([fieldError(['grads', ...leaves(layout)[t]!.path], 'is sparse (rows): a contribution to an accumulated step carries a dense gradient of every tensor')]);
+      }
     } else if (input.format === 'raw') {
       const src = input.dtype ?? wireDtypeOf(meta.dtype);
       checkFits(src, meta.dtype, ['Content-Type']);
@@ -1162,6 +1170,11 @@ export class HostedOptimizer extends DurableObject<Env> {
     const lr = learningRate(fixedLr(hp), meta.schedule, meta.step, meta.plateau);
     if (!Number.isFinite(lr)) throw scheduleOverflow(meta.step, lr);
     const clipNorm = hp.clip_grad_norm as number | undefined;
+    if (grads.kind === 'values' && grads.rows?.some((r) => r !== null)) {
+      // What torch refuses with sparse gradients, as unsharded, before anything is sent.
+      const { rows, frozen } = grads;
+      checkRows({ def, format: 'json', rows, frozen, names: loaded.names, paths: leaves(layout).map((l) => l.path), shapes: loaded.tensors.map((t) => t.shape), groupHp: stepGroupHp(loaded, lr), groupOf: loaded.groupOf, hp });
+    }
     // Many workers, one optimizer (./accumulate.ts): each contribution's slices are stored by the
     // shards, its row held here; the last one of a set has every shard reduce the set as prepared step
     // `seq`, and the step goes on from there.
@@ -1210,7 +1223,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         }
         // clip_grad_norm_ of the reduced gradient, which only the shards hold: folded shard by shard.
         const norms = clipNorm !== undefined && !bad ? await foldShardNorms(this.env, meta.id, record, layout, meta.dtype, seq) : null;
-        prepared = { nonFinite: bad ? bad.index : -1, norms, frozen: prepared.frozen, fingerprint: prepared.fingerprint };
+        prepared = { ...prepared, nonFinite: bad ? bad.index : -1, norms };
       } catch (e) {
         await abortShards(this.env, meta.id, record, seq);
         throw e;
@@ -1248,6 +1261,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       coef: gradNorm === undefined ? null : clipCoefficient(meta.dtype, gradNorm, clipNorm!),
       clipValue: (hp.clip_grad_value as number | undefined) ?? null,
       ...(frozen.length > 0 ? { frozen } : {}),
+      ...(prepared.sparse.some(Boolean) ? { sparse: prepared.sparse.flatMap((x, t) => (x && !prepared.frozen[t] ? [t] : [])) } : {}),
       ...(set ? { accumulate: set } : {}),
     };
     let tried;
@@ -1541,7 +1555,10 @@ export class HostedOptimizer extends DurableObject<Env> {
    * optimizer's dtype, layout order, checked by the coordinator), kept in memory and stored durably,
    * not applied. Answers `applied` when this shard already took step `seq`.
    */
-  shardPrepare(tokenHash: string | null, a: { seq: number; attempt: string; parts: Array<{ at: number; grads: Uint8Array }> }): Promise<Outcome<{ applied: boolean }>> {
+  shardPrepare(
+    tokenHash: string | null,
+    a: { seq: number; attempt: string; parts: Array<{ at: number; grads: Uint8Array }>; rows?: Array<{ piece: number; blob: Uint8Array }> },
+  ): Promise<Outcome<{ applied: boolean }>> {
     return this.#locked(
       tokenHash,
       (loaded) => {
@@ -1553,13 +1570,17 @@ export class HostedOptimizer extends DurableObject<Env> {
           if (!Number.isSafeInteger(at) || at < 0 || at + part.grads.byteLength > bytes.byteLength) throw new Error(`shard of ${bytes.byteLength} gradient bytes was sent ${part.grads.byteLength} at ${at}`);
         }
         // The buffer holds the whole prepared slice only if every part of this attempt came since this object started.
+        for (const r of a.rows ?? []) if (!Number.isInteger(r.piece) || r.piece < 0 || r.piece >= loaded.tensors.length) throw new Error(`shard of ${loaded.tensors.length} pieces was sent rows of piece ${r.piece}`);
         if (this.#attempt !== a.attempt) {
           this.#prepared = this.#store.preparedAttempt(a.seq) === a.attempt ? null : a.seq;
           this.#attempt = a.attempt;
+          this.#preparedRows = new Map();
         }
         this.#store.transaction(() => {
           for (const part of a.parts) this.#store.writePreparedPart(a.seq, a.attempt, part.at * loaded.grads.BYTES_PER_ELEMENT, part.grads);
+          for (const r of a.rows ?? []) this.#store.writePreparedRows(a.seq, a.attempt, r.piece, r.blob);
         });
+        for (const r of a.rows ?? []) this.#preparedRows.set(r.piece, r.blob);
         for (const part of a.parts) bytes.set(part.grads, part.at * loaded.grads.BYTES_PER_ELEMENT);
         return { applied: false };
       },
@@ -1586,9 +1607,20 @@ export class HostedOptimizer extends DurableObject<Env> {
         if (!dry) {
           this.#dropDryRun();
           const frozen = a.frozen ?? loaded.tensors.map(() => false);
-          // A shard whose pieces are all frozen this step was sent no gradient; a set of contributions is reduced again.
-          if (this.#prepared !== a.seq && a.accumulate) this.#contributions.reduceShard(loaded.grads, a.accumulate, a.accumulate.workers);
-          else if (!frozen.every(Boolean) && this.#prepared !== a.seq && !this.#store.readPrepared(a.seq, loaded.grads)) throw new Error(`shard: step ${a.seq} was not prepared`);
+          const withRows = a.sparse ?? loaded.tensors.map(() => false);
+          let blobs = this.#preparedRows;
+          if (this.#prepared !== a.seq) {
+            // Restarted since the prepare (or never sent it): a set of contributions is reduced again, a
+            // prepared slice read back (a frozen or sparse piece has no dense part; a shard of only such was sent none).
+            if (a.accumulate) this.#contributions.reduceShard(loaded.grads, a.accumulate, a.accumulate.workers);
+            else {
+              const want = loaded.tensors.reduce((n, t, k) => n + (frozen[k] || withRows[k] ? 0 : t.size), 0) * loaded.grads.BYTES_PER_ELEMENT;
+              const read = this.#store.readPrepared(a.seq, loaded.grads);
+              if (read !== want && !(read < 0 && want === 0 && !withRows.some((w, k) => w && !frozen[k]))) throw new Error(`shard: step ${a.seq} was not prepared (${read} of ${want} bytes)`);
+              blobs = this.#store.readPreparedRows(a.seq);
+            }
+          }
+          const sparse = loaded.tensors.map((t, k) => (withRows[k] && !frozen[k] ? decodeRows(blobs.get(k), meta.dtype, t.shape) : null));
           const { grads } = loaded;
           // clip_grad_norm_'s multiplication and clip_grad_value_'s clamp, elementwise as src/optim/clip.ts does them.
           if (a.coef !== null) for (let i = 0; i < grads.length; i++) grads[i] = grads[i]! * a.coef;
@@ -1605,7 +1637,7 @@ export class HostedOptimizer extends DurableObject<Env> {
             params: loaded.params,
             grads,
             frozen,
-            sparse: loaded.tensors.map(() => null),
+            sparse,
             state,
             nonfinite: 'error',
             allocate: (name) => roomFor(loaded, name),
@@ -1620,7 +1652,7 @@ export class HostedOptimizer extends DurableObject<Env> {
           const arrays = arraysOf(loaded, state);
           for (const [name, x] of Object.entries(arrays.slots)) loaded.room[name] = x;
           // Stored whole (not journalled) as the unsharded step decides: a replay steps every piece from the top-level counters.
-          const whole = slotShape(state) !== shapeBefore || countersBefore > 0 || frozen.some(Boolean) || def.perTensor === true;
+          const whole = slotShape(state) !== shapeBefore || countersBefore > 0 || frozen.some(Boolean) || sparse.some((r) => r !== null) || def.perTensor === true;
           dry = this.#dryRun = { seq: a.seq, scalarsBefore, whole };
         }
         if (!a.persist) return { applied: false, nonFinite: -1, step: state.step, scalars: { ...state.scalars } };
@@ -2523,6 +2555,16 @@ function frozenOf(paths: readonly string[][], layout: TensorLayout, root: string
 }
 
 /** The layout without the tensors marked (an object left without tensors stays, empty). */
+/** A piece's sparse gradient as a shard stores it (./shards.ts encodeRows). */
+function decodeRows(blob: Uint8Array | undefined, dtype: Dtype, shape: readonly number[]): SparseRows {
+  if (!blob) throw new Error('shard: a sparse piece was sent no rows');
+  const rowSize = shape.slice(1).reduce((a, b) => a * b, 1);
+  const values = dtype === 'float32' ? Float32Array : Float64Array;
+  const view = new DataView(blob.buffer, blob.byteOffset, 12);
+  const k = view.getInt32(0, true);
+  return { rows: new Int32Array(blob.slice(12, 12 + 4 * k).buffer), values: new values(blob.slice(12 + 4 * k).buffer), rowSize, whole: { rows: view.getInt32(4, true), unique: view.getInt32(8, true) } };
+}
+
 /** `sent` (the tensors not skipped, one after another) spread to their places in `target`; returns `target`. */
 function spreadTensors(sent: FloatArray, tensors: readonly TensorSpan[], skip: readonly boolean[], target: FloatArray): FloatArray {
   let at = 0;

@@ -12,7 +12,8 @@
 // A decision some shard has not confirmed is completed by the coordinator's next call.
 
 import type { Dtype, FloatArray, Hyperparams } from '../optim/optimizer.ts';
-import { normFoldEnd, normFoldPiece, normFoldStart, type NormFold } from '../optim/clip.ts';
+import { norm2, normFoldEnd, normFoldPiece, normFoldStart, type NormFold } from '../optim/clip.ts';
+import { coalesce, type SparseRows } from '../optim/sparse.ts';
 import { place, PlacementError, type PlacedTensor } from '../tensors/placement.ts';
 import { layoutOfNamed, namedLeaves } from '../tensors/names.ts';
 import { leaves, pathOfIndex, type TensorLayout } from '../tensors/tree.ts';
@@ -71,12 +72,14 @@ export interface ShardDecision {
   clipValue: number | null;
   /** Tensors (layout order) whose gradient is None this step (torch skips them); absent: none. */
   frozen?: number[];
+  /** Tensors (layout order) whose gradient is sparse rows this step: each shard steps its pieces of them by its rows; absent: none. */
+  sparse?: number[];
   /** The step's gradient is this complete set of contributions, reduced by each shard (a restarted shard reduces it again). */
   accumulate?: ShardReduce;
 }
 
 /** What shard `i` applies: the decision with its own groups, and which of its pieces are frozen. */
-export type ShardStepArgs = Omit<ShardDecision, 'frozen'> & { frozen?: boolean[] };
+export type ShardStepArgs = Omit<ShardDecision, 'frozen' | 'sparse'> & { frozen?: boolean[]; sparse?: boolean[] };
 
 type Stub = DurableObjectStub<HostedOptimizer>;
 
@@ -128,9 +131,10 @@ export function shardGroups(placement: ShardsRecord['placement'], i: number, pre
 /** Shard `i`'s share of a decision: the top-level set and the groups its pieces are in, in its own group order; its frozen pieces. */
 function forShard(record: ShardsRecord, i: number, d: ShardDecision): ShardStepArgs {
   const present = record.groups?.[i];
-  const { frozen, ...rest } = d;
-  const pieces = frozen && frozen.length > 0 ? { frozen: record.placement[i]!.pieces.map((p) => frozen.includes(p.tensor)) } : {};
-  return { ...rest, groupHp: present ? [d.groupHp[0]!, ...present.map((g) => d.groupHp[g]!)] : [d.groupHp[0]!], ...pieces };
+  const { frozen, sparse, ...rest } = d;
+  const flags = (tensors: number[] | undefined) => (tensors && tensors.length > 0 ? record.placement[i]!.pieces.map((p) => tensors.includes(p.tensor)) : undefined);
+  const [f, s] = [flags(frozen), flags(sparse)];
+  return { ...rest, groupHp: present ? [d.groupHp[0]!, ...present.map((g) => d.groupHp[g]!)] : [d.groupHp[0]!], ...(f ? { frozen: f } : {}), ...(s ? { sparse: s } : {}) };
 }
 
 /** Shard `i`'s own layout: one tensor per piece, named by tensor index and first element (errors never show them). */
@@ -148,8 +152,8 @@ function pieceShape(tensor: { shape: readonly number[]; size: number }, p: Store
 
 /** The gradient as it comes: JSON values already in layout order, or a binary body read as it streams. */
 export type GradientSlices =
-  /** JSON: the layout's values, a frozen tensor's (null) part ignored. */
-  | { kind: 'values'; values: FloatArray; frozen: readonly boolean[] }
+  /** JSON: the layout's values, a frozen tensor's (null) part ignored, and so is the part of a tensor given as rows (`rows`). */
+  | { kind: 'values'; values: FloatArray; frozen: readonly boolean[]; rows?: ReadonlyArray<SparseRows | null> }
   | { kind: 'raw'; body: ByteSource; length: number | null; src: WireDtype; nonFiniteHint: string }
   | { kind: 'safetensors'; body: ByteSource; length: number | null; nonFiniteHint: string };
 
@@ -161,6 +165,8 @@ export interface Prepared {
   norms: number[] | null;
   /** Tensors whose gradient is None (a JSON null, a tensor left out of a file): torch skips them. */
   frozen: boolean[];
+  /** Tensors whose gradient is sparse rows (each shard was sent its pieces' rows). */
+  sparse: boolean[];
   /**
    * SHA-256 over the dtype, size, loss, the frozen tensors and each tensor's own SHA-256 in layout
    * order: the same whatever the format and the order a safetensors file holds the tensors in
@@ -314,13 +320,45 @@ export async function prepareShards(args: {
       if (lo < hi) await parts.add(i, (lo - shard.start) * item, bytes.slice((lo - a) * item, (hi - a) * item));
     }
   };
+  const sparse = tensors.map(() => false);
+  /**
+   * A tensor's sparse gradient: checked, its norm that of its coalesced values (torch.norm of a
+   * sparse gradient), hashed, and each piece's rows (rebased to the piece's first row) sent to its
+   * shard with the prepare's parts; a piece its rows miss is sent none, and steps on no rows.
+   */
+  const pushRows = async (t: number, g: SparseRows) => {
+    sparse[t] = true;
+    const bad = firstNonFiniteIn(g.values);
+    if (bad >= 0 && nonFinite < 0) {
+      if (!args.allowNonFinite) throw new WireError(422, ['grads', ...leaves(layout)[t]!.path, 'values'], `element ${bad} is ${g.values[bad]}: every value must be finite`);
+      nonFinite = tensors[t]!.offset + g.rows[Math.floor(bad / g.rowSize)]! * g.rowSize + (bad % g.rowSize);
+    }
+    if (norms) norms[t] = norm2(dtype, coalesce(dtype, g).values);
+    if (args.hash) {
+      await hashPiece(t, false, new Uint8Array(g.rows.buffer, g.rows.byteOffset, g.rows.byteLength));
+      await hashPiece(t, true, new Uint8Array(g.values.buffer, g.values.byteOffset, g.values.byteLength));
+    }
+    if (!args.send) return;
+    const whole = { rows: g.rows.length, unique: new Set(g.rows).size };
+    for (const [i, shard] of record.placement.entries()) {
+      for (const [k, p] of shard.pieces.entries()) {
+        if (p.tensor !== t) continue;
+        const [lo, hi] = [p.from / g.rowSize, p.to / g.rowSize];
+        const picked = [...g.rows.keys()].filter((j) => g.rows[j]! >= lo && g.rows[j]! < hi);
+        rowsFor[i]!.push({ piece: k, blob: encodeRows(picked.map((j) => g.rows[j]! - lo), picked.map((j) => g.values.subarray(j * g.rowSize, (j + 1) * g.rowSize)), whole, dtype) });
+      }
+    }
+  };
+  const rowsFor: Array<Array<{ piece: number; blob: Uint8Array }>> = record.placement.map(() => []);
   const alloc = (n: number) => (dtype === 'float32' ? new Float32Array(n) : new Float64Array(n));
   let reader: ByteReader | null = null;
   try {
     if (grads.kind === 'values') {
       for (let t = 0; t < tensors.length; t++) {
         const { offset, size: n } = tensors[t]!;
-        if (n > 0 && !frozen[t]) await push(t, 0, grads.values.subarray(offset, offset + n), (k) => ['grads', ...pathOfIndex(layout, offset + k)], '');
+        const rows = grads.rows?.[t];
+        if (rows && !frozen[t]) await pushRows(t, rows);
+        else if (n > 0 && !frozen[t]) await push(t, 0, grads.values.subarray(offset, offset + n), (k) => ['grads', ...pathOfIndex(layout, offset + k)], '');
       }
     } else if (grads.kind === 'raw') {
       const want = size * WIRE_DTYPES[grads.src].bytes;
@@ -369,6 +407,12 @@ export async function prepareShards(args: {
       await reader.expectEnd();
     }
     await parts.flush();
+    // Each shard's rows, one call per piece (a piece's rows are at most the step's rows budget).
+    await Promise.all(
+      rowsFor.map(async (list, i) => {
+        for (const r of list) await value(shardStub(env, id, i).shardPrepare(record.secret, { seq, attempt, parts: [], rows: [r] }));
+      }),
+    );
   } catch (e) {
     await parts.settle();
     // (A contribution's parts need no abort: they count only once the coordinator holds its row, and the worker's next attempt replaces them.)
@@ -377,14 +421,36 @@ export async function prepareShards(args: {
   } finally {
     await reader?.cancel();
   }
-  if (!args.hash) return { nonFinite, norms, frozen, fingerprint: '' };
+  if (!args.hash) return { nonFinite, norms, frozen, sparse, fingerprint: '' };
   // Tensors of no element (and frozen ones): norm 0 and the hash of nothing.
-  const head = new TextEncoder().encode(`${dtype}:${size}:${args.loss ?? ''}:${frozen.some(Boolean) ? `${JSON.stringify(rangesOf(frozen))}:` : ''}`);
+  const marks = `${frozen.some(Boolean) ? `${JSON.stringify(rangesOf(frozen))}:` : ''}${sparse.some(Boolean) ? `rows${JSON.stringify(rangesOf(sparse))}:` : ''}`;
+  const head = new TextEncoder().encode(`${dtype}:${size}:${args.loss ?? ''}:${marks}`);
   const digests = await Promise.all(tensors.map(async (_, t) => new Uint8Array(hashes[t] ? await hashes[t]!.digest : await crypto.subtle.digest('SHA-256', new Uint8Array(0)))));
   const all = new Uint8Array(head.length + 32 * digests.length);
   all.set(head);
   digests.forEach((d, t) => all.set(d, head.length + 32 * t));
-  return { nonFinite, norms, frozen, fingerprint: hex(await crypto.subtle.digest('SHA-256', all)) };
+  return { nonFinite, norms, frozen, sparse, fingerprint: hex(await crypto.subtle.digest('SHA-256', all)) };
+}
+
+/**
+ * A piece's sparse gradient as sent to its shard: its row count, the whole tensor's entry count as
+ * sent and coalesced (int32 each), its rows (int32), then the values in the optimizer's dtype.
+ */
+function encodeRows(rows: number[], values: FloatArray[], whole: { rows: number; unique: number }, dtype: Dtype): Uint8Array {
+  const item = dtype === 'float32' ? 4 : 8;
+  const count = values.reduce((n, v) => n + v.length, 0);
+  const blob = new Uint8Array(12 + 4 * rows.length + item * count);
+  const view = new DataView(blob.buffer);
+  view.setInt32(0, rows.length, true);
+  view.setInt32(4, whole.rows, true);
+  view.setInt32(8, whole.unique, true);
+  rows.forEach((r, j) => view.setInt32(12 + 4 * j, r, true));
+  let at = 12 + 4 * rows.length;
+  for (const v of values) {
+    blob.set(new Uint8Array(v.buffer, v.byteOffset, v.byteLength), at);
+    at += v.byteLength;
+  }
+  return blob;
 }
 
 /** What a sharded optimizer does not take yet (the coordinator answers 501). */

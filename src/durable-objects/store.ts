@@ -195,6 +195,8 @@ const SCHEMA = [
   'CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, fingerprint TEXT NOT NULL, step INTEGER NOT NULL, lr REAL NOT NULL, grad_norm REAL, skipped INTEGER)',
   // A shard's slice of a sharded step's gradient, prepared but not applied (./shards.ts): one step at most, in parts by byte offset (`part`).
   'CREATE TABLE IF NOT EXISTS prepared (seq INTEGER NOT NULL, part INTEGER NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (seq, part))',
+  // Its sparse (row) gradients, one encoded blob per piece, in parts of at most JOURNAL_PART_BYTES.
+  'CREATE TABLE IF NOT EXISTS prepared_rows (seq INTEGER NOT NULL, piece INTEGER NOT NULL, part INTEGER NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (seq, piece, part))',
   // A shard's checkpoint file of a sharded restore, staged before the coordinator decides (./shards.ts): by byte offset; row -1 names the attempt.
   'CREATE TABLE IF NOT EXISTS staged (part INTEGER PRIMARY KEY, bytes BLOB NOT NULL)',
 ];
@@ -462,17 +464,41 @@ export class OptimizerStore {
    * attempt (or step) drops every part stored before, so parts of two attempts never mix.
    */
   writePreparedPart(seq: number, attempt: string, at: number, bytes: Uint8Array): void {
-    if (this.preparedAttempt(seq) !== attempt) {
-      this.#sql.exec('DELETE FROM prepared');
-      this.#sql.exec('INSERT INTO prepared (seq, part, bytes) VALUES (?, -1, ?)', seq, new TextEncoder().encode(attempt));
-    }
+    this.#preparedAttempt(seq, attempt);
     for (let off = 0; off < bytes.length; off += JOURNAL_PART_BYTES) {
       this.#sql.exec('INSERT OR REPLACE INTO prepared (seq, part, bytes) VALUES (?, ?, ?)', seq, at + off, bytes.subarray(off, Math.min(bytes.length, off + JOURNAL_PART_BYTES)));
     }
   }
 
-  /** Reads prepared step `seq` into `grads`; false unless its parts cover every byte. */
-  readPrepared(seq: number, grads: FloatArray): boolean {
+  /** The first write of another attempt (or step) drops everything prepared before. */
+  #preparedAttempt(seq: number, attempt: string): void {
+    if (this.preparedAttempt(seq) === attempt) return;
+    this.#sql.exec('DELETE FROM prepared');
+    this.#sql.exec('DELETE FROM prepared_rows');
+    this.#sql.exec('INSERT INTO prepared (seq, part, bytes) VALUES (?, -1, ?)', seq, new TextEncoder().encode(attempt));
+  }
+
+  /** Stores piece `piece`'s sparse gradient of prepared step `seq` (an encoded blob), replacing any stored before. */
+  writePreparedRows(seq: number, attempt: string, piece: number, blob: Uint8Array): void {
+    this.#preparedAttempt(seq, attempt);
+    this.#sql.exec('DELETE FROM prepared_rows WHERE seq = ? AND piece = ?', seq, piece);
+    for (let off = 0, part = 0; off < blob.length || part === 0; off += JOURNAL_PART_BYTES, part++) {
+      this.#sql.exec('INSERT INTO prepared_rows (seq, piece, part, bytes) VALUES (?, ?, ?, ?)', seq, piece, part, blob.slice(off, Math.min(blob.length, off + JOURNAL_PART_BYTES)));
+    }
+  }
+
+  /** The sparse gradients of prepared step `seq`, by piece (encoded blobs). */
+  readPreparedRows(seq: number): Map<number, Uint8Array> {
+    const parts = new Map<number, Uint8Array[]>();
+    for (const row of this.#sql.exec<{ piece: number; bytes: ArrayBuffer }>('SELECT piece, bytes FROM prepared_rows WHERE seq = ? ORDER BY piece, part', seq)) {
+      parts.set(row.piece, [...(parts.get(row.piece) ?? []), new Uint8Array(row.bytes)]);
+    }
+    return new Map([...parts].map(([piece, list]) => [piece, concatBytes(list)]));
+  }
+
+  /** Reads prepared step `seq` into `grads`: the bytes read (its dense parts), or -1 when no attempt of it is stored. */
+  readPrepared(seq: number, grads: FloatArray): number {
+    if (this.preparedAttempt(seq) === null) return -1;
     const out = bytesOf(grads);
     let bytes = 0;
     for (const row of this.#sql.exec<{ part: number; bytes: ArrayBuffer }>('SELECT part, bytes FROM prepared WHERE seq = ? AND part >= 0', seq)) {
@@ -480,7 +506,7 @@ export class OptimizerStore {
       out.set(piece, row.part);
       bytes += piece.length;
     }
-    return bytes === out.length && this.preparedAttempt(seq) !== null;
+    return bytes;
   }
 
   /** The attempt whose checkpoint file is staged, or null. */
@@ -517,6 +543,7 @@ export class OptimizerStore {
 
   dropPrepared(): void {
     this.#sql.exec('DELETE FROM prepared');
+    this.#sql.exec('DELETE FROM prepared_rows');
   }
 
   forgetKeys(): void {
@@ -527,4 +554,16 @@ export class OptimizerStore {
   deleteAll(): Promise<void> {
     return this.#storage.deleteAll();
   }
+}
+
+/** `list` joined into one array. */
+function concatBytes(list: readonly Uint8Array[]): Uint8Array {
+  if (list.length === 1) return list[0]!;
+  const out = new Uint8Array(list.reduce((n, b) => n + b.length, 0));
+  let at = 0;
+  for (const b of list) {
+    out.set(b, at);
+    at += b.length;
+  }
+  return out;
 }

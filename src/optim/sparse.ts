@@ -13,6 +13,11 @@ export interface SparseRows {
   rows: Int32Array;
   values: FloatArray;
   rowSize: number;
+  /**
+   * When these rows are one shard's part of a tensor's gradient (src/durable-objects/shards.ts):
+   * the whole gradient's entry count as sent and once coalesced (addSparse's kernel depends on it).
+   */
+  whole?: { rows: number; unique: number };
 }
 
 /**
@@ -41,7 +46,7 @@ export function coalesce(dtype: Dtype, g: SparseRows): SparseRows {
       for (let j = 0; j < rowSize; j++) values[k * rowSize + j] = values[k * rowSize + j]! + g.values[src + j]!;
     }
   }
-  return { rows: Int32Array.from(unique), values, rowSize };
+  return { rows: Int32Array.from(unique), values, rowSize, ...(g.whole ? { whole: { rows: g.whole.unique, unique: g.whole.unique } } : {}) };
 }
 
 /** torch's `-grad` of a sparse gradient (maximize): the values negated, the rows as they were. */
@@ -59,7 +64,8 @@ export function negated(g: SparseRows): SparseRows {
 export function addSparse(dtype: Dtype, dst: FloatArray, g: SparseRows, alpha: number, shape: readonly number[]): void {
   const { r, fma } = dtypeOps(dtype);
   const { rows, values, rowSize } = g;
-  const fused = shape.length > 1 || rows.length !== 1;
+  // The whole gradient's entries decide (a shard's part of a cut vector may hold one of several).
+  const fused = shape.length > 1 || (g.whole?.rows ?? rows.length) !== 1;
   for (let k = 0; k < rows.length; k++) {
     const base = rows[k]! * rowSize;
     for (let j = 0; j < rowSize; j++) {

@@ -59,7 +59,7 @@ function sparseStep({ dtype, hp, params, grad, shape, slots, step }: SparseStepA
       update[k * rowSize + j] = r(x / std); // :269 grad_values / std_values
     }
   }
-  addSparse(dtype, params, { rows, values: update, rowSize }, r(-clr), shape); // :268 param.add_(_make_sparse(...), alpha=-clr)
+  addSparse(dtype, params, { ...g, values: update }, r(-clr), shape); // :268 param.add_(_make_sparse(...), alpha=-clr)
   return {};
 }
 
