@@ -1236,7 +1236,6 @@ export class HostedOptimizer extends DurableObject<Env> {
     };
     // As the unsharded step's skippedAnswer: counted, in the history, its key remembered; no state changed.
     const skipped = async (gradNorm?: number) => {
-      await abortShards(this.env, meta.id, record, seq, completed !== undefined);
       const next: StoredMeta = { ...meta, skippedSteps: (meta.skippedSteps ?? 0) + 1 };
       const controls = { grad_norm: gradNorm ?? null, skipped: 1 };
       this.#store.transaction(() => {
@@ -1246,6 +1245,9 @@ export class HostedOptimizer extends DurableObject<Env> {
         completed?.settle({ seq: meta.seq, step: meta.step, lr, ...controls }, this.#remember, this.#known);
       });
       loaded.meta = next;
+      // Only once the skip is stored do the shards drop the step (and a consumed set's slices: best
+      // effort, a worker's next contribution replaces any left).
+      await abortShards(this.env, meta.id, record, seq, completed !== undefined);
       lap('storage');
       const params = args.returnParams ? await this.#shardedParamsOut(loaded) : null;
       return { etag: etagOf(meta), value: { step: meta.step, lr, replayed: false, gradNorm, skipped: true, params, timings } };
@@ -1409,16 +1411,18 @@ export class HostedOptimizer extends DurableObject<Env> {
     if (record.regroup) {
       // A PATCH's new groups or slots: each shard updated as an unsharded PATCH (the same request twice changes nothing more).
       const { meta } = loaded;
+      // A slot some group keeps stays on every shard, as one object keeps it (a shard's own groups may keep none).
+      const keptElsewhere = slotsKept(loaded.def, checkedGroupHp(loaded.def, meta.hyperparams, loaded.groups, loaded.groupOf, meta.schedule, ['hyperparams'], ['param_groups']), loaded.groupOf);
       await Promise.all(
         record.placement.map(async (_, i) => {
           const own = shardGroups(record.placement, i, record.groups ?? [], loaded.groups, loaded.groupOf);
-          unwrapOutcome(await shardStub(this.env, meta.id, i).update(record.secret, { hyperparams: meta.hyperparams, paramGroups: own.length > 0 ? own : null, schedule: meta.schedule }));
+          unwrapOutcome(await shardStub(this.env, meta.id, i).update(record.secret, { hyperparams: meta.hyperparams, paramGroups: own.length > 0 ? own : null, schedule: meta.schedule, keptElsewhere }));
         }),
       );
     }
     if (record.restoring) {
-      const { attempt, lengths } = record.restoring;
-      await Promise.all(lengths.map(async (length, i) => unwrapOutcome(await shardStub(this.env, loaded.meta.id, i).shardRestore(record.secret, { attempt, length, commit: true }))));
+      const { attempt, lengths, keptElsewhere } = record.restoring;
+      await Promise.all(lengths.map(async (length, i) => unwrapOutcome(await shardStub(this.env, loaded.meta.id, i).shardRestore(record.secret, { attempt, length, commit: true, keptElsewhere }))));
     }
     const { regroup: _regroup, ...settled } = record;
     const next: StoredMeta = { ...loaded.meta, shards: { ...settled, pending: null, restoring: null } };
@@ -1451,6 +1455,8 @@ export class HostedOptimizer extends DurableObject<Env> {
     let groups: ParamGroup[] = loaded.groups;
     let groupOf: readonly number[] = loaded.groupOf;
     let present: number[][] = record.groups ?? [];
+    let keptElsewhere: string[] = [];
+    let schedulerState: HostedPlateau | null = null;
     let staged;
     try {
       staged = await stageCheckpoint({
@@ -1462,13 +1468,18 @@ export class HostedOptimizer extends DurableObject<Env> {
         length: args.length,
         scalarSlots: ['step', ...def.scalars.map((x) => x.name)],
         groupsFor: (i) => shardGroups(record.placement, i, present, groups, groupOf),
+        // As an unsharded restore: the first tensor no group names, else the first.
+        topTensor: () => Math.max(0, groupOf.indexOf(0)),
         options: (metadata) => {
           const options = checkpointOptions(def, metadata);
           if ((options.dtype ?? meta.dtype) !== meta.dtype) throw new ShardedUnsupported(`A checkpoint of another dtype (${options.dtype}; this optimizer is ${meta.dtype})`);
           groups = options.param_groups;
           groupOf = groupOfTensors(loaded.names, groups, ['__metadata__', 'param_groups']);
-          checkedGroupHp(def, options.hyperparams, groups, groupOf, options.schedule, ['__metadata__', 'hyperparams'], ['__metadata__', 'param_groups']);
+          const hps = checkedGroupHp(def, options.hyperparams, groups, groupOf, options.schedule, ['__metadata__', 'hyperparams'], ['__metadata__', 'param_groups']);
           present = groupsPresent(record.placement, groupOf);
+          keptElsewhere = slotsKept(def, hps, groupOf);
+          // Checked before anything is staged.
+          schedulerState = checkedSchedulerState(options.scheduler_state, options.schedule, groups, ['__metadata__', 'scheduler_state']) as HostedPlateau | null;
           return options;
         },
       });
@@ -1477,14 +1488,13 @@ export class HostedOptimizer extends DurableObject<Env> {
       throw e;
     }
     const { attempt, options } = staged;
-    const checks = await Promise.allSettled(staged.lengths.map((length, i) => shardStub(this.env, meta.id, i).shardRestore(record.secret, { attempt, length, commit: false }).then(unwrapOutcome)));
+    const checks = await Promise.allSettled(staged.lengths.map((length, i) => shardStub(this.env, meta.id, i).shardRestore(record.secret, { attempt, length, commit: false, keptElsewhere }).then(unwrapOutcome)));
     const failed = checks.find((c) => c.status === 'rejected');
     if (failed) {
       await Promise.allSettled(record.placement.map((_, i) => shardStub(this.env, meta.id, i).shardAbort(record.secret, Infinity)));
       throw failed.reason;
     }
     const answers = checks.map((c) => (c as PromiseFulfilledResult<{ step: number; scalars: Record<string, number> }>).value);
-    const schedulerState = checkedSchedulerState(options.scheduler_state, options.schedule, groups, ['__metadata__', 'scheduler_state']);
     const { groups: _count, ...kept } = meta;
     const { groups: _present, ...shards } = record;
     const next: StoredMeta = {
@@ -1498,7 +1508,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       missing: [],
       revision: meta.revision + 1,
       updatedAt: new Date().toISOString(),
-      shards: { ...shards, ...(groups.length > 0 ? { groups: present } : {}), restoring: { attempt, lengths: staged.lengths } },
+      shards: { ...shards, ...(groups.length > 0 ? { groups: present } : {}), restoring: { attempt, lengths: staged.lengths, ...(keptElsewhere.length > 0 ? { keptElsewhere } : {}) } },
     };
     // The commit point: the shards store their staged files (now, or at the next call should one fail).
     this.#store.transaction(() => {
@@ -1529,13 +1539,13 @@ export class HostedOptimizer extends DurableObject<Env> {
    * (`commit` false), or stored. Answers the restored top-level step count and scalars (pieces may
    * keep their own). A commit already stored answers again without storing.
    */
-  shardRestore(tokenHash: string | null, a: { attempt: string; length: number; commit: boolean }): Promise<Outcome<{ step: number; scalars: Record<string, number> }>> {
+  shardRestore(tokenHash: string | null, a: { attempt: string; length: number; commit: boolean; keptElsewhere?: string[] | undefined }): Promise<Outcome<{ step: number; scalars: Record<string, number> }>> {
     return this.#locked(tokenHash, async (loaded) => {
       if (loaded.meta.restoredAttempt === a.attempt) return { step: loaded.meta.step, scalars: { ...loaded.state.scalars } };
       if (this.#store.stagedAttempt() !== a.attempt) throw new Error(`shard: restore ${a.attempt} is not staged`);
       let planned: Planned;
       try {
-        planned = await this.#readCheckpoint(loaded, { format: 'safetensors', body: this.#store.stagedSource(), length: a.length, quota: { maxOptimizers: 0, maxElements: 0 } });
+        planned = await this.#readCheckpoint(loaded, { format: 'safetensors', body: this.#store.stagedSource(), length: a.length, quota: { maxOptimizers: 0, maxElements: 0 }, keptElsewhere: a.keptElsewhere });
       } catch (e) {
         this.#load();
         throw e;
@@ -2100,7 +2110,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       const leaf = p.leaves.find((l) => leafIndexAt < l.offset + l.size)!;
       return ['safetensors', slotName(name, leaf.name), leafIndexAt - leaf.offset];
     };
-    const state = restoredState(def, p, p.memory, step ?? 0, sent, scalars, counters, where, (name, t) => ['safetensors', slotName(name, p.leaves[t]!.name)]);
+    const state = restoredState(def, p, p.memory, step ?? 0, sent, scalars, counters, where, (name, t) => ['safetensors', slotName(name, p.leaves[t]!.name)], new Set(args.keptElsewhere ?? []));
     const { step: _s, steps: _st, scalarValues: _sv, leaves: _l, sent: _se, metaScalars: _m, ...rest } = p;
     return { ...rest, state };
   }
@@ -2192,15 +2202,16 @@ export class HostedOptimizer extends DurableObject<Env> {
       }
       if (meta.shards) {
         await this.#settleShards(loaded);
+        const settled = loaded.meta; // without the marks the settle cleared
         const accumulate = patchedAccumulate(meta.accumulate, args.accumulate, this.#contributions.workers());
         checkAccumulates(loaded.def, accumulate, ['accumulate']);
-        const record = meta.shards;
+        const record = settled.shards!;
         // Each step sends the shards its hyperparameters; other groups, or other slots kept, are a
         // decision every shard then applies to its pieces as an unsharded PATCH does (#settleShards).
         const slotsOf = (list: Hyperparams[]) => list.map((hp) => def.slots.filter((slot) => slot.present(hp)).map((slot) => slot.name).join(', ')).join('; ');
         const before = checkedGroupHp(def, meta.hyperparams, loaded.groups, loaded.groupOf, meta.schedule, ['hyperparams'], ['param_groups']);
         const reshape = groupsChanged || slotsOf(hps) !== slotsOf(before);
-        const { groups: _count, ...kept } = meta;
+        const { groups: _count, ...kept } = settled;
         const { groups: _present, ...shards } = record;
         const next: StoredMeta = {
           ...kept,
@@ -2234,7 +2245,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       // max(0, v) = v at the next step), dropped ones are gone (as amsgrad off drops max_exp_avg_sq).
       const shapeBefore = slotShape(loaded.state);
       const state: TreeState = { ...loaded.state, slots: { ...loaded.state.slots }, held: Object.fromEntries(Object.entries(loaded.state.held).map(([k, h]) => [k, [...h]])) };
-      keepSlots(def, hps, groupOf, loaded.tensors, state, (name) => roomFor(loaded, name));
+      keepSlots(def, hps, groupOf, loaded.tensors, state, (name) => roomFor(loaded, name), new Set(args.keptElsewhere ?? []));
       const arrays = arraysOf(loaded, state);
       const accumulate = patchedAccumulate(meta.accumulate, args.accumulate, this.#contributions.workers());
       checkAccumulates(loaded.def, accumulate, ['accumulate']);
@@ -2500,13 +2511,26 @@ function restoredState(
   counters: ReadonlyMap<number, { step: number; scalars: Record<string, number | undefined>; where: Array<string | number> }>,
   where: (slot: string, index?: number) => Array<string | number>,
   whereTensor: (slot: string, tensor: number) => Array<string | number>,
+  /** A shard's restore: slots a group on another shard keeps (restored as sent, as the unsharded restore keeps a slot some group keeps). */
+  keptElsewhere: ReadonlySet<string> = new Set(),
 ): TreeState {
   const used = [...usedGroups(g.groupOf)];
   const state: TreeState = { step, scalars: {}, slots: {}, held: {}, counters: new Map() };
   for (const slot of def.slots) {
     const keeping = used.find((k) => slot.present(g.hps[k]!));
-    if (keeping === undefined) continue;
     const s = sent.get(slot.name);
+    if (keeping === undefined) {
+      if (s && keptElsewhere.has(slot.name)) {
+        const i = slot.nonNegative ? firstNegative(s.values) : -1;
+        if (i >= 0) throw validationProblem([fieldError(where(slot.name, i), 'must be >= 0 (it is a square, a sum of squares or a magnitude)', s.values[i])]);
+        const held = s.held ?? g.tensors.map(() => true);
+        if (held.some(Boolean)) {
+          state.slots[slot.name] = s.values;
+          state.held[slot.name] = held;
+        }
+      }
+      continue;
+    }
     if (s) {
       const i = slot.nonNegative ? firstNegative(s.values) : -1;
       if (i >= 0) throw validationProblem([fieldError(where(slot.name, i), 'must be >= 0 (it is a square, a sum of squares or a magnitude)', s.values[i])]);
@@ -2526,7 +2550,7 @@ function restoredState(
       throw validationProblem([fieldError(where(slot.name), `is required when step > 0 (${def.torch} keeps it with these hyperparameters)`)]);
     }
   }
-  keepSlots(def, g.hps, g.groupOf, g.tensors, state, (name) => roomFor(memory, name));
+  keepSlots(def, g.hps, g.groupOf, g.tensors, state, (name) => roomFor(memory, name), keptElsewhere);
   for (const s of def.scalars) {
     const v = scalars[s.name];
     if (v === undefined && step > 0) throw validationProblem([fieldError(where(s.name), 'is required when step > 0')]);
@@ -2563,6 +2587,12 @@ function decodeRows(blob: Uint8Array | undefined, dtype: Dtype, shape: readonly 
   const view = new DataView(blob.buffer, blob.byteOffset, 12);
   const k = view.getInt32(0, true);
   return { rows: new Int32Array(blob.slice(12, 12 + 4 * k).buffer), values: new values(blob.slice(12 + 4 * k).buffer), rowSize, whole: { rows: view.getInt32(4, true), unique: view.getInt32(8, true) } };
+}
+
+/** The slots some group of the optimizer keeps (by its hyperparameters). */
+function slotsKept(def: AnyDef, hps: readonly Hyperparams[], groupOf: readonly number[]): string[] {
+  const used = [...usedGroups(groupOf)];
+  return def.slots.filter((slot) => used.some((g) => slot.present(hps[g]!))).map((slot) => slot.name);
 }
 
 /** `sent` (the tensors not skipped, one after another) spread to their places in `target`; returns `target`. */

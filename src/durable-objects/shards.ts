@@ -57,7 +57,7 @@ export interface ShardsRecord {
   /** A decided step some shard may not have stored yet: completed by the next call. */
   pending?: ShardDecision | null;
   /** A decided restore some shard may not have stored yet: each shard's staged file (its attempt and byte length). */
-  restoring?: { attempt: string; lengths: number[] } | null;
+  restoring?: { attempt: string; lengths: number[]; keptElsewhere?: string[] } | null;
   /** A decided PATCH of the groups or of the slots kept that some shard may not have applied yet. */
   regroup?: boolean;
 }
@@ -672,6 +672,8 @@ export async function stageCheckpoint<O>(args: {
   scalarSlots: readonly string[];
   /** Shard i's param_groups (over its pieces' names), written into its file's metadata; none when empty. */
   groupsFor: (i: number) => unknown[];
+  /** The tensor whose step count and scalars are the optimizer's when the metadata names none (an unsharded restore's rule). */
+  topTensor: () => number;
 }): Promise<{ attempt: string; lengths: number[]; options: O }> {
   const { env, id, record, layout } = args;
   const tensors = leaves(layout);
@@ -708,6 +710,15 @@ export async function stageCheckpoint<O>(args: {
     // Each shard's file: its header, then its pieces in the order the source file holds them.
     // The coordinator keeps the scheduler's state (its group_lrs are per coordinator group); a shard steps at the rates it is sent.
     const { layout: _layout, param_groups: _groups, scheduler_state: _plateau, ...metadata } = header.metadata ?? {};
+    // Without __metadata__.step (or a scalar), each shard would take its own first piece's: the
+    // coordinator takes the top tensor's (read below) and writes it into every shard's metadata, in a
+    // field of fixed width reserved now, so each header keeps its length when written at the end.
+    const derived = args.scalarSlots.filter((slot) => metadata[slot] === undefined && plan.some((p) => p.slot === slot));
+    const width = (slot: string) => (slot === 'step' ? 16 : 32);
+    const fixed = (slot: string, v: number) => (slot === 'step' ? String(v).padStart(16, '0') : String(v).padStart(32, ' '));
+    for (const slot of derived) metadata[slot] = '0'.repeat(width(slot));
+    const values = new Map<string, number>(); // `${slot}/${tensor}` → value, for the derived slots
+    const headerOf: Array<(own: Record<string, string>) => Uint8Array> = [];
     const headers: Uint8Array[] = [];
     const lengths = record.placement.map((shard, i) => {
       const specs: Array<{ name: string; dtype: WireDtype; shape: readonly number[] }> = [];
@@ -724,6 +735,7 @@ export async function stageCheckpoint<O>(args: {
       }
       const groups = args.groupsFor(i);
       const own: Record<string, string> = { ...metadata, ...(groups.length > 0 ? { param_groups: JSON.stringify(groups) } : {}) };
+      headerOf.push((top) => encodeHeader(specs, { ...own, ...top }).header);
       const encoded = encodeHeader(specs, Object.keys(own).length > 0 ? own : null);
       let at = encoded.header.length;
       sizes.forEach((size, k) => {
@@ -733,11 +745,16 @@ export async function stageCheckpoint<O>(args: {
       headers.push(encoded.header);
       return at;
     });
-    for (const [i, h] of headers.entries()) await staged.add(i, 0, h);
+    if (derived.length === 0) for (const [i, h] of headers.entries()) await staged.add(i, 0, h);
     for (const p of plan) {
       const item = WIRE_DTYPES[p.e.dtype].bytes;
       if (p.scalar) {
         const bytes = await reader.readExactly(p.e.end - p.e.start);
+        if (derived.includes(p.slot) && p.e.shape.every((d) => d === 1)) {
+          const out = new Float64Array(1);
+          placementSink(p.e.dtype, { out, offset: 0, count: 1, path: ['safetensors', p.e.name] }, 1)(bytes, 0);
+          values.set(`${p.slot}/${p.t}`, out[0]!);
+        }
         for (const target of p.targets) await staged.add(target.shard, target.at, bytes.slice());
         continue;
       }
@@ -753,6 +770,26 @@ export async function stageCheckpoint<O>(args: {
       }
     }
     await reader.expectEnd();
+    if (derived.length > 0) {
+      // Each header last, at offset 0 (its own row: the data after it was staged on its own).
+      const t = args.topTensor();
+      const top: Record<string, string> = {};
+      for (const slot of derived) {
+        const v = values.get(`${slot}/${t}`);
+        const name = `${slot}/${namedLeaves(layout)[t]!.name}`;
+        if (v === undefined) throw new ShardedUnsupported(`A checkpoint without __metadata__.${slot} whose ${name} is missing`);
+        const text = fixed(slot, v);
+        if (text.length !== width(slot) || (slot === 'step' && !(Number.isSafeInteger(v) && v >= 0)) || !Number.isFinite(v)) {
+          throw new WireError(422, ['safetensors', name], `${slot === 'step' ? 'a step count must be an integer >= 0' : `${slot} must be finite`}, got ${v}`, v);
+        }
+        top[slot] = text;
+      }
+      for (const [i, make] of headerOf.entries()) {
+        const h = make(top);
+        if (h.length !== headers[i]!.length) throw new Error('shard checkpoint header changed length');
+        await staged.add(i, 0, h);
+      }
+    }
     await staged.flush();
     return { attempt, lengths, options };
   } catch (e) {

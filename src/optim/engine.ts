@@ -291,10 +291,20 @@ export const usedGroups = (groupOf: readonly number[]): Set<number> => (groupOf.
  * the group and has no effect). A fresh state is this too.
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export function keepSlots(def: OptimizerDef<any>, hps: readonly Hyperparams[], groupOf: readonly number[], tensors: readonly TensorSpan[], state: TreeState, allocate: (slot: string) => FloatArray): void {
+export function keepSlots(
+  def: OptimizerDef<any>,
+  hps: readonly Hyperparams[],
+  groupOf: readonly number[],
+  tensors: readonly TensorSpan[],
+  state: TreeState,
+  allocate: (slot: string) => FloatArray,
+  /** Slots kept as they are though no group here keeps them (a shard: a group on another shard does). */
+  keptElsewhere: ReadonlySet<string> = new Set(),
+): void {
   const used = usedGroups(groupOf);
   for (const slot of def.slots) {
     if (![...used].some((g) => slot.present(hps[g]!))) {
+      if (keptElsewhere.has(slot.name)) continue;
       delete state.slots[slot.name];
       delete state.held[slot.name];
       continue;
