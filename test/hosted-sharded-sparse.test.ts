@@ -1,12 +1,13 @@
 // Sparse (row) gradients on sharded hosted optimizers, through HTTP (JSON `{"indices": [...], "values":
-// [[row], ...]}`): the coordinator checks the rows as an unsharded step does, folds a sparse tensor's
+// [[row], ...]}`, safetensors `grads.indices/<name>` with `grads.values/<name>`): the coordinator checks the rows as an unsharded step does, folds a sparse tensor's
 // norm from its coalesced values (torch.norm of a sparse gradient), and sends each shard the rows of
 // its pieces, rebased; a piece no row touches steps on no rows (SGD's momentum still decays it).
-// Real torch 1.13 trajectories (sgd_sparse.json, adagrad_sparse.json, clip_sparse.json with
-// clip_grad_norm_ over a sparse table and a dense vector) stepped over 2–3 shards, tables cut
-// between shards, shards evicted halfway: params equal torch's at every recorded step, state at the
-// end. A mixed tree (dense, sparse and frozen tensors, param groups) equals the stateless step at
-// every step; a coordinator failing after its decision completes the step from the stored rows.
+// Real torch 1.13 trajectories (sgd_sparse.json, adagrad_sparse.json, sparseadam.json,
+// clip_sparse.json with clip_grad_norm_ over a sparse table and a dense vector) stepped over 2–3
+// shards, JSON and safetensors steps alternating, tables cut between shards, shards evicted halfway:
+// params equal torch's at every recorded step, state at the end. A mixed tree (dense, sparse and
+// frozen tensors, param groups, a NaN row skipped) equals the stateless step at every step; a
+// coordinator failing after its decision completes the step from the stored rows.
 
 import { evictDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
@@ -14,10 +15,12 @@ import { describe, expect, it } from 'vitest';
 import adagradSparseFile from './fixtures/optim/adagrad_sparse.json';
 import clipSparseFile from './fixtures/optim/clip_sparse.json';
 import sgdSparseFile from './fixtures/optim/sgd_sparse.json';
+import sparseAdamFile from './fixtures/optim/sparseadam.json';
 import { SHARD_FAULTS } from '../src/durable-objects/shards.ts';
 import { ProblemError } from '../src/lib/problem.ts';
 import { call, postJson } from './helpers/http.ts';
 import { createOptimizer, expectProblem, opCall, parse, type Created } from './helpers/optimizers.ts';
+import { safetensorsStep } from './helpers/sparse.ts';
 import { leavesOf, zipLeaves } from './helpers/trees.ts';
 
 type Json = Record<string, any>;
@@ -40,8 +43,16 @@ const rowsOfTree = (p: unknown): number => (Array.isArray(p) ? p.length : Object
 const FIXTURES: Case[] = [
   ...(sgdSparseFile.cases as unknown as Case[]).map((c) => ({ ...c, optimizer: 'sgd' })),
   ...(adagradSparseFile.cases as unknown as Case[]).map((c) => ({ ...c, optimizer: 'adagrad' })),
-  ...(clipSparseFile.cases as unknown as Case[]).filter((c) => c.optimizer !== 'sparseadam'),
+  ...(sparseAdamFile.cases as unknown as Case[]).map((c) => ({ ...c, optimizer: 'sparse_adam' })),
+  ...(clipSparseFile.cases as unknown as Case[]).map((c) => ({ ...c, optimizer: c.optimizer === 'sparseadam' ? 'sparse_adam' : c.optimizer })),
 ].filter((c) => c.state === null && rowsOfTree(c.params) >= 3);
+
+const isRows = (g: unknown) => g !== null && typeof g === 'object' && !Array.isArray(g) && 'indices' in g;
+/** A named tree's step as a safetensors file (rows as grads.indices/… and grads.values/…); null for a bare tensor or rows of no row. */
+const fileStep = (opt: Created, grads: unknown, dtype: string, headers: Record<string, string> = {}) =>
+  Array.isArray(grads) || isRows(grads) || leavesOf(grads).length === 0 || Object.values(grads as Json).some((v) => isRows(v) && (v as Json).values.length === 0)
+    ? null
+    : safetensorsStep(opt, grads as Record<string, unknown>, dtype, headers);
 
 const stubOf = (name: string) => env.HOSTED_OPTIMIZER.get(env.HOSTED_OPTIMIZER.idFromName(name));
 const evictShards = async (opt: Created, shards: number) => {
@@ -76,7 +87,7 @@ async function createSharded(c: Case): Promise<{ opt: Created; shards: number }>
 describe('sharded sparse gradients against torch 1.13', () => {
   it('the fixtures cover SGD, Adagrad and clip_grad_norm_ with a sparse table', () => {
     expect(FIXTURES.length).toBeGreaterThan(50);
-    for (const o of ['sgd', 'adagrad']) expect(FIXTURES.some((c) => c.optimizer === o && !c.clip)).toBe(true);
+    for (const o of ['sgd', 'adagrad', 'sparse_adam']) expect(FIXTURES.some((c) => c.optimizer === o && !c.clip)).toBe(true);
     expect(FIXTURES.filter((c) => c.clip).length).toBeGreaterThanOrEqual(6);
   });
 
@@ -85,7 +96,7 @@ describe('sharded sparse gradients against torch 1.13', () => {
     const byIndex = new Map(c.expected.map((e) => [e.step_index, e]));
     const out: string[] = [];
     for (let s = 0; s < c.grads.length; s++) {
-      const r = await opCall('POST', opt, '/step', { grads: c.grads[s] });
+      const r = (s % 2 === 1 ? await fileStep(opt, c.grads[s], c.dtype) : null) ?? (await opCall('POST', opt, '/step', { grads: c.grads[s] }));
       if (r.status !== 200) throw new Error(`step ${s}: HTTP ${r.status} ${JSON.stringify(r.body)}`);
       const e = byIndex.get(s);
       if (e) out.push(...diffs(`step ${s} params`, r.body.params, e.params));
@@ -110,9 +121,13 @@ function gradsAt(k: number): Json {
   return { emb: rowsOf(k, 1 + (k % 3)), pos, w: k % 4 === 2 ? null : [0.1 * k, -0.3, 0.7] };
 }
 const MIXED = [
-  { optimizer: 'sgd', hyperparams: { lr: 0.1, momentum: 0.9, dampening: 0.1, clip_grad_norm: 0.5 }, param_groups: [{ params: ['pos'], lr: 0.05, momentum: 0 }] },
-  { optimizer: 'adagrad', hyperparams: { lr: 0.1, lr_decay: 0.01 }, param_groups: [{ params: ['w'], lr: 0.5, weight_decay: 0.1 }] },
+  { optimizer: 'sgd', hyperparams: { lr: 0.1, momentum: 0.9, dampening: 0.1, clip_grad_norm: 0.5, nonfinite: 'skip' }, param_groups: [{ params: ['pos'], lr: 0.05, momentum: 0 }] },
+  { optimizer: 'adagrad', hyperparams: { lr: 0.1, lr_decay: 0.01, nonfinite: 'skip' }, param_groups: [{ params: ['w'], lr: 0.5, weight_decay: 0.1 }] },
+  { optimizer: 'sparse_adam', hyperparams: { lr: 0.01, nonfinite: 'skip' }, param_groups: [{ params: ['pos'], lr: 0.1 }] },
 ];
+/** SparseAdam takes rows only: its dense gradients are sent as every row. */
+const forOptimizer = (optimizer: string, g: Json): Json =>
+  optimizer !== 'sparse_adam' ? g : Object.fromEntries(Object.entries(g).map(([k, v]) => [k, Array.isArray(v) ? { indices: v.map((_, i) => i), values: v } : v]));
 
 describe.each(MIXED.flatMap((c) => [3, 5].map((shards) => ({ c, shards, name: `${c.optimizer} over ${shards} shards` }))))('$name: dense, sparse and frozen tensors with param_groups', ({ c, shards }) => {
   it('equal the stateless step at every step, across eviction and a coordinator failing after its decision', { timeout: 120_000 }, async () => {
@@ -121,7 +136,7 @@ describe.each(MIXED.flatMap((c) => [3, 5].map((shards) => ({ c, shards, name: `$
     let state: Json | null = null;
     const problems: string[] = [];
     for (let k = 0; k < 8; k++) {
-      const g = gradsAt(k);
+      const g = forOptimizer(c.optimizer, gradsAt(k));
       const r = await postJson(`/v1/${c.optimizer}/step`, { params, grads: g, dtype: 'float32', hyperparams: c.hyperparams, param_groups: c.param_groups, ...(state ? { state } : {}) });
       expect(r.status, JSON.stringify(r.body)).toBe(200);
       params = r.body.params;
@@ -142,15 +157,22 @@ describe.each(MIXED.flatMap((c) => [3, 5].map((shards) => ({ c, shards, name: `$
         problems.push(...sameLeaves(`step ${k} params (completed)`, read.body.params, r.body.params));
         continue;
       }
-      const got = await opCall('POST', opt, '/step', { grads: g });
+      const got = k % 2 === 1 ? (await safetensorsStep(opt, g, 'float32'))! : await opCall('POST', opt, '/step', { grads: g });
       expect(got.status, JSON.stringify(got.body)).toBe(200);
       expect(got.body.step).toBe(k + 1);
       if (r.body.grad_norm !== undefined) expect(got.body.grad_norm, `step ${k} grad_norm`).toBe(r.body.grad_norm);
       problems.push(...sameLeaves(`step ${k} params`, got.body.params, r.body.params));
       if (k === 2) await evictShards(opt, shards);
+      if (k === 5) {
+        // A non-finite row (safetensors carries NaN) is skipped as GradScaler skips: nothing changes.
+        const skipped = await safetensorsStep(opt, { ...g, emb: { indices: [0], values: [[Number.NaN, 1]] } }, 'float32');
+        expect(skipped.status, JSON.stringify(skipped.body)).toBe(200);
+        expect(skipped.body).toMatchObject({ skipped: true, step: k + 1 });
+        problems.push(...sameLeaves('skipped params', skipped.body.params, r.body.params));
+      }
     }
     const snap = (await opCall('GET', opt, '/state')).body;
-    const { id: _i, optimizer: _o, dtype: _d, hyperparams: _h, param_groups: _g, schedule: _s, scheduler_state: _ss, params: _p, created_at: _c, updated_at: _u, shards: _n, ...got } = snap;
+    const { id: _i, optimizer: _o, dtype: _d, hyperparams: _h, param_groups: _g, schedule: _s, scheduler_state: _ss, params: _p, created_at: _c, updated_at: _u, shards: _n, skipped_steps: _k, ...got } = snap;
     problems.push(...sameLeaves('state', got, { ...state, ...(c.optimizer === 'sgd' && state!.step === undefined ? { step: 8 } : {}) }));
     expect(problems.slice(0, 10)).toEqual([]);
   });

@@ -382,18 +382,6 @@ describe('creation, uploads, limits and deletion', () => {
     expect(await everything(opt)).toEqual(before);
   });
 
-  it('what sharding does not do yet: 422 at create (SparseAdam), 501 after (sparse rows in a safetensors file)', async () => {
-    expectProblem(await parse(await call('POST', '/v1/optimizers', { optimizer: 'sparse_adam', params: { e: [[1, 2], [3, 4]] }, shards: 2 })), 422, 'optimizer');
-    const opt = await sgdOver3();
-    const file = writeSafetensors([
-      { name: 'grads.indices/w', dtype: 'I32' as never, shape: [1], data: new Uint8Array(Int32Array.of(1).buffer) },
-      { name: 'grads.values/w', dtype: 'F32', shape: [1, 2], data: bytesOf('float32', [1, 1]) },
-      { name: 'b', dtype: 'F32', shape: [3], data: bytesOf('float32', [1, 1, 1]) },
-    ]);
-    expectProblem(await callBytes('POST', `/v1/optimizers/${opt.id}/step`, file, authed(opt.token, { 'content-type': 'application/vnd.safetensors' })), 501);
-    expect((await opCall('GET', opt, '')).body.step).toBe(0);
-  });
-
   it('created by shapes and uploaded in parts across shard boundaries: 409 until complete, then steps', async () => {
     const opt = await createOptimizer({ optimizer: 'sgd', shapes: { w: [6, 2], b: [3] }, hyperparams: { lr: 0.5, momentum: 0.9 }, shards: 3 });
     expect(opt.body.upload).toMatchObject({ complete: false, missing_elements: 15 });

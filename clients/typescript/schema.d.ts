@@ -3591,7 +3591,7 @@ export interface components {
             ttl?: number;
             accumulate?: components["schemas"]["Accumulate"];
             /**
-             * @description Durable Objects holding the tensors (1..256). Absent: one, or, when the params exceed what one object holds (`max_elements`), the fewest that hold them. Above one, the optimizer is sharded: tensors placed whole where they fit, else split on row boundaries (docs/scale-out.md); every step is applied by all shards or by none, and equals the unsharded step bit for bit (param_groups, clipping, frozen tensors, per-tensor step counts and accumulate and JSON sparse rows included). Sharded optimizers do not take SparseAdam, sparse rows in a safetensors file, or a checkpoint of another layout or dtype in PUT state yet (422 at create, 501 after).
+             * @description Durable Objects holding the tensors (1..256). Absent: one, or, when the params exceed what one object holds (`max_elements`), the fewest that hold them. Above one, the optimizer is sharded: tensors placed whole where they fit, else split on row boundaries (docs/scale-out.md); every step is applied by all shards or by none, and equals the unsharded step bit for bit (param_groups, clipping, frozen tensors, per-tensor step counts and accumulate and sparse rows included). Sharded optimizers do not take a checkpoint of another layout or dtype in PUT state yet (501).
              * @example 4
              */
             shards?: number;
@@ -6464,15 +6464,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Not available for a sharded optimizer yet (see `shards` at create and docs/scale-out.md); nothing was changed. */
-            501: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
         };
     };
     stepOptimizer: {
@@ -6647,15 +6638,6 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying. */
                     "retry-after"?: number;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Not available for a sharded optimizer yet (see `shards` at create and docs/scale-out.md); nothing was changed. */
-            501: {
-                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -7118,7 +7100,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Not available for a sharded optimizer yet (see `shards` at create and docs/scale-out.md); nothing was changed. */
+            /** @description A checkpoint of another layout or dtype than a sharded optimizer's own (not available yet: see `shards` at create and docs/scale-out.md); nothing was changed. */
             501: {
                 headers: {
                     [name: string]: unknown;

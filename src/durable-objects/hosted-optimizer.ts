@@ -854,12 +854,10 @@ export class HostedOptimizer extends DurableObject<Env> {
 
   /**
    * A coordinator's shards (./shards.ts), created concurrently, each over its element range; all
-   * deleted again should one fail. What sharding cannot do yet is refused first (422).
+   * deleted again should one fail.
    */
   async #createShards(args: CreateArgs, def: AnyDef, perObject: number, groupOf: readonly number[]): Promise<ShardsRecord> {
     const field = args.params ? 'params' : 'shapes';
-    const refuse = (path: Array<string | number>, why: string) => validationProblem([fieldError(path, `${why} (params of ${layoutSize(args.layout)} elements need shards: one ${def.name} optimizer holds ${perObject} ${args.dtype} elements)`)]);
-    if (def.sparse === 'only') throw refuse(['optimizer'], `${def.name} steps sparse rows, which a sharded optimizer does not take yet`);
     const placement = planShards(args.layout, perObject, args.shards, def.perTensor === true, field);
     // Each shard keeps the groups its pieces are in (in the coordinator's order): groups[i] lists their coordinator indices.
     const present = groupsPresent(placement, groupOf);
@@ -1145,15 +1143,13 @@ export class HostedOptimizer extends DurableObject<Env> {
     const hp = meta.hyperparams;
     const skipMode = hp.nonfinite === 'skip';
     const seq = meta.seq + 1;
-    const common = { env: this.env, id: meta.id, record, layout, dtype: meta.dtype, size: meta.size, seq, grads, allowNonFinite: skipMode, loss: args.loss };
+    // What torch refuses with sparse gradients (or, SparseAdam, without them), as unsharded: before any row is sent.
+    const checkSparse = (rows: ReadonlyArray<SparseRows | null>, frozen: readonly boolean[], format: 'json' | 'raw' | 'safetensors') =>
+      checkRows({ def, format, rows, frozen, names: loaded.names, paths: leaves(layout).map((l) => l.path), shapes: loaded.tensors.map((t) => t.shape), groupHp: stepGroupHp(loaded, learningRate(fixedLr(meta.hyperparams), meta.schedule, meta.step, meta.plateau)), groupOf: loaded.groupOf, hp: meta.hyperparams });
+    const common = { env: this.env, id: meta.id, record, layout, dtype: meta.dtype, size: meta.size, seq, grads, allowNonFinite: skipMode, loss: args.loss, def, checkSparse };
     const seen = args.idempotencyKey === undefined ? undefined : this.#store.idempotency(args.idempotencyKey);
     const prepare = async (norms: boolean, send: boolean, contribution?: { worker: number }) => {
-      try {
-        return await prepareShards({ ...common, norms, send, hash: args.idempotencyKey !== undefined || contribution !== undefined, contribution });
-      } catch (e) {
-        if (e instanceof ShardedUnsupported) notSharded(loaded, e.message);
-        throw e;
-      }
+      return prepareShards({ ...common, norms, send, hash: args.idempotencyKey !== undefined || contribution !== undefined, contribution });
     };
     if (seen) {
       const { fingerprint: print } = await prepare(false, false);
@@ -1170,11 +1166,6 @@ export class HostedOptimizer extends DurableObject<Env> {
     const lr = learningRate(fixedLr(hp), meta.schedule, meta.step, meta.plateau);
     if (!Number.isFinite(lr)) throw scheduleOverflow(meta.step, lr);
     const clipNorm = hp.clip_grad_norm as number | undefined;
-    if (grads.kind === 'values' && grads.rows?.some((r) => r !== null)) {
-      // What torch refuses with sparse gradients, as unsharded, before anything is sent.
-      const { rows, frozen } = grads;
-      checkRows({ def, format: 'json', rows, frozen, names: loaded.names, paths: leaves(layout).map((l) => l.path), shapes: loaded.tensors.map((t) => t.shape), groupHp: stepGroupHp(loaded, lr), groupOf: loaded.groupOf, hp });
-    }
     // Many workers, one optimizer (./accumulate.ts): each contribution's slices are stored by the
     // shards, its row held here; the last one of a set has every shard reduce the set as prepared step
     // `seq`, and the step goes on from there.

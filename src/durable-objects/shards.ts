@@ -11,7 +11,7 @@
 //            then every shard stores its step, re-applying from its prepared slice if it restarted.
 // A decision some shard has not confirmed is completed by the coordinator's next call.
 
-import type { Dtype, FloatArray, Hyperparams } from '../optim/optimizer.ts';
+import type { Dtype, FloatArray, Hyperparams, OptimizerDef } from '../optim/optimizer.ts';
 import { norm2, normFoldEnd, normFoldPiece, normFoldStart, type NormFold } from '../optim/clip.ts';
 import { coalesce, type SparseRows } from '../optim/sparse.ts';
 import { place, PlacementError, type PlacedTensor } from '../tensors/placement.ts';
@@ -21,6 +21,7 @@ import { WIRE_DTYPES, firstNonFiniteIn, type WireDtype } from '../wire/dtypes.ts
 import { WireError, encodeHeader, headerLength, parseHeader } from '../wire/safetensors.ts';
 import { ByteReader, paceDeadline, type ByteSource } from '../wire/stream.ts';
 import { checkEntry, placementSink } from './decode.ts';
+import { SPARSE_VALUES, checkRowsPlan, fileRows, isIndicesName, planFileRows, rowsBudget, type FileRows } from './sparse-grads.ts';
 import type { HostedOptimizer } from './hosted-optimizer.ts';
 import type { Outcome } from './protocol.ts';
 import { hex } from '../lib/digest.ts';
@@ -270,6 +271,10 @@ export async function prepareShards(args: {
   hash: boolean;
   /** A contribution to an accumulated step (./accumulate.ts): each shard stores the slice as worker `worker`'s, for a later reduce. */
   contribution?: { worker: number } | undefined;
+  /** The optimizer (whether it takes sparse rows, and only them). */
+  def: OptimizerDef<any>;
+  /** What torch refuses with sparse gradients (or, SparseAdam, without them): throws a 422 before any row is sent. */
+  checkSparse: (rows: ReadonlyArray<SparseRows | null>, frozen: readonly boolean[], format: 'json' | 'raw' | 'safetensors') => void;
 }): Promise<Prepared> {
   const { env, id, record, layout, dtype, size, seq, grads } = args;
   const tensors = leaves(layout);
@@ -326,11 +331,12 @@ export async function prepareShards(args: {
    * sparse gradient), hashed, and each piece's rows (rebased to the piece's first row) sent to its
    * shard with the prepare's parts; a piece its rows miss is sent none, and steps on no rows.
    */
-  const pushRows = async (t: number, g: SparseRows) => {
+  const pushRows = async (t: number, g: SparseRows, where: (k: number) => Array<string | number>) => {
+    if (contribution) throw new WireError(422, where(0).slice(0, -1), 'is sparse (rows): a contribution to an accumulated step carries a dense gradient of every tensor');
     sparse[t] = true;
     const bad = firstNonFiniteIn(g.values);
     if (bad >= 0 && nonFinite < 0) {
-      if (!args.allowNonFinite) throw new WireError(422, ['grads', ...leaves(layout)[t]!.path, 'values'], `element ${bad} is ${g.values[bad]}: every value must be finite`);
+      if (!args.allowNonFinite) throw new WireError(422, where(bad), `element ${bad} is ${g.values[bad]}: every value must be finite`);
       nonFinite = tensors[t]!.offset + g.rows[Math.floor(bad / g.rowSize)]! * g.rowSize + (bad % g.rowSize);
     }
     if (norms) norms[t] = norm2(dtype, coalesce(dtype, g).values);
@@ -354,13 +360,15 @@ export async function prepareShards(args: {
   let reader: ByteReader | null = null;
   try {
     if (grads.kind === 'values') {
+      if (grads.rows?.some((r) => r !== null) || args.def.sparse === 'only') args.checkSparse(grads.rows ?? tensors.map(() => null), frozen, 'json');
       for (let t = 0; t < tensors.length; t++) {
         const { offset, size: n } = tensors[t]!;
         const rows = grads.rows?.[t];
-        if (rows && !frozen[t]) await pushRows(t, rows);
+        if (rows && !frozen[t]) await pushRows(t, rows, (k) => ['grads', ...leaves(layout)[t]!.path, 'values', k]);
         else if (n > 0 && !frozen[t]) await push(t, 0, grads.values.subarray(offset, offset + n), (k) => ['grads', ...pathOfIndex(layout, offset + k)], '');
       }
     } else if (grads.kind === 'raw') {
+      if (args.def.sparse === 'only') args.checkSparse(tensors.map(() => null), frozen, 'raw');
       const want = size * WIRE_DTYPES[grads.src].bytes;
       if (grads.length !== null && grads.length !== want) {
         throw new WireError(422, ['body'], `the body has ${grads.length} bytes; ${size} ${WIRE_DTYPES[grads.src].name} elements are ${want} bytes`, grads.length);
@@ -381,21 +389,39 @@ export async function prepareShards(args: {
       const length = grads.length;
       if (length !== null && length < 8) throw new WireError(422, ['safetensors'], `a safetensors body has at least 8 bytes, got ${length}`);
       const n = headerLength(await reader.readExactly(8), length);
-      const header = parseHeader(await reader.readExactly(n), length === null ? null : length - 8 - n, { indices: (name) => name.startsWith('grads.indices/') });
-      if (header.indexEntries.length > 0 || header.entries.some((e) => e.name.startsWith('grads.values/'))) throw new ShardedUnsupported('A sparse (rows) gradient');
+      const leafIndex = new Map(namedLeaves(layout).map((l) => [l.name, l]));
+      const header = parseHeader(await reader.readExactly(n), length === null ? null : length - 8 - n, { indices: isIndicesName(leafIndex) });
       const index = new Map(namedLeaves(layout).map((l, t) => [l.name, t]));
-      const seen = new Set<number>();
+      // grads.values/<name> (with grads.indices/<name>): a sparse gradient's rows, read aside (at most rowsBudget bytes).
+      const rowsPlan: FileRows = { byValues: new Map(), budget: rowsBudget(size, dtype) };
       const plan = header.entries.map((e) => {
+        const rowsPlace = planFileRows(args.def, header, leafIndex, dtype, rowsPlan, e);
+        if (rowsPlace) return { e, t: -1, rowsPlace };
         const t = index.get(e.name);
         if (t === undefined) throw new WireError(422, ['grads', e.name], `no tensor named "${e.name}" in this optimizer`, e.name);
         checkEntry(e, namedLeaves(layout)[t]!, dtype, ['grads', e.name]);
-        seen.add(t);
-        return { e, t };
+        return { e, t, rowsPlace: null };
       });
       if (header.entries.length === 0) throw new WireError(422, ['safetensors'], 'the file holds no gradient: send one for every tensor');
+      checkRowsPlan(header, rowsPlan);
       // A tensor left out is frozen (torch skips a parameter whose .grad is None).
-      frozen = tensors.map((_, t) => !seen.has(t));
-      for (const { e, t } of plan) {
+      const sent = new Set(header.entries.map((e) => rowsPlan.byValues.get(e.name)?.name ?? e.name));
+      frozen = namedLeaves(layout).map((l) => !sent.has(l.name));
+      // Dense tensors, row values and row indices, in data order.
+      const indexBytes = new Map<string, Uint8Array>();
+      const order = [...plan.map((p) => ({ start: p.e.start, p, ix: null })), ...header.indexEntries.map((ix) => ({ start: ix.start, p: null, ix }))].sort((a, b) => a.start - b.start);
+      for (const { p, ix } of order) {
+        if (ix) {
+          const bytes = new Uint8Array(ix.end - ix.start);
+          await reader.read(bytes.length, (piece, at) => bytes.set(piece, at));
+          indexBytes.set(ix.name, bytes);
+          continue;
+        }
+        const { e, t, rowsPlace } = p!;
+        if (rowsPlace) {
+          await reader.read(e.end - e.start, placementSink(e.dtype, rowsPlace, rowsPlace.count));
+          continue;
+        }
         const total = tensors[t]!.size;
         for (let from = 0; from < total; from += READ_ELEMENTS) {
           const count = Math.min(READ_ELEMENTS, total - from);
@@ -405,6 +431,9 @@ export async function prepareShards(args: {
         }
       }
       await reader.expectEnd();
+      const rows = fileRows(rowsPlan, indexBytes, tensors.length);
+      if (rows.some((r) => r !== null) || args.def.sparse === 'only') args.checkSparse(rows, frozen, 'safetensors');
+      for (const [t, r] of rows.entries()) if (r && !frozen[t]) await pushRows(t, r, (k) => ['safetensors', `${SPARSE_VALUES}/${namedLeaves(layout)[t]!.name}`, k]);
     }
     await parts.flush();
     // Each shard's rows, one call per piece (a piece's rows are at most the step's rows budget).

@@ -86,7 +86,7 @@ function tensorBody<T extends z.ZodType>(schema: T, description: string, raw = t
   };
 }
 
-const NOT_SHARDED = problem('Not available for a sharded optimizer yet (see `shards` at create and docs/scale-out.md); nothing was changed.');
+const NOT_SHARDED = problem('A checkpoint of another layout or dtype than a sharded optimizer\'s own (not available yet: see `shards` at create and docs/scale-out.md); nothing was changed.');
 
 export const createOptimizerRoute = createRoute(serviceRoute({
   method: 'post',
@@ -209,7 +209,6 @@ export const stepOptimizerRoute = createRoute({
         'an Idempotency-Key reused with other gradients, or a step that would overflow. With `accumulate`: `worker` missing or out of range, `expected_step` ' +
         'missing, a tensor left out (a contribution is dense: every tensor), or a reduced gradient that overflows. Nothing is changed.',
     ),
-    501: NOT_SHARDED,
   },
 });
 
@@ -375,7 +374,6 @@ export const patchOptimizerRoute = createRoute({
     413: problem('Body larger than MAX_BODY_BYTES, or holding more JSON values than the route can use.'),
     415: problem('Content-Type is not application/json, the body is compressed (Content-Encoding), or its charset is not UTF-8.'),
     422: problem('Unknown or invalid fields; nothing was changed.'),
-    501: NOT_SHARDED,
   },
 });
 
