@@ -142,7 +142,8 @@ class HostedOptimizerTest(unittest.TestCase):
         self.assertEqual(hosted.step_count, total + 4)
 
     def test_a_sharded_optimizer_equals_torch_adamw_with_clipping(self):
-        # Spread over 3 Durable Objects; clip_grad_norm_ needs the norm over every shard.
+        # Spread over 3 Durable Objects; clip_grad_norm_ needs the norm over every shard. Every third
+        # step one layer has no gradient (.grad None): torch skips it, and its own step count lags.
         local_model, hosted_model = mlp(), mlp()
         hosted_model.load_state_dict(local_model.state_dict())
         local = torch.optim.AdamW(local_model.parameters(), lr=0.02, weight_decay=0.05, foreach=False)
@@ -152,10 +153,16 @@ class HostedOptimizerTest(unittest.TestCase):
             for model, opt in ((local_model, local), (hosted_model, hosted)):
                 opt.zero_grad()
                 torch.nn.functional.mse_loss(model(x), y).backward()
+                if k % 3 == 1:
+                    first = next(model.parameters())
+                    first.grad = None
                 if opt is local:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
                 opt.step()
             self.assert_same(local_model, hosted_model, f"sharded AdamW, step {k + 1}")
+        mine, theirs = hosted.state_dict()["state"], local.state_dict()["state"]
+        self.assertEqual([float(mine[i]["step"]) for i in sorted(mine)], [float(theirs[i]["step"]) for i in sorted(theirs)])
+        self.assertLess(float(theirs[0]["step"]), 8)
 
     def test_adamw_with_warmup_cosine_equals_torch_lambda_lr(self):
         lr, warm, total = 3e-3, 3, 15
@@ -450,16 +457,17 @@ class HostedOptimizerTest(unittest.TestCase):
         # 40 indices into 12 rows per batch: rows repeat (some three times or more), unsorted.
         repeated = [(torch.randint(0, 12, (10, 4), generator=g), torch.randn(10, 3, generator=g)) for _ in range(5)]
         distinct = [(torch.randperm(12, generator=g)[:8].sort().values.view(2, 4), torch.randn(2, 3, generator=g)) for _ in range(5)]
-        for name, cls, kw, with_linear, sorted_rows in cases:
+        # Each case on one Durable Object and over 3 (the table's rows split between shards).
+        for (name, cls, kw, with_linear, sorted_rows), objects in [(c, n) for c in cases for n in (None, 3)]:
             data = distinct if sorted_rows else repeated
-            with self.subTest(optimizer=name, **kw):
+            with self.subTest(optimizer=name, shards=objects, **kw):
                 def model():
                     torch.manual_seed(22)
                     emb = torch.nn.Embedding(12, 3, sparse=True)
                     return torch.nn.ModuleDict({"emb": emb, "head": torch.nn.Linear(3, 3)}) if with_linear else torch.nn.ModuleDict({"emb": emb})
                 local_model, hosted_model = model(), model()
                 local = cls(local_model.parameters(), **kw) if name == "sparse_adam" else cls(local_model.parameters(), foreach=False, **kw)
-                hosted = self.hosted(hosted_model.named_parameters(), optimizer=name, **kw)
+                hosted = self.hosted(hosted_model.named_parameters(), optimizer=name, **kw, **({"shards": objects} if objects else {}))
                 for k, (idx, y) in enumerate(data):
                     for m, opt in ((local_model, local), (hosted_model, hosted)):
                         opt.zero_grad()
