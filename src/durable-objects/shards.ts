@@ -169,9 +169,10 @@ export interface Prepared {
   /** Tensors whose gradient is sparse rows (each shard was sent its pieces' rows). */
   sparse: boolean[];
   /**
-   * SHA-256 over the dtype, size, loss, the frozen tensors and each tensor's own SHA-256 in layout
-   * order: the same whatever the format and the order a safetensors file holds the tensors in
-   * (Idempotency-Key reuse); a retry freezing other tensors is another step.
+   * SHA-256 over the dtype, size, loss, which tensors are frozen or sparse, and each tensor's own
+   * SHA-256 (a sparse one's over its rows, then its values) in layout order: the same whatever the
+   * format and the order a safetensors file holds the tensors in (Idempotency-Key reuse); a retry
+   * freezing other tensors is another step.
    */
   fingerprint: string;
 }
