@@ -187,6 +187,10 @@ describe('sharded sparse gradients: retries and refusals change nothing', () => 
     expect((await opCall('POST', opt, '/step', { grads: gradsAt(1) }, key)).body).toMatchObject({ step: 1, replayed: true });
     const other = { ...gradsAt(1), emb: { indices: [2, 4], values: gradsAt(1).emb.values } };
     expectProblem(await opCall('POST', opt, '/step', { grads: other }, key), 422, 'Idempotency-Key');
+    // A replay answers as the step did, even once the hyperparameters would refuse rows.
+    expect((await opCall('PATCH', opt, '', { hyperparams: { weight_decay: 0.1 } })).status).toBe(200);
+    expect((await opCall('POST', opt, '/step', { grads: gradsAt(1) }, key)).body).toMatchObject({ step: 1, replayed: true });
+    expect((await opCall('PATCH', opt, '', { hyperparams: { weight_decay: 0 } })).status).toBe(200);
     // A row beyond the table, and Adagrad's weight_decay with rows (torch raises): 422s, step 1 still.
     expectProblem(await opCall('POST', opt, '/step', { grads: { ...gradsAt(2), emb: { indices: [6], values: [[1, 1]] } } }), 422);
     const decayed = await createOptimizer({ optimizer: 'adagrad', dtype: 'float32', params: PARAMS, hyperparams: { lr: 0.1, weight_decay: 0.1 }, shards: 4 });

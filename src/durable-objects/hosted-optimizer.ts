@@ -1148,8 +1148,9 @@ export class HostedOptimizer extends DurableObject<Env> {
       checkRows({ def, format, rows, frozen, names: loaded.names, paths: leaves(layout).map((l) => l.path), shapes: loaded.tensors.map((t) => t.shape), groupHp: stepGroupHp(loaded, learningRate(fixedLr(meta.hyperparams), meta.schedule, meta.step, meta.plateau)), groupOf: loaded.groupOf, hp: meta.hyperparams });
     const common = { env: this.env, id: meta.id, record, layout, dtype: meta.dtype, size: meta.size, seq, grads, allowNonFinite: skipMode, loss: args.loss, def, checkSparse };
     const seen = args.idempotencyKey === undefined ? undefined : this.#store.idempotency(args.idempotencyKey);
+    // Read only to compare (a replay, a held contribution): what torch refuses is not asked again (the hyperparameters may have changed since).
     const prepare = (norms: boolean, send: boolean, contribution?: { worker: number }) =>
-      prepareShards({ ...common, norms, send, hash: args.idempotencyKey !== undefined || contribution !== undefined, contribution });
+      prepareShards({ ...common, norms, send, hash: args.idempotencyKey !== undefined || contribution !== undefined, contribution, ...(send ? {} : { checkSparse: () => {} }) });
     if (seen) {
       const { fingerprint: print } = await prepare(false, false);
       if (seen.fingerprint !== print) throw validationProblem([headerError('Idempotency-Key', 'was already used for a step with different gradients or loss', args.idempotencyKey)]);

@@ -347,13 +347,19 @@ export async function prepareShards(args: {
     }
     if (!args.send) return;
     const whole = { rows: g.rows.length, unique: new Set(g.rows).size };
-    for (const [i, shard] of record.placement.entries()) {
-      for (const [k, p] of shard.pieces.entries()) {
-        if (p.tensor !== t) continue;
-        const [lo, hi] = [p.from / g.rowSize, p.to / g.rowSize];
-        const picked = [...g.rows.keys()].filter((j) => g.rows[j]! >= lo && g.rows[j]! < hi);
-        rowsFor[i]!.push({ piece: k, blob: encodeRows(picked.map((j) => g.rows[j]! - lo), picked.map((j) => g.values.subarray(j * g.rowSize, (j + 1) * g.rowSize)), whole, dtype) });
+    // The tensor's pieces in row order, and each row (in the order sent) bucketed into its piece once.
+    const owners = record.placement.flatMap((shard, i) => shard.pieces.flatMap((p, k) => (p.tensor === t ? [{ i, k, lo: p.from / g.rowSize, picked: [] as number[] }] : [])));
+    for (let j = 0; j < g.rows.length; j++) {
+      let [a, b] = [0, owners.length - 1];
+      while (a < b) {
+        const mid = (a + b + 1) >> 1;
+        if (owners[mid]!.lo <= g.rows[j]!) a = mid;
+        else b = mid - 1;
       }
+      owners[a]!.picked.push(j);
+    }
+    for (const o of owners) {
+      rowsFor[o.i]!.push({ piece: o.k, blob: encodeRows(o.picked.map((j) => g.rows[j]! - o.lo), o.picked.map((j) => g.values.subarray(j * g.rowSize, (j + 1) * g.rowSize)), whole, dtype) });
     }
   };
   const rowsFor: Array<Array<{ piece: number; blob: Uint8Array }>> = record.placement.map(() => []);
@@ -394,7 +400,9 @@ export async function prepareShards(args: {
       const header = parseHeader(await reader.readExactly(n), length === null ? null : length - 8 - n, { indices: isIndicesName(leafIndex) });
       const index = new Map(namedLeaves(layout).map((l, t) => [l.name, t]));
       // grads.values/<name> (with grads.indices/<name>): a sparse gradient's rows, read aside (at most rowsBudget bytes).
-      const rowsPlan: FileRows = { byValues: new Map(), budget: rowsBudget(size, dtype) };
+      // The budget of one object holding the model (or all of it): the coordinator holds the rows, and
+      // each piece's go to its shard in one call (well under an RPC value's 32 MiB).
+      const rowsPlan: FileRows = { byValues: new Map(), budget: rowsBudget(Math.min(size, record.capacity), dtype) };
       const plan = header.entries.map((e) => {
         const rowsPlace = planFileRows(args.def, header, leafIndex, dtype, rowsPlan, e);
         if (rowsPlace) return { e, t: -1, rowsPlace };
