@@ -3780,6 +3780,24 @@ export interface components {
             /** @description true when this worker had already sent this very contribution (same values and loss): nothing new was stored. */
             replayed: boolean;
         };
+        /** @description A part of a step sent in parts (`part_offset`), stored durably by the shards; the last part applies the step. */
+        StepPart: {
+            /**
+             * @description This part of a step in parts is stored; the step waits for the rest.
+             * @enum {boolean}
+             */
+            part: true;
+            /** @description Completed steps: the last part makes it step + 1. */
+            step: number;
+            /** @description The element this part started at. */
+            offset: number;
+            /** @description Elements received so far: the next part starts here. */
+            received: number;
+            /** @description Elements still to send. */
+            missing: number;
+            /** @description true when this part had already been received (the same bytes): nothing new was stored. */
+            replayed: boolean;
+        };
         /**
          * @description One gradient for a hosted optimizer.
          * @example {
@@ -6477,6 +6495,8 @@ export interface operations {
                 expected_step?: number;
                 /** @description Optimizers with `accumulate` only (required there, 422 elsewhere), any body format: this worker's id, 0..contributions-1; the gradient is its contribution to step `expected_step` + 1 (`expected_step` is then required). A 202 answers until the last contribution arrives; that one steps (200). */
                 worker?: number;
+                /** @description Sharded optimizers, raw bodies only: a step sent in parts, for a gradient larger than one request may carry (100 MB on most plans). The body holds elements [part_offset, part_offset + n) of the layout, n = Content-Length / the dtype's size; every part carries the same `Idempotency-Key` (required) and dtype, and they come in order: 0, then where the last one ended (409 otherwise, naming it). Each part but the last answers 202; the part that reaches the last element applies the step and answers as a whole step does. The same part sent again answers the same; a new part at 0 starts over. */
+                part_offset?: number;
             };
             header?: {
                 /** @description `Bearer <token>`, the token returned at creation. */
@@ -6526,7 +6546,7 @@ export interface operations {
                     "application/vnd.safetensors": string;
                 };
             };
-            /** @description Optimizers with `accumulate`: the contribution was validated and stored durably, and the step waits for the other workers' (JSON whatever `Accept`: it holds no tensors). The same contribution sent again by the same worker (same values and loss) answers the same, with `replayed: true`. */
+            /** @description Optimizers with `accumulate`: the contribution was validated and stored durably, and the step waits for the other workers' (JSON whatever `Accept`: it holds no tensors). The same contribution sent again by the same worker (same values and loss) answers the same, with `replayed: true`. A step in parts (`part_offset`): the part was validated and stored by the shards, and the step waits for the rest (StepPart). */
             202: {
                 headers: {
                     /** @description The state version: a new, never reused tag after every change (step, restore, PATCH, upload; not a skipped step, which changes no state); send it as If-Match with a step. */
@@ -6536,7 +6556,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ContributionPending"];
+                    "application/json": components["schemas"]["ContributionPending"] | components["schemas"]["StepPart"];
                 };
             };
             /** @description Malformed JSON. */

@@ -36,7 +36,7 @@ import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Plac
 import { checkCheckpointHeader } from './checkpoint-header.ts';
 import { Contributions, StepWaiters, accumulateInfo, checkAccumulates, checkWorker, notReached, patchedAccumulate, skippedKey, type Completed } from './accumulate.ts';
 import { Mutex } from './mutex.ts';
-import { SHARD_FAULTS, ShardedUnsupported, abortShards, groupsPresent, shardGroups, pieceName, stageCheckpoint, unwrapOutcome, commitShards, destroyShards, gatherStream, newShardSecret, planShards, prepareShards, readAll, shardLayout, shardStub, tryShards, type GradientSlices, type Prepared, type ShardDecision, type ShardReduce, type ShardStepArgs, type ShardsRecord, foldPieces, foldShardNorms, reduceShards } from './shards.ts';
+import { SHARD_FAULTS, ShardedUnsupported, abortShards, groupsPresent, shardGroups, pieceName, stageCheckpoint, unwrapOutcome, commitShards, destroyShards, gatherStream, newShardSecret, planShards, prepareShards, readAll, shardLayout, shardStub, tryShards, type GradientSlices, type Prepared, type ShardDecision, type ShardReduce, type ShardStepArgs, type ShardsRecord, type StepAssembly, foldPieces, foldShardNorms, reduceShards } from './shards.ts';
 import { paceDeadline } from '../wire/stream.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
 import { registryOf } from './stubs.ts';
@@ -47,6 +47,7 @@ import type {
   OptimizerInfo,
   OptimizerSummary,
   Outcome,
+  PartOut,
   PatchArgs,
   RestoreArgs,
   RestoreFileArgs,
@@ -917,6 +918,7 @@ export class HostedOptimizer extends DurableObject<Env> {
   step(tokenHash: string | null, args: StepArgs): Promise<Outcome<Versioned<StepOut>>> {
     return this.#locked(tokenHash, async (loaded) => {
       if (loaded.meta.shards) return this.#shardedStep(loaded, args);
+      if (args.partOffset !== undefined) throw validationProblem([fieldError(['part_offset'], 'is for sharded optimizers (one object\'s gradient fits one request): send the step whole', args.partOffset)]);
       const { def, meta, layout, grads, state } = loaded;
       checkWorker(meta.accumulate, args.worker, args.expectedStep);
       if (args.returnParams && args.namedParams && leafIndex(layout) === null) {
@@ -1151,8 +1153,11 @@ export class HostedOptimizer extends DurableObject<Env> {
     // Read only to compare (a replay, a held contribution): what torch refuses is not asked again (the hyperparameters may have changed since).
     const prepare = (norms: boolean, send: boolean, contribution?: { worker: number }) =>
       prepareShards({ ...common, norms, send, hash: args.idempotencyKey !== undefined || contribution !== undefined, contribution, ...(send ? {} : { checkSparse: () => {} }) });
+    const inParts = args.partOffset !== undefined;
+    if (inParts) checkPart(args, meta);
     if (seen) {
-      const { fingerprint: print } = await prepare(false, false);
+      // A part of a step already applied answers as that step (its bytes are not compared: the step's fingerprint is over every part).
+      const { fingerprint: print } = inParts ? seen : await prepare(false, false);
       if (seen.fingerprint !== print) throw validationProblem([headerError('Idempotency-Key', 'was already used for a step with different gradients or loss', args.idempotencyKey)]);
       const current = seen.seq === meta.seq && (meta.uploadedAtSeq ?? -1) < seen.seq;
       const params = args.returnParams && current ? await this.#shardedParamsOut(loaded) : null;
@@ -1172,7 +1177,15 @@ export class HostedOptimizer extends DurableObject<Env> {
     let completed: Completed | undefined;
     let set: ShardReduce | undefined;
     let prepared: Prepared;
-    if (meta.accumulate) {
+    if (inParts) {
+      const received = await this.#receivePart(loaded, args, common);
+      if ('answer' in received) {
+        lap('decode');
+        return { etag: etagOf(loaded.meta), value: { step: meta.step, lr: 0, replayed: received.answer.replayed, params: null, timings, part: received.answer } };
+      }
+      prepared = received.prepared;
+    } else if (meta.accumulate) {
+      this.#dropAssembly(loaded); // another step: the parts received count for nothing
       const spec = meta.accumulate;
       const worker = args.worker!;
       const held = this.#contributions.workers();
@@ -1219,7 +1232,10 @@ export class HostedOptimizer extends DurableObject<Env> {
         await abortShards(this.env, meta.id, record, seq);
         throw e;
       }
-    } else prepared = await prepare(clipNorm !== undefined, true);
+    } else {
+      this.#dropAssembly(loaded);
+      prepared = await prepare(clipNorm !== undefined, true);
+    }
     const print = prepared.fingerprint;
     lap('decode');
     const keyRow = (row: Omit<IdempotencyRow, 'fingerprint'>) => {
@@ -1227,7 +1243,7 @@ export class HostedOptimizer extends DurableObject<Env> {
     };
     // As the unsharded step's skippedAnswer: counted, in the history, its key remembered; no state changed.
     const skipped = async (gradNorm?: number) => {
-      const next: StoredMeta = { ...meta, skippedSteps: (meta.skippedSteps ?? 0) + 1 };
+      const next: StoredMeta = { ...meta, skippedSteps: (meta.skippedSteps ?? 0) + 1, shards: { ...record, assembling: null } };
       const controls = { grad_norm: gradNorm ?? null, skipped: 1 };
       this.#store.transaction(() => {
         this.#store.writeMeta(next);
@@ -1261,12 +1277,14 @@ export class HostedOptimizer extends DurableObject<Env> {
     try {
       tried = await tryShards(this.env, meta.id, record, decision);
     } catch (e) {
+      this.#dropAssembly(loaded);
       await abortShards(this.env, meta.id, record, seq);
       throw e;
     }
     lap('kernel');
     if (tried.nonFinite >= 0) {
       if (skipMode) return skipped(gradNorm);
+      this.#dropAssembly(loaded);
       await abortShards(this.env, meta.id, record, seq);
       throw new ProblemError(422, 'non-finite-result', 'the step would produce a non-finite value (overflow); nothing was changed', [
         fieldError(['grads', ...pathOfIndex(layout, tried.nonFinite)], 'leads to a non-finite parameter or moment'),
@@ -1281,7 +1299,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       revision: meta.revision + 1,
       updatedAt: at,
       plateau: args.loss === undefined ? meta.plateau : reportGroups(meta.schedule, meta.plateau, reportMetric(meta.schedule, meta.plateau, args.loss), args.loss),
-      shards: { ...record, pending: decision },
+      shards: { ...record, assembling: null, pending: decision },
     };
     const controls = { grad_norm: gradNorm ?? null, skipped: skipMode ? 0 : null };
     SHARD_FAULTS.beforeDecision?.();
@@ -1309,12 +1327,72 @@ export class HostedOptimizer extends DurableObject<Env> {
   }
 
   /**
+   * A part of a step in parts (./shards.ts StepAssembly): read, checked and handed to the shards
+   * under the step's attempt, its norms folded on from the last part's; the record stored for the
+   * next part (202), or, when it reaches the last element, the whole step's prepared gradient. A
+   * retry of the last part answers the same; any failure drops the parts received (start again at 0).
+   */
+  async #receivePart(loaded: Loaded, args: StepArgs, common: Omit<Parameters<typeof prepareShards>[0], 'norms' | 'send' | 'hash'>): Promise<{ answer: PartOut } | { prepared: Prepared }> {
+    const { meta } = loaded;
+    const record = meta.shards!;
+    const key = args.idempotencyKey!;
+    const input = args.grads as Extract<TensorsIn, { format: 'raw' }>;
+    const src = input.dtype ?? wireDtypeOf(meta.dtype);
+    checkFits(src, meta.dtype, ['Content-Type']);
+    const offset = args.partOffset!;
+    const seq = meta.seq + 1;
+    let asm = record.assembling?.key === key && record.assembling.seq === seq ? record.assembling : null;
+    const answer = (a: StepAssembly, replayed: boolean): { answer: PartOut } => ({ answer: { step: meta.step, offset, received: a.received, missing: meta.size - a.received, replayed } });
+    if (asm?.last && offset === asm.last.offset) {
+      // The last part again: the same bytes answer the same; others are another part under the same key.
+      const again = await prepareShards({ ...common, norms: false, send: false, hash: false, part: { ...asm, offset } });
+      if (again.part!.last!.digest === asm.last.digest) return answer(asm, true);
+      throw validationProblem([headerError('Idempotency-Key', `was already used for the part at element ${offset} with other bytes (a new step in parts needs a new key)`, key)]);
+    }
+    if (!asm) {
+      if (offset !== 0) throw new ProblemError(409, 'conflict', `no step in parts is under way for this Idempotency-Key: send its first part with part_offset=0`, [fieldError(['part_offset'], 'must be 0 for the first part', offset)], { step: meta.step });
+      asm = { key, seq, attempt: newShardSecret().slice(0, 32), src, received: 0, offset: 0, norms: [], folds: {}, nonFinite: -1, digests: [], last: null };
+    } else if (offset !== asm.received) {
+      throw new ProblemError(409, 'conflict', `the next part of this step starts at element ${asm.received} (${meta.size - asm.received} still to send)`, [fieldError(['part_offset'], `must be ${asm.received}`, offset)], { step: meta.step });
+    }
+    if (asm.src !== src) throw validationProblem([headerError('Content-Type', `must name the dtype the first part came in (${WIRE_DTYPES[asm.src].name}): every part of a step comes in one`, WIRE_DTYPES[src].name)]);
+    let next: StepAssembly;
+    try {
+      // Norms are always folded (a PATCH of clip_grad_norm may come before the last part).
+      next = (await prepareShards({ ...common, norms: true, send: true, hash: false, part: { ...asm, offset } })).part!;
+    } catch (e) {
+      this.#dropAssembly(loaded);
+      throw e;
+    }
+    if (next.received < meta.size) {
+      const stored: StoredMeta = { ...loaded.meta, shards: { ...loaded.meta.shards!, assembling: next } };
+      this.#store.writeMeta(stored);
+      loaded.meta = stored;
+      return answer(next, false);
+    }
+    // The last part: the step's fingerprint is over every part's SHA-256, in order.
+    const print = hex(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(`${meta.dtype}:${meta.size}:${args.loss ?? ''}:parts:${next.digests.join(',')}`)));
+    const none = loaded.tensors.map(() => false);
+    return { prepared: { nonFinite: next.nonFinite, norms: meta.hyperparams.clip_grad_norm === undefined ? null : next.norms, frozen: none, sparse: none, fingerprint: print } };
+  }
+
+  /** Drops a step in parts under way (another step, a restore or an upload came first): its parts count for nothing. */
+  #dropAssembly(loaded: Loaded): void {
+    const shards = loaded.meta.shards;
+    if (!shards?.assembling) return;
+    const next: StoredMeta = { ...loaded.meta, shards: { ...shards, assembling: null } };
+    this.#store.writeMeta(next);
+    loaded.meta = next;
+  }
+
+  /**
    * A coordinator's upload: decoded and checked whole here (at most SHARDED_UPLOAD_BYTES of values per
    * request, so nothing reaches a shard unless all of it is valid), then each element range written
    * to the shards holding it.
    */
   async #shardedUpload(loaded: Loaded, args: UploadArgs): Promise<Versioned<OptimizerInfo>> {
     await this.#settleShards(loaded);
+    this.#dropAssembly(loaded); // parts of a step computed for the params replaced
     const { meta, layout } = loaded;
     const record = meta.shards!;
     const item = meta.dtype === 'float32' ? 4 : 8;
@@ -1441,6 +1519,7 @@ export class HostedOptimizer extends DurableObject<Env> {
    */
   async #shardedRestore(loaded: Loaded, args: RestoreFileArgs): Promise<Versioned<OptimizerInfo>> {
     await this.#settleShards(loaded);
+    this.#dropAssembly(loaded); // parts of a step computed for the state replaced
     const { def, meta, layout } = loaded;
     const record = meta.shards!;
     let groups: ParamGroup[] = loaded.groups;
@@ -2584,6 +2663,13 @@ function decodeRows(blob: Uint8Array | undefined, dtype: Dtype, shape: readonly 
 function slotsKept(def: AnyDef, hps: readonly Hyperparams[], groupOf: readonly number[]): string[] {
   const used = [...usedGroups(groupOf)];
   return def.slots.filter((slot) => used.some((g) => slot.present(hps[g]!))).map((slot) => slot.name);
+}
+
+/** 422 for a part of a step that cannot be one: not raw bytes, no Idempotency-Key, or to an accumulating optimizer. */
+function checkPart(args: StepArgs, meta: StoredMeta): void {
+  if (args.grads.format !== 'raw') throw validationProblem([headerError('Content-Type', 'must be application/octet-stream for a part of a step (part_offset): the elements of the layout from part_offset on', args.grads.format)]);
+  if (args.idempotencyKey === undefined) throw validationProblem([headerError('Idempotency-Key', 'is required with part_offset: every part of a step carries the same key', '')]);
+  if (meta.accumulate) throw validationProblem([fieldError(['part_offset'], 'is not for optimizers with accumulate (a contribution is one request)', args.partOffset)]);
 }
 
 /** `sent` (the tensors not skipped, one after another) spread to their places in `target`; returns `target`. */

@@ -137,6 +137,8 @@ export interface StepArgs {
   namedParams?: boolean | undefined;
   /** With accumulate: this worker's id (0..contributions-1); the gradient is its contribution. */
   worker?: number | undefined;
+  /** A step in parts (sharded optimizers, raw bodies): the layout element this part starts at. */
+  partOffset?: number | undefined;
 }
 
 export interface StepOut {
@@ -154,6 +156,18 @@ export interface StepOut {
   timings: { decode: number; kernel: number; storage: number };
   /** With accumulate: the contribution was taken but the step waits for others (202); nothing else of this answer applies. */
   pending?: PendingOut;
+  /** A step in parts: this part was taken, the step waits for the rest (202); nothing else of this answer applies. */
+  part?: PartOut;
+}
+
+/** A part of a step taken (202). */
+export interface PartOut {
+  /** Completed steps (the last part makes it step + 1). */
+  step: number;
+  offset: number;
+  received: number;
+  missing: number;
+  replayed: boolean;
 }
 
 export interface CreateArgs {

@@ -61,6 +61,8 @@ export interface ShardsRecord {
   restoring?: { attempt: string; lengths: number[]; keptElsewhere?: string[] } | null;
   /** A decided PATCH of the groups or of the slots kept that some shard may not have applied yet. */
   regroup?: boolean;
+  /** A step being received in parts (./shards.ts StepAssembly). */
+  assembling?: StepAssembly | null;
 }
 
 /** The coordinator's decision for step `seq`: what every shard applies. */
@@ -276,17 +278,26 @@ export async function prepareShards(args: {
   def: OptimizerDef<any>;
   /** What torch refuses with sparse gradients (or, SparseAdam, without them): throws a 422 before any row is sent. */
   checkSparse: (rows: ReadonlyArray<SparseRows | null>, frozen: readonly boolean[], format: 'json' | 'raw' | 'safetensors') => void;
-}): Promise<Prepared> {
+  /** A step in parts (raw only): this request's elements start at layout element `part.offset`, continuing `part`'s folds. */
+  part?: StepAssembly | undefined;
+}): Promise<Prepared & { part?: StepAssembly }> {
   const { env, id, record, layout, dtype, size, seq, grads } = args;
   const tensors = leaves(layout);
   const item = dtype === 'float32' ? 4 : 8;
   const folds: Array<NormFold | null> = tensors.map(() => null);
   const norms: number[] | null = args.norms ? tensors.map(() => 0) : null;
   const hashes: Array<{ writer: WritableStreamDefaultWriter<Uint8Array>; digest: Promise<ArrayBuffer> } | null> = tensors.map(() => null);
-  let nonFinite = -1;
+  const part = args.part;
+  let nonFinite = part?.nonFinite ?? -1;
   let frozen: boolean[] = grads.kind === 'values' ? [...grads.frozen] : tensors.map(() => false);
-  // Parts of this attempt replace whatever a failed attempt at the same step left on a shard.
-  const attempt = newShardSecret().slice(0, 32);
+  // Parts of this attempt replace whatever a failed attempt at the same step left on a shard (a step in parts keeps one attempt).
+  const attempt = part?.attempt ?? newShardSecret().slice(0, 32);
+  if (part && norms) {
+    part.norms.forEach((n, t) => (norms[t] = n));
+    for (const [t, f] of Object.entries(part.folds)) folds[Number(t)] = f;
+  }
+  const partHash = part ? new crypto.DigestStream('SHA-256') : null;
+  const partWriter = partHash?.getWriter() ?? null;
   const contribution = args.contribution;
   const parts = new PartGatherer(record.placement.length, (i, gathered) => {
     const slices = gathered.map((p) => ({ at: p.at / item, grads: p.bytes }));
@@ -314,6 +325,7 @@ export async function prepareShards(args: {
       if (from + values.length === tensor.size) norms[t] = normFoldEnd(dtype, folds[t]!, tensor.size);
     }
     const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+    if (partWriter) await partWriter.write(bytes.slice());
     if (args.hash) await hashPiece(t, from + values.length === tensor.size, bytes);
     if (!args.send) return;
     // To each shard holding part of [a, b), at its byte offset in that shard.
@@ -374,6 +386,29 @@ export async function prepareShards(args: {
         if (rows && !frozen[t]) await pushRows(t, rows, (k) => ['grads', ...leaves(layout)[t]!.path, 'values', k]);
         else if (n > 0 && !frozen[t]) await push(t, 0, grads.values.subarray(offset, offset + n), (k) => ['grads', ...pathOfIndex(layout, offset + k)], '');
       }
+    } else if (grads.kind === 'raw' && part) {
+      // Elements [part.offset, part.offset + n) of the layout: each tensor's share, its norm folded on from where the last part left it.
+      const item = WIRE_DTYPES[grads.src].bytes;
+      if (grads.length === null) throw new WireError(422, ['Content-Length'], 'is required for a part of a step (its element count)');
+      const n = grads.length / item;
+      if (!Number.isInteger(n) || n === 0 || part.offset + n > size) {
+        throw new WireError(422, ['body'], `the body has ${grads.length} bytes: a part holds a whole number (at least 1) of ${WIRE_DTYPES[grads.src].name} elements, at most the ${size - part.offset} from element ${part.offset} to the end`, grads.length);
+      }
+      reader = new ByteReader(grads.body, true);
+      const end = part.offset + n;
+      for (let t = 0; t < tensors.length; t++) {
+        const { offset, size: total } = tensors[t]!;
+        const a = Math.max(part.offset, offset) - offset;
+        const b = Math.min(end, offset + total) - offset;
+        for (let from = a; from < b; from += READ_ELEMENTS) {
+          const count = Math.min(READ_ELEMENTS, b - from);
+          const values = alloc(count);
+          await reader.read(count * item, placementSink(grads.src, { out: values, offset: 0, count, path: ['grads'] }, count));
+          await push(t, from, values, (k) => ['grads', offset + k], grads.nonFiniteHint);
+        }
+      }
+      await reader.expectEnd();
+      part.received = end;
     } else if (grads.kind === 'raw') {
       if (args.def.sparse === 'only') args.checkSparse(tensors.map(() => null), frozen, 'raw');
       const want = size * WIRE_DTYPES[grads.src].bytes;
@@ -459,6 +494,15 @@ export async function prepareShards(args: {
   } finally {
     await reader?.cancel();
   }
+  if (part) {
+    // What the next part continues from: the folds of tensors begun, not ended; the norms of those ended.
+    await partWriter!.close();
+    const digest = hex(await partHash!.digest);
+    const open: Record<number, NormFold> = {};
+    if (norms) folds.forEach((f, t) => f && f.at < tensors[t]!.size && (open[t] = f));
+    const next: StepAssembly = { ...part, nonFinite, norms: norms ?? [], folds: open, digests: [...part.digests, digest], last: { offset: part.offset, digest } };
+    return { nonFinite, norms, frozen, sparse, fingerprint: '', part: next };
+  }
   if (!args.hash) return { nonFinite, norms, frozen, sparse, fingerprint: '' };
   // Tensors of no element (and frozen ones): norm 0 and the hash of nothing.
   const marks = `${frozen.some(Boolean) ? `${JSON.stringify(rangesOf(frozen))}:` : ''}${sparse.some(Boolean) ? `rows${JSON.stringify(rangesOf(sparse))}:` : ''}`;
@@ -489,6 +533,32 @@ function encodeRows(rows: number[], values: FloatArray[], whole: { rows: number;
     at += v.byteLength;
   }
   return blob;
+}
+
+/**
+ * A step sent in parts (raw bodies, one Idempotency-Key, in element order), kept in the
+ * coordinator's record between requests: the shards hold the elements received under `attempt`.
+ */
+export interface StepAssembly {
+  key: string;
+  seq: number;
+  attempt: string;
+  /** The wire dtype every part comes in. */
+  src: WireDtype;
+  /** Elements received (parts cover [0, received)); the next part starts here. */
+  received: number;
+  /** Where this request's part starts (set for the part being read). */
+  offset: number;
+  /** Per-tensor 2-norms of the tensors ended so far (0 for the others), layout order. */
+  norms: number[];
+  /** Folds of the tensors begun but not ended (by tensor index). */
+  folds: Record<number, NormFold>;
+  /** Global index of the first non-finite element (nonfinite: skip), or -1. */
+  nonFinite: number;
+  /** SHA-256 of each part received, in order (the step's fingerprint is over them). */
+  digests: string[];
+  /** The last part received: a retry of it answers again. */
+  last: { offset: number; digest: string } | null;
 }
 
 /** What a sharded optimizer does not take yet (the coordinator answers 501). */

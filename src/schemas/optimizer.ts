@@ -368,6 +368,15 @@ export const HostedStepQuerySchema = strictQuery({
       'Optimizers with `accumulate` only (required there, 422 elsewhere), any body format: this worker\'s id, 0..contributions-1; the gradient is its contribution ' +
       'to step `expected_step` + 1 (`expected_step` is then required). A 202 answers until the last contribution arrives; that one steps (200).',
   }),
+  part_offset: queryOptionalInteger({
+    min: 0,
+    max: Number.MAX_SAFE_INTEGER,
+    description:
+      'Sharded optimizers, raw bodies only: a step sent in parts, for a gradient larger than one request may carry (100 MB on most plans). The body holds ' +
+      'elements [part_offset, part_offset + n) of the layout, n = Content-Length / the dtype\'s size; every part carries the same `Idempotency-Key` (required) ' +
+      'and dtype, and they come in order: 0, then where the last one ended (409 otherwise, naming it). Each part but the last answers 202; the part that ' +
+      'reaches the last element applies the step and answers as a whole step does. The same part sent again answers the same; a new part at 0 starts over.',
+  }),
 });
 
 /** GET params: optionally wait for a step (workers of an accumulating optimizer wait for the step they contributed to). */
@@ -398,6 +407,18 @@ export const ContributionPendingSchema = z
   })
   .strict()
   .openapi('ContributionPending', { description: 'A contribution to an accumulated step, stored durably; the step is applied when the last one arrives.' });
+
+export const StepPartSchema = z
+  .object({
+    part: z.literal(true).openapi({ description: 'This part of a step in parts is stored; the step waits for the rest.' }),
+    step: StepCountSchema.openapi({ description: 'Completed steps: the last part makes it step + 1.' }),
+    offset: z.number().int().openapi({ description: 'The element this part started at.' }),
+    received: z.number().int().openapi({ description: 'Elements received so far: the next part starts here.' }),
+    missing: z.number().int().openapi({ description: 'Elements still to send.' }),
+    replayed: z.boolean().openapi({ description: 'true when this part had already been received (the same bytes): nothing new was stored.' }),
+  })
+  .strict()
+  .openapi('StepPart', { description: 'A part of a step sent in parts (`part_offset`), stored durably by the shards; the last part applies the step.' });
 
 /** Every hyperparameter name of the registry as a query parameter (validated by the chosen optimizer's schema). */
 function registryHyperparamQuery(what: string) {

@@ -646,13 +646,24 @@ class RemoteOptimizer:
         """POST .../step with the gradients as raw elements (see wire.encode_raw): every element of every
         tensor, in layout order. Returns {"step", "lr", "params": the new params as raw bytes of the
         optimizer's dtype, "replayed", ...}. ``dtype="bfloat16"`` with bytes halves the upload. worker: a
-        contribution to an accumulated step (see step()); {"pending": True, ...} until the last one."""
+        contribution to an accumulated step (see step()); {"pending": True, ...} until the last one.
+        A gradient of more than STEP_PART_BYTES (only a sharded optimizer's is) goes in parts under one
+        Idempotency-Key (``?part_offset=``); the last part applies the step."""
         data, dtype = wire.encode_raw(grads, dtype)
         headers = {"content-type": wire.raw_content_type(dtype), "accept": _accept(RAW), "idempotency-key": idempotency_key or uuid.uuid4().hex}
         if if_match is not None:
             headers["if-match"] = if_match
         query = {"loss": repr(float(loss)) if loss is not None else None, "expected_step": expected_step, **_step_query(return_params, worker)}
-        res = self._call("POST", "/step", data, headers=headers, query=query)
+        item = _ITEM_BYTES[dtype or self.dtype]
+        part = max(item, STEP_PART_BYTES - STEP_PART_BYTES % item)
+        if worker is None and len(data) > part:
+            view = memoryview(data)
+            last = (len(data) - 1) // part * part
+            for at in range(0, last, part):
+                self._call("POST", "/step", bytes(view[at:at + part]), headers=headers, query={**query, "part_offset": at // item})
+            res = self._call("POST", "/step", bytes(view[last:]), headers=headers, query={**query, "part_offset": last // item})
+        else:
+            res = self._call("POST", "/step", data, headers=headers, query=query)
         if _response:
             return res
         if res.status == 202:
@@ -801,6 +812,12 @@ def accumulate_setting(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"accumulate is a number of contributions or {{'contributions': N, 'reduce': 'mean' | 'sum'}}, got {value!r}")
     return {"contributions": value, "reduce": "mean"}
+
+
+# Most bytes of gradient one step request carries; more go in parts (the platform takes 100 MB
+# bodies on most plans). Only a sharded optimizer's gradient is ever this large.
+STEP_PART_BYTES = 64 * 1024 * 1024
+_ITEM_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}
 
 
 def _step_query(return_params: bool, worker: Optional[int]) -> Dict[str, Any]:

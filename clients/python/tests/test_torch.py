@@ -149,6 +149,12 @@ class HostedOptimizerTest(unittest.TestCase):
         local = torch.optim.AdamW(local_model.parameters(), lr=0.02, weight_decay=0.05, foreach=False)
         hosted = self.hosted(hosted_model.named_parameters(), optimizer="adamw", lr=0.02, weight_decay=0.05, clip_grad_norm=0.5, shards=3)
         self.assertEqual(hosted.remote.info()["shards"], 3)
+        # Each step's gradient (67 float32) goes in parts of at most 100 bytes, as a gradient of more than 64 MiB would.
+        from unittest import mock
+        import adam_api.client as client_module
+        parts = mock.patch.object(client_module, "STEP_PART_BYTES", 100)
+        parts.start()
+        self.addCleanup(parts.stop)
         for k, (x, y) in enumerate(batches(8)):
             for model, opt in ((local_model, local), (hosted_model, hosted)):
                 opt.zero_grad()

@@ -325,6 +325,7 @@ export const stepOptimizer: RouteHandler<typeof routes.stepOptimizerRoute, AppEn
       returnParams: query.return === 'params',
       namedParams: answer === 'safetensors',
       worker: query.worker,
+      partOffset: query.part_offset,
     }),
   );
   // The object's phases; the rest of the request (reading and checking it here, the RPC) shows in `total`.
@@ -332,6 +333,8 @@ export const stepOptimizer: RouteHandler<typeof routes.stepOptimizerRoute, AppEn
   // A contribution to an accumulated step that waits for others: 202, in JSON whatever `Accept` (it holds no tensors).
   const pending = out.value.pending;
   if (pending) return jsonResponse(202, { pending: true, ...pending }, { etag: out.etag, step: String(pending.step) });
+  const part = out.value.part;
+  if (part) return jsonResponse(202, { part: true, ...part }, { etag: out.etag, step: String(out.value.step) });
   return t.phaseAsync('encode', () => withTensorProblemsAsync(() => stepResponse(answer, out.value, { etag: out.etag, ...(out.value.replayed ? { 'idempotent-replayed': 'true' } : {}) })));
 };
 

@@ -15,6 +15,7 @@ import {
   HistoryQuerySchema,
   HistoryResponseSchema,
   HostedStepQuerySchema,
+  StepPartSchema,
   HostedStepRequestSchema,
   HostedStepResponseSchema,
   ListQuerySchema,
@@ -189,9 +190,10 @@ export const stepOptimizerRoute = createRoute({
     202: {
       description:
         'Optimizers with `accumulate`: the contribution was validated and stored durably, and the step waits for the other workers\' (JSON whatever `Accept`: ' +
-        'it holds no tensors). The same contribution sent again by the same worker (same values and loss) answers the same, with `replayed: true`.',
+        'it holds no tensors). The same contribution sent again by the same worker (same values and loss) answers the same, with `replayed: true`. ' +
+        'A step in parts (`part_offset`): the part was validated and stored by the shards, and the step waits for the rest (StepPart).',
       headers: { ...ETAG, step: STEP_HEADERS.step },
-      content: { 'application/json': { schema: ContributionPendingSchema } },
+      content: { 'application/json': { schema: z.union([ContributionPendingSchema, StepPartSchema]) } },
     },
     400: problem('Malformed JSON.'),
     ...authErrors,
