@@ -89,6 +89,27 @@ async function inPartsFrom(opt: Created, values: number[], cuts: number[], key: 
   return last!;
 }
 
+describe('parts whose norm overflows, and a NaN under nonfinite: skip', () => {
+  it('an overflowing norm (Infinity) carried from part to part equals the whole step\'s; a NaN part with skip skips the step as the whole one does', async () => {
+    const { opt, ref } = await twins({ lr: 0.01, clip_grad_norm: 1 });
+    const huge = grad(0).map((x, i) => (i % 7 === 3 ? 3e19 : x)); // finite float32, their squares overflow
+    const want = await send(ref, encodeValues(huge, 'F32'), 'F32', '');
+    expect(want.body.grad_norm).toBeNull(); // Infinity, which JSON writes as null
+    const got = await inParts(opt, huge, [6, 13, 29], 'inf', 'F32', 0);
+    expect(got.body).toMatchObject({ step: 1, grad_norm: want.body.grad_norm });
+    expect(got.body.params).toEqual(want.body.params);
+
+    const skip = await twins({ lr: 0.01, nonfinite: 'skip' });
+    const nan = grad(1);
+    nan[2] = Number.NaN;
+    const whole = await send(skip.ref, encodeValues(nan, 'F32'), 'F32', '');
+    expect(whole.body).toMatchObject({ skipped: true, step: 0 });
+    const parted = await inParts(skip.opt, nan, [10, 20], 'nan', 'F32', 0);
+    expect(parted.body).toMatchObject({ skipped: true, step: 0 });
+    expect(parted.body.params).toEqual(whole.body.params);
+  });
+});
+
 describe('parts: retries, order, bad parts, other calls in between', () => {
   it('the same part again answers the same (replayed); out of order is a 409 naming the next offset; other bytes under the key are a 422', async () => {
     const { opt, ref } = await twins({ lr: 0.01 });

@@ -1355,6 +1355,9 @@ export class HostedOptimizer extends DurableObject<Env> {
     } else if (offset !== asm.received) {
       throw new ProblemError(409, 'conflict', `the next part of this step starts at element ${asm.received} (${meta.size - asm.received} still to send)`, [fieldError(['part_offset'], `must be ${asm.received}`, offset)], { step: meta.step });
     }
+    if (asm.digests.length >= MAX_STEP_PARTS) {
+      throw validationProblem([fieldError(['part_offset'], `a step takes at most ${MAX_STEP_PARTS} parts (this would be part ${asm.digests.length + 1}): send larger ones; the parts received are kept`, offset)]);
+    }
     if (asm.src !== src) throw validationProblem([headerError('Content-Type', `must name the dtype the first part came in (${WIRE_DTYPES[asm.src].name}): every part of a step comes in one`, WIRE_DTYPES[src].name)]);
     let next: StepAssembly;
     try {
@@ -1373,7 +1376,7 @@ export class HostedOptimizer extends DurableObject<Env> {
     // The last part: the step's fingerprint is over every part's SHA-256, in order.
     const print = hex(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(`${meta.dtype}:${meta.size}:${args.loss ?? ''}:parts:${next.digests.join(',')}`)));
     const none = loaded.tensors.map(() => false);
-    return { prepared: { nonFinite: next.nonFinite, norms: meta.hyperparams.clip_grad_norm === undefined ? null : next.norms, frozen: none, sparse: none, fingerprint: print } };
+    return { prepared: { nonFinite: next.nonFinite, norms: meta.hyperparams.clip_grad_norm === undefined ? null : next.norms.map(Number), frozen: none, sparse: none, fingerprint: print } };
   }
 
   /** Drops a step in parts under way (another step, a restore or an upload came first): its parts count for nothing. */
@@ -2664,6 +2667,9 @@ function slotsKept(def: AnyDef, hps: readonly Hyperparams[], groupOf: readonly n
   const used = [...usedGroups(groupOf)];
   return def.slots.filter((slot) => used.some((g) => slot.present(hps[g]!))).map((slot) => slot.name);
 }
+
+/** Most parts one step in parts takes (its record keeps each part's hash). */
+const MAX_STEP_PARTS = 4096;
 
 /** 422 for a part of a step that cannot be one: not raw bytes, no Idempotency-Key, or to an accumulating optimizer. */
 function checkPart(args: StepArgs, meta: StoredMeta): void {

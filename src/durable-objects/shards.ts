@@ -293,8 +293,8 @@ export async function prepareShards(args: {
   // Parts of this attempt replace whatever a failed attempt at the same step left on a shard (a step in parts keeps one attempt).
   const attempt = part?.attempt ?? newShardSecret().slice(0, 32);
   if (part && norms) {
-    part.norms.forEach((n, t) => (norms[t] = n));
-    for (const [t, f] of Object.entries(part.folds)) folds[Number(t)] = f;
+    part.norms.forEach((n, t) => (norms[t] = Number(n)));
+    for (const [t, f] of Object.entries(part.folds)) folds[Number(t)] = { at: f.at, lanes: f.lanes.map(Number), tail: f.tail.map(Number) };
   }
   const partHash = part ? new crypto.DigestStream('SHA-256') : null;
   const partWriter = partHash?.getWriter() ?? null;
@@ -498,9 +498,10 @@ export async function prepareShards(args: {
     // What the next part continues from: the folds of tensors begun, not ended; the norms of those ended.
     await partWriter!.close();
     const digest = hex(await partHash!.digest);
-    const open: Record<number, NormFold> = {};
-    if (norms) folds.forEach((f, t) => f && f.at < tensors[t]!.size && (open[t] = f));
-    const next: StepAssembly = { ...part, nonFinite, norms: norms ?? [], folds: open, digests: [...part.digests, digest], last: { offset: part.offset, digest } };
+    // As text: JSON would write an overflowed (Infinity) or NaN lane as null.
+    const open: StepAssembly['folds'] = {};
+    if (norms) folds.forEach((f, t) => f && f.at < tensors[t]!.size && (open[t] = { at: f.at, lanes: f.lanes.map(String), tail: f.tail.map(String) }));
+    const next: StepAssembly = { ...part, nonFinite, norms: (norms ?? []).map(String), folds: open, digests: [...part.digests, digest], last: { offset: part.offset, digest } };
     return { nonFinite, norms, frozen, sparse, fingerprint: '', part: next };
   }
   if (!args.hash) return { nonFinite, norms, frozen, sparse, fingerprint: '' };
@@ -549,10 +550,10 @@ export interface StepAssembly {
   received: number;
   /** Where this request's part starts (set for the part being read). */
   offset: number;
-  /** Per-tensor 2-norms of the tensors ended so far (0 for the others), layout order. */
-  norms: number[];
-  /** Folds of the tensors begun but not ended (by tensor index). */
-  folds: Record<number, NormFold>;
+  /** Per-tensor 2-norms of the tensors ended so far (0 for the others), layout order, as decimal text (Infinity and NaN included). */
+  norms: string[];
+  /** Folds of the tensors begun but not ended (by tensor index), their numbers as decimal text. */
+  folds: Record<number, { at: number; lanes: string[]; tail: string[] }>;
   /** Global index of the first non-finite element (nonfinite: skip), or -1. */
   nonFinite: number;
   /** SHA-256 of each part received, in order (the step's fingerprint is over them). */
