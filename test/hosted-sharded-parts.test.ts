@@ -123,7 +123,12 @@ describe('parts: retries, order, bad parts, other calls in between', () => {
     expect(early.body.detail).toMatch(/starts at element 10/);
     expectProblem(await send(opt, encodeValues(bf16(g.slice(10, 20)), 'BF16'), 'BF16', '?part_offset=10', key), 422, 'Content-Type');
     expectProblem(await send(opt, encodeValues(g.slice(10), 'F32'), 'F32', '?part_offset=7', { 'idempotency-key': 'other' }), 409, 'part_offset');
-    const last = await send(opt, encodeValues(g.slice(10), 'F32'), 'F32', '?part_offset=10', key);
+    // A client retrying the whole step with its key: the parts received answer again, the rest goes on.
+    expect((await send(opt, encodeValues(g.slice(10, 25), 'F32'), 'F32', '?part_offset=10', key)).body).toMatchObject({ received: 25, replayed: false });
+    expect((await send(opt, encodeValues(g.slice(0, 10), 'F32'), 'F32', '?part_offset=0', key)).body).toEqual({ part: true, step: 0, offset: 0, received: 25, missing: 15, replayed: true });
+    expect((await send(opt, encodeValues(g.slice(10, 25), 'F32'), 'F32', '?part_offset=10', key)).body).toMatchObject({ offset: 10, received: 25, replayed: true });
+    expectProblem(await send(opt, encodeValues(g.slice(5, 25), 'F32'), 'F32', '?part_offset=5', key), 409, 'part_offset');
+    const last = await send(opt, encodeValues(g.slice(25), 'F32'), 'F32', '?part_offset=25', key);
     expect(last.status, JSON.stringify(last.body)).toBe(200);
     expect(last.body.params).toEqual((await send(ref, encodeValues(g, 'F32'), 'F32', '')).body.params);
   });
@@ -170,5 +175,9 @@ describe('parts: retries, order, bad parts, other calls in between', () => {
     expectProblem(await send(acc, encodeValues(grad(0).slice(0, 4), 'F32'), 'F32', '?part_offset=0&worker=0&expected_step=0', { 'idempotency-key': 'a' }), 422, 'part_offset');
     const long = await send(opt, encodeValues(grad(0).concat([1]), 'F32'), 'F32', '?part_offset=0', { 'idempotency-key': 'z' });
     expectProblem(long, 422, 'body');
+    // SparseAdam takes rows only: a dense part is refused as a whole dense step is, before anything is stored.
+    const sparse = await createOptimizer({ optimizer: 'sparse_adam', params: { e: [[1, 2], [3, 4], [5, 6]] }, shards: 2 });
+    expectProblem(await send(sparse, encodeValues([1, 1, 1], 'F32'), 'F32', '?part_offset=0', { 'idempotency-key': 's' }), 422, 'body');
+    expect((await opCall('GET', sparse, '')).body.step).toBe(0);
   });
 });

@@ -1343,15 +1343,16 @@ export class HostedOptimizer extends DurableObject<Env> {
     const seq = meta.seq + 1;
     let asm = record.assembling?.key === key && record.assembling.seq === seq ? record.assembling : null;
     const answer = (a: StepAssembly, replayed: boolean): { answer: PartOut } => ({ answer: { step: meta.step, offset, received: a.received, missing: meta.size - a.received, replayed } });
-    if (asm?.last && offset === asm.last.offset) {
-      // The last part again: the same bytes answer the same; others are another part under the same key.
+    const sentBefore = asm ? asm.offsets.indexOf(offset) : -1;
+    if (asm && sentBefore >= 0) {
+      // A part received before, again (a retry): the same bytes answer the same; others are another part under the same key.
       const again = await prepareShards({ ...common, norms: false, send: false, hash: false, part: { ...asm, offset } });
-      if (again.part!.last!.digest === asm.last.digest) return answer(asm, true);
+      if (again.part!.digests.at(-1) === asm.digests[sentBefore]) return answer(asm, true);
       throw validationProblem([headerError('Idempotency-Key', `was already used for the part at element ${offset} with other bytes (a new step in parts needs a new key)`, key)]);
     }
     if (!asm) {
       if (offset !== 0) throw new ProblemError(409, 'conflict', `no step in parts is under way for this Idempotency-Key: send its first part with part_offset=0`, [fieldError(['part_offset'], 'must be 0 for the first part', offset)], { step: meta.step });
-      asm = { key, seq, attempt: newShardSecret().slice(0, 32), src, received: 0, offset: 0, norms: [], folds: {}, nonFinite: -1, digests: [], last: null };
+      asm = { key, seq, attempt: newShardSecret().slice(0, 32), src, received: 0, offset: 0, norms: [], folds: {}, nonFinite: -1, digests: [], offsets: [] };
     } else if (offset !== asm.received) {
       throw new ProblemError(409, 'conflict', `the next part of this step starts at element ${asm.received} (${meta.size - asm.received} still to send)`, [fieldError(['part_offset'], `must be ${asm.received}`, offset)], { step: meta.step });
     }

@@ -387,6 +387,7 @@ export async function prepareShards(args: {
         else if (n > 0 && !frozen[t]) await push(t, 0, grads.values.subarray(offset, offset + n), (k) => ['grads', ...pathOfIndex(layout, offset + k)], '');
       }
     } else if (grads.kind === 'raw' && part) {
+      if (args.def.sparse === 'only') args.checkSparse(tensors.map(() => null), frozen, 'raw');
       // Elements [part.offset, part.offset + n) of the layout: each tensor's share, its norm folded on from where the last part left it.
       const item = WIRE_DTYPES[grads.src].bytes;
       if (grads.length === null) throw new WireError(422, ['Content-Length'], 'is required for a part of a step (its element count)');
@@ -501,7 +502,7 @@ export async function prepareShards(args: {
     // As text: JSON would write an overflowed (Infinity) or NaN lane as null.
     const open: StepAssembly['folds'] = {};
     if (norms) folds.forEach((f, t) => f && f.at < tensors[t]!.size && (open[t] = { at: f.at, lanes: f.lanes.map(String), tail: f.tail.map(String) }));
-    const next: StepAssembly = { ...part, nonFinite, norms: (norms ?? []).map(String), folds: open, digests: [...part.digests, digest], last: { offset: part.offset, digest } };
+    const next: StepAssembly = { ...part, nonFinite, norms: (norms ?? []).map(String), folds: open, digests: [...part.digests, digest], offsets: [...part.offsets, part.offset] };
     return { nonFinite, norms, frozen, sparse, fingerprint: '', part: next };
   }
   if (!args.hash) return { nonFinite, norms, frozen, sparse, fingerprint: '' };
@@ -558,8 +559,8 @@ export interface StepAssembly {
   nonFinite: number;
   /** SHA-256 of each part received, in order (the step's fingerprint is over them). */
   digests: string[];
-  /** The last part received: a retry of it answers again. */
-  last: { offset: number; digest: string } | null;
+  /** Where each part received started (with `digests`: a part sent again answers again). */
+  offsets: number[];
 }
 
 /** What a sharded optimizer does not take yet (the coordinator answers 501). */
