@@ -201,6 +201,29 @@ describe('quotas', () => {
     await create(vars, key, { params: [1, 2] });
   });
 
+  it('a sharded optimizer\'s restore of another layout is checked too: refused, it leaves no shard it created', async () => {
+    const key = 'elems-s-5e5e';
+    // Adam at 100 bytes an object holds 5 float32 elements: 12 need a third shard.
+    const vars = keys([key], { KEY_MAX_ELEMENTS: '10', MAX_HOSTED_BYTES: '100' });
+    const opt = await create(vars, key, { params: [1, 2, 3, 4], shards: 2 });
+    const snapshot = (await hosted(vars, opt, 'GET', '/state')).body;
+    const metadata = { optimizer: 'adam', step: '0', dtype: 'float32', hyperparams: JSON.stringify(snapshot.hyperparams), schedule: 'null' };
+    const fileOf = (n: number) =>
+      writeSafetensors(['params', 'exp_avg', 'exp_avg_sq'].map((slot) => ({ name: `${slot}/w`, dtype: 'F32', shape: [n], data: encodeValues(Array.from({ length: n }, (_, i) => (slot === 'params' ? i + 1 : 0)), 'F32') })), metadata);
+    const put = (file: Uint8Array) => send(vars, 'PUT', `/v1/optimizers/${opt.id}/state`, file, { ...bearer(opt.token), 'content-type': 'application/vnd.safetensors' });
+    const refused = await put(fileOf(12));
+    expectProblem(refused, 403, 'params');
+    expect(refused.body).toMatchObject({ quota: 'elements', limit: 10, requested: 12 });
+    expect((await hosted(vars, opt, 'GET', '/state')).body).toEqual(snapshot);
+    const third = env.HOSTED_OPTIMIZER.get(env.HOSTED_OPTIMIZER.idFromName(`${opt.id}/shard/2`));
+    const tables = await runInDurableObject(third, (_o, state) => state.storage.sql.exec("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_cf\\_%' ESCAPE '\\'").one().n);
+    expect(tables).toBe(0);
+    const r = await put(fileOf(10));
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body.shards).toBe(2);
+    expect((await list(vars, key)).body.usage).toEqual({ optimizers: 1, elements: 10 });
+  });
+
   it('is re-checked against the optimizers before refusing: entries of vanished ones do not count', async () => {
     const key = 'recheck-i-4d4d';
     const vars = keys([key], { KEY_MAX_OPTIMIZERS: '2' });

@@ -519,7 +519,7 @@ export interface paths {
         get: operations["getOptimizerState"];
         /**
          * Restore a snapshot (validated, atomic)
-         * @description Replaces params, moments, step, dtype, hyperparameters, param groups and schedule with the snapshot's, in one transaction (shapes may change within the optimizer's size limit). Read-only fields of a GET snapshot (`id`, times) are ignored, so GET → PUT round-trips: in safetensors up to the optimizer's size limit, in JSON up to what one JSON body may carry (MAX_BODY_BYTES, 32 MiB by default: about 500,000 float32 elements of params and two moments). A safetensors checkpoint is streamed into the optimizer, so it may hold the largest state one optimizer keeps. The history is a log of applied steps and keeps its entries.
+         * @description Replaces params, moments, step, dtype, hyperparameters, param groups and schedule with the snapshot's, in one transaction (shapes may change within the optimizer's size limit; a sharded optimizer places another layout or dtype over its shards again, as many when they hold it, else the fewest). Read-only fields of a GET snapshot (`id`, times) are ignored, so GET → PUT round-trips: in safetensors up to the optimizer's size limit, in JSON up to what one JSON body may carry (MAX_BODY_BYTES, 32 MiB by default: about 500,000 float32 elements of params and two moments). A safetensors checkpoint is streamed into the optimizer, so it may hold the largest state one optimizer keeps. The history is a log of applied steps and keeps its entries.
          */
         put: operations["restoreOptimizerState"];
         post?: never;
@@ -3591,7 +3591,7 @@ export interface components {
             ttl?: number;
             accumulate?: components["schemas"]["Accumulate"];
             /**
-             * @description Durable Objects holding the tensors (1..256). Absent: one, or, when the params exceed what one object holds (`max_elements`), the fewest that hold them. Above one, the optimizer is sharded: tensors placed whole where they fit, else split on row boundaries (docs/scale-out.md); every step is applied by all shards or by none, and equals the unsharded step bit for bit (param_groups, clipping, frozen tensors, per-tensor step counts and accumulate and sparse rows included). Sharded optimizers do not take a checkpoint of another layout or dtype in PUT state yet (501).
+             * @description Durable Objects holding the tensors (1..256). Absent: one, or, when the params exceed what one object holds (`max_elements`), the fewest that hold them. Above one, the optimizer is sharded: tensors placed whole where they fit, else split on row boundaries (docs/scale-out.md); every step is applied by all shards or by none, and equals the unsharded step bit for bit (param_groups, clipping, frozen tensors, per-tensor step counts and accumulate and sparse rows included). A checkpoint of another layout or dtype (PUT state) is placed again: over as many shards when it fits them, else the fewest.
              * @example 4
              */
             shards?: number;
@@ -7082,7 +7082,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Body larger than MAX_BODY_BYTES (JSON), or a state larger than one optimizer holds. */
+            /** @description Body larger than MAX_BODY_BYTES (JSON), or a state larger than one optimizer holds (a sharded one: than 256 shards hold, or a row larger than one shard). */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -7114,15 +7114,6 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying. */
                     "retry-after"?: number;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description A checkpoint of another layout or dtype than a sharded optimizer's own (not available yet: see `shards` at create and docs/scale-out.md); nothing was changed. */
-            501: {
-                headers: {
                     [name: string]: unknown;
                 };
                 content: {

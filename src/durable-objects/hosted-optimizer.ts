@@ -11,7 +11,7 @@ import { DurableObject } from 'cloudflare:workers';
 import { BEARER_CHALLENGE } from '../lib/auth.ts';
 import { initialSchedulerState, learningRate, reportMetric, scheduleOverflow } from '../lib/learning-rate.ts';
 import { groupHyperparams, groupOfTensors, parseParamGroups, withBaseLr, type ParamGroup } from '../lib/param-groups.ts';
-import { MAX_TTL_SECONDS, hostedArrays, maxHostedElements, readDefaultTtl, readLimits, type Limits } from '../lib/config.ts';
+import { MAX_TTL_SECONDS, hostedArrays, maxHostedElements, readDefaultTtl, readLimits, type KeyQuota, type Limits } from '../lib/config.ts';
 import { hex, sameString } from '../lib/digest.ts';
 import { ProblemError, fieldError, headerError, validationProblem } from '../lib/problem.ts';
 import { alignTo, tensorProblem } from '../lib/tensor-input.ts';
@@ -36,7 +36,7 @@ import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Plac
 import { checkCheckpointHeader } from './checkpoint-header.ts';
 import { Contributions, StepWaiters, accumulateInfo, checkAccumulates, checkWorker, notReached, patchedAccumulate, skippedKey, type Completed } from './accumulate.ts';
 import { Mutex } from './mutex.ts';
-import { SHARD_FAULTS, ShardedUnsupported, abortShards, groupsPresent, shardGroups, pieceName, stageCheckpoint, unwrapOutcome, commitShards, destroyShards, gatherStream, newShardSecret, planShards, prepareShards, readAll, shardLayout, shardStub, tryShards, type GradientSlices, type Prepared, type ShardDecision, type ShardReduce, type ShardStepArgs, type ShardsRecord, type StepAssembly, foldPieces, foldShardNorms, reduceShards } from './shards.ts';
+import { SHARD_FAULTS, abortShards, capacityFor, createShardObjects, groupsPresent, shardGroups, pieceName, stageCheckpoint, unwrapOutcome, commitShards, destroyShards, gatherStream, newShardSecret, planShards, prepareShards, readAll, shardLayout, shardStub, tryShards, type GradientSlices, type Prepared, type ShardDecision, type ShardReduce, type ShardStepArgs, type ShardsRecord, type StepAssembly, foldPieces, foldShardNorms, reduceShards } from './shards.ts';
 import { paceDeadline } from '../wire/stream.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
 import { registryOf } from './stubs.ts';
@@ -272,10 +272,6 @@ function* jsonUploadTensors(layout: TensorLayout, sentLayout: TensorLayout) {
 /** Most bytes of values one upload (PUT params) to a sharded optimizer carries: its coordinator checks them all before any shard writes. */
 export const SHARDED_UPLOAD_BYTES = 32 << 20;
 
-/** 501 for what a sharded optimizer cannot do yet. */
-function notSharded(loaded: { meta: StoredMeta }, what: string): void {
-  if (loaded.meta.shards) throw new ProblemError(501, 'not-implemented', `${what} is not available for a sharded optimizer yet (docs/scale-out.md)`);
-}
 
 /** A slot's array in `memory`, allocated on first use. */
 function roomFor(memory: Memory, name: string): FloatArray {
@@ -863,31 +859,16 @@ export class HostedOptimizer extends DurableObject<Env> {
     // Each shard keeps the groups its pieces are in (in the coordinator's order): groups[i] lists their coordinator indices.
     const present = groupsPresent(placement, groupOf);
     const record: ShardsRecord = { secret: newShardSecret(), capacity: perObject, placement, ...(args.paramGroups.length > 0 ? { groups: present } : {}) };
-    const id = this.ctx.id.toString();
-    const results = await Promise.allSettled(
-      placement.map(async (shard, i) =>
-        unwrapOutcome(
-          await shardStub(this.env, id, i).create({
-            tokenHash: record.secret,
-            optimizer: def.name,
-            layout: shardLayout(args.layout, shard),
-            params: args.params ? args.params.slice(shard.start, shard.end) : null,
-            hyperparams: args.hyperparams,
-            paramGroups: shardGroups(placement, i, present, args.paramGroups, groupOf),
-            groupsPath: args.groupsPath,
-            schedule: args.schedule,
-            dtype: args.dtype,
-            ttl: MAX_TTL_SECONDS,
-            owner: null,
-          }),
-        ),
-      ),
-    );
-    const failed = results.find((r) => r.status === 'rejected');
-    if (failed) {
-      await destroyShards(this.env, id, record);
-      throw failed.reason;
-    }
+    await createShardObjects(this.env, this.ctx.id.toString(), record, 0, (i) => ({
+      optimizer: def.name,
+      layout: shardLayout(args.layout, placement[i]!),
+      params: args.params ? args.params.slice(placement[i]!.start, placement[i]!.end) : null,
+      hyperparams: args.hyperparams,
+      paramGroups: shardGroups(placement, i, present, args.paramGroups, groupOf),
+      groupsPath: args.groupsPath,
+      schedule: args.schedule,
+      dtype: args.dtype,
+    }));
     return record;
   }
 
@@ -1479,7 +1460,8 @@ export class HostedOptimizer extends DurableObject<Env> {
   /** Completes a decided step some shard has not stored yet (a coordinator that failed after its commit point). */
   async #settleShards(loaded: Loaded): Promise<void> {
     const record = loaded.meta.shards;
-    if (!record?.pending && !record?.restoring && !record?.regroup) return;
+    const extra = record && (record.objects ?? 0) > record.placement.length;
+    if (!record?.pending && !record?.restoring && !record?.regroup && !extra) return;
     if (record.pending) await commitShards(this.env, loaded.meta.id, record, record.pending);
     if (record.regroup) {
       // A PATCH's new groups or slots: each shard updated as an unsharded PATCH (the same request twice changes nothing more).
@@ -1497,7 +1479,9 @@ export class HostedOptimizer extends DurableObject<Env> {
       const { attempt, lengths, keptElsewhere } = record.restoring;
       await Promise.all(lengths.map(async (length, i) => unwrapOutcome(await shardStub(this.env, loaded.meta.id, i).shardRestore(record.secret, { attempt, length, commit: true, keptElsewhere }))));
     }
-    const { regroup: _regroup, ...settled } = record;
+    // Shard objects beyond the placement (a restore's to another layout): removed once it is stored.
+    if (extra) await destroyShards(this.env, loaded.meta.id, record, record.placement.length);
+    const { regroup: _regroup, objects: _objects, ...settled } = record;
     const next: StoredMeta = { ...loaded.meta, shards: { ...settled, pending: null, restoring: null } };
     this.#store.writeMeta(next);
     loaded.meta = next;
@@ -1514,86 +1498,132 @@ export class HostedOptimizer extends DurableObject<Env> {
   }
 
   /**
-   * A coordinator's restore from a safetensors checkpoint of its own layout (./shards.ts): each
-   * shard is sent a checkpoint file of its pieces, which it stages durably and checks as an
-   * unsharded restore would (nothing stored); then the coordinator stores its decision (the new
-   * step, hyperparameters, schedule) and every shard stores its restore from the staged file.
-   * The checkpoint's param_groups replace the optimizer's, as unsharded: each shard is sent the
-   * groups its pieces are in.
+   * A coordinator's restore from a safetensors checkpoint (./shards.ts): each shard is sent a
+   * checkpoint file of its pieces, which it stages durably and checks as an unsharded restore would
+   * (nothing stored); then the coordinator stores its decision (the new step, hyperparameters,
+   * schedule) and every shard stores its restore from the staged file. The checkpoint's
+   * param_groups replace the optimizer's, as unsharded: each shard is sent the groups its pieces are
+   * in. A checkpoint of another layout or dtype is placed again, over as many shards as now when it
+   * fits them, else the fewest: shards it needs beyond the current ones are created first (removed
+   * again should the restore fail), those it leaves are removed once it is stored.
    */
-  async #shardedRestore(loaded: Loaded, args: RestoreFileArgs): Promise<Versioned<OptimizerInfo>> {
+  async #shardedRestore(loaded: Loaded, args: RestoreFileArgs & { layout?: TensorLayout }): Promise<Versioned<OptimizerInfo>> {
     await this.#settleShards(loaded);
     this.#dropAssembly(loaded); // parts of a step computed for the state replaced
-    const { def, meta, layout } = loaded;
+    const { def, meta } = loaded;
     const record = meta.shards!;
+    const count = record.placement.length;
     let groups: ParamGroup[] = loaded.groups;
     let groupOf: readonly number[] = loaded.groupOf;
     let present: number[][] = record.groups ?? [];
+    let placement = record.placement;
     let keptElsewhere: string[] = [];
     let schedulerState: HostedPlateau | null = null;
+    let created = false; // shards beyond `count` were created for this restore
     let staged;
     try {
       staged = await stageCheckpoint({
         env: this.env,
         id: meta.id,
         record,
-        layout,
         body: args.body,
         length: args.length,
         scalarSlots: ['step', ...def.scalars.map((x) => x.name)],
-        groupsFor: (i) => shardGroups(record.placement, i, present, groups, groupOf),
+        groupsFor: (i) => shardGroups(placement, i, present, groups, groupOf),
         // As an unsharded restore: the first tensor no group names, else the first.
         topTensor: () => Math.max(0, groupOf.indexOf(0)),
-        options: (metadata) => {
+        target: async (metadata, params) => {
           const options = checkpointOptions(def, metadata);
-          if ((options.dtype ?? meta.dtype) !== meta.dtype) throw new ShardedUnsupported(`A checkpoint of another dtype (${options.dtype}; this optimizer is ${meta.dtype})`);
+          const chosen = checkpointLayout(loaded.layout, params, options);
+          // A JSON snapshot's layout is its own tree (as #placeSnapshot takes it), unless it is this optimizer's.
+          const layout = args.layout && JSON.stringify(args.layout) !== JSON.stringify(loaded.layout) ? args.layout : chosen.layout;
+          const { dtype } = chosen;
+          const names = namedLeaves(layout).map((l) => l.name);
           groups = options.param_groups;
-          groupOf = groupOfTensors(loaded.names, groups, ['__metadata__', 'param_groups']);
+          groupOf = groupOfTensors(names, groups, ['__metadata__', 'param_groups']);
           const hps = checkedGroupHp(def, options.hyperparams, groups, groupOf, options.schedule, ['__metadata__', 'hyperparams'], ['__metadata__', 'param_groups']);
-          present = groupsPresent(record.placement, groupOf);
-          keptElsewhere = slotsKept(def, hps, groupOf);
-          // Checked before anything is staged.
           schedulerState = checkedSchedulerState(options.scheduler_state, options.schedule, groups, ['__metadata__', 'scheduler_state']) as HostedPlateau | null;
-          return options;
+          keptElsewhere = slotsKept(def, hps, groupOf);
+          if (layout !== loaded.layout || dtype !== meta.dtype) {
+            checkShapes(def, layout, ['safetensors', 'params']);
+            checkCheckpointHeader(def, layout, ['safetensors', 'params']);
+            placement = this.#placeAgain(loaded, layout, dtype);
+          }
+          present = groupsPresent(placement, groupOf);
+          if (placement.length > count) {
+            // The shards it needs are created, recorded first (should this object fail, DELETE and the next call still find them).
+            this.#writeShardsRecord(loaded, { ...record, objects: placement.length });
+            created = true;
+            await createShardObjects(this.env, meta.id, { ...record, placement }, count, (i) => ({
+              optimizer: def.name,
+              params: null,
+              hyperparams: options.hyperparams,
+              paramGroups: shardGroups(placement, i, present, groups, groupOf),
+              groupsPath: ['__metadata__', 'param_groups'],
+              schedule: options.schedule,
+              dtype,
+              layout: shardLayout(layout, placement[i]!),
+            }));
+          }
+          return { options, layout, dtype, placement };
         },
       });
+      const checks = await Promise.allSettled(staged.lengths.map((length, i) => shardStub(this.env, meta.id, i).shardRestore(record.secret, { attempt: staged!.attempt, length, commit: false, keptElsewhere }).then(unwrapOutcome)));
+      const failed = checks.find((c) => c.status === 'rejected');
+      if (failed) {
+        await Promise.allSettled(placement.map((_, i) => shardStub(this.env, meta.id, i).shardAbort(record.secret, Infinity)));
+        throw failed.reason;
+      }
+      const answers = checks.map((c) => (c as PromiseFulfilledResult<{ step: number; scalars: Record<string, number> }>).value);
+      const { attempt, target } = staged;
+      const { options, layout, dtype } = target;
+      await this.#reserveSize(loaded, layoutSize(layout), args.quota);
+      const { groups: _count, ...kept } = meta;
+      const { groups: _present, objects: _objects, ...shards } = record;
+      const objects = Math.max(count, placement.length);
+      const next: StoredMeta = {
+        ...kept,
+        ...(groups.length > 0 ? { groups: groups.length } : {}),
+        dtype,
+        size: layoutSize(layout),
+        step: answers[0]!.step,
+        scalars: answers[0]!.scalars,
+        hyperparams: options.hyperparams,
+        schedule: options.schedule,
+        plateau: schedulerState,
+        missing: [],
+        revision: meta.revision + 1,
+        updatedAt: new Date().toISOString(),
+        shards: {
+          ...shards,
+          placement,
+          capacity: placement === record.placement ? record.capacity : capacityFor(record, meta.dtype, dtype),
+          ...(groups.length > 0 ? { groups: present } : {}),
+          ...(objects > placement.length ? { objects } : {}),
+          restoring: { attempt, lengths: staged.lengths, ...(keptElsewhere.length > 0 ? { keptElsewhere } : {}) },
+        },
+      };
+      // The commit point: the shards store their staged files (now, or at the next call should one fail).
+      this.#store.transaction(() => {
+        this.#store.writeMeta(next);
+        if (layout !== loaded.layout) this.#store.writeLayout(layout);
+        this.#store.writeGroups(groups);
+        this.#store.forgetKeys();
+        this.#contributions.drop(); // contributions to the replaced state's pending step
+      });
+      const names = namedLeaves(layout).map((l) => l.name);
+      Object.assign(loaded, { meta: next, layout, tensors: spansOf(layout), names, groups, groupOf: [...groupOf], ...emptyMemory(dtype) });
     } catch (e) {
-      if (e instanceof ShardedUnsupported) notSharded(loaded, e.message);
+      if (created) {
+        // The shards created for this restore go again (should that fail, the record keeps them for the next settle).
+        try {
+          await destroyShards(this.env, meta.id, { ...record, objects: placement.length }, count);
+          this.#writeShardsRecord(loaded, record);
+        } catch {}
+      }
       throw e;
     }
-    const { attempt, options } = staged;
-    const checks = await Promise.allSettled(staged.lengths.map((length, i) => shardStub(this.env, meta.id, i).shardRestore(record.secret, { attempt, length, commit: false, keptElsewhere }).then(unwrapOutcome)));
-    const failed = checks.find((c) => c.status === 'rejected');
-    if (failed) {
-      await Promise.allSettled(record.placement.map((_, i) => shardStub(this.env, meta.id, i).shardAbort(record.secret, Infinity)));
-      throw failed.reason;
-    }
-    const answers = checks.map((c) => (c as PromiseFulfilledResult<{ step: number; scalars: Record<string, number> }>).value);
-    const { groups: _count, ...kept } = meta;
-    const { groups: _present, ...shards } = record;
-    const next: StoredMeta = {
-      ...kept,
-      ...(groups.length > 0 ? { groups: groups.length } : {}),
-      step: answers[0]!.step,
-      scalars: answers[0]!.scalars,
-      hyperparams: options.hyperparams,
-      schedule: options.schedule,
-      plateau: schedulerState,
-      missing: [],
-      revision: meta.revision + 1,
-      updatedAt: new Date().toISOString(),
-      shards: { ...shards, ...(groups.length > 0 ? { groups: present } : {}), restoring: { attempt, lengths: staged.lengths, ...(keptElsewhere.length > 0 ? { keptElsewhere } : {}) } },
-    };
-    // The commit point: the shards store their staged files (now, or at the next call should one fail).
-    this.#store.transaction(() => {
-      this.#store.writeMeta(next);
-      this.#store.writeGroups(groups);
-      this.#store.forgetKeys();
-      this.#contributions.drop(); // contributions to the replaced state's pending step
-    });
-    loaded.meta = next;
-    loaded.groups = groups;
-    loaded.groupOf = [...groupOf];
+    SHARD_FAULTS.afterRestoreDecision?.();
     await this.#settleShards(loaded);
     return this.#versionedInfo(loaded);
   }
@@ -1953,7 +1983,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         const groupOf = groupOfTensors(namedLeaves(args.layout).map((l) => l.name), args.paramGroups, ['param_groups']);
         checkedGroupHp(loaded.def, args.hyperparams, args.paramGroups, groupOf, args.schedule, ['hyperparams'], ['param_groups']);
         const file = snapshotFile(loaded.def, args);
-        return this.#shardedRestore(loaded, { format: 'safetensors', body: file, length: file.length, quota: args.quota });
+        return this.#shardedRestore(loaded, { format: 'safetensors', body: file, length: file.length, quota: args.quota, layout: args.layout });
       }
       let planned: Planned;
       try {
@@ -1962,24 +1992,50 @@ export class HostedOptimizer extends DurableObject<Env> {
         this.#load(); // the new state was being written into the object's memory: take the stored one back
         throw e;
       }
-      const owner = loaded.meta.owner;
-      const size = layoutSize(planned.layout);
-      if (owner && size !== loaded.meta.size) {
-        // A larger state must fit the owner's element quota: asked before anything is stored.
-        let booked: Outcome<unknown>;
-        try {
-          booked = (await registryOf(this.env, owner).reserve(owner, loaded.meta.id, size, args.quota, 'params')) as unknown as Outcome<unknown>;
-        } catch (e) {
-          this.#load(); // the planned state replaced the loaded arrays: take the stored one back
-          throw e;
-        }
-        if (!booked.ok) {
-          this.#load();
-          throw ProblemError.fromData(booked.problem);
-        }
+      try {
+        await this.#reserveSize(loaded, layoutSize(planned.layout), args.quota);
+      } catch (e) {
+        this.#load(); // the planned state replaced the loaded arrays: take the stored one back
+        throw e;
       }
       return this.#storePlanned(loaded, planned);
     });
+  }
+
+  /** A restore to `size` elements: a new size must fit the owner's element quota, asked before anything is stored. */
+  async #reserveSize(loaded: Loaded, size: number, quota: KeyQuota): Promise<void> {
+    const owner = loaded.meta.owner;
+    if (!owner || size === loaded.meta.size) return;
+    const booked = (await registryOf(this.env, owner).reserve(owner, loaded.meta.id, size, quota, 'params')) as unknown as Outcome<unknown>;
+    if (!booked.ok) throw ProblemError.fromData(booked.problem);
+  }
+
+  /** Stores the coordinator's shards record as given (the rest of its metadata as it is). */
+  #writeShardsRecord(loaded: Loaded, shards: ShardsRecord): void {
+    const next: StoredMeta = { ...loaded.meta, shards };
+    this.#store.writeMeta(next);
+    loaded.meta = next;
+  }
+
+  /**
+   * A layout (or dtype) other than a coordinator's own, placed again: over as many shards as now (as
+   * many as it has rows, when fewer), else, when they cannot hold it, the fewest that can (413 when
+   * none does). A shard's capacity scales with the dtype's width.
+   */
+  #placeAgain(loaded: Loaded, layout: TensorLayout, dtype: Dtype): ShardsRecord['placement'] {
+    const record = loaded.meta.shards!;
+    const capacity = capacityFor(record, loaded.meta.dtype, dtype);
+    const wholeTensors = loaded.def.perTensor === true;
+    const empty = layoutWeight(layout) - layoutSize(layout);
+    if (empty > capacity) throw new ProblemError(413, 'payload-too-large', `safetensors.params: tensors with a dimension of 0 weigh ${empty} elements (each 0 counting as 1); at most ${capacity} are allowed`);
+    // Each shard holds at least one row (one tensor when tensors stay whole).
+    const units = leaves(layout).reduce((n, l) => n + (l.size === 0 ? 0 : wholeTensors ? 1 : l.shape.length >= 2 ? l.shape[0]! : l.size), 0);
+    try {
+      return planShards(layout, capacity, Math.max(1, Math.min(record.placement.length, units)), wholeTensors, 'safetensors.params');
+    } catch (e) {
+      if (!(e instanceof ProblemError)) throw e;
+      return planShards(layout, capacity, undefined, wholeTensors, 'safetensors.params');
+    }
   }
 
   /** Stores a planned restore (already in the object's memory) as the new state; a failure reloads the stored one. */
@@ -2087,13 +2143,7 @@ export class HostedOptimizer extends DurableObject<Env> {
         bySlot.get(slot)!.set(cut < 0 ? '' : e.name.slice(cut + 1), e);
         return { slot, leaf: cut < 0 ? '' : e.name.slice(cut + 1) };
       });
-      const params = inLayoutOrder([...bySlot.get('params')!].map(([name, e]) => ({ name, shape: e.shape, dtype: e.dtype })), options.layout);
-      if (params.length === 0) throw new WireError(422, ['safetensors', 'params'], 'no params/<name> tensors: a checkpoint holds the parameters');
-      const dtype = options.dtype ?? (params.some((t) => t.dtype === 'F64') ? 'float64' : 'float32');
-      // The same names and shapes keep the current layout (and its nesting); otherwise the file's.
-      const current = leafIndex(loaded.layout);
-      const same = current !== null && current.size === params.length && params.every((t) => sameShape(current.get(t.name)?.shape, t.shape));
-      const layout = same ? loaded.layout : layoutOfNamed(params, ['safetensors', 'params']);
+      const { layout, dtype } = checkpointLayout(loaded.layout, [...bySlot.get('params')!].map(([name, e]) => ({ name, shape: e.shape, dtype: e.dtype })), options);
       const index = leafIndex(layout)!;
       const leaves = [...index.values()];
       const names = leaves.map((l) => l.name);
@@ -2706,6 +2756,20 @@ function withoutTensors(layout: TensorLayout, drop: readonly boolean[]): TensorL
 const slotName = (slot: string, name: string) => (name === '' ? slot : `${slot}/${name}`);
 
 const sameShape = (a: readonly number[] | undefined, b: readonly number[]) => a !== undefined && a.length === b.length && a.every((d, i) => d === b[i]);
+
+/**
+ * The layout and dtype a checkpoint's params make (`__metadata__.layout` orders them when given):
+ * the optimizer's own layout, and its nesting, when their names and shapes are its own; else the
+ * file's. The dtype is `__metadata__.dtype`, else float64 when some params are F64.
+ */
+function checkpointLayout(current: TensorLayout, sent: Array<{ name: string; shape: readonly number[]; dtype: WireDtype }>, options: { layout?: string[] | undefined; dtype?: Dtype | undefined }): { layout: TensorLayout; dtype: Dtype } {
+  const params = inLayoutOrder(sent, options.layout);
+  if (params.length === 0) throw new WireError(422, ['safetensors', 'params'], 'no params/<name> tensors: a checkpoint holds the parameters');
+  const dtype = options.dtype ?? (params.some((t) => t.dtype === 'F64') ? 'float64' : 'float32');
+  const own = leafIndex(current);
+  const same = own !== null && own.size === params.length && params.every((t) => sameShape(own.get(t.name)?.shape, t.shape));
+  return { layout: same ? current : layoutOfNamed(params, ['safetensors', 'params']), dtype };
+}
 
 function firstNegative(a: FloatArray): number {
   for (let i = 0; i < a.length; i++) if (a[i]! < 0) return i;

@@ -23,7 +23,8 @@ import { ByteReader, paceDeadline, type ByteSource } from '../wire/stream.ts';
 import { checkEntry, placementSink } from './decode.ts';
 import { SPARSE_VALUES, checkRowsPlan, fileRows, isIndicesName, planFileRows, rowsBudget, type FileRows } from './sparse-grads.ts';
 import type { HostedOptimizer } from './hosted-optimizer.ts';
-import type { Outcome } from './protocol.ts';
+import type { CreateArgs, Outcome } from './protocol.ts';
+import { MAX_TTL_SECONDS } from '../lib/config.ts';
 import { hex } from '../lib/digest.ts';
 import { rangesOf } from './tree-state.ts';
 import type { ParamGroup } from '../lib/param-groups.ts';
@@ -33,7 +34,7 @@ import { ProblemError } from '../lib/problem.ts';
  * Test hooks, never set in production: called at those points of a coordinator's step, where a
  * throw is a crash (nothing after it runs: no abort, no commit).
  */
-export const SHARD_FAULTS: { beforeDecision?: (() => void) | undefined; afterDecision?: (() => void) | undefined } = {};
+export const SHARD_FAULTS: { beforeDecision?: (() => void) | undefined; afterDecision?: (() => void) | undefined; afterRestoreDecision?: (() => void) | undefined } = {};
 
 /** Most shards one optimizer spreads over (each step makes about three calls per shard). */
 export const MAX_SHARDS = 256;
@@ -63,6 +64,12 @@ export interface ShardsRecord {
   regroup?: boolean;
   /** A step being received in parts (./shards.ts StepAssembly). */
   assembling?: StepAssembly | null;
+  /**
+   * Shard objects that may exist, when more than the placement's: those a restore of another
+   * layout created before its commit, or left beyond a smaller placement. DELETE removes them all;
+   * the next settle removes those beyond the placement.
+   */
+  objects?: number;
 }
 
 /** The coordinator's decision for step `seq`: what every shard applies. */
@@ -563,9 +570,6 @@ export interface StepAssembly {
   offsets: number[];
 }
 
-/** What a sharded optimizer does not take yet (the coordinator answers 501). */
-export class ShardedUnsupported extends Error {}
-
 /**
  * Every shard drops prepared step `seq` (best effort: a shard that misses it drops it at its next
  * prepare), and with `contributions` the contributions it holds (a set consumed by a skipped step;
@@ -752,9 +756,33 @@ export async function readAll(stream: ReadableStream<Uint8Array>, length: number
   return out;
 }
 
-/** Deletes every shard (an optimizer's DELETE, its expiry, a failed creation). */
-export async function destroyShards(env: Env, id: string, record: ShardsRecord): Promise<void> {
-  await Promise.all(record.placement.map((_, i) => shardStub(env, id, i).remove(record.secret)));
+/**
+ * Creates shards `from`.. of `record`'s placement concurrently (an optimizer's creation, or a
+ * restore that needs more), each an ordinary optimizer opened only by the record's secret, that
+ * expires on its own after MAX_TTL_SECONDS unless the coordinator keeps it; all of them deleted
+ * again should one fail.
+ */
+export async function createShardObjects(env: Env, id: string, record: ShardsRecord, from: number, argsFor: (i: number) => Omit<CreateArgs, 'tokenHash' | 'ttl' | 'owner'>): Promise<void> {
+  const results = await Promise.allSettled(
+    record.placement.slice(from).map(async (_, k) => unwrapOutcome(await shardStub(env, id, from + k).create({ ...argsFor(from + k), tokenHash: record.secret, ttl: MAX_TTL_SECONDS, owner: null }))),
+  );
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) {
+    await destroyShards(env, id, record, from);
+    throw failed.reason;
+  }
+}
+
+/** A shard's capacity (elements) for another dtype: its bytes (MAX_HOSTED_BYTES) hold half as many float64 elements as float32 ones. */
+export function capacityFor(record: ShardsRecord, from: Dtype, to: Dtype): number {
+  if (from === to) return record.capacity;
+  return from === 'float32' ? Math.floor(record.capacity / 2) : record.capacity * 2;
+}
+
+/** Deletes every shard (an optimizer's DELETE, its expiry, a failed creation), or those from `from` on. */
+export async function destroyShards(env: Env, id: string, record: ShardsRecord, from = 0): Promise<void> {
+  const count = Math.max(record.placement.length, record.objects ?? 0);
+  await Promise.all(Array.from({ length: Math.max(0, count - from) }, (_, k) => shardStub(env, id, from + k).remove(record.secret)));
 }
 
 /** The secret shards are created with: 32 random bytes, hex (compared as a token hash; no token hashes to it knowingly). */
@@ -762,64 +790,87 @@ export function newShardSecret(): string {
   return hex(crypto.getRandomValues(new Uint8Array(32)).buffer as ArrayBuffer);
 }
 
+/** What a restore's file holds: its params' names, shapes and dtypes in the file's order. */
+export type FileParams = Array<{ name: string; shape: readonly number[]; dtype: WireDtype }>;
+
+/** Where a restore puts its file: the layout it holds (the optimizer's own, or another), its dtype, and the placement over shards. */
+export interface RestoreTarget<O> {
+  options: O;
+  layout: TensorLayout;
+  dtype: Dtype;
+  placement: ShardsRecord['placement'];
+}
+
 /**
  * Phase 1 of a restore from a safetensors checkpoint: each shard is sent (and stages durably) a
  * checkpoint file of its own pieces, `<slot>/<piece>` for every tensor of `params` and the slots,
  * per-tensor scalars (`step/<name>`, NAdam's `mu_product/<name>`) copied to each piece of their
- * tensor, and the metadata as it came (less `layout` and `param_groups`). The file must hold this
- * optimizer's layout (names and shapes). Returns each shard's file length and the checked options.
+ * tensor, and the metadata as it came (less `layout` and `param_groups`; `dtype` and the pieces'
+ * order written). `target` checks the metadata and the file's params and answers where they go:
+ * this optimizer's layout and placement, or another layout (or dtype) placed again, whose shards
+ * beyond the current ones it has created. Returns each shard's file length and the target.
  */
 export async function stageCheckpoint<O>(args: {
   env: Env;
   id: string;
   record: ShardsRecord;
-  layout: TensorLayout;
   body: ByteSource;
   length: number | null;
-  /** Checks the metadata (throwing a problem), returning what the coordinator keeps of it. */
-  options: (metadata: Record<string, string> | null) => O;
+  /** Checks the metadata and the file's params (throwing a problem): what the coordinator keeps, and where the file goes. */
+  target: (metadata: Record<string, string> | null, params: FileParams) => Promise<RestoreTarget<O>>;
   /** Per-tensor scalars of the checkpoint: `step` and the optimizer's scalars. */
   scalarSlots: readonly string[];
   /** Shard i's param_groups (over its pieces' names), written into its file's metadata; none when empty. */
   groupsFor: (i: number) => unknown[];
   /** The tensor whose step count and scalars are the optimizer's when the metadata names none (an unsharded restore's rule). */
   topTensor: () => number;
-}): Promise<{ attempt: string; lengths: number[]; options: O }> {
-  const { env, id, record, layout } = args;
-  const tensors = leaves(layout);
-  const index = new Map(namedLeaves(layout).map((l, t) => [l.name, t]));
+}): Promise<{ attempt: string; lengths: number[]; target: RestoreTarget<O> }> {
+  const { env, id, record } = args;
   const attempt = newShardSecret().slice(0, 32);
   const reader = new ByteReader(args.body, true);
-  const staged = new PartGatherer(record.placement.length, (i, parts) => value(shardStub(env, id, i).shardStage(record.secret, { attempt, parts })));
+  let staged: PartGatherer | null = null;
+  let shards = record.placement.length;
   try {
     const length = args.length;
     if (length !== null && length < 8) throw new WireError(422, ['safetensors'], `a safetensors body has at least 8 bytes, got ${length}`);
     const n = headerLength(await reader.readExactly(8), length);
     const header = parseHeader(await reader.readExactly(n), length === null ? null : length - 8 - n);
-    const options = args.options(header.metadata);
+    const params = header.entries.filter((e) => e.name.startsWith('params/')).map((e) => ({ name: e.name.slice('params/'.length), shape: e.shape, dtype: e.dtype }));
+    const target = await args.target(header.metadata, params);
+    const { layout, placement } = target;
+    shards = Math.max(shards, placement.length);
+    const tensors = leaves(layout);
+    const index = new Map(namedLeaves(layout).map((l, t) => [l.name, t]));
+    const stage = new PartGatherer(placement.length, (i, parts) => value(shardStub(env, id, i).shardStage(record.secret, { attempt, parts })));
+    staged = stage;
     // Each entry: its slot, its tensor, and where each of its pieces goes (shard, byte offset in that shard's file).
     const plan = header.entries.map((e) => {
       const cut = e.name.indexOf('/');
       const slot = cut < 0 ? e.name : e.name.slice(0, cut);
       const name = cut < 0 ? '' : e.name.slice(cut + 1);
       const t = index.get(name);
-      if (t === undefined) {
-        if (slot === 'params') throw new ShardedUnsupported(`A checkpoint of another layout (its params/${name} is not a tensor of this optimizer)`);
-        throw new WireError(422, ['safetensors', e.name], `"${e.name}" has no params/${name} to match`, e.name);
-      }
+      if (t === undefined) throw new WireError(422, ['safetensors', e.name], `"${e.name}" has no params/${name} to match`, e.name);
       const scalar = args.scalarSlots.includes(slot);
       const shape = tensors[t]!.shape;
       if (!scalar && (e.shape.length !== shape.length || e.shape.some((d, k) => d !== shape[k]))) {
-        if (slot === 'params') throw new ShardedUnsupported(`A checkpoint of another layout (params/${name} has shape [${e.shape.join(', ')}], not [${shape.join(', ')}])`);
         throw new WireError(422, ['safetensors', e.name, 'shape'], `shape [${e.shape.join(', ')}] differs from the parameter's [${shape.join(', ')}]`);
       }
       return { e, slot, t, scalar, targets: [] as Array<{ shard: number; from: number; to: number; at: number }> };
     });
-    const paramsSent = new Set(plan.filter((p) => p.slot === 'params').map((p) => p.t));
-    if (paramsSent.size < tensors.length) throw new ShardedUnsupported('A checkpoint of another layout (it lacks some params/<name> of this optimizer)');
+    // A step count or scalar is every tensor's or none's (as one object checks; a shard would name its pieces).
+    for (const slot of args.scalarSlots) {
+      const held = new Set(plan.filter((p) => p.slot === slot).map((p) => p.t));
+      const lacking = held.size === 0 ? -1 : tensors.findIndex((_, t) => !held.has(t));
+      if (lacking >= 0) {
+        const name = `${slot}/${namedLeaves(layout)[lacking]!.name}`;
+        throw new WireError(422, ['safetensors', name], `tensor "${name}" is missing (each parameter needs its ${slot})`);
+      }
+    }
     // Each shard's file: its header, then its pieces in the order the source file holds them.
     // The coordinator keeps the scheduler's state (its group_lrs are per coordinator group); a shard steps at the rates it is sent.
-    const { layout: _layout, param_groups: _groups, scheduler_state: _plateau, ...metadata } = header.metadata ?? {};
+    // Each file names its dtype (the coordinator's choice) and its pieces' order (the placement's).
+    const { layout: _layout, param_groups: _groups, scheduler_state: _plateau, ...given } = header.metadata ?? {};
+    const metadata: Record<string, string> = { ...given, dtype: target.dtype };
     // Without __metadata__.step (or a scalar), each shard would take its own first piece's: the
     // coordinator takes the top tensor's (read below) and writes it into every shard's metadata, in a
     // field of fixed width reserved now, so each header keeps its length when written at the end.
@@ -830,7 +881,7 @@ export async function stageCheckpoint<O>(args: {
     const values = new Map<string, number>(); // `${slot}/${tensor}` → value, for the derived slots
     const headerOf: Array<(own: Record<string, string>) => Uint8Array> = [];
     const headers: Uint8Array[] = [];
-    const lengths = record.placement.map((shard, i) => {
+    const lengths = placement.map((shard, i) => {
       const specs: Array<{ name: string; dtype: WireDtype; shape: readonly number[] }> = [];
       const sizes: number[] = [];
       const owners: Array<(at: number) => void> = [];
@@ -844,9 +895,10 @@ export async function stageCheckpoint<O>(args: {
         }
       }
       const groups = args.groupsFor(i);
-      const own: Record<string, string> = { ...metadata, ...(groups.length > 0 ? { param_groups: JSON.stringify(groups) } : {}) };
+      const order = JSON.stringify(shard.pieces.map((piece) => pieceName(piece)));
+      const own: Record<string, string> = { ...metadata, layout: order, ...(groups.length > 0 ? { param_groups: JSON.stringify(groups) } : {}) };
       headerOf.push((top) => encodeHeader(specs, { ...own, ...top }).header);
-      const encoded = encodeHeader(specs, Object.keys(own).length > 0 ? own : null);
+      const encoded = encodeHeader(specs, own);
       let at = encoded.header.length;
       sizes.forEach((size, k) => {
         owners[k]!(at);
@@ -855,7 +907,7 @@ export async function stageCheckpoint<O>(args: {
       headers.push(encoded.header);
       return at;
     });
-    if (derived.length === 0) for (const [i, h] of headers.entries()) await staged.add(i, 0, h);
+    if (derived.length === 0) for (const [i, h] of headers.entries()) await stage.add(i, 0, h);
     for (const p of plan) {
       const item = WIRE_DTYPES[p.e.dtype].bytes;
       if (p.scalar) {
@@ -865,7 +917,7 @@ export async function stageCheckpoint<O>(args: {
           placementSink(p.e.dtype, { out, offset: 0, count: 1, path: ['safetensors', p.e.name] }, 1)(bytes, 0);
           values.set(`${p.slot}/${p.t}`, out[0]!);
         }
-        for (const target of p.targets) await staged.add(target.shard, target.at, bytes.slice());
+        for (const to of p.targets) await stage.add(to.shard, to.at, bytes.slice());
         continue;
       }
       const total = tensors[p.t]!.size;
@@ -875,7 +927,7 @@ export async function stageCheckpoint<O>(args: {
         for (const target of p.targets) {
           const lo = Math.max(from, target.from);
           const hi = Math.min(to, target.to);
-          if (lo < hi) await staged.add(target.shard, target.at + (lo - target.from) * item, chunk.slice((lo - from) * item, (hi - from) * item));
+          if (lo < hi) await stage.add(target.shard, target.at + (lo - target.from) * item, chunk.slice((lo - from) * item, (hi - from) * item));
         }
       }
     }
@@ -887,7 +939,7 @@ export async function stageCheckpoint<O>(args: {
       for (const slot of derived) {
         const v = values.get(`${slot}/${t}`);
         const name = `${slot}/${namedLeaves(layout)[t]!.name}`;
-        if (v === undefined) throw new ShardedUnsupported(`A checkpoint without __metadata__.${slot} whose ${name} is missing`);
+        if (v === undefined) throw new WireError(422, ['safetensors', name], `tensor "${name}" is missing (each parameter needs its ${slot})`);
         const text = fixed(slot, v);
         if (text.length !== width(slot) || (slot === 'step' && !(Number.isSafeInteger(v) && v >= 0)) || !Number.isFinite(v)) {
           throw new WireError(422, ['safetensors', name], `${slot === 'step' ? 'a step count must be an integer >= 0' : `${slot} must be finite`}, got ${v}`, v);
@@ -897,14 +949,14 @@ export async function stageCheckpoint<O>(args: {
       for (const [i, make] of headerOf.entries()) {
         const h = make(top);
         if (h.length !== headers[i]!.length) throw new Error('shard checkpoint header changed length');
-        await staged.add(i, 0, h);
+        await stage.add(i, 0, h);
       }
     }
-    await staged.flush();
-    return { attempt, lengths, options };
+    await stage.flush();
+    return { attempt, lengths, target };
   } catch (e) {
-    await staged.settle();
-    await Promise.allSettled(record.placement.map((_, i) => shardStub(env, id, i).shardAbort(record.secret, Infinity)));
+    await staged?.settle();
+    await Promise.allSettled(Array.from({ length: shards }, (_, i) => shardStub(env, id, i).shardAbort(record.secret, Infinity)));
     throw e;
   } finally {
     await reader.cancel();

@@ -179,7 +179,7 @@ export const ShardsSchema = z
       'Durable Objects holding the tensors (1..256). Absent: one, or, when the params exceed what one object holds (`max_elements`), the fewest that hold ' +
       'them. Above one, the optimizer is sharded: tensors placed whole where they fit, else split on row boundaries (docs/scale-out.md); every step is applied ' +
       'by all shards or by none, and equals the unsharded step bit for bit (param_groups, clipping, frozen tensors, per-tensor step counts and accumulate ' +
-      'and sparse rows included). Sharded optimizers do not take a checkpoint of another layout or dtype in PUT state yet (501).',
+      'and sparse rows included). A checkpoint of another layout or dtype (PUT state) is placed again: over as many shards when it fits them, else the fewest.',
     example: 4,
   });
 

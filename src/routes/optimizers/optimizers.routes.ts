@@ -87,8 +87,6 @@ function tensorBody<T extends z.ZodType>(schema: T, description: string, raw = t
   };
 }
 
-const NOT_SHARDED = problem('A checkpoint of another layout or dtype than a sharded optimizer\'s own (not available yet: see `shards` at create and docs/scale-out.md); nothing was changed.');
-
 export const createOptimizerRoute = createRoute(serviceRoute({
   method: 'post',
   path: '/v1/optimizers',
@@ -324,7 +322,7 @@ export const putStateRoute = createRoute({
   summary: 'Restore a snapshot (validated, atomic)',
   description:
     'Replaces params, moments, step, dtype, hyperparameters, param groups and schedule with the snapshot\'s, in one transaction (shapes may change within ' +
-    'the optimizer\'s size limit). Read-only fields of a GET snapshot (`id`, times) are ignored, so GET → PUT round-trips: in safetensors up to the optimizer\'s size limit, in JSON up to what one JSON body may carry ' +
+    'the optimizer\'s size limit; a sharded optimizer places another layout or dtype over its shards again, as many when they hold it, else the fewest). Read-only fields of a GET snapshot (`id`, times) are ignored, so GET → PUT round-trips: in safetensors up to the optimizer\'s size limit, in JSON up to what one JSON body may carry ' +
     '(MAX_BODY_BYTES, 32 MiB by default: about 500,000 float32 elements of params and two moments). ' +
     'A safetensors checkpoint is streamed into the optimizer, so it may hold the largest state one optimizer keeps. The history is a log of applied ' +
     'steps and keeps its entries.',
@@ -347,10 +345,9 @@ export const putStateRoute = createRoute({
     406: problem('`Accept` does not allow application/json.'),
     408: problem('A safetensors checkpoint that did not arrive in time (it may take 30 s plus one second per 64 KiB). Nothing was changed.'),
     412: IF_MATCH_FAILED,
-    413: problem('Body larger than MAX_BODY_BYTES (JSON), or a state larger than one optimizer holds.'),
+    413: problem('Body larger than MAX_BODY_BYTES (JSON), or a state larger than one optimizer holds (a sharded one: than 256 shards hold, or a row larger than one shard).'),
     415: problem('Content-Type is neither application/json nor application/vnd.safetensors, the body is compressed, or its charset is not UTF-8.'),
     422: problem('The snapshot does not validate; nothing was changed.'),
-    501: NOT_SHARDED,
   },
 });
 
