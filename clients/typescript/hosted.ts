@@ -13,7 +13,7 @@
 //
 // Creation sends only the layout (create by shapes), then the initial values as raw bytes in parts,
 // so no request carries more than `partBytes`. Steps send raw little-endian gradients and read the
-// new params back raw. Every call that changes something carries an Idempotency-Key and is retried
+// new params back raw; a gradient above `stepPartBytes` (64 MiB: a sharded optimizer's) goes in parts. Every call that changes something carries an Idempotency-Key and is retried
 // on network errors, 5xx and 429 (after Retry-After), so a retried step is applied exactly once.
 
 import type { components } from './schema.d.ts';
@@ -70,6 +70,11 @@ export interface HostedOptimizerOptions {
   apiKey?: string;
   /** Largest request body of an upload part (default 8 MiB). */
   partBytes?: number;
+  /**
+   * Largest raw step body (default 64 MiB): a larger gradient (only a sharded optimizer's can be) is
+   * sent in parts of this size under one Idempotency-Key (`?part_offset=`); the last applies the step.
+   */
+  stepPartBytes?: number;
   /** Attempts per call on network errors, 5xx and 429 (default 5). */
   attempts?: number;
   fetch?: typeof fetch;
@@ -97,18 +102,23 @@ interface Connection {
   baseUrl: string;
   apiKey: string | undefined;
   attempts: number;
+  stepPartBytes: number;
   fetch: typeof fetch;
 }
 
+/** Default largest raw step body: well under the smallest plan's 100 MB request limit. */
+export const STEP_PART_BYTES = 64 << 20;
+
 /** One call: retried (same Idempotency-Key) on network errors, 5xx and 429; a 4xx problem is thrown. */
-async function call(conn: Connection, method: string, path: string, init: { token?: string; headers?: Record<string, string>; body?: BodyInit; idempotent?: boolean } = {}): Promise<Response> {
+async function call(conn: Connection, method: string, path: string, init: { token?: string; headers?: Record<string, string>; body?: BodyInit; idempotent?: boolean | string } = {}): Promise<Response> {
   const headers: Record<string, string> = { ...init.headers };
   // A hosted optimizer's routes take its token; the service routes (create) the API key, if any.
   const bearer = init.token ?? conn.apiKey;
   if (bearer) headers.authorization = `Bearer ${bearer}`;
-  if (init.idempotent) headers['idempotency-key'] = crypto.randomUUID();
+  // A key of its own, or the one given (the parts of one step share it).
+  if (init.idempotent) headers['idempotency-key'] = typeof init.idempotent === 'string' ? init.idempotent : crypto.randomUUID();
   // GET, PUT and DELETE are idempotent by nature; POST only with its key.
-  const retriable = method !== 'POST' || init.idempotent === true;
+  const retriable = method !== 'POST' || Boolean(init.idempotent);
   let lastError: unknown;
   for (let attempt = 1; attempt <= conn.attempts; attempt++) {
     let res: Response;
@@ -249,6 +259,9 @@ export class HostedOptimizer {
       query.set('expected_step', String(expected));
     }
     const search = query.size > 0 ? `?${query}` : '';
+    const item = this.dtype === 'float32' ? 4 : 8;
+    const part = Math.max(item, this.#conn.stepPartBytes - (this.#conn.stepPartBytes % item));
+    if (contentType !== SAFETENSORS && worker === undefined && body.byteLength > part) return this.#answer(await this.#stepInParts(body, part / item, query));
     const res = await call(this.#conn, 'POST', `/v1/optimizers/${this.id}/step${search}`, { token: this.token, headers: { 'content-type': contentType, accept: RAW }, body, idempotent: true });
     if (res.status !== 202) return this.#answer(res);
     await res.body?.cancel();
@@ -262,6 +275,29 @@ export class HostedOptimizer {
         const info = (await this.info()) as { step: number; accumulate?: { received: number[] } | null };
         if (info.step === expected && !(info.accumulate?.received ?? []).includes(worker!)) return this.params();
       }
+    }
+  }
+
+  /**
+   * A raw gradient larger than one request may carry, in parts of `per` elements under one
+   * Idempotency-Key (a retried part answers again); the last part's answer is the step's.
+   */
+  async #stepInParts(body: Uint8Array<ArrayBuffer>, per: number, query: URLSearchParams): Promise<Response> {
+    const key = crypto.randomUUID();
+    const item = this.dtype === 'float32' ? 4 : 8;
+    const total = body.byteLength / item;
+    for (let offset = 0; ; offset += per) {
+      const last = offset + per >= total;
+      const q = new URLSearchParams(query);
+      q.set('part_offset', String(offset));
+      const res = await call(this.#conn, 'POST', `/v1/optimizers/${this.id}/step?${q}`, {
+        token: this.token,
+        headers: { 'content-type': `${RAW}; dtype=${this.dtype}`, accept: RAW },
+        body: body.subarray(offset * item, Math.min(total, offset + per) * item),
+        idempotent: key,
+      });
+      if (last) return res;
+      await res.body?.cancel(); // 202: the part is stored
     }
   }
 
@@ -377,11 +413,12 @@ function accumulateSetting(a: Accumulate): { contributions: number; reduce: 'mea
   return typeof a === 'number' ? { contributions: a, reduce: 'mean' } : { contributions: a.contributions, reduce: a.reduce ?? 'mean' };
 }
 
-function connection(options: { baseUrl?: string; apiKey?: string; attempts?: number; fetch?: typeof fetch }): Connection {
+function connection(options: { baseUrl?: string; apiKey?: string; attempts?: number; stepPartBytes?: number; fetch?: typeof fetch }): Connection {
   return {
     baseUrl: (options.baseUrl ?? 'http://localhost:8787').replace(/\/+$/, ''),
     apiKey: options.apiKey,
     attempts: options.attempts ?? 5,
+    stepPartBytes: options.stepPartBytes ?? STEP_PART_BYTES,
     fetch: options.fetch ?? ((input, init) => fetch(input, init)),
   };
 }

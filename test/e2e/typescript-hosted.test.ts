@@ -141,6 +141,40 @@ describe('clients/typescript/hosted.ts', () => {
     await adam.delete();
   });
 
+  test('a sharded optimizer\'s steps above stepPartBytes go in parts (one retried after its answer was lost), equal to whole steps', async () => {
+    const parts: string[] = [];
+    let lost = 0;
+    // Counts the parts sent, and loses the answer of the second part of the second step once.
+    const spy: typeof fetch = async (input, init) => {
+      const url = String(input);
+      const offset = /part_offset=(\d+)/.exec(url)?.[1];
+      if (offset !== undefined) parts.push(offset);
+      const res = await fetch(input, init);
+      if (offset === '7' && parts.filter((p) => p === '0').length === 2 && lost === 0) {
+        lost++;
+        throw new TypeError('fetch failed (simulated: the answer was lost)');
+      }
+      return res;
+    };
+    const p0 = { w: { shape: [4, 4], values: Float32Array.from({ length: 16 }, (_, i) => Math.fround(i / 7 - 1)) }, b: new Float32Array([0.5, -0.5, 0.25]) };
+    const hyperparams = { lr: 0.05, clip_grad_norm: 1 };
+    // 19 float32 gradients = 76 bytes: parts of 7 elements (28 bytes), cut inside w and across shards.
+    const inParts = await createHostedOptimizer({ baseUrl: baseUrl(), params: p0, optimizer: 'adamw', hyperparams, shards: 3, stepPartBytes: 30, fetch: spy });
+    const whole = await createHostedOptimizer({ baseUrl: baseUrl(), params: p0, optimizer: 'adamw', hyperparams, shards: 3 });
+    for (let k = 0; k < 3; k++) {
+      const grads = Float32Array.from({ length: 19 }, (_, i) => Math.fround(Math.sin(i * 1.3 + k) * (k + 1)));
+      const a = await inParts.step(grads);
+      const b = await whole.step(grads);
+      expect([...a], `step ${k + 1}`).toEqual([...b]);
+    }
+    expect(lost).toBe(1);
+    // Three parts a step (0, 7, 14), the lost one sent twice.
+    expect(parts).toEqual(['0', '7', '14', '0', '7', '7', '14', '0', '7', '14']);
+    expect(((await inParts.info()) as { step: number }).step).toBe(3);
+    await inParts.delete();
+    await whole.delete();
+  });
+
   test('gradients by name in any order; float64; a 4xx is a typed error', async () => {
     const opt = await createHostedOptimizer({ baseUrl: baseUrl(), params: { a: new Float64Array([1]), b: new Float64Array([2]) }, dtype: 'float64', optimizer: 'sgd', hyperparams: { lr: 0.5 } });
     // SGD: p − lr·g.
