@@ -8,7 +8,9 @@
 //
 // Options: --optimizer NAME (default adam), --shards N (default 25 for adam; absent for other
 // optimizers: the server's automatic count), --steps N (default 4 per gradient dtype),
-// --layers N (default 48), --vocab N (default 50000).
+// --layers N (default 48), --vocab N (default 50000), --part-mb N (default 64: the float32 gradient
+// is also sent in parts of N MiB, `?part_offset=` under one Idempotency-Key, as the clients do above
+// 64 MiB; 0: not).
 
 import { readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -26,6 +28,7 @@ const SHARDS = option('shards', OPTIMIZER === 'adam' ? '25' : '');
 const STEPS = Number(option('steps', '4'));
 const LAYERS = Number(option('layers', '48'));
 const VOCAB = Number(option('vocab', '50000'));
+const PART_MB = Number(option('part-mb', '64'));
 const WIDTH = 1024;
 /** Elements per upload part: 32 MiB of float32, the most one PUT of a sharded optimizer takes (SHARDED_UPLOAD_BYTES). */
 const PART = (32 << 20) / 4;
@@ -174,16 +177,36 @@ try {
   const bf16 = toBf16(grads);
   const steps: Record<string, number[]> = {};
   const serverTimings: Array<Record<string, number | string>> = [];
-  for (const [label, body, type] of [
-    ['F32', f32, 'application/octet-stream'],
-    ['BF16', bf16, 'application/octet-stream; dtype=BF16'],
-  ] as const) {
+  const partBytes = PART_MB << 20;
+  const modes: Array<readonly [string, Uint8Array, string, number]> = [
+    ['F32', f32, 'application/octet-stream', 0],
+    ['BF16', bf16, 'application/octet-stream; dtype=BF16', 0],
+    ...(PART_MB > 0 && f32.length > partBytes ? [[`F32 in ${PART_MB} MiB parts`, f32, 'application/octet-stream', partBytes] as const] : []),
+  ];
+  let key = 0;
+  for (const [label, body, type, part] of modes) {
     const times: number[] = (steps[label] = []);
     await phase(
-      `${STEPS} steps, raw ${label} gradients (${(body.length / 1e6).toFixed(0)} MB), return=none`,
+      `${STEPS} steps, raw ${label} gradients (${(body.length / 1e6).toFixed(0)} MB${part ? `, ${Math.ceil(body.length / part)} requests each` : ''}), return=none`,
       async () => {
         for (let s = 0; s < STEPS; s++) {
-          const r = await expectOk('step', request(`${url}/step?return=none`, 'POST', { ...auth, 'content-type': type }, body));
+          let r;
+          if (part === 0) r = await expectOk('step', request(`${url}/step?return=none`, 'POST', { ...auth, 'content-type': type }, body));
+          else {
+            // Parts of consecutive elements under one key: 202 each but the last, which applies the step.
+            const headers = { ...auth, 'content-type': type, 'idempotency-key': `scale-${++key}` };
+            let ms = 0;
+            for (let at = 0; ; at += part) {
+              const last = at + part >= body.length;
+              const res = await expectOk('step part', request(`${url}/step?return=none&part_offset=${at / 4}`, 'POST', headers, body.subarray(at, Math.min(body.length, at + part))), last ? 200 : 202);
+              ms += res.ms;
+              if (last) {
+                r = { ...res, ms };
+                break;
+              }
+            }
+          }
+          r = r!;
           times.push(r.ms);
           const phases = Object.fromEntries(String(r.headers['server-timing'] ?? '').split(',').map((p) => [p.trim().split(';')[0], Number(/dur=([\d.]+)/.exec(p)?.[1])]));
           serverTimings.push({ label, ...phases });
@@ -194,7 +217,7 @@ try {
       (t) => `p50 ${median(t).toFixed(0)} ms (each: ${t.map((x) => x.toFixed(0)).join(', ')})`,
     );
   }
-  for (const label of ['F32', 'BF16']) {
+  for (const [label] of modes) {
     const mine = serverTimings.filter((t) => t.label === label);
     const keys = [...new Set(mine.flatMap((t) => Object.keys(t).filter((k) => k !== 'label' && k !== '')))];
     console.log(`${label} Server-Timing p50: ${keys.map((k) => `${k} ${median(mine.map((t) => Number(t[k]))).toFixed(0)} ms`).join(', ')}`);
