@@ -36,7 +36,7 @@ import { checkEntry, checkFinite, checkFits, readRaw, readSafetensors, type Plac
 import { checkCheckpointHeader } from './checkpoint-header.ts';
 import { Contributions, StepWaiters, accumulateInfo, checkAccumulates, checkWorker, notReached, patchedAccumulate, skippedKey, type Completed } from './accumulate.ts';
 import { Mutex } from './mutex.ts';
-import { SHARD_FAULTS, abortShards, capacityFor, createShardObjects, groupsPresent, shardGroups, pieceName, stageCheckpoint, unwrapOutcome, commitShards, destroyShards, gatherStream, newShardSecret, planShards, prepareShards, readAll, shardLayout, shardStub, tryShards, type GradientSlices, type Prepared, type ShardDecision, type ShardReduce, type ShardStepArgs, type ShardsRecord, type StepAssembly, foldPieces, foldShardNorms, reduceShards } from './shards.ts';
+import { SHARD_FAULTS, abortShards, capacityFor, clientNamedProblem, createShardObjects, groupsPresent, shardGroups, pieceName, stageCheckpoint, unwrapOutcome, commitShards, destroyShards, gatherStream, newShardSecret, planShards, prepareShards, readAll, shardLayout, shardStub, tryShards, type GradientSlices, type Prepared, type ShardDecision, type ShardReduce, type ShardStepArgs, type ShardsRecord, type StepAssembly, foldPieces, foldShardNorms, reduceShards } from './shards.ts';
 import { paceDeadline } from '../wire/stream.ts';
 import { checkExpectedStep, checkIfMatch } from './preconditions.ts';
 import { registryOf } from './stubs.ts';
@@ -1520,6 +1520,8 @@ export class HostedOptimizer extends DurableObject<Env> {
     let keptElsewhere: string[] = [];
     let schedulerState: HostedPlateau | null = null;
     let created = false; // shards beyond `count` were created for this restore
+    let hps: Hyperparams[] = [];
+    let targetNames: string[] = [];
     let staged;
     try {
       staged = await stageCheckpoint({
@@ -1532,6 +1534,17 @@ export class HostedOptimizer extends DurableObject<Env> {
         groupsFor: (i) => shardGroups(placement, i, present, groups, groupOf),
         // As an unsharded restore: the first tensor no group names, else the first.
         topTensor: () => Math.max(0, groupOf.indexOf(0)),
+        // A slot sent for some tensors only: each tensor of a group that keeps it has it (restoredState's rule, told for the whole file).
+        checkHeld: (held) => {
+          for (const slot of def.slots) {
+            const has = held.get(slot.name);
+            if (!has || has.size === 0) continue;
+            const lacking = groupOf.findIndex((g, t) => !has.has(t) && slot.present(hps[g]!) && slot.initial(hps[g]!) !== null);
+            if (lacking >= 0) {
+              throw validationProblem([fieldError(['safetensors', slotName(slot.name, targetNames[lacking]!)], `is missing: ${def.torch} keeps ${slot.name} for every tensor of a group that keeps it (null only where its group does not)`)]);
+            }
+          }
+        },
         target: async (metadata, params) => {
           const options = checkpointOptions(def, metadata);
           const chosen = checkpointLayout(loaded.layout, params, options);
@@ -1541,9 +1554,10 @@ export class HostedOptimizer extends DurableObject<Env> {
           const names = namedLeaves(layout).map((l) => l.name);
           groups = options.param_groups;
           groupOf = groupOfTensors(names, groups, ['__metadata__', 'param_groups']);
-          const hps = checkedGroupHp(def, options.hyperparams, groups, groupOf, options.schedule, ['__metadata__', 'hyperparams'], ['__metadata__', 'param_groups']);
+          hps = checkedGroupHp(def, options.hyperparams, groups, groupOf, options.schedule, ['__metadata__', 'hyperparams'], ['__metadata__', 'param_groups']);
           schedulerState = checkedSchedulerState(options.scheduler_state, options.schedule, groups, ['__metadata__', 'scheduler_state']) as HostedPlateau | null;
           keptElsewhere = slotsKept(def, hps, groupOf);
+          targetNames = names;
           if (layout !== loaded.layout || dtype !== meta.dtype) {
             checkShapes(def, layout, ['safetensors', 'params']);
             checkCheckpointHeader(def, layout, ['safetensors', 'params']);
@@ -1568,12 +1582,16 @@ export class HostedOptimizer extends DurableObject<Env> {
           return { options, layout, dtype, placement };
         },
       });
-      const checks = await Promise.allSettled(staged.lengths.map((length, i) => shardStub(this.env, meta.id, i).shardRestore(record.secret, { attempt: staged!.attempt, length, commit: false, keptElsewhere }).then(unwrapOutcome)));
+      // A shard's problem names its pieces: told in the client's names.
+      const tensorNames = namedLeaves(staged.target.layout).map((l) => l.name);
+      const checks = await Promise.allSettled(
+        staged.lengths.map(async (length, i) => {
+          const o = (await shardStub(this.env, meta.id, i).shardRestore(record.secret, { attempt: staged!.attempt, length, commit: false, keptElsewhere })) as Outcome<{ step: number; scalars: Record<string, number> }>;
+          return unwrapOutcome(o.ok ? o : { ok: false, problem: clientNamedProblem(o.problem, tensorNames) });
+        }),
+      );
       const failed = checks.find((c) => c.status === 'rejected');
-      if (failed) {
-        await Promise.allSettled(placement.map((_, i) => shardStub(this.env, meta.id, i).shardAbort(record.secret, Infinity)));
-        throw failed.reason;
-      }
+      if (failed) throw failed.reason;
       const answers = checks.map((c) => (c as PromiseFulfilledResult<{ step: number; scalars: Record<string, number> }>).value);
       const { attempt, target } = staged;
       const { options, layout, dtype } = target;
@@ -1614,6 +1632,10 @@ export class HostedOptimizer extends DurableObject<Env> {
       const names = namedLeaves(layout).map((l) => l.name);
       Object.assign(loaded, { meta: next, layout, tensors: spansOf(layout), names, groups, groupOf: [...groupOf], ...emptyMemory(dtype) });
     } catch (e) {
+      // Refused after staging (a shard's check, the owner's quota, the decision's store): every shard drops its staged file.
+      if (staged && loaded.meta.shards?.restoring?.attempt !== staged.attempt) {
+        await Promise.allSettled(placement.map((_, i) => shardStub(this.env, meta.id, i).shardAbort(record.secret, Infinity)));
+      }
       if (created) {
         // The shards created for this restore go again (should that fail, the record keeps them for the next settle).
         try {

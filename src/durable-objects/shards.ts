@@ -28,7 +28,7 @@ import { MAX_TTL_SECONDS } from '../lib/config.ts';
 import { hex } from '../lib/digest.ts';
 import { rangesOf } from './tree-state.ts';
 import type { ParamGroup } from '../lib/param-groups.ts';
-import { ProblemError } from '../lib/problem.ts';
+import { ProblemError, type ProblemData } from '../lib/problem.ts';
 
 /**
  * Test hooks, never set in production: called at those points of a coordinator's step, where a
@@ -127,6 +127,37 @@ export function planShards(layout: TensorLayout, capacity: number, shards: numbe
 
 /** A piece's name in its shard: tensor index and first element. */
 export const pieceName = (p: StoredPiece) => `t${p.tensor}_${p.from}`;
+
+/**
+ * A shard's problem about its checkpoint file told in the client's names: `<slot>/t<T>_<F>` becomes
+ * `<slot>/<tensor T's name>`, and an element index k of that piece F + k (fields, pointers, detail
+ * and messages).
+ */
+export function clientNamedProblem(problem: ProblemData, names: readonly string[]): ProblemData {
+  let shift = 0;
+  const inField = (text: string) =>
+    text.replace(/"([^"/]+)\/t(\d+)_(\d+)"\](?:\[(\d+)\])?/g, (all, slot: string, t: string, from: string, k?: string) => {
+      const name = names[Number(t)];
+      if (name === undefined) return all;
+      if (k !== undefined) shift = Number(from);
+      return `${JSON.stringify(`${slot}/${name}`)}]${k === undefined ? '' : `[${Number(from) + Number(k)}]`}`;
+    });
+  const inPointer = (text: string) =>
+    text.replace(/\/([^/]+)~1t(\d+)_(\d+)(?:\/(\d+))?/g, (all, slot: string, t: string, from: string, k?: string) => {
+      const name = names[Number(t)];
+      if (name === undefined) return all;
+      return `/${slot}~1${name.replace(/~/g, '~0').replace(/\//g, '~1')}${k === undefined ? '' : `/${Number(from) + Number(k)}`}`;
+    });
+  const element = (text: string) => (shift === 0 ? text : text.replace(/\belement (\d+)\b/g, (_all, k: string) => `element ${shift + Number(k)}`));
+  const errors = problem.errors?.map((e) => {
+    shift = 0;
+    const field = inField(e.field);
+    return { ...e, field, ...(e.pointer === undefined ? {} : { pointer: inPointer(e.pointer) }), message: element(e.message) };
+  });
+  shift = 0;
+  const detail = inField(problem.detail);
+  return { ...problem, detail: element(detail), ...(errors ? { errors } : {}) };
+}
 
 /** For each shard, the groups (coordinator indices, 1-based) its pieces are in, in order. */
 export function groupsPresent(placement: ShardsRecord['placement'], groupOf: readonly number[]): number[][] {
@@ -824,6 +855,8 @@ export async function stageCheckpoint<O>(args: {
   groupsFor: (i: number) => unknown[];
   /** The tensor whose step count and scalars are the optimizer's when the metadata names none (an unsharded restore's rule). */
   topTensor: () => number;
+  /** Checks which tensors hold each slot of the file (a shard sees only its own pieces'). */
+  checkHeld: (held: ReadonlyMap<string, ReadonlySet<number>>) => void;
 }): Promise<{ attempt: string; lengths: number[]; target: RestoreTarget<O> }> {
   const { env, id, record } = args;
   const attempt = newShardSecret().slice(0, 32);
@@ -858,14 +891,17 @@ export async function stageCheckpoint<O>(args: {
       return { e, slot, t, scalar, targets: [] as Array<{ shard: number; from: number; to: number; at: number }> };
     });
     // A step count or scalar is every tensor's or none's (as one object checks; a shard would name its pieces).
+    const held = new Map<string, Set<number>>();
+    for (const p of plan) if (p.slot !== 'params') (held.get(p.slot) ?? held.set(p.slot, new Set()).get(p.slot)!).add(p.t);
     for (const slot of args.scalarSlots) {
-      const held = new Set(plan.filter((p) => p.slot === slot).map((p) => p.t));
-      const lacking = held.size === 0 ? -1 : tensors.findIndex((_, t) => !held.has(t));
+      const has = held.get(slot);
+      const lacking = has === undefined ? -1 : tensors.findIndex((_, t) => !has.has(t));
       if (lacking >= 0) {
         const name = `${slot}/${namedLeaves(layout)[lacking]!.name}`;
         throw new WireError(422, ['safetensors', name], `tensor "${name}" is missing (each parameter needs its ${slot})`);
       }
     }
+    args.checkHeld(held);
     // Each shard's file: its header, then its pieces in the order the source file holds them.
     // The coordinator keeps the scheduler's state (its group_lrs are per coordinator group); a shard steps at the rates it is sent.
     // Each file names its dtype (the coordinator's choice) and its pieces' order (the placement's).
