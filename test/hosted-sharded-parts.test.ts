@@ -133,6 +133,30 @@ describe('parts: retries, order, bad parts, other calls in between', () => {
     expect(last.body.params).toEqual((await send(ref, encodeValues(g, 'F32'), 'F32', '')).body.params);
   });
 
+  it('after the step is applied, each of its parts sent again answers as the step; other bytes, offsets or lengths under its key are a 422', async () => {
+    const { opt, ref } = await twins({ lr: 0.01 });
+    const g = grad(2);
+    const key = { 'idempotency-key': 'done-1' };
+    const applied = await inParts(opt, g, [5, 20], 'done-1', 'F32', 0);
+    expect(applied.status, JSON.stringify(applied.body)).toBe(200);
+    const want = (await send(ref, encodeValues(g, 'F32'), 'F32', '')).body;
+    expect(applied.body.params).toEqual(want.params);
+    // Each part again (a client retrying the step whole, or a lost answer): the step's answer, nothing applied twice.
+    for (const [a, b] of [[0, 5], [5, 20], [20, 40]] as const) {
+      const again = await send(opt, encodeValues(g.slice(a, b), 'F32'), 'F32', `?part_offset=${a}`, key);
+      expect(again.status, JSON.stringify(again.body)).toBe(200);
+      expect(again.body).toMatchObject({ step: 1, replayed: true, params: want.params });
+    }
+    // What the step was not, under its key: as the whole step's key answers another gradient (422 naming the key).
+    const other = g.map((x) => x * 2);
+    expectProblem(await send(opt, encodeValues(other.slice(0, 5), 'F32'), 'F32', '?part_offset=0', key), 422, 'Idempotency-Key');
+    expectProblem(await send(opt, encodeValues(other, 'F32'), 'F32', '?part_offset=0', key), 422, 'Idempotency-Key');
+    expectProblem(await send(opt, encodeValues(g.slice(7, 20), 'F32'), 'F32', '?part_offset=7', key), 422, 'Idempotency-Key');
+    expectProblem(await send(opt, encodeValues(g.slice(5, 21), 'F32'), 'F32', '?part_offset=5', key), 422, 'Idempotency-Key');
+    expectProblem(await send(opt, encodeValues(g, 'F32'), 'F32', '', key), 422, 'Idempotency-Key');
+    expect((await opCall('GET', opt, '/params')).body).toEqual({ step: 1, params: want.params });
+  });
+
   it('a NaN in a part is a 422 that drops the parts received; so does another step in between; nothing is applied', async () => {
     const { opt } = await twins({ lr: 0.01 });
     const before = (await opCall('GET', opt, '/params')).body;

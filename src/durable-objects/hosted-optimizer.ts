@@ -82,6 +82,9 @@ export const MAX_MISSING_RANGES = 10_000;
 
 /** Idempotency keys remembered per optimizer. */
 export const IDEMPOTENCY_KEYS_KEPT = 256;
+
+/** Hex digits of each part's SHA-256 a step in parts keeps with its Idempotency-Key (128 bits: at most 4096 parts, about 180 KB). */
+const PART_DIGEST_CHARS = 32;
 /** History entries (applied and skipped steps) kept per optimizer. */
 export const HISTORY_KEPT = 10_000;
 /**
@@ -1137,8 +1140,8 @@ export class HostedOptimizer extends DurableObject<Env> {
     const inParts = args.partOffset !== undefined;
     if (inParts) checkPart(args, meta);
     if (seen) {
-      // A part of a step already applied answers as that step (its bytes are not compared: the step's fingerprint is over every part).
-      const { fingerprint: print } = inParts ? seen : await prepare(false, false);
+      // A part of a step already applied answers as that step when it is one of its parts, byte for byte (the key's row lists each part's digest).
+      const print = inParts ? await this.#partPrint(seen.fingerprint, args, common) : (await prepare(false, false)).fingerprint;
       if (seen.fingerprint !== print) throw validationProblem([headerError('Idempotency-Key', 'was already used for a step with different gradients or loss', args.idempotencyKey)]);
       const current = seen.seq === meta.seq && (meta.uploadedAtSeq ?? -1) < seen.seq;
       const params = args.returnParams && current ? await this.#shardedParamsOut(loaded) : null;
@@ -1355,10 +1358,26 @@ export class HostedOptimizer extends DurableObject<Env> {
       loaded.meta = stored;
       return answer(next, false);
     }
-    // The last part: the step's fingerprint is over every part's SHA-256, in order.
-    const print = hex(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(`${meta.dtype}:${meta.size}:${args.loss ?? ''}:parts:${next.digests.join(',')}`)));
+    // The last part: the step's fingerprint is over every part's SHA-256, in order, and lists each part's (a part sent again after the step is compared with it).
+    const whole = hex(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(`${meta.dtype}:${meta.size}:${args.loss ?? ''}:parts:${next.digests.join(',')}`)));
+    const print = `${whole} parts ${next.offsets.map((o, k) => `${o}:${next.digests[k]!.slice(0, PART_DIGEST_CHARS)}`).join(',')}`;
     const none = loaded.tensors.map(() => false);
     return { prepared: { nonFinite: next.nonFinite, norms: meta.hyperparams.clip_grad_norm === undefined ? null : next.norms.map(Number), frozen: none, sparse: none, fingerprint: print } };
+  }
+
+  /**
+   * A part sent under the key of a step in parts already applied: that step's fingerprint when the
+   * part is one of its parts (the same offset and bytes), else another (the caller's 422).
+   */
+  async #partPrint(stored: string, args: StepArgs, common: Omit<Parameters<typeof prepareShards>[0], 'norms' | 'send' | 'hash'>): Promise<string> {
+    const listed = / parts (.*)$/.exec(stored)?.[1];
+    const offset = args.partOffset!;
+    const digest = listed?.split(',').find((p) => p.startsWith(`${offset}:`))?.slice(`${offset}:`.length);
+    if (digest === undefined) return '';
+    const src = (args.grads as Extract<TensorsIn, { format: 'raw' }>).dtype ?? wireDtypeOf(common.dtype);
+    const probe: StepAssembly = { key: args.idempotencyKey!, seq: 0, attempt: '', src, received: offset, offset, norms: [], folds: {}, nonFinite: -1, digests: [], offsets: [] };
+    const read = await prepareShards({ ...common, allowNonFinite: true, norms: false, send: false, hash: false, part: probe });
+    return read.part!.digests.at(-1)!.slice(0, PART_DIGEST_CHARS) === digest ? stored : '';
   }
 
   /** Drops a step in parts under way (another step, a restore or an upload came first): its parts count for nothing. */

@@ -375,7 +375,7 @@ export const HostedStepQuerySchema = strictQuery({
       'Sharded optimizers, raw bodies only: a step sent in parts, for a gradient larger than one request may carry (100 MB on most plans). The body holds ' +
       'elements [part_offset, part_offset + n) of the layout, n = Content-Length / the dtype\'s size; every part carries the same `Idempotency-Key` (required) ' +
       'and dtype, and they come in order: 0, then where the last one ended (409 otherwise, naming it). Each part but the last answers 202; the part that ' +
-      'reaches the last element applies the step and answers as a whole step does. A part received before, sent again, answers the same; a part at 0 under a new key starts over.',
+      'reaches the last element applies the step and answers as a whole step does. A part received before, sent again, answers the same (after the step, as the step: other bytes, offsets or lengths under its key are a 422); a part at 0 under a new key starts over.',
   }),
 });
 
