@@ -13,6 +13,10 @@
 // <!-- load:begin --> and <!-- load:end -->. Bounded: 30 s of load, at most 90 s more to drain
 // retries, 6 minutes in all; not part of `npm test`.
 //
+// `npm run load -- --shards N` spreads each hosted optimizer over N shard objects (a coordinator and N
+// shards, docs/scale-out.md), so the SIGKILL lands inside the two-phase step; its section goes
+// between <!-- load-sharded:begin --> and <!-- load-sharded:end -->.
+//
 // `npm run load -- --no-idempotency-key` is the negative control: the same run without keys, where
 // a retried step whose answer was lost in the crash is applied twice, which the verification must
 // report (it exits 1 and leaves BENCHMARKS.md alone).
@@ -39,6 +43,9 @@ const MAX_ATTEMPTS = 500; // per step; with backoff capped at 1 s this outlasts 
 const IMPATIENT_EVERY = 10;
 const SHORT_TIMEOUT_MS = [2, 30] as const;
 const WITH_KEYS = !process.argv.includes('--no-idempotency-key');
+const SHARDS = process.argv.includes('--shards') ? Number(process.argv[process.argv.indexOf('--shards') + 1]) : 0;
+if (process.argv.includes('--shards') && !(Number.isInteger(SHARDS) && SHARDS >= 2)) throw new Error('--shards takes a shard count of at least 2');
+const MARK = SHARDS ? 'load-sharded' : 'load';
 const HYPERPARAMS: AdamHyperparams = { ...ADAM_DEFAULTS, lr: 0.01, weight_decay: 0.01, decoupled_weight_decay: true, amsgrad: true };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -189,7 +196,7 @@ for (let k = 0; k < OPTIMIZERS; k++) {
   const res = await fetch(`${BASE}/v1/optimizers`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ params: params0, hyperparams: HYPERPARAMS }),
+    body: JSON.stringify({ params: params0, hyperparams: HYPERPARAMS, ...(SHARDS ? { shards: SHARDS } : {}) }),
   });
   if (res.status !== 201) throw new Error(`create: HTTP ${res.status} ${await res.text()}`);
   const created = (await res.json()) as { id: string; token: string };
@@ -341,11 +348,13 @@ const row = (kind: Attempt['kind'], accepted: number) => {
 
 const verdict = failures.length === 0 ? '**Nothing lost, nothing doubled**' : `**FAILED** (${failures.length} problems)`;
 const section = [
-  '<!-- load:begin -->',
-  '## Load with a fault (`npm run load`)',
+  `<!-- ${MARK}:begin -->`,
+  SHARDS ? `## Load with a fault, sharded optimizers (\`npm run load -- --shards ${SHARDS}\`)` : '## Load with a fault (`npm run load`)',
   '',
   `${CLIENTS} clients (${CLIENTS / 2} hosted, ${CLIENTS / 2} stateless, one request in flight each) for ${LOAD_MS / 1000} s against \`wrangler dev\` on loopback, ` +
-    `float32, ${ELEMENTS} elements, AdamW with amsgrad. Hosted clients share ${OPTIMIZERS} optimizers two by two and send each step ${WITH_KEYS ? 'with' : 'WITHOUT'} an Idempotency-Key; ` +
+    `float32, ${ELEMENTS} elements, AdamW with amsgrad. Hosted clients share ${OPTIMIZERS} optimizers two by two` +
+    (SHARDS ? `, each spread over ${SHARDS} shard objects and a coordinator (the crash lands inside their two-phase steps),` : '') +
+    ` and send each step ${WITH_KEYS ? 'with' : 'WITHOUT'} an Idempotency-Key; ` +
     'a failed attempt (connection refused or reset, 5xx, client timeout) is retried with the same key and body, backing off from 25 ms to 1 s. ' +
     `The first attempt of every ${IMPATIENT_EVERY}th hosted step gives up after ${SHORT_TIMEOUT_MS[0]}–${SHORT_TIMEOUT_MS[1]} ms (an impatient client), often after the server applied it. ` +
     `At ${KILL_AT_MS / 1000} s the server's process group (wrangler, workerd) was SIGKILLed and started again on the same \`--persist-to\`: ` +
@@ -366,12 +375,12 @@ const section = [
     'server had applied before the client saw the answer (returned with `replayed: true`, not applied again). The throughput is that of `wrangler dev` ' +
     '(its proxy adds a hop to every request) on a small shared machine, not a measure of production. Negative control: `npm run load -- --no-idempotency-key` ' +
     (process.argv.includes('--no-idempotency-key') ? '(this run).' : 'must fail the verification (retried steps applied twice).'),
-  '<!-- load:end -->',
+  `<!-- ${MARK}:end -->`,
 ].join('\n');
 
 const benchPath = join(ROOT, 'BENCHMARKS.md');
 const bench = readFileSync(benchPath, 'utf8');
-const block = /<!-- load:begin -->[\s\S]*?<!-- load:end -->/;
+const block = new RegExp(`<!-- ${MARK}:begin -->[\\s\\S]*?<!-- ${MARK}:end -->`);
 if (WITH_KEYS && failures.length === 0) writeFileSync(benchPath, block.test(bench) ? bench.replace(block, section) : `${bench.trimEnd()}\n\n${section}\n`);
 console.log(section);
 console.log(`clients finished ${steps.reduce((a, b) => a + b, 0)} steps`);
