@@ -108,6 +108,29 @@ describe('parts whose norm overflows, and a NaN under nonfinite: skip', () => {
     expect(parted.body).toMatchObject({ skipped: true, step: 0 });
     expect(parted.body.params).toEqual(whole.body.params);
   });
+
+  it('a NaN part let through under skip, PATCHed to nonfinite: "error" before the last part: the whole step\'s 422 (one object\'s, word for word), nothing applied', async () => {
+    const { opt, ref } = await twins({ lr: 0.01, nonfinite: 'skip' });
+    const nan = grad(3);
+    nan[23] = Number.NEGATIVE_INFINITY; // in w, on the second part
+    for (const o of [opt, ref]) expect((await opCall('PATCH', o, '', { hyperparams: { lr: 0.01, nonfinite: 'error' } })).status).toBe(200);
+    const whole = await send(ref, encodeValues(nan, 'F32'), 'F32', '');
+    for (const o of [opt, ref]) expect((await opCall('PATCH', o, '', { hyperparams: { lr: 0.01, nonfinite: 'skip' } })).status).toBe(200);
+    expectProblem(whole, 422);
+    const key = { 'idempotency-key': 'nan-patched' };
+    expect((await send(opt, encodeValues(nan.slice(0, 10), 'F32'), 'F32', '?part_offset=0', key)).status).toBe(202);
+    expect((await send(opt, encodeValues(nan.slice(10, 30), 'F32'), 'F32', '?part_offset=10', key)).status).toBe(202);
+    expect((await opCall('PATCH', opt, '', { hyperparams: { lr: 0.01, nonfinite: 'error' } })).status).toBe(200);
+    const last = await send(opt, encodeValues(nan.slice(30), 'F32'), 'F32', '?part_offset=30', key);
+    expectProblem(last, 422);
+    expect(last.body.detail).toBe(whole.body.detail);
+    expect(last.body.errors).toEqual(whole.body.errors);
+    // And the whole step to the sharded optimizer says the same (it named the element's index in its tensor: 20).
+    const shardedWhole = await send(opt, encodeValues(nan, 'F32'), 'F32', '');
+    expectProblem(shardedWhole, 422);
+    expect(shardedWhole.body.detail).toBe(whole.body.detail);
+    expect((await opCall('GET', opt, '/params')).body).toEqual((await opCall('GET', ref, '/params')).body);
+  });
 });
 
 describe('parts: retries, order, bad parts, other calls in between', () => {

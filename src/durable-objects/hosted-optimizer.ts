@@ -1358,6 +1358,11 @@ export class HostedOptimizer extends DurableObject<Env> {
       loaded.meta = stored;
       return answer(next, false);
     }
+    // A non-finite element let through under nonfinite: "skip", PATCHed to "error" since: the whole step's 422 (the parts are dropped).
+    if (next.nonFiniteError && meta.hyperparams.nonfinite !== 'skip') {
+      this.#dropAssembly(loaded);
+      throw new WireError(422, next.nonFiniteError.where, next.nonFiniteError.message);
+    }
     // The last part: the step's fingerprint is over every part's SHA-256, in order, and lists each part's (a part sent again after the step is compared with it).
     const whole = hex(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(`${meta.dtype}:${meta.size}:${args.loss ?? ''}:parts:${next.digests.join(',')}`)));
     const print = `${whole} parts ${next.offsets.map((o, k) => `${o}:${next.digests[k]!.slice(0, PART_DIGEST_CHARS)}`).join(',')}`;

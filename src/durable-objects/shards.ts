@@ -327,6 +327,7 @@ export async function prepareShards(args: {
   const hashes: Array<{ writer: WritableStreamDefaultWriter<Uint8Array>; digest: Promise<ArrayBuffer> } | null> = tensors.map(() => null);
   const part = args.part;
   let nonFinite = part?.nonFinite ?? -1;
+  let nonFiniteError = part?.nonFiniteError;
   let frozen: boolean[] = grads.kind === 'values' ? [...grads.frozen] : tensors.map(() => false);
   // Parts of this attempt replace whatever a failed attempt at the same step left on a shard (a step in parts keeps one attempt).
   const attempt = part?.attempt ?? newShardSecret().slice(0, 32);
@@ -355,8 +356,13 @@ export async function prepareShards(args: {
     const tensor = tensors[t]!;
     const bad = firstNonFiniteIn(values);
     if (bad >= 0 && nonFinite < 0) {
-      if (!args.allowNonFinite) throw new WireError(422, where(from + bad), `element ${from + bad} is ${values[bad]}: every value must be finite${hint}`);
+      // The element as its field names it (a raw body's index in the whole layout, as one object says).
+      const path = where(from + bad);
+      const at = path[path.length - 1];
+      const message = `element ${typeof at === 'number' ? at : from + bad} is ${values[bad]}: every value must be finite${hint}`;
+      if (!args.allowNonFinite) throw new WireError(422, path, message);
       nonFinite = tensor.offset + from + bad;
+      if (part) nonFiniteError = { where: path, message };
     }
     if (norms) {
       folds[t] = normFoldPiece(dtype, folds[t] ?? normFoldStart(dtype), values, from, tensor.size);
@@ -540,7 +546,7 @@ export async function prepareShards(args: {
     // As text: JSON would write an overflowed (Infinity) or NaN lane as null.
     const open: StepAssembly['folds'] = {};
     if (norms) folds.forEach((f, t) => f && f.at < tensors[t]!.size && (open[t] = { at: f.at, lanes: f.lanes.map(String), tail: f.tail.map(String) }));
-    const next: StepAssembly = { ...part, nonFinite, norms: (norms ?? []).map(String), folds: open, digests: [...part.digests, digest], offsets: [...part.offsets, part.offset] };
+    const next: StepAssembly = { ...part, nonFinite, ...(nonFiniteError ? { nonFiniteError } : {}), norms: (norms ?? []).map(String), folds: open, digests: [...part.digests, digest], offsets: [...part.offsets, part.offset] };
     return { nonFinite, norms, frozen, sparse, fingerprint: '', part: next };
   }
   if (!args.hash) return { nonFinite, norms, frozen, sparse, fingerprint: '' };
@@ -595,6 +601,8 @@ export interface StepAssembly {
   folds: Record<number, { at: number; lanes: string[]; tail: string[] }>;
   /** Global index of the first non-finite element (nonfinite: skip), or -1. */
   nonFinite: number;
+  /** The 422 a whole step would have answered for it (a PATCH to nonfinite: "error" before the last part). */
+  nonFiniteError?: { where: Array<string | number>; message: string };
   /** SHA-256 of each part received, in order (the step's fingerprint is over them). */
   digests: string[];
   /** Where each part received started (with `digests`: a part sent again answers again). */
