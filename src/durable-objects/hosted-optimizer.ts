@@ -915,6 +915,13 @@ export class HostedOptimizer extends DurableObject<Env> {
         timings[phase] += now - clock;
         clock = now;
       };
+      if (args.grads.format !== 'json' && (args.idempotencyKey === undefined || !this.#store.idempotency(args.idempotencyKey))) {
+        // A binary body is checked after the preconditions, as a sharded optimizer (which streams it) checks it; a retry of a step answers first.
+        if (args.grads.format === 'raw') checkFits(args.grads.dtype ?? wireDtypeOf(meta.dtype), meta.dtype, ['Content-Type']);
+        checkIfMatch(args.ifMatch, etagOf(meta), meta.step);
+        checkExpectedStep(args.expectedStep, meta.step);
+        if (meta.missing.length > 0) throw incompleteUpload(meta, layout);
+      }
       const { narrow, frozen, sparse } = await this.#decodeAll(args.grads, loaded, grads, 'grads');
       const print = args.idempotencyKey === undefined && !meta.accumulate ? '' : await fingerprint(meta.dtype, grads, args.loss, frozen, sparse);
 
@@ -2027,8 +2034,16 @@ export class HostedOptimizer extends DurableObject<Env> {
         sameOptimizer(loaded.def, args.optimizer, ['optimizer']);
         checkedSchedulerState(args.schedulerState, args.schedule, args.paramGroups, ['scheduler_state']);
         const groupOf = groupOfTensors(namedLeaves(args.layout).map((l) => l.name), args.paramGroups, ['param_groups']);
-        checkedGroupHp(loaded.def, args.hyperparams, args.paramGroups, groupOf, args.schedule, ['hyperparams'], ['param_groups']);
+        const hps = checkedGroupHp(loaded.def, args.hyperparams, args.paramGroups, groupOf, args.schedule, ['hyperparams'], ['param_groups']);
         const file = snapshotFile(loaded.def, args);
+        // A slot some group keeps is >= 0 where it must be, named by the snapshot's own field (as #placeSnapshot; a shard would name its file).
+        const used = [...usedGroups(groupOf)];
+        for (const slot of loaded.def.slots) {
+          const sent = args.slots[slot.name];
+          if (!slot.nonNegative || !sent || !used.some((g) => slot.present(hps[g]!))) continue;
+          const i = firstNegative(sent.values);
+          if (i >= 0) throw validationProblem([fieldError([sent.field, ...pathOfIndex(args.layout, i)], 'must be >= 0 (it is a square, a sum of squares or a magnitude)', sent.values[i])]);
+        }
         return this.#shardedRestore(loaded, { format: 'safetensors', body: file, length: file.length, quota: args.quota, layout: args.layout });
       }
       let planned: Planned;

@@ -393,7 +393,8 @@ export async function prepareShards(args: {
     sparse[t] = true;
     const bad = firstNonFiniteIn(g.values);
     if (bad >= 0 && nonFinite < 0) {
-      if (!args.allowNonFinite) throw new WireError(422, where(bad), `element ${bad} is ${g.values[bad]}: every value must be finite`);
+      const hint = grads.kind === 'safetensors' ? grads.nonFiniteHint : '';
+      if (!args.allowNonFinite) throw new WireError(422, where(bad), `element ${bad} is ${g.values[bad]}: every value must be finite${hint}`);
       nonFinite = tensors[t]!.offset + g.rows[Math.floor(bad / g.rowSize)]! * g.rowSize + (bad % g.rowSize);
     }
     if (norms) norms[t] = norm2(dtype, coalesce(dtype, g).values);
@@ -491,7 +492,8 @@ export async function prepareShards(args: {
         checkEntry(e, namedLeaves(layout)[t]!, dtype, ['grads', e.name]);
         return { e, t, rowsPlace: null };
       });
-      if (header.entries.length === 0) throw new WireError(422, ['safetensors'], 'the file holds no gradient: send one for every tensor');
+      // As one object: a file of no tensor at all is more likely a mistake than a step freezing every tensor (JSON nulls say that).
+      if (header.entries.length === 0) throw new WireError(422, ['safetensors'], 'the file holds no gradient: send at least one (a frozen tensor\'s may be left out; to freeze every tensor, send JSON nulls)');
       checkRowsPlan(header, rowsPlan);
       // A tensor left out is frozen (torch skips a parameter whose .grad is None).
       const sent = new Set(header.entries.map((e) => rowsPlan.byValues.get(e.name)?.name ?? e.name));
@@ -521,8 +523,16 @@ export async function prepareShards(args: {
       }
       await reader.expectEnd();
       const rows = fileRows(rowsPlan, indexBytes, tensors.length);
+      // A non-finite row value is refused before what torch refuses of the rows, as one object reads them (values first).
+      const rowsAt = (t: number) => ['safetensors', `${SPARSE_VALUES}/${namedLeaves(layout)[t]!.name}`];
+      if (!args.allowNonFinite) {
+        for (const [t, r] of rows.entries()) {
+          const bad = r && !frozen[t] ? firstNonFiniteIn(r.values) : -1;
+          if (bad >= 0) throw new WireError(422, [...rowsAt(t), bad], `element ${bad} is ${r!.values[bad]}: every value must be finite${grads.nonFiniteHint}`);
+        }
+      }
       if (rows.some((r) => r !== null) || args.def.sparse === 'only') args.checkSparse(rows, frozen, 'safetensors');
-      for (const [t, r] of rows.entries()) if (r && !frozen[t]) await pushRows(t, r, (k) => ['safetensors', `${SPARSE_VALUES}/${namedLeaves(layout)[t]!.name}`, k]);
+      for (const [t, r] of rows.entries()) if (r && !frozen[t]) await pushRows(t, r, (k) => [...rowsAt(t), k]);
     }
     await parts.flush();
     // Each shard's rows, one call per piece (a piece's rows are at most the step's rows budget).
@@ -890,7 +900,7 @@ export async function stageCheckpoint<O>(args: {
       const slot = cut < 0 ? e.name : e.name.slice(0, cut);
       const name = cut < 0 ? '' : e.name.slice(cut + 1);
       const t = index.get(name);
-      if (t === undefined) throw new WireError(422, ['safetensors', e.name], `"${e.name}" has no params/${name} to match`, e.name);
+      if (t === undefined) throw new WireError(422, ['safetensors', e.name], `"${e.name}" has no params/${name} to match`);
       const scalar = args.scalarSlots.includes(slot);
       const shape = tensors[t]!.shape;
       if (!scalar && (e.shape.length !== shape.length || e.shape.some((d, k) => d !== shape[k]))) {

@@ -404,6 +404,8 @@ async function checkGradient(m: Member, c: GradCase, s: Snapshot): Promise<void>
   let want: number;
   let ref: Stepped | null = null;
   if (m.collides && c.answer === 'safetensors' && c.returnParams) want = 406;
+  // A binary body is read after the preconditions (If-Match, expected_step, the upload complete), as RFC 9110 orders them; JSON is parsed first.
+  else if (!m.complete && c.format !== 'json') want = 409;
   else if (typeof c.grads === 'string') want = 422;
   else if (!m.complete) want = 409;
   else {
