@@ -915,7 +915,8 @@ export class HostedOptimizer extends DurableObject<Env> {
         timings[phase] += now - clock;
         clock = now;
       };
-      if (args.grads.format !== 'json' && (args.idempotencyKey === undefined || !this.#store.idempotency(args.idempotencyKey))) {
+      const seen = args.idempotencyKey === undefined ? undefined : this.#store.idempotency(args.idempotencyKey);
+      if (args.grads.format !== 'json' && !seen) {
         // A binary body is checked after the preconditions, as a sharded optimizer (which streams it) checks it; a retry of a step answers first.
         if (args.grads.format === 'raw') checkFits(args.grads.dtype ?? wireDtypeOf(meta.dtype), meta.dtype, ['Content-Type']);
         checkIfMatch(args.ifMatch, etagOf(meta), meta.step);
@@ -925,20 +926,17 @@ export class HostedOptimizer extends DurableObject<Env> {
       const { narrow, frozen, sparse } = await this.#decodeAll(args.grads, loaded, grads, 'grads');
       const print = args.idempotencyKey === undefined && !meta.accumulate ? '' : await fingerprint(meta.dtype, grads, args.loss, frozen, sparse);
 
-      if (args.idempotencyKey !== undefined) {
-        const seen = this.#store.idempotency(args.idempotencyKey);
-        if (seen) {
-          if (seen.fingerprint !== print) {
-            throw validationProblem([headerError('Idempotency-Key', 'was already used for a step with different gradients or loss', args.idempotencyKey)]);
-          }
-          // The params this step produced (or left, when skipped): still current unless a later step or
-          // an upload replaced them (an upload at the seq of a skipped step, before or after it, counts).
-          const current = seen.seq === meta.seq && (meta.uploadedAtSeq ?? -1) < seen.seq;
-          const params = args.returnParams && current ? this.#paramsOut(loaded) : null;
-          lap('decode');
-          const controls = { ...(seen.grad_norm === null ? {} : { gradNorm: seen.grad_norm }), ...(seen.skipped === null ? {} : { skipped: seen.skipped === 1 }) };
-          return { etag: etagOf(meta), value: { step: seen.step, lr: seen.lr, replayed: true, ...controls, params, timings } };
+      if (seen) {
+        if (seen.fingerprint !== print) {
+          throw validationProblem([headerError('Idempotency-Key', 'was already used for a step with different gradients or loss', args.idempotencyKey)]);
         }
+        // The params this step produced (or left, when skipped): still current unless a later step or
+        // an upload replaced them (an upload at the seq of a skipped step, before or after it, counts).
+        const current = seen.seq === meta.seq && (meta.uploadedAtSeq ?? -1) < seen.seq;
+        const params = args.returnParams && current ? this.#paramsOut(loaded) : null;
+        lap('decode');
+        const controls = { ...(seen.grad_norm === null ? {} : { gradNorm: seen.grad_norm }), ...(seen.skipped === null ? {} : { skipped: seen.skipped === 1 }) };
+        return { etag: etagOf(meta), value: { step: seen.step, lr: seen.lr, replayed: true, ...controls, params, timings } };
       }
       checkIfMatch(args.ifMatch, etagOf(meta), meta.step);
       checkExpectedStep(args.expectedStep, meta.step);
