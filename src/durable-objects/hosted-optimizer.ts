@@ -1532,9 +1532,9 @@ export class HostedOptimizer extends DurableObject<Env> {
    * (nothing stored); then the coordinator stores its decision (the new step, hyperparameters,
    * schedule) and every shard stores its restore from the staged file. The checkpoint's
    * param_groups replace the optimizer's, as unsharded: each shard is sent the groups its pieces are
-   * in. A checkpoint of another layout or dtype is placed again, over as many shards as now when it
-   * fits them, else the fewest: shards it needs beyond the current ones are created first (removed
-   * again should the restore fail), those it leaves are removed once it is stored.
+   * in. A checkpoint of another layout or dtype is placed again (#placeAgain): shards it needs
+   * beyond the current ones are created first (removed again should the restore fail), those it
+   * leaves are removed once it is stored.
    */
   async #shardedRestore(loaded: Loaded, args: RestoreFileArgs & { layout?: TensorLayout }): Promise<Versioned<OptimizerInfo>> {
     await this.#settleShards(loaded);
