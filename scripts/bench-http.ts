@@ -337,11 +337,17 @@ function wrk(url: string, seconds: number, script: string | null): WrkResult {
 interface RpsResult {
   healthz: WrkResult[];
   step: WrkResult[];
+  /** The echo worker: a GET answering as many bytes as /healthz, and a POST of the step's body answering as many bytes as the step. */
+  bareGet: WrkResult[];
+  barePost: WrkResult[];
   body: string;
+  /** Answer bytes of /healthz and of the step. */
+  healthzBytes: number;
+  stepBytes: number;
 }
 
 /** Rounds of (GET /healthz, a 10-element stateless step with its state) at concurrency 8. */
-async function benchRps(base: string, dir: string): Promise<RpsResult> {
+async function benchRps(base: string, echo: string, dir: string): Promise<RpsResult> {
   const params = Array.from({ length: 10 }, (_, i) => Math.fround(Math.sin(i + 1)));
   const grads = Array.from({ length: 10 }, (_, i) => Math.fround(0.01 * Math.cos(i + 1)));
   // A mid-training request: params, grads, and the state a previous step returned.
@@ -351,16 +357,22 @@ async function benchRps(base: string, dir: string): Promise<RpsResult> {
     body: Buffer.from(JSON.stringify({ params, grads })),
   });
   const body = JSON.stringify({ params: first.params, grads, state: first.state });
-  await call(`${base}/v1/adam/step`, { method: 'POST', headers: { 'content-type': MEDIA.json }, body: Buffer.from(body) });
+  const stepBytes = await call(`${base}/v1/adam/step`, { method: 'POST', headers: { 'content-type': MEDIA.json }, body: Buffer.from(body) });
+  const healthzBytes = await call(`${base}/healthz`);
   const script = join(dir, 'step.lua');
   writeFileSync(script, `wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [==[${body}]==]\n`);
-  wrk(`${base}/healthz`, 1, null); // warm-up
-  wrk(`${base}/v1/adam/step`, 1, script);
-  const result: RpsResult = { healthz: [], step: [], body };
+  // The runtime's own floor of the same two exchanges: no routing, middleware, parsing or step.
+  const cells: Array<[keyof Pick<RpsResult, 'healthz' | 'step' | 'bareGet' | 'barePost'>, string, string | null]> = [
+    ['healthz', `${base}/healthz`, null],
+    ['step', `${base}/v1/adam/step`, script],
+    ['bareGet', `${echo}/?bytes=${healthzBytes}`, null],
+    ['barePost', `${echo}/?bytes=${stepBytes}`, script],
+  ];
+  for (const [, url, lua] of cells) wrk(url, 1, lua); // warm-up
+  const result: RpsResult = { healthz: [], step: [], bareGet: [], barePost: [], body, healthzBytes, stepBytes };
   for (let r = 0; r < WRK_ROUNDS; r++) {
-    result.healthz.push(wrk(`${base}/healthz`, WRK_SECONDS, null));
-    result.step.push(wrk(`${base}/v1/adam/step`, WRK_SECONDS, script));
-    console.log(`  round ${r + 1}: /healthz ${result.healthz.at(-1)!.rps.toFixed(0)}/s, stateless step ${result.step.at(-1)!.rps.toFixed(0)}/s`);
+    for (const [key, url, lua] of cells) result[key].push(wrk(url, WRK_SECONDS, lua));
+    console.log(`  round ${r + 1}: ` + cells.map(([key]) => `${key} ${result[key].at(-1)!.rps.toFixed(0)}/s`).join(', '));
   }
   return result;
 }
@@ -538,7 +550,7 @@ try {
     console.log(`requests/s ${rpsSkipped}`);
   } else {
     console.log(`requests/s at concurrency ${WRK_CONNECTIONS} (wrk):`);
-    rps = await benchRps(server.url, work);
+    rps = await benchRps(server.url, server.echoUrl, work);
     loads.push(['after wrk', load()]);
   }
 } finally {
@@ -625,6 +637,27 @@ const verdicts = [
   verdict('Binary step p50 ≤ 4× a binary GET params p50 of the same optimizer', 4, true, (f, v) => [m.step[`${f} ${v}`]!.p50, m.getParams.p50]),
 ];
 
+// What the floors measured in this run allow: a hosted step is acknowledged only once stored, so
+// no step can beat the durable echo floor (the same gradient written to a Durable Object's SQLite).
+const durable = m.durableFloor.p50;
+const echoNone = m.floor['raw none']!.p50;
+const jsonNone = m.step['json none']?.p50;
+const rawNone = m.step['raw none']!.p50;
+const bounds = [
+  `- **What the floors allow.** A step stored before its answer cannot take less than the durable echo floor (${ms(durable)} ms at 1e6, raw, \`return=none\`):`,
+  `  - ≤ 3× the echo floor: the durable floor alone is ${ratio(durable / echoNone)} the echo floor (${ms(durable)} ÷ ${ms(echoNone)} ms); ` +
+    (durable / echoNone > 3 ? 'so the target needs a step faster than storing its own gradient: out of reach for any stored step on this machine.' : 'so the target is within reach of a stored step.'),
+  ...(jsonNone === undefined
+    ? []
+    : [
+        `  - JSON ÷ binary ≥ 10×: a binary step at the durable floor would give ${ratio(jsonNone / durable)} (${ms(jsonNone)} ÷ ${ms(durable)} ms); ` +
+          (jsonNone / durable < 10 ? 'so the target needs a binary step faster than its storage, or a slower JSON step: out of reach.' : 'so the target is within reach.'),
+      ]),
+  `  - ≤ 4× GET params: the durable floor is ${ratio(durable / m.getParams.p50)} a GET params (${ms(durable)} ÷ ${ms(m.getParams.p50)} ms); ` +
+    `the raw step (\`return=none\`) is ${ratio(rawNone / durable)} the durable floor (${ms(rawNone)} ÷ ${ms(durable)} ms): the step's own work besides storing its gradient ` +
+    '(the Worker → Durable Object hop, decoding into the kernel\'s memory, the kernel, and a share of the state rewritten with the journal entry).',
+];
+
 let rpsLines: string[];
 if (rps) {
   const h = median(rps.healthz.map((x) => x.rps));
@@ -632,15 +665,24 @@ if (rps) {
   const perRound = rps.step.map((x, i) => x.rps / rps!.healthz[i]!.rps);
   const row = (label: string, xs: WrkResult[]) =>
     `| ${label} | ${median(xs.map((x) => x.rps)).toFixed(0)} | ${xs.map((x) => x.rps.toFixed(0)).join(', ')} | ${ms(median(xs.map((x) => x.p50)))} | ${ms(median(xs.map((x) => x.p99)))} |`;
+  const us = (xs: WrkResult[]) => 1e6 / median(xs.map((x) => x.rps));
+  const [uh, usStep, ug, up] = [us(rps.healthz), us(rps.step), us(rps.bareGet), us(rps.barePost)];
   rpsLines = [
     `wrk, 2 threads, ${WRK_CONNECTIONS} connections, ${WRK_ROUNDS} rounds of ${WRK_SECONDS} s per endpoint, alternating (after a 1 s warm-up of each). The stateless step is ` +
-      `\`POST /v1/adam/step\` with 10 float32 elements: params, grads and the state a previous step returned (${rps.body.length} bytes of JSON). wrk runs on the same 2 CPUs as workerd.`,
+      `\`POST /v1/adam/step\` with 10 float32 elements: params, grads and the state a previous step returned (${rps.body.length} bytes of JSON; its answer ${rps.stepBytes} bytes). wrk runs on the same 2 CPUs as workerd. ` +
+      `The bare GET and POST go to the echo worker of the same workerd (no routing, middleware, parsing or step): the GET answers ${rps.healthzBytes} bytes, as /healthz does; the POST sends the step's body and answers as many bytes as the step.`,
     '',
     '| endpoint | requests/s (median) | each round | latency p50 (ms, median of rounds) | p99 (ms) |',
     '|---|---:|---|---:|---:|',
     row('`GET /healthz`', rps.healthz),
     row('stateless step, 10 elements', rps.step),
+    row('bare GET (echo worker)', rps.bareGet),
+    row('bare POST of the step\'s bytes (echo worker)', rps.barePost),
     '',
+    `- Per request (the inverse of the median rate, µs): /healthz ${uh.toFixed(0)}, the step ${usStep.toFixed(0)}; bare GET ${ug.toFixed(0)}, bare POST ${up.toFixed(0)}. ` +
+      `Of the step's ${(usStep - uh).toFixed(0)} µs over /healthz, the runtime's exchange of its body and answer accounts for ${(up - ug).toFixed(0)} (bare POST − bare GET); ` +
+      `the other ${(usStep - uh - (up - ug)).toFixed(0)} µs are the Worker's own: reading and checking the JSON body (value scan, parse, zod validation), the step, and its JSON answer. ` +
+      `0.7× needs the step at ≤ ${(uh / 0.7).toFixed(0)} µs, so that share at ≤ ${Math.max(0, uh / 0.7 - uh - (up - ug)).toFixed(0)} µs.`,
     `- **Stateless step ≥ 0.7× /healthz**: ${s.toFixed(0)} ÷ ${h.toFixed(0)} = ${s / h >= 0.7 ? `${(s / h).toFixed(2)}× ≥ 0.7×: met` : `${(s / h).toFixed(2)}× < 0.7×: not met (${((0.7 / (s / h) - 1) * 100).toFixed(0)}% more requests/s needed)`} ` +
       `(per round: ${perRound.map((x) => x.toFixed(2)).join(', ')}).`,
   ];
@@ -714,6 +756,7 @@ const section = [
   'Binary = raw and safetensors, each with `return=none` and with the params returned; each is compared with its own floor (same bytes each way).',
   '',
   ...verdicts,
+  ...bounds,
   '',
   '### Requests/s at concurrency 8',
   '',
