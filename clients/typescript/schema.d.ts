@@ -1188,7 +1188,7 @@ export interface components {
             /** @description Total training steps, warm-up included (`num_training_steps`), an integer >= 1. */
             total_steps: number;
             /**
-             * @description Floor of the cosine (Hugging Face `min_lr`), >= 0 and <= lr.
+             * @description Floor of the cosine (Hugging Face `min_lr`), >= 0 and <= lr. A param group with its own lr gets the same fraction of it, min_lr / lr (transformers' `min_lr_rate`: one LambdaLR for every group).
              * @default 0
              */
             min_lr?: number;

@@ -20,11 +20,18 @@ export interface ParamGroup {
   [hyperparam: string]: number | boolean | string | string[];
 }
 
-/** `spec` with every `lr` (the optimizer's lr in torch; each child's in a sequential schedule) set to `lr`. */
+/** `spec` with every `lr` (the optimizer's lr in torch; each child's in a sequential schedule) set to `lr`; a `warmup_cosine` keeps its floor as the fraction `min_lr / lr` of it. */
 export function withBaseLr(spec: unknown, lr: number): unknown {
   if (Array.isArray(spec)) return spec.map((s) => withBaseLr(s, lr));
   if (spec === null || typeof spec !== 'object') return spec;
-  return Object.fromEntries(Object.entries(spec).map(([k, v]) => [k, k === 'lr' ? lr : withBaseLr(v, lr)]));
+  const replaced = Object.fromEntries(Object.entries(spec).map(([k, v]) => [k, k === 'lr' ? lr : withBaseLr(v, lr)]));
+  // transformers' warm-up cosine is one LambdaLR for every group, its floor the fraction
+  // min_lr / optimizer.defaults["lr"] of each group's lr: the fraction stays the schedule's.
+  const s = spec as { type?: unknown; lr?: unknown; min_lr?: unknown; floor_rate?: unknown };
+  if (s.type === 'warmup_cosine' && typeof s.lr === 'number' && typeof s.min_lr === 'number' && s.floor_rate === undefined) {
+    replaced.floor_rate = s.lr === 0 ? 0 : s.min_lr / s.lr;
+  }
+  return replaced;
 }
 
 /**

@@ -115,6 +115,12 @@ export interface WarmupCosineSpec {
   warmup_steps: number;
   total_steps: number;
   min_lr: number;
+  /**
+   * Internal, never sent: the floor as a fraction of the peak, `min_lr / lr` of the schedule as sent,
+   * kept when a param group's lr takes the place of `lr` (transformers' `min_lr_rate`, one shared
+   * lambda: `min_lr / optimizer.defaults["lr"]`).
+   */
+  floor_rate?: number;
 }
 
 export interface WarmupLinearSpec {

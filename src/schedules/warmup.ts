@@ -22,12 +22,14 @@ import type { BuildOptions, Params, Schedule, WarmupCosineSpec, WarmupLinearSpec
  * @param params.warmup_steps W (`num_warmup_steps`), integer >= 0, <= total_steps.
  * @param params.total_steps T (`num_training_steps`), integer >= 1.
  * @param params.min_lr floor of the decay (default 0), <= lr.
+ * @param params.floor_rate r itself, when a param group's lr stands in for `lr` (then r is the schedule's
+ *   `min_lr / lr`, as transformers' one lambda for every group: each group's floor is its lr · r).
  * @param options.libm the `cos` to use (default: the correctly rounded ones of libm.ts).
  * @example warmupCosineSchedule({ lr: 1, warmup_steps: 10, total_steps: 110, min_lr: 0 })(60) // ≈ 0.5
  */
-export function warmupCosineSchedule({ lr, warmup_steps: W, total_steps: T, min_lr }: Params<WarmupCosineSpec>, { libm = CORRECTLY_ROUNDED }: BuildOptions = {}): Schedule {
+export function warmupCosineSchedule({ lr, warmup_steps: W, total_steps: T, min_lr, floor_rate }: Params<WarmupCosineSpec>, { libm = CORRECTLY_ROUNDED }: BuildOptions = {}): Schedule {
   const { cos } = libm;
-  const rate = lr === 0 ? 0 : min_lr / lr;
+  const rate = floor_rate ?? (lr === 0 ? 0 : min_lr / lr);
   return function warmupCosine(k) {
     if (k < W) return lr * (k / Math.max(1, W));
     const progress = (k - W) / Math.max(1, T - W);

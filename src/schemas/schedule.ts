@@ -222,7 +222,15 @@ export const WarmupCosineScheduleSchema = z
     lr: rate('Peak rate, reached at the end of the warm-up (the optimizer\'s lr in Hugging Face), >= 0.'),
     warmup_steps: nonNegativeInt('Warm-up steps (`num_warmup_steps`), an integer >= 0 and <= total_steps.'),
     total_steps: positiveInt('Total training steps, warm-up included (`num_training_steps`), an integer >= 1.'),
-    min_lr: z.number().min(0).default(D.warmup_cosine.min_lr).openapi({ description: 'Floor of the cosine (Hugging Face `min_lr`), >= 0 and <= lr.' }),
+    min_lr: z
+      .number()
+      .min(0)
+      .default(D.warmup_cosine.min_lr)
+      .openapi({
+        description:
+          'Floor of the cosine (Hugging Face `min_lr`), >= 0 and <= lr. A param group with its own lr gets the same fraction of it, ' +
+          'min_lr / lr (transformers\' `min_lr_rate`: one LambdaLR for every group).',
+      }),
   })
   .strict()
   .superRefine(crossFieldRules)
