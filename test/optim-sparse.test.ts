@@ -211,6 +211,26 @@ describe('what torch refuses with a sparse gradient', () => {
     expect(oneD.body).toMatchObject({ params: [1, 1, 1], state: { step: 1 } });
   });
 
+  // torch 1.13 decides by the last dimension alone (the values of no rows have shape [0]): SparseAdam
+  // runs with a last dimension 0 ((2, 0): step 1, empty moments) and raises with 1 ((3, 1)); Adagrad
+  // runs with 0 or 1 ((3, 1): params and sum unchanged, step 1) and raises from 2 on ((2, 2, 2)).
+  it('a gradient without rows: torch runs it when the tensor\'s last dimension is 0 (SparseAdam) or 0 or 1 (Adagrad)', async () => {
+    const adamEmpty = await postJson('/v1/sparse_adam/step', { params: { e: [[], []] }, grads: { e: { indices: [], values: [] } } });
+    expect(adamEmpty.status, JSON.stringify(adamEmpty.body)).toBe(200);
+    expect(adamEmpty.body).toMatchObject({ params: { e: [[], []] }, state: { step: 1, exp_avg: { e: [[], []] }, exp_avg_sq: { e: [[], []] } } });
+    const adamOne = await postJson('/v1/sparse_adam/step', { params: { e: [[1], [2], [3]] }, grads: { e: { indices: [], values: [] } } });
+    expect(adamOne.status).toBe(422);
+    expect(adamOne.body.errors[0].field).toBe('grads.e.indices');
+    const adagradOne = await postJson('/v1/adagrad/step', { params: { e: [[1], [2], [3]] }, grads: { e: { indices: [], values: [] } } });
+    expect(adagradOne.status, JSON.stringify(adagradOne.body)).toBe(200);
+    expect(adagradOne.body).toMatchObject({ params: { e: [[1], [2], [3]] }, state: { step: 1, sum: { e: [[0], [0], [0]] } } });
+    const adagradEmpty = await postJson('/v1/adagrad/step', { params: { e: [[], []] }, grads: { e: { indices: [], values: [] } } });
+    expect(adagradEmpty.status, JSON.stringify(adagradEmpty.body)).toBe(200);
+    expect(adagradEmpty.body).toMatchObject({ params: { e: [[], []] }, state: { step: 1, sum: { e: [[], []] } } });
+    const adagradCube = await postJson('/v1/adagrad/step', { params: { e: [[[1, 2], [3, 4]], [[5, 6], [7, 8]]] }, grads: { e: { indices: [], values: [] } } });
+    expect(adagradCube.status).toBe(422);
+  });
+
   it('SGD: weight_decay (torch raises add(sparse, dense)) and nesterov (needs torch\'s sparse buffer)', async () => {
     const wd = await postJson('/v1/sgd/step', { params, grads: { emb, w: [1] }, hyperparams: { lr: 0.1, weight_decay: 1e-4 } });
     expect(wd.status).toBe(422);

@@ -70,7 +70,7 @@ export const adagrad: OptimizerDef<AdagradHyperparams> = {
     'Adagrad (Duchi et al. 2011): per-element learning rates from the sum of squared gradients. A gradient may also be sparse rows, ' +
     '`{"indices": [...], "values": [[row], ...]}` (JSON; stateless and hosted steps), as an embedding\'s backward makes it: torch coalesces it (repeated rows ' +
     'summed) and changes only those rows of `sum` and of the params. torch refuses weight_decay with a sparse gradient, and a sparse gradient ' +
-    'without rows on a tensor of two or more dimensions.',
+    'without rows on a tensor of two or more dimensions whose last is 2 or more.',
   hyperparams: {
     lr: nonNegative(0.01, 'Learning rate (torch `lr`).'),
     lr_decay: nonNegative(0, 'Learning-rate decay: step t uses lr / (1 + (t-1)·lr_decay) (torch `lr_decay`).'),
@@ -103,8 +103,9 @@ export const adagrad: OptimizerDef<AdagradHyperparams> = {
     return { field: 'weight_decay', message: 'torch.optim.Adagrad refuses weight_decay with a sparse gradient ("weight_decay option is not compatible with sparse gradients"); use 0, or a dense gradient' };
   },
   checkSparseGrad(shape, rows) {
-    if (rows > 0 || shape.length < 2) return null;
-    // adagrad.py:265-269: _make_sparse gives empty_like(grad), whose values do not broadcast with the rows'
-    return 'torch.optim.Adagrad raises for a sparse gradient without rows on a tensor of two or more dimensions (a size mismatch); send null to leave the tensor as it is';
+    if (rows > 0 || shape.length < 2 || shape[shape.length - 1]! <= 1) return null;
+    // adagrad.py:265-269: _make_sparse gives empty_like(grad), whose values (shape [0]) broadcast with
+    // the rows' only when their last dimension is 0 or 1 (checked with torch 1.13)
+    return 'torch.optim.Adagrad raises for a sparse gradient without rows on a tensor of two or more dimensions whose last is not 0 or 1 (a size mismatch); send null to leave the tensor as it is';
   },
 };

@@ -79,8 +79,9 @@ export const sparseAdam: OptimizerDef<SparseAdamHyperparams> = {
   },
   sparseStep,
   checkSparseGrad(shape, rows) {
-    if (rows > 0 || shape.length < 2) return null;
-    // sparse_adam.py: grad.coalesce() of no rows has values of shape [0], which do not broadcast with exp_avg's rows
-    return 'torch.optim.SparseAdam raises for a sparse gradient without rows on a tensor of two or more dimensions (a size mismatch); send null to leave the tensor as it is';
+    if (rows > 0 || shape.length < 2 || shape[shape.length - 1] === 0) return null;
+    // sparse_adam.py: grad.coalesce() of no rows has values of shape [0], which fit exp_avg's rows only
+    // when their last dimension is 0 (checked with torch 1.13: 1 raises "values has incorrect size")
+    return 'torch.optim.SparseAdam raises for a sparse gradient without rows on a tensor of two or more dimensions whose last is not 0 (a size mismatch); send null to leave the tensor as it is';
   },
 };
