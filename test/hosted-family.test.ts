@@ -252,7 +252,7 @@ describe('hosted optimizers of other kinds: creation and rules', () => {
     expect(ok.body.hyperparams).toMatchObject({ lr: 0.1, momentum: 0.9, nesterov: true });
   });
 
-  it('SGD\'s momentum buffer is created by the first step (a clone of the gradient), dropped and re-created by PATCH', async () => {
+  it('SGD\'s momentum buffer is created by the first step (a clone of the gradient), kept by a PATCH that turns momentum off and resumed when it is back (as torch)', async () => {
     const sgd = await createOptimizer({ optimizer: 'sgd', params: [1, 2], hyperparams: { lr: 0.5, momentum: 0.9, dampening: 0.5 } });
     let snap = await opCall('GET', sgd, '/state');
     expect(snap.body.momentum_buffer).toBeUndefined();
@@ -264,14 +264,22 @@ describe('hosted optimizers of other kinds: creation and rules', () => {
     await opCall('POST', sgd, '/step', { grads: [1, 1] });
     snap = await opCall('GET', sgd, '/state');
     expect(snap.body.momentum_buffer).toEqual([Math.fround(Math.fround(0.9 * 0.5) + 0.5), Math.fround(Math.fround(0.9 * -0.25) + 0.5)]);
+    const buf = snap.body.momentum_buffer as number[];
+    const before = snap.body.params as number[];
+    // torch 1.13 keeps state['momentum_buffer'] while momentum is 0 (the step stores the list back unchanged).
     const off = await opCall('PATCH', sgd, '', { hyperparams: { momentum: 0 } });
     expect(off.status).toBe(200);
     snap = await opCall('GET', sgd, '/state');
-    expect(snap.body.momentum_buffer).toBeUndefined();
+    expect(snap.body.momentum_buffer).toEqual(buf);
+    await opCall('POST', sgd, '/step', { grads: [1, 1] }); // p -= 0.5*g, the buffer unread
+    snap = await opCall('GET', sgd, '/state');
+    expect(snap.body.momentum_buffer).toEqual(buf);
+    expect(snap.body.params).toEqual([Math.fround(before[0]! - 0.5), Math.fround(before[1]! - 0.5)]);
+    // Back on: buf = 0.9*buf + (1 - 0.5)*g from the kept buffer (0.5*g exact; 0.9 is float32's 0.9).
     await opCall('PATCH', sgd, '', { hyperparams: { momentum: 0.9 } });
     await opCall('POST', sgd, '/step', { grads: [0.25, 0.125] });
     snap = await opCall('GET', sgd, '/state');
-    expect(snap.body.momentum_buffer).toEqual([0.25, 0.125]);
+    expect(snap.body.momentum_buffer).toEqual([Math.fround(Math.fround(Math.fround(0.9) * buf[0]!) + 0.125), Math.fround(Math.fround(Math.fround(0.9) * buf[1]!) + 0.0625)]);
   });
 
   it('a snapshot of another optimizer is a 422 and changes nothing', async () => {

@@ -109,9 +109,10 @@ describe('stateless step rules', () => {
     const sgd = await postJson('/v1/sgd/step', { params: p, grads: g, dtype: 'float64', hyperparams: { lr: 1, momentum: 0.9 }, state: { step: 5, momentum_buffer: null } });
     expect(sgd.status).toBe(200);
     expect(sgd.body.state).toEqual({ step: 6, momentum_buffer: g });
-    // Without momentum torch keeps no buffer: a sent one is ignored and none comes back.
+    // Without momentum torch reads no buffer but keeps one it holds (momentum turned off): it comes back unchanged.
     const plain = await postJson('/v1/sgd/step', { params: p, grads: g, hyperparams: { lr: 1 }, state: { step: 1, momentum_buffer: [5, 5, 5] } });
-    expect(plain.body.state).toEqual({ step: 2 });
+    expect(plain.body.state).toEqual({ step: 2, momentum_buffer: [5, 5, 5] });
+    expect((await postJson('/v1/sgd/step', { params: p, grads: g, hyperparams: { lr: 1 } })).body.state).toEqual({ step: 1 });
   });
 
   it('answers 422 for a non-finite result, naming where, and 404 for an unknown optimizer', async () => {

@@ -3726,7 +3726,7 @@ export interface components {
          *     }
          */
         PatchOptimizer: {
-            /** @description Hyperparameters to change (the ones not named keep their values), validated against the optimizer's schema; a change that adds a state slot starts it fresh, one that drops a slot discards it: the optimizer's hyperparameters with torch's names (the `<Name>Hyperparams` component of each optimizer, e.g. `SgdHyperparams`; GET /v1/algorithms); torch's `betas: [b1, b2]` is accepted too. */
+            /** @description Hyperparameters to change (the ones not named keep their values), validated against the optimizer's schema; a change that adds a state slot starts it fresh; one that turns a slot off (momentum, centered, amsgrad) keeps it unread and unchanged, and turning it back on resumes from it, as torch does: the optimizer's hyperparameters with torch's names (the `<Name>Hyperparams` component of each optimizer, e.g. `SgdHyperparams`; GET /v1/algorithms); torch's `betas: [b1, b2]` is accepted too. */
             hyperparams?: {
                 [key: string]: unknown;
             };

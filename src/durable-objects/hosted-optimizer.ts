@@ -1495,18 +1495,16 @@ export class HostedOptimizer extends DurableObject<Env> {
     if (record.regroup) {
       // A PATCH's new groups or slots: each shard updated as an unsharded PATCH (the same request twice changes nothing more).
       const { meta } = loaded;
-      // A slot some group keeps stays on every shard, as one object keeps it (a shard's own groups may keep none).
-      const keptElsewhere = slotsKept(loaded.def, checkedGroupHp(loaded.def, meta.hyperparams, loaded.groups, loaded.groupOf, meta.schedule, ['hyperparams'], ['param_groups']), loaded.groupOf);
       await Promise.all(
         record.placement.map(async (_, i) => {
           const own = shardGroups(record.placement, i, record.groups ?? [], loaded.groups, loaded.groupOf);
-          unwrapOutcome(await shardStub(this.env, meta.id, i).update(record.secret, { hyperparams: meta.hyperparams, paramGroups: own.length > 0 ? own : null, schedule: meta.schedule, keptElsewhere }));
+          unwrapOutcome(await shardStub(this.env, meta.id, i).update(record.secret, { hyperparams: meta.hyperparams, paramGroups: own.length > 0 ? own : null, schedule: meta.schedule }));
         }),
       );
     }
     if (record.restoring) {
-      const { attempt, lengths, keptElsewhere } = record.restoring;
-      await Promise.all(lengths.map(async (length, i) => unwrapOutcome(await shardStub(this.env, loaded.meta.id, i).shardRestore(record.secret, { attempt, length, commit: true, keptElsewhere }))));
+      const { attempt, lengths } = record.restoring;
+      await Promise.all(lengths.map(async (length, i) => unwrapOutcome(await shardStub(this.env, loaded.meta.id, i).shardRestore(record.secret, { attempt, length, commit: true }))));
     }
     // Shard objects beyond the placement (a restore's to another layout): removed once it is stored.
     if (extra) await destroyShards(this.env, loaded.meta.id, record, record.placement.length);
@@ -1546,7 +1544,6 @@ export class HostedOptimizer extends DurableObject<Env> {
     let groupOf: readonly number[] = loaded.groupOf;
     let present: number[][] = record.groups ?? [];
     let placement = record.placement;
-    let keptElsewhere: string[] = [];
     let schedulerState: HostedPlateau | null = null;
     let created = false; // shards beyond `count` were created for this restore
     let hps: Hyperparams[] = [];
@@ -1585,7 +1582,6 @@ export class HostedOptimizer extends DurableObject<Env> {
           groupOf = groupOfTensors(names, groups, ['__metadata__', 'param_groups']);
           hps = checkedGroupHp(def, options.hyperparams, groups, groupOf, options.schedule, ['__metadata__', 'hyperparams'], ['__metadata__', 'param_groups']);
           schedulerState = checkedSchedulerState(options.scheduler_state, options.schedule, groups, ['__metadata__', 'scheduler_state']) as HostedPlateau | null;
-          keptElsewhere = slotsKept(def, hps, groupOf);
           targetNames = names;
           if (layout !== loaded.layout || dtype !== meta.dtype) {
             checkShapes(def, layout, ['safetensors', 'params']);
@@ -1615,7 +1611,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       const tensorNames = namedLeaves(staged.target.layout).map((l) => l.name);
       const checks = await Promise.allSettled(
         staged.lengths.map(async (length, i) => {
-          const o = (await shardStub(this.env, meta.id, i).shardRestore(record.secret, { attempt: staged!.attempt, length, commit: false, keptElsewhere })) as Outcome<{ step: number; scalars: Record<string, number> }>;
+          const o = (await shardStub(this.env, meta.id, i).shardRestore(record.secret, { attempt: staged!.attempt, length, commit: false })) as Outcome<{ step: number; scalars: Record<string, number> }>;
           return unwrapOutcome(o.ok ? o : { ok: false, problem: clientNamedProblem(o.problem, tensorNames) });
         }),
       );
@@ -1647,7 +1643,7 @@ export class HostedOptimizer extends DurableObject<Env> {
           capacity: placement === record.placement ? record.capacity : capacityFor(record, meta.dtype, dtype),
           ...(groups.length > 0 ? { groups: present } : {}),
           ...(objects > placement.length ? { objects } : {}),
-          restoring: { attempt, lengths: staged.lengths, ...(keptElsewhere.length > 0 ? { keptElsewhere } : {}) },
+          restoring: { attempt, lengths: staged.lengths },
         },
       };
       // The commit point: the shards store their staged files (now, or at the next call should one fail).
@@ -1694,13 +1690,13 @@ export class HostedOptimizer extends DurableObject<Env> {
    * (`commit` false), or stored. Answers the restored top-level step count and scalars (pieces may
    * keep their own). A commit already stored answers again without storing.
    */
-  shardRestore(tokenHash: string | null, a: { attempt: string; length: number; commit: boolean; keptElsewhere?: string[] | undefined }): Promise<Outcome<{ step: number; scalars: Record<string, number> }>> {
+  shardRestore(tokenHash: string | null, a: { attempt: string; length: number; commit: boolean }): Promise<Outcome<{ step: number; scalars: Record<string, number> }>> {
     return this.#locked(tokenHash, async (loaded) => {
       if (loaded.meta.restoredAttempt === a.attempt) return { step: loaded.meta.step, scalars: { ...loaded.state.scalars } };
       if (this.#store.stagedAttempt() !== a.attempt) throw new Error(`shard: restore ${a.attempt} is not staged`);
       let planned: Planned;
       try {
-        planned = await this.#readCheckpoint(loaded, { format: 'safetensors', body: this.#store.stagedSource(), length: a.length, quota: { maxOptimizers: 0, maxElements: 0 }, keptElsewhere: a.keptElsewhere });
+        planned = await this.#readCheckpoint(loaded, { format: 'safetensors', body: this.#store.stagedSource(), length: a.length, quota: { maxOptimizers: 0, maxElements: 0 } });
       } catch (e) {
         this.#load();
         throw e;
@@ -2032,13 +2028,12 @@ export class HostedOptimizer extends DurableObject<Env> {
         sameOptimizer(loaded.def, args.optimizer, ['optimizer']);
         checkedSchedulerState(args.schedulerState, args.schedule, args.paramGroups, ['scheduler_state']);
         const groupOf = groupOfTensors(namedLeaves(args.layout).map((l) => l.name), args.paramGroups, ['param_groups']);
-        const hps = checkedGroupHp(loaded.def, args.hyperparams, args.paramGroups, groupOf, args.schedule, ['hyperparams'], ['param_groups']);
+        checkedGroupHp(loaded.def, args.hyperparams, args.paramGroups, groupOf, args.schedule, ['hyperparams'], ['param_groups']);
         const file = snapshotFile(loaded.def, args);
-        // A slot some group keeps is >= 0 where it must be, named by the snapshot's own field (as #placeSnapshot; a shard would name its file).
-        const used = [...usedGroups(groupOf)];
+        // A slot sent is >= 0 where it must be (kept by a group or not), named by the snapshot's own field (as #placeSnapshot; a shard would name its file).
         for (const slot of loaded.def.slots) {
           const sent = args.slots[slot.name];
-          if (!slot.nonNegative || !sent || !used.some((g) => slot.present(hps[g]!))) continue;
+          if (!slot.nonNegative || !sent) continue;
           const i = firstNegative(sent.values);
           if (i >= 0) throw validationProblem([fieldError([sent.field, ...pathOfIndex(args.layout, i)], 'must be >= 0 (it is a square, a sum of squares or a magnitude)', sent.values[i])]);
         }
@@ -2293,7 +2288,7 @@ export class HostedOptimizer extends DurableObject<Env> {
       const leaf = p.leaves.find((l) => leafIndexAt < l.offset + l.size)!;
       return ['safetensors', slotName(name, leaf.name), leafIndexAt - leaf.offset];
     };
-    const state = restoredState(def, p, p.memory, step ?? 0, sent, scalars, counters, where, (name, t) => ['safetensors', slotName(name, p.leaves[t]!.name)], new Set(args.keptElsewhere ?? []));
+    const state = restoredState(def, p, p.memory, step ?? 0, sent, scalars, counters, where, (name, t) => ['safetensors', slotName(name, p.leaves[t]!.name)]);
     const { step: _s, steps: _st, scalarValues: _sv, leaves: _l, sent: _se, metaScalars: _m, ...rest } = p;
     return { ...rest, state };
   }
@@ -2425,10 +2420,11 @@ export class HostedOptimizer extends DurableObject<Env> {
       }
       // The slots the new hyperparameters keep: kept ones keep their values, a tensor whose group
       // now keeps an eager one starts it from its initial value (amsgrad's running max from zero:
-      // max(0, v) = v at the next step), dropped ones are gone (as amsgrad off drops max_exp_avg_sq).
+      // max(0, v) = v at the next step), and one no group keeps any more stays, unread, as torch
+      // keeps max_exp_avg_sq when amsgrad is turned off and resumes from it when it is turned on.
       const shapeBefore = slotShape(loaded.state);
       const state: TreeState = { ...loaded.state, slots: { ...loaded.state.slots }, held: Object.fromEntries(Object.entries(loaded.state.held).map(([k, h]) => [k, [...h]])) };
-      keepSlots(def, hps, groupOf, loaded.tensors, state, (name) => roomFor(loaded, name), new Set(args.keptElsewhere ?? []));
+      keepSlots(def, hps, groupOf, loaded.tensors, state, (name) => roomFor(loaded, name));
       const arrays = arraysOf(loaded, state);
       const accumulate = patchedAccumulate(meta.accumulate, args.accumulate, this.#contributions.workers());
       checkAccumulates(loaded.def, accumulate, ['accumulate']);
@@ -2681,7 +2677,8 @@ interface RestoredGroups {
  * >= 0 where it must be; a tensor's may be absent, torch's None), or, when not sent, its initial
  * value at step 0 and, at step > 0, required unless torch creates it from the first gradient
  * (SGD's momentum_buffer); a tensor whose group keeps an eager slot it lacks starts it fresh. A
- * sent slot no group keeps is ignored, as torch ignores it. Scalars are required at step > 0.
+ * sent slot no group keeps is kept as sent, unread, as torch's load_state_dict keeps it (and a
+ * group that turns the option back on resumes from it). Scalars are required at step > 0.
  * A tensor's own counter (step count, scalars) may differ from the top-level one.
  */
 function restoredState(
@@ -2694,8 +2691,6 @@ function restoredState(
   counters: ReadonlyMap<number, { step: number; scalars: Record<string, number | undefined>; where: Array<string | number> }>,
   where: (slot: string, index?: number) => Array<string | number>,
   whereTensor: (slot: string, tensor: number) => Array<string | number>,
-  /** A shard's restore: slots a group on another shard keeps (restored as sent, as the unsharded restore keeps a slot some group keeps). */
-  keptElsewhere: ReadonlySet<string> = new Set(),
 ): TreeState {
   const used = [...usedGroups(g.groupOf)];
   const state: TreeState = { step, scalars: {}, slots: {}, held: {}, counters: new Map() };
@@ -2703,7 +2698,7 @@ function restoredState(
     const keeping = used.find((k) => slot.present(g.hps[k]!));
     const s = sent.get(slot.name);
     if (keeping === undefined) {
-      if (s && keptElsewhere.has(slot.name)) {
+      if (s) {
         const i = slot.nonNegative ? firstNegative(s.values) : -1;
         if (i >= 0) throw validationProblem([fieldError(where(slot.name, i), 'must be >= 0 (it is a square, a sum of squares or a magnitude)', s.values[i])]);
         const held = s.held ?? g.tensors.map(() => true);
@@ -2733,7 +2728,7 @@ function restoredState(
       throw validationProblem([fieldError(where(slot.name), `is required when step > 0 (${def.torch} keeps it with these hyperparameters)`)]);
     }
   }
-  keepSlots(def, g.hps, g.groupOf, g.tensors, state, (name) => roomFor(memory, name), keptElsewhere);
+  keepSlots(def, g.hps, g.groupOf, g.tensors, state, (name) => roomFor(memory, name));
   for (const s of def.scalars) {
     const v = scalars[s.name];
     if (v === undefined && step > 0) throw validationProblem([fieldError(where(s.name), 'is required when step > 0')]);
@@ -2770,12 +2765,6 @@ function decodeRows(blob: Uint8Array | undefined, dtype: Dtype, shape: readonly 
   const view = new DataView(blob.buffer, blob.byteOffset, 12);
   const k = view.getInt32(0, true);
   return { rows: new Int32Array(blob.slice(12, 12 + 4 * k).buffer), values: new values(blob.slice(12 + 4 * k).buffer), rowSize, whole: { rows: view.getInt32(4, true), unique: view.getInt32(8, true) } };
-}
-
-/** The slots some group of the optimizer keeps (by its hyperparameters). */
-function slotsKept(def: AnyDef, hps: readonly Hyperparams[], groupOf: readonly number[]): string[] {
-  const used = [...usedGroups(groupOf)];
-  return def.slots.filter((slot) => used.some((g) => slot.present(hps[g]!))).map((slot) => slot.name);
 }
 
 /** Most parts one step in parts takes (its record keeps each part's hash). */

@@ -233,8 +233,6 @@ export interface RestoreFileArgs {
   body: ByteSource;
   length: number | null;
   quota: KeyQuota;
-  /** A shard's restore (never from HTTP): slots a group on another shard keeps, restored as sent though none of this shard's groups keeps them. */
-  keptElsewhere?: string[] | undefined;
 }
 
 /**
@@ -261,8 +259,6 @@ export interface PatchArgs {
   ttl?: number | undefined;
   /** New accumulate setting (null: off; absent: unchanged). */
   accumulate?: AccumulateSpec | null | undefined;
-  /** A shard's PATCH (never from HTTP): slots a group on another shard keeps, not dropped though none of this shard's groups keeps them. */
-  keptElsewhere?: string[] | undefined;
 }
 
 /** A state tensor of a snapshot: `params` or a slot's torch name; each is `size` elements in the layout. */

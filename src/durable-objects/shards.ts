@@ -59,7 +59,7 @@ export interface ShardsRecord {
   /** A decided step some shard may not have stored yet: completed by the next call. */
   pending?: ShardDecision | null;
   /** A decided restore some shard may not have stored yet: each shard's staged file (its attempt and byte length). */
-  restoring?: { attempt: string; lengths: number[]; keptElsewhere?: string[] } | null;
+  restoring?: { attempt: string; lengths: number[] } | null;
   /** A decided PATCH of the groups or of the slots kept that some shard may not have applied yet. */
   regroup?: boolean;
   /** A step being received in parts (./shards.ts StepAssembly). */

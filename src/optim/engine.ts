@@ -280,8 +280,10 @@ export function engineStep<H extends Hyperparams>(args: EngineArgs<H>): EngineOu
 export const usedGroups = (groupOf: readonly number[]): Set<number> => (groupOf.length === 0 ? new Set([0]) : new Set(groupOf));
 
 /**
- * Brings `state`'s slots to what the groups keep, in place: a slot no used group keeps is dropped
- * (as a PATCH that turns momentum off discards the buffer); a tensor whose group keeps an eager
+ * Brings `state`'s slots to what the groups keep, in place: a slot no used group keeps any more is
+ * left as it is, unread and unchanged (torch 1.13 keeps the buffer in `optimizer.state` when a
+ * group turns momentum, centered or amsgrad off, and resumes from it when it is turned back on);
+ * a tensor whose group keeps an eager
  * slot it does not hold gets the slot's initial value (Adagrad's initial_accumulator_value, zeros
  * elsewhere); a lazy slot (SGD's momentum_buffer, a clone of the first gradient) stays unheld until
  * the step creates it. `allocate` gives a slot's array. torch creates state per parameter: which
@@ -298,17 +300,10 @@ export function keepSlots(
   tensors: readonly TensorSpan[],
   state: TreeState,
   allocate: (slot: string) => FloatArray,
-  /** Slots kept as they are though no group here keeps them (a shard: a group on another shard does). */
-  keptElsewhere: ReadonlySet<string> = new Set(),
 ): void {
   const used = usedGroups(groupOf);
   for (const slot of def.slots) {
-    if (![...used].some((g) => slot.present(hps[g]!))) {
-      if (keptElsewhere.has(slot.name)) continue;
-      delete state.slots[slot.name];
-      delete state.held[slot.name];
-      continue;
-    }
+    if (![...used].some((g) => slot.present(hps[g]!))) continue;
     let a = state.slots[slot.name] ?? null;
     // No tensor at all: an eager slot exists all the same (an empty tree in answers and snapshots).
     if (tensors.length === 0 && slot.initial(hps[0]!) !== null) a ??= allocate(slot.name);

@@ -579,7 +579,7 @@ export const SnapshotInputSchema = z
 
 export const PatchOptimizerSchema = z
   .object({
-    hyperparams: HyperparamsInputSchema('Hyperparameters to change (the ones not named keep their values), validated against the optimizer\'s schema; a change that adds a state slot starts it fresh, one that drops a slot discards it').optional(),
+    hyperparams: HyperparamsInputSchema('Hyperparameters to change (the ones not named keep their values), validated against the optimizer\'s schema; a change that adds a state slot starts it fresh; one that turns a slot off (momentum, centered, amsgrad) keeps it unread and unchanged, and turning it back on resumes from it, as torch does').optional(),
     param_groups: z
       .union([ParamGroupsInputSchema('New groups, replacing the ones set (omitted: unchanged).'), z.null()])
       .optional()

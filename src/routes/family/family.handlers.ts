@@ -259,10 +259,9 @@ function checkedState(def: AnyDef, groupHp: Hp[], groupOf: readonly number[], dt
     throw validationProblem([fieldError([...path, input.slotName(missing.name)], `is missing while ${input.slotName(given.name)} is sent: ${eager.map((x) => input.slotName(x.name)).join(' and ')} come together, or not at all`)]);
   }
   for (const slot of def.slots) {
-    if (!keeps(slot)) continue; // torch keeps no such slot: a sent one is ignored
     const a = sent.slots[slot.name] ?? null;
     if (a === null) {
-      if (slot.initial(hps[0] ?? {}) !== null && sent.step > 0) throw validationProblem([fieldError([...path, input.slotName(slot.name)], `is required when step > 0 (${def.torch} keeps it with these hyperparameters)`)]);
+      if (keeps(slot) && slot.initial(hps[0] ?? {}) !== null && sent.step > 0) throw validationProblem([fieldError([...path, input.slotName(slot.name)], `is required when step > 0 (${def.torch} keeps it with these hyperparameters)`)]);
       continue;
     }
     if (slot.nonNegative) {
@@ -270,6 +269,8 @@ function checkedState(def: AnyDef, groupHp: Hp[], groupOf: readonly number[], dt
         if (a[i]! < 0) throw validationProblem([fieldError([...path, input.slotName(slot.name), ...pathOfIndex(layout, i)], 'must be >= 0 (it is a square, a sum of squares or a magnitude)', a[i])]);
       }
     }
+    // A slot no group keeps (momentum, centered or amsgrad turned off) comes back as sent, unread:
+    // torch keeps it in `optimizer.state` and resumes from it when the option is turned back on.
     state.slots[slot.name] = a;
     state.held[slot.name] = sent.held[slot.name] ?? named.map(() => true);
   }
