@@ -357,6 +357,40 @@ describe('creation, uploads, limits and deletion', () => {
     expect(body).toMatchObject({ shards: 3, max_elements: 10, size: 25 });
   });
 
+  it('a JSON snapshot of an optimizer larger than one object goes back by PUT (sharded), and it steps as its twin', async () => {
+    const vars = { MAX_HOSTED_BYTES: '200' }; // 10 Adam float32 elements per object
+    const params = Array.from({ length: 25 }, (_, i) => i / 4);
+    const make = async () => {
+      const r = await callWithVars(vars, 'POST', '/v1/optimizers', JSON.stringify({ optimizer: 'adam', params, hyperparams: { amsgrad: true } }), { 'content-type': 'application/json' });
+      const body = (await parse(r)).body;
+      expect(r.status, JSON.stringify(body)).toBe(201);
+      return { id: body.id as string, token: body.token as string };
+    };
+    const [opt, twin] = [await make(), await make()];
+    const grads = params.map((p, i) => (i % 3) - p / 8);
+    for (const o of [opt, twin]) expect((await opCall('POST', o, '/step', { grads })).status).toBe(200);
+    const snap = await opCall('GET', opt, '/state');
+    expect(snap.body.params).toHaveLength(25);
+    // Before: the Worker held a JSON snapshot to one object's limit (413 for 25 > 10).
+    const put = await callWithVars(vars, 'PUT', `/v1/optimizers/${opt.id}/state`, JSON.stringify(snap.body), { authorization: `Bearer ${opt.token}`, 'content-type': 'application/json' });
+    const putBody = (await parse(put)).body;
+    expect(put.status, JSON.stringify(putBody)).toBe(200);
+    expect(putBody).toMatchObject({ size: 25, step: 1, shards: 3 });
+    const [a, b] = [await opCall('POST', opt, '/step', { grads }), await opCall('POST', twin, '/step', { grads })];
+    expect(a.body.params).toEqual(b.body.params);
+    const { updated_at: _u1, id: _i1, created_at: _c1, ...got } = (await opCall('GET', opt, '/state')).body;
+    const { updated_at: _u2, id: _i2, created_at: _c2, ...want } = (await opCall('GET', twin, '/state')).body;
+    expect(got).toEqual(want);
+    // The same model as a safetensors checkpoint (one unnamed tensor: `params`, `exp_avg`, ...).
+    const file = await callBytes('GET', `/v1/optimizers/${opt.id}/state`, undefined, { authorization: `Bearer ${opt.token}`, accept: 'application/vnd.safetensors' });
+    expect([...readSafetensors(file.bytes).tensors.keys()].sort()).toEqual(['exp_avg', 'exp_avg_sq', 'max_exp_avg_sq', 'params', 'step']);
+    const back = await callBytes('PUT', `/v1/optimizers/${twin.id}/state`, file.bytes, { authorization: `Bearer ${twin.token}`, 'content-type': 'application/vnd.safetensors' });
+    expect(back.status, JSON.stringify(back.body)).toBe(200);
+    const [c, d] = [await opCall('POST', opt, '/step', { grads }), await opCall('POST', twin, '/step', { grads })];
+    expect(c.body).toMatchObject({ step: 3 });
+    expect(d.body.params).toEqual(c.body.params);
+  });
+
   it('413 when no placement exists: a row larger than a shard, or more shards than rows', async () => {
     const r = await callWithVars({ MAX_HOSTED_BYTES: '200' }, 'POST', '/v1/optimizers', JSON.stringify({ optimizer: 'adam', shapes: { w: [2, 11] } }), { 'content-type': 'application/json' });
     expectProblem(await parse(r), 413);

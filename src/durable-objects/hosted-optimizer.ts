@@ -2143,6 +2143,8 @@ export class HostedOptimizer extends DurableObject<Env> {
     const groupOf = groupOfTensors(names, groups, ['param_groups']);
     const hps = checkedGroupHp(def, hyperparams, groups, groupOf, schedule, ['hyperparams'], ['param_groups']);
     checkShapes(def, layout, ['params']);
+    const most = maxElementsOf(readLimits(this.env), def, dtype);
+    if (layoutWeight(layout) > most) throw tooLarge(def, layoutWeight(layout), dtype, most);
     const tensors = spansOf(layout);
     const memory = this.#allocate(def, dtype, args.params.length);
     memory.params.set(args.params);

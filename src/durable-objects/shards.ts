@@ -886,7 +886,8 @@ export async function stageCheckpoint<O>(args: {
     if (length !== null && length < 8) throw new WireError(422, ['safetensors'], `a safetensors body has at least 8 bytes, got ${length}`);
     const n = headerLength(await reader.readExactly(8), length);
     const header = parseHeader(await reader.readExactly(n), length === null ? null : length - 8 - n);
-    const params = header.entries.filter((e) => e.name.startsWith('params/')).map((e) => ({ name: e.name.slice('params/'.length), shape: e.shape, dtype: e.dtype }));
+    // `params` alone is a single unnamed tensor's (a model sent as one bare array), as one object reads it.
+    const params = header.entries.filter((e) => e.name === 'params' || e.name.startsWith('params/')).map((e) => ({ name: e.name === 'params' ? '' : e.name.slice('params/'.length), shape: e.shape, dtype: e.dtype }));
     const target = await args.target(header.metadata, params);
     const { layout, placement } = target;
     shards = Math.max(shards, placement.length);

@@ -404,8 +404,11 @@ export const putState: RouteHandler<typeof routes.putStateRoute, AppEnv> = async
   const { dtype } = body;
   const hyperparams = hyperparamsOf(def, body.hyperparams, 'hyperparams');
   const paramGroups = parseParamGroups(def, body.param_groups, ['param_groups']);
-  const most = Math.min(mostOf(c.get('limits'), def, dtype), MAX_JSON_HOSTED_ELEMENTS);
+  // A sharded optimizer takes more than one object holds: the object refuses what it cannot place (413).
+  const limits = c.get('limits');
+  const most = Math.min(shardedMostOf(limits, def, dtype), MAX_JSON_HOSTED_ELEMENTS);
   const params = parseParams(body.params, ['params'], most, dtype);
+  checkEmptyWeight(params.layout, mostOf(limits, def, dtype), 'params');
   checkCheckpointHeader(def, params.layout, ['params']); // before the RPC, as at creation
   const { slots, scalars } = snapshotState(def, body, params.layout, dtype);
   const { etag, value } = unwrap(
