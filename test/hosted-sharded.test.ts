@@ -389,6 +389,21 @@ describe('creation, uploads, limits and deletion', () => {
     const [c, d] = [await opCall('POST', opt, '/step', { grads }), await opCall('POST', twin, '/step', { grads })];
     expect(c.body).toMatchObject({ step: 3 });
     expect(d.body.params).toEqual(c.body.params);
+    // A bad value in that file is named as one object names it (the entry alone, the element in the tensor), on a shard past the first.
+    const parsed = readSafetensors(file.bytes);
+    const bad = parsed.order.map((name) => {
+      const t = parsed.tensors.get(name)!;
+      if (name !== 'exp_avg_sq') return t;
+      const data = t.data.slice();
+      new DataView(data.buffer).setFloat32(4 * 17, -1, true);
+      return { ...t, data };
+    });
+    const one = await createOptimizer({ optimizer: 'adam', params, hyperparams: { amsgrad: true } });
+    for (const o of [opt, one]) {
+      const r = await callBytes('PUT', `/v1/optimizers/${o.id}/state`, writeSafetensors(bad, parsed.metadata ?? undefined), { authorization: `Bearer ${o.token}`, 'content-type': 'application/vnd.safetensors' });
+      expectProblem({ status: r.status, type: r.type, body: r.body }, 422, 'safetensors.exp_avg_sq[17]');
+      expect(r.body.errors[0].pointer).toBe('/safetensors/exp_avg_sq/17');
+    }
   });
 
   it('413 when no placement exists: a row larger than a shard, or more shards than rows', async () => {

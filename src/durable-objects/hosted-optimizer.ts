@@ -535,7 +535,7 @@ export class HostedOptimizer extends DurableObject<Env> {
     const slotNames = meta.slots ?? legacyAdamSlots(meta.hyperparams.amsgrad === true);
     const arrays: SlotArrays = { params: memory.params, slots: Object.fromEntries(slotNames.map((n) => [n, roomFor(memory, n)])) };
     const seqs = this.#store.readCheckpoint(meta, arrays);
-    // What is stored is the state (a slot the hyperparameters no longer keep cannot be stored: a PATCH drops it).
+    // What is stored is the state (a slot the hyperparameters no longer use is stored as it was, unread).
     const state: TreeState = {
       step: meta.step,
       scalars: { ...initialScalars(def), ...meta.scalars },

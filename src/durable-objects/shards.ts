@@ -28,7 +28,7 @@ import { MAX_TTL_SECONDS } from '../lib/config.ts';
 import { hex } from '../lib/digest.ts';
 import { rangesOf } from './tree-state.ts';
 import type { ParamGroup } from '../lib/param-groups.ts';
-import { ProblemError, type ProblemData } from '../lib/problem.ts';
+import { ProblemError, formatPath, type ProblemData } from '../lib/problem.ts';
 
 /**
  * Test hooks, never set in production: called at those points of a coordinator's step, where a
@@ -136,17 +136,20 @@ export const pieceName = (p: StoredPiece) => `t${p.tensor}_${p.from}`;
 export function clientNamedProblem(problem: ProblemData, names: readonly string[]): ProblemData {
   let shift = 0;
   const inField = (text: string) =>
-    text.replace(/"([^"/]+)\/t(\d+)_(\d+)"\](?:\[(\d+)\])?/g, (all, slot: string, t: string, from: string, k?: string) => {
+    text.replace(/\["([^"/]+)\/t(\d+)_(\d+)"\](?:\[(\d+)\])?/g, (all, slot: string, t: string, from: string, k?: string) => {
       const name = names[Number(t)];
       if (name === undefined) return all;
       if (k !== undefined) shift = Number(from);
-      return `${JSON.stringify(`${slot}/${name}`)}]${k === undefined ? '' : `[${Number(from) + Number(k)}]`}`;
+      // A single unnamed tensor's entry is the slot alone (`exp_avg_sq`), as one object names it.
+      const alone = formatPath([slot]);
+      const entry = name !== '' ? `[${JSON.stringify(`${slot}/${name}`)}]` : alone.startsWith('[') ? alone : `.${alone}`;
+      return `${entry}${k === undefined ? '' : `[${Number(from) + Number(k)}]`}`;
     });
   const inPointer = (text: string) =>
     text.replace(/\/([^/]+)~1t(\d+)_(\d+)(?:\/(\d+))?/g, (all, slot: string, t: string, from: string, k?: string) => {
       const name = names[Number(t)];
       if (name === undefined) return all;
-      return `/${slot}~1${name.replace(/~/g, '~0').replace(/\//g, '~1')}${k === undefined ? '' : `/${Number(from) + Number(k)}`}`;
+      return `/${slot}${name === '' ? '' : `~1${name.replace(/~/g, '~0').replace(/\//g, '~1')}`}${k === undefined ? '' : `/${Number(from) + Number(k)}`}`;
     });
   const element = (text: string) => (shift === 0 ? text : text.replace(/\belement (\d+)\b/g, (_all, k: string) => `element ${shift + Number(k)}`));
   const errors = problem.errors?.map((e) => {

@@ -535,7 +535,7 @@ export const SnapshotSchema = z
     params: requiredTree('Current parameters.'),
     m: PartialTensorTreeSchema.optional().openapi({ description: '`adam` only: first moment (torch `exp_avg`).' }),
     v: PartialTensorTreeSchema.optional().openapi({ description: '`adam` only: second moment (torch `exp_avg_sq`).' }),
-    v_max: PartialTensorTreeSchema.optional().openapi({ description: '`adam` only: running max of v (torch `max_exp_avg_sq`); present with amsgrad (`null` for a tensor in a param group without it).' }),
+    v_max: PartialTensorTreeSchema.optional().openapi({ description: '`adam` only: running max of v (torch `max_exp_avg_sq`); present once a step with amsgrad made it, kept unchanged while amsgrad is off (`null` for a tensor that never had it).' }),
     ...slotTrees(' Present when the optimizer keeps it; same structure as `params`'),
     ...scalarNumbers(),
     tensors: SnapshotCountersSchema,

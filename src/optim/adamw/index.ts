@@ -23,7 +23,7 @@ function adamSlots<H extends AdamDefHyperparams>(): Array<SlotDef<H>> {
     { name: 'exp_avg_sq', description: 'Second moment (torch `exp_avg_sq`), without bias correction.', present: () => true, initial: () => 0, nonNegative: true },
     {
       name: 'max_exp_avg_sq',
-      description: 'Running max of exp_avg_sq (torch `max_exp_avg_sq`); kept only with amsgrad.',
+      description: 'Running max of exp_avg_sq (torch `max_exp_avg_sq`), made by a step with amsgrad; while amsgrad is off it is kept unchanged, unread.',
       present: (hp) => hp.amsgrad,
       initial: () => 0,
       nonNegative: true,

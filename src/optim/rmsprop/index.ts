@@ -77,13 +77,13 @@ export const rmsprop: OptimizerDef<RmspropHyperparams> = {
     },
     {
       name: 'momentum_buffer',
-      description: 'Momentum buffer (torch `momentum_buffer`); kept only when momentum > 0.',
+      description: 'Momentum buffer (torch `momentum_buffer`), made by a step with momentum > 0; while momentum is 0 it is kept unchanged, unread.',
       present: (hp) => hp.momentum > 0,
       initial: () => 0,
     },
     {
       name: 'grad_avg',
-      description: 'Running average of the gradient (torch `grad_avg`); kept only when centered.',
+      description: 'Running average of the gradient (torch `grad_avg`), made by a centered step; while centered is off it is kept unchanged, unread.',
       present: (hp) => hp.centered,
       initial: () => 0,
     },

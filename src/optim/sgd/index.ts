@@ -117,7 +117,7 @@ export const sgd: OptimizerDef<SgdHyperparams> = {
   slots: [
     {
       name: 'momentum_buffer',
-      description: 'The momentum buffer (torch `momentum_buffer`); kept only when momentum != 0, created from the first gradient.',
+      description: 'The momentum buffer (torch `momentum_buffer`), created from the first gradient of a step with momentum != 0; while momentum is 0 it is kept unchanged, unread.',
       present: (hp) => hp.momentum !== 0,
       initial: () => null,
     },
