@@ -217,6 +217,7 @@ function reference(c: FamilyCase): Expected {
   if (typeof params === 'string') return { ok: false, why: params };
   if (typeof grads === 'string') return { ok: false, why: grads };
   const state = initState(def, hp, c.dtype, params.length);
+  const unused = new Map<string, FloatArray>();
   // Every sent tensor must hold values of the dtype, even a slot these hyperparameters do not keep.
   for (const [k, v] of Object.entries(c.state?.slots ?? {})) {
     const a = v && typed(v, k);
@@ -229,8 +230,15 @@ function reference(c: FamilyCase): Expected {
     const sentCore = core.filter((slot) => (c.state!.slots[slot.name] ?? null) !== null);
     if (sentCore.length > 0 && sentCore.length < core.length) return { ok: false, why: 'half of the state' };
     for (const slot of def.slots) {
-      if (!slot.present(hp)) continue;
       const sent = c.state.slots[slot.name] ?? null;
+      if (!slot.present(hp)) {
+        // Sent while its option is off: kept as it is, unread (torch keeps the buffer when the option is turned off).
+        if (sent === null) continue;
+        const a = typed(sent, slot.name) as FloatArray;
+        if (slot.nonNegative && a.some((x) => x < 0)) return { ok: false, why: `${slot.name} < 0` };
+        unused.set(slot.name, a);
+        continue;
+      }
       if (sent === null) {
         if (slot.initial(hp) !== null && c.state.step > 0) return { ok: false, why: `${slot.name} is required with step > 0` };
         continue;
@@ -252,6 +260,8 @@ function reference(c: FamilyCase): Expected {
   // A tree without tensors answers the slots it has (eager ones empty; a lazy one only when sent), so
   // its state can be sent back as it came.
   const kept = def.slots.filter((s) => s.present(hp) && (tensors.length > 0 || s.initial(hp) !== null || (c.state?.slots[s.name] ?? null) !== null)).map((s) => s.name);
+  for (const [name, a] of unused) state.slots[name] = a;
+  kept.push(...unused.keys());
   if ([params, ...kept.map((k) => state.slots[k]!)].some((a) => a.some((x) => !Number.isFinite(x)))) return { ok: false, why: 'a non-finite result' };
   if (Object.values(state.scalars).some((x) => !Number.isFinite(x))) return { ok: false, why: 'a non-finite scalar' };
   return { ok: true, lr: hp.lr as number, state, params, kept };

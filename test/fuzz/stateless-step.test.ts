@@ -184,15 +184,14 @@ function reference(c: StepCase): Expected {
     for (const a of [sm, sv, sx]) if (typeof a === 'string') return { ok: false, why: a };
     m = sm as FloatArray;
     v = sv as FloatArray;
-    if (hp.amsgrad) {
-      if (sx) vMax = sx as FloatArray;
-      else if (step > 0) return { ok: false, why: 'amsgrad with step > 0 needs v_max' };
-    }
+    // A v_max sent without amsgrad is kept, unread (torch keeps max_exp_avg_sq when amsgrad is turned off).
+    if (sx) vMax = sx as FloatArray;
+    else if (hp.amsgrad && step > 0) return { ok: false, why: 'amsgrad with step > 0 needs v_max' };
     if (v.some((x) => x < 0) || (vMax && vMax.some((x) => x < 0))) return { ok: false, why: 'a negative second moment' };
   }
   const lr = c.schedule ? scheduleLr(c.schedule, step) : hp.lr;
   if (!Number.isFinite(lr)) return { ok: false, why: `the schedule's lr ${lr}` };
-  const state = { step, m, v, vMax };
+  const state = { step, m, v, vMax: hp.amsgrad ? vMax : null };
   adamStepInPlace({ dtype: c.dtype, hyperparams: { ...hp, lr }, params, grads, state }, null); // null: the JavaScript kernel
   if ([params, m, v].some((a) => a.some((x) => !Number.isFinite(x)))) return { ok: false, why: 'a non-finite result' };
   return { ok: true, lr, step: state.step, params, m, v, vMax };
