@@ -222,6 +222,43 @@ class HostedOptimizerTest(unittest.TestCase):
         self.train([(local_model, local), (other_model, other)], batches(3, seed=5), "attached with groups")
         self.assertEqual([g["params"] for g in sd["param_groups"]], [g["params"] for g in local.state_dict()["param_groups"]])
 
+    def test_options_turned_off_and_back_on_between_steps_equal_torch(self):
+        # torch keeps a buffer while its option is off (no group reads it) and resumes from it when the
+        # option is back on; the drop-in sends each change by PATCH before the next step.
+        pattern = [True, True, False, False, True, False, True]
+        data = batches(len(pattern), seed=9)
+        cases = [
+            ("sgd", torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "dampening": 0.25}, "momentum", 0.9, 0.0),
+            ("rmsprop", torch.optim.RMSprop, {"lr": 0.01, "momentum": 0.5, "centered": True}, "centered", True, False),
+            ("rmsprop", torch.optim.RMSprop, {"lr": 0.01, "momentum": 0.5}, "momentum", 0.5, 0.0),
+            ("adam", torch.optim.Adam, {"lr": 0.01, "amsgrad": True}, "amsgrad", True, False),
+        ]
+        for name, cls, kw, key, on, off in cases:
+            with self.subTest(optimizer=name, option=key):
+                local_model, hosted_model = mlp(7), mlp(7)
+                def groups(model, named):
+                    ps = list(model.named_parameters())
+                    pick = lambda want: [(n, p) if named else p for n, p in ps if n.endswith(want)]  # noqa: E731
+                    return [{"params": pick("weight")}, {"params": pick("bias"), "lr": kw["lr"] / 2}]
+                local = cls(groups(local_model, False), foreach=False, **kw)
+                hosted = self.hosted(groups(hosted_model, True), optimizer=name, **kw)
+                for k, batch in enumerate(data):
+                    for opt in (local, hosted):
+                        for g in opt.param_groups:
+                            g[key] = on if pattern[k] else off
+                    self.train([(local_model, local), (hosted_model, hosted)], [batch], f"{name} {key} {'on' if pattern[k] else 'off'} at step {k + 1}")
+                # The kept buffer is in both state_dicts while the option is off.
+                for opt in (local, hosted):
+                    for g in opt.param_groups:
+                        g[key] = off
+                mine, theirs = hosted.state_dict()["state"], local.state_dict()["state"]
+                self.assertEqual(sorted(mine), sorted(theirs))
+                for i in theirs:
+                    self.assertEqual(sorted(k for k in mine[i] if k != "step"), sorted(k for k in theirs[i] if k != "step"), f"{name} state {i}")
+                    for k, v in theirs[i].items():
+                        if torch.is_tensor(v) and v.dim() > 0:
+                            self.assertTrue(torch.equal(bits(mine[i][k]), bits(v)), f"{name} state {i} {k}")
+
     def test_adamw_param_groups_under_a_server_schedule_equal_torch_step_lr(self):
         local_model, hosted_model = mlp(15), mlp(15)
         def groups(model, named):
