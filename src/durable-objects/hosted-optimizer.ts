@@ -2699,22 +2699,20 @@ function restoredState(
   for (const slot of def.slots) {
     const keeping = used.find((k) => slot.present(g.hps[k]!));
     const s = sent.get(slot.name);
-    if (keeping === undefined) {
-      if (s) {
-        const i = slot.nonNegative ? firstNegative(s.values) : -1;
-        if (i >= 0) throw validationProblem([fieldError(where(slot.name, i), 'must be >= 0 (it is a square, a sum of squares or a magnitude)', s.values[i])]);
-        const held = s.held ?? g.tensors.map(() => true);
-        if (held.some(Boolean)) {
-          state.slots[slot.name] = s.values;
-          state.held[slot.name] = held;
-        }
-      }
-      continue;
-    }
+    const held = s ? (s.held ?? g.tensors.map(() => true)) : null;
     if (s) {
       const i = slot.nonNegative ? firstNegative(s.values) : -1;
       if (i >= 0) throw validationProblem([fieldError(where(slot.name, i), 'must be >= 0 (it is a square, a sum of squares or a magnitude)', s.values[i])]);
-      const held = s.held ?? g.tensors.map(() => true);
+    }
+    if (keeping === undefined) {
+      // No group keeps it: kept as sent, unread.
+      if (s && held?.some(Boolean)) {
+        state.slots[slot.name] = s.values;
+        state.held[slot.name] = held;
+      }
+      continue;
+    }
+    if (s && held) {
       // torch has an eager slot for every parameter whose group keeps it (None only elsewhere).
       const lacking = held.findIndex((h, t) => !h && slot.present(g.hps[g.groupOf[t]!]!) && slot.initial(g.hps[g.groupOf[t]!]!) !== null);
       if (lacking >= 0 && held.some(Boolean)) {

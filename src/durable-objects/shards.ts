@@ -105,6 +105,12 @@ export function unwrapOutcome<T>(o: Outcome<T>): T {
   return o.value;
 }
 
+/** A checkpoint entry's slot and tensor name: `<slot>/<name>`, or `<slot>` alone for a single unnamed tensor (a model sent as one bare array). */
+function entryParts(entry: string): { slot: string; name: string } {
+  const cut = entry.indexOf('/');
+  return cut < 0 ? { slot: entry, name: '' } : { slot: entry.slice(0, cut), name: entry.slice(cut + 1) };
+}
+
 /** A shard's answer, awaited, or its problem thrown. */
 const value = async <T>(p: Promise<Outcome<T>>): Promise<T> => unwrapOutcome(await p);
 
@@ -889,8 +895,10 @@ export async function stageCheckpoint<O>(args: {
     if (length !== null && length < 8) throw new WireError(422, ['safetensors'], `a safetensors body has at least 8 bytes, got ${length}`);
     const n = headerLength(await reader.readExactly(8), length);
     const header = parseHeader(await reader.readExactly(n), length === null ? null : length - 8 - n);
-    // `params` alone is a single unnamed tensor's (a model sent as one bare array), as one object reads it.
-    const params = header.entries.filter((e) => e.name === 'params' || e.name.startsWith('params/')).map((e) => ({ name: e.name === 'params' ? '' : e.name.slice('params/'.length), shape: e.shape, dtype: e.dtype }));
+    const params = header.entries.flatMap((e) => {
+      const { slot, name } = entryParts(e.name);
+      return slot === 'params' ? [{ name, shape: e.shape, dtype: e.dtype }] : [];
+    });
     const target = await args.target(header.metadata, params);
     const { layout, placement } = target;
     shards = Math.max(shards, placement.length);
@@ -900,9 +908,7 @@ export async function stageCheckpoint<O>(args: {
     staged = stage;
     // Each entry: its slot, its tensor, and where each of its pieces goes (shard, byte offset in that shard's file).
     const plan = header.entries.map((e) => {
-      const cut = e.name.indexOf('/');
-      const slot = cut < 0 ? e.name : e.name.slice(0, cut);
-      const name = cut < 0 ? '' : e.name.slice(cut + 1);
+      const { slot, name } = entryParts(e.name);
       const t = index.get(name);
       if (t === undefined) throw new WireError(422, ['safetensors', e.name], `"${e.name}" has no params/${name} to match`);
       const scalar = args.scalarSlots.includes(slot);
